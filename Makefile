@@ -1,0 +1,43 @@
+# Two commands matter: `make run` and `make test`. Everything they need is installed here.
+SHELL := /bin/bash
+SWIFT ?= swift
+RELEASE_FLAGS := -c release
+BIN_RELEASE = $(shell $(SWIFT) build $(RELEASE_FLAGS) --show-bin-path 2>/dev/null)
+
+.PHONY: run test build release deps clean check-config
+
+## Install libuv's headers when missing (Debian/Ubuntu), as root or through sudo.
+deps:
+	@if ! pkg-config --exists libuv 2>/dev/null || [ ! -f /usr/include/uv.h ]; then \
+		echo "installing libuv1-dev and pkg-config…"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libuv1-dev pkg-config >/dev/null; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build $(RELEASE_FLAGS)
+
+## Build release, start two test backends on 3001/3002 and the proxy on 8080 with config.json.
+## Ctrl-C stops all three.
+run: release
+	@bin=$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path); \
+	trap 'kill $$b1 $$b2 2>/dev/null; wait 2>/dev/null' EXIT INT TERM; \
+	"$$bin/test-backend" 3001 & b1=$$!; \
+	"$$bin/test-backend" 3002 & b2=$$!; \
+	sleep 0.3; \
+	echo "try: curl localhost:8080/  and  curl localhost:8080/_health"; \
+	"$$bin/proxy" --config config.json
+
+## Build everything and run every test (unit and integration).
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --parallel
+
+check-config: release
+	@$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/proxy --config config.json --check
+
+clean:
+	rm -rf .build

@@ -1,0 +1,31 @@
+/// `GET /_health`: the proxy's own view of its backends, as JSON.
+///
+/// 200 with `"status":"healthy"` when at least one backend is healthy, else 503 with
+/// `"status":"unhealthy"`. Built with `String` on purpose: it is an admin path, not the hot one.
+enum HealthEndpoint {
+    static func matches(_ request: RequestHead) -> Bool {
+        let b = request.bytes
+        guard b.equals(request.method, "GET") || b.equals(request.method, "HEAD") else { return false }
+        let t = request.target
+        let path = "/_health"
+        guard t.count >= path.utf8.count else { return false }
+        let prefix = t.lowerBound..<(t.lowerBound + path.utf8.count)
+        guard b.equals(prefix, "/_health") else { return false }
+        return t.count == path.utf8.count || b[prefix.upperBound] == UInt8(ascii: "?")
+    }
+
+    static func render(_ backends: [Backend]) -> (status: UInt16, body: [UInt8]) {
+        let healthy = backends.contains { $0.isHealthy }
+        var json = "{\"status\":\"\(healthy ? "healthy" : "unhealthy")\",\"backends\":["
+        for (i, b) in backends.enumerated() {
+            if i > 0 { json += "," }
+            json += "{\"id\":\(JSONText.quote(b.id)),\"url\":\(JSONText.quote(b.url)),\"address\":\(JSONText.quote(b.address.description)),"
+            json += "\"healthy\":\(b.isHealthy),\"active_connections\":\(b.activeRequests),"
+            json += "\"idle_pooled_connections\":\(b.pool.idleCount),"
+            json += "\"consecutive_failures\":\(b.consecutiveFailures),"
+            json += "\"last_error\":\(b.lastProbeError.map(JSONText.quote) ?? "null")}"
+        }
+        json += "]}\n"
+        return (healthy ? 200 : 503, Array(json.utf8))
+    }
+}

@@ -1,0 +1,124 @@
+/// The `proxy` executable's command line. Parsing lives in the library (not in `main.swift`) so it
+/// is unit-tested and checked by strict concurrency like everything else.
+public struct CommandLineOptions: Sendable, Equatable {
+    public var configPath: String = "config.json"
+    /// Whether `--config` was given: a missing default `config.json` deserves a different hint
+    /// than a missing file the user named.
+    public var configPathWasGiven: Bool = false
+    /// `--listen`, which overrides the config file's `listen`.
+    public var listen: ListenAddress?
+    /// `--check`: validate the config and exit instead of serving.
+    public var check: Bool = false
+    public var help: Bool = false
+
+    public init(
+        configPath: String = "config.json", configPathWasGiven: Bool = false,
+        listen: ListenAddress? = nil, check: Bool = false, help: Bool = false
+    ) {
+        self.configPath = configPath
+        self.configPathWasGiven = configPathWasGiven
+        self.listen = listen
+        self.check = check
+        self.help = help
+    }
+
+    public static let usage = """
+        usage: proxy [--config PATH] [--listen ADDR] [--check] [--help]
+
+          -c, --config PATH   JSON config file to load (default: config.json)
+              --listen ADDR   where to accept clients, overriding the config's "listen":
+                              HOST:PORT, :PORT (all IPv4 interfaces) or [IPV6]:PORT
+              --check         validate the config file and exit without serving
+          -h, --help          show this help and exit
+
+        examples:
+          proxy                                      serve with ./config.json
+          proxy --config /etc/proxy.json --listen :80
+          proxy --check -c staging.json              validate before deploying
+        """
+
+    /// The long options, in the order suggestions prefer.
+    private static let longOptions = ["--config", "--listen", "--check", "--help"]
+
+    /// Parses the arguments after the program name.
+    ///
+    /// Values come as `--opt VALUE` or `--opt=VALUE`. A separate value may not start with `-`, so
+    /// `--config --check` reports the missing path instead of loading a file named "--check"
+    /// (write `--config=-odd-name` for such a file). Options may appear once each: a second
+    /// `--config` is more likely a mistake than an intended override.
+    public static func parse(_ arguments: [String]) throws(CommandLineError) -> CommandLineOptions {
+        var options = CommandLineOptions()
+        var seen: Set<String> = []
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            index += 1
+            guard argument.hasPrefix("-"), argument != "-" else {
+                var message = "unexpected argument \"\(argument)\""
+                if argument.hasSuffix(".json") { message += "; did you mean \"--config \(argument)\"?" }
+                throw CommandLineError(message)
+            }
+            let (name, inlineValue) = split(argument)
+            let option = switch name {
+            case "-c": "--config"
+            case "-h": "--help"
+            default: name
+            }
+            guard longOptions.contains(option) else {
+                var message = "unknown option \"\(name)\""
+                if let match = Suggestion.closest(to: name, among: longOptions) {
+                    message += "; " + Suggestion.didYouMean(match)
+                }
+                throw CommandLineError(message)
+            }
+            guard seen.insert(option).inserted else {
+                throw CommandLineError("\(option) was given more than once")
+            }
+
+            /// The option's value: inline after `=`, else the next argument.
+            func value(example: String) throws(CommandLineError) -> String {
+                if let inlineValue, !inlineValue.isEmpty { return inlineValue }
+                guard inlineValue == nil, index < arguments.count, !arguments[index].hasPrefix("-") else {
+                    throw CommandLineError("\(name) needs a value, e.g. \(option) \(example)")
+                }
+                index += 1
+                return arguments[index - 1]
+            }
+
+            switch option {
+            case "--config":
+                options.configPath = try value(example: "config.json")
+                options.configPathWasGiven = true
+            case "--listen":
+                let text = try value(example: "127.0.0.1:8080")
+                do throws(AddressSyntaxError) {
+                    options.listen = try ListenAddress.parseExplained(text)
+                } catch {
+                    throw CommandLineError("--listen expects \(ListenAddress.expectedForms), "
+                        + "got \"\(text)\": \(error.problem)")
+                }
+            default:  // --check, --help: flags
+                if inlineValue != nil { throw CommandLineError("\(option) takes no value") }
+                if option == "--check" { options.check = true } else { options.help = true }
+            }
+        }
+        return options
+    }
+
+    /// `--config=x.json` → ("--config", "x.json"); short options never carry an inline value.
+    private static func split(_ argument: String) -> (name: String, value: String?) {
+        guard argument.hasPrefix("--"), let equals = argument.firstIndex(of: "=") else { return (argument, nil) }
+        return (String(argument[..<equals]), String(argument[argument.index(after: equals)...]))
+    }
+}
+
+/// A command line that cannot be used; the message names the argument and, where it can, the fix.
+public struct CommandLineError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var message: String
+
+    public init(_ message: String) {
+        self.message = message
+    }
+
+    public var description: String { message }
+}

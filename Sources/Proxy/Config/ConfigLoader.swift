@@ -1,0 +1,432 @@
+import Glibc
+
+/// A config file the proxy cannot use, said so that it can be fixed without reading the source:
+/// which file, which field, what is wrong and what a right value looks like.
+public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    /// JSON path of the offending value (`backends[1].url`, `health_check.interval_ms`; array
+    /// indices are 0-based); "" for whole-file errors.
+    public var field: String
+    public var problem: String
+    /// A right value as it would be written in the file (`"url": "http://127.0.0.1:3001"`).
+    public var example: String?
+    /// Position of a JSON syntax error; `nil` for errors about well-formed JSON.
+    public var line: Int?
+    public var column: Int?
+
+    public init(
+        file: String, field: String, problem: String, example: String? = nil,
+        line: Int? = nil, column: Int? = nil
+    ) {
+        self.file = file
+        self.field = field
+        self.problem = problem
+        self.example = example
+        self.line = line
+        self.column = column
+    }
+
+    /// `config.json: backends[1].url: expected an http URL … (example: "url": "http://127.0.0.1:3001")`,
+    /// or `config.json:3:14: expected ',' or '}' after object member, found '"'` — the `file:line:col`
+    /// form editors and terminals turn into links.
+    public var description: String {
+        var text = file
+        if let line, let column { text += ":\(line):\(column)" }
+        text += ": "
+        if !field.isEmpty { text += field + ": " }
+        text += problem
+        if let example { text += " (example: \(example))" }
+        return text
+    }
+}
+
+/// Reads and validates the JSON config file.
+///
+/// Validation is strict on purpose: an unknown key is an error (with a suggestion), not ignored,
+/// because a misspelt `"helth_check"` silently falling back to defaults is worse than refusing to
+/// start. Only the first problem is reported, at its place in the file.
+public enum ConfigLoader {
+    /// Config files are small; anything bigger is almost certainly the wrong file.
+    static let maxFileBytes = 1 << 20
+
+    /// The smallest useful config, shown when there is nothing else to go on.
+    static var minimalExample: String { "{\"backends\": \(BackendEntry.listExample)}" }
+
+    public static func load(path: String) throws(ConfigError) -> ProxyConfig {
+        try parse(try readFile(path), file: path)
+    }
+
+    /// Parses and validates config text; `file` is only used in messages.
+    public static func parse(_ bytes: [UInt8], file: String) throws(ConfigError) -> ProxyConfig {
+        let root = ConfigLocation(file: file, path: "", example: minimalExample)
+        if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) {
+            throw root.error("the file is empty")
+        }
+        let document: JSONValue
+        do throws(JSONSyntaxError) {
+            document = try JSONValue.parse(bytes)
+        } catch {
+            throw ConfigError(file: file, field: "", problem: error.message, line: error.line, column: error.column)
+        }
+        let config = try ProxyConfig.decode(document, at: root)
+        // Checked after decoding so a missing key and an empty list get the same message.
+        guard !config.backends.isEmpty else {
+            throw root.member("backends", example: BackendEntry.listExample)
+                .error("at least one backend is required")
+        }
+        return config
+    }
+
+    // MARK: Reading the file
+
+    private static func readFile(_ path: String) throws(ConfigError) -> [UInt8] {
+        func failure(_ problem: String, example: String? = nil) -> ConfigError {
+            ConfigError(file: path, field: "", problem: problem, example: example)
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let code = errno
+            switch code {
+            case ENOENT:
+                let place = path.hasPrefix("/") ? "" : " (looked in \(currentDirectory()))"
+                throw failure("config file not found\(place); create it, or pass --config PATH",
+                              example: minimalExample)
+            case EACCES:
+                throw failure("permission denied; make the file readable by the user running the proxy")
+            default:
+                throw failure("cannot open the config file: \(systemMessage(code))")
+            }
+        }
+        defer { close(fd) }
+        var info = stat()
+        if fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFDIR {
+            throw failure("is a directory; pass the path of the JSON config file with --config PATH")
+        }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count == 0 { return bytes }
+            if count < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                throw failure("cannot read the config file: \(systemMessage(code))")
+            }
+            bytes.append(contentsOf: chunk[..<count])
+            if bytes.count > maxFileBytes {
+                throw failure("is larger than \(maxFileBytes / 1024) KiB; is this the right file?")
+            }
+        }
+    }
+
+    private static func currentDirectory() -> String {
+        guard let buffer = getcwd(nil, 0) else { return "the current directory" }
+        defer { free(buffer) }
+        return String(cString: buffer)
+    }
+
+    private static func systemMessage(_ code: Int32) -> String {
+        String(cString: strerror(code))
+    }
+}
+
+// MARK: - Mapping JSON onto the model
+
+/// Sanity caps: far beyond any reasonable setting, low enough that arithmetic on the values
+/// (milliseconds to nanoseconds, buffer sizes) cannot overflow.
+private let maxMilliseconds = 86_400_000  // 24 hours
+private let maxBytes = 16 << 20
+private let maxCount = 100_000
+
+/// A JSON object in the config file that maps onto a model struct. The field table is the one
+/// place a key is named: decoding, unknown-key suggestions and examples all come from it.
+protocol ConfigSection {
+    /// The defaults; keys absent from the file keep these values. (A requirement of its own
+    /// because the models' all-defaulted memberwise `init` cannot satisfy an `init()` requirement.)
+    static var defaults: Self { get }
+    /// Every accepted key, in documentation order (suggestions prefer earlier keys on ties).
+    static var fields: [ConfigField<Self>] { get }
+}
+
+/// One accepted key: its name, a right value as JSON text, and how it updates the model.
+struct ConfigField<Model> {
+    let key: String
+    let example: String
+    let apply: (inout Model, JSONValue, ConfigLocation) throws(ConfigError) -> Void
+}
+
+extension ConfigField where Model: ConfigSection {
+    /// A whole number within `range`; the default value doubles as the example.
+    static func integer(_ key: String, _ keyPath: WritableKeyPath<Model, Int>, _ range: ClosedRange<Int>) -> Self {
+        ConfigField(key: key, example: String(Model.defaults[keyPath: keyPath])) { model, value, at throws(ConfigError) in
+            model[keyPath: keyPath] = try at.integer(value, in: range)
+        }
+    }
+
+    /// A nested object decoded as its own section.
+    static func section<S: ConfigSection>(_ key: String, _ keyPath: WritableKeyPath<Model, S>) -> Self {
+        ConfigField(key: key, example: S.example) { model, value, at throws(ConfigError) in
+            model[keyPath: keyPath] = try S.decode(value, at: at)
+        }
+    }
+}
+
+extension ConfigSection {
+    /// The section with its defaults, as JSON text.
+    static var example: String {
+        "{" + fields.map { "\"\($0.key)\": \($0.example)" }.joined(separator: ", ") + "}"
+    }
+
+    /// Starts from the defaults and applies the members in document order, so the first problem
+    /// reported is the first one in the file.
+    static func decode(_ value: JSONValue, at location: ConfigLocation) throws(ConfigError) -> Self {
+        guard case .object(let members) = value else {
+            let place = location.path.isEmpty ? " at the top level" : ""
+            throw location.error("expected an object\(place), got \(value.summary)")
+        }
+        let fields = Self.fields
+        var result = defaults
+        for (key, member) in members {
+            guard let field = fields.first(where: { $0.key == key }) else {
+                throw unknownKey(key, among: fields, in: location)
+            }
+            try field.apply(&result, member, location.member(key, example: field.example))
+        }
+        return result
+    }
+
+    private static func unknownKey(_ key: String, among fields: [ConfigField<Self>], in location: ConfigLocation) -> ConfigError {
+        let names = fields.map(\.key)
+        let suggested = Suggestion.closest(to: key, among: names).flatMap { name in fields.first { $0.key == name } }
+        let shown = suggested ?? fields[0]
+        let problem = if let suggested {
+            "unknown key; \(Suggestion.didYouMean(suggested.key))"
+        } else {
+            "unknown key; expected one of " + names.map { "\"\($0)\"" }.joined(separator: ", ")
+        }
+        return location.member(key, example: shown.example).error(problem)
+    }
+}
+
+/// Where a value sits in the file, and typed reads that fail with messages naming that place.
+struct ConfigLocation {
+    let file: String
+    /// `health_check.interval_ms`, `backends[0].url`; "" for the document itself.
+    let path: String
+    /// A right value for this place (`"interval_ms": 5000`).
+    let example: String?
+
+    func error(_ problem: String) -> ConfigError {
+        ConfigError(file: file, field: path, problem: problem, example: example)
+    }
+
+    /// The location of `key` inside this object; `example` is the JSON text of a right value.
+    func member(_ key: String, example: String) -> ConfigLocation {
+        ConfigLocation(file: file, path: path.isEmpty ? key : "\(path).\(key)", example: "\"\(key)\": \(example)")
+    }
+
+    func element(_ index: Int, example: String) -> ConfigLocation {
+        ConfigLocation(file: file, path: "\(path)[\(index)]", example: example)
+    }
+
+    func string(_ value: JSONValue) throws(ConfigError) -> String {
+        guard case .string(let s) = value else { throw error("expected a string, got \(value.summary)") }
+        return s
+    }
+
+    /// A whole number in `range`. Fractions are refused rather than rounded, and numbers written as
+    /// strings get a hint, because `"5000"` is the most common way to get this wrong.
+    func integer(_ value: JSONValue, in range: ClosedRange<Int>) throws(ConfigError) -> Int {
+        guard case .number(let literal) = value else {
+            var problem = "expected a whole number, got \(value.summary)"
+            if case .string(let s) = value, JSONValue.number(s).integerValue != nil { problem += "; remove the quotes" }
+            throw error(problem)
+        }
+        guard let number = value.integerValue else {
+            let isWhole = literal.allSatisfy { $0 == "-" || ("0"..."9").contains($0) }
+            guard isWhole else { throw error("expected a whole number, got \(literal)") }
+            // A whole number too large for Int: out of range whichever way.
+            throw error(literal.hasPrefix("-") ? "must be at least \(range.lowerBound), got \(literal)"
+                                               : "must be at most \(range.upperBound), got \(literal)")
+        }
+        if number < range.lowerBound { throw error("must be at least \(range.lowerBound), got \(number)") }
+        if number > range.upperBound { throw error("must be at most \(range.upperBound), got \(number)") }
+        return number
+    }
+}
+
+extension JSONValue {
+    /// `a string ("5000")`, `a number (2.5)`, `an array`: what was found, for "expected …, got …".
+    fileprivate var summary: String {
+        switch self {
+        case .string(let s):
+            let shown = s.count > 60 ? String(s.prefix(57)) + "..." : s
+            return "a string (\(JSONValue.quoted(shown)))"
+        case .number, .bool: return "\(kindDescription) (\(self))"
+        case .null, .array, .object: return kindDescription
+        }
+    }
+}
+
+// MARK: Sections
+
+extension ProxyConfig: ConfigSection {
+    static var defaults: ProxyConfig { ProxyConfig() }
+
+    static var fields: [ConfigField<ProxyConfig>] {
+        [
+            ConfigField(key: "listen", example: JSONValue.quoted(defaults.listen.description)) {
+                config, value, at throws(ConfigError) in
+                let text = try at.string(value)
+                do throws(AddressSyntaxError) {
+                    config.listen = try ListenAddress.parseExplained(text)
+                } catch {
+                    throw at.error("expected \(ListenAddress.expectedForms), got \(JSONValue.quoted(text)): \(error.problem)")
+                }
+            },
+            ConfigField(key: "backends", example: BackendEntry.listExample) { config, value, at throws(ConfigError) in
+                config.backends = try BackendEntry.decodeList(value, at: at)
+            },
+            .section("health_check", \.healthCheck),
+            .section("timeouts", \.timeouts),
+            .section("limits", \.limits),
+            .section("pool", \.pool),
+        ]
+    }
+}
+
+extension HealthCheckConfig: ConfigSection {
+    static var defaults: HealthCheckConfig { HealthCheckConfig() }
+
+    static var fields: [ConfigField<HealthCheckConfig>] {
+        [
+            ConfigField(key: "path", example: JSONValue.quoted(defaults.path)) {
+                health, value, at throws(ConfigError) in
+                let path = try at.string(value)
+                guard path.hasPrefix("/") else {
+                    throw at.error("must start with \"/\", got \(JSONValue.quoted(path))")
+                }
+                // It is sent verbatim as a request target, so nothing that could break the request line.
+                guard path.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+                    throw at.error("must not contain spaces, control or non-ASCII characters "
+                        + "(percent-encode them), got \(JSONValue.quoted(path))")
+                }
+                health.path = path
+            },
+            .integer("interval_ms", \.intervalMs, 10...maxMilliseconds),
+            .integer("timeout_ms", \.timeoutMs, 1...maxMilliseconds),
+            .integer("healthy_threshold", \.healthyThreshold, 1...1000),
+            .integer("unhealthy_threshold", \.unhealthyThreshold, 1...1000),
+        ]
+    }
+}
+
+extension TimeoutsConfig: ConfigSection {
+    static var defaults: TimeoutsConfig { TimeoutsConfig() }
+
+    static var fields: [ConfigField<TimeoutsConfig>] {
+        [
+            .integer("connect_ms", \.connectMs, 1...maxMilliseconds),
+            .integer("upstream_ms", \.upstreamMs, 1...maxMilliseconds),
+            .integer("client_header_ms", \.clientHeaderMs, 1...maxMilliseconds),
+            .integer("idle_ms", \.idleMs, 1...maxMilliseconds),
+        ]
+    }
+}
+
+extension LimitsConfig: ConfigSection {
+    static var defaults: LimitsConfig { LimitsConfig() }
+
+    static var fields: [ConfigField<LimitsConfig>] {
+        [
+            // Below 1 KiB ordinary browser requests (cookies, user agents) would be refused.
+            .integer("max_head_bytes", \.maxHeadBytes, 1024...maxBytes),
+            .integer("max_target_bytes", \.maxTargetBytes, 16...maxBytes),
+            .integer("max_header_count", \.maxHeaderCount, 1...maxCount),
+        ]
+    }
+}
+
+extension PoolConfig: ConfigSection {
+    static var defaults: PoolConfig { PoolConfig() }
+
+    static var fields: [ConfigField<PoolConfig>] {
+        [
+            .integer("idle_timeout_ms", \.idleTimeoutMs, 1...maxMilliseconds),
+            .integer("max_idle_per_backend", \.maxIdlePerBackend, 0...maxCount),
+        ]
+    }
+}
+
+/// One element of `backends` as written: `id` is optional (it defaults from the position) and
+/// `url` is required, which the model's non-optional fields cannot express, so entries are read
+/// into this first and checked as a list.
+struct BackendEntry: ConfigSection {
+    var id: String?
+    var url: String?
+    var address: (host: String, port: UInt16)?
+
+    static var defaults: BackendEntry { BackendEntry() }
+
+    static let urlExample = "\"http://127.0.0.1:3001\""
+
+    static var fields: [ConfigField<BackendEntry>] {
+        [
+            ConfigField(key: "id", example: "\"backend1\"") { entry, value, at throws(ConfigError) in
+                let id = try at.string(value)
+                guard !id.isEmpty else { throw at.error("must not be empty") }
+                // Ids are written to logs and headers; control characters would corrupt both.
+                guard id.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F }) else {
+                    throw at.error("must not contain control characters, got \(JSONValue.quoted(id))")
+                }
+                entry.id = id
+            },
+            ConfigField(key: "url", example: urlExample) { entry, value, at throws(ConfigError) in
+                let url = try at.string(value)
+                do throws(AddressSyntaxError) {
+                    entry.address = try BackendConfig.parseURL(url)
+                } catch {
+                    throw at.error(error.problem)
+                }
+                entry.url = url
+            },
+        ]
+    }
+
+    /// `[{"id": "backend1", "url": "http://127.0.0.1:3001"}]`.
+    static var listExample: String { "[\(example)]" }
+
+    /// Reads the `backends` array: every entry needs a URL, ids default to `backend<N>` (1-based,
+    /// matching how people count servers) and must be unique, since they name backends in logs.
+    static func decodeList(_ value: JSONValue, at location: ConfigLocation) throws(ConfigError) -> [BackendConfig] {
+        guard case .array(let elements) = value else {
+            var problem = "expected an array of backends, got \(value.summary)"
+            if case .object = value { problem += "; wrap it in [ ]" }
+            throw location.error(problem)
+        }
+        var backends: [BackendConfig] = []
+        var firstUse: [String: (index: Int, defaulted: Bool)] = [:]
+        for (index, element) in elements.enumerated() {
+            let elementLocation = location.element(index, example: example)
+            let entry = try decode(element, at: elementLocation)
+            guard let url = entry.url, let address = entry.address else {
+                throw elementLocation.member("url", example: urlExample)
+                    .error("missing; every backend needs the URL of its server")
+            }
+            let id = entry.id ?? "backend\(index + 1)"
+            if let first = firstUse[id] {
+                var unused = index + 1
+                while firstUse["backend\(unused)"] != nil { unused += 1 }
+                let idLocation = elementLocation.member("id", example: "\"backend\(unused)\"")
+                let owner = first.defaulted ? "the default id of backends[\(first.index)]"
+                                            : "already used by backends[\(first.index)]"
+                throw idLocation.error(entry.id == nil
+                    ? "this backend's default id \(JSONValue.quoted(id)) is \(owner); give it a unique \"id\""
+                    : "\(JSONValue.quoted(id)) is \(owner); ids must be unique")
+            }
+            firstUse[id] = (index, entry.id == nil)
+            backends.append(BackendConfig(id: id, url: url, host: address.host, port: address.port))
+        }
+        return backends
+    }
+}

@@ -1,0 +1,302 @@
+import Glibc
+
+/// The proxy's configuration: plain `Sendable` values, so one instance can be handed to every
+/// worker thread as is. Every setting has a default; only `backends` must be given. The JSON
+/// mapping and validation live in `ConfigLoader`.
+public struct ProxyConfig: Sendable, Equatable {
+    /// Where clients connect.
+    public var listen: ListenAddress
+    /// The upstream servers requests are balanced across.
+    public var backends: [BackendConfig]
+    public var healthCheck: HealthCheckConfig
+    public var timeouts: TimeoutsConfig
+    public var limits: LimitsConfig
+    public var pool: PoolConfig
+
+    /// All defaults and no backends (a loaded config always has at least one).
+    public init(
+        listen: ListenAddress = ListenAddress(host: "0.0.0.0", port: 8080),
+        backends: [BackendConfig] = [],
+        healthCheck: HealthCheckConfig = HealthCheckConfig(),
+        timeouts: TimeoutsConfig = TimeoutsConfig(),
+        limits: LimitsConfig = LimitsConfig(),
+        pool: PoolConfig = PoolConfig()
+    ) {
+        self.listen = listen
+        self.backends = backends
+        self.healthCheck = healthCheck
+        self.timeouts = timeouts
+        self.limits = limits
+        self.pool = pool
+    }
+}
+
+/// A host and port to listen on.
+public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+    /// An IPv4 address, an IPv6 address without brackets, or a host name to resolve.
+    public var host: String
+    /// 0 asks the kernel for a free port (tests use this).
+    public var port: UInt16
+
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+
+    /// `host:port`, or `[v6]:port` so the text parses back with `parse(_:)`.
+    public var description: String { AddressSyntax.join(host: host, port: port) }
+
+    /// Parses `host:port`, `:port` (all IPv4 interfaces, 0.0.0.0) or `[v6]:port`, port 0–65535.
+    /// Used for the config's `listen` and the command line's `--listen`; both report failures
+    /// with the reason from `parseExplained(_:)`.
+    public static func parse(_ s: String) -> ListenAddress? {
+        try? parseExplained(s)
+    }
+
+    /// The accepted forms, for messages.
+    static let expectedForms = "\"host:port\", \":port\" or \"[IPv6]:port\" (port 0-65535)"
+
+    /// `parse(_:)` that says what is wrong.
+    static func parseExplained(_ s: String) throws(AddressSyntaxError) -> ListenAddress {
+        if s.hasPrefix(":"), s.dropFirst().firstIndex(of: ":") == nil {
+            guard let port = AddressSyntax.port(s.dropFirst(), allowZero: true) else {
+                throw AddressSyntaxError(AddressSyntax.portProblem(s.dropFirst(), allowZero: true))
+            }
+            return ListenAddress(host: "0.0.0.0", port: port)
+        }
+        let (host, port) = try AddressSyntax.hostAndPort(s[...], allowZeroPort: true)
+        guard let port else {
+            throw AddressSyntaxError("missing the port (add \":8080\", or \":0\" for any free port)")
+        }
+        return ListenAddress(host: host, port: port)
+    }
+}
+
+/// One upstream server.
+public struct BackendConfig: Sendable, Equatable {
+    /// Unique name used in logs and status output; defaults to `backend<N>` (1-based position).
+    public var id: String
+    /// The URL exactly as configured, for messages.
+    public var url: String
+    /// Host name or IP address (IPv6 without brackets) to connect to.
+    public var host: String
+    public var port: UInt16
+
+    public init(id: String, url: String, host: String, port: UInt16) {
+        self.id = id
+        self.url = url
+        self.host = host
+        self.port = port
+    }
+
+    /// Splits `http://host[:port][/]` into host and port (default 80).
+    ///
+    /// Anything the proxy would silently ignore or misuse is rejected instead: a path (requests are
+    /// forwarded with their own path), a query or fragment, credentials, and other schemes — `https`
+    /// in particular, since connecting in plain text to a TLS port would fail confusingly later.
+    static func parseURL(_ url: String) throws(AddressSyntaxError) -> (host: String, port: UInt16) {
+        guard let schemeEnd = url.firstRange(of: "://") else {
+            let hint = url.contains("/") || url.isEmpty ? "" : " (add \"http://\" in front)"
+            throw AddressSyntaxError(
+                "expected an http URL like \"http://localhost:3001\", got \(JSONValue.quoted(url))\(hint)")
+        }
+        let scheme = url[..<schemeEnd.lowerBound].lowercased()
+        guard scheme == "http" else {
+            if scheme == "https" {
+                throw AddressSyntaxError("TLS to backends is not supported yet; use http://")
+            }
+            throw AddressSyntaxError("unsupported scheme \(JSONValue.quoted(scheme)); use http://")
+        }
+        let rest = url[schemeEnd.upperBound...]
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        let tail = rest[authorityEnd...]
+        if tail.contains("?") || tail.contains("#") {
+            throw AddressSyntaxError("a backend URL cannot have a query or fragment, got \(JSONValue.quoted(url))")
+        }
+        guard tail.isEmpty || tail == "/" else {
+            throw AddressSyntaxError("a backend URL cannot have a path (\(JSONValue.quoted(String(tail)))); "
+                + "requests are forwarded with their own path, so remove it")
+        }
+        if authority.contains("@") {
+            throw AddressSyntaxError("credentials in a backend URL (\"user@\") are not supported")
+        }
+        let (host, port) = try AddressSyntax.hostAndPort(authority, allowZeroPort: false)
+        return (host, port ?? 80)
+    }
+}
+
+/// Active health checking: each backend is probed with `GET path` every `intervalMs`.
+public struct HealthCheckConfig: Sendable, Equatable {
+    /// Request target of the probe; a 2xx answer counts as healthy.
+    public var path: String
+    public var intervalMs: Int
+    /// A probe that takes longer counts as failed.
+    public var timeoutMs: Int
+    /// Consecutive successes before an unhealthy backend gets traffic again.
+    public var healthyThreshold: Int
+    /// Consecutive failures before a healthy backend is taken out (one failure is often a blip).
+    public var unhealthyThreshold: Int
+
+    public init(
+        path: String = "/health", intervalMs: Int = 5000, timeoutMs: Int = 2000,
+        healthyThreshold: Int = 2, unhealthyThreshold: Int = 3
+    ) {
+        self.path = path
+        self.intervalMs = intervalMs
+        self.timeoutMs = timeoutMs
+        self.healthyThreshold = healthyThreshold
+        self.unhealthyThreshold = unhealthyThreshold
+    }
+}
+
+/// Time limits, all in milliseconds.
+public struct TimeoutsConfig: Sendable, Equatable {
+    /// Establishing a TCP connection to a backend.
+    public var connectMs: Int
+    /// Waiting on a backend for its response (the request is answered with a gateway error after).
+    public var upstreamMs: Int
+    /// A client sending a complete request head; bounds slow-header (slowloris) attacks.
+    public var clientHeaderMs: Int
+    /// A keep-alive client connection with no request in flight is closed after this long.
+    public var idleMs: Int
+
+    public init(connectMs: Int = 5000, upstreamMs: Int = 30000, clientHeaderMs: Int = 10000, idleMs: Int = 60000) {
+        self.connectMs = connectMs
+        self.upstreamMs = upstreamMs
+        self.clientHeaderMs = clientHeaderMs
+        self.idleMs = idleMs
+    }
+}
+
+/// Request-head size limits; beyond them the client gets 414 or 431.
+public struct LimitsConfig: Sendable, Equatable {
+    /// Bytes in a request head (start line, fields, blank line).
+    public var maxHeadBytes: Int
+    /// Bytes in a request target (path and query).
+    public var maxTargetBytes: Int
+    /// Header fields in one request.
+    public var maxHeaderCount: Int
+
+    public init(maxHeadBytes: Int = 32768, maxTargetBytes: Int = 8192, maxHeaderCount: Int = 100) {
+        self.maxHeadBytes = maxHeadBytes
+        self.maxTargetBytes = maxTargetBytes
+        self.maxHeaderCount = maxHeaderCount
+    }
+}
+
+/// Reuse of idle upstream connections.
+public struct PoolConfig: Sendable, Equatable {
+    /// How long an idle upstream connection is kept. The default, 4 s, stays below Node's 5 s
+    /// keep-alive timeout so the proxy closes first instead of reusing a socket the backend is
+    /// closing (which would surface as random 502s).
+    public var idleTimeoutMs: Int
+    /// Idle connections kept per backend; 0 turns pooling off.
+    public var maxIdlePerBackend: Int
+
+    public init(idleTimeoutMs: Int = 4000, maxIdlePerBackend: Int = 256) {
+        self.idleTimeoutMs = idleTimeoutMs
+        self.maxIdlePerBackend = maxIdlePerBackend
+    }
+}
+
+// MARK: - Address syntax shared by `listen`, `--listen` and backend URLs
+
+/// Why a listen address or backend URL was rejected (a phrase; callers add the field or flag).
+struct AddressSyntaxError: Error, Sendable {
+    var problem: String
+    init(_ problem: String) { self.problem = problem }
+}
+
+/// Host and port syntax, written once for every place an address is accepted.
+enum AddressSyntax {
+    /// Parses `host`, `host:port`, `[v6]` or `[v6]:port`; the host comes back without brackets.
+    /// The port is optional here: `listen` requires one, URLs default to 80.
+    static func hostAndPort(_ s: Substring, allowZeroPort: Bool) throws(AddressSyntaxError) -> (host: String, port: UInt16?) {
+        let hostText: Substring
+        let portText: Substring?
+        if s.hasPrefix("[") {
+            guard let close = s.firstIndex(of: "]") else {
+                throw AddressSyntaxError("missing ']' after the IPv6 address in \(JSONValue.quoted(String(s)))")
+            }
+            hostText = s[s.index(after: s.startIndex)..<close]
+            let after = s[s.index(after: close)...]
+            if after.isEmpty {
+                portText = nil
+            } else if after.hasPrefix(":") {
+                portText = after.dropFirst()
+            } else {
+                throw AddressSyntaxError("expected ':' and a port after ']' in \(JSONValue.quoted(String(s)))")
+            }
+            guard isIPv6(hostText) else {
+                throw AddressSyntaxError("\(JSONValue.quoted(String(hostText))) is not a valid IPv6 address")
+            }
+        } else {
+            let colons = s.filter { $0 == ":" }.count
+            if colons > 1 {
+                throw AddressSyntaxError("IPv6 addresses must be in brackets, like \"[::1]:8080\"")
+            }
+            if let colon = s.firstIndex(of: ":") {
+                hostText = s[..<colon]
+                portText = s[s.index(after: colon)...]
+            } else {
+                hostText = s
+                portText = nil
+            }
+            try checkHostName(hostText)
+        }
+        guard let portText else { return (String(hostText), nil) }
+        guard let port = port(portText, allowZero: allowZeroPort) else {
+            throw AddressSyntaxError(portProblem(portText, allowZero: allowZeroPort))
+        }
+        return (String(hostText), port)
+    }
+
+    /// A port written as 1–5 plain digits (no sign, no spaces) within range.
+    static func port(_ text: Substring, allowZero: Bool) -> UInt16? {
+        guard (1...5).contains(text.count), text.allSatisfy({ $0.isASCII && $0.isNumber }),
+              let value = UInt16(text), allowZero || value != 0 else { return nil }
+        return value
+    }
+
+    static func portProblem(_ text: Substring, allowZero: Bool) -> String {
+        if text.isEmpty { return "missing the port number after ':'" }
+        return "the port must be a number from \(allowZero ? 0 : 1) to 65535, got \(JSONValue.quoted(String(text)))"
+    }
+
+    /// `host:port`, bracketing IPv6 addresses.
+    static func join(host: String, port: UInt16) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    /// Host names may use letters, digits, '-', '.' and '_' (not valid in DNS, but common in
+    /// container service names that `getaddrinfo` resolves). Anything made of digits and dots must
+    /// be a real IPv4 address, so a typo like `127.0.0.300` is caught here rather than sent to DNS.
+    private static func checkHostName(_ host: Substring) throws(AddressSyntaxError) {
+        guard !host.isEmpty else { throw AddressSyntaxError("missing the host") }
+        if host.allSatisfy({ $0 == "." || ($0.isASCII && $0.isNumber) }) {
+            guard isIPv4(host) else {
+                throw AddressSyntaxError("\(JSONValue.quoted(String(host))) is not a valid IPv4 address")
+            }
+            return
+        }
+        let valid = host.count <= 253 && host.unicodeScalars.allSatisfy { scalar in
+            scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar)
+                || scalar == "-" || scalar == "." || scalar == "_")
+        }
+        guard valid else {
+            throw AddressSyntaxError("\(JSONValue.quoted(String(host))) is not a valid host name "
+                + "(letters, digits, '-', '.' and '_' only)")
+        }
+    }
+
+    private static func isIPv4(_ s: Substring) -> Bool {
+        var address = in_addr()
+        return inet_pton(AF_INET, String(s), &address) == 1
+    }
+
+    private static func isIPv6(_ s: Substring) -> Bool {
+        var address = in6_addr()
+        return inet_pton(AF_INET6, String(s), &address) == 1
+    }
+}

@@ -1,0 +1,139 @@
+/// Active health checks: every `interval_ms`, one `GET <path>` per backend on a fresh
+/// connection; a 2xx answer within `timeout_ms` is a success.
+///
+/// A backend goes down after `unhealthy_threshold` consecutive failures and comes back after
+/// `healthy_threshold` consecutive successes. The very first probe after start decides the
+/// state at once, so a backend that is dead at start-up is routed around within one probe rather
+/// than after a whole threshold of intervals.
+/// Threading: loop thread only.
+public final class HealthChecker {
+    private let loop: EventLoop
+    private let backends: [Backend]
+    private let config: HealthCheckConfig
+    private let timer: Timer
+    private var inFlight: [HealthProbe?]
+
+    public init(loop: EventLoop, backends: [Backend], config: HealthCheckConfig) {
+        self.loop = loop
+        self.backends = backends
+        self.config = config
+        timer = Timer(loop: loop)
+        inFlight = Array(repeating: nil, count: backends.count)
+    }
+
+    public func start() {
+        timer.onFire = { [unowned self] in self.probeAll() }
+        timer.start(timeoutMs: 0, repeatMs: UInt64(config.intervalMs))
+    }
+
+    public func stop() {
+        timer.close()
+        for p in inFlight { p?.cancel() }
+    }
+
+    private func probeAll() {
+        for i in backends.indices where inFlight[i] == nil {
+            let probe = HealthProbe(loop: loop, backend: backends[i], path: config.path, timeoutMs: config.timeoutMs)
+            inFlight[i] = probe
+            probe.run { [unowned self] ok, problem in
+                self.inFlight[i] = nil
+                self.record(self.backends[i], ok: ok, problem: problem)
+            }
+        }
+    }
+
+    func record(_ b: Backend, ok: Bool, problem: String?) {
+        let first = !b.hasBeenProbed
+        b.hasBeenProbed = true
+        if ok {
+            b.consecutiveSuccesses += 1
+            b.consecutiveFailures = 0
+            b.lastProbeError = nil
+            if !b.isHealthy && (first || b.consecutiveSuccesses >= config.healthyThreshold) {
+                b.isHealthy = true
+                Log.info("backend \(b.id) (\(b.url)) is up")
+            }
+        } else {
+            b.consecutiveFailures += 1
+            b.consecutiveSuccesses = 0
+            b.lastProbeError = problem
+            if b.isHealthy && (first || b.consecutiveFailures >= config.unhealthyThreshold) {
+                b.isHealthy = false
+                Log.warning("backend \(b.id) (\(b.url)) is down: \(problem ?? "probe failed")")
+            }
+        }
+    }
+}
+
+/// One probe: connect, send the request, read the status line, close.
+final class HealthProbe {
+    private let stream: TCPStream
+    private let timer: Timer
+    private let backend: Backend
+    private let request: [UInt8]
+    private let timeoutMs: Int
+    private var received: [UInt8] = []
+    private var completion: ((Bool, String?) -> Void)?
+
+    init(loop: EventLoop, backend: Backend, path: String, timeoutMs: Int) {
+        self.backend = backend
+        self.timeoutMs = timeoutMs
+        stream = TCPStream(loop: loop)
+        timer = Timer(loop: loop)
+        request = Array("GET \(path) HTTP/1.1\r\nHost: \(backend.authority)\r\nUser-Agent: swift-proxy-health-check\r\nConnection: close\r\n\r\n".utf8)
+    }
+
+    func run(_ completion: @escaping (Bool, String?) -> Void) {
+        self.completion = completion
+        timer.onFire = { [self] in finish(false, "no answer within \(timeoutMs) ms") }
+        timer.start(timeoutMs: UInt64(timeoutMs))
+        stream.onRead = { [self] bytes in
+            received.append(raw: bytes)
+            evaluate(final: false)
+        }
+        stream.onReadEnd = { [self] code in
+            if code == UVError.eof { evaluate(final: true) } else { finish(false, UVError(code).name) }
+        }
+        stream.onWriteError = { [self] code in finish(false, UVError(code).name) }
+        do {
+            try stream.connect(to: backend.address) { [self] status in
+                guard status == 0 else { return finish(false, "connect: \(UVError(status).name)") }
+                stream.startReading()
+                stream.write(request)
+            }
+        } catch {
+            finish(false, "connect: \(error.name)")
+        }
+    }
+
+    /// Decides as soon as the status line is in.
+    private func evaluate(final: Bool) {
+        guard let lf = received.firstIndex(of: UInt8(ascii: "\n")) else {
+            if final || received.count > 1024 { finish(false, "no valid status line") }
+            return
+        }
+        let line = received[..<lf]
+        // "HTTP/1.x NNN"
+        guard line.count >= 12, line.starts(with: Array("HTTP/1.".utf8)) else {
+            return finish(false, "no valid status line")
+        }
+        let d = Array(line[(line.startIndex + 9)..<(line.startIndex + 12)])
+        guard d.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return finish(false, "no valid status line") }
+        let status = Int(d[0] - 48) * 100 + Int(d[1] - 48) * 10 + Int(d[2] - 48)
+        if (200..<300).contains(status) { finish(true, nil) } else { finish(false, "status \(status)") }
+    }
+
+    private func finish(_ ok: Bool, _ problem: String?) {
+        guard let completion else { return }
+        self.completion = nil
+        timer.close()
+        stream.close()
+        completion(ok, problem)
+    }
+
+    func cancel() {
+        completion = nil
+        timer.close()
+        stream.close()
+    }
+}

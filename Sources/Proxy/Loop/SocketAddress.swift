@@ -1,0 +1,90 @@
+import CUV
+
+/// An IPv4 or IPv6 socket address.
+public struct SocketAddress: Sendable, CustomStringConvertible {
+    private var storage = sockaddr_storage()
+
+    /// Parses an IP literal (`127.0.0.1`, `::1`; no brackets) and a port.
+    public init?(ip: String, port: UInt16) {
+        var s = sockaddr_storage()
+        let ok: Bool = withUnsafeMutableBytes(of: &s) { raw in
+            if ip.contains(":") {
+                return uv_ip6_addr(ip, Int32(port), raw.baseAddress!.assumingMemoryBound(to: sockaddr_in6.self)) == 0
+            }
+            return uv_ip4_addr(ip, Int32(port), raw.baseAddress!.assumingMemoryBound(to: sockaddr_in.self)) == 0
+        }
+        guard ok else { return nil }
+        storage = s
+    }
+
+    init(storage: sockaddr_storage) { self.storage = storage }
+
+    /// Resolves a host name (blocking `getaddrinfo`: only for start-up and config reloads, never
+    /// on a loop serving traffic). IPv4 answers are preferred, so `localhost` means 127.0.0.1 —
+    /// what a dev server bound to 127.0.0.1 expects.
+    public static func resolve(host: String, port: UInt16) throws(AddressError) -> SocketAddress {
+        if let literal = SocketAddress(ip: host, port: port) { return literal }
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &result)
+        guard rc == 0, let first = result else {
+            throw AddressError(message: "cannot resolve host \"\(host)\": \(String(cString: gai_strerror(rc)))")
+        }
+        defer { freeaddrinfo(first) }
+        var chosen: UnsafeMutablePointer<addrinfo>? = nil
+        var p: UnsafeMutablePointer<addrinfo>? = first
+        while let ai = p {
+            if ai.pointee.ai_family == AF_INET { chosen = ai; break }
+            if chosen == nil && ai.pointee.ai_family == AF_INET6 { chosen = ai }
+            p = ai.pointee.ai_next
+        }
+        guard let ai = chosen, let addr = ai.pointee.ai_addr else {
+            throw AddressError(message: "host \"\(host)\" has no IPv4 or IPv6 address")
+        }
+        var s = sockaddr_storage()
+        withUnsafeMutableBytes(of: &s) { dst in
+            dst.baseAddress!.copyMemory(from: addr, byteCount: Int(ai.pointee.ai_addrlen))
+        }
+        return SocketAddress(storage: s)
+    }
+
+    public var isIPv6: Bool { Int32(storage.ss_family) == AF_INET6 }
+
+    public var port: UInt16 {
+        withUnsafeBytes(of: storage) { raw in
+            if isIPv6 {
+                return UInt16(bigEndian: raw.load(as: sockaddr_in6.self).sin6_port)
+            }
+            return UInt16(bigEndian: raw.load(as: sockaddr_in.self).sin_port)
+        }
+    }
+
+    /// The IP address alone, as text (`127.0.0.1`, `::1`).
+    public var ipString: String {
+        var buf = [CChar](repeating: 0, count: 64)
+        withUnsafeBytes(of: storage) { raw in
+            if isIPv6 {
+                var a = raw.load(as: sockaddr_in6.self)
+                _ = uv_ip6_name(&a, &buf, buf.count)
+            } else {
+                var a = raw.load(as: sockaddr_in.self)
+                _ = uv_ip4_name(&a, &buf, buf.count)
+            }
+        }
+        return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    /// `127.0.0.1:8080` or `[::1]:8080`.
+    public var description: String { isIPv6 ? "[\(ipString)]:\(port)" : "\(ipString):\(port)" }
+
+    func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>) -> R) -> R {
+        withUnsafeBytes(of: storage) { raw in body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self)) }
+    }
+}
+
+public struct AddressError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,56 @@
+import CUV
+
+/// A listening TCP socket. Each accepted connection arrives as a new `TCPStream` on the same loop.
+public final class TCPListener: Handle {
+    private let tcp: UnsafeMutablePointer<uv_tcp_t>
+    /// Called with each accepted stream; the receiver owns it (and must close it).
+    public var onAccept: ((TCPStream) -> Void)?
+    /// Called when accepting fails (e.g. `EMFILE`); libuv keeps a reserve descriptor to shed
+    /// such connections, so the loop does not spin.
+    public var onAcceptError: ((Int32) -> Void)?
+
+    public init(loop: EventLoop) {
+        tcp = .allocate(capacity: 1)
+        super.init(loop: loop, handle: cuv_tcp_as_handle(tcp))
+        uv_tcp_init(loop.uvLoop, tcp)
+        attach()
+    }
+
+    deinit { tcp.deallocate() }
+
+    override func didClose() {
+        onAccept = nil
+        onAcceptError = nil
+    }
+
+    /// Binds and listens. `EADDRINUSE` surfaces here (libuv reports it at `uv_listen`).
+    public func listen(on address: SocketAddress, backlog: Int32 = 1024) throws(UVError) {
+        try check(address.withSockAddr { uv_tcp_bind(tcp, $0, 0) })
+        try check(uv_listen(cuv_tcp_as_stream(tcp), backlog) { server, status in
+            guard let server, let data = uv_handle_get_data(UnsafeMutableRawPointer(server).assumingMemoryBound(to: uv_handle_t.self)) else { return }
+            Unmanaged<TCPListener>.fromOpaque(data).takeUnretainedValue().acceptOne(status: status)
+        })
+    }
+
+    private func acceptOne(status: Int32) {
+        guard status == 0 else { onAcceptError?(status); return }
+        let client = TCPStream(loop: loop)
+        let rc = uv_accept(cuv_tcp_as_stream(tcp), client.stream)
+        guard rc == 0 else {
+            client.close()
+            onAcceptError?(rc)
+            return
+        }
+        if let onAccept { onAccept(client) } else { client.close() }
+    }
+
+    /// The bound address (the real port when listening on port 0).
+    public var localAddress: SocketAddress? {
+        var storage = sockaddr_storage()
+        var len = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutableBytes(of: &storage) { raw in
+            uv_tcp_getsockname(tcp, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &len)
+        }
+        return rc == 0 ? SocketAddress(storage: storage) : nil
+    }
+}

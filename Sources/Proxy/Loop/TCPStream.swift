@@ -1,0 +1,286 @@
+import CUV
+
+/// A connected TCP stream: reads delivered as closures, writes with `uv_try_write` first.
+///
+/// Reads hand out a view of the loop's shared read buffer: it is valid only during `onRead`.
+/// Writes go out at once when the kernel takes them; only what it does not take is copied into
+/// one heap block per write (the request and the bytes together) and queued. `queuedBytes`
+/// above `highWater` means "stop producing"; `onDrain` fires when the queue falls to `lowWater`.
+///
+/// Threading: loop thread only.
+public final class TCPStream: Handle {
+    let tcp: UnsafeMutablePointer<uv_tcp_t>
+    var stream: UnsafeMutablePointer<uv_stream_t> { cuv_tcp_as_stream(tcp) }
+
+    /// Bytes arrived; the buffer is only valid during the call.
+    public var onRead: ((UnsafeRawBufferPointer) -> Void)?
+    /// The read side ended: `UVError.eof` for an orderly close, another code for an error.
+    public var onReadEnd: ((Int32) -> Void)?
+    /// A queued write failed (the peer reset or closed); fired once.
+    public var onWriteError: ((Int32) -> Void)?
+    /// The write queue fell back to `lowWater` after having exceeded `highWater`.
+    public var onDrain: (() -> Void)?
+
+    /// Bytes handed to `uv_write` whose callback has not come yet.
+    public private(set) var queuedBytes = 0
+    public var highWater = 256 * 1024
+    public var lowWater = 64 * 1024
+    private var congested = false
+    private var writeFailed = false
+
+    private var wantsRead = false
+    private var readPauses: UInt8 = 0
+    private var reading = false
+
+    private var onConnect: ((Int32) -> Void)?
+    private var onShutdown: ((Int32) -> Void)?
+
+    public init(loop: EventLoop) {
+        tcp = .allocate(capacity: 1)
+        super.init(loop: loop, handle: cuv_tcp_as_handle(tcp))
+        uv_tcp_init(loop.uvLoop, tcp)
+        attach()
+    }
+
+    deinit { tcp.deallocate() }
+
+    override func didClose() {
+        onRead = nil
+        onReadEnd = nil
+        onWriteError = nil
+        onDrain = nil
+        onConnect = nil
+        onShutdown = nil
+    }
+
+    // MARK: Options and addresses
+
+    public func setNoDelay(_ on: Bool = true) { uv_tcp_nodelay(tcp, on ? 1 : 0) }
+
+    public var peerAddress: SocketAddress? {
+        var storage = sockaddr_storage()
+        var len = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutableBytes(of: &storage) { raw in
+            uv_tcp_getpeername(tcp, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &len)
+        }
+        return rc == 0 ? SocketAddress(storage: storage) : nil
+    }
+
+    public var localAddress: SocketAddress? {
+        var storage = sockaddr_storage()
+        var len = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutableBytes(of: &storage) { raw in
+            uv_tcp_getsockname(tcp, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &len)
+        }
+        return rc == 0 ? SocketAddress(storage: storage) : nil
+    }
+
+    /// The OS file descriptor (for `/proc` checks and socket options libuv does not wrap).
+    public var fileDescriptor: Int32 {
+        var fd: uv_os_fd_t = -1
+        uv_fileno(handle, &fd)
+        return fd
+    }
+
+    // MARK: Connecting
+
+    /// Starts connecting; `completion` gets 0 or a libuv error code on the loop thread.
+    public func connect(to address: SocketAddress, _ completion: @escaping (Int32) -> Void) throws(UVError) {
+        let req = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
+        let rc = address.withSockAddr { addr in
+            uv_tcp_connect(req, tcp, addr) { req, status in
+                guard let req else { return }
+                let streamPtr = req.pointee.handle
+                req.deallocate()
+                guard let streamPtr, let data = uv_handle_get_data(UnsafeMutableRawPointer(streamPtr).assumingMemoryBound(to: uv_handle_t.self)) else { return }
+                let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
+                let completion = me.onConnect
+                me.onConnect = nil
+                completion?(status)
+            }
+        }
+        if rc < 0 {
+            req.deallocate()
+            throw UVError(rc)
+        }
+        onConnect = completion
+    }
+
+    // MARK: Reading
+
+    /// Reasons a stream's reading can be paused independently of each other.
+    public struct ReadPause: OptionSet, Sendable {
+        public let rawValue: UInt8
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+        /// The other side of a pipe cannot take more.
+        public static let backpressure = ReadPause(rawValue: 1)
+        /// Enough pipelined input is buffered.
+        public static let pipelined = ReadPause(rawValue: 2)
+        /// Not expecting input right now (e.g. upstream between requests is handled elsewhere).
+        public static let idle = ReadPause(rawValue: 4)
+    }
+
+    public func startReading() {
+        wantsRead = true
+        updateReading()
+    }
+
+    public func stopReading() {
+        wantsRead = false
+        updateReading()
+    }
+
+    public func pauseReading(_ reason: ReadPause) {
+        readPauses |= reason.rawValue
+        updateReading()
+    }
+
+    public func resumeReading(_ reason: ReadPause) {
+        readPauses &= ~reason.rawValue
+        updateReading()
+    }
+
+    public var isReadPaused: Bool { readPauses != 0 }
+
+    private func updateReading() {
+        let should = wantsRead && readPauses == 0 && !isClosing
+        guard should != reading else { return }
+        reading = should
+        if should {
+            uv_read_start(stream, { h, _, buf in
+                guard let h, let buf, let data = uv_handle_get_data(h) else { return }
+                let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
+                buf.pointee = uv_buf_init(me.loop.readBuffer.assumingMemoryBound(to: CChar.self), UInt32(me.loop.readBufferSize))
+            }, { s, nread, buf in
+                guard let s, let data = uv_handle_get_data(UnsafeMutableRawPointer(s).assumingMemoryBound(to: uv_handle_t.self)) else { return }
+                let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
+                if nread > 0 {
+                    me.onRead?(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
+                } else if nread < 0 {
+                    me.wantsRead = false
+                    me.updateReading()
+                    me.onReadEnd?(Int32(nread))
+                }
+            })
+        } else {
+            uv_read_stop(stream)
+        }
+    }
+
+    // MARK: Writing
+
+    /// Writes up to four buffers as one gathered write. Nothing is retained from the caller's
+    /// buffers after the call returns.
+    public func write(_ b0: UnsafeRawBufferPointer,
+                      _ b1: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
+                      _ b2: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
+                      _ b3: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
+        guard !isClosing, !writeFailed else { return }
+        let total = b0.count + b1.count + b2.count + b3.count
+        guard total > 0 else { return }
+        withUnsafeTemporaryAllocation(of: uv_buf_t.self, capacity: 4) { bufs in
+            var n = 0
+            func add(_ b: UnsafeRawBufferPointer) {
+                guard b.count > 0 else { return }
+                bufs[n] = uv_buf_init(UnsafeMutableRawPointer(mutating: b.baseAddress!).assumingMemoryBound(to: CChar.self), UInt32(b.count))
+                n += 1
+            }
+            add(b0); add(b1); add(b2); add(b3)
+            var written = 0
+            if queuedBytes == 0 {
+                let rc = uv_try_write(stream, bufs.baseAddress!, UInt32(n))
+                if rc == total { return }
+                if rc > 0 { written = Int(rc) }
+                // On EAGAIN queue it; on a hard error queue it too, so the failure is reported
+                // from uv_write's callback on a clean stack rather than re-entering the caller.
+            }
+            enqueue(bufs: bufs, count: n, skipping: written, total: total)
+        }
+    }
+
+    /// Convenience for byte arrays.
+    public func write(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { write($0) }
+    }
+
+    private func enqueue(bufs: UnsafeMutableBufferPointer<uv_buf_t>, count: Int, skipping: Int, total: Int) {
+        let remaining = total - skipping
+        let headerSize = MemoryLayout<uv_write_t>.stride
+        let block = UnsafeMutableRawPointer.allocate(byteCount: headerSize + remaining, alignment: 16)
+        var dst = block + headerSize
+        var skip = skipping
+        for i in 0..<count {
+            var len = Int(bufs[i].len)
+            var src = UnsafeRawPointer(bufs[i].base!)
+            if skip >= len { skip -= len; continue }
+            src += skip
+            len -= skip
+            skip = 0
+            dst.copyMemory(from: src, byteCount: len)
+            dst += len
+        }
+        let req = block.bindMemory(to: uv_write_t.self, capacity: 1)
+        uv_req_set_data(UnsafeMutableRawPointer(req).assumingMemoryBound(to: uv_req_t.self), UnsafeMutableRawPointer(bitPattern: remaining))
+        var buf = uv_buf_init((block + headerSize).assumingMemoryBound(to: CChar.self), UInt32(remaining))
+        queuedBytes += remaining
+        let rc = uv_write(req, stream, &buf, 1) { req, status in
+            guard let req else { return }
+            let size = Int(bitPattern: uv_req_get_data(UnsafeMutableRawPointer(req).assumingMemoryBound(to: uv_req_t.self)))
+            let streamPtr = req.pointee.handle
+            UnsafeMutableRawPointer(req).deallocate()
+            guard let streamPtr, let data = uv_handle_get_data(UnsafeMutableRawPointer(streamPtr).assumingMemoryBound(to: uv_handle_t.self)) else { return }
+            Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue().writeCompleted(size: size, status: status)
+        }
+        if rc < 0 {
+            queuedBytes -= remaining
+            block.deallocate()
+            writeFailed = true
+            // Report on the next loop turn would need a handle; the caller sees it through
+            // onReadEnd/onWriteError of the same dead socket soon after. Mark it failed now.
+        }
+        if queuedBytes > highWater { congested = true }
+    }
+
+    private func writeCompleted(size: Int, status: Int32) {
+        queuedBytes -= size
+        if status < 0 {
+            if status != UVError.canceled && !writeFailed {
+                writeFailed = true
+                onWriteError?(status)
+            }
+            return
+        }
+        if congested && queuedBytes <= lowWater {
+            congested = false
+            onDrain?()
+        }
+    }
+
+    /// Whether producers should stop feeding this stream.
+    public var isCongested: Bool { queuedBytes > highWater }
+    public var hasWriteFailed: Bool { writeFailed }
+
+    // MARK: Shutdown
+
+    /// Sends FIN once every queued write is out; `completion` gets 0 or an error.
+    public func shutdown(_ completion: @escaping (Int32) -> Void) {
+        guard !isClosing, onShutdown == nil else { return }
+        let req = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
+        let rc = uv_shutdown(req, stream) { req, status in
+            guard let req else { return }
+            let streamPtr = req.pointee.handle
+            req.deallocate()
+            guard let streamPtr, let data = uv_handle_get_data(UnsafeMutableRawPointer(streamPtr).assumingMemoryBound(to: uv_handle_t.self)) else { return }
+            let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
+            let completion = me.onShutdown
+            me.onShutdown = nil
+            completion?(status)
+        }
+        if rc < 0 {
+            req.deallocate()
+            completion(rc)
+            return
+        }
+        onShutdown = completion
+    }
+}

@@ -1,0 +1,726 @@
+/// One client connection and the exchanges it carries, one at a time, in order.
+///
+/// Life cycle of an exchange: read a request head → answer locally (`/_health`, errors) or pick a
+/// backend and get an upstream connection (pooled or new) → write the rewritten head and stream
+/// the request body through a `Pipe` → read the response head, rewrite it, stream its body back
+/// through the other `Pipe` → return the upstream to its pool and wait for the next request
+/// (pipelined bytes already buffered are processed at once).
+///
+/// Lifetime: the client stream's callbacks hold the connection; they are dropped when the stream
+/// closes. Threading: loop thread only.
+final class ClientConnection {
+    unowned let server: ProxyServer
+    let client: TCPStream
+    private let timer: Timer
+    /// The peer's IP as text, for `X-Forwarded-For` and `X-Real-IP`.
+    private let peerIP: [UInt8]
+
+    private enum Phase {
+        /// Waiting for (the rest of) a request head.
+        case head
+        /// A request is being handled: see `exchange`.
+        case exchange
+        /// Closing: the response is out (or an error was sent); input is discarded.
+        case closing
+        case closed
+    }
+    private var phase = Phase.head
+
+    // Request side.
+    private var requestHeadBytes: HeadAccumulator
+    private var request = RequestHead()
+    private var requestBodyRemaining: UInt64 = 0
+    private var requestDecoder = ChunkedDecoder()
+    /// The whole request (head and body) has been read from the client.
+    private var requestComplete = false
+    /// Client bytes received but not processed yet: body bytes waiting for the upstream connect,
+    /// or the next pipelined requests.
+    private var pending: [UInt8] = []
+
+    // Upstream side.
+    private var backendIndex = -1
+    private var upstream: UpstreamConnection?
+    private var triedBackends: UInt64 = 0
+    private var upstreamWasReused = false
+    private var hasRetried = false
+    /// The upstream connection is ready for the request (connected, head written).
+    private var upstreamReady = false
+    private var requestPipe: Pipe?
+    private var responsePipe: Pipe?
+
+    // Response side.
+    private var responseHeadBytes: HeadAccumulator
+    private var response = ResponseHead()
+    private var responseStarted = false
+    private var responseBodyRemaining: UInt64 = 0
+    private var responseDecoder = ChunkedDecoder()
+    private var responseFraming = BodyFraming.none
+    private var clientFraming = HeaderRewriter.OutgoingFraming.none
+    private var closeAfterResponse = false
+    /// The upstream broke framing rules (extra bytes, …): never pool it.
+    private var upstreamReusable = true
+    private var clientSentEOF = false
+    /// Counts finished exchanges, so a callback can tell that its exchange ended under it.
+    private var exchangesFinished = 0
+
+    private var rewriter = HeaderRewriter()
+    /// Scratch output buffer, flushed within the callback that filled it.
+    private var out: [UInt8] = []
+
+    private enum TimerPurpose { case none, clientHeader, idle, connect, upstream, linger }
+    private var timerPurpose = TimerPurpose.none
+    private var lastUpstreamActivity: UInt64 = 0
+
+    /// Most pipelined input buffered before the client's reading is paused.
+    private static let pendingLimit = 64 * 1024
+
+    init(server: ProxyServer, client: TCPStream) {
+        self.server = server
+        self.client = client
+        timer = Timer(loop: server.loop)
+        peerIP = Array((client.peerAddress?.ipString ?? "unknown").utf8)
+        requestHeadBytes = HeadAccumulator(limits: server.headLimits, isRequest: true)
+        responseHeadBytes = HeadAccumulator(limits: HeadLimits(maxHeadBytes: 64 * 1024, maxTargetBytes: 64 * 1024,
+                                                               maxHeaderCount: 256), isRequest: false)
+        out.reserveCapacity(4096)
+    }
+
+    func start() {
+        client.setNoDelay()
+        client.onRead = { [self] bytes in clientRead(bytes) }
+        client.onReadEnd = { [self] code in clientEnded(code) }
+        client.onWriteError = { [self] _ in abort() }
+        client.onDrain = { [self] in responsePipe?.sinkDrained() }
+        timer.onFire = { [self] in timerFired() }
+        arm(.clientHeader, ms: server.config.timeouts.clientHeaderMs)
+        client.startReading()
+    }
+
+    // MARK: - Client input
+
+    private func clientRead(_ bytes: UnsafeRawBufferPointer) {
+        switch phase {
+        case .head, .exchange:
+            handleClientBytes(bytes)
+        case .closing, .closed:
+            break  // lingering close: discard
+        }
+    }
+
+    /// Processes client bytes, then any buffered pipelined requests that became processable.
+    /// Nested calls (from inside an exchange that completes synchronously) leave the draining
+    /// of `pending` to the outermost one, so pipelined requests never recurse deeper.
+    private func handleClientBytes(_ bytes: UnsafeRawBufferPointer) {
+        let nested = inInputLoop
+        inInputLoop = true
+        process(bytes)
+        guard !nested else { return }
+        while phase == .head && !pending.isEmpty {
+            let buffered = pending
+            pending.removeAll(keepingCapacity: true)
+            buffered.withUnsafeBytes { process($0) }
+        }
+        inInputLoop = false
+    }
+
+    private var inInputLoop = false
+
+    /// Processes client bytes according to where the current request is.
+    private func process(_ bytes: UnsafeRawBufferPointer) {
+        var input = bytes
+        while !input.isEmpty {
+            switch phase {
+            case .head:
+                if requestHeadBytes.bytes.isEmpty && timerPurpose == .idle {
+                    arm(.clientHeader, ms: server.config.timeouts.clientHeaderMs)
+                }
+                let consumed: Int
+                do { consumed = try requestHeadBytes.append(input) } catch {
+                    return rejectRequest(error)
+                }
+                input = UnsafeRawBufferPointer(rebasing: input[consumed...])
+                guard requestHeadBytes.isComplete else { return }
+                do { request = try HeadParser.parseRequest(requestHeadBytes.bytes, limits: server.headLimits) } catch {
+                    return rejectRequest(error)
+                }
+                beginExchange(bodyStart: &input)
+            case .exchange:
+                if !requestComplete && upstreamReady {
+                    let consumed = relayRequestBody(input)
+                    input = UnsafeRawBufferPointer(rebasing: input[consumed...])
+                    if phase != .exchange { return }
+                } else {
+                    // Body bytes before the upstream is ready, or the next pipelined requests.
+                    pending.append(raw: input)
+                    if pending.count > Self.pendingLimit { client.pauseReading(.pipelined) }
+                    return
+                }
+            case .closing, .closed:
+                return
+            }
+        }
+    }
+
+    private func clientEnded(_ code: Int32) {
+        clientSentEOF = true
+        switch phase {
+        case .head:
+            // Nothing in flight: an orderly goodbye (or a reset) between requests.
+            teardown()
+        case .exchange:
+            if code != UVError.eof || !requestComplete {
+                // The client left mid-request or reset: not the backend's fault, nothing is counted.
+                abort()
+            }
+            // A half-close after a complete request still wants its response; close after it.
+            closeAfterResponse = true
+        case .closing:
+            teardown()
+        case .closed:
+            break
+        }
+    }
+
+    // MARK: - Starting an exchange
+
+    /// A complete request head was parsed; `bodyStart` holds the bytes that followed it in this
+    /// read (consumed here: they are copied into `pending` when they cannot go out at once).
+    private func beginExchange(bodyStart input: inout UnsafeRawBufferPointer) {
+        phase = .exchange
+        disarm()
+        switch request.framing {
+        case .contentLength(let n):
+            requestBodyRemaining = n
+            requestComplete = n == 0
+        case .chunked:
+            requestDecoder.reset()
+            requestComplete = false
+        case .none, .untilClose:
+            requestComplete = true
+        }
+
+        // Answered by the proxy itself? A body sent with such a request is not read: close then.
+        let localKeepAlive = request.keepAlive && requestComplete && !server.isDraining
+        out.removeAll(keepingCapacity: true)
+        if server.answerLocally(request, keepAlive: localKeepAlive, into: &out) {
+            let keepAlive = localKeepAlive
+            client.write(out)
+            out.removeAll(keepingCapacity: true)
+            responseStarted = true
+            closeAfterResponse = !keepAlive
+            finishExchange()
+            return
+        }
+
+        // Bytes after the head wait in `pending` until the upstream is ready.
+        if !input.isEmpty {
+            pending.append(raw: input)
+            input = UnsafeRawBufferPointer(start: nil, count: 0)
+        }
+        triedBackends = 0
+        hasRetried = false
+        connectUpstream()
+    }
+
+    /// Picks a backend and obtains a connection to it.
+    private func connectUpstream() {
+        guard let index = server.balancer.pick(from: server.backends, excluding: triedBackends) else {
+            let anyHealthy = RoundRobinBalancer.anyHealthy(server.backends)
+            if anyHealthy || triedBackends != 0 {
+                return failExchange(status: 502, reason: lastConnectFailure ?? "Bad Gateway: no backend could be reached")
+            }
+            return failExchange(status: 503, reason: "Service Unavailable: no healthy backend")
+        }
+        if index < 64 { triedBackends |= 1 << UInt64(index) }
+        backendIndex = index
+        let backend = server.backends[index]
+        backend.activeRequests += 1
+
+        if let pooled = backend.pool.take() {
+            upstreamWasReused = true
+            attach(pooled)
+            upstreamConnected()
+            return
+        }
+        upstreamWasReused = false
+        let conn = UpstreamConnection(backend: backend, loop: server.loop)
+        attach(conn)
+        do {
+            try conn.stream.connect(to: backend.address) { [weak self, weak conn] status in
+                guard let self, let conn, self.upstream === conn else { return }
+                if status == 0 { self.upstreamConnected() } else { self.connectFailed(UVError(status)) }
+            }
+        } catch {
+            return connectFailed(error)
+        }
+        arm(.connect, ms: server.config.timeouts.connectMs)
+    }
+
+    private var lastConnectFailure: String?
+
+    private func connectFailed(_ error: UVError) {
+        let backend = server.backends[backendIndex]
+        lastConnectFailure = "Bad Gateway: cannot connect to backend \(backend.id) (\(backend.address)): \(error.name)"
+        releaseUpstream(reusable: false)
+        // Nothing was sent: any method may go to the next backend.
+        connectUpstream()
+    }
+
+    private func attach(_ conn: UpstreamConnection) {
+        upstream = conn
+        conn.owner = self
+        upstreamReady = false
+        upstreamReusable = true
+        responseStarted = false
+        responseHeadBytes.reset()
+    }
+
+    /// The upstream connection is open: send the head and whatever body bytes are buffered.
+    private func upstreamConnected() {
+        guard let conn = upstream else { return }
+        conn.stream.setNoDelay()
+        conn.stream.startReading()
+        upstreamReady = true
+        requestPipe = Pipe(from: client, to: conn.stream)
+        responsePipe = Pipe(from: conn.stream, to: client)
+        lastUpstreamActivity = server.loop.now
+        arm(.upstream, ms: server.config.timeouts.upstreamMs)
+
+        out.removeAll(keepingCapacity: true)
+        let framing: HeaderRewriter.OutgoingFraming
+        switch request.framing {
+        case .contentLength(let n): framing = n == 0 ? .none : .contentLength(n)
+        case .chunked: framing = .chunked
+        case .none, .untilClose: framing = .none
+        }
+        rewriter.writeUpstreamRequest(request, framing: framing, peerIP: peerIP, into: &out)
+
+        if pending.isEmpty || requestComplete {
+            flushToUpstream()
+            return
+        }
+        // Body bytes that arrived before the connection: send them behind the head.
+        let buffered = pending
+        pending.removeAll(keepingCapacity: true)
+        client.resumeReading(.pipelined)
+        buffered.withUnsafeBytes { raw in
+            handleClientBytes(raw)
+        }
+        if !out.isEmpty { flushToUpstream() }
+    }
+
+    // MARK: - Request body
+
+    /// Forwards request body bytes; returns how many of `input` belonged to the body.
+    private func relayRequestBody(_ input: UnsafeRawBufferPointer) -> Int {
+        switch request.framing {
+        case .contentLength:
+            let take = Int(min(UInt64(input.count), requestBodyRemaining))
+            requestBodyRemaining -= UInt64(take)
+            flushToUpstream(extra: UnsafeRawBufferPointer(rebasing: input[..<take]))
+            if requestBodyRemaining == 0 { requestBodyDone() }
+            return take
+        case .chunked:
+            let consumed: Int
+            do {
+                consumed = try requestDecoder.decode(input) { data throws(HTTPParseError) in
+                    out.appendHex(data.count)
+                    out.append("\r\n")
+                    out.append(raw: data)
+                    out.append("\r\n")
+                }
+            } catch {
+                // Part of the request may be upstream already: that connection is spoiled.
+                upstreamReusable = false
+                rejectRequest(error)
+                return input.count
+            }
+            if requestDecoder.isComplete {
+                out.append("0\r\n\r\n")
+                flushToUpstream()
+                requestBodyDone()
+            } else {
+                flushToUpstream()
+            }
+            return consumed
+        case .none, .untilClose:
+            requestBodyDone()
+            return 0
+        }
+    }
+
+    private func requestBodyDone() {
+        requestComplete = true
+        lastUpstreamActivity = server.loop.now
+    }
+
+    /// Sends `out` (and `extra`) to the upstream as one write through the request pipe.
+    private func flushToUpstream(extra: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
+        guard requestPipe != nil else { return }
+        if out.isEmpty && extra.isEmpty { return }
+        out.withUnsafeBytes { head in requestPipe!.send(head, extra) }
+        out.removeAll(keepingCapacity: true)
+    }
+
+    // MARK: - Upstream input
+
+    func upstreamRead(_ bytes: UnsafeRawBufferPointer) {
+        lastUpstreamActivity = server.loop.now
+        let exchange = exchangesFinished
+        var input = bytes
+        while !input.isEmpty {
+            if responseStarted && responseFraming == .untilClose {
+                relayResponseBody(input)
+                return
+            }
+            if !responseStarted {
+                let consumed: Int
+                do { consumed = try responseHeadBytes.append(input) } catch {
+                    return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent an oversized response head")
+                }
+                input = UnsafeRawBufferPointer(rebasing: input[consumed...])
+                guard responseHeadBytes.isComplete else { return }
+                do {
+                    response = try HeadParser.parseResponse(responseHeadBytes.bytes, requestWasHEAD: request.isHEAD)
+                } catch {
+                    return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a malformed response (\(error.reason))")
+                }
+                if response.isInterim {
+                    // 100 Continue / 103 Early Hints go to HTTP/1.1 clients; the final head follows.
+                    if request.versionMinor == 1 {
+                        rewriter.writeInterimResponse(response, into: &out)
+                        flushToClient()
+                    }
+                    responseHeadBytes.reset()
+                    continue
+                }
+                if response.status == 101 {
+                    // The proxy strips Upgrade, so a 101 is a backend error until tunnels exist.
+                    return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) switched protocols unasked")
+                }
+                startResponse()
+                if responseFinishedIfBodyless() {
+                    // Bytes after a body-less response break framing: never reuse that connection.
+                    if !input.isEmpty { upstreamReusable = false }
+                    return finishExchange()
+                }
+                continue
+            }
+            let consumed = relayResponseBody(input)
+            if exchangesFinished != exchange || phase != .exchange { return }
+            input = UnsafeRawBufferPointer(rebasing: input[consumed...])
+        }
+        if !out.isEmpty { flushToClient() }
+    }
+
+    private var backendID: String { backendIndex >= 0 ? server.backends[backendIndex].id : "?" }
+
+    /// The final response head arrived: decide the client-side framing and write the head.
+    private func startResponse() {
+        responseStarted = true
+        responseFraming = response.framing
+        var keepAlive = request.keepAlive && !server.isDraining && !clientSentEOF
+        switch response.framing {
+        case .none:
+            clientFraming = .none
+        case .contentLength(let n):
+            responseBodyRemaining = n
+            clientFraming = .contentLength(n)
+        case .chunked, .untilClose:
+            responseDecoder.reset()
+            if request.versionMinor == 1 {
+                clientFraming = .chunked
+            } else {
+                // HTTP/1.0 clients never get chunked: the body is delimited by closing.
+                clientFraming = .untilClose
+                keepAlive = false
+            }
+        }
+        if !requestComplete { keepAlive = false }  // early response: finish it, then close
+        closeAfterResponse = !keepAlive
+        out.removeAll(keepingCapacity: true)
+        rewriter.writeClientResponse(response, framing: clientFraming, clientVersionMinor: request.versionMinor,
+                                     closeAfter: closeAfterResponse, into: &out)
+    }
+
+    /// For a response without a body, flushes the head and reports completion.
+    private func responseFinishedIfBodyless() -> Bool {
+        switch responseFraming {
+        case .none:
+            flushToClient()
+            return true
+        case .contentLength(0):
+            flushToClient()
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// Relays response body bytes; returns how many belonged to this response. Finishes the
+    /// exchange when the body is complete.
+    @discardableResult
+    private func relayResponseBody(_ input: UnsafeRawBufferPointer) -> Int {
+        switch responseFraming {
+        case .contentLength:
+            let take = Int(min(UInt64(input.count), responseBodyRemaining))
+            responseBodyRemaining -= UInt64(take)
+            flushToClient(extra: UnsafeRawBufferPointer(rebasing: input[..<take]))
+            if responseBodyRemaining == 0 {
+                if take < input.count { upstreamReusable = false }  // bytes beyond the declared length
+                finishExchange()
+            }
+            return take
+        case .chunked:
+            let consumed: Int
+            let chunked = clientFraming == .chunked
+            do {
+                consumed = try responseDecoder.decode(input) { data throws(HTTPParseError) in
+                    if chunked {
+                        out.appendHex(data.count)
+                        out.append("\r\n")
+                        out.append(raw: data)
+                        out.append("\r\n")
+                    } else {
+                        out.append(raw: data)
+                    }
+                }
+            } catch {
+                // Headers are out already: all the client can be told is a cut connection.
+                abort()
+                return input.count
+            }
+            if responseDecoder.isComplete {
+                if chunked { out.append("0\r\n\r\n") }
+                flushToClient()
+                if consumed < input.count { upstreamReusable = false }  // bytes beyond the last chunk
+                finishExchange()
+            } else {
+                flushToClient()
+            }
+            return consumed
+        case .untilClose:
+            if clientFraming == .chunked {
+                out.appendHex(input.count)
+                out.append("\r\n")
+                out.append(raw: input)
+                out.append("\r\n")
+                flushToClient()
+            } else {
+                flushToClient(extra: input)
+            }
+            return input.count
+        case .none:
+            return 0
+        }
+    }
+
+    private func flushToClient(extra: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
+        if out.isEmpty && extra.isEmpty { return }
+        if responsePipe != nil {
+            out.withUnsafeBytes { head in responsePipe!.send(head, extra) }
+        } else {
+            out.withUnsafeBytes { head in client.write(head, extra) }
+        }
+        out.removeAll(keepingCapacity: true)
+    }
+
+    /// The upstream closed or failed.
+    func upstreamEnded(_ code: Int32) {
+        guard phase == .exchange else { return }
+        if responseStarted && responseFraming == .untilClose && code == UVError.eof {
+            // The normal end of a close-delimited body.
+            if clientFraming == .chunked {
+                out.append("0\r\n\r\n")
+                flushToClient()
+            }
+            upstreamReusable = false
+            return finishExchange()
+        }
+        if !responseStarted && responseHeadBytes.bytes.isEmpty && upstreamWasReused && !hasRetried
+            && request.isIdempotent && request.framing == .none {
+            // The keep-alive race: a pooled connection died before answering. Retry once, fresh.
+            hasRetried = true
+            releaseUpstream(reusable: false)
+            triedBackends = 0
+            return connectUpstream()
+        }
+        let reason = code == UVError.eof
+            ? "Bad Gateway: backend \(backendID) closed the connection before a complete response"
+            : "Bad Gateway: backend \(backendID) failed: \(UVError(code).name)"
+        upstreamFailed(status: 502, reason: reason)
+    }
+
+    func upstreamDrained() {
+        requestPipe?.sinkDrained()
+    }
+
+    /// The upstream broke the exchange: answer 502/504 if nothing was sent yet, else cut the client.
+    private func upstreamFailed(status: UInt16, reason: String) {
+        releaseUpstream(reusable: false)
+        if responseStarted { return abort() }
+        failExchange(status: status, reason: reason)
+    }
+
+    // MARK: - Ending an exchange
+
+    /// Sends an error response for the current request and ends the exchange.
+    private func failExchange(status: UInt16, reason: String) {
+        releaseUpstream(reusable: false)
+        let keepAlive = request.keepAlive && requestComplete && !server.isDraining && !clientSentEOF
+        out.removeAll(keepingCapacity: true)
+        ErrorResponse.write(status: status, reason: reason, keepAlive: keepAlive, into: &out)
+        client.write(out)
+        out.removeAll(keepingCapacity: true)
+        responseStarted = true
+        closeAfterResponse = !keepAlive
+        finishExchange()
+    }
+
+    /// The response is complete: release the upstream, then wait for the next request or close.
+    private func finishExchange() {
+        exchangesFinished &+= 1
+        let reusable = upstreamReusable && response.keepAlive && responseFraming != .untilClose && requestComplete
+        releaseUpstream(reusable: reusable)
+        if closeAfterResponse || !requestComplete {
+            return closeGracefully()
+        }
+        // Ready for the next request on this connection.
+        phase = .head
+        request = RequestHead()
+        requestHeadBytes.reset()
+        responseStarted = false
+        response = ResponseHead()
+        arm(.idle, ms: server.config.timeouts.idleMs)
+        client.resumeReading(.pipelined)
+        if !pending.isEmpty && !inInputLoop {
+            handleClientBytes(UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+    }
+
+    /// Gives the upstream connection back to its pool (or closes it) and detaches the pipes.
+    private func releaseUpstream(reusable: Bool) {
+        requestPipe?.detach()
+        responsePipe?.detach()
+        requestPipe = nil
+        responsePipe = nil
+        if let conn = upstream {
+            upstream = nil
+            conn.owner = nil
+            if reusable && !conn.isClosed {
+                conn.exchangesCompleted += 1
+                conn.backend.pool.put(conn, now: server.loop.now)
+            } else {
+                conn.close()
+            }
+        }
+        if backendIndex >= 0 {
+            server.backends[backendIndex].activeRequests -= 1
+            backendIndex = -1
+        }
+        upstreamReady = false
+    }
+
+    /// Rejects a malformed request with its status and reason, then closes — after reading
+    /// what the client still sends for a moment, so the status reaches it instead of a reset.
+    private func rejectRequest(_ error: HTTPParseError) {
+        releaseUpstream(reusable: false)
+        if responseStarted { return abort() }
+        out.removeAll(keepingCapacity: true)
+        ErrorResponse.write(status: error.status, reason: "\(StatusText.reason(error.status)): \(error.reason)",
+                            keepAlive: false, into: &out)
+        client.write(out)
+        out.removeAll(keepingCapacity: true)
+        closeGracefully()
+    }
+
+    /// Half-closes after the queued output, discards input for a moment, then closes.
+    private func closeGracefully() {
+        guard phase != .closing && phase != .closed else { return }
+        phase = .closing
+        releaseUpstream(reusable: false)
+        pending = []
+        client.resumeReading(.pipelined)
+        client.resumeReading(.backpressure)
+        client.shutdown { [self] _ in
+            if clientSentEOF { teardown() }
+        }
+        arm(.linger, ms: 2000)
+    }
+
+    /// Closes everything at once (errors, client aborts, truncated responses).
+    private func abort() {
+        teardown()
+    }
+
+    private func teardown() {
+        guard phase != .closed else { return }
+        phase = .closed
+        releaseUpstream(reusable: false)
+        disarm()
+        timer.close()
+        client.close()
+        server.clientClosed(self)
+    }
+
+    // MARK: - Timers
+
+    private func arm(_ purpose: TimerPurpose, ms: Int) {
+        timerPurpose = purpose
+        timer.start(timeoutMs: UInt64(max(ms, 1)))
+    }
+
+    private func disarm() {
+        if timerPurpose != .none {
+            timerPurpose = .none
+            timer.stop()
+        }
+    }
+
+    private func timerFired() {
+        switch timerPurpose {
+        case .none:
+            return
+        case .idle:
+            timerPurpose = .none
+            teardown()
+        case .clientHeader:
+            timerPurpose = .none
+            if requestHeadBytes.bytes.isEmpty {
+                teardown()
+            } else {
+                rejectRequest(HTTPParseError(status: 408, reason: "the request head took longer than \(server.config.timeouts.clientHeaderMs) ms"))
+            }
+        case .connect:
+            timerPurpose = .none
+            connectFailed(UVError(UVError.timedOut))
+        case .upstream:
+            let limit = UInt64(server.config.timeouts.upstreamMs)
+            let silent = server.loop.now &- lastUpstreamActivity
+            if silent < limit || (!requestComplete && !responseStarted) || client.isCongested {
+                // Activity since the timer was set, a client still uploading, or a client slow to
+                // read (its own problem, not the backend's): look again later.
+                timer.start(timeoutMs: max(limit &- min(silent, limit), 1))
+                if client.isCongested || !requestComplete { lastUpstreamActivity = server.loop.now }
+                return
+            }
+            timerPurpose = .none
+            if responseStarted {
+                abort()
+            } else {
+                upstreamFailed(status: 504, reason: "Gateway Timeout: backend \(backendID) did not answer within \(limit) ms")
+            }
+        case .linger:
+            timerPurpose = .none
+            teardown()
+        }
+    }
+
+    /// Closes the connection when the server drains (issue: graceful shutdown) and it is idle.
+    func closeIfIdle() {
+        if phase == .head && requestHeadBytes.bytes.isEmpty { teardown() }
+    }
+
+    /// Closes at once (server shutdown).
+    func forceClose() { teardown() }
+}

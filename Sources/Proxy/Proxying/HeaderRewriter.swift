@@ -1,0 +1,194 @@
+/// Serialises the heads the proxy sends: the request to the upstream and the response to the
+/// client. Runs on the loop thread, straight from the parsed head's byte spans into an output
+/// buffer — no `String`, no per-header allocation.
+///
+/// Both directions drop the hop-by-hop fields (RFC 9110 §7.6.1): `Connection` and every field it
+/// names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
+/// Framing fields are never copied: the proxy writes its own `Content-Length` or
+/// `Transfer-Encoding: chunked` for the framing it actually uses on that hop.
+public struct HeaderRewriter {
+    /// Connection-named tokens of the head being rewritten (capacity reused between requests).
+    private var connectionTokens: [Range<Int>] = []
+
+    public init() {
+        connectionTokens.reserveCapacity(8)
+    }
+
+    /// How the proxy frames a body on the hop it is writing.
+    public enum OutgoingFraming: Equatable {
+        case none
+        case contentLength(UInt64)
+        case chunked
+        /// Body runs until the proxy closes the connection (HTTP/1.0 clients).
+        case untilClose
+    }
+
+    // MARK: Request → upstream
+
+    /// Appends the request head for the upstream to `out`.
+    ///
+    /// - `peerIP`: the client's address, appended to `X-Forwarded-For` and sent as `X-Real-IP`.
+    public mutating func writeUpstreamRequest(_ head: RequestHead, framing: OutgoingFraming,
+                                              peerIP: [UInt8], into out: inout [UInt8]) {
+        let b = head.bytes
+        out.append(contentsOf: b[head.method])
+        out.append(UInt8(ascii: " "))
+        out.append(contentsOf: b[head.target])
+        out.append(" HTTP/1.1\r\n")
+        collectConnectionTokens(b, head.fields)
+        var sawForwardedFor = false
+        for field in head.fields {
+            let name = field.name
+            if isHopByHop(b, name) || isFramingField(b, name) || isConnectionNamed(b, name) { continue }
+            if b.equalsIgnoringCase(name, "x-forwarded-for") { sawForwardedFor = true; continue }
+            // The proxy states these itself: a client must not be able to forge them.
+            if b.equalsIgnoringCase(name, "x-real-ip") || b.equalsIgnoringCase(name, "x-forwarded-proto")
+                || b.equalsIgnoringCase(name, "x-forwarded-host") { continue }
+            appendField(b, field, into: &out)
+        }
+        appendFraming(framing, into: &out)
+        // Several X-Forwarded-For fields form one list (RFC 9110 §5.3): fold them, then add the peer.
+        out.append("X-Forwarded-For: ")
+        if sawForwardedFor {
+            for field in head.fields where !field.value.isEmpty && b.equalsIgnoringCase(field.name, "x-forwarded-for") {
+                out.append(contentsOf: b[field.value])
+                out.append(", ")
+            }
+        }
+        out.append(contentsOf: peerIP)
+        out.append("\r\nX-Real-IP: ")
+        out.append(contentsOf: peerIP)
+        out.append("\r\nX-Forwarded-Proto: http\r\n")
+        if let host = head.hostField {
+            out.append("X-Forwarded-Host: ")
+            out.append(contentsOf: b[head.fields[host].value])
+            out.append("\r\n")
+        }
+        out.append("\r\n")
+    }
+
+    // MARK: Response → client
+
+    /// Appends the response head for the client to `out`.
+    ///
+    /// - `closeAfter`: the proxy will close the client connection after this response
+    ///   (adds `Connection: close`); otherwise HTTP/1.0 clients get `Connection: keep-alive`.
+    public mutating func writeClientResponse(_ head: ResponseHead, framing: OutgoingFraming,
+                                             clientVersionMinor: UInt8, closeAfter: Bool,
+                                             into out: inout [UInt8]) {
+        let b = head.bytes
+        writeStatusLine(head, into: &out)
+        collectConnectionTokens(b, head.fields)
+        for field in head.fields {
+            let name = field.name
+            if isHopByHop(b, name) || isConnectionNamed(b, name) { continue }
+            if b.equalsIgnoringCase(name, "transfer-encoding") { continue }
+            if b.equalsIgnoringCase(name, "content-length") {
+                // A body-less response (HEAD, 304) keeps the length of the body it describes.
+                if case .none = framing { appendField(b, field, into: &out) }
+                continue
+            }
+            appendField(b, field, into: &out)
+        }
+        appendFraming(framing, into: &out)
+        if closeAfter {
+            out.append("Connection: close\r\n")
+        } else if clientVersionMinor == 0 {
+            out.append("Connection: keep-alive\r\n")
+        }
+        out.append("\r\n")
+    }
+
+    /// Appends an interim (1xx) response for the client: status line and end-to-end fields.
+    public mutating func writeInterimResponse(_ head: ResponseHead, into out: inout [UInt8]) {
+        let b = head.bytes
+        writeStatusLine(head, into: &out)
+        collectConnectionTokens(b, head.fields)
+        for field in head.fields {
+            if isHopByHop(b, field.name) || isFramingField(b, field.name) || isConnectionNamed(b, field.name) { continue }
+            appendField(b, field, into: &out)
+        }
+        out.append("\r\n")
+    }
+
+    private func writeStatusLine(_ head: ResponseHead, into out: inout [UInt8]) {
+        // The proxy speaks HTTP/1.1 to every client (RFC 9110 §6.2: a server sends its own version).
+        out.append("HTTP/1.1 ")
+        out.appendDecimal(head.status)
+        out.append(UInt8(ascii: " "))
+        if head.reason.isEmpty {
+            out.append(contentsOf: StatusText.reason(head.status).utf8)
+        } else {
+            out.append(contentsOf: head.bytes[head.reason])
+        }
+        out.append("\r\n")
+    }
+
+    // MARK: Helpers
+
+    private func appendFraming(_ framing: OutgoingFraming, into out: inout [UInt8]) {
+        switch framing {
+        case .contentLength(let n):
+            out.append("Content-Length: ")
+            out.appendDecimal(n)
+            out.append("\r\n")
+        case .chunked:
+            out.append("Transfer-Encoding: chunked\r\n")
+        case .none, .untilClose:
+            break
+        }
+    }
+
+    @inline(__always)
+    private func appendField(_ b: [UInt8], _ field: HeaderField, into out: inout [UInt8]) {
+        out.append(contentsOf: b[field.name])
+        out.append(": ")
+        out.append(contentsOf: b[field.value])
+        out.append("\r\n")
+    }
+
+    private mutating func collectConnectionTokens(_ b: [UInt8], _ fields: [HeaderField]) {
+        connectionTokens.removeAll(keepingCapacity: true)
+        for field in fields where b.equalsIgnoringCase(field.name, "connection") {
+            forEachToken(b, field.value) { connectionTokens.append($0) }
+        }
+    }
+
+    @inline(__always)
+    private func isConnectionNamed(_ b: [UInt8], _ name: Range<Int>) -> Bool {
+        for token in connectionTokens where b.equalsIgnoringCase(token, name) { return true }
+        return false
+    }
+
+    /// Hop-by-hop fields (RFC 9110 §7.6.1) plus the legacy `Proxy-Connection`.
+    @inline(__always)
+    func isHopByHop(_ b: [UInt8], _ name: Range<Int>) -> Bool {
+        switch name.count {
+        case 2: return b.equalsIgnoringCase(name, "te")
+        case 7: return b.equalsIgnoringCase(name, "upgrade") || b.equalsIgnoringCase(name, "trailer")
+        case 10: return b.equalsIgnoringCase(name, "connection") || b.equalsIgnoringCase(name, "keep-alive")
+        case 16: return b.equalsIgnoringCase(name, "proxy-connection")
+        case 17: return b.equalsIgnoringCase(name, "transfer-encoding")
+        default: return false
+        }
+    }
+
+    @inline(__always)
+    private func isFramingField(_ b: [UInt8], _ name: Range<Int>) -> Bool {
+        name.count == 14 && b.equalsIgnoringCase(name, "content-length")
+    }
+}
+
+/// Calls `body` with each comma-separated token of `value`, OWS trimmed, empty items skipped.
+func forEachToken(_ b: [UInt8], _ value: Range<Int>, _ body: (Range<Int>) -> Void) {
+    var i = value.lowerBound
+    let end = value.upperBound
+    while i < end {
+        while i < end && (b[i] == UInt8(ascii: " ") || b[i] == UInt8(ascii: "\t") || b[i] == UInt8(ascii: ",")) { i += 1 }
+        let start = i
+        while i < end && b[i] != UInt8(ascii: ",") { i += 1 }
+        var stop = i
+        while stop > start && (b[stop - 1] == UInt8(ascii: " ") || b[stop - 1] == UInt8(ascii: "\t")) { stop -= 1 }
+        if stop > start { body(start..<stop) }
+    }
+}

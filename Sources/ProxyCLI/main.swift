@@ -1,0 +1,3 @@
+import Glibc
+
+exit(ProxyCommand.run(arguments: Array(CommandLine.arguments.dropFirst())))

@@ -1,0 +1,3 @@
+import Glibc
+
+exit(TestBackendCommand.run(arguments: Array(CommandLine.arguments.dropFirst())))
