@@ -292,3 +292,24 @@ struct ChunkedDecoderTests {
         }
     }
 }
+
+struct MutatedChunkedBodyTests {
+    /// Feeding whole or one byte at a time gives the same body, consumption and verdict.
+    @Test func givesTheSameVerdictWholeOrByteByByteForMutatedBodies() {
+        let seed = Array("5;a=\"b c\"\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: v\r\n\r\nNEXT".utf8)
+        var random = TestRandom(state: 7)
+        for round in 0..<3000 {
+            let raw = mutate(seed, &random)
+            var verdicts: [String] = []
+            for step in [nil, 1] as [Int?] {
+                do {
+                    let result = try decode(raw, step: step)
+                    verdicts.append("ok \(result.body) \(result.consumed) \(result.complete)")
+                } catch {
+                    verdicts.append("error \(error)")
+                }
+            }
+            #expect(verdicts[0] == verdicts[1], "round \(round): \(String(decoding: raw, as: UTF8.self).debugDescription)")
+        }
+    }
+}

@@ -237,6 +237,17 @@ struct RequestParsingTests {
         #expect(head.framing == .contentLength(2))
     }
 
+    @Test func rejectsIncompleteOrEmptyHeadsPassedDirectly() {
+        for raw in ["", "\r\n", "\n\n", "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost: a\r\n\r\nextra", "GET"] {
+            #expect(throws: HTTPParseError.self, "\(raw.debugDescription)") {
+                _ = try HeadParser.parseRequest(Array(raw.utf8), limits: HeadLimits())
+            }
+            #expect(throws: HTTPParseError.self, "\(raw.debugDescription)") {
+                _ = try HeadParser.parseResponse(Array(raw.utf8), requestWasHEAD: false)
+            }
+        }
+    }
+
     @Test func parsesTheSameWhenFedOneByteAtATime() throws {
         let raw = "\r\nPOST /path?x=1 HTTP/1.1\r\nHost: example.com\r\nContent-Length: 42\nX-A:  v  \r\nConnection: close\r\n\r\nBODY"
         let whole = try parse(raw)
@@ -368,6 +379,39 @@ struct RequestRejectionTests {
             let raw = Array("GET / HTTP/1.1\r\nHost: a\r\nX-V: be".utf8) + [bad] + Array("fore\r\n\r\n".utf8)
             #expect(rejection(raw)?.status == 400, "byte \(bad)")
         }
+    }
+
+    @Test func rejectsAForbiddenByteAtAnyPositionOfALongValue() {
+        // Values are checked eight bytes at a time: put the bad byte in every lane of several words.
+        for bad: UInt8 in [0x00, 0x01, 0x0D, 0x1F, 0x7F] {
+            for position in 0..<40 {
+                var value = [UInt8](repeating: UInt8(ascii: "v"), count: 40)
+                value[position] = bad
+                let raw = Array("GET / HTTP/1.1\r\nHost: a\r\nX: ".utf8) + value + Array("z\r\n\r\n".utf8)
+                #expect(rejection(raw)?.status == 400, "byte \(bad) at \(position)")
+            }
+        }
+    }
+
+    @Test func acceptsEveryAllowedByteInALongValue() throws {
+        let allowed = [UInt8(ascii: "x")] + Array(0x20...0x7E) + [0x09] + Array(0x80...0xFF) + [UInt8(ascii: "x")]
+        let raw = Array("GET / HTTP/1.1\r\nHost: a\r\nX: ".utf8) + allowed + Array("\r\n\r\n".utf8)
+        let head = try parse(raw)
+        #expect(Array(head.bytes[head.fields[1].value]) == allowed)
+    }
+
+    @Test func rejectsAForbiddenByteAtAnyPositionOfALongTarget() throws {
+        for bad: UInt8 in [0x00, 0x09, 0x7F, 0x80, 0xFF] {
+            for position in 1..<40 {
+                var target = [UInt8](repeating: UInt8(ascii: "t"), count: 40)
+                target[0] = UInt8(ascii: "/")
+                target[position] = bad
+                let raw = Array("GET ".utf8) + target + Array(" HTTP/1.1\r\nHost: a\r\n\r\n".utf8)
+                #expect(rejection(raw)?.status == 400, "byte \(bad) at \(position)")
+            }
+        }
+        let every = "/" + String(decoding: Array(0x21...0x7E), as: UTF8.self)
+        #expect(try parse("GET \(every) HTTP/1.1\r\nHost: a\r\n\r\n").targetString == every)
     }
 
     @Test func rejectsHTTP11WithoutHost() {
@@ -708,5 +752,73 @@ struct ResponseParsingTests {
         #expect(head.fields.isEmpty)
         #expect(head.status == 204)
         #expect(head.framing == .none)
+    }
+}
+
+// MARK: - Mutated inputs
+
+/// A small deterministic generator (xorshift64*) so failures reproduce.
+struct TestRandom {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state ^= state >> 12
+        state ^= state << 25
+        state ^= state >> 27
+        return state &* 2685821657736338717
+    }
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+}
+
+/// Flips, inserts or deletes a few bytes, favouring the bytes that matter to HTTP framing.
+func mutate(_ input: [UInt8], _ random: inout TestRandom) -> [UInt8] {
+    let interesting: [UInt8] = Array("\r\n :;,=\"\\\t0aF-".utf8) + [0x00, 0x7F, 0x80, 0xFF]
+    var bytes = input
+    for _ in 0...random.below(3) {
+        let byte = random.below(2) == 0 ? interesting[random.below(interesting.count)] : UInt8(truncatingIfNeeded: random.next())
+        let at = random.below(bytes.count + 1)
+        switch random.below(3) {
+        case 0 where at < bytes.count: bytes[at] = byte
+        case 1 where at < bytes.count: bytes.remove(at: at)
+        default: bytes.insert(byte, at: at)
+        }
+    }
+    return bytes
+}
+
+struct MutatedHeadTests {
+    /// Whatever the bytes, feeding them whole or one byte at a time gives the same verdict, and
+    /// nothing reads outside the buffer (run under `--sanitize=address` to check the latter).
+    @Test func givesTheSameVerdictWholeOrByteByByteForMutatedHeads() {
+        let seeds = [
+            "GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\n",
+            "\r\nPOST / HTTP/1.1\nHost: h\nTransfer-Encoding: chunked\n\n",
+            "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\nExpect: 100-continue\r\n\r\n",
+        ].map { Array($0.utf8) }
+        let limits = HeadLimits(maxHeadBytes: 200, maxTargetBytes: 20, maxHeaderCount: 4)
+        var random = TestRandom(state: 0x9E37_79B9_7F4A_7C15)
+        for round in 0..<3000 {
+            let raw = mutate(seeds[round % seeds.count], &random)
+            var verdicts: [String] = []
+            for step in [nil, 1] as [Int?] {
+                do {
+                    let head = try parse(raw, limits: limits, step: step)
+                    verdicts.append("ok \(head.fields) \(head.framing) \(head.keepAlive) \(head.bytes.count)")
+                } catch {
+                    verdicts.append("error \(error.status)")
+                }
+            }
+            #expect(verdicts[0] == verdicts[1], "round \(round): \(String(decoding: raw, as: UTF8.self).debugDescription)")
+        }
+    }
+
+    @Test func neverCrashesOnMutatedResponses() {
+        let seed = Array("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n".utf8)
+        var random = TestRandom(state: 42)
+        for _ in 0..<3000 {
+            let raw = mutate(seed, &random)
+            if let head = try? HeadParser.parseResponse(raw, requestWasHEAD: false) {
+                #expect(head.status >= 100)
+            }
+        }
     }
 }

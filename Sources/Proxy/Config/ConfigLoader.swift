@@ -204,7 +204,9 @@ extension ConfigSection {
         } else {
             "unknown key; expected one of " + names.map { "\"\($0)\"" }.joined(separator: ", ")
         }
-        return location.member(key, example: shown.example).error(problem)
+        let keyPath = location.member(key, example: shown.example).path
+        return ConfigError(file: location.file, field: keyPath, problem: problem,
+                           example: "\"\(shown.key)\": \(shown.example)")
     }
 }
 

@@ -64,6 +64,9 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
             }
             return ListenAddress(host: "0.0.0.0", port: port)
         }
+        if !s.isEmpty, s.allSatisfy({ $0.isASCII && $0.isNumber }) {
+            throw AddressSyntaxError("missing ':' before the port; write \":\(s)\" to listen on all interfaces")
+        }
         let (host, port) = try AddressSyntax.hostAndPort(s[...], allowZeroPort: true)
         guard let port else {
             throw AddressSyntaxError("missing the port (add \":8080\", or \":0\" for any free port)")

@@ -1,0 +1,391 @@
+import Foundation
+import Glibc
+
+/// Test harness: start the real `proxy` and `test-backend` binaries on 127.0.0.1 port 0, talk to
+/// them over raw sockets, and stop them. Every wait is bounded.
+
+/// The folder holding the built products (the test runner lives beside them).
+let productsDirectory: URL = {
+    let exe = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+    var dir = exe.deletingLastPathComponent()
+    // On Linux the runner is `.build/<triple>/debug/ProxyPackageTests.xctest`.
+    if dir.lastPathComponent.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
+    return dir
+}()
+
+struct HarnessError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// A child process that prints `... listening on HOST:PORT` once ready.
+final class ManagedProcess: @unchecked Sendable {
+    let process = Process()
+    private let output = Pipe()
+    private(set) var port: UInt16 = 0
+    private let lock = NSLock()
+    private var captured = ""
+
+    init(_ executable: String, _ arguments: [String]) throws {
+        process.executableURL = productsDirectory.appendingPathComponent(executable)
+        process.arguments = arguments
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        // Read output on a background thread so the child never blocks on a full pipe.
+        let handle = output.fileHandleForReading
+        handle.readabilityHandler = { [weak self] h in
+            let data = h.availableData
+            guard let self, !data.isEmpty else { return }
+            self.lock.lock()
+            self.captured += String(decoding: data, as: UTF8.self)
+            self.lock.unlock()
+        }
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if let p = parsePort() { port = p; return }
+            if !process.isRunning { break }
+            usleep(10_000)
+        }
+        let out = log
+        process.terminate()
+        throw HarnessError("\(executable) did not start: \(out)")
+    }
+
+    var log: String {
+        lock.lock(); defer { lock.unlock() }
+        return captured
+    }
+
+    private func parsePort() -> UInt16? {
+        let text = log
+        guard let r = text.range(of: "listening on ") else { return nil }
+        let rest = text[r.upperBound...]
+        guard let line = rest.split(separator: "\n", maxSplits: 1).first, rest.contains("\n") else { return nil }
+        let addr = line.split(separator: " ").first.map(String.init) ?? ""
+        guard let colon = addr.lastIndex(of: ":") else { return nil }
+        return UInt16(addr[addr.index(after: colon)...])
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    func signal(_ sig: Int32) { kill(pid, sig) }
+
+    func stop() {
+        if process.isRunning {
+            kill(pid, SIGKILL)
+            process.waitUntilExit()
+        }
+        output.fileHandleForReading.readabilityHandler = nil
+    }
+
+    /// Waits for exit up to `seconds`; returns the exit status or nil.
+    func waitForExit(seconds: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    /// `VmHWM` (peak resident set) in KiB.
+    var peakRSSKiB: Int { procStatus("VmHWM") }
+    /// `VmRSS` in KiB.
+    var rssKiB: Int { procStatus("VmRSS") }
+
+    private func procStatus(_ key: String) -> Int {
+        guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return -1 }
+        for line in s.split(separator: "\n") where line.hasPrefix(key + ":") {
+            return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? -1
+        }
+        return -1
+    }
+
+    /// Open file descriptors of the process.
+    var openFDs: Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1 }
+
+    deinit { stop() }
+}
+
+/// A running test backend.
+func startBackend(port: UInt16 = 0) throws -> ManagedProcess {
+    try ManagedProcess("test-backend", [String(port)])
+}
+
+/// Starts the proxy with a config (JSON text) written to a temporary file.
+func startProxy(config: String, extraArguments: [String] = []) throws -> ManagedProcess {
+    let file = writeTempFile(config, suffix: ".json")
+    return try ManagedProcess("proxy", ["--config", file, "--listen", "127.0.0.1:0"] + extraArguments)
+}
+
+func writeTempFile(_ text: String, suffix: String) -> String {
+    let path = NSTemporaryDirectory() + "proxy-test-\(UUID().uuidString)\(suffix)"
+    _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+    return path
+}
+
+/// A config with the given backends (ports) and fast health checks.
+func proxyConfig(backends ports: [UInt16], intervalMs: Int = 100, upstreamMs: Int = 30000,
+                 healthy: Int = 1, unhealthy: Int = 1, extra: String = "") -> String {
+    let list = ports.enumerated().map { "{\"id\":\"b\($0.offset + 1)\",\"url\":\"http://127.0.0.1:\($0.element)\"}" }
+    return """
+    {"backends":[\(list.joined(separator: ","))],
+     "health_check":{"path":"/health","interval_ms":\(intervalMs),"timeout_ms":500,"healthy_threshold":\(healthy),"unhealthy_threshold":\(unhealthy)},
+     "timeouts":{"connect_ms":1000,"upstream_ms":\(upstreamMs),"client_header_ms":5000,"idle_ms":60000}\(extra)}
+    """
+}
+
+/// Polls `condition` every 20 ms for up to `seconds`.
+func eventually(_ seconds: Double = 5, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    repeat {
+        if try condition() { return true }
+        usleep(20_000)
+    } while Date() < deadline
+    return false
+}
+
+// MARK: - A minimal blocking HTTP/1.1 client over raw sockets (independent of the proxy's parser)
+
+struct HTTPResponse {
+    var status: Int
+    var headers: [(String, String)]
+    var body: [UInt8]
+    func header(_ name: String) -> String? {
+        headers.first { $0.0.lowercased() == name.lowercased() }?.1
+    }
+    var text: String { String(decoding: body, as: UTF8.self) }
+    var json: [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] ?? [:]
+    }
+}
+
+final class TestConnection {
+    let fd: Int32
+    private var buffer: [UInt8] = []
+    private(set) var closedByPeer = false
+
+    init(port: UInt16, timeoutSeconds: Int = 10) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else { close(fd); throw HarnessError("connect to \(port) failed: errno \(errno)") }
+        setTimeout(seconds: timeoutSeconds)
+    }
+
+    func setTimeout(seconds: Int, microseconds: Int = 0) {
+        var tv = timeval(tv_sec: seconds, tv_usec: microseconds)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Sets a small receive buffer (before reading) to make a slow reader really slow.
+    func setReceiveBuffer(_ bytes: Int32) {
+        var v = bytes
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    deinit { close(fd) }
+
+    func send(_ s: String) throws { try send(Array(s.utf8)) }
+
+    func send(_ bytes: [UInt8]) throws {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { throw HarnessError("send failed: errno \(errno)") }
+            off += n
+        }
+    }
+
+    /// Bytes read but not consumed yet.
+    var buffered: [UInt8] { buffer }
+
+    func shutdownWrite() { Glibc.shutdown(fd, Int32(SHUT_WR)) }
+
+    /// Reads more bytes into the buffer; false on EOF/error/timeout.
+    @discardableResult
+    func fill(max: Int = 65536) -> Bool {
+        var tmp = [UInt8](repeating: 0, count: max)
+        let n = tmp.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n <= 0 { if n == 0 { closedByPeer = true }; return false }
+        buffer.append(contentsOf: tmp[0..<n])
+        return true
+    }
+
+    /// Reads until EOF (or timeout) and returns everything received.
+    func readToEnd() -> [UInt8] {
+        while fill() {}
+        defer { buffer.removeAll() }
+        return buffer
+    }
+
+    private func readLine() throws -> String {
+        while true {
+            if let i = buffer.firstIndex(of: 10) {
+                var line = Array(buffer[..<i])
+                buffer.removeFirst(i + 1)
+                if line.last == 13 { line.removeLast() }
+                return String(decoding: line, as: UTF8.self)
+            }
+            guard fill() else { throw HarnessError("connection ended while reading a line") }
+        }
+    }
+
+    private func readExactly(_ n: Int, into body: inout [UInt8], discard: Bool = false, check: ((ArraySlice<UInt8>) -> Void)? = nil) throws {
+        var left = n
+        while left > 0 {
+            if buffer.isEmpty { guard fill() else { throw HarnessError("connection ended with \(left) body bytes missing") } }
+            let take = min(left, buffer.count)
+            check?(buffer[..<take])
+            if !discard { body.append(contentsOf: buffer[..<take]) }
+            buffer.removeFirst(take)
+            left -= take
+        }
+    }
+
+    /// Reads one response. `headRequest` for responses to HEAD. With `discardBody` the body is
+    /// not kept; `onBody` still sees every byte (for hashing big downloads).
+    func readResponse(headRequest: Bool = false, discardBody: Bool = false,
+                      onBody: ((ArraySlice<UInt8>) -> Void)? = nil) throws -> HTTPResponse {
+        var status = 0
+        var headers: [(String, String)] = []
+        repeat {
+            let statusLine = try readLine()
+            let parts = statusLine.split(separator: " ", maxSplits: 2)
+            guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let s = Int(parts[1]) else {
+                throw HarnessError("bad status line: \(statusLine)")
+            }
+            status = s
+            headers = []
+            while true {
+                let line = try readLine()
+                if line.isEmpty { break }
+                guard let colon = line.firstIndex(of: ":") else { throw HarnessError("bad header line: \(line)") }
+                headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+            }
+        } while status >= 100 && status < 200 && status != 101
+        var response = HTTPResponse(status: status, headers: headers, body: [])
+        if headRequest || status == 204 || status == 304 { return response }
+        var body: [UInt8] = []
+        if let te = response.header("Transfer-Encoding"), te.lowercased() == "chunked" {
+            while true {
+                let sizeLine = try readLine()
+                guard let size = Int(sizeLine.split(separator: ";").first ?? "", radix: 16) else {
+                    throw HarnessError("bad chunk size line: \(sizeLine)")
+                }
+                if size == 0 {
+                    while try !readLine().isEmpty {}
+                    break
+                }
+                try readExactly(size, into: &body, discard: discardBody, check: onBody)
+                _ = try readLine()
+            }
+        } else if let cl = response.header("Content-Length"), let n = Int(cl) {
+            try readExactly(n, into: &body, discard: discardBody, check: onBody)
+        } else {
+            while true {
+                if !buffer.isEmpty {
+                    onBody?(buffer[...])
+                    if !discardBody { body.append(contentsOf: buffer) }
+                    buffer.removeAll()
+                }
+                if !fill() { break }
+            }
+        }
+        response.body = body
+        return response
+    }
+
+    /// Sends one request and reads its response.
+    func request(_ method: String = "GET", _ path: String, headers: [String: String] = [:], body: [UInt8] = [],
+                 http10: Bool = false) throws -> HTTPResponse {
+        var head = "\(method) \(path) HTTP/1.\(http10 ? 0 : 1)\r\nHost: test.local\r\n"
+        for (k, v) in headers { head += "\(k): \(v)\r\n" }
+        if !body.isEmpty || method == "POST" || method == "PUT" { head += "Content-Length: \(body.count)\r\n" }
+        head += "\r\n"
+        try send(Array(head.utf8) + body)
+        return try readResponse(headRequest: method == "HEAD")
+    }
+}
+
+/// One request on a fresh connection.
+func get(_ port: UInt16, _ path: String, headers: [String: String] = [:]) throws -> HTTPResponse {
+    try TestConnection(port: port).request("GET", path, headers: headers)
+}
+
+/// A raw origin that answers every request with fixed bytes (or nothing), for fault tests;
+/// health probes (`GET /health`) get a 200.
+final class RawOrigin: @unchecked Sendable {
+    let fd: Int32
+    let port: UInt16
+    private var thread: Thread?
+    private let reply: [UInt8]?
+    private let lock = NSLock()
+    private var _received: [UInt8] = []
+    private var stopped = false
+    var received: [UInt8] { lock.lock(); defer { lock.unlock() }; return _received }
+
+    /// `reply == nil`: accept, read, never answer.
+    init(reply: [UInt8]?) throws {
+        self.reply = reply
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = 0
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        listen(fd, 64)
+        var bound = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &bound) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        self.port = UInt16(bigEndian: bound.sin_port)
+        let t = Thread { [self] in serve() }
+        thread = t
+        t.start()
+    }
+
+    private func serve() {
+        while true {
+            let c = accept(fd, nil, nil)
+            if c < 0 { return }
+            var tv = timeval(tv_sec: 0, tv_usec: 200_000)
+            setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            var buf = [UInt8](repeating: 0, count: 65536)
+            let n = buf.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
+            // Health probes get a plain 200 so the origin counts as up; they are not recorded.
+            if n > 0 && buf.starts(with: Array("GET /health ".utf8)) {
+                let ok = Array("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8)
+                _ = ok.withUnsafeBytes { Glibc.send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                close(c)
+                continue
+            }
+            if n > 0 { lock.lock(); _received.append(contentsOf: buf[0..<n]); lock.unlock() }
+            if let reply {
+                _ = reply.withUnsafeBytes { Glibc.send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                close(c)
+            } else {
+                // Silent: hold the connection open until stopped.
+                Thread { [self] in while true { lock.lock(); let s = stopped; lock.unlock(); if s { break }; usleep(50_000) }; close(c) }.start()
+            }
+        }
+    }
+
+    func stop() {
+        lock.lock(); stopped = true; lock.unlock()
+        Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+    }
+
+    deinit { stop() }
+}

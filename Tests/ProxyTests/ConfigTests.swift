@@ -1,0 +1,535 @@
+import Foundation
+import Testing
+@testable import Proxy
+
+/// Parses `json` as a config file named config.json.
+private func load(_ json: String) throws(ConfigError) -> ProxyConfig {
+    try ConfigLoader.parse(Array(json.utf8), file: "config.json")
+}
+
+/// The error `json` is rejected with, or `nil` (failing the test) when it loads.
+private func configError(_ json: String, sourceLocation: SourceLocation = #_sourceLocation) -> ConfigError? {
+    do throws(ConfigError) {
+        let config = try load(json)
+        Issue.record("expected an error, loaded \(config)", sourceLocation: sourceLocation)
+        return nil
+    } catch {
+        return error
+    }
+}
+
+/// Checks that `json` is rejected for `field`, with `problem` in the message and the error naming
+/// the file and an example — what every config error must do.
+private func expectError(
+    _ json: String, field: String, problem: String, example: String? = nil,
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
+    guard let error = configError(json, sourceLocation: sourceLocation) else { return }
+    #expect(error.file == "config.json", sourceLocation: sourceLocation)
+    #expect(error.field == field, sourceLocation: sourceLocation)
+    #expect(error.problem.contains(problem), "problem: \(error.problem)", sourceLocation: sourceLocation)
+    #expect(error.example != nil, "no example in \(error)", sourceLocation: sourceLocation)
+    if let example {
+        #expect(error.example == example, sourceLocation: sourceLocation)
+    }
+    let prefix = field.isEmpty ? "config.json: " : "config.json: \(field): "
+    #expect(error.description.hasPrefix(prefix), "\(error)", sourceLocation: sourceLocation)
+    #expect(error.description.contains("(example: "), "\(error)", sourceLocation: sourceLocation)
+}
+
+/// `{"backends": [<backend>]}` with `extra` members after it.
+private func withBackend(_ extra: String = "", backend: String = #"{"url": "http://localhost:3001"}"#) -> String {
+    #"{"backends": [\#(backend)]\#(extra.isEmpty ? "" : ", " + extra)}"#
+}
+
+@Suite struct ConfigTests {
+    // MARK: Shapes that load
+
+    @Test("The seed's config shape parses with everything else defaulted")
+    func seedShapeParsesWithDefaults() throws {
+        let config = try load(#"{"backends":[{"id":"backend1","url":"http://localhost:3001"}]}"#)
+        var expected = ProxyConfig()
+        expected.backends = [BackendConfig(id: "backend1", url: "http://localhost:3001", host: "localhost", port: 3001)]
+        #expect(config == expected)
+        #expect(config.listen == ListenAddress(host: "0.0.0.0", port: 8080))
+        #expect(config.healthCheck == HealthCheckConfig(
+            path: "/health", intervalMs: 5000, timeoutMs: 2000, healthyThreshold: 2, unhealthyThreshold: 3))
+        #expect(config.timeouts == TimeoutsConfig(connectMs: 5000, upstreamMs: 30000, clientHeaderMs: 10000, idleMs: 60000))
+        #expect(config.limits == LimitsConfig(maxHeadBytes: 32768, maxTargetBytes: 8192, maxHeaderCount: 100))
+        #expect(config.pool == PoolConfig(idleTimeoutMs: 4000, maxIdlePerBackend: 256))
+    }
+
+    @Test("The default config has no backends and the documented defaults")
+    func defaultConfig() {
+        let config = ProxyConfig()
+        #expect(config.backends.isEmpty)
+        #expect(config.listen.description == "0.0.0.0:8080")
+        #expect(config.pool.idleTimeoutMs < 5000, "must stay below Node's keep-alive timeout")
+    }
+
+    @Test("A config using every key parses into every field")
+    func fullShapeParses() throws {
+        let config = try load("""
+            {
+              "listen": "127.0.0.1:9090",
+              "backends": [
+                {"id": "api-a", "url": "http://10.0.0.1:3001/"},
+                {"url": "http://[::1]:3002"},
+                {"url": "http://app.internal"}
+              ],
+              "health_check": {"path": "/ready?full=1", "interval_ms": 1000, "timeout_ms": 500,
+                               "healthy_threshold": 1, "unhealthy_threshold": 5},
+              "timeouts": {"connect_ms": 100, "upstream_ms": 200, "client_header_ms": 300, "idle_ms": 400},
+              "limits": {"max_head_bytes": 65536, "max_target_bytes": 4096, "max_header_count": 50},
+              "pool": {"idle_timeout_ms": 2500, "max_idle_per_backend": 0}
+            }
+            """)
+        #expect(config == ProxyConfig(
+            listen: ListenAddress(host: "127.0.0.1", port: 9090),
+            backends: [
+                BackendConfig(id: "api-a", url: "http://10.0.0.1:3001/", host: "10.0.0.1", port: 3001),
+                BackendConfig(id: "backend2", url: "http://[::1]:3002", host: "::1", port: 3002),
+                BackendConfig(id: "backend3", url: "http://app.internal", host: "app.internal", port: 80),
+            ],
+            healthCheck: HealthCheckConfig(
+                path: "/ready?full=1", intervalMs: 1000, timeoutMs: 500, healthyThreshold: 1, unhealthyThreshold: 5),
+            timeouts: TimeoutsConfig(connectMs: 100, upstreamMs: 200, clientHeaderMs: 300, idleMs: 400),
+            limits: LimitsConfig(maxHeadBytes: 65536, maxTargetBytes: 4096, maxHeaderCount: 50),
+            pool: PoolConfig(idleTimeoutMs: 2500, maxIdlePerBackend: 0)
+        ))
+    }
+
+    @Test("A partial section keeps the defaults for the keys it leaves out")
+    func partialSectionKeepsDefaults() throws {
+        let config = try load(withBackend(#""health_check": {"interval_ms": 1000}"#))
+        #expect(config.healthCheck == HealthCheckConfig(intervalMs: 1000))
+    }
+
+    // MARK: Whole-file errors
+
+    @Test("A JSON syntax error names the file, line and column")
+    func syntaxErrorHasLineAndColumn() {
+        let error = configError("{\n  \"backends\": [\n    {\"url\": \"http://localhost:3001\"}\n  ]\n  \"listen\": \":80\"\n}")
+        #expect(error?.line == 5)
+        #expect(error?.column == 3)
+        #expect(error?.field == "")
+        #expect(error?.description == "config.json:5:3: expected ',' or '}' after object member, found '\"'")
+    }
+
+    @Test("An empty file says so and shows a minimal config")
+    func emptyFileIsExplained() {
+        expectError("  \n", field: "", problem: "the file is empty",
+                    example: #"{"backends": [{"id": "backend1", "url": "http://127.0.0.1:3001"}]}"#)
+    }
+
+    @Test("A top level that is not an object is rejected")
+    func topLevelMustBeAnObject() {
+        expectError(#"[{"url": "http://localhost:3001"}]"#, field: "",
+                    problem: "expected an object at the top level, got an array")
+    }
+
+    @Test("Duplicate keys in the file are a syntax error")
+    func duplicateKeysAreRejected() {
+        let error = configError(#"{"backends": [], "backends": []}"#)
+        #expect(error?.problem.contains("duplicate key \"backends\"") == true)
+        #expect(error?.line == 1 && error?.column == 18)
+    }
+
+    // MARK: Backends
+
+    @Test("At least one backend is required", arguments: ["{}", #"{"backends": []}"#])
+    func atLeastOneBackendIsRequired(json: String) {
+        expectError(json, field: "backends", problem: "at least one backend is required",
+                    example: #""backends": [{"id": "backend1", "url": "http://127.0.0.1:3001"}]"#)
+    }
+
+    @Test("Backends must be an array of objects")
+    func backendsMustBeAnArrayOfObjects() {
+        expectError(#"{"backends": {"url": "http://localhost:3001"}}"#, field: "backends",
+                    problem: "expected an array of backends, got an object; wrap it in [ ]")
+        expectError(#"{"backends": ["http://localhost:3001"]}"#, field: "backends[0]",
+                    problem: "expected an object, got a string (\"http://localhost:3001\")",
+                    example: #"{"id": "backend1", "url": "http://127.0.0.1:3001"}"#)
+    }
+
+    @Test("Every backend needs a URL")
+    func everyBackendNeedsAURL() {
+        expectError(withBackend(backend: #"{"id": "a"}"#), field: "backends[0].url", problem: "missing",
+                    example: #""url": "http://127.0.0.1:3001""#)
+    }
+
+    @Test("Backend URLs accept names, IPv4 and bracketed IPv6, with port 80 by default", arguments: [
+        ("http://localhost:3001", "localhost", 3001),
+        ("http://localhost:3001/", "localhost", 3001),
+        ("http://127.0.0.1", "127.0.0.1", 80),
+        ("http://[::1]:9000", "::1", 9000),
+        ("http://[2001:db8::7]/", "2001:db8::7", 80),
+        ("HTTP://Example.COM:8080", "Example.COM", 8080),
+        ("http://api_service:65535", "api_service", 65535),
+    ] as [(String, String, UInt16)])
+    func backendURLForms(url: String, host: String, port: UInt16) throws {
+        let config = try load(withBackend(backend: #"{"url": "\#(url)"}"#))
+        #expect(config.backends == [BackendConfig(id: "backend1", url: url, host: host, port: port)])
+    }
+
+    @Test("Bad backend URLs are explained", arguments: [
+        ("localhost:3001", #"expected an http URL like "http://localhost:3001", got "localhost:3001" (add "http://" in front)"#),
+        ("https://localhost:3001", "TLS to backends is not supported yet; use http://"),
+        ("ftp://files", #"unsupported scheme "ftp"; use http://"#),
+        ("http://localhost:3001/api", #"cannot have a path ("/api")"#),
+        ("http://localhost:3001?x=1", "cannot have a query or fragment"),
+        ("http://localhost/#top", "cannot have a query or fragment"),
+        ("http://user:pw@localhost:3001", "credentials in a backend URL"),
+        ("http://", "missing the host"),
+        ("http://:3001", "missing the host"),
+        ("http://localhost:", "missing the port number"),
+        ("http://localhost:0", "from 1 to 65535, got \"0\""),
+        ("http://localhost:65536", "from 1 to 65535"),
+        ("http://localhost:+80", "from 1 to 65535"),
+        ("http://localhost:http", "from 1 to 65535"),
+        ("http://::1:3001", "IPv6 addresses must be in brackets"),
+        ("http://[::1:3001", "missing ']'"),
+        ("http://[::1]3001", "expected ':' and a port after ']'"),
+        ("http://[::g]:3001", "\"::g\" is not a valid IPv6 address"),
+        ("http://127.0.0.300:3001", "\"127.0.0.300\" is not a valid IPv4 address"),
+        ("http://my host:3001", "not a valid host name"),
+        ("", "expected an http URL"),
+    ])
+    func badBackendURLs(url: String, problem: String) {
+        expectError(withBackend(backend: #"{"url": "\#(url)"}"#), field: "backends[0].url", problem: problem,
+                    example: #""url": "http://127.0.0.1:3001""#)
+    }
+
+    @Test("The URL error reads as one clear line")
+    func urlErrorDescription() {
+        let error = configError(withBackend(backend: #"{"url": "localhost:3001"}"#))
+        #expect(error?.description == #"config.json: backends[0].url: expected an http URL like "http://localhost:3001", "#
+            + #"got "localhost:3001" (add "http://" in front) (example: "url": "http://127.0.0.1:3001")"#)
+    }
+
+    @Test("Backend ids default to their 1-based position")
+    func backendIDsDefault() throws {
+        let config = try load(#"{"backends": [{"url": "http://a"}, {"id": "x", "url": "http://b"}, {"url": "http://c"}]}"#)
+        #expect(config.backends.map(\.id) == ["backend1", "x", "backend3"])
+    }
+
+    @Test("Duplicate backend ids are rejected, explicit or defaulted")
+    func duplicateBackendIDsAreRejected() {
+        expectError(#"{"backends": [{"id": "a", "url": "http://a"}, {"id": "a", "url": "http://b"}]}"#,
+                    field: "backends[1].id", problem: #""a" is already used by backends[0]; ids must be unique"#)
+        expectError(#"{"backends": [{"url": "http://a"}, {"id": "backend1", "url": "http://b"}]}"#,
+                    field: "backends[1].id", problem: #""backend1" is the default id of backends[0]"#)
+        expectError(#"{"backends": [{"id": "backend2", "url": "http://a"}, {"url": "http://b"}]}"#,
+                    field: "backends[1].id",
+                    problem: #"this backend's default id "backend2" is already used by backends[0]; give it a unique "id""#,
+                    example: #""id": "backend3""#)
+    }
+
+    @Test("Backend ids must be non-empty text without control characters")
+    func backendIDsAreChecked() {
+        expectError(withBackend(backend: #"{"id": "", "url": "http://a"}"#), field: "backends[0].id", problem: "must not be empty")
+        expectError(withBackend(backend: #"{"id": "a\nb", "url": "http://a"}"#), field: "backends[0].id",
+                    problem: "must not contain control characters")
+        expectError(withBackend(backend: #"{"id": 1, "url": "http://a"}"#), field: "backends[0].id",
+                    problem: "expected a string, got a number (1)", example: #""id": "backend1""#)
+    }
+
+    // MARK: Listen
+
+    @Test("Listen accepts host:port, :port and [v6]:port", arguments: [
+        (":8080", "0.0.0.0", 8080),
+        ("127.0.0.1:0", "127.0.0.1", 0),
+        ("[::1]:9000", "::1", 9000),
+        ("[::]:80", "::", 80),
+        ("localhost:65535", "localhost", 65535),
+    ] as [(String, String, UInt16)])
+    func listenForms(text: String, host: String, port: UInt16) throws {
+        let expected = ListenAddress(host: host, port: port)
+        #expect(ListenAddress.parse(text) == expected)
+        #expect(try load(withBackend(#""listen": "\#(text)""#)).listen == expected)
+    }
+
+    @Test("Listen addresses print in a form that parses back")
+    func listenDescriptionRoundTrips() {
+        #expect(ListenAddress(host: "::1", port: 9000).description == "[::1]:9000")
+        #expect(ListenAddress(host: "127.0.0.1", port: 0).description == "127.0.0.1:0")
+        for text in ["[::1]:9000", "10.1.2.3:80", "example.com:8080"] {
+            #expect(ListenAddress.parse(text)?.description == text)
+        }
+    }
+
+    @Test("Bad listen addresses are rejected with the reason", arguments: [
+        ("8080", #"missing ':' before the port; write ":8080" to listen on all interfaces"#),
+        ("127.0.0.1", "missing the port"),
+        ("127.0.0.1:", "missing the port number after ':'"),
+        (":", "missing the port number after ':'"),
+        (":65536", "from 0 to 65535"),
+        (":-1", "from 0 to 65535"),
+        (":80a", "from 0 to 65535"),
+        ("::1:9000", "IPv6 addresses must be in brackets"),
+        ("[::1]", "missing the port"),
+        ("[::1]:", "missing the port number"),
+        ("[nope]:80", "not a valid IPv6 address"),
+        ("256.0.0.1:80", "not a valid IPv4 address"),
+        ("", "missing the host"),
+    ])
+    func badListenAddresses(text: String, reason: String) {
+        #expect(ListenAddress.parse(text) == nil)
+        let json = withBackend(#""listen": "\#(text)""#)
+        expectError(json, field: "listen",
+                    problem: #"expected "host:port", ":port" or "[IPv6]:port" (port 0-65535), got "\#(text)": "#,
+                    example: #""listen": "0.0.0.0:8080""#)
+        #expect(configError(json)?.problem.contains(reason) == true)
+    }
+
+    @Test("Listen must be a string")
+    func listenMustBeAString() {
+        expectError(withBackend(#""listen": 8080"#), field: "listen", problem: "expected a string, got a number (8080)")
+    }
+
+    // MARK: Numbers and types
+
+    @Test("Wrong types name the field, what was expected and an example")
+    func wrongTypesAreExplained() {
+        expectError(withBackend(#""health_check": {"interval_ms": "5000"}"#), field: "health_check.interval_ms",
+                    problem: #"expected a whole number, got a string ("5000"); remove the quotes"#,
+                    example: #""interval_ms": 5000"#)
+        expectError(withBackend(#""timeouts": {"connect_ms": true}"#), field: "timeouts.connect_ms",
+                    problem: "expected a whole number, got a boolean (true)", example: #""connect_ms": 5000"#)
+        expectError(withBackend(#""health_check": {"path": null}"#), field: "health_check.path",
+                    problem: "expected a string, got null", example: #""path": "/health""#)
+        expectError(withBackend(#""health_check": 5000"#), field: "health_check",
+                    problem: "expected an object, got a number (5000)",
+                    example: #""health_check": {"path": "/health", "interval_ms": 5000, "timeout_ms": 2000, "#
+                        + #""healthy_threshold": 2, "unhealthy_threshold": 3}"#)
+    }
+
+    @Test("Fractions are refused rather than rounded")
+    func fractionsAreRefused() {
+        expectError(withBackend(#""pool": {"idle_timeout_ms": 2.5}"#), field: "pool.idle_timeout_ms",
+                    problem: "expected a whole number, got 2.5", example: #""idle_timeout_ms": 4000"#)
+        expectError(withBackend(#""pool": {"idle_timeout_ms": 1e3}"#), field: "pool.idle_timeout_ms",
+                    problem: "expected a whole number, got 1e3")
+    }
+
+    @Test("Numbers out of range are rejected with the bound", arguments: [
+        (#""health_check": {"interval_ms": 5}"#, "health_check.interval_ms", "must be at least 10, got 5"),
+        (#""health_check": {"timeout_ms": 0}"#, "health_check.timeout_ms", "must be at least 1, got 0"),
+        (#""health_check": {"healthy_threshold": -1}"#, "health_check.healthy_threshold", "must be at least 1, got -1"),
+        (#""health_check": {"unhealthy_threshold": 0}"#, "health_check.unhealthy_threshold", "must be at least 1"),
+        (#""timeouts": {"idle_ms": -5}"#, "timeouts.idle_ms", "must be at least 1, got -5"),
+        (#""timeouts": {"upstream_ms": 86400001}"#, "timeouts.upstream_ms", "must be at most 86400000"),
+        (#""timeouts": {"connect_ms": 99999999999999999999}"#, "timeouts.connect_ms", "must be at most 86400000, got 99999999999999999999"),
+        (#""timeouts": {"connect_ms": -99999999999999999999}"#, "timeouts.connect_ms", "must be at least 1"),
+        (#""limits": {"max_head_bytes": 512}"#, "limits.max_head_bytes", "must be at least 1024, got 512"),
+        (#""limits": {"max_header_count": 0}"#, "limits.max_header_count", "must be at least 1, got 0"),
+        (#""limits": {"max_target_bytes": 1}"#, "limits.max_target_bytes", "must be at least 16"),
+        (#""pool": {"max_idle_per_backend": -1}"#, "pool.max_idle_per_backend", "must be at least 0, got -1"),
+    ])
+    func outOfRangeNumbers(extra: String, field: String, problem: String) {
+        expectError(withBackend(extra), field: field, problem: problem)
+    }
+
+    @Test("The health check path must be an absolute request target")
+    func healthCheckPathIsChecked() {
+        expectError(withBackend(#""health_check": {"path": "health"}"#), field: "health_check.path",
+                    problem: #"must start with "/", got "health""#, example: #""path": "/health""#)
+        expectError(withBackend(#""health_check": {"path": "/a b"}"#), field: "health_check.path",
+                    problem: "must not contain spaces")
+        expectError(withBackend(#""health_check": {"path": "/x\r\nHost: evil"}"#), field: "health_check.path",
+                    problem: "control")
+    }
+
+    // MARK: Unknown keys
+
+    @Test("Unknown keys get a did-you-mean suggestion with an example", arguments: [
+        (#""healthcheck": {}"#, "healthcheck", "health_check"),
+        (#""healthCheck": {}"#, "healthCheck", "health_check"),
+        (#""Listen": ":80""#, "Listen", "listen"),
+        (#""timeout": {}"#, "timeout", "timeouts"),
+        (#""health_check": {"interval": 1000}"#, "health_check.interval", "interval_ms"),
+        (#""health_check": {"intervalMs": 1000}"#, "health_check.intervalMs", "interval_ms"),
+        (#""timeouts": {"conect_ms": 1}"#, "timeouts.conect_ms", "connect_ms"),
+        (#""limits": {"max_header_cnt": 1}"#, "limits.max_header_cnt", "max_header_count"),
+        (#""pool": {"idle_timeout": 1}"#, "pool.idle_timeout", "idle_timeout_ms"),
+    ])
+    func unknownKeysSuggestTheClosestKey(extra: String, field: String, suggestion: String) {
+        expectError(withBackend(extra), field: field, problem: "unknown key; did you mean \"\(suggestion)\"?")
+    }
+
+    @Test("The suggestion's example shows the suggested key")
+    func suggestionExampleShowsTheSuggestedKey() {
+        let error = configError(withBackend(#""health_check": {"interval": 1000}"#))
+        #expect(error?.description == #"config.json: health_check.interval: unknown key; did you mean "interval_ms"? (example: "interval_ms": 5000)"#)
+    }
+
+    @Test("Unknown keys inside a backend are caught too")
+    func unknownBackendKeys() {
+        expectError(withBackend(backend: #"{"urls": "http://a"}"#), field: "backends[0].urls",
+                    problem: #"did you mean "url"?"#, example: #""url": "http://127.0.0.1:3001""#)
+    }
+
+    @Test("An unknown key with no close match lists the valid keys")
+    func unknownKeyWithoutSuggestionListsKeys() {
+        expectError(withBackend(#""workers": 4"#), field: "workers",
+                    problem: #"unknown key; expected one of "listen", "backends", "health_check", "timeouts", "limits", "pool""#)
+    }
+
+    // MARK: Loading files
+
+    @Test("Loading a file reads and validates it")
+    func loadingAFile() throws {
+        let path = temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try #"{"backends": [{"url": "http://127.0.0.1:3001"}]}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try ConfigLoader.load(path: path).backends.first?.port == 3001)
+
+        try #"{"backends": []"#.write(toFile: path, atomically: true, encoding: .utf8)
+        do throws(ConfigError) {
+            _ = try ConfigLoader.load(path: path)
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.description.hasPrefix("\(path):1:16: "))
+        }
+    }
+
+    @Test("A missing config file is named, with what to do about it")
+    func missingFileIsExplained() {
+        let path = temporaryPath()
+        do throws(ConfigError) {
+            _ = try ConfigLoader.load(path: path)
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.file == path)
+            #expect(error.field == "")
+            #expect(error.problem.contains("config file not found; create it, or pass --config PATH"))
+            #expect(error.example?.contains("\"backends\"") == true)
+            #expect(error.description.hasPrefix("\(path): config file not found"))
+        }
+    }
+
+    @Test("A relative missing path mentions the working directory")
+    func relativeMissingPathMentionsWorkingDirectory() {
+        do throws(ConfigError) {
+            _ = try ConfigLoader.load(path: "no-such-config-\(UUID().uuidString).json")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.problem.contains("(looked in \(FileManager.default.currentDirectoryPath))"))
+        }
+    }
+
+    @Test("A directory instead of a file is explained")
+    func directoryIsExplained() {
+        do throws(ConfigError) {
+            _ = try ConfigLoader.load(path: NSTemporaryDirectory())
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.problem.contains("is a directory"))
+        }
+    }
+
+    private func temporaryPath() -> String {
+        NSTemporaryDirectory() + "proxy-config-test-\(UUID().uuidString).json"
+    }
+
+    // MARK: Suggestions
+
+    @Test("Edit distance counts insertions, deletions, substitutions and swaps as one edit each")
+    func editDistance() {
+        #expect(Suggestion.editDistance("", "abc") == 3)
+        #expect(Suggestion.editDistance("listen", "listen") == 0)
+        #expect(Suggestion.editDistance("lsiten", "listen") == 1)
+        #expect(Suggestion.editDistance("healthcheck", "health_check") == 1)
+        #expect(Suggestion.editDistance("kitten", "sitting") == 3)
+        #expect(Suggestion.closest(to: "port", among: ["path", "interval_ms"]) == nil)
+        #expect(Suggestion.closest(to: "urls", among: ["id", "url"]) == "url")
+    }
+}
+
+@Suite struct ConfigCommandLineTests {
+    private func parse(_ arguments: [String]) throws(CommandLineError) -> CommandLineOptions {
+        try CommandLineOptions.parse(arguments)
+    }
+
+    private func commandLineError(_ arguments: [String], sourceLocation: SourceLocation = #_sourceLocation) -> String? {
+        do throws(CommandLineError) {
+            let options = try parse(arguments)
+            Issue.record("expected an error, parsed \(options)", sourceLocation: sourceLocation)
+            return nil
+        } catch {
+            return error.message
+        }
+    }
+
+    @Test("No arguments means config.json, not explicitly given")
+    func noArguments() throws {
+        let options = try parse([])
+        #expect(options == CommandLineOptions())
+        #expect(options.configPath == "config.json")
+        #expect(!options.configPathWasGiven && !options.check && !options.help && options.listen == nil)
+    }
+
+    @Test("The config path is accepted in all three spellings", arguments: [
+        ["--config", "prod.json"], ["--config=prod.json"], ["-c", "prod.json"],
+    ])
+    func configPathSpellings(arguments: [String]) throws {
+        let options = try parse(arguments)
+        #expect(options.configPath == "prod.json")
+        #expect(options.configPathWasGiven)
+    }
+
+    @Test("An inline value may start with a dash")
+    func inlineValueMayStartWithADash() throws {
+        #expect(try parse(["--config=-odd.json"]).configPath == "-odd.json")
+    }
+
+    @Test("Listen is accepted separately or inline", arguments: [["--listen", ":9000"], ["--listen=:9000"]])
+    func listenSpellings(arguments: [String]) throws {
+        #expect(try parse(arguments).listen == ListenAddress(host: "0.0.0.0", port: 9000))
+    }
+
+    @Test("Flags combine in any order")
+    func flagsCombine() throws {
+        let options = try parse(["--check", "--listen", "[::1]:0", "-c", "a.json", "-h"])
+        #expect(options == CommandLineOptions(
+            configPath: "a.json", configPathWasGiven: true, listen: ListenAddress(host: "::1", port: 0),
+            check: true, help: true))
+        #expect(try parse(["--help"]).help)
+    }
+
+    @Test("Command line mistakes are explained", arguments: [
+        (["--conf", "x.json"], #"unknown option "--conf"; did you mean "--config"?"#),
+        (["--lisen", ":80"], #"unknown option "--lisen"; did you mean "--listen"?"#),
+        (["-config", "x.json"], #"unknown option "-config"; did you mean "--config"?"#),
+        (["--chek"], #"unknown option "--chek"; did you mean "--check"?"#),
+        (["--verbose"], #"unknown option "--verbose""#),
+        (["-x"], #"unknown option "-x""#),
+        (["--config"], "--config needs a value, e.g. --config config.json"),
+        (["-c"], "-c needs a value, e.g. --config config.json"),
+        (["--config", "--check"], "--config needs a value"),
+        (["--config="], "--config needs a value"),
+        (["--listen"], "--listen needs a value, e.g. --listen 127.0.0.1:8080"),
+        (["--listen", "8080"], #"--listen expects "host:port", ":port" or "[IPv6]:port" (port 0-65535), got "8080": missing ':' before the port"#),
+        (["--listen=:99999"], "from 0 to 65535"),
+        (["--check=yes"], "--check takes no value"),
+        (["--help=1"], "--help takes no value"),
+        (["-c", "a.json", "--config", "b.json"], "--config was given more than once"),
+        (["--check", "--check"], "--check was given more than once"),
+        (["prod.json"], #"unexpected argument "prod.json"; did you mean "--config prod.json"?"#),
+        (["serve"], #"unexpected argument "serve""#),
+        (["-"], #"unexpected argument "-""#),
+    ])
+    func commandLineMistakes(arguments: [String], message: String) {
+        let actual = commandLineError(arguments)
+        #expect(actual?.contains(message) == true, "\(actual ?? "no error")")
+    }
+
+    @Test("Usage starts with the synopsis and explains each option")
+    func usageText() {
+        let usage = CommandLineOptions.usage
+        #expect(usage.hasPrefix("usage: proxy [--config PATH] [--listen ADDR] [--check] [--help]\n"))
+        for option in ["--config PATH", "--listen ADDR", "--check", "--help", "examples:"] {
+            #expect(usage.contains(option))
+        }
+    }
+}
