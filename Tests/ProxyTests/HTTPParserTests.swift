@@ -758,7 +758,7 @@ struct ResponseParsingTests {
 // MARK: - Mutated inputs
 
 /// A small deterministic generator (xorshift64*) so failures reproduce.
-struct TestRandom {
+struct ParserTestRandom {
     var state: UInt64
     mutating func next() -> UInt64 {
         state ^= state >> 12
@@ -770,7 +770,7 @@ struct TestRandom {
 }
 
 /// Flips, inserts or deletes a few bytes, favouring the bytes that matter to HTTP framing.
-func mutate(_ input: [UInt8], _ random: inout TestRandom) -> [UInt8] {
+func mutateForParserTests(_ input: [UInt8], _ random: inout ParserTestRandom) -> [UInt8] {
     let interesting: [UInt8] = Array("\r\n :;,=\"\\\t0aF-".utf8) + [0x00, 0x7F, 0x80, 0xFF]
     var bytes = input
     for _ in 0...random.below(3) {
@@ -795,9 +795,9 @@ struct MutatedHeadTests {
             "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\nExpect: 100-continue\r\n\r\n",
         ].map { Array($0.utf8) }
         let limits = HeadLimits(maxHeadBytes: 200, maxTargetBytes: 20, maxHeaderCount: 4)
-        var random = TestRandom(state: 0x9E37_79B9_7F4A_7C15)
+        var random = ParserTestRandom(state: 0x9E37_79B9_7F4A_7C15)
         for round in 0..<3000 {
-            let raw = mutate(seeds[round % seeds.count], &random)
+            let raw = mutateForParserTests(seeds[round % seeds.count], &random)
             var verdicts: [String] = []
             for step in [nil, 1] as [Int?] {
                 do {
@@ -813,9 +813,9 @@ struct MutatedHeadTests {
 
     @Test func neverCrashesOnMutatedResponses() {
         let seed = Array("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n".utf8)
-        var random = TestRandom(state: 42)
+        var random = ParserTestRandom(state: 42)
         for _ in 0..<3000 {
-            let raw = mutate(seed, &random)
+            let raw = mutateForParserTests(seed, &random)
             if let head = try? HeadParser.parseResponse(raw, requestWasHEAD: false) {
                 #expect(head.status >= 100)
             }

@@ -8,6 +8,8 @@ public final class Backend {
     public let address: SocketAddress
     /// `host:port` as written in the URL: the Host header of health probes.
     public let authority: String
+    /// `authority` as bytes, for the Host header of HTTP/1.0 requests that came without one.
+    let authorityBytes: [UInt8]
     public let pool: UpstreamPool
 
     /// Current health verdict (see `HealthChecker` for how it changes).
@@ -27,6 +29,7 @@ public final class Backend {
         self.url = url
         self.address = address
         self.authority = authority
+        authorityBytes = Array(authority.utf8)
         self.pool = pool
     }
 }

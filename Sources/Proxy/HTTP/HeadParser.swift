@@ -19,15 +19,17 @@ public enum HeadParser {
 
     // MARK: Requests
 
-    /// Parses a complete request head (as produced by `HeadAccumulator`; `bytes` includes the
-    /// terminating blank line). Errors carry 400, 414, 431, 501 or 505.
+    /// Parses a complete request head (as produced by `HeadAccumulator`: `bytes` ends with the
+    /// terminating blank line; anything else is refused as incomplete). Errors carry 400, 414, 431,
+    /// 501 or 505.
     public static func parseRequest(_ bytes: [UInt8], limits: HeadLimits) throws(HTTPParseError) -> RequestHead {
         var head = RequestHead(bytes: bytes)
         try parseRequest(into: &head, limits: limits)
         return head
     }
 
-    /// Parses `head.bytes` into `head`, reusing the capacity of `head.fields`.
+    /// Parses `head.bytes` into `head`, reusing the capacity of `head.fields`. After an error the
+    /// other properties of `head` are unspecified.
     public static func parseRequest(into head: inout RequestHead, limits: HeadLimits) throws(HTTPParseError) {
         // Work on a local array so the closure below does not touch `head` while its bytes are borrowed.
         var fields: [HeaderField] = []
@@ -80,7 +82,8 @@ public enum HeadParser {
         return head
     }
 
-    /// Parses `head.bytes` into `head`, reusing the capacity of `head.fields`.
+    /// Parses `head.bytes` into `head`, reusing the capacity of `head.fields`. After an error the
+    /// other properties of `head` are unspecified.
     ///
     /// Framing headers are validated even when the status or method means there is no body: an
     /// upstream that sends contradictory framing is not trusted with the connection afterwards.
@@ -220,8 +223,9 @@ struct FieldSummary {
     var expectsContinue = false
 }
 
-/// A cursor over a complete head (one that ends with LF). Every error it throws carries `errorStatus` (400 for requests,
-/// 502 for responses) unless the rule has its own status (414, 431, 505).
+/// A cursor over a complete head (one that ends with LF). Every error it throws carries
+/// `errorStatus` (400 for requests, 502 for responses) unless the rule has its own status
+/// (414, 431, 505).
 struct HeadScanner {
     let p: UnsafePointer<UInt8>
     let end: Int
@@ -250,14 +254,14 @@ struct HeadScanner {
     /// none of the classes scanned this way, so the loop always stops inside the buffer.
     @inline(__always)
     mutating func skip(_ flag: UInt8) {
-        while table[Int(p[i])] & flag != 0 { i += 1 }
+        while table[Int(p[i])] & flag != 0 { i &+= 1 }  // `&+`: i < end, so no overflow check
     }
 
     // Field values and targets are most of a head's bytes, so they are checked eight at a time
     // (SWAR: "SIMD within a register") before the per-byte table loop finishes the run. Each test
     // below is exact about whether *some* byte of the word matches, which is all that is needed:
-    // a word with any doubtful byte is left to the table loop. Measured: about 3× fewer instructions
-    // per value byte than the table loop alone.
+    // a word with any doubtful byte is left to the table loop. Measured (callgrind): ~17 instructions
+    // per 8 bytes against ~7 per byte in the table loop.
     static let ones: UInt64 = 0x0101_0101_0101_0101
     static let highBits: UInt64 = 0x8080_8080_8080_8080
 
@@ -280,7 +284,7 @@ struct HeadScanner {
         while end - i >= 8 {
             let w = UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self)
             if Self.hasByte(w, lessThan: 0x20) || Self.hasByte(w, equalTo: 0x7F) { break }
-            i += 8
+            i &+= 8
         }
         skip(HTTPByteClass.fieldValue)
     }
@@ -291,7 +295,7 @@ struct HeadScanner {
         while end - i >= 8 {
             let w = UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self)
             if w & Self.highBits != 0 || Self.hasByte(w, lessThan: 0x21) || Self.hasByte(w, equalTo: 0x7F) { break }
-            i += 8
+            i &+= 8
         }
         skip(HTTPByteClass.target)
     }

@@ -293,7 +293,8 @@ final class ClientConnection {
         case .chunked: framing = .chunked
         case .none, .untilClose: framing = .none
         }
-        rewriter.writeUpstreamRequest(request, framing: framing, peerIP: peerIP, into: &out)
+        rewriter.writeUpstreamRequest(request, framing: framing, peerIP: peerIP,
+                                      defaultHost: server.backends[backendIndex].authorityBytes, into: &out)
 
         if pending.isEmpty || requestComplete {
             flushToUpstream()

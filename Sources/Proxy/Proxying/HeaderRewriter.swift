@@ -28,13 +28,20 @@ public struct HeaderRewriter {
     /// Appends the request head for the upstream to `out`.
     ///
     /// - `peerIP`: the client's address, appended to `X-Forwarded-For` and sent as `X-Real-IP`.
+    /// - `defaultHost`: sent as `Host` when the client sent none (HTTP/1.0), since the upstream
+    ///   hop is HTTP/1.1, where `Host` is mandatory.
     public mutating func writeUpstreamRequest(_ head: RequestHead, framing: OutgoingFraming,
-                                              peerIP: [UInt8], into out: inout [UInt8]) {
+                                              peerIP: [UInt8], defaultHost: [UInt8] = [], into out: inout [UInt8]) {
         let b = head.bytes
         out.append(contentsOf: b[head.method])
         out.append(UInt8(ascii: " "))
         out.append(contentsOf: b[head.target])
         out.append(" HTTP/1.1\r\n")
+        if head.hostField == nil && !defaultHost.isEmpty {
+            out.append("Host: ")
+            out.append(contentsOf: defaultHost)
+            out.append("\r\n")
+        }
         collectConnectionTokens(b, head.fields)
         var sawForwardedFor = false
         for field in head.fields {
