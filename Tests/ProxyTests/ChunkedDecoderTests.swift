@@ -45,7 +45,7 @@ private func rejection(_ s: String, decoder: ChunkedDecoder = ChunkedDecoder()) 
     return whole
 }
 
-struct ChunkedDecoderTests {
+struct HTTPChunkedDecoderTests {
     @Test func decodesASingleChunk() throws {
         let raw = "5\r\nhello\r\n0\r\n\r\n"
         let result = try decode(raw)
@@ -293,7 +293,7 @@ struct ChunkedDecoderTests {
     }
 }
 
-struct MutatedChunkedBodyTests {
+struct HTTPMutatedChunkedBodyTests {
     /// Feeding whole or one byte at a time gives the same body, consumption and verdict.
     @Test func givesTheSameVerdictWholeOrByteByByteForMutatedBodies() {
         let seed = Array("5;a=\"b c\"\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: v\r\n\r\nNEXT".utf8)

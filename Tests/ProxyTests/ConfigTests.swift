@@ -193,6 +193,8 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
         ("http://[::g]:3001", "\"::g\" is not a valid IPv6 address"),
         ("http://127.0.0.300:3001", "\"127.0.0.300\" is not a valid IPv4 address"),
         ("http://my host:3001", "not a valid host name"),
+        ("http://a..b:3001", "not a valid host name"),
+        ("http://.a:3001", "not a valid host name"),
         ("", "expected an http URL"),
     ])
     func badBackendURLs(url: String, problem: String) {

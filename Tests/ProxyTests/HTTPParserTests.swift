@@ -98,7 +98,7 @@ struct HTTPByteClassTests {
 
 // MARK: - Valid requests
 
-struct RequestParsingTests {
+struct HTTPRequestParsingTests {
     @Test func parsesASimpleGetRequest() throws {
         let head = try parse("GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n")
         #expect(head.methodString == "GET")
@@ -267,7 +267,7 @@ struct RequestParsingTests {
 
 // MARK: - Rejected requests (DESIGN.md §4)
 
-struct RequestRejectionTests {
+struct HTTPRequestRejectionTests {
     @Test func rejectsContentLengthWithTransferEncoding() {
         let e1 = rejection(request(with: "Content-Length: 5\r\nTransfer-Encoding: chunked"))
         #expect(e1?.status == 400)
@@ -517,7 +517,7 @@ struct RequestRejectionTests {
 
 // MARK: - HeadAccumulator
 
-struct HeadAccumulatorTests {
+struct HTTPHeadAccumulatorTests {
     @Test func stopsAtTheEndOfTheHeadWithPipelinedInput() throws {
         let first = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
         let raw = Array((first + "GET /2 HTTP/1.1\r\nHost: a\r\n\r\n").utf8)
@@ -625,7 +625,7 @@ struct HeadAccumulatorTests {
 
 // MARK: - Responses
 
-struct ResponseParsingTests {
+struct HTTPResponseParsingTests {
     @Test func parsesAResponseWithContentLength() throws {
         let head = try parseResponse("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n")
         #expect(head.status == 200)
@@ -785,7 +785,7 @@ func mutateForParserTests(_ input: [UInt8], _ random: inout ParserTestRandom) ->
     return bytes
 }
 
-struct MutatedHeadTests {
+struct HTTPMutatedHeadTests {
     /// Whatever the bytes, feeding them whole or one byte at a time gives the same verdict, and
     /// nothing reads outside the buffer (run under `--sanitize=address` to check the latter).
     @Test func givesTheSameVerdictWholeOrByteByByteForMutatedHeads() {

@@ -43,6 +43,9 @@ import Testing
         #expect(try parse("1E2").doubleValue == 100)
         #expect(try parse("\"1\"").integerValue == nil)
         #expect(try parse("1.0") != parse("1"))
+        #expect(try parse("99999999999999999999").isIntegerLiteral)
+        #expect(try !parse("5.0").isIntegerLiteral)
+        #expect(try !parse("\"5\"").isIntegerLiteral)
     }
 
     @Test("Escapes decode, including surrogate pairs")

@@ -1,7 +1,10 @@
 /// The `proxy` executable's command line. Parsing lives in the library (not in `main.swift`) so it
 /// is unit-tested and checked by strict concurrency like everything else.
 public struct CommandLineOptions: Sendable, Equatable {
-    public var configPath: String = "config.json"
+    /// What `proxy` loads when `--config` is not given.
+    public static let defaultConfigPath = "config.json"
+
+    public var configPath: String = defaultConfigPath
     /// Whether `--config` was given: a missing default `config.json` deserves a different hint
     /// than a missing file the user named.
     public var configPathWasGiven: Bool = false
@@ -12,7 +15,7 @@ public struct CommandLineOptions: Sendable, Equatable {
     public var help: Bool = false
 
     public init(
-        configPath: String = "config.json", configPathWasGiven: Bool = false,
+        configPath: String = defaultConfigPath, configPathWasGiven: Bool = false,
         listen: ListenAddress? = nil, check: Bool = false, help: Bool = false
     ) {
         self.configPath = configPath
@@ -25,7 +28,7 @@ public struct CommandLineOptions: Sendable, Equatable {
     public static let usage = """
         usage: proxy [--config PATH] [--listen ADDR] [--check] [--help]
 
-          -c, --config PATH   JSON config file to load (default: config.json)
+          -c, --config PATH   JSON config file to load (default: \(defaultConfigPath))
               --listen ADDR   where to accept clients, overriding the config's "listen":
                               HOST:PORT, :PORT (all IPv4 interfaces) or [IPV6]:PORT
               --check         validate the config file and exit without serving
@@ -87,7 +90,7 @@ public struct CommandLineOptions: Sendable, Equatable {
 
             switch option {
             case "--config":
-                options.configPath = try value(example: "config.json")
+                options.configPath = try value(example: defaultConfigPath)
                 options.configPathWasGiven = true
             case "--listen":
                 let text = try value(example: "127.0.0.1:8080")

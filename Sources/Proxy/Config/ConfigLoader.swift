@@ -59,7 +59,7 @@ public enum ConfigLoader {
     /// Parses and validates config text; `file` is only used in messages.
     public static func parse(_ bytes: [UInt8], file: String) throws(ConfigError) -> ProxyConfig {
         let root = ConfigLocation(file: file, path: "", example: minimalExample)
-        if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) {
+        if bytes.allSatisfy(JSONValue.isWhitespace) {
             throw root.error("the file is empty")
         }
         let document: JSONValue
@@ -241,12 +241,11 @@ struct ConfigLocation {
     func integer(_ value: JSONValue, in range: ClosedRange<Int>) throws(ConfigError) -> Int {
         guard case .number(let literal) = value else {
             var problem = "expected a whole number, got \(value.summary)"
-            if case .string(let s) = value, JSONValue.number(s).integerValue != nil { problem += "; remove the quotes" }
+            if case .string(let s) = value, Int(s) != nil { problem += "; remove the quotes" }
             throw error(problem)
         }
+        guard value.isIntegerLiteral else { throw error("expected a whole number, got \(literal)") }
         guard let number = value.integerValue else {
-            let isWhole = literal.allSatisfy { $0 == "-" || ("0"..."9").contains($0) }
-            guard isWhole else { throw error("expected a whole number, got \(literal)") }
             // A whole number too large for Int: out of range whichever way.
             throw error(literal.hasPrefix("-") ? "must be at least \(range.lowerBound), got \(literal)"
                                                : "must be at most \(range.upperBound), got \(literal)")

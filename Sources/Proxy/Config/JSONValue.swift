@@ -44,12 +44,17 @@ public indirect enum JSONValue: Equatable, Sendable {
         }
     }
 
-    /// The value of a number written as an integer (no fraction, no exponent) that fits in `Int`;
-    /// `nil` for anything else. Counts, ports and milliseconds use this, so "2.5" is never rounded.
+    /// Whether this is a number written as an integer: no fraction, no exponent (`1e3` and `5.0` are
+    /// not), whatever its size.
+    public var isIntegerLiteral: Bool {
+        guard case .number(let literal) = self else { return false }
+        return !literal.contains { $0 == "." || $0 == "e" || $0 == "E" }
+    }
+
+    /// The value of an integer literal that fits in `Int`; `nil` for anything else. Counts, ports
+    /// and milliseconds use this, so "2.5" is never rounded.
     public var integerValue: Int? {
-        guard case .number(let literal) = self, literal.allSatisfy({ $0 == "-" || $0.isASCIIDigit }) else {
-            return nil
-        }
+        guard isIntegerLiteral, case .number(let literal) = self else { return nil }
         return Int(literal)
     }
 
@@ -73,6 +78,12 @@ public indirect enum JSONValue: Equatable, Sendable {
 }
 
 extension JSONValue: CustomStringConvertible {
+    /// JSON's four whitespace bytes only: space, tab, line feed, carriage return (no form feeds,
+    /// no non-breaking spaces).
+    static func isWhitespace(_ byte: UInt8) -> Bool {
+        byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D
+    }
+
     /// Compact JSON text (`{"a": [1, true]}`), so error messages can quote values exactly as they
     /// would be written in the file.
     public var description: String {
@@ -88,23 +99,7 @@ extension JSONValue: CustomStringConvertible {
     }
 
     /// `s` as a JSON string literal: quotes, backslashes and control characters escaped.
-    static func quoted(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16, uppercase: true)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
+    static func quoted(_ s: String) -> String { JSONText.quote(s) }
 }
 
 /// Where and why a document is not valid JSON. Line and column are 1-based; the column counts
@@ -122,10 +117,6 @@ public struct JSONSyntaxError: Error, Equatable, Sendable, CustomStringConvertib
 
     /// `3:14: expected ',' or '}' after object member, found '"'` (callers prefix the file name).
     public var description: String { "\(line):\(column): \(message)" }
-}
-
-extension Character {
-    fileprivate var isASCIIDigit: Bool { isASCII && isNumber }
 }
 
 /// Recursive-descent parser over the raw bytes. Positions are byte offsets until an error needs a
@@ -411,14 +402,8 @@ private struct JSONParser {
         index < bytes.count && bytes[index] == UInt8(ascii: ascii)
     }
 
-    /// JSON's four whitespace bytes only (no form feeds, no non-breaking spaces).
     private mutating func skipWhitespace() {
-        while index < bytes.count {
-            switch bytes[index] {
-            case 0x20, 0x09, 0x0A, 0x0D: index += 1
-            default: return
-            }
-        }
+        while index < bytes.count, JSONValue.isWhitespace(bytes[index]) { index += 1 }
     }
 
     /// The offset of the comma that precedes `offset`, skipping whitespace (for trailing-comma

@@ -15,7 +15,7 @@ public struct ProxyConfig: Sendable, Equatable {
 
     /// All defaults and no backends (a loaded config always has at least one).
     public init(
-        listen: ListenAddress = ListenAddress(host: "0.0.0.0", port: 8080),
+        listen: ListenAddress = ListenAddress(host: ListenAddress.allInterfaces, port: 8080),
         backends: [BackendConfig] = [],
         healthCheck: HealthCheckConfig = HealthCheckConfig(),
         timeouts: TimeoutsConfig = TimeoutsConfig(),
@@ -53,6 +53,9 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
         try? parseExplained(s)
     }
 
+    /// What `:port` binds to: every IPv4 interface.
+    public static let allInterfaces = "0.0.0.0"
+
     /// The accepted forms, for messages.
     static let expectedForms = "\"host:port\", \":port\" or \"[IPv6]:port\" (port 0-65535)"
 
@@ -62,9 +65,9 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
             guard let port = AddressSyntax.port(s.dropFirst(), allowZero: true) else {
                 throw AddressSyntaxError(AddressSyntax.portProblem(s.dropFirst(), allowZero: true))
             }
-            return ListenAddress(host: "0.0.0.0", port: port)
+            return ListenAddress(host: allInterfaces, port: port)
         }
-        if !s.isEmpty, s.allSatisfy({ $0.isASCII && $0.isNumber }) {
+        if AddressSyntax.isDigits(s) {
             throw AddressSyntaxError("missing ':' before the port; write \":\(s)\" to listen on all interfaces")
         }
         let (host, port) = try AddressSyntax.hostAndPort(s[...], allowZeroPort: true)
@@ -181,7 +184,9 @@ public struct LimitsConfig: Sendable, Equatable {
     /// Header fields in one request.
     public var maxHeaderCount: Int
 
-    public init(maxHeadBytes: Int = 32768, maxTargetBytes: Int = 8192, maxHeaderCount: Int = 100) {
+    /// Defaults are the parser's own (`HeadLimits`), stated once there.
+    public init(maxHeadBytes: Int = HeadLimits().maxHeadBytes, maxTargetBytes: Int = HeadLimits().maxTargetBytes,
+                maxHeaderCount: Int = HeadLimits().maxHeaderCount) {
         self.maxHeadBytes = maxHeadBytes
         self.maxTargetBytes = maxTargetBytes
         self.maxHeaderCount = maxHeaderCount
@@ -257,10 +262,17 @@ enum AddressSyntax {
 
     /// A port written as 1–5 plain digits (no sign, no spaces) within range.
     static func port(_ text: Substring, allowZero: Bool) -> UInt16? {
-        guard (1...5).contains(text.count), text.allSatisfy({ $0.isASCII && $0.isNumber }),
-              let value = UInt16(text), allowZero || value != 0 else { return nil }
+        guard text.count <= 5, isDigits(text), let value = UInt16(text), allowZero || value != 0 else { return nil }
         return value
     }
+
+    /// Non-empty and ASCII digits only.
+    static func isDigits(_ text: some StringProtocol) -> Bool {
+        !text.isEmpty && text.allSatisfy(isDigit)
+    }
+
+    /// `0`–`9` (`Character.isNumber` alone also accepts "٣" or "½").
+    private static func isDigit(_ c: Character) -> Bool { c.isASCII && c.isNumber }
 
     static func portProblem(_ text: Substring, allowZero: Bool) -> String {
         if text.isEmpty { return "missing the port number after ':'" }
@@ -277,16 +289,14 @@ enum AddressSyntax {
     /// be a real IPv4 address, so a typo like `127.0.0.300` is caught here rather than sent to DNS.
     private static func checkHostName(_ host: Substring) throws(AddressSyntaxError) {
         guard !host.isEmpty else { throw AddressSyntaxError("missing the host") }
-        if host.allSatisfy({ $0 == "." || ($0.isASCII && $0.isNumber) }) {
+        if host.allSatisfy({ $0 == "." || isDigit($0) }) {
             guard isIPv4(host) else {
                 throw AddressSyntaxError("\(JSONValue.quoted(String(host))) is not a valid IPv4 address")
             }
             return
         }
-        let valid = host.count <= 253 && host.unicodeScalars.allSatisfy { scalar in
-            scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar)
-                || scalar == "-" || scalar == "." || scalar == "_")
-        }
+        let valid = host.count <= 253 && !host.hasPrefix(".") && !host.contains("..")
+            && host.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_") }
         guard valid else {
             throw AddressSyntaxError("\(JSONValue.quoted(String(host))) is not a valid host name "
                 + "(letters, digits, '-', '.' and '_' only)")

@@ -260,8 +260,8 @@ struct HeadScanner {
     // Field values and targets are most of a head's bytes, so they are checked eight at a time
     // (SWAR: "SIMD within a register") before the per-byte table loop finishes the run. Each test
     // below is exact about whether *some* byte of the word matches, which is all that is needed:
-    // a word with any doubtful byte is left to the table loop. Measured (callgrind): ~17 instructions
-    // per 8 bytes against ~7 per byte in the table loop.
+    // a word with any doubtful byte is left to the table loop. Measured (callgrind): ~2 instructions
+    // per byte against ~5 in the table loop.
     static let ones: UInt64 = 0x0101_0101_0101_0101
     static let highBits: UInt64 = 0x8080_8080_8080_8080
 

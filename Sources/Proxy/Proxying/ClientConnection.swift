@@ -289,9 +289,12 @@ final class ClientConnection {
         out.removeAll(keepingCapacity: true)
         let framing: HeaderRewriter.OutgoingFraming
         switch request.framing {
-        case .contentLength(let n): framing = n == 0 ? .none : .contentLength(n)
+        case .contentLength(let n): framing = .contentLength(n)
         case .chunked: framing = .chunked
-        case .none, .untilClose: framing = .none
+        case .none, .untilClose:
+            // The parser reports `Content-Length: 0` as no body; some origins insist on seeing
+            // the zero (411 for a POST without it), so it is forwarded as sent.
+            framing = request.fieldIndex("content-length") != nil ? .contentLength(0) : .none
         }
         rewriter.writeUpstreamRequest(request, framing: framing, peerIP: peerIP,
                                       defaultHost: server.backends[backendIndex].authorityBytes, into: &out)

@@ -28,8 +28,7 @@ public final class ProxyServer {
             backends.append(Backend(id: b.id, url: b.url, address: address, authority: authority, pool: pool))
         }
         self.backends = backends
-        headLimits = HeadLimits(maxHeadBytes: config.limits.maxHeadBytes, maxTargetBytes: config.limits.maxTargetBytes,
-                                maxHeaderCount: config.limits.maxHeaderCount)
+        headLimits = HeadLimits(config.limits)
         listener = TCPListener(loop: loop)
         healthChecker = HealthChecker(loop: loop, backends: backends, config: config.healthCheck)
         poolSweeper = Timer(loop: loop)
