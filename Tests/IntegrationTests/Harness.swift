@@ -389,3 +389,78 @@ final class RawOrigin: @unchecked Sendable {
 
     deinit { stop() }
 }
+
+/// An origin that keeps connections alive for exactly one response, then closes the connection
+/// when the next request arrives on it, without answering: the keep-alive race, made certain.
+final class OneShotKeepAliveOrigin: @unchecked Sendable {
+    let fd: Int32
+    let port: UInt16
+    private let lock = NSLock()
+    private var _connections = 0
+    private var _requests: [String] = []
+    var connections: Int { lock.lock(); defer { lock.unlock() }; return _connections }
+    /// Request lines that were answered, in order.
+    var requests: [String] { lock.lock(); defer { lock.unlock() }; return _requests }
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        listen(fd, 64)
+        var bound = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &bound) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        port = UInt16(bigEndian: bound.sin_port)
+        Thread { [self] in
+            while true {
+                let c = accept(fd, nil, nil)
+                if c < 0 { return }
+                Thread { [self] in serve(c) }.start()
+            }
+        }.start()
+    }
+
+    private func serve(_ c: Int32) {
+        var tv = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var seen = 0
+        var data: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            data.append(contentsOf: buf[0..<n])
+            guard let end = String(decoding: data, as: UTF8.self).range(of: "\r\n\r\n") else { continue }
+            let head = String(String(decoding: data, as: UTF8.self)[..<end.lowerBound])
+            data.removeAll()
+            let line = head.components(separatedBy: "\r\n").first ?? ""
+            if line.hasPrefix("GET /health ") {
+                let ok = Array("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8)
+                _ = ok.withUnsafeBytes { Glibc.send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                break
+            }
+            seen += 1
+            if seen == 1 {
+                lock.lock(); _connections += 1; _requests.append(line); let k = _connections; lock.unlock()
+                let body = "connection \(k)"
+                let reply = Array("HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+                _ = reply.withUnsafeBytes { Glibc.send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            } else {
+                break  // the race: close with a request in flight
+            }
+        }
+        close(c)
+    }
+
+    deinit {
+        Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+    }
+}

@@ -272,6 +272,72 @@ struct ProxyIntegrationTests {
         silent.stop()
     }
 
+    @Test func retriesAnIdempotentRequestOnceWhenAPooledConnectionDiesButNeverAPost() throws {
+        let origin = try OneShotKeepAliveOrigin()
+        let proxy = try startProxy(config: proxyConfig(backends: [origin.port], intervalMs: 60000))
+        let c = try TestConnection(port: proxy.port)
+        #expect(try c.request("GET", "/one").text == "connection 1")
+        // The pooled connection is closed by the origin when this request arrives: retried fresh.
+        #expect(try c.request("GET", "/two").text == "connection 2")
+        #expect(origin.requests == ["GET /one HTTP/1.1", "GET /two HTTP/1.1"])
+        // A POST is never replayed automatically: the client sees the failure.
+        let post = try c.request("POST", "/three", body: Array("x".utf8))
+        #expect(post.status == 502)
+        #expect(!origin.requests.contains("POST /three HTTP/1.1"))
+    }
+
+    @Test func clientAbortsAreNotHeldAgainstTheBackend() throws {
+        let backend = try startBackend()
+        let proxy = try startProxy(config: proxyConfig(backends: [backend.port], intervalMs: 60000))
+        #expect(eventually { backendStates(proxy.port)["b1"] == true })
+        for _ in 0..<5 {
+            let c = try TestConnection(port: proxy.port)
+            try c.send("GET /stream?bytes=100000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            c.fill()
+            // Closed mid-download by the test.
+        }
+        for _ in 0..<3 {
+            let c = try TestConnection(port: proxy.port)
+            try c.send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\npartial")
+        }
+        usleep(200_000)
+        #expect(backendStates(proxy.port)["b1"] == true)
+        #expect(try get(proxy.port, "/still-fine").status == 200)
+    }
+
+    @Test func answers408ToASlowRequestHeadAndClosesIdleKeepAliveConnections() throws {
+        let backend = try startBackend()
+        let config = """
+        {"backends":[{"url":"http://127.0.0.1:\(backend.port)"}],
+         "timeouts":{"client_header_ms":300,"idle_ms":300}}
+        """
+        let proxy = try startProxy(config: config)
+        let slow = try TestConnection(port: proxy.port)
+        try slow.send("GET / HTTP/1.1\r\nHost: x\r\n")  // never finished
+        let start = Date()
+        let r = try slow.readResponse()
+        #expect(r.status == 408)
+        #expect(Date().timeIntervalSince(start) < 2)
+
+        let idle = try TestConnection(port: proxy.port)
+        #expect(try idle.request("GET", "/once").status == 200)
+        usleep(700_000)
+        #expect(!idle.fill(), "an idle keep-alive connection is closed after idle_ms")
+        #expect(idle.closedByPeer)
+    }
+
+    @Test func relaysHeadAndBodilessResponsesWithoutWaitingForABody() throws {
+        let backend = try startBackend()
+        let proxy = try startProxy(config: proxyConfig(backends: [backend.port]))
+        let c = try TestConnection(port: proxy.port)
+        let head = try c.request("HEAD", "/stream?bytes=5000")
+        #expect(head.status == 200)
+        #expect(head.header("Content-Length") == "5000")
+        let noContent = try c.request("GET", "/status?code=204")
+        #expect(noContent.status == 204)
+        #expect(try c.request("GET", "/after").status == 200)
+    }
+
     @Test func rejectsSmugglingShapedRequestsBeforeTheBackendSeesThem() throws {
         let origin = try RawOrigin(reply: Array("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".utf8))
         let proxy = try startProxy(config: proxyConfig(backends: [origin.port], intervalMs: 60000))
