@@ -4,7 +4,7 @@ SWIFT ?= swift
 RELEASE_FLAGS := -c release
 BIN_RELEASE = $(shell $(SWIFT) build $(RELEASE_FLAGS) --show-bin-path 2>/dev/null)
 
-.PHONY: run test build release deps clean check-config
+.PHONY: run test test-asan build release deps clean check-config
 
 ## Install libuv's headers when missing (Debian/Ubuntu), as root or through sudo.
 deps:
@@ -36,8 +36,13 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
+## The whole suite with AddressSanitizer in the proxy, the test backend and the tests.
+test-asan: deps
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan.supp $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
+
 check-config: release
 	@$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/proxy --config config.json --check
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-asan
