@@ -23,13 +23,7 @@ release: deps
 ## Build release, start two test backends on 3001/3002 and the proxy on 8080 with config.json.
 ## Ctrl-C stops all three.
 run: release
-	@bin=$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path); \
-	trap 'kill $$b1 $$b2 2>/dev/null; wait 2>/dev/null' EXIT INT TERM; \
-	"$$bin/test-backend" 3001 & b1=$$!; \
-	"$$bin/test-backend" 3002 & b2=$$!; \
-	sleep 0.3; \
-	echo "try: curl localhost:8080/  and  curl localhost:8080/_health"; \
-	"$$bin/proxy" --config config.json
+	@Scripts/run-demo.sh "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" config.json
 
 ## Build everything and run every test (unit and integration).
 test: deps

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make run`: two test backends on 3001/3002 and the proxy on config.json's address, in the
+# foreground. Ctrl-C (or SIGTERM to this script) stops all three.
+set -u
+bin="$1"
+config="${2:-config.json}"
+pids=()
+stop() {
+    trap - INT TERM EXIT
+    kill "${pids[@]}" 2>/dev/null
+    wait 2>/dev/null
+}
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
+
+"$bin/test-backend" 3001 & pids+=($!)
+"$bin/test-backend" 3002 & pids+=($!)
+sleep 0.3
+echo "try: curl localhost:8080/  and  curl localhost:8080/_health   (Ctrl-C stops)"
+"$bin/proxy" --config "$config" & pids+=($!)
+# Waiting in the background lets the traps run the moment a signal arrives.
+wait "${pids[2]}"
