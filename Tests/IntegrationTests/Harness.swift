@@ -317,52 +317,90 @@ func get(_ port: UInt16, _ path: String, headers: [String: String] = [:]) throws
     try TestConnection(port: port).request("GET", path, headers: headers)
 }
 
-/// A raw origin that answers every request with fixed bytes (or nothing), for fault tests;
-/// health probes (`GET /health`) get a 200.
-final class RawOrigin: @unchecked Sendable {
-    let fd: Int32
-    let port: UInt16
-    private var thread: Thread?
-    private let reply: [UInt8]?
-    private let lock = NSLock()
-    private var _received: [UInt8] = []
-    private var stopped = false
-    var received: [UInt8] { lock.lock(); defer { lock.unlock() }; return _received }
+/// A hand-scripted origin for fault tests: for every request head it receives (health probes
+/// excepted: they get a 200), it calls `handler` on the connection's own thread, which answers,
+/// stays silent, closes or resets as the test needs.
+final class ScriptedOrigin: @unchecked Sendable {
+    /// One accepted connection, as the handler sees it.
+    final class Connection {
+        let fd: Int32
+        /// Requests seen on this connection so far, this one included.
+        var requestCount = 0
+        init(fd: Int32) { self.fd = fd }
 
-    /// `reply == nil`: accept, read, never answer.
-    init(reply: [UInt8]?) throws {
-        self.reply = reply
-        (fd, port) = listenOnLoopback()
-        let t = Thread { [self] in serve() }
-        thread = t
-        t.start()
-    }
-
-    private func serve() {
-        while true {
-            let c = accept(fd, nil, nil)
-            if c < 0 { return }
-            var tv = timeval(tv_sec: 0, tv_usec: 200_000)
-            setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-            var buf = [UInt8](repeating: 0, count: 65536)
-            let n = buf.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
-            // Health probes get a plain 200 so the origin counts as up; they are not recorded.
-            if n > 0 && buf.starts(with: Array("GET /health ".utf8)) {
-                let ok = Array("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8)
-                _ = ok.withUnsafeBytes { Glibc.send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                close(c)
-                continue
-            }
-            if n > 0 { lock.lock(); _received.append(contentsOf: buf[0..<n]); lock.unlock() }
-            if let reply {
-                _ = reply.withUnsafeBytes { Glibc.send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                close(c)
-            } else {
-                // Silent: hold the connection open until stopped.
-                Thread { [self] in while true { lock.lock(); let s = stopped; lock.unlock(); if s { break }; usleep(50_000) }; close(c) }.start()
-            }
+        func send(_ text: String) { send(Array(text.utf8)) }
+        func send(_ bytes: [UInt8]) {
+            _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        }
+        /// Closes with RST instead of FIN.
+        func reset() {
+            var l = linger(l_onoff: 1, l_linger: 0)
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+            Glibc.shutdown(fd, Int32(SHUT_RDWR))
         }
     }
+
+    /// What to do after handling a request.
+    enum Next { case keepReading, close, holdOpen }
+
+    let fd: Int32
+    let port: UInt16
+    private let lock = NSLock()
+    private var _requests: [String] = []
+    private var _connections = 0
+    private var stopped = false
+    /// Request lines received (health probes excluded), in order.
+    var requests: [String] { lock.lock(); defer { lock.unlock() }; return _requests }
+    /// Connections that carried at least one request.
+    var connections: Int { lock.lock(); defer { lock.unlock() }; return _connections }
+
+    init(_ handler: @escaping @Sendable (Connection, String) -> Next) {
+        (fd, port) = listenOnLoopback()
+        let fd = fd
+        Thread { [self] in
+            while true {
+                let c = accept(fd, nil, nil)
+                if c < 0 { return }
+                Thread { [self] in serve(Connection(fd: c), handler) }.start()
+            }
+        }.start()
+    }
+
+    private func serve(_ conn: Connection, _ handler: (Connection, String) -> Next) {
+        var tv = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(conn.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var data: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        var next = Next.keepReading
+        loop: while true {
+            if isStopped { break }
+            let n = buf.withUnsafeMutableBytes { recv(conn.fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { break }
+            if n < 0 { if errno == EAGAIN || errno == EWOULDBLOCK { continue } else { break } }
+            if next == .holdOpen { continue }
+            data.append(contentsOf: buf[0..<n])
+            while let end = data.firstRange(of: [13, 10, 13, 10]) {
+                let head = String(decoding: data[..<end.lowerBound], as: UTF8.self)
+                data.removeFirst(end.upperBound)
+                let line = head.components(separatedBy: "\r\n").first ?? ""
+                if line.hasPrefix("GET /health ") {
+                    conn.send("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    break loop
+                }
+                conn.requestCount += 1
+                lock.lock()
+                _requests.append(line)
+                if conn.requestCount == 1 { _connections += 1 }
+                lock.unlock()
+                next = handler(conn, head)
+                if next == .close { break loop }
+                if next == .holdOpen { data.removeAll(); break }
+            }
+        }
+        close(conn.fd)
+    }
+
+    private var isStopped: Bool { lock.lock(); defer { lock.unlock() }; return stopped }
 
     func stop() {
         lock.lock(); stopped = true; lock.unlock()
@@ -373,66 +411,33 @@ final class RawOrigin: @unchecked Sendable {
     deinit { stop() }
 }
 
+/// An origin that answers every request with fixed bytes and closes (`reply == nil`: reads the
+/// request and never answers).
+func fixedReplyOrigin(_ reply: String?) -> ScriptedOrigin {
+    ScriptedOrigin { conn, _ in
+        guard let reply else { return .holdOpen }
+        conn.send(reply)
+        return .close
+    }
+}
+
 /// An origin that keeps connections alive for exactly one response, then closes the connection
 /// when the next request arrives on it, without answering: the keep-alive race, made certain.
-final class OneShotKeepAliveOrigin: @unchecked Sendable {
-    let fd: Int32
-    let port: UInt16
+/// Each response body names its connection: "connection N".
+func oneShotKeepAliveOrigin() -> ScriptedOrigin {
+    let counter = Counter()
+    return ScriptedOrigin { conn, _ in
+        guard conn.requestCount == 1 else { return .close }
+        let body = "connection \(counter.next())"
+        conn.send("HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        return .keepReading
+    }
+}
+
+final class Counter: @unchecked Sendable {
     private let lock = NSLock()
-    private var _connections = 0
-    private var _requests: [String] = []
-    var connections: Int { lock.lock(); defer { lock.unlock() }; return _connections }
-    /// Request lines that were answered, in order.
-    var requests: [String] { lock.lock(); defer { lock.unlock() }; return _requests }
-
-    init() throws {
-        (fd, port) = listenOnLoopback()
-        let fd = fd
-        Thread { [self] in
-            while true {
-                let c = accept(fd, nil, nil)
-                if c < 0 { return }
-                Thread { [self] in serve(c) }.start()
-            }
-        }.start()
-    }
-
-    private func serve(_ c: Int32) {
-        var tv = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var seen = 0
-        var data: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buf.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { break }
-            data.append(contentsOf: buf[0..<n])
-            guard let end = String(decoding: data, as: UTF8.self).range(of: "\r\n\r\n") else { continue }
-            let head = String(String(decoding: data, as: UTF8.self)[..<end.lowerBound])
-            data.removeAll()
-            let line = head.components(separatedBy: "\r\n").first ?? ""
-            if line.hasPrefix("GET /health ") {
-                let ok = Array("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8)
-                _ = ok.withUnsafeBytes { Glibc.send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                break
-            }
-            seen += 1
-            if seen == 1 {
-                lock.lock(); _connections += 1; _requests.append(line); let k = _connections; lock.unlock()
-                let body = "connection \(k)"
-                let reply = Array("HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
-                _ = reply.withUnsafeBytes { Glibc.send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            } else {
-                break  // the race: close with a request in flight
-            }
-        }
-        close(c)
-    }
-
-    deinit {
-        Glibc.shutdown(fd, Int32(SHUT_RDWR))
-        close(fd)
-    }
+    private var value = 0
+    func next() -> Int { lock.lock(); defer { lock.unlock() }; value += 1; return value }
 }
 
 /// A listening socket on 127.0.0.1 with a kernel-chosen port.

@@ -21,7 +21,18 @@ struct HeaderRewriterTests {
     @Test func stripsHopByHopHeadersAndTheHeadersConnectionNames() throws {
         let req = try request("GET /a HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, X-Private\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nTrailer: X\r\nUpgrade: websocket\r\nProxy-Connection: keep-alive\r\nAccept: */*\r\n\r\n")
         let text = upstreamText(req)
-        #expect(text == "GET /a HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nX-Forwarded-For: 192.0.2.7\r\nX-Real-IP: 192.0.2.7\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: example.com\r\n\r\n")
+        // `TE: trailers` is the one TE value passed on (with the Connection option it needs).
+        #expect(text == "GET /a HTTP/1.1\r\nHost: example.com\r\nTE: trailers\r\nConnection: TE\r\nAccept: */*\r\nX-Forwarded-For: 192.0.2.7\r\nX-Real-IP: 192.0.2.7\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: example.com\r\n\r\n")
+    }
+
+    @Test func dropsOtherTransferCodingsRequestedWithTE() throws {
+        let req = try request("GET /a HTTP/1.1\r\nHost: h\r\nTE: gzip, deflate\r\nConnection: TE\r\n\r\n")
+        #expect(!upstreamText(req).contains("TE:"))
+    }
+
+    @Test func neverDropsHostEvenWhenConnectionNamesIt() throws {
+        let req = try request("GET /x HTTP/1.1\r\nHost: example.com\r\nConnection: host\r\n\r\n")
+        #expect(upstreamText(req).hasPrefix("GET /x HTTP/1.1\r\nHost: example.com\r\n"))
     }
 
     @Test func appendsThePeerToEveryExistingForwardedForValueInOrder() throws {

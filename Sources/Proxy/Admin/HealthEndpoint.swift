@@ -22,7 +22,7 @@ enum HealthEndpoint {
             json += "{\"id\":\(JSONText.quote(b.id)),\"url\":\(JSONText.quote(b.url)),\"address\":\(JSONText.quote(b.address.description)),"
             json += "\"healthy\":\(b.isHealthy),\"active_connections\":\(b.activeRequests),"
             json += "\"idle_pooled_connections\":\(b.pool.idleCount),"
-            json += "\"consecutive_failures\":\(b.consecutiveFailures),"
+            json += "\"consecutive_successes\":\(b.consecutiveSuccesses),\"consecutive_failures\":\(b.consecutiveFailures),"
             json += "\"last_error\":\(b.lastProbeError.map(JSONText.quote) ?? "null")}"
         }
         json += "]}\n"

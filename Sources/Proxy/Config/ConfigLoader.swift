@@ -331,6 +331,7 @@ extension TimeoutsConfig: ConfigSection {
             .integer("upstream_ms", \.upstreamMs, 1...maxMilliseconds),
             .integer("client_header_ms", \.clientHeaderMs, 1...maxMilliseconds),
             .integer("idle_ms", \.idleMs, 1...maxMilliseconds),
+            .integer("client_body_ms", \.clientBodyMs, 1...maxMilliseconds),
         ]
     }
 }

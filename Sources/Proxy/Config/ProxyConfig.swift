@@ -166,12 +166,17 @@ public struct TimeoutsConfig: Sendable, Equatable {
     public var clientHeaderMs: Int
     /// A keep-alive client connection with no request in flight is closed after this long.
     public var idleMs: Int
+    /// A client sending a request body may pause this long between bytes (then 408 and close),
+    /// so a stalled upload cannot hold a backend connection forever. nginx's default is 60 s too.
+    public var clientBodyMs: Int
 
-    public init(connectMs: Int = 5000, upstreamMs: Int = 30000, clientHeaderMs: Int = 10000, idleMs: Int = 60000) {
+    public init(connectMs: Int = 5000, upstreamMs: Int = 30000, clientHeaderMs: Int = 10000, idleMs: Int = 60000,
+                clientBodyMs: Int = 60000) {
         self.connectMs = connectMs
         self.upstreamMs = upstreamMs
         self.clientHeaderMs = clientHeaderMs
         self.idleMs = idleMs
+        self.clientBodyMs = clientBodyMs
     }
 }
 

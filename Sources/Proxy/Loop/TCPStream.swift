@@ -1,4 +1,5 @@
 import CUV
+import Glibc
 
 /// A connected TCP stream: reads delivered as closures, writes with `uv_try_write` first.
 ///
@@ -7,6 +8,7 @@ import CUV
 /// one heap block per write (the request and the bytes together) and queued. `queuedBytes`
 /// above `highWater` means "stop producing"; `onDrain` fires when the queue falls to `lowWater`.
 ///
+/// After `close()` no callback fires any more, though libuv may still complete requests.
 /// Threading: loop thread only.
 public final class TCPStream: Handle {
     let tcp: UnsafeMutablePointer<uv_tcp_t>
@@ -96,7 +98,7 @@ public final class TCPStream: Handle {
                 let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
                 let completion = me.onConnect
                 me.onConnect = nil
-                completion?(status)
+                if !me.isClosing { completion?(status) }
             }
         }
         if rc < 0 {
@@ -154,6 +156,7 @@ public final class TCPStream: Handle {
             }, { s, nread, buf in
                 guard let s, let data = uv_handle_get_data(UnsafeMutableRawPointer(s).assumingMemoryBound(to: uv_handle_t.self)) else { return }
                 let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
+                if me.isClosing { return }
                 if nread > 0 {
                     me.onRead?(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
                 } else if nread < 0 {
@@ -243,6 +246,9 @@ public final class TCPStream: Handle {
 
     private func writeCompleted(size: Int, status: Int32) {
         queuedBytes -= size
+        // libuv completes writes that finished before `uv_close` after it, with their real
+        // status: whoever closed the stream is done with it and must not hear about them.
+        guard !isClosing else { return }
         if status < 0 {
             if status != UVError.canceled && !writeFailed {
                 writeFailed = true
@@ -262,6 +268,16 @@ public final class TCPStream: Handle {
 
     // MARK: Shutdown
 
+    /// Whether the kernel holds unread input or a FIN for this socket that libuv has not
+    /// delivered yet (a non-blocking `recv(MSG_PEEK)`). Used before reusing an idle pooled
+    /// connection: its read event may sit later in the same epoll batch.
+    public var hasPendingInputOrEOF: Bool {
+        var byte: UInt8 = 0
+        let n = recv(fileDescriptor, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        if n < 0 { return errno != EAGAIN && errno != EWOULDBLOCK }
+        return true  // data (n > 0) or EOF (n == 0)
+    }
+
     /// Sends FIN once every queued write is out; `completion` gets 0 or an error.
     public func shutdown(_ completion: @escaping (Int32) -> Void) {
         guard !isClosing, onShutdown == nil else { return }
@@ -274,7 +290,7 @@ public final class TCPStream: Handle {
             let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
             let completion = me.onShutdown
             me.onShutdown = nil
-            completion?(status)
+            if !me.isClosing { completion?(status) }
         }
         if rc < 0 {
             req.deallocate()

@@ -60,6 +60,9 @@ final class ClientConnection {
     /// The upstream broke framing rules (extra bytes, …): never pool it.
     private var upstreamReusable = true
     private var clientSentEOF = false
+    /// Our FIN went out after all queued output (see `closeGracefully`).
+    private var shutdownDone = false
+    private var lastClientActivity: UInt64 = 0
     /// Counts finished exchanges, so a callback can tell that its exchange ended under it.
     private var exchangesFinished = 0
 
@@ -67,7 +70,15 @@ final class ClientConnection {
     /// Scratch output buffer, flushed within the callback that filled it.
     private var out: [UInt8] = []
 
-    private enum TimerPurpose { case none, clientHeader, idle, connect, upstream, linger }
+    private enum TimerPurpose {
+        case none, clientHeader, idle, connect
+        /// Request/response in flight: client body pauses and upstream silence.
+        case upstream
+        /// Closing: queued output must drain within `idle_ms`.
+        case flush
+        /// Closing: output is out and FIN sent; wait briefly for the client's FIN.
+        case linger
+    }
     private var timerPurpose = TimerPurpose.none
     private var lastUpstreamActivity: UInt64 = 0
 
@@ -99,6 +110,7 @@ final class ClientConnection {
     // MARK: - Client input
 
     private func clientRead(_ bytes: UnsafeRawBufferPointer) {
+        lastClientActivity = server.loop.now
         switch phase {
         case .head, .exchange:
             handleClientBytes(bytes)
@@ -121,6 +133,7 @@ final class ClientConnection {
             buffered.withUnsafeBytes { process($0) }
         }
         inInputLoop = false
+        if phase == .head && clientSentEOF { closeGracefully() }  // half-closed, all answered
     }
 
     private var inInputLoop = false
@@ -163,19 +176,21 @@ final class ClientConnection {
 
     private func clientEnded(_ code: Int32) {
         clientSentEOF = true
+        guard code == UVError.eof else {
+            // A reset: nobody is left to answer. Never the backend's fault, nothing is counted.
+            return abort()
+        }
         switch phase {
         case .head:
-            // Nothing in flight: an orderly goodbye (or a reset) between requests.
-            teardown()
+            // Between requests: let queued output drain, then close.
+            closeGracefully()
         case .exchange:
-            if code != UVError.eof || !requestComplete {
-                // The client left mid-request or reset: not the backend's fault, nothing is counted.
-                abort()
-            }
-            // A half-close after a complete request still wants its response; close after it.
-            closeAfterResponse = true
+            // A half-close still wants its answers (and those of requests pipelined before it);
+            // `finishExchange` closes once nothing is left. Only a body that can no longer
+            // complete ends the exchange now (all received bytes were relayed already).
+            if upstreamReady && !requestComplete { abort() }
         case .closing:
-            teardown()
+            if shutdownDone { teardown() }
         case .closed:
             break
         }
@@ -236,7 +251,9 @@ final class ClientConnection {
         let backend = server.backends[index]
         backend.activeRequests += 1
 
-        if let pooled = backend.pool.take() {
+        // The retry after a dead pooled connection goes out on a fresh one (DESIGN §4): a backend
+        // that closed one idle connection has likely closed its siblings too.
+        if !hasRetried, let pooled = backend.pool.take(now: server.loop.now) {
             upstreamWasReused = true
             attach(pooled)
             upstreamConnected()
@@ -284,7 +301,8 @@ final class ClientConnection {
         requestPipe = Pipe(from: client, to: conn.stream)
         responsePipe = Pipe(from: conn.stream, to: client)
         lastUpstreamActivity = server.loop.now
-        arm(.upstream, ms: server.config.timeouts.upstreamMs)
+        let t = server.config.timeouts
+        arm(.upstream, ms: requestComplete ? t.upstreamMs : min(t.upstreamMs, t.clientBodyMs))
 
         out.removeAll(keepingCapacity: true)
         let framing: HeaderRewriter.OutgoingFraming
@@ -311,6 +329,7 @@ final class ClientConnection {
             handleClientBytes(raw)
         }
         if !out.isEmpty { flushToUpstream() }
+        if phase == .exchange && clientSentEOF && !requestComplete { abort() }  // body cut short
     }
 
     // MARK: - Request body
@@ -423,7 +442,7 @@ final class ClientConnection {
     private func startResponse() {
         responseStarted = true
         responseFraming = response.framing
-        var keepAlive = request.keepAlive && !server.isDraining && !clientSentEOF
+        var keepAlive = request.keepAlive && !server.isDraining
         switch response.framing {
         case .none:
             clientFraming = .none
@@ -571,7 +590,7 @@ final class ClientConnection {
     /// Sends an error response for the current request and ends the exchange.
     private func failExchange(status: UInt16, reason: String) {
         releaseUpstream(reusable: false)
-        let keepAlive = request.keepAlive && requestComplete && !server.isDraining && !clientSentEOF
+        let keepAlive = request.keepAlive && requestComplete && !server.isDraining
         out.removeAll(keepingCapacity: true)
         ErrorResponse.write(status: status, reason: reason, keepAlive: keepAlive, into: &out)
         client.write(out)
@@ -585,7 +604,7 @@ final class ClientConnection {
     private func finishExchange() {
         exchangesFinished &+= 1
         let reusable = upstreamReusable && response.keepAlive && responseFraming != .untilClose && requestComplete
-        releaseUpstream(reusable: reusable)
+        releaseUpstream(reusable: reusable, backendKeepAliveMs: reusable ? keepAliveTimeoutMs(response) : nil)
         if closeAfterResponse || !requestComplete {
             return closeGracefully()
         }
@@ -597,13 +616,31 @@ final class ClientConnection {
         response = ResponseHead()
         arm(.idle, ms: server.config.timeouts.idleMs)
         client.resumeReading(.pipelined)
-        if !pending.isEmpty && !inInputLoop {
+        if !inInputLoop && (!pending.isEmpty || clientSentEOF) {
             handleClientBytes(UnsafeRawBufferPointer(start: nil, count: 0))
         }
     }
 
+    /// The backend's `Keep-Alive: timeout=N` in milliseconds, if it sent one.
+    private func keepAliveTimeoutMs(_ head: ResponseHead) -> UInt64? {
+        guard let i = head.fieldIndex("keep-alive") else { return nil }
+        let b = head.bytes
+        var result: UInt64? = nil
+        forEachToken(b, head.fields[i].value) { token in
+            let key = token.lowerBound..<min(token.lowerBound + 8, token.upperBound)
+            guard result == nil, token.count > 8, b.equalsIgnoringCase(key, "timeout=") else { return }
+            var seconds: UInt64 = 0
+            for d in b[key.upperBound..<token.upperBound] {
+                guard d >= 48 && d <= 57, seconds < 1_000_000 else { return }
+                seconds = seconds * 10 + UInt64(d - 48)
+            }
+            result = seconds * 1000
+        }
+        return result
+    }
+
     /// Gives the upstream connection back to its pool (or closes it) and detaches the pipes.
-    private func releaseUpstream(reusable: Bool) {
+    private func releaseUpstream(reusable: Bool, backendKeepAliveMs: UInt64? = nil) {
         requestPipe?.detach()
         responsePipe?.detach()
         requestPipe = nil
@@ -613,7 +650,7 @@ final class ClientConnection {
             conn.owner = nil
             if reusable && !conn.isClosed {
                 conn.exchangesCompleted += 1
-                conn.backend.pool.put(conn, now: server.loop.now)
+                conn.backend.pool.put(conn, now: server.loop.now, backendKeepAliveMs: backendKeepAliveMs)
             } else {
                 conn.close()
             }
@@ -646,10 +683,13 @@ final class ClientConnection {
         pending = []
         client.resumeReading(.pipelined)
         client.resumeReading(.backpressure)
-        client.shutdown { [self] _ in
-            if clientSentEOF { teardown() }
+        client.shutdown { [self] status in
+            // Everything queued is out and our FIN with it.
+            shutdownDone = true
+            if clientSentEOF || status < 0 { teardown() } else { arm(.linger, ms: 2000) }
         }
-        arm(.linger, ms: 2000)
+        // A client that stops reading cannot hold the connection open forever.
+        arm(.flush, ms: server.config.timeouts.idleMs)
     }
 
     /// Closes everything at once (errors, client aborts, truncated responses).
@@ -687,11 +727,11 @@ final class ClientConnection {
             return
         case .idle:
             timerPurpose = .none
-            teardown()
+            closeGracefully()
         case .clientHeader:
             timerPurpose = .none
             if requestHeadBytes.bytes.isEmpty {
-                teardown()
+                closeGracefully()
             } else {
                 rejectRequest(HTTPParseError(status: 408, reason: "the request head took longer than \(server.config.timeouts.clientHeaderMs) ms"))
             }
@@ -699,25 +739,41 @@ final class ClientConnection {
             timerPurpose = .none
             connectFailed(UVError(UVError.timedOut))
         case .upstream:
-            let limit = UInt64(server.config.timeouts.upstreamMs)
-            let silent = server.loop.now &- lastUpstreamActivity
-            if silent < limit || (!requestComplete && !responseStarted) || client.isCongested {
-                // Activity since the timer was set, a client still uploading, or a client slow to
-                // read (its own problem, not the backend's): look again later.
-                timer.start(timeoutMs: max(limit &- min(silent, limit), 1))
-                if client.isCongested || !requestComplete { lastUpstreamActivity = server.loop.now }
-                return
-            }
-            timerPurpose = .none
-            if responseStarted {
-                abort()
-            } else {
-                upstreamFailed(status: 504, reason: "Gateway Timeout: backend \(backendID) did not answer within \(limit) ms")
-            }
-        case .linger:
+            upstreamTimerFired()
+        case .flush, .linger:
             timerPurpose = .none
             teardown()
         }
+    }
+
+    /// Checks the two deadlines of an exchange in flight — the client's pauses while sending its
+    /// body, and the upstream's silence — and re-arms for the nearer one. Timestamps are
+    /// updated on every read; the timer is only re-armed when it fires (no heap churn per read).
+    private func upstreamTimerFired() {
+        let now = server.loop.now
+        // A client slow to read its response is not the backend's silence.
+        if client.isCongested { lastUpstreamActivity = now }
+        var next = UInt64.max
+        if !requestComplete {
+            let limit = UInt64(server.config.timeouts.clientBodyMs)
+            let paused = now &- lastClientActivity
+            if paused >= limit {
+                timerPurpose = .none
+                if responseStarted { return abort() }
+                return rejectRequest(HTTPParseError(status: 408, reason: "the request body stalled for \(limit) ms"))
+            }
+            next = limit - paused
+            // The backend is waiting for the body: that is not its silence either.
+            if !responseStarted { lastUpstreamActivity = now }
+        }
+        let limit = UInt64(server.config.timeouts.upstreamMs)
+        let silent = now &- lastUpstreamActivity
+        if silent >= limit {
+            timerPurpose = .none
+            if responseStarted { return abort() }
+            return upstreamFailed(status: 504, reason: "Gateway Timeout: backend \(backendID) did not answer within \(limit) ms")
+        }
+        timer.start(timeoutMs: max(min(next, limit - silent), 1))
     }
 
     /// Closes the connection when the server drains (issue: graceful shutdown) and it is idle.

@@ -44,9 +44,21 @@ public struct HeaderRewriter {
         }
         collectConnectionTokens(b, head.fields)
         var sawForwardedFor = false
+        var sentTrailers = false
         for field in head.fields {
             let name = field.name
-            if isHopByHop(b, name) || isFramingField(b, name) || isConnectionNamed(b, name) { continue }
+            if isFramingField(b, name) { continue }
+            if name.count == 2 && b.equalsIgnoringCase(name, "te") {
+                // Hop-by-hop, but `TE: trailers` says the client can take trailers; pass that on.
+                if !sentTrailers && containsToken(b, field.value, "trailers") {
+                    out.append("TE: trailers\r\nConnection: TE\r\n")
+                    sentTrailers = true
+                }
+                continue
+            }
+            // Host is never hop-by-hop, whatever `Connection` names: the upstream hop needs it.
+            if name.count == 4 && b.equalsIgnoringCase(name, "host") { appendField(b, field, into: &out); continue }
+            if isHopByHop(b, name) || isConnectionNamed(b, name) { continue }
             if b.equalsIgnoringCase(name, "x-forwarded-for") { sawForwardedFor = true; continue }
             // The proxy states these itself: a client must not be able to forge them.
             if b.equalsIgnoringCase(name, "x-real-ip") || b.equalsIgnoringCase(name, "x-forwarded-proto")
@@ -184,6 +196,13 @@ public struct HeaderRewriter {
     private func isFramingField(_ b: [UInt8], _ name: Range<Int>) -> Bool {
         name.count == 14 && b.equalsIgnoringCase(name, "content-length")
     }
+}
+
+/// Whether the comma-separated list `value` contains `token` (lower-case literal), ignoring case.
+func containsToken(_ b: [UInt8], _ value: Range<Int>, _ token: StaticString) -> Bool {
+    var found = false
+    forEachToken(b, value) { if !found && b.equalsIgnoringCase($0, token) { found = true } }
+    return found
 }
 
 /// Calls `body` with each comma-separated token of `value`, OWS trimmed, empty items skipped.

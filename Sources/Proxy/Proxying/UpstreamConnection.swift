@@ -13,21 +13,29 @@ public final class UpstreamConnection {
     public internal(set) var exchangesCompleted = 0
     /// Loop time when the connection went idle (for the pool's idle timeout).
     var idleSince: UInt64 = 0
+    /// How long this connection may stay idle in the pool (the pool's limit, or less when the
+    /// backend announced a shorter `Keep-Alive: timeout`).
+    var idleLimitMs: UInt64 = 0
     var isInPool = false
 
     init(backend: Backend, loop: EventLoop) {
         self.backend = backend
         stream = TCPStream(loop: loop)
-        stream.onRead = { [unowned self] bytes in
-            if let owner { owner.upstreamRead(bytes) } else { self.backend.pool.idleConnectionSpoke(self) }
+        // Weak: the stream outlives this object between `close()` and libuv's close callback,
+        // and libuv still completes writes in that window.
+        stream.onRead = { [weak self] bytes in
+            guard let self else { return }
+            if let owner { owner.upstreamRead(bytes) } else { backend.pool.idleConnectionSpoke(self) }
         }
-        stream.onReadEnd = { [unowned self] code in
-            if let owner { owner.upstreamEnded(code) } else { self.backend.pool.idleConnectionSpoke(self) }
+        stream.onReadEnd = { [weak self] code in
+            guard let self else { return }
+            if let owner { owner.upstreamEnded(code) } else { backend.pool.idleConnectionSpoke(self) }
         }
-        stream.onWriteError = { [unowned self] code in
-            if let owner { owner.upstreamEnded(code) } else { self.backend.pool.idleConnectionSpoke(self) }
+        stream.onWriteError = { [weak self] code in
+            guard let self else { return }
+            if let owner { owner.upstreamEnded(code) } else { backend.pool.idleConnectionSpoke(self) }
         }
-        stream.onDrain = { [unowned self] in owner?.upstreamDrained() }
+        stream.onDrain = { [weak self] in self?.owner?.upstreamDrained() }
     }
 
     public var isClosed: Bool { stream.isClosing }

@@ -1,9 +1,10 @@
 /// Idle keep-alive connections to one backend, most recently used first.
 ///
-/// The idle timeout sits below common upstream keep-alive timeouts (Node's 5 s): the proxy
-/// should be the side that closes an idle connection, which avoids the race where a backend
-/// closes it just as the proxy reuses it. A pooled connection keeps reading, so a backend's
-/// close is seen (and the connection dropped) as soon as it happens.
+/// The idle timeout sits below common upstream keep-alive timeouts (Node's 5 s), and a backend's
+/// own `Keep-Alive: timeout=N` shortens it further: the proxy should be the side that closes an
+/// idle connection, which avoids the race where a backend closes it just as the proxy reuses it.
+/// A pooled connection keeps reading, so a backend's close is usually seen at once; `take()`
+/// also checks the socket itself, since that close may still sit unread in the current batch.
 /// Threading: loop thread only.
 public final class UpstreamPool {
     private var idle: [UpstreamConnection] = []
@@ -17,20 +18,30 @@ public final class UpstreamPool {
 
     public var idleCount: Int { idle.count }
 
-    /// The most recently pooled connection still open, or `nil`.
-    func take() -> UpstreamConnection? {
+    /// The most recently pooled connection that is still open, not past its idle limit and has
+    /// nothing unread waiting (a late byte or FIN from the backend), or `nil`.
+    func take(now: UInt64) -> UpstreamConnection? {
         while let c = idle.popLast() {
             c.isInPool = false
-            if !c.isClosed { return c }
+            if c.isClosed { continue }
+            if now &- c.idleSince >= c.idleLimitMs || c.stream.hasPendingInputOrEOF {
+                c.close()
+                continue
+            }
+            return c
         }
         return nil
     }
 
     /// Returns a connection after a complete exchange. Closes it when the pool is full.
-    func put(_ c: UpstreamConnection, now: UInt64) {
+    /// `backendKeepAliveMs` is the backend's announced `Keep-Alive: timeout`, if any.
+    func put(_ c: UpstreamConnection, now: UInt64, backendKeepAliveMs: UInt64? = nil) {
         c.owner = nil
         guard idle.count < maxIdle, !c.isClosed else { c.close(); return }
         c.idleSince = now
+        // Give up a connection a second before the backend would, to stay clear of its timer.
+        c.idleLimitMs = min(idleTimeoutMs, backendKeepAliveMs.map { $0 > 1000 ? $0 - 1000 : 0 } ?? .max)
+        guard c.idleLimitMs > 0 else { c.close(); return }
         c.isInPool = true
         idle.append(c)
     }
@@ -42,16 +53,14 @@ public final class UpstreamPool {
         c.close()
     }
 
-    /// Closes connections idle for longer than the timeout (the oldest sit at the front).
+    /// Closes connections idle past their limit.
     func sweep(now: UInt64) {
-        var expired = 0
-        while expired < idle.count && now &- idle[expired].idleSince >= idleTimeoutMs { expired += 1 }
-        guard expired > 0 else { return }
-        for c in idle[0..<expired] {
+        idle.removeAll { c in
+            guard now &- c.idleSince >= c.idleLimitMs else { return false }
             c.isInPool = false
             c.close()
+            return true
         }
-        idle.removeFirst(expired)
     }
 
     public func closeAll() {
