@@ -295,7 +295,6 @@ final class ClientConnection {
     /// The upstream connection is open: send the head and whatever body bytes are buffered.
     private func upstreamConnected() {
         guard let conn = upstream else { return }
-        conn.stream.setNoDelay()
         conn.stream.startReading()
         upstreamReady = true
         requestPipe = Pipe(from: client, to: conn.stream)

@@ -21,6 +21,8 @@ public final class UpstreamConnection {
     init(backend: Backend, loop: EventLoop) {
         self.backend = backend
         stream = TCPStream(loop: loop)
+        // Set once, before connecting (libuv applies it when the socket is created), not per request.
+        stream.setNoDelay()
         // Weak: the stream outlives this object between `close()` and libuv's close callback,
         // and libuv still completes writes in that window.
         stream.onRead = { [weak self] bytes in
