@@ -4,7 +4,7 @@ SWIFT ?= swift
 RELEASE_FLAGS := -c release
 BIN_RELEASE = $(shell $(SWIFT) build $(RELEASE_FLAGS) --show-bin-path 2>/dev/null)
 
-.PHONY: run test test-asan build release deps clean check-config
+.PHONY: run test test-asan build release deps clean check-config bench bench-quick
 
 ## Install libuv's headers when missing (Debian/Ubuntu), as root or through sudo.
 deps:
@@ -34,6 +34,17 @@ test: deps
 test-asan: deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan.supp $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
+
+## Benchmark this proxy against nginx and HAProxy in front of one nginx origin (about 5 minutes;
+## installs wrk, nginx-light, haproxy, valgrind, strace and gnuplot-nox when missing). Prints a
+## Markdown table and the targets; JSON and a PNG chart go to Benchmarks/results/.
+## BENCH_ARGS passes options to Benchmarks/bench.py (see --help), e.g. BENCH_ARGS="--rounds 5".
+bench: release
+	python3 Benchmarks/bench.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" $(BENCH_ARGS)
+
+## About a minute: one round of figures 1 (c64 requests/s, latency, CPU) and 7 (system calls).
+bench-quick: release
+	python3 Benchmarks/bench.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" --quick $(BENCH_ARGS)
 
 check-config: release
 	@$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/proxy --config config.json --check

@@ -5,7 +5,7 @@
     python3 Benchmarks/bench.py --bin <dir with proxy> --quick    (`make bench-quick`)
 
 Everything runs on 127.0.0.1 on free ports. The proxy under test (and each anchor proxy) is pinned
-to one core, wrk/curl/the origin to the other(s). Rounds are interleaved (A B C D A B C D ...) and
+to one core, wrk, the harness's own clients and the origin to the other(s). Rounds are interleaved (A B C D A B C D ...) and
 each figure is reported as the median with min–max over rounds. Figures:
 
   1. small requests, wrk -t1 -c64: requests/s, p50/p99 latency, CPU-seconds per 10k requests
@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -50,7 +51,7 @@ SMALL_BODY = b"hello, world\n"  # 13 bytes, what the origin answers on /
 
 # command -> Debian package that provides it
 TOOLS = {"wrk": "wrk", "nginx": "nginx-light", "haproxy": "haproxy", "valgrind": "valgrind",
-         "strace": "strace", "curl": "curl", "taskset": "util-linux", "gnuplot": "gnuplot-nox"}
+         "strace": "strace", "taskset": "util-linux", "gnuplot": "gnuplot-nox"}
 SEARCH_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/local/sbin"
 
 
@@ -130,7 +131,7 @@ class Pinning:
         if not self.proxy_cpus:
             return "1 core: no pinning (numbers are not comparable with pinned runs)"
         return (f"proxy under test (and each anchor proxy): taskset -c {self.proxy_cpus}; "
-                f"wrk, curl, clients and the origin: taskset -c {self.load_cpus}")
+                f"wrk, the origin and the harness's clients: taskset -c {self.load_cpus}")
 
 
 class Processes:
@@ -237,10 +238,11 @@ def reset_peak_rss(pids: list[int]) -> bool:
 class Target:
     key = ""
     label = ""
-    is_proxy = True  # CPU, memory, instruction and syscall figures only mean something for proxies
 
-    def __init__(self, ctx: "Context") -> None:
+    def __init__(self, ctx: "Context", upstream: "Target | None" = None, suffix: str = "") -> None:
         self.ctx = ctx
+        self.upstream = upstream  # the server this proxy forwards to (None for servers)
+        self.name = self.key + suffix  # file names: several instances of one kind may run
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
@@ -256,7 +258,7 @@ class Target:
         if callgrind_out:
             cmd = ["valgrind", "--tool=callgrind", "--quiet",
                    f"--callgrind-out-file={callgrind_out}"] + cmd
-        self.proc = self.ctx.procs.start(self.ctx.pin.proxy(cmd), self.ctx.logfile(self.key))
+        self.proc = self.ctx.procs.start(self.ctx.pin.proxy(cmd), self.ctx.logfile(self.name))
         self.wait_ready(120 if callgrind_out else 20)
         self.after_start()
 
@@ -264,7 +266,7 @@ class Target:
         try:
             wait_port(self.port, timeout, self.proc)
         except RuntimeError as e:
-            tail = self.ctx.logfile(self.key).read_text(errors="replace")[-1500:]
+            tail = self.ctx.logfile(self.name).read_text(errors="replace")[-1500:]
             raise RuntimeError(f"{self.label} did not start: {e}\n{tail}") from None
 
     def after_start(self) -> None:
@@ -275,7 +277,27 @@ class Target:
             self.ctx.procs.stop(self.proc, grace=grace)
             self.proc = None
 
+    def stop_and_dump(self, timeout: float = 120) -> None:
+        """SIGTERM a process running under callgrind and wait for it to exit (callgrind writes its
+        file then). Under valgrind a signal does not always interrupt a blocking epoll_wait (nginx
+        then sleeps until its next timer, up to 60 s), so connect to the port to wake the loop."""
+        if not self.proc:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.stop(grace=1)
+
     def pids(self) -> list[int]:
+        """The processes whose CPU and memory count (`taskset` execs: the Popen pid is the server)."""
         return [self.proc.pid] if self.proc else []
 
 
@@ -283,11 +305,11 @@ class SwiftProxy(Target):
     key, label = "proxy", "this proxy"
 
     def command(self, callgrind_out):
-        cfg = self.ctx.dir / "proxy.json"
+        cfg = self.ctx.dir / f"{self.name}.json"
         # Under callgrind a probe every 5 s would add a run-length-dependent count: probe rarely.
         interval = 600_000 if callgrind_out else 5000
         cfg.write_text(json.dumps({
-            "backends": [{"id": "origin", "url": f"http://127.0.0.1:{self.ctx.origin.port}"}],
+            "backends": [{"id": "origin", "url": f"http://127.0.0.1:{self.upstream.port}"}],
             "health_check": {"path": "/health", "interval_ms": interval}}))
         return [str(self.ctx.bin / "proxy"), "--config", str(cfg), "--listen", f"127.0.0.1:{self.port}"]
 
@@ -303,10 +325,6 @@ class SwiftProxy(Target):
             time.sleep(0.1)
         raise RuntimeError("this proxy never reported the origin healthy")
 
-    def pids(self):
-        # `taskset` execs, so the Popen pid is the proxy (or valgrind running it).
-        return super().pids()
-
 
 class NginxBase(Target):
     """nginx as the current user with every path inside its own temp dir."""
@@ -315,12 +333,15 @@ class NginxBase(Target):
         raise NotImplementedError
 
     def command(self, callgrind_out):
-        d = self.ctx.dir / (self.key + ("-callgrind" if callgrind_out else ""))
+        d = self.ctx.dir / (self.name + ("-callgrind" if callgrind_out else ""))
         d.mkdir(exist_ok=True)
         for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (d / sub).mkdir(exist_ok=True)
         master = "master_process off;" if callgrind_out else ""
+        # As root, workers would switch to `nobody` and lose access to the 0700 temp dir.
         user = "user root;" if os.geteuid() == 0 else ""
+        # nginx initialises its whole connection table at start: keep it small under callgrind.
+        conns = 1024 if callgrind_out else self.ctx.nofile - 100
         conf = f"""
 {user}
 {master}
@@ -329,7 +350,7 @@ worker_processes 1;
 worker_rlimit_nofile {self.ctx.nofile};
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
-events {{ worker_connections {self.ctx.nofile - 100}; }}
+events {{ worker_connections {conns}; }}
 http {{
     access_log off;
     default_type text/plain;
@@ -338,6 +359,8 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
+    # The default of 1000 requests per connection would make wrk (and the proxies' upstream
+    # connections) reconnect every 1000 requests; this proxy and HAProxy have no such limit.
     keepalive_requests 1000000;
     keepalive_timeout 120s;
 {self.conf_http()}
@@ -358,7 +381,6 @@ http {{
 
 class Origin(NginxBase):
     key, label = "origin", "origin"
-    is_proxy = False
 
     def conf_http(self):
         data = self.ctx.data_dir
@@ -369,15 +391,6 @@ class Origin(NginxBase):
         listen 127.0.0.1:{self.port} backlog=1024;
         location = /health {{ return 200 "ok\\n"; }}
         location = /big {{ alias {data}/big.bin; }}
-        # The upload sink reads every body to the end before answering (WebDAV PUT into tmpfs):
-        # `return 200` would answer before the body arrived and the proxies would cut it short.
-        location /upload/ {{
-            root {data}/sink;
-            dav_methods PUT;
-            create_full_put_path on;
-            client_max_body_size 0;
-            client_body_temp_path {data}/sink/tmp;
-        }}
         location / {{ return 200 "hello, world\\n"; }}
     }}"""
 
@@ -385,7 +398,18 @@ class Origin(NginxBase):
         # The origin belongs to the load side of the machine.
         self.port = free_port()
         cmd = self.command(None)
-        self.proc = self.ctx.procs.start(self.ctx.pin.load(cmd), self.ctx.logfile(self.key))
+        self.proc = self.ctx.procs.start(self.ctx.pin.load(cmd), self.ctx.logfile(self.name))
+        self.wait_ready(20)
+
+
+class UploadSink(Target):
+    """Benchmarks/upload_sink.py: reads every upload to the end, then 200 (see its docstring)."""
+    key, label = "sink", "upload sink"
+
+    def start(self, callgrind_out=None):
+        self.port = free_port()
+        cmd = [sys.executable, str(ROOT / "Benchmarks" / "upload_sink.py"), str(self.port)]
+        self.proc = self.ctx.procs.start(self.ctx.pin.load(cmd), self.ctx.logfile(self.name))
         self.wait_ready(20)
 
 
@@ -395,7 +419,7 @@ class NginxProxy(NginxBase):
     def conf_http(self):
         return f"""
     upstream origin {{
-        server 127.0.0.1:{self.ctx.origin.port};
+        server 127.0.0.1:{self.upstream.port};
         keepalive 64;
         keepalive_requests 1000000;
     }}
@@ -414,11 +438,13 @@ class HAProxy(Target):
     key, label = "haproxy", "HAProxy"
 
     def command(self, callgrind_out):
-        cfg = self.ctx.dir / "haproxy.cfg"
+        cfg = self.ctx.dir / f"{self.name}.cfg"
+        # HAProxy wants 2 × maxconn + 14 descriptors (valgrind keeps a few for itself).
+        maxconn = 1000 if callgrind_out else self.ctx.nofile // 2 - 10
         cfg.write_text(f"""
 global
     nbthread 1
-    maxconn {self.ctx.nofile // 2 - 10}
+    maxconn {maxconn}
 
 defaults
     mode http
@@ -435,7 +461,7 @@ frontend fe
     default_backend be
 
 backend be
-    server origin 127.0.0.1:{self.ctx.origin.port}
+    server origin 127.0.0.1:{self.upstream.port}
 """)
         return ["haproxy", "-f", str(cfg), "-db"]
 
@@ -443,10 +469,9 @@ backend be
 class Direct(Target):
     """The origin without a proxy: the ceiling."""
     key, label = "direct", "origin direct"
-    is_proxy = False
 
     def start(self, callgrind_out=None):
-        self.port = self.ctx.origin.port
+        self.port = self.upstream.port
 
     def stop(self, grace=5.0):
         pass
@@ -606,14 +631,57 @@ def wrk(ctx: "Context", target: Target, conns: int, duration: float) -> dict:
     return res
 
 
-def curl_cmd(url: str, extra: list[str], max_time: float) -> list[str]:
-    return ["curl", "-s", "-o", "/dev/null", "--max-time", f"{max_time:g}",
-            "-w", "%{http_code} %{size_download} %{size_upload} %{time_total}"] + extra + [url]
+def read_response(sock: socket.socket, deadline: float) -> tuple[int, int]:
+    """Reads one response with 1 MiB recvs, dropping the body: (status, body bytes)."""
+    buf = bytearray(MIB)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        if time.monotonic() > deadline:
+            raise TimeoutError("response head did not arrive in time")
+        n = sock.recv_into(buf)
+        if not n:
+            raise OSError(f"connection closed before the response head ({len(head)} bytes)")
+        head += bytes(buf[:n])
+    end = head.index(b"\r\n\r\n")
+    lines = head[:end].decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    fields = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        raise RuntimeError("chunked response: this client only counts Content-Length bodies")
+    length = int(fields.get("content-length", -1))  # -1: read until close
+    got = len(head) - end - 4
+    while got < length or length < 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"body incomplete after the time limit ({got} bytes)")
+        n = sock.recv_into(buf)
+        if not n:
+            break
+        got += n
+    return status, got
 
 
-def parse_curl(out: str) -> dict:
-    code, down, up, t = out.split()
-    return {"status": int(code), "down": int(float(down)), "up": int(float(up)), "time": float(t)}
+def download(port: int, path: str, timeout: float) -> dict:
+    """One GET on a fresh connection; the client runs on the load core (like the harness)."""
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        status, got = read_response(s, start + timeout)
+    return {"status": status, "bytes": got, "seconds": time.monotonic() - start}
+
+
+def upload(port: int, path: str, body: Path, timeout: float, out: dict) -> None:
+    """One PUT of a file with sendfile (no Expect: 100-continue); the result goes into out."""
+    start = time.monotonic()
+    size = body.stat().st_size
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s, open(body, "rb") as f:
+            s.sendall(f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {size}\r\n"
+                      f"Content-Type: application/octet-stream\r\n\r\n".encode())
+            sent = s.sendfile(f)
+            status, _ = read_response(s, start + timeout)
+        out.update(status=status, sent=sent, seconds=time.monotonic() - start)
+    except (OSError, RuntimeError, ValueError) as e:
+        out.update(status=0, sent=0, error=str(e))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -631,6 +699,7 @@ class Context:
         self.nofile = nofile
         self.problems: list[str] = []
         self.origin = Origin(self)
+        self.sink = UploadSink(self)
 
     def logfile(self, key: str) -> Path:
         return self.dir / f"{key}.log"
@@ -666,49 +735,43 @@ def fig_c1000(ctx: Context, t: Target) -> dict:
 
 
 def fig_download(ctx: Context, t: Target) -> dict:
-    """Figure 3: one 1 GiB download with curl."""
+    """Figure 3: one 1 GiB download (a Python client with 1 MiB reads: cheaper than curl's 16 KiB,
+    so the ceiling on the shared load core is higher)."""
     pids = t.pids()
     if pids:
         reset_peak_rss(pids)
     cpu0 = cpu_seconds(pids) if pids else 0.0
-    r = run(ctx.pin.load(curl_cmd(t.url("/big"), [], 60)), timeout=70)
-    c = parse_curl(r.stdout) if r.stdout.strip() else {"status": 0, "down": 0, "up": 0, "time": 1}
-    if c["status"] != 200 or c["down"] != GIB:
-        ctx.problem(f"{t.label}, 1 GiB download: status {c['status']}, {c['down']} bytes (curl rc {r.returncode})")
-    res = {"bytes": c["down"], "mb_s": c["down"] / c["time"] / MB, "status": c["status"]}
+    d = download(t.port, "/big", timeout=60)
+    if d["status"] != 200 or d["bytes"] != GIB:
+        ctx.problem(f"{t.label}, 1 GiB download: status {d['status']}, {d['bytes']} bytes")
+    res = {"bytes": d["bytes"], "mb_s": d["bytes"] / d["seconds"] / MB, "status": d["status"]}
     if pids:
-        res["cpu_per_gib"] = (cpu_seconds(pids) - cpu0) / (max(c["down"], 1) / GIB)
+        res["cpu_per_gib"] = (cpu_seconds(pids) - cpu0) / (max(d["bytes"], 1) / GIB)
         res["peak_rss_mb"] = peak_rss_kib(pids) * 1024 / MB
     return res
 
 
 def fig_upload(ctx: Context, t: Target) -> dict:
-    """Figure 4: 8 concurrent 256 MiB uploads (PUT, no Expect: 100-continue)."""
-    n, size = 8, 256 * MIB
+    """Figure 4: 8 concurrent 256 MiB uploads (PUT with sendfile from tmpfs, one thread each)."""
+    n, body = 8, ctx.data_dir / "upload.bin"
+    size = body.stat().st_size
     pids = t.pids()
     cpu0 = cpu_seconds(pids) if pids else 0.0
+    results = [{} for _ in range(n)]
+    threads = [threading.Thread(target=upload, args=(t.port, f"/upload/{i}", body, 120, results[i]),
+                                daemon=True) for i in range(n)]
     start = time.monotonic()
-    body = str(ctx.data_dir / "upload.bin")
-    curls = [subprocess.Popen(ctx.pin.load(curl_cmd(t.url(f"/upload/{t.key}-{i}"),
-                                                    ["-H", "Expect:", "-T", body], 120)),
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              start_new_session=True)
-             for i in range(n)]
-    ctx.procs.procs.extend(curls)
-    results = []
-    for p in curls:
-        out, _ = p.communicate(timeout=130)
-        ctx.procs.procs.remove(p)
-        results.append(parse_curl(out) if out.strip() else {"status": 0, "up": 0, "down": 0, "time": 0})
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=max(1.0, start + 130 - time.monotonic()))
     wall = time.monotonic() - start
-    total = sum(c["up"] for c in results)
-    bad = [c for c in results if not (200 <= c["status"] < 300) or c["up"] != size]
+    total = sum(r.get("sent", 0) for r in results)
+    bad = [r for r in results if r.get("status") != 200 or r.get("sent") != size]
     if bad:
-        ctx.problem(f"{t.label}, upload: {len(bad)} of {n} uploads incomplete or not 2xx: "
-                    + ", ".join(f"{c['status']}/{c['up']} B" for c in bad))
-    for f in (ctx.data_dir / "sink" / "upload").glob("*"):  # keep tmpfs usage bounded
-        f.unlink()
-    res = {"bytes": total, "mb_s": total / wall / MB, "statuses": sorted({c["status"] for c in results})}
+        ctx.problem(f"{t.label}, upload: {len(bad)} of {n} uploads incomplete or not 200: "
+                    + ", ".join(f"{r.get('status')}/{r.get('sent')} B {r.get('error', '')}" for r in bad))
+    res = {"bytes": total, "mb_s": total / wall / MB, "ok": n - len(bad)}
     if pids:
         res["cpu_per_gib"] = (cpu_seconds(pids) - cpu0) / (max(total, 1) / GIB)
     return res
@@ -717,10 +780,10 @@ def fig_upload(ctx: Context, t: Target) -> dict:
 def fig_syscalls(ctx: Context, t: Target) -> dict:
     """Figure 7: strace -c -f attached to the proxy during a short wrk -c64 run."""
     pids = t.worker_pids() if isinstance(t, NginxBase) else t.pids()
-    out = ctx.dir / f"strace-{t.key}.txt"
+    out = ctx.dir / f"strace-{t.name}.txt"
     cmd = ["strace", "-c", "-f", "-o", str(out)] + [a for p in pids for a in ("-p", str(p))]
     st = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, start_new_session=True)
+                          stderr=subprocess.DEVNULL, start_new_session=True)
     ctx.procs.procs.append(st)
     try:
         time.sleep(1.0)  # let strace attach to every thread
@@ -779,12 +842,12 @@ def fig_instructions(ctx: Context, t: Target) -> dict:
     totals = {}
     t.stop()
     for n in (n1, n2):
-        out = ctx.dir / f"callgrind-{t.key}-{n}.out"
+        out = ctx.dir / f"callgrind-{t.name}-{n}.out"
         t.start(callgrind_out=out)
         try:
             ok = keepalive_requests(t.port, n, timeout=240)
         finally:
-            t.stop(grace=120)  # SIGTERM; callgrind writes its file on exit
+            t.stop_and_dump()
         if ok != n:
             ctx.problem(f"{t.label} under callgrind: {n - ok} of {n} requests were not 200")
         totals[n] = callgrind_total(out)
@@ -979,7 +1042,7 @@ def write_chart(rows: dict, png: Path, title: str) -> bool:
 
 
 def make_data_files(ctx: Context, need_big: bool) -> None:
-    (ctx.data_dir / "sink" / "tmp").mkdir(parents=True, exist_ok=True)
+    ctx.data_dir.mkdir(parents=True, exist_ok=True)
     if not need_big:
         return
     block = bytes(range(256)) * 4096  # 1 MiB, not all zeros
@@ -1034,6 +1097,11 @@ def main() -> int:
     base = shm if shm.is_dir() and shutil.disk_usage(shm).free > 6 * GIB else None
     workdir = Path(tempfile.mkdtemp(prefix="proxy-bench-", dir=base))
     ctx = Context(args, pin, procs, workdir, nofile)
+    # The harness's own clients (downloads, uploads, idle and callgrind connections) run on the
+    # load side; the proxies are started through `taskset` onto their own core.
+    if pin.load_cpus:
+        os.sched_setaffinity(0, {int(c) for c in pin.load_cpus.split(",")})
+    load_before = os.getloadavg()[0]
     started = time.monotonic()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -1059,23 +1127,32 @@ def main() -> int:
     def attempt(fig: str, t: Target, fn) -> None:
         try:
             record(fig, t.key, fn(ctx, t))
-        except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError, AttributeError) as e:
-            ctx.problem(f"{t.label}, {fig}: {e}")
+        except Exception as e:  # noqa: BLE001 - one failed measurement must not end the run
+            ctx.problem(f"{t.label}, {fig}: {type(e).__name__}: {e}")
 
     try:
         log(f"pinning: {pin.describe()}")
         log(f"work dir {workdir}, fd limit {nofile}")
+        if load_before > 0.5:
+            ctx.problem(f"machine not idle at start: load average {load_before:.2f} "
+                        "(other work on these cores skews every figure)")
         make_data_files(ctx, need_big=bool(args.figures & {3, 4}))
         ctx.origin.start()
-        proxies = [SwiftProxy(ctx), NginxProxy(ctx), HAProxy(ctx)]
-        targets = proxies + [Direct(ctx)]
-        for t in targets:
+        proxies = [SwiftProxy(ctx, ctx.origin), NginxProxy(ctx, ctx.origin), HAProxy(ctx, ctx.origin)]
+        targets = proxies + [Direct(ctx, ctx.origin)]
+        # Uploads go to the sink through a second instance of each proxy (same configuration).
+        upload_targets = []
+        if 4 in args.figures:
+            ctx.sink.start()
+            upload_targets = [cls(ctx, ctx.sink, "-upload") for cls in (SwiftProxy, NginxProxy, HAProxy)]
+            upload_targets.append(Direct(ctx, ctx.sink))
+        for t in targets + upload_targets:
             t.start()
         for t in targets:  # warm-up: lazy init, upstream connections, page cache
             wrk(ctx, t, 64, 1)
 
         per_round = [(1, "small", fig_small, targets), (2, "c1000", fig_c1000, targets),
-                     (3, "download", fig_download, targets), (4, "upload", fig_upload, targets),
+                     (3, "download", fig_download, targets), (4, "upload", fig_upload, upload_targets),
                      (7, "syscalls", fig_syscalls, proxies)]
         for rnd in range(args.rounds):
             for num, fig, fn, ts in per_round:
@@ -1113,7 +1190,8 @@ def main() -> int:
             "wrk_duration_s": args.duration, "strace_duration_s": args.strace_duration,
             "idle_connections": args.idle_connections, "callgrind_n": list(args.callgrind_n),
             "figures": sorted(args.figures), "pinning": pin.describe(), "fd_limit": nofile,
-            "versions": versions(ctx), "elapsed_s": round(elapsed, 1)}
+            "versions": versions(ctx), "elapsed_s": round(elapsed, 1),
+            "loadavg_at_start": load_before, "loadavg_at_end": os.getloadavg()[0]}
     json_path.write_text(json.dumps({"meta": meta, "rows": rows, "targets": target_results,
                                      "samples": samples, "problems": ctx.problems,
                                      "skipped": skipped, "process_logs": logs}, indent=2))
@@ -1124,6 +1202,8 @@ def main() -> int:
     print(f"- pinning: {pin.describe()}")
     print(f"- wrk -t1, {args.duration:g} s per run; cells are median (min–max) over rounds; "
           f"MB = 10^6 bytes")
+    print("- origin: nginx (13-byte `return 200`, 1 GiB file with sendfile); for uploads the origin is "
+          "Benchmarks/upload_sink.py behind a second instance of each proxy")
     print(f"- versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()))
     print()
     print(markdown_table(rows))

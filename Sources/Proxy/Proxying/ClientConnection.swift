@@ -84,6 +84,8 @@ final class ClientConnection {
 
     /// Most pipelined input buffered before the client's reading is paused.
     private static let pendingLimit = 64 * 1024
+    /// Scratch capacity kept across requests; beyond it the buffer is released.
+    private static let retainedScratchBytes = 8 * 1024
 
     init(server: ProxyServer, client: TCPStream) {
         self.server = server
@@ -93,7 +95,6 @@ final class ClientConnection {
         requestHeadBytes = HeadAccumulator(limits: server.headLimits, isRequest: true)
         responseHeadBytes = HeadAccumulator(limits: HeadLimits(maxHeadBytes: 64 * 1024, maxTargetBytes: 64 * 1024,
                                                                maxHeaderCount: 256), isRequest: false)
-        out.reserveCapacity(4096)
     }
 
     func start() {
@@ -607,7 +608,10 @@ final class ClientConnection {
         if closeAfterResponse || !requestComplete {
             return closeGracefully()
         }
-        // Ready for the next request on this connection.
+        // Ready for the next request on this connection. Scratch buffers that grew large (chunked
+        // re-framing) are let go: an idle keep-alive connection should cost a few KiB, not 64.
+        if out.capacity > Self.retainedScratchBytes { out = [] }
+        if pending.isEmpty && pending.capacity > Self.retainedScratchBytes { pending = [] }
         phase = .head
         request = RequestHead()
         requestHeadBytes.reset()
