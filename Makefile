@@ -35,10 +35,10 @@ test-asan: deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan.supp $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
 
-## Benchmark this proxy against nginx and HAProxy in front of one nginx origin (about 5 minutes;
+## Benchmark this proxy against nginx and HAProxy in front of one nginx origin (6–7 minutes;
 ## installs wrk, nginx-light, haproxy, valgrind, strace and gnuplot-nox when missing). Prints a
 ## Markdown table and the targets; JSON and a PNG chart go to Benchmarks/results/.
-## BENCH_ARGS passes options to Benchmarks/bench.py (see --help), e.g. BENCH_ARGS="--rounds 5".
+## BENCH_ARGS passes options to Benchmarks/bench.py (see --help), e.g. BENCH_ARGS="--rounds 3 --duration 3".
 bench: release
 	python3 Benchmarks/bench.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" $(BENCH_ARGS)
 
