@@ -56,7 +56,7 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
             path: "/health", intervalMs: 5000, timeoutMs: 2000, healthyThreshold: 2, unhealthyThreshold: 3))
         #expect(config.timeouts == TimeoutsConfig(connectMs: 5000, upstreamMs: 30000, clientHeaderMs: 10000, idleMs: 60000))
         #expect(config.limits == LimitsConfig(maxHeadBytes: 32768, maxTargetBytes: 8192, maxHeaderCount: 100))
-        #expect(config.pool == PoolConfig(idleTimeoutMs: 4000, maxIdlePerBackend: 256))
+        #expect(config.pool == PoolConfig(idleTimeoutMs: 4000, maxIdlePerBackend: 1024))
     }
 
     @Test("The default config has no backends and the documented defaults")

@@ -207,7 +207,7 @@ public struct PoolConfig: Sendable, Equatable {
     /// Idle connections kept per backend; 0 turns pooling off.
     public var maxIdlePerBackend: Int
 
-    public init(idleTimeoutMs: Int = 4000, maxIdlePerBackend: Int = 256) {
+    public init(idleTimeoutMs: Int = 4000, maxIdlePerBackend: Int = 1024) {
         self.idleTimeoutMs = idleTimeoutMs
         self.maxIdlePerBackend = maxIdlePerBackend
     }

@@ -33,9 +33,9 @@ public struct HeaderRewriter {
     public mutating func writeUpstreamRequest(_ head: RequestHead, framing: OutgoingFraming,
                                               peerIP: [UInt8], defaultHost: [UInt8] = [], into out: inout [UInt8]) {
         let b = head.bytes
-        out.append(contentsOf: b[head.method])
+        out.append(b, head.method)
         out.append(UInt8(ascii: " "))
-        out.append(contentsOf: b[head.target])
+        out.append(b, head.target)
         out.append(" HTTP/1.1\r\n")
         if head.hostField == nil && !defaultHost.isEmpty {
             out.append("Host: ")
@@ -70,7 +70,7 @@ public struct HeaderRewriter {
         out.append("X-Forwarded-For: ")
         if sawForwardedFor {
             for field in head.fields where !field.value.isEmpty && b.equalsIgnoringCase(field.name, "x-forwarded-for") {
-                out.append(contentsOf: b[field.value])
+                out.append(b, field.value)
                 out.append(", ")
             }
         }
@@ -80,7 +80,7 @@ public struct HeaderRewriter {
         out.append("\r\nX-Forwarded-Proto: http\r\n")
         if let host = head.hostField {
             out.append("X-Forwarded-Host: ")
-            out.append(contentsOf: b[head.fields[host].value])
+            out.append(b, head.fields[host].value)
             out.append("\r\n")
         }
         out.append("\r\n")
@@ -138,7 +138,7 @@ public struct HeaderRewriter {
         if head.reason.isEmpty {
             out.append(contentsOf: StatusText.reason(head.status).utf8)
         } else {
-            out.append(contentsOf: head.bytes[head.reason])
+            out.append(head.bytes, head.reason)
         }
         out.append("\r\n")
     }
@@ -160,9 +160,9 @@ public struct HeaderRewriter {
 
     @inline(__always)
     private func appendField(_ b: [UInt8], _ field: HeaderField, into out: inout [UInt8]) {
-        out.append(contentsOf: b[field.name])
+        out.append(b, field.name)
         out.append(": ")
-        out.append(contentsOf: b[field.value])
+        out.append(b, field.value)
         out.append("\r\n")
     }
 
