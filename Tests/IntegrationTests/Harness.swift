@@ -26,8 +26,9 @@ final class ManagedProcess: @unchecked Sendable {
     private let lock = NSLock()
     private var captured = ""
 
-    init(_ executable: String, _ arguments: [String]) throws {
-        process.executableURL = productsDirectory.appendingPathComponent(executable)
+    /// `executable` is a product name, or a full path with `absolute`.
+    init(_ executable: String, _ arguments: [String], absolute: Bool = false) throws {
+        process.executableURL = absolute ? URL(fileURLWithPath: executable) : productsDirectory.appendingPathComponent(executable)
         process.arguments = arguments
         process.standardOutput = output
         process.standardError = output
@@ -97,6 +98,14 @@ final class ManagedProcess: @unchecked Sendable {
             return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? -1
         }
         return -1
+    }
+
+    /// User + system CPU time consumed so far, in clock ticks.
+    var cpuTicks: Int {
+        guard let s = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = s.lastIndex(of: ")") else { return -1 }
+        let fields = s[s.index(after: close)...].split(separator: " ")
+        return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
     }
 
     /// Open file descriptors of the process.

@@ -345,6 +345,24 @@ extension LimitsConfig: ConfigSection {
             .integer("max_head_bytes", \.maxHeadBytes, 1024...maxBytes),
             .integer("max_target_bytes", \.maxTargetBytes, 16...maxBytes),
             .integer("max_header_count", \.maxHeaderCount, 1...maxCount),
+            .integer("max_body_bytes", \.maxBodyBytes, 0...(1 << 50)),
+            .integer("max_connections", \.maxConnections, 1...1_000_000),
+            ConfigField(key: "allowed_methods", example: "[\"GET\", \"HEAD\", \"POST\"]") { limits, value, at throws(ConfigError) in
+                guard case .array(let items) = value else {
+                    throw at.error("expected an array of method names, got \(value.kindDescription)")
+                }
+                var methods: [String] = []
+                for (i, item) in items.enumerated() {
+                    let itemAt = at.element(i, example: "\"GET\"")
+                    let name = try itemAt.string(item)
+                    // Methods are case-sensitive tokens (RFC 9110 §9.1).
+                    guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) }) else {
+                        throw itemAt.error("\(JSONValue.quoted(name)) is not a method name (a token such as \"GET\")")
+                    }
+                    methods.append(name)
+                }
+                limits.allowedMethods = methods
+            },
         ]
     }
 }

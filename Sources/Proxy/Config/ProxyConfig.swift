@@ -188,10 +188,21 @@ public struct LimitsConfig: Sendable, Equatable {
     public var maxTargetBytes: Int
     /// Header fields in one request.
     public var maxHeaderCount: Int
+    /// Bytes in one request body; 0 means unlimited (then 413). A `Content-Length` above it is
+    /// refused before any body byte is read; a chunked body is cut off when it grows past it.
+    public var maxBodyBytes: Int
+    /// Methods the proxy forwards; empty means any valid token. Others get 405 with `Allow`.
+    public var allowedMethods: [String]
+    /// Open client connections at most; beyond it new connections are closed at once.
+    public var maxConnections: Int
 
     /// Defaults are the parser's own (`HeadLimits`), stated once there.
     public init(maxHeadBytes: Int = HeadLimits().maxHeadBytes, maxTargetBytes: Int = HeadLimits().maxTargetBytes,
-                maxHeaderCount: Int = HeadLimits().maxHeaderCount) {
+                maxHeaderCount: Int = HeadLimits().maxHeaderCount, maxBodyBytes: Int = 0,
+                allowedMethods: [String] = [], maxConnections: Int = 10000) {
+        self.maxBodyBytes = maxBodyBytes
+        self.allowedMethods = allowedMethods
+        self.maxConnections = maxConnections
         self.maxHeadBytes = maxHeadBytes
         self.maxTargetBytes = maxTargetBytes
         self.maxHeaderCount = maxHeaderCount

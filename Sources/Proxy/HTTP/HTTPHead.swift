@@ -151,6 +151,12 @@ extension Array where Element == UInt8 {
         }
     }
 
+    /// Whether the bytes in `range` equal `other` exactly.
+    @inlinable
+    public func equals(_ range: Range<Int>, _ other: [UInt8]) -> Bool {
+        range.count == other.count && self[range].elementsEqual(other)
+    }
+
     /// Whether the bytes in `range` equal `literal` ignoring ASCII case. `literal` must be lower case.
     @inlinable
     public func equalsIgnoringCase(_ range: Range<Int>, _ literal: StaticString) -> Bool {

@@ -32,6 +32,10 @@ final class ClientConnection {
     private var requestHeadBytes: HeadAccumulator
     private var request = RequestHead()
     private var requestBodyRemaining: UInt64 = 0
+    /// Decoded bytes of a chunked request body so far (for `max_body_bytes`).
+    private var requestBodyBytes: UInt64 = 0
+    /// What to forward as the request target (origin-form).
+    private var forwardTarget: Range<Int>? = nil
     private var requestDecoder = ChunkedDecoder()
     /// The whole request (head and body) has been read from the client.
     private var requestComplete = false
@@ -218,6 +222,8 @@ final class ClientConnection {
         case .none, .untilClose:
             requestComplete = true
         }
+        requestBodyBytes = 0
+        guard admit() else { return }
 
         // Answered by the proxy itself? A body sent with such a request is not read: close then.
         let localKeepAlive = request.keepAlive && requestComplete && !server.isDraining
@@ -240,6 +246,32 @@ final class ClientConnection {
         triedBackends = 0
         hasRetried = false
         connectUpstream()
+    }
+
+    /// Applies the request limits that need the parsed head: target form, allowed methods, body
+    /// size. Answers and returns false when the request is refused.
+    private func admit() -> Bool {
+        do {
+            switch try RequestTarget.validate(request) {
+            case .path(let path): forwardTarget = path
+            case .asterisk: forwardTarget = request.target
+            }
+        } catch {
+            rejectRequest(error)
+            return false
+        }
+        let limits = server.config.limits
+        if !server.allowedMethods.isEmpty && !server.allowedMethods.contains(where: { request.bytes.equals(request.method, $0) }) {
+            failExchange(status: 405, reason: "Method Not Allowed: \(request.methodString) is not accepted here",
+                         extraHeaders: server.allowHeader)
+            return false
+        }
+        if limits.maxBodyBytes > 0, case .contentLength(let n) = request.framing, n > UInt64(limits.maxBodyBytes) {
+            // Refused before reading the body; the connection then drains and closes.
+            failExchange(status: 413, reason: "Content Too Large: the body may be at most \(limits.maxBodyBytes) bytes")
+            return false
+        }
+        return true
     }
 
     /// Picks a backend and obtains a connection to it.
@@ -319,7 +351,8 @@ final class ClientConnection {
             framing = request.fieldIndex("content-length") != nil ? .contentLength(0) : .none
         }
         rewriter.writeUpstreamRequest(request, framing: framing, peerIP: peerIP,
-                                      defaultHost: server.backends[backendIndex].authorityBytes, into: &out)
+                                      defaultHost: server.backends[backendIndex].authorityBytes,
+                                      target: forwardTarget, into: &out)
 
         if pending.isEmpty || requestComplete {
             flushToUpstream()
@@ -350,7 +383,12 @@ final class ClientConnection {
         case .chunked:
             let consumed: Int
             do {
+                let maxBody = UInt64(server.config.limits.maxBodyBytes)
                 consumed = try requestDecoder.decode(input) { data throws(HTTPParseError) in
+                    requestBodyBytes += UInt64(data.count)
+                    if maxBody > 0 && requestBodyBytes > maxBody {
+                        throw HTTPParseError(status: 413, reason: "the chunked body grew past \(maxBody) bytes")
+                    }
                     out.appendHex(data.count)
                     out.append("\r\n")
                     out.append(raw: data)
@@ -593,11 +631,11 @@ final class ClientConnection {
     // MARK: - Ending an exchange
 
     /// Sends an error response for the current request and ends the exchange.
-    private func failExchange(status: UInt16, reason: String) {
+    private func failExchange(status: UInt16, reason: String, extraHeaders: String = "") {
         releaseUpstream(reusable: false)
         let keepAlive = request.keepAlive && requestComplete && !server.isDraining
         out.removeAll(keepingCapacity: true)
-        ErrorResponse.write(status: status, reason: reason, keepAlive: keepAlive, into: &out)
+        ErrorResponse.write(status: status, reason: reason, keepAlive: keepAlive, extraHeaders: extraHeaders, into: &out)
         client.write(out)
         out.removeAll(keepingCapacity: true)
         responseStarted = true

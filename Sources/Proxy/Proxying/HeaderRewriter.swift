@@ -30,12 +30,16 @@ public struct HeaderRewriter {
     /// - `peerIP`: the client's address, appended to `X-Forwarded-For` and sent as `X-Real-IP`.
     /// - `defaultHost`: sent as `Host` when the client sent none (HTTP/1.0), since the upstream
     ///   hop is HTTP/1.1, where `Host` is mandatory.
+    /// - `target`: the part of the request target to forward (origin-form; for an absolute-form
+    ///   target its path). Empty means "/".
     public mutating func writeUpstreamRequest(_ head: RequestHead, framing: OutgoingFraming,
-                                              peerIP: [UInt8], defaultHost: [UInt8] = [], into out: inout [UInt8]) {
+                                              peerIP: [UInt8], defaultHost: [UInt8] = [], target: Range<Int>? = nil,
+                                              into out: inout [UInt8]) {
         let b = head.bytes
         out.append(b, head.method)
         out.append(UInt8(ascii: " "))
-        out.append(b, head.target)
+        let path = target ?? head.target
+        if path.isEmpty { out.append(UInt8(ascii: "/")) } else { out.append(b, path) }
         out.append(" HTTP/1.1\r\n")
         if head.hostField == nil && !defaultHost.isEmpty {
             out.append("Host: ")

@@ -13,6 +13,12 @@ public final class ProxyServer {
     /// Open client connections.
     public private(set) var activeClients = 0
     private var clients: [ObjectIdentifier: ClientConnection] = [:]
+    /// `limits.allowed_methods` as bytes, and the `Allow` header line a 405 carries.
+    let allowedMethods: [[UInt8]]
+    let allowHeader: String
+    /// Connections closed at once because `max_connections` were open.
+    public private(set) var connectionsRefused = 0
+    private var lastAcceptWarning: UInt64 = 0
     /// Set once shutdown began: responses carry `Connection: close`.
     public private(set) var isDraining = false
 
@@ -29,6 +35,8 @@ public final class ProxyServer {
         }
         self.backends = backends
         headLimits = HeadLimits(config.limits)
+        allowedMethods = config.limits.allowedMethods.map { Array($0.utf8) }
+        allowHeader = config.limits.allowedMethods.isEmpty ? "" : "Allow: \(config.limits.allowedMethods.joined(separator: ", "))\r\n"
         listener = TCPListener(loop: loop)
         healthChecker = HealthChecker(loop: loop, backends: backends, config: config.healthCheck)
         poolSweeper = Timer(loop: loop)
@@ -43,7 +51,11 @@ public final class ProxyServer {
             throw ProxyStartError(message: "listen: cannot use address \"\(config.listen)\"")
         }
         listener.onAccept = { [unowned self] stream in self.accept(stream) }
-        listener.onAcceptError = { code in Log.warning("accept failed: \(UVError(code))") }
+        listener.onAcceptError = { [unowned self] code in
+            // Out of descriptors (EMFILE): libuv sheds the connection with its reserve descriptor,
+            // so the loop does not spin; one warning a second is enough.
+            self.warnAtMostEverySecond("accept failed: \(UVError(code)) — raise the file-descriptor limit or lower limits.max_connections")
+        }
         do {
             try listener.listen(on: address)
         } catch {
@@ -60,10 +72,24 @@ public final class ProxyServer {
     }
 
     private func accept(_ stream: TCPStream) {
+        guard activeClients < config.limits.maxConnections else {
+            // Closed at once rather than queued: the client can retry elsewhere.
+            connectionsRefused += 1
+            stream.close()
+            warnAtMostEverySecond("limits.max_connections (\(config.limits.maxConnections)) reached: closing new connections")
+            return
+        }
         let connection = ClientConnection(server: self, client: stream)
         activeClients += 1
         clients[ObjectIdentifier(connection)] = connection
         connection.start()
+    }
+
+    private func warnAtMostEverySecond(_ message: String) {
+        let now = loop.now
+        guard lastAcceptWarning == 0 || now &- lastAcceptWarning >= 1000 else { return }
+        lastAcceptWarning = now
+        Log.warning(message)
     }
 
     func clientClosed(_ connection: ClientConnection) {

@@ -1,0 +1,95 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Request limits and connection caps, end to end.
+@Suite(.timeLimit(.minutes(2)))
+struct LimitsTests {
+
+    @Test func refusesAnOversizedBodyBeforeReadingItAndTheClientSeesThe413() throws {
+        let origin = fixedReplyOrigin("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        let proxy = try startProxy(config: """
+            {"backends":[{"url":"http://127.0.0.1:\(origin.port)"}],"health_check":{"interval_ms":60000},
+             "limits":{"max_body_bytes":1000}}
+            """)
+        let c = try TestConnection(port: proxy.port)
+        // The client keeps sending its body; the status must still reach it (no reset).
+        try c.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + String(repeating: "a", count: 50000))
+        let r = try c.readResponse()
+        #expect(r.status == 413)
+        #expect(r.header("Connection") == "close")
+        #expect(origin.requests.isEmpty)
+        // Within the limit: forwarded.
+        #expect(try TestConnection(port: proxy.port).request("POST", "/ok", body: Array(repeating: 1, count: 1000)).status == 200)
+    }
+
+    @Test func cutsOffAChunkedBodyThatGrowsPastTheLimit() throws {
+        let backend = try startBackend()
+        let proxy = try startProxy(config: """
+            {"backends":[{"url":"http://127.0.0.1:\(backend.port)"}],"limits":{"max_body_bytes":1000}}
+            """)
+        let c = try TestConnection(port: proxy.port)
+        try c.send("POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n" + String(repeating: "a", count: 1024) + "\r\n")
+        let r = try c.readResponse()
+        #expect(r.status == 413)
+    }
+
+    @Test func answers405WithAllowForMethodsNotConfigured() throws {
+        let backend = try startBackend()
+        let proxy = try startProxy(config: """
+            {"backends":[{"url":"http://127.0.0.1:\(backend.port)"}],"limits":{"allowed_methods":["GET","HEAD"]}}
+            """)
+        let c = try TestConnection(port: proxy.port)
+        let r = try c.request("DELETE", "/thing")
+        #expect(r.status == 405)
+        #expect(r.header("Allow") == "GET, HEAD")
+        #expect(try c.request("GET", "/thing").status == 200, "a 405 without a body keeps the connection")
+    }
+
+    @Test func forwardsAbsoluteFormAsOriginFormAndRefusesClimbingDotSegments() throws {
+        let backend = try startBackend()
+        let proxy = try startProxy(config: proxyConfig(backends: [backend.port]))
+        let r = try TestConnection(port: proxy.port).request("GET", "http://test.local/abs/path?q=1")
+        #expect(r.json["path"] as? String == "/abs/path?q=1")
+        let bad = try TestConnection(port: proxy.port).request("GET", "/static/../../etc/passwd")
+        #expect(bad.status == 400)
+        // Encoded dots are not decoded: forwarded byte-exact.
+        let encoded = try TestConnection(port: proxy.port).request("GET", "/a/%2e%2e/b")
+        #expect(encoded.json["path"] as? String == "/a/%2e%2e/b")
+    }
+
+    @Test func closesConnectionsBeyondMaxConnectionsAtOnce() throws {
+        let backend = try startBackend()
+        let proxy = try startProxy(config: """
+            {"backends":[{"url":"http://127.0.0.1:\(backend.port)"}],"limits":{"max_connections":2}}
+            """)
+        let a = try TestConnection(port: proxy.port), b = try TestConnection(port: proxy.port)
+        #expect(try a.request("GET", "/a").status == 200)
+        #expect(try b.request("GET", "/b").status == 200)
+        let third = try TestConnection(port: proxy.port, timeoutSeconds: 3)
+        let start = Date()
+        try? third.send("GET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(third.readToEnd().isEmpty, "the third connection is closed without an answer")
+        #expect(Date().timeIntervalSince(start) < 2, "closed at once (EOF or reset), not left hanging")
+        // Once one closes, there is room again.
+        _ = consume a
+        #expect(eventually(3) { (try? TestConnection(port: proxy.port).request("GET", "/d").status) == 200 })
+    }
+
+    @Test func survivesRunningOutOfFileDescriptors() throws {
+        let backend = try startBackend()
+        let config = writeTempFile(proxyConfig(backends: [backend.port]), suffix: ".json")
+        // A hard limit of 40 descriptors: the proxy cannot raise it.
+        let proxy = try ManagedProcess("/usr/bin/prlimit", ["--nofile=40:40", productsDirectory.appendingPathComponent("proxy").path,
+                                                          "--config", config, "--listen", "127.0.0.1:0"], absolute: true)
+        var held: [TestConnection] = []
+        for _ in 0..<80 { if let c = try? TestConnection(port: proxy.port, timeoutSeconds: 2) { held.append(c) } }
+        usleep(300_000)
+        #expect(proxy.process.isRunning)
+        let cpuBefore = proxy.cpuTicks
+        usleep(500_000)
+        #expect(proxy.cpuTicks - cpuBefore < 25, "no busy loop while out of descriptors")
+        held.removeAll()
+        #expect(eventually(5) { (try? get(proxy.port, "/after").status) == 200 })
+    }
+}
