@@ -2,9 +2,8 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 RELEASE_FLAGS := -c release
-BIN_RELEASE = $(shell $(SWIFT) build $(RELEASE_FLAGS) --show-bin-path 2>/dev/null)
 
-.PHONY: run test test-asan build release deps clean check-config bench bench-quick
+.PHONY: run test test-asan soak build release deps clean check-config bench bench-quick
 
 ## Install libuv's headers when missing (Debian/Ubuntu), as root or through sudo.
 deps:
@@ -51,3 +50,8 @@ check-config: release
 
 clean:
 	rm -rf .build .build-asan
+
+## Mixed traffic for MINUTES minutes (default 10); prints RSS and open fds each minute. Not in CI.
+MINUTES ?= 10
+soak: release
+	python3 Benchmarks/soak.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" --minutes $(MINUTES)
