@@ -411,8 +411,14 @@ final class ScriptedOrigin: @unchecked Sendable {
 
     private var isStopped: Bool { lock.lock(); defer { lock.unlock() }; return stopped }
 
+    /// Stops accepting. Idempotent: `deinit` runs it again, and closing a descriptor number twice
+    /// could close a socket another test has been given since.
     func stop() {
-        lock.lock(); stopped = true; lock.unlock()
+        lock.lock()
+        let wasStopped = stopped
+        stopped = true
+        lock.unlock()
+        guard !wasStopped else { return }
         Glibc.shutdown(fd, Int32(SHUT_RDWR))
         close(fd)
     }

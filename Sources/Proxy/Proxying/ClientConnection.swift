@@ -58,6 +58,8 @@ final class ClientConnection {
     private var responseHeadBytes: HeadAccumulator
     private var response = ResponseHead()
     private var responseStarted = false
+    /// Some of this exchange's response already went to the client (not just into `out`).
+    private var responseBytesWritten = false
     private var responseBodyRemaining: UInt64 = 0
     private var responseDecoder = ChunkedDecoder()
     private var responseFraming = BodyFraming.none
@@ -326,6 +328,7 @@ final class ClientConnection {
         upstreamReady = false
         upstreamReusable = true
         responseStarted = false
+        responseBytesWritten = false
         responseHeadBytes.reset()
     }
 
@@ -456,6 +459,7 @@ final class ClientConnection {
                     if request.versionMinor == 1 {
                         rewriter.writeInterimResponse(response, into: &out)
                         flushToClient()
+                        responseBytesWritten = false  // interim: a final 502 may still follow
                     }
                     responseHeadBytes.reset()
                     continue
@@ -552,8 +556,16 @@ final class ClientConnection {
                     }
                 }
             } catch {
-                // Headers are out already: all the client can be told is a cut connection.
-                abort()
+                if !responseBytesWritten {
+                    // The head is still in `out` (it arrived in this same read): nothing reached
+                    // the client, so it can still get a proper 502.
+                    out.removeAll(keepingCapacity: true)
+                    responseStarted = false
+                    upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a malformed chunked body (\(error.reason))")
+                } else {
+                    // Part of the response is out: all the client can be told is a cut connection.
+                    abort()
+                }
                 return input.count
             }
             if responseDecoder.isComplete {
@@ -583,6 +595,7 @@ final class ClientConnection {
 
     private func flushToClient(extra: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
         if out.isEmpty && extra.isEmpty { return }
+        responseBytesWritten = true
         if responsePipe != nil {
             out.withUnsafeBytes { head in responsePipe!.send(head, extra) }
         } else {

@@ -107,8 +107,9 @@ public struct HeaderRewriter {
             if isHopByHop(b, name) || isConnectionNamed(b, name) { continue }
             if b.equalsIgnoringCase(name, "transfer-encoding") { continue }
             if b.equalsIgnoringCase(name, "content-length") {
-                // A body-less response (HEAD, 304) keeps the length of the body it describes.
-                if case .none = framing { appendField(b, field, into: &out) }
+                // A body-less response to HEAD, or a 304, keeps the length of the body it
+                // describes; 1xx and 204 must not carry one at all (RFC 9110 §8.6).
+                if case .none = framing, head.status >= 200, head.status != 204 { appendField(b, field, into: &out) }
                 continue
             }
             appendField(b, field, into: &out)
