@@ -24,10 +24,12 @@ release: deps
 run: release
 	@Scripts/run-demo.sh "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" config.json
 
-## Build everything and run every test (unit and integration).
+## Build everything and run every test (unit and integration), then replay the fuzz corpus
+## through the fuzz targets' checks (the normal build of them; about a second).
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	@SWIFT=$(SWIFT) Scripts/fuzz.sh replay "$$($(SWIFT) build --show-bin-path)"
 
 ## The whole suite with AddressSanitizer in the proxy, the test backend and the tests.
 test-asan: deps
@@ -47,6 +49,30 @@ bench-quick: release
 
 check-config: release
 	@$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/proxy --config config.json --check
+
+## libFuzzer on the request parser, the response parser and the chunked decoder (Fuzz/README.md):
+## builds them with -sanitize=fuzzer,address in .build-fuzz and runs each for SECONDS (default 60)
+## on a working corpus in .build-fuzz/corpus seeded from Fuzz/corpus. Fails on a crash or a broken
+## invariant; the input lands in Fuzz/crashes/. FUZZ_CONFIG=debug builds faster and runs ~4x slower.
+## `make clean` leaves .build-fuzz (and its grown corpus) alone: rm -rf .build-fuzz to start over.
+SECONDS ?= 60
+FUZZ_CONFIG ?= release
+fuzz: deps
+	@SWIFT=$(SWIFT) Scripts/fuzz.sh build $(FUZZ_CONFIG)
+	@SWIFT=$(SWIFT) Scripts/fuzz.sh run $(FUZZ_CONFIG) $(SECONDS)
+
+## Each fuzzer for 10 s (a debug build: quicker to build than release) — a CI smoke test.
+fuzz-smoke: deps
+	@SWIFT=$(SWIFT) Scripts/fuzz.sh build debug
+	@SWIFT=$(SWIFT) Scripts/fuzz.sh run debug 10
+
+fuzz-build: deps
+	@SWIFT=$(SWIFT) Scripts/fuzz.sh build $(FUZZ_CONFIG)
+
+## Replay the committed corpus through the normal build of the fuzz targets (part of `make test`).
+fuzz-replay: deps
+	$(SWIFT) build
+	@SWIFT=$(SWIFT) Scripts/fuzz.sh replay "$$($(SWIFT) build --show-bin-path)"
 
 clean:
 	rm -rf .build .build-asan

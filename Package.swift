@@ -24,6 +24,13 @@ let package = Package(
         .target(name: "TestBackendKit", dependencies: ["Proxy"], swiftSettings: hotPathSettings),
         .executableTarget(name: "ProxyCLI", dependencies: ["Proxy"], swiftSettings: hotPathSettings),
         .executableTarget(name: "TestBackend", dependencies: ["TestBackendKit"], swiftSettings: hotPathSettings),
+        // Fuzz targets (Fuzz/README.md): `make fuzz` builds them with -DFUZZING and
+        // -sanitize=fuzzer,address; a normal build makes them corpus-replaying regression runners.
+        .systemLibrary(name: "CLibFuzzer"),
+        .target(name: "FuzzSupport", dependencies: ["Proxy", "CLibFuzzer"]),
+        .executableTarget(name: "FuzzRequestParser", dependencies: ["FuzzSupport"]),
+        .executableTarget(name: "FuzzResponseParser", dependencies: ["FuzzSupport"]),
+        .executableTarget(name: "FuzzChunkedDecoder", dependencies: ["FuzzSupport"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Proxy"]),
     ],

@@ -1,0 +1,361 @@
+import Proxy
+
+// A connection's inbound byte stream as the proxy reads it (ClientConnection.process and
+// upstreamRead): heads collected by `HeadAccumulator`, handed over with `moveBytes(into:)` and
+// parsed with the `into:` variants; bodies skipped by Content-Length or decoded by `ChunkedDecoder`;
+// then the next pipelined message. What happens is written down as events, which must not depend on
+// how the stream was cut into reads.
+
+struct RequestSnapshot: Equatable {
+    var bytes: [UInt8]
+    var method: Range<Int>
+    var target: Range<Int>
+    var versionMinor: UInt8
+    var fields: [HeaderField]
+    var framing: BodyFraming
+    var keepAlive: Bool
+    var expectsContinue: Bool
+    var hostField: Int?
+
+    init(_ h: RequestHead) {
+        bytes = h.bytes; method = h.method; target = h.target; versionMinor = h.versionMinor; fields = h.fields
+        framing = h.framing; keepAlive = h.keepAlive; expectsContinue = h.expectsContinue; hostField = h.hostField
+    }
+}
+
+struct ResponseSnapshot: Equatable {
+    var bytes: [UInt8]
+    var status: UInt16
+    var reason: Range<Int>
+    var versionMinor: UInt8
+    var fields: [HeaderField]
+    var framing: BodyFraming
+    var keepAlive: Bool
+
+    init(_ h: ResponseHead) {
+        bytes = h.bytes; status = h.status; reason = h.reason; versionMinor = h.versionMinor; fields = h.fields
+        framing = h.framing; keepAlive = h.keepAlive
+    }
+}
+
+enum StreamEvent: Equatable, CustomStringConvertible {
+    case request(RequestSnapshot)
+    case response(ResponseSnapshot)
+    /// A complete body (Content-Length bytes or decoded chunked data).
+    case body([UInt8])
+    case error(HTTPParseError)
+    /// End of input inside a message: what was pending.
+    case end(String, [UInt8])
+
+    var description: String {
+        switch self {
+        case .request(let r):
+            return "request \"\(escape(r.bytes))\" method \(r.method) target \(r.target) 1.\(r.versionMinor) fields \(r.fields.map { "\($0.name)=\($0.value)" }) framing \(r.framing) keepAlive \(r.keepAlive) expectsContinue \(r.expectsContinue) host \(String(describing: r.hostField))"
+        case .response(let r):
+            return "response \"\(escape(r.bytes))\" status \(r.status) reason \(r.reason) 1.\(r.versionMinor) fields \(r.fields.map { "\($0.name)=\($0.value)" }) framing \(r.framing) keepAlive \(r.keepAlive)"
+        case .body(let b): return "body \"\(escape(b))\""
+        case .error(let e): return "error \(e.status) \(e.reason)"
+        case .end(let phase, let pending): return "end of input in \(phase), pending \"\(escape(pending))\""
+        }
+    }
+}
+
+/// Feeds one plan's reads through the model and returns the events.
+struct StreamModel {
+    enum Phase {
+        case head
+        case fixed(UInt64)
+        case chunked
+        case untilClose
+        case failed
+    }
+
+    let input: FuzzInput
+    let isRequest: Bool
+    let limits: HeadLimits
+    let requestWasHEAD: Bool
+    /// Check every accepted head and compare the `into:` parse with a fresh one. Needed for one
+    /// plan only: the others must give the same events, heads included.
+    var checkHeads = true
+
+    var events: [StreamEvent] = []
+    var phase = Phase.head
+    var accumulator: HeadAccumulator
+    /// Every byte the accumulator consumed for the current head.
+    var headConsumed: [UInt8] = []
+    var request = RequestHead()
+    var response = ResponseHead()
+    var decoder = ChunkedDecoder()
+    var body: [UInt8] = []
+
+    init(input: FuzzInput, isRequest: Bool, limits: HeadLimits, requestWasHEAD: Bool = false) {
+        self.input = input
+        self.isRequest = isRequest
+        self.limits = limits
+        self.requestWasHEAD = requestWasHEAD
+        self.accumulator = HeadAccumulator(limits: limits, isRequest: isRequest)
+    }
+
+    static func run(_ input: FuzzInput, plan: [Int], isRequest: Bool, limits: HeadLimits,
+                    requestWasHEAD: Bool = false, checkHeads: Bool) -> [StreamEvent] {
+        var model = StreamModel(input: input, isRequest: isRequest, limits: limits, requestWasHEAD: requestWasHEAD)
+        model.checkHeads = checkHeads
+        input.forEachPiece(plan) { model.feed($0) }
+        model.finish()
+        return model.events
+    }
+
+    mutating func finish() {
+        switch phase {
+        case .head:
+            if !accumulator.bytes.isEmpty || !headConsumed.isEmpty { events.append(.end("head", accumulator.bytes)) }
+        case .fixed(let left): events.append(.end("body, \(left) bytes missing", body))
+        case .chunked: events.append(.end("chunked body", body))
+        case .untilClose: events.append(.body(body))
+        case .failed: break
+        }
+    }
+
+    mutating func feed(_ read: UnsafeRawBufferPointer) {
+        var rest = read
+        // An empty read changes nothing (a zero-length read happens, e.g. after a rebased slice).
+        if rest.isEmpty { return touchEmpty(rest) }
+        while !rest.isEmpty {
+            switch phase {
+            case .head:
+                guard let consumed = appendHead(rest) else { return }
+                rest = UnsafeRawBufferPointer(rebasing: rest[consumed...])
+                guard accumulator.isComplete else { return }
+                headComplete(following: rest)
+            case .fixed(let left):
+                let n = Int(min(left, UInt64(rest.count)))
+                body += rest[0..<n]
+                rest = UnsafeRawBufferPointer(rebasing: rest[n...])
+                if left == UInt64(n) {
+                    events.append(.body(body))
+                    phase = .head
+                } else {
+                    phase = .fixed(left - UInt64(n))
+                }
+            case .chunked:
+                guard let consumed = decodeChunked(rest) else { return }
+                rest = UnsafeRawBufferPointer(rebasing: rest[consumed...])
+            case .untilClose:
+                body += rest
+                return
+            case .failed:
+                return
+            }
+        }
+    }
+
+    /// An empty read in any phase consumes nothing and hands out nothing.
+    mutating func touchEmpty(_ empty: UnsafeRawBufferPointer) {
+        switch phase {
+        case .head:
+            let before = accumulator.bytes
+            do throws(HTTPParseError) {
+                input.check(try accumulator.append(empty) == 0, "HeadAccumulator consumed bytes of an empty read")
+            } catch { input.fail("HeadAccumulator threw \(error) on an empty read") }
+            input.check(accumulator.bytes == before && !accumulator.isComplete, "an empty read changed the HeadAccumulator")
+        case .chunked:
+            do throws(HTTPParseError) {
+                let n = try decoder.decode(empty) { _ in input.fail("ChunkedDecoder handed out data from an empty read") }
+                input.check(n == 0, "ChunkedDecoder consumed \(n) bytes of an empty read")
+            } catch { input.fail("ChunkedDecoder threw \(error) on an empty read") }
+        default:
+            break
+        }
+    }
+
+    /// Appends to the head; nil when the read was used up or the head was refused.
+    mutating func appendHead(_ rest: UnsafeRawBufferPointer) -> Int? {
+        let consumed: Int
+        do throws(HTTPParseError) {
+            consumed = try accumulator.append(rest)
+        } catch {
+            events.append(.error(error))
+            phase = .failed
+            return nil
+        }
+        input.check(consumed >= 0 && consumed <= rest.count, "HeadAccumulator consumed \(consumed) of \(rest.count) bytes")
+        headConsumed += rest[0..<consumed]
+        if !accumulator.isComplete {
+            input.check(consumed == rest.count, "HeadAccumulator left \(rest.count - consumed) bytes unconsumed without completing or failing")
+            return nil
+        }
+        return consumed
+    }
+
+    mutating func headComplete(following rest: UnsafeRawBufferPointer) {
+        let raw = accumulator.bytes
+        // The head is what was consumed, less empty lines before a request line.
+        input.check(raw.last == 0x0A, "complete head does not end with LF: \"\(escape(raw))\"")
+        input.check(headConsumed.count >= raw.count && Array(headConsumed.suffix(raw.count)) == raw,
+                    "head bytes \"\(escape(raw))\" are not the end of the consumed bytes \"\(escape(headConsumed))\"")
+        let dropped = headConsumed.prefix(headConsumed.count - raw.count)
+        input.check(dropped.allSatisfy { $0 == 0x0D || $0 == 0x0A } && (isRequest || dropped.isEmpty),
+                    "HeadAccumulator dropped \"\(escape(dropped))\" before the head")
+        // Re-feeding after completion consumes nothing.
+        withProbe(rest) { probe in
+            do throws(HTTPParseError) {
+                let again = try accumulator.append(probe)
+                input.check(again == 0, "HeadAccumulator consumed \(again) bytes after completion")
+            } catch { input.fail("HeadAccumulator threw \(error) after completion") }
+        }
+        input.check(accumulator.bytes == raw && accumulator.isComplete, "re-feeding a complete HeadAccumulator changed it")
+        headConsumed.removeAll()
+
+        if isRequest {
+            parseRequest(raw)
+        } else {
+            parseResponse(raw)
+        }
+    }
+
+    mutating func parseRequest(_ raw: [UInt8]) {
+        // A fresh parse and the connection's path (swap buffers, parse into a reused head) agree.
+        var fresh: Result<RequestHead, HTTPParseError>?
+        if checkHeads {
+            do throws(HTTPParseError) { fresh = .success(try HeadParser.parseRequest(raw, limits: limits)) }
+            catch { fresh = .failure(error) }
+        }
+        accumulator.moveBytes(into: &request.bytes)
+        input.check(accumulator.bytes.isEmpty && !accumulator.isComplete, "moveBytes(into:) did not reset the HeadAccumulator")
+        input.check(request.bytes == raw, "moveBytes(into:) handed over different bytes")
+        let reused: Result<Void, HTTPParseError>
+        do throws(HTTPParseError) { reused = .success(try HeadParser.parseRequest(into: &request, limits: limits)) }
+        catch { reused = .failure(error) }
+        switch (fresh, reused) {
+        case (nil, _):
+            break
+        case (.success(let a), .success):
+            input.check(RequestSnapshot(a) == RequestSnapshot(request),
+                        "parseRequest(_:) and parseRequest(into:) disagree:\n  \(StreamEvent.request(RequestSnapshot(a)))\n  \(StreamEvent.request(RequestSnapshot(request)))")
+        case (.failure(let a), .failure(let b)):
+            input.check(a == b, "parseRequest(_:) threw \(a) but parseRequest(into:) threw \(b)")
+        default:
+            input.fail("parseRequest(_:) gave \(fresh!) but parseRequest(into:) gave \(reused)")
+        }
+        if case .failure(let error) = reused {
+            events.append(.error(error))
+            phase = .failed
+            return
+        }
+        if checkHeads { checkAcceptedRequest(input, request, limits: limits) }
+        events.append(.request(RequestSnapshot(request)))
+        startBody(request.framing)
+    }
+
+    mutating func parseResponse(_ raw: [UInt8]) {
+        var fresh: Result<ResponseHead, HTTPParseError>?
+        if checkHeads {
+            do throws(HTTPParseError) { fresh = .success(try HeadParser.parseResponse(raw, requestWasHEAD: requestWasHEAD)) }
+            catch { fresh = .failure(error) }
+        }
+        accumulator.moveBytes(into: &response.bytes)
+        input.check(accumulator.bytes.isEmpty && !accumulator.isComplete, "moveBytes(into:) did not reset the HeadAccumulator")
+        input.check(response.bytes == raw, "moveBytes(into:) handed over different bytes")
+        let reused: Result<Void, HTTPParseError>
+        do throws(HTTPParseError) { reused = .success(try HeadParser.parseResponse(into: &response, requestWasHEAD: requestWasHEAD)) }
+        catch { reused = .failure(error) }
+        switch (fresh, reused) {
+        case (nil, _):
+            break
+        case (.success(let a), .success):
+            input.check(ResponseSnapshot(a) == ResponseSnapshot(response),
+                        "parseResponse(_:) and parseResponse(into:) disagree:\n  \(StreamEvent.response(ResponseSnapshot(a)))\n  \(StreamEvent.response(ResponseSnapshot(response)))")
+        case (.failure(let a), .failure(let b)):
+            input.check(a == b, "parseResponse(_:) threw \(a) but parseResponse(into:) threw \(b)")
+            input.check(a.status == 502, "a response was refused with \(a.status), not 502")
+        default:
+            input.fail("parseResponse(_:) gave \(fresh!) but parseResponse(into:) gave \(reused)")
+        }
+        if case .failure(let error) = reused {
+            events.append(.error(error))
+            phase = .failed
+            return
+        }
+        if checkHeads { checkAcceptedResponse(input, response, requestWasHEAD: requestWasHEAD) }
+        events.append(.response(ResponseSnapshot(response)))
+        startBody(response.framing)
+    }
+
+    mutating func startBody(_ framing: BodyFraming) {
+        body.removeAll()
+        switch framing {
+        case .none: phase = .head
+        case .contentLength(let n):
+            input.check(n > 0, "framing .contentLength(0): must be .none")
+            phase = .fixed(n)
+        case .chunked:
+            decoder.reset()
+            phase = .chunked
+        case .untilClose:
+            input.check(!isRequest, "a request framed until close")
+            phase = .untilClose
+        }
+    }
+
+    /// Decodes chunked body bytes; nil when the read was used up or the body was refused.
+    mutating func decodeChunked(_ rest: UnsafeRawBufferPointer) -> Int? {
+        let consumed: Int
+        var collected: [UInt8] = []
+        swap(&collected, &body)
+        defer { swap(&collected, &body) }
+        do throws(HTTPParseError) {
+            consumed = try decoder.decode(rest) { [input] data in
+                input.check(!data.isEmpty && data.baseAddress! >= rest.baseAddress! && data.baseAddress! + data.count <= rest.baseAddress! + rest.count,
+                            "ChunkedDecoder handed out a slice outside its input")
+                collected += data
+            }
+        } catch {
+            events.append(.body(collected))
+            events.append(.error(error))
+            phase = .failed
+            return nil
+        }
+        input.check(consumed >= 0 && consumed <= rest.count, "ChunkedDecoder consumed \(consumed) of \(rest.count) bytes")
+        guard decoder.isComplete else {
+            input.check(consumed == rest.count, "ChunkedDecoder left \(rest.count - consumed) bytes unconsumed without completing or failing")
+            return nil
+        }
+        // Re-feeding after completion consumes nothing and hands out nothing.
+        withProbe(UnsafeRawBufferPointer(rebasing: rest[consumed...])) { probe in
+            do throws(HTTPParseError) {
+                let again = try decoder.decode(probe) { _ in input.fail("ChunkedDecoder handed out data after completion") }
+                input.check(again == 0, "ChunkedDecoder consumed \(again) bytes after completion")
+            } catch { input.fail("ChunkedDecoder threw \(error) after completion") }
+        }
+        events.append(.body(collected))
+        phase = .head
+        return consumed
+    }
+}
+
+/// Calls `body` with `rest`, or with a one-byte buffer when `rest` is empty: something to re-feed.
+func withProbe(_ rest: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Void) {
+    if !rest.isEmpty { return body(rest) }
+    let probe: [UInt8] = [0x30]
+    probe.withUnsafeBytes { body($0) }
+}
+
+/// Runs every plan and traps unless all give the events of the first ("whole").
+func checkPlansAgree(_ input: FuzzInput, label: @autoclosure () -> String,
+                     _ run: (_ pieces: [Int], _ first: Bool) -> [StreamEvent]) {
+    let plans = input.plans
+    let reference = run(plans[0].pieces, true)
+    if verbose {
+        print("  \(label()):")
+        for event in reference { print("    \(event)") }
+    }
+    for plan in plans.dropFirst() {
+        let events = run(plan.pieces, false)
+        guard events != reference else { continue }
+        let k = zip(events, reference).prefix(while: { $0 == $1 }).count
+        let expected = k < reference.count ? reference[k].description : "(no more events)"
+        let got = k < events.count ? events[k].description : "(no more events)"
+        input.fail("\(label()): fed \(plan.name) the stream differs from feeding it whole at event \(k):\n"
+                   + "  whole: \(expected)\n  \(plan.name): \(got)")
+    }
+}
