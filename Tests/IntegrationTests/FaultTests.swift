@@ -115,6 +115,27 @@ struct FaultTests {
         }
     }
 
+    @Test func closesTheClientWhenTheBackendFallsSilentMidBody() throws {
+        let release = Gate()
+        let origin = ScriptedOrigin { conn, _ in
+            conn.send("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+            release.wait()  // then silence, with 990 bytes still owed
+            return .close
+        }
+        defer { release.open() }
+        let proxy = try startProxy(config: proxyConfig(backends: [origin.port], intervalMs: 60000, upstreamMs: 400))
+        let c = try TestConnection(port: proxy.port)
+        try c.send("GET /partial HTTP/1.1\r\nHost: x\r\n\r\n")
+        let start = Date()
+        let raw = c.readToEnd()
+        let elapsed = Date().timeIntervalSince(start)
+        // The head is already out, so no 504 is possible: the client sees the body cut short.
+        #expect(String(decoding: raw, as: UTF8.self).hasPrefix("HTTP/1.1 200 OK"))
+        #expect(String(decoding: raw, as: UTF8.self).hasSuffix("0123456789"))
+        #expect(elapsed >= 0.3 && elapsed < 3, "closed after \(elapsed) s")
+        #expect(try get(proxy.port, "/_health").status == 200)
+    }
+
     @Test func answers408WhenARequestBodyStalls() throws {
         let backend = try startBackend()
         let proxy = try startProxy(config: """
