@@ -19,6 +19,17 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 
     init(storage: sockaddr_storage) { self.storage = storage }
 
+    /// The address a libuv getter (`uv_tcp_getsockname`, `uv_tcp_getpeername`) reports for `tcp`.
+    static func of(_ tcp: UnsafeMutablePointer<uv_tcp_t>,
+                   _ getter: (UnsafePointer<uv_tcp_t>?, UnsafeMutablePointer<sockaddr>?, UnsafeMutablePointer<Int32>?) -> Int32) -> SocketAddress? {
+        var storage = sockaddr_storage()
+        var len = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutableBytes(of: &storage) { raw in
+            getter(tcp, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &len)
+        }
+        return rc == 0 ? SocketAddress(storage: storage) : nil
+    }
+
     /// Resolves a host name (blocking `getaddrinfo`: only for start-up and config reloads, never
     /// on a loop serving traffic). IPv4 answers are preferred, so `localhost` means 127.0.0.1 —
     /// what a dev server bound to 127.0.0.1 expects.

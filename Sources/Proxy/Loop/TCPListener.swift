@@ -45,12 +45,5 @@ public final class TCPListener: Handle {
     }
 
     /// The bound address (the real port when listening on port 0).
-    public var localAddress: SocketAddress? {
-        var storage = sockaddr_storage()
-        var len = Int32(MemoryLayout<sockaddr_storage>.size)
-        let rc = withUnsafeMutableBytes(of: &storage) { raw in
-            uv_tcp_getsockname(tcp, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &len)
-        }
-        return rc == 0 ? SocketAddress(storage: storage) : nil
-    }
+    public var localAddress: SocketAddress? { SocketAddress.of(tcp, uv_tcp_getsockname) }
 }

@@ -59,23 +59,9 @@ public final class TCPStream: Handle {
 
     public func setNoDelay(_ on: Bool = true) { uv_tcp_nodelay(tcp, on ? 1 : 0) }
 
-    public var peerAddress: SocketAddress? {
-        var storage = sockaddr_storage()
-        var len = Int32(MemoryLayout<sockaddr_storage>.size)
-        let rc = withUnsafeMutableBytes(of: &storage) { raw in
-            uv_tcp_getpeername(tcp, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &len)
-        }
-        return rc == 0 ? SocketAddress(storage: storage) : nil
-    }
+    public var peerAddress: SocketAddress? { SocketAddress.of(tcp, uv_tcp_getpeername) }
 
-    public var localAddress: SocketAddress? {
-        var storage = sockaddr_storage()
-        var len = Int32(MemoryLayout<sockaddr_storage>.size)
-        let rc = withUnsafeMutableBytes(of: &storage) { raw in
-            uv_tcp_getsockname(tcp, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &len)
-        }
-        return rc == 0 ? SocketAddress(storage: storage) : nil
-    }
+    public var localAddress: SocketAddress? { SocketAddress.of(tcp, uv_tcp_getsockname) }
 
     /// The OS file descriptor (for `/proc` checks and socket options libuv does not wrap).
     public var fileDescriptor: Int32 {
@@ -118,8 +104,6 @@ public final class TCPStream: Handle {
         public static let backpressure = ReadPause(rawValue: 1)
         /// Enough pipelined input is buffered.
         public static let pipelined = ReadPause(rawValue: 2)
-        /// Not expecting input right now (e.g. upstream between requests is handled elsewhere).
-        public static let idle = ReadPause(rawValue: 4)
     }
 
     public func startReading() {
@@ -237,9 +221,10 @@ public final class TCPStream: Handle {
         if rc < 0 {
             queuedBytes -= remaining
             block.deallocate()
+            // uv_write refuses only a stream that can no longer write (closed or shut down);
+            // the owner learns of that socket's end through onReadEnd, so this is not reported
+            // again here — calling back from inside write() would re-enter the caller.
             writeFailed = true
-            // Report on the next loop turn would need a handle; the caller sees it through
-            // onReadEnd/onWriteError of the same dead socket soon after. Mark it failed now.
         }
         if queuedBytes > highWater { congested = true }
     }

@@ -833,11 +833,6 @@ final class ClientConnection {
         timer.start(timeoutMs: max(min(next, limit - silent), 1))
     }
 
-    /// Closes the connection when the server drains (issue: graceful shutdown) and it is idle.
-    func closeIfIdle() {
-        if phase == .head && requestHeadBytes.bytes.isEmpty { teardown() }
-    }
-
     /// Closes at once (server shutdown).
     func forceClose() { teardown() }
 }

@@ -30,7 +30,7 @@ public final class ProxyServer {
         for b in config.backends {
             let address = try SocketAddress.resolve(host: b.host, port: b.port)
             let pool = UpstreamPool(maxIdle: config.pool.maxIdlePerBackend, idleTimeoutMs: UInt64(config.pool.idleTimeoutMs))
-            let authority = b.host.contains(":") ? "[\(b.host)]:\(b.port)" : "\(b.host):\(b.port)"
+            let authority = AddressSyntax.join(host: b.host, port: b.port)
             backends.append(Backend(id: b.id, url: b.url, address: address, authority: authority, pool: pool))
         }
         self.backends = backends
@@ -45,7 +45,7 @@ public final class ProxyServer {
     /// Starts listening and health checking; returns the bound address (the real port for `:0`).
     @discardableResult
     public func start() throws(ProxyStartError) -> SocketAddress {
-        let host = config.listen.host.hasPrefix("[") ? String(config.listen.host.dropFirst().dropLast()) : config.listen.host
+        let host = config.listen.host  // stored without IPv6 brackets
         guard let address = SocketAddress(ip: host, port: config.listen.port)
                 ?? (try? SocketAddress.resolve(host: host, port: config.listen.port)) else {
             throw ProxyStartError(message: "listen: cannot use address \"\(config.listen)\"")
