@@ -1,6 +1,12 @@
 #ifndef CUV_SHIM_H
 #define CUV_SHIM_H
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+#endif
+#include <sched.h>
+#include <pthread.h>
+#include <errno.h>
 #include <uv.h>
 #include <sys/socket.h>
 #include <sys/resource.h>
@@ -35,6 +41,49 @@ static inline long cuv_raise_nofile_limit(void) {
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
     return (long)rl.rlim_cur;
+}
+
+/* Names the calling thread (at most 15 bytes show) for top -H and debuggers. */
+static inline void cuv_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
+
+/* CPUs this process may run on (its affinity mask, so `taskset` is respected). */
+static inline int cuv_available_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* A bound, non-blocking TCP socket with SO_REUSEADDR (and SO_REUSEPORT when asked, so several
+   loops can each own one on the same address), listening when backlog > 0. Returns the
+   descriptor, or -errno (libuv's error codes are -errno on Unix). */
+static inline int cuv_listen_socket(const struct sockaddr *address, int reuseport, int backlog) {
+    int fd = socket(address->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int on = 1;
+    int rc = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    if (rc == 0 && reuseport) rc = setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on);
+    socklen_t length = address->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (rc == 0) rc = bind(fd, address, length);
+    if (rc == 0 && backlog > 0) rc = listen(fd, backlog);
+    if (rc != 0) {
+        int error = errno;
+        close(fd);
+        return -error;
+    }
+    return fd;
+}
+
+/* The port a socket is bound to (host order), or -1. */
+static inline int cuv_socket_port(int fd) {
+    struct sockaddr_storage s;
+    socklen_t length = sizeof s;
+    if (getsockname(fd, (struct sockaddr *)&s, &length) != 0) return -1;
+    if (s.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&s)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&s)->sin_port);
 }
 
 #endif

@@ -120,9 +120,11 @@ func startBackend(port: UInt16 = 0) throws -> ManagedProcess {
 }
 
 /// Starts the proxy with a config (JSON text) written to a temporary file.
-func startProxy(config: String, extraArguments: [String] = []) throws -> ManagedProcess {
+/// Starts the proxy on a free port with `workers` loops: two by default, so every integration
+/// test also exercises more than one worker (and ThreadSanitizer sees them in `make test-tsan`).
+func startProxy(config: String, workers: Int = 2, extraArguments: [String] = []) throws -> ManagedProcess {
     let file = writeTempFile(config, suffix: ".json")
-    return try ManagedProcess("proxy", ["--config", file, "--listen", "127.0.0.1:0"] + extraArguments)
+    return try ManagedProcess("proxy", ["--config", file, "--listen", "127.0.0.1:0", "--workers", String(workers)] + extraArguments)
 }
 
 func writeTempFile(_ text: String, suffix: String) -> String {

@@ -81,7 +81,7 @@ struct LimitsTests {
         let config = writeTempFile(proxyConfig(backends: [backend.port]), suffix: ".json")
         // A hard limit of 40 descriptors: the proxy cannot raise it.
         let proxy = try ManagedProcess("/usr/bin/prlimit", ["--nofile=40:40", productsDirectory.appendingPathComponent("proxy").path,
-                                                          "--config", config, "--listen", "127.0.0.1:0"], absolute: true)
+                                                          "--config", config, "--listen", "127.0.0.1:0", "--workers", "2"], absolute: true)
         var held: [TestConnection] = []
         for _ in 0..<80 { if let c = try? TestConnection(port: proxy.port, timeoutSeconds: 2) { held.append(c) } }
         usleep(300_000)

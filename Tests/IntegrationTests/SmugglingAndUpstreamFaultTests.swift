@@ -317,7 +317,8 @@ struct SmugglingAndUpstreamFaultTests {
         var scripts: [String: UpstreamScript] = [:]
         for (i, c) in cases.enumerated() { scripts["/bad/\(i)"] = c.2 }  // by path
         let (origin, ledger) = violatingOrigin(scripts)
-        let proxy = try startProxy(config: proxyConfig(backends: [origin.port], intervalMs: 60000))
+        // One worker: the pool (and so the connection count) is per worker.
+        let proxy = try startProxy(config: proxyConfig(backends: [origin.port], intervalMs: 60000), workers: 1)
         // Control: a well-behaved connection is reused, and the ledger sees it.
         do {
             let c = try TestConnection(port: proxy.port, timeoutSeconds: 5)

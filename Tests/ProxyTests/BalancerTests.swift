@@ -4,9 +4,13 @@ import Testing
 struct BalancerTests {
     private func backends(_ n: Int) -> [Backend] {
         (0..<n).map { i in
-            Backend(id: "b\(i)", url: "http://127.0.0.1:\(9000 + i)", address: SocketAddress(ip: "127.0.0.1", port: UInt16(9000 + i))!,
-                    authority: "127.0.0.1:\(9000 + i)", pool: UpstreamPool(maxIdle: 1, idleTimeoutMs: 1000))
+            Backend(shared: sharedBackend(port: UInt16(9000 + i)), worker: 0, pool: UpstreamPool(maxIdle: 1, idleTimeoutMs: 1000))
         }
+    }
+
+    /// The first probe decides at once: one failure takes a backend down.
+    private func takeDown(_ b: Backend) {
+        _ = b.shared.recordProbe(ok: false, problem: "test", healthyThreshold: 1, unhealthyThreshold: 1)
     }
 
     @Test func rotatesOverAllHealthyBackendsInOrder() {
@@ -17,14 +21,14 @@ struct BalancerTests {
 
     @Test func skipsUnhealthyBackends() {
         let list = backends(3)
-        list[1].isHealthy = false
+        takeDown(list[1])
         var rr = RoundRobinBalancer()
         #expect((0..<4).map { _ in rr.pick(from: list)! } == [0, 2, 0, 2])
     }
 
     @Test func returnsNothingWhenNoBackendIsHealthy() {
         let list = backends(2)
-        list.forEach { $0.isHealthy = false }
+        list.forEach(takeDown)
         var rr = RoundRobinBalancer()
         #expect(rr.pick(from: list) == nil)
         #expect(!RoundRobinBalancer.anyHealthy(list))
@@ -44,16 +48,13 @@ struct BalancerTests {
 }
 
 struct HealthStateTests {
-    private func checker(_ b: Backend, healthy: Int = 2, unhealthy: Int = 3) -> HealthChecker {
+    private func checker(_ b: SharedBackend, healthy: Int = 2, unhealthy: Int = 3) -> HealthChecker {
         HealthChecker(loop: EventLoop(), backends: [b],
                       config: HealthCheckConfig(path: "/health", intervalMs: 1000, timeoutMs: 100,
                                                 healthyThreshold: healthy, unhealthyThreshold: unhealthy))
     }
 
-    private func backend() -> Backend {
-        Backend(id: "b", url: "http://127.0.0.1:1", address: SocketAddress(ip: "127.0.0.1", port: 1)!,
-                authority: "127.0.0.1:1", pool: UpstreamPool(maxIdle: 1, idleTimeoutMs: 1000))
-    }
+    private func backend() -> SharedBackend { sharedBackend(port: 1) }
 
     @Test func firstProbeDecidesAtOnceThenThresholdsApply() {
         let b = backend()
@@ -73,6 +74,35 @@ struct HealthStateTests {
         #expect(b.isHealthy, "a success resets the failure streak")
         hc.record(b, ok: false, problem: "timeout")
         #expect(!b.isHealthy)
-        #expect(b.lastProbeError == "timeout")
+        #expect(b.probeRecord.lastError == "timeout")
+    }
+}
+
+private func sharedBackend(port: UInt16, workers: Int = 1) -> SharedBackend {
+    SharedBackend(config: BackendConfig(id: "b\(port)", url: "http://127.0.0.1:\(port)", host: "127.0.0.1", port: port),
+                  address: SocketAddress(ip: "127.0.0.1", port: port)!, workers: workers)
+}
+
+struct SharedBackendTests {
+    @Test func countersFromEveryWorkerAreSummed() {
+        let shared = sharedBackend(port: 2, workers: 3)
+        let w0 = Backend(shared: shared, worker: 0, pool: UpstreamPool(maxIdle: 1, idleTimeoutMs: 1000))
+        let w2 = Backend(shared: shared, worker: 2, pool: UpstreamPool(maxIdle: 1, idleTimeoutMs: 1000))
+        w0.activeRequests += 2
+        w2.activeRequests += 3
+        w0.activeRequests -= 1
+        #expect(shared.activeRequests == 4)
+        #expect(shared.idlePooledConnections == 0)
+    }
+
+    @Test func aVerdictIsSeenByEveryWorkersView() {
+        let shared = sharedBackend(port: 3, workers: 2)
+        let views = (0..<2).map { Backend(shared: shared, worker: $0, pool: UpstreamPool(maxIdle: 1, idleTimeoutMs: 1000)) }
+        #expect(views.allSatisfy { $0.isHealthy })
+        #expect(shared.recordProbe(ok: false, problem: "refused", healthyThreshold: 2, unhealthyThreshold: 3) == .down)
+        #expect(views.allSatisfy { !$0.isHealthy })
+        #expect(shared.recordProbe(ok: true, problem: nil, healthyThreshold: 2, unhealthyThreshold: 3) == nil)
+        #expect(shared.recordProbe(ok: true, problem: nil, healthyThreshold: 2, unhealthyThreshold: 3) == .up)
+        #expect(views.allSatisfy { $0.isHealthy })
     }
 }

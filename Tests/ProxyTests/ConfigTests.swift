@@ -373,8 +373,8 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
 
     @Test("An unknown key with no close match lists the valid keys")
     func unknownKeyWithoutSuggestionListsKeys() {
-        expectError(withBackend(#""workers": 4"#), field: "workers",
-                    problem: #"unknown key; expected one of "listen", "backends", "health_check", "timeouts", "limits", "pool""#)
+        expectError(withBackend(#""threads": 4"#), field: "threads",
+                    problem: #"unknown key; expected one of "listen", "backends", "health_check", "timeouts", "limits", "pool", "workers", "shutdown_grace_ms""#)
     }
 
     // MARK: Loading files
@@ -526,11 +526,28 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
         #expect(actual?.contains(message) == true, "\(actual ?? "no error")")
     }
 
+    @Test("--workers takes a count, 0 meaning one per CPU")
+    func workersOption() throws {
+        #expect(try CommandLineOptions.parse(["--workers", "3"]).workers == 3)
+        #expect(try CommandLineOptions.parse(["--workers=0"]).workers == 0)
+        #expect(commandLineError(["--workers", "many"])?.contains("--workers expects a number from 0 to 1024") == true)
+        #expect(commandLineError(["--workers", "5000"])?.contains("--workers expects a number") == true)
+    }
+
+    @Test("workers and shutdown_grace_ms are read, with their defaults and ranges")
+    func workersAndGraceConfig() throws {
+        let defaults = try load(withBackend())
+        #expect(defaults.workers == 0 && defaults.shutdownGraceMs == 30000)
+        let set = try load(withBackend(#""workers": 2, "shutdown_grace_ms": 500"#))
+        #expect(set.workers == 2 && set.shutdownGraceMs == 500)
+        expectError(withBackend(#""workers": -1"#), field: "workers", problem: "0")
+    }
+
     @Test("Usage starts with the synopsis and explains each option")
     func usageText() {
         let usage = CommandLineOptions.usage
-        #expect(usage.hasPrefix("usage: proxy [--config PATH] [--listen ADDR] [--check] [--help]\n"))
-        for option in ["--config PATH", "--listen ADDR", "--check", "--help", "examples:"] {
+        #expect(usage.hasPrefix("usage: proxy [--config PATH] [--listen ADDR] [--workers N] [--check] [--help]\n"))
+        for option in ["--config PATH", "--listen ADDR", "--workers N", "--check", "--help", "examples:", "SIGHUP"] {
             #expect(usage.contains(option))
         }
     }

@@ -14,16 +14,20 @@ enum HealthEndpoint {
         return t.count == path.utf8.count || b[prefix.upperBound] == UInt8(ascii: "?")
     }
 
-    static func render(_ backends: [Backend]) -> (status: UInt16, body: [UInt8]) {
+    /// The same view from whichever worker answers: health comes from the shared verdicts and
+    /// the counters are summed over all workers. `worker` says which one answered (tests and
+    /// operators use it to see connections spread across workers).
+    static func render(_ backends: [SharedBackend], worker: Int, workers: Int) -> (status: UInt16, body: [UInt8]) {
         let healthy = backends.contains { $0.isHealthy }
-        var json = "{\"status\":\"\(healthy ? "healthy" : "unhealthy")\",\"backends\":["
+        var json = "{\"status\":\"\(healthy ? "healthy" : "unhealthy")\",\"worker\":\(worker),\"workers\":\(workers),\"backends\":["
         for (i, b) in backends.enumerated() {
+            let record = b.probeRecord
             if i > 0 { json += "," }
             json += "{\"id\":\(JSONText.quote(b.id)),\"url\":\(JSONText.quote(b.url)),\"address\":\(JSONText.quote(b.address.description)),"
             json += "\"healthy\":\(b.isHealthy),\"active_connections\":\(b.activeRequests),"
-            json += "\"idle_pooled_connections\":\(b.pool.idleCount),"
-            json += "\"consecutive_successes\":\(b.consecutiveSuccesses),\"consecutive_failures\":\(b.consecutiveFailures),"
-            json += "\"last_error\":\(b.lastProbeError.map(JSONText.quote) ?? "null")}"
+            json += "\"idle_pooled_connections\":\(b.idlePooledConnections),"
+            json += "\"consecutive_successes\":\(record.consecutiveSuccesses),\"consecutive_failures\":\(record.consecutiveFailures),"
+            json += "\"last_error\":\(record.lastError.map(JSONText.quote) ?? "null")}"
         }
         json += "]}\n"
         return (healthy ? 200 : 503, Array(json.utf8))

@@ -1,35 +1,35 @@
-/// One backend as the loop sees it: where it is, whether it is up, how busy it is, and its pool
-/// of idle upstream connections.
+/// One backend as a worker loop sees it: the shared half (address, health verdict) plus this
+/// worker's pool of idle upstream connections and its count of requests in flight.
 ///
-/// Threading: owned by one loop; never crosses threads.
+/// Threading: owned by one loop; never crosses threads (the `shared` half does).
 public final class Backend {
-    public let id: String
-    public let url: String
-    public let address: SocketAddress
-    /// `host:port` as written in the URL: the Host header of health probes.
-    public let authority: String
-    /// `authority` as bytes, for the Host header of HTTP/1.0 requests that came without one.
-    let authorityBytes: [UInt8]
+    public let shared: SharedBackend
     public let pool: UpstreamPool
+    /// `shared.authority` as bytes, for the Host header of HTTP/1.0 requests that came without one.
+    let authorityBytes: [UInt8]
+    /// This worker's slot in `shared.counters`.
+    private let counters: WorkerCounters
+    /// Set when a reload removed the backend: exchanges still running finish here, but their
+    /// connections are closed instead of pooled.
+    var isRetired = false
 
-    /// Current health verdict (see `HealthChecker` for how it changes).
-    public internal(set) var isHealthy = true
-    /// Requests currently being forwarded to this backend.
-    public internal(set) var activeRequests = 0
-    /// Probe streak counters driving the thresholds.
-    var consecutiveSuccesses = 0
-    var consecutiveFailures = 0
-    /// Whether any probe has completed yet: the first result decides the state at once.
-    var hasBeenProbed = false
-    /// Why the last probe failed (shown by `/_health`).
-    public internal(set) var lastProbeError: String?
-
-    public init(id: String, url: String, address: SocketAddress, authority: String, pool: UpstreamPool) {
-        self.id = id
-        self.url = url
-        self.address = address
-        self.authority = authority
-        authorityBytes = Array(authority.utf8)
+    public init(shared: SharedBackend, worker: Int, pool: UpstreamPool) {
+        self.shared = shared
         self.pool = pool
+        counters = shared.counters[worker]
+        authorityBytes = Array(shared.authority.utf8)
+        pool.counter = counters
+    }
+
+    public var id: String { shared.id }
+    public var url: String { shared.url }
+    public var address: SocketAddress { shared.address }
+
+    /// The health checker's current verdict.
+    public var isHealthy: Bool { shared.isHealthy }
+
+    /// Requests this worker is forwarding to this backend; published for `/_health`.
+    public var activeRequests = 0 {
+        didSet { counters.activeRequests.store(activeRequests, ordering: .relaxed) }
     }
 }

@@ -10,27 +10,32 @@ public struct CommandLineOptions: Sendable, Equatable {
     public var configPathWasGiven: Bool = false
     /// `--listen`, which overrides the config file's `listen`.
     public var listen: ListenAddress?
+    /// `--workers`, which overrides the config file's `workers`.
+    public var workers: Int?
     /// `--check`: validate the config and exit instead of serving.
     public var check: Bool = false
     public var help: Bool = false
 
     public init(
         configPath: String = defaultConfigPath, configPathWasGiven: Bool = false,
-        listen: ListenAddress? = nil, check: Bool = false, help: Bool = false
+        listen: ListenAddress? = nil, workers: Int? = nil, check: Bool = false, help: Bool = false
     ) {
         self.configPath = configPath
         self.configPathWasGiven = configPathWasGiven
         self.listen = listen
+        self.workers = workers
         self.check = check
         self.help = help
     }
 
     public static let usage = """
-        usage: proxy [--config PATH] [--listen ADDR] [--check] [--help]
+        usage: proxy [--config PATH] [--listen ADDR] [--workers N] [--check] [--help]
 
           -c, --config PATH   JSON config file to load (default: \(defaultConfigPath))
               --listen ADDR   where to accept clients, overriding the config's "listen":
                               HOST:PORT, :PORT (all IPv4 interfaces) or [IPV6]:PORT
+              --workers N     worker loops (threads), overriding the config's "workers";
+                              0 = one per CPU (the default)
               --check         validate the config file and exit without serving
           -h, --help          show this help and exit
 
@@ -38,10 +43,15 @@ public struct CommandLineOptions: Sendable, Equatable {
           proxy                                      serve with ./config.json
           proxy --config /etc/proxy.json --listen :80
           proxy --check -c staging.json              validate before deploying
+
+        signals:
+          SIGTERM, SIGINT   graceful shutdown: stop accepting, finish requests in flight
+                            (up to "shutdown_grace_ms"), exit 0; a second signal exits at once
+          SIGHUP            reload the config file; an invalid one changes nothing
         """
 
     /// The long options, in the order suggestions prefer.
-    private static let longOptions = ["--config", "--listen", "--check", "--help"]
+    private static let longOptions = ["--config", "--listen", "--workers", "--check", "--help"]
 
     /// Parses the arguments after the program name.
     ///
@@ -100,6 +110,12 @@ public struct CommandLineOptions: Sendable, Equatable {
                     throw CommandLineError("--listen expects \(ListenAddress.expectedForms), "
                         + "got \"\(text)\": \(error.problem)")
                 }
+            case "--workers":
+                let text = try value(example: "4")
+                guard AddressSyntax.isDigits(text), text.count <= 4, let n = Int(text), n <= 1024 else {
+                    throw CommandLineError("--workers expects a number from 0 to 1024 (0 = one per CPU), got \"\(text)\"")
+                }
+                options.workers = n
             default:  // --check, --help: flags
                 if inlineValue != nil { throw CommandLineError("\(option) takes no value") }
                 if option == "--check" { options.check = true } else { options.help = true }

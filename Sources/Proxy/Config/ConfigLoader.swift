@@ -292,6 +292,8 @@ extension ProxyConfig: ConfigSection {
             .section("timeouts", \.timeouts),
             .section("limits", \.limits),
             .section("pool", \.pool),
+            .integer("workers", \.workers, 0...1024),
+            .integer("shutdown_grace_ms", \.shutdownGraceMs, 0...maxMilliseconds),
         ]
     }
 }

@@ -12,6 +12,12 @@ public struct ProxyConfig: Sendable, Equatable {
     public var timeouts: TimeoutsConfig
     public var limits: LimitsConfig
     public var pool: PoolConfig
+    /// Worker loops (threads), each with its own listener, pools and connections; 0 means one
+    /// per CPU the process may run on.
+    public var workers: Int
+    /// How long a graceful shutdown (SIGTERM, SIGINT) waits for exchanges in flight before
+    /// closing what is left.
+    public var shutdownGraceMs: Int
 
     /// All defaults and no backends (a loaded config always has at least one).
     public init(
@@ -20,8 +26,12 @@ public struct ProxyConfig: Sendable, Equatable {
         healthCheck: HealthCheckConfig = HealthCheckConfig(),
         timeouts: TimeoutsConfig = TimeoutsConfig(),
         limits: LimitsConfig = LimitsConfig(),
-        pool: PoolConfig = PoolConfig()
+        pool: PoolConfig = PoolConfig(),
+        workers: Int = 0,
+        shutdownGraceMs: Int = 30000
     ) {
+        self.workers = workers
+        self.shutdownGraceMs = shutdownGraceMs
         self.listen = listen
         self.backends = backends
         self.healthCheck = healthCheck

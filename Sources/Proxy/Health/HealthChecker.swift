@@ -5,15 +5,19 @@
 /// `healthy_threshold` consecutive successes. The very first probe after start decides the
 /// state at once, so a backend that is dead at start-up is routed around within one probe rather
 /// than after a whole threshold of intervals.
-/// Threading: loop thread only.
+///
+/// One checker serves every worker: it runs on the supervisor's loop and publishes each verdict
+/// in `SharedBackend`, which every worker reads on its request path — so a backend is probed
+/// once per interval (not once per worker) and all workers stop using it at the same moment.
+/// Threading: the supervisor's loop thread only.
 public final class HealthChecker {
     private let loop: EventLoop
-    private let backends: [Backend]
+    private let backends: [SharedBackend]
     private let config: HealthCheckConfig
     private let timer: Timer
     private var inFlight: [HealthProbe?]
 
-    public init(loop: EventLoop, backends: [Backend], config: HealthCheckConfig) {
+    public init(loop: EventLoop, backends: [SharedBackend], config: HealthCheckConfig) {
         self.loop = loop
         self.backends = backends
         self.config = config
@@ -42,25 +46,12 @@ public final class HealthChecker {
         }
     }
 
-    func record(_ b: Backend, ok: Bool, problem: String?) {
-        let first = !b.hasBeenProbed
-        b.hasBeenProbed = true
-        if ok {
-            b.consecutiveSuccesses += 1
-            b.consecutiveFailures = 0
-            b.lastProbeError = nil
-            if !b.isHealthy && (first || b.consecutiveSuccesses >= config.healthyThreshold) {
-                b.isHealthy = true
-                Log.info("backend \(b.id) (\(b.url)) is up")
-            }
-        } else {
-            b.consecutiveFailures += 1
-            b.consecutiveSuccesses = 0
-            b.lastProbeError = problem
-            if b.isHealthy && (first || b.consecutiveFailures >= config.unhealthyThreshold) {
-                b.isHealthy = false
-                Log.warning("backend \(b.id) (\(b.url)) is down: \(problem ?? "probe failed")")
-            }
+    func record(_ b: SharedBackend, ok: Bool, problem: String?) {
+        switch b.recordProbe(ok: ok, problem: problem, healthyThreshold: config.healthyThreshold,
+                             unhealthyThreshold: config.unhealthyThreshold) {
+        case .up?: Log.info("backend \(b.id) (\(b.url)) is up")
+        case .down?: Log.warning("backend \(b.id) (\(b.url)) is down: \(problem ?? "probe failed")")
+        case nil: break
         }
     }
 }
@@ -69,13 +60,13 @@ public final class HealthChecker {
 final class HealthProbe {
     private let stream: TCPStream
     private let timer: Timer
-    private let backend: Backend
+    private let backend: SharedBackend
     private let request: [UInt8]
     private let timeoutMs: Int
     private var received: [UInt8] = []
     private var completion: ((Bool, String?) -> Void)?
 
-    init(loop: EventLoop, backend: Backend, path: String, timeoutMs: Int) {
+    init(loop: EventLoop, backend: SharedBackend, path: String, timeoutMs: Int) {
         self.backend = backend
         self.timeoutMs = timeoutMs
         stream = TCPStream(loop: loop)

@@ -71,6 +71,19 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         }
     }
 
+    /// The same address with another port.
+    public func withPort(_ port: UInt16) -> SocketAddress {
+        var copy = self
+        withUnsafeMutableBytes(of: &copy.storage) { raw in
+            if isIPv6 {
+                raw.baseAddress!.assumingMemoryBound(to: sockaddr_in6.self).pointee.sin6_port = port.bigEndian
+            } else {
+                raw.baseAddress!.assumingMemoryBound(to: sockaddr_in.self).pointee.sin_port = port.bigEndian
+            }
+        }
+        return copy
+    }
+
     /// The IP address alone, as text (`127.0.0.1`, `::1`).
     public var ipString: String {
         var buf = [CChar](repeating: 0, count: 64)

@@ -26,6 +26,17 @@ public final class TCPListener: Handle {
     /// Binds and listens. `EADDRINUSE` surfaces here (libuv reports it at `uv_listen`).
     public func listen(on address: SocketAddress, backlog: Int32 = 1024) throws(UVError) {
         try check(address.withSockAddr { uv_tcp_bind(tcp, $0, 0) })
+        try startAccepting(backlog: backlog)
+    }
+
+    /// Takes over a socket that is already bound and listening (see `ListenSockets`); the
+    /// listener owns the descriptor from here on and closes it with itself.
+    public func adopt(descriptor: Int32, backlog: Int32 = 1024) throws(UVError) {
+        try check(uv_tcp_open(tcp, descriptor))
+        try startAccepting(backlog: backlog)
+    }
+
+    private func startAccepting(backlog: Int32) throws(UVError) {
         try check(uv_listen(cuv_tcp_as_stream(tcp), backlog) { server, status in
             guard let server, let data = uv_handle_get_data(UnsafeMutableRawPointer(server).assumingMemoryBound(to: uv_handle_t.self)) else { return }
             Unmanaged<TCPListener>.fromOpaque(data).takeUnretainedValue().acceptOne(status: status)

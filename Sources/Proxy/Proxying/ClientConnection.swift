@@ -12,6 +12,9 @@ final class ClientConnection {
     /// The server outlives every connection it accepted (it closes them before it goes), so the
     /// reference skips ARC: `unowned` (safe) cost a runtime check on every access in the profile.
     unowned(unsafe) let server: ProxyServer
+    /// The configuration the current exchange runs with (see `ServerSettings`): taken from the
+    /// server when a new request head begins, so a reload never changes it mid-exchange.
+    private var settings: ServerSettings
     let client: TCPStream
     private let timer: Timer
     /// The peer's IP as text, for `X-Forwarded-For` and `X-Real-IP`.
@@ -98,9 +101,10 @@ final class ClientConnection {
     init(server: ProxyServer, client: TCPStream) {
         self.server = server
         self.client = client
+        settings = server.settings
         timer = Timer(loop: server.loop)
         peerIP = Array((client.peerAddress?.ipString ?? "unknown").utf8)
-        requestHeadBytes = HeadAccumulator(limits: server.headLimits, isRequest: true)
+        requestHeadBytes = HeadAccumulator(limits: settings.headLimits, isRequest: true)
         responseHeadBytes = HeadAccumulator(limits: HeadLimits(maxHeadBytes: 64 * 1024, maxTargetBytes: 64 * 1024,
                                                                maxHeaderCount: 256), isRequest: false)
     }
@@ -112,7 +116,7 @@ final class ClientConnection {
         client.onWriteError = { [self] _ in abort() }
         client.onDrain = { [self] in responsePipe?.sinkDrained() }
         timer.onFire = { [self] in timerFired() }
-        arm(.clientHeader, ms: server.config.timeouts.clientHeaderMs)
+        arm(.clientHeader, ms: settings.config.timeouts.clientHeaderMs)
         client.startReading()
     }
 
@@ -153,8 +157,13 @@ final class ClientConnection {
         while !input.isEmpty {
             switch phase {
             case .head:
-                if requestHeadBytes.bytes.isEmpty && timerPurpose == .idle {
-                    arm(.clientHeader, ms: server.config.timeouts.clientHeaderMs)
+                if requestHeadBytes.bytes.isEmpty {
+                    if settings !== server.settings {
+                        // A reload happened: this request is the first to use the new settings.
+                        settings = server.settings
+                        requestHeadBytes.limits = settings.headLimits
+                    }
+                    if timerPurpose == .idle { arm(.clientHeader, ms: settings.config.timeouts.clientHeaderMs) }
                 }
                 let consumed: Int
                 do { consumed = try requestHeadBytes.append(input) } catch {
@@ -164,7 +173,7 @@ final class ClientConnection {
                 guard requestHeadBytes.isComplete else { return }
                 // Swap buffers with the previous request: no allocation per request in steady state.
                 requestHeadBytes.moveBytes(into: &request.bytes)
-                do { try HeadParser.parseRequest(into: &request, limits: server.headLimits) } catch {
+                do { try HeadParser.parseRequest(into: &request, limits: settings.headLimits) } catch {
                     return rejectRequest(error)
                 }
                 beginExchange(bodyStart: &input)
@@ -262,10 +271,10 @@ final class ClientConnection {
             rejectRequest(error)
             return false
         }
-        let limits = server.config.limits
-        if !server.allowedMethods.isEmpty && !server.allowedMethods.contains(where: { request.bytes.equals(request.method, $0) }) {
+        let limits = settings.config.limits
+        if !settings.allowedMethods.isEmpty && !settings.allowedMethods.contains(where: { request.bytes.equals(request.method, $0) }) {
             failExchange(status: 405, reason: "Method Not Allowed: \(request.methodString) is not accepted here",
-                         extraHeaders: server.allowHeader)
+                         extraHeaders: settings.allowHeader)
             return false
         }
         if limits.maxBodyBytes > 0, case .contentLength(let n) = request.framing, n > UInt64(limits.maxBodyBytes) {
@@ -278,8 +287,8 @@ final class ClientConnection {
 
     /// Picks a backend and obtains a connection to it.
     private func connectUpstream() {
-        guard let index = server.balancer.pick(from: server.backends, excluding: triedBackends) else {
-            let anyHealthy = RoundRobinBalancer.anyHealthy(server.backends)
+        guard let index = server.balancer.pick(from: settings.backends, excluding: triedBackends) else {
+            let anyHealthy = RoundRobinBalancer.anyHealthy(settings.backends)
             if anyHealthy || triedBackends != 0 {
                 return failExchange(status: 502, reason: lastConnectFailure ?? "Bad Gateway: no backend could be reached")
             }
@@ -287,7 +296,7 @@ final class ClientConnection {
         }
         if index < 64 { triedBackends |= 1 << UInt64(index) }
         backendIndex = index
-        let backend = server.backends[index]
+        let backend = settings.backends[index]
         backend.activeRequests += 1
 
         // The retry after a dead pooled connection goes out on a fresh one (DESIGN §4): a backend
@@ -309,13 +318,13 @@ final class ClientConnection {
         } catch {
             return connectFailed(error)
         }
-        arm(.connect, ms: server.config.timeouts.connectMs)
+        arm(.connect, ms: settings.config.timeouts.connectMs)
     }
 
     private var lastConnectFailure: String?
 
     private func connectFailed(_ error: UVError) {
-        let backend = server.backends[backendIndex]
+        let backend = settings.backends[backendIndex]
         lastConnectFailure = "Bad Gateway: cannot connect to backend \(backend.id) (\(backend.address)): \(error.name)"
         releaseUpstream(reusable: false)
         // Nothing was sent: any method may go to the next backend.
@@ -340,7 +349,7 @@ final class ClientConnection {
         requestPipe = Pipe(from: client, to: conn.stream)
         responsePipe = Pipe(from: conn.stream, to: client)
         lastUpstreamActivity = server.loop.now
-        let t = server.config.timeouts
+        let t = settings.config.timeouts
         arm(.upstream, ms: requestComplete ? t.upstreamMs : min(t.upstreamMs, t.clientBodyMs))
 
         out.removeAll(keepingCapacity: true)
@@ -354,7 +363,7 @@ final class ClientConnection {
             framing = request.fieldIndex("content-length") != nil ? .contentLength(0) : .none
         }
         rewriter.writeUpstreamRequest(request, framing: framing, peerIP: peerIP,
-                                      defaultHost: server.backends[backendIndex].authorityBytes,
+                                      defaultHost: settings.backends[backendIndex].authorityBytes,
                                       target: forwardTarget, into: &out)
 
         if pending.isEmpty || requestComplete {
@@ -386,7 +395,7 @@ final class ClientConnection {
         case .chunked:
             let consumed: Int
             do {
-                let maxBody = UInt64(server.config.limits.maxBodyBytes)
+                let maxBody = UInt64(settings.config.limits.maxBodyBytes)
                 consumed = try requestDecoder.decode(input) { data throws(HTTPParseError) in
                     requestBodyBytes += UInt64(data.count)
                     if maxBody > 0 && requestBodyBytes > maxBody {
@@ -483,7 +492,7 @@ final class ClientConnection {
         if !out.isEmpty { flushToClient() }
     }
 
-    private var backendID: String { backendIndex >= 0 ? server.backends[backendIndex].id : "?" }
+    private var backendID: String { backendIndex >= 0 ? settings.backends[backendIndex].id : "?" }
 
     /// The final response head arrived: decide the client-side framing and write the head.
     private func startResponse() {
@@ -661,7 +670,9 @@ final class ClientConnection {
         exchangesFinished &+= 1
         let reusable = upstreamReusable && response.keepAlive && responseFraming != .untilClose && requestComplete
         releaseUpstream(reusable: reusable, backendKeepAliveMs: reusable ? keepAliveTimeoutMs(response) : nil)
-        if closeAfterResponse || !requestComplete {
+        if closeAfterResponse || !requestComplete || server.isDraining {
+            // Draining: a response whose head went out before the shutdown began could not say
+            // `Connection: close`, but closing an idle keep-alive connection is always allowed.
             return closeGracefully()
         }
         // Ready for the next request on this connection. Scratch buffers that grew large (chunked
@@ -671,7 +682,7 @@ final class ClientConnection {
         phase = .head
         requestHeadBytes.reset()
         responseStarted = false
-        arm(.idle, ms: server.config.timeouts.idleMs)
+        arm(.idle, ms: settings.config.timeouts.idleMs)
         client.resumeReading(.pipelined)
         if !inInputLoop && (!pending.isEmpty || clientSentEOF) {
             handleClientBytes(UnsafeRawBufferPointer(start: nil, count: 0))
@@ -713,7 +724,7 @@ final class ClientConnection {
             }
         }
         if backendIndex >= 0 {
-            server.backends[backendIndex].activeRequests -= 1
+            settings.backends[backendIndex].activeRequests -= 1
             backendIndex = -1
         }
         upstreamReady = false
@@ -746,7 +757,7 @@ final class ClientConnection {
             if clientSentEOF || status < 0 { teardown() } else { arm(.linger, ms: 2000) }
         }
         // A client that stops reading cannot hold the connection open forever.
-        arm(.flush, ms: server.config.timeouts.idleMs)
+        arm(.flush, ms: settings.config.timeouts.idleMs)
     }
 
     /// Closes everything at once (errors, client aborts, truncated responses).
@@ -790,7 +801,7 @@ final class ClientConnection {
             if requestHeadBytes.bytes.isEmpty {
                 closeGracefully()
             } else {
-                rejectRequest(HTTPParseError(status: 408, reason: "the request head took longer than \(server.config.timeouts.clientHeaderMs) ms"))
+                rejectRequest(HTTPParseError(status: 408, reason: "the request head took longer than \(settings.config.timeouts.clientHeaderMs) ms"))
             }
         case .connect:
             timerPurpose = .none
@@ -812,7 +823,7 @@ final class ClientConnection {
         if client.isCongested { lastUpstreamActivity = now }
         var next = UInt64.max
         if !requestComplete {
-            let limit = UInt64(server.config.timeouts.clientBodyMs)
+            let limit = UInt64(settings.config.timeouts.clientBodyMs)
             let paused = now &- lastClientActivity
             if paused >= limit {
                 timerPurpose = .none
@@ -823,7 +834,7 @@ final class ClientConnection {
             // The backend is waiting for the body: that is not its silence either.
             if !responseStarted { lastUpstreamActivity = now }
         }
-        let limit = UInt64(server.config.timeouts.upstreamMs)
+        let limit = UInt64(settings.config.timeouts.upstreamMs)
         let silent = now &- lastUpstreamActivity
         if silent >= limit {
             timerPurpose = .none
@@ -835,4 +846,12 @@ final class ClientConnection {
 
     /// Closes at once (server shutdown).
     func forceClose() { teardown() }
+
+    /// Graceful shutdown: a connection waiting for its next request closes now. One with a
+    /// request under way — or one whose next request already sits unread in the socket — carries
+    /// on; its response says `Connection: close`.
+    func closeIfIdle() {
+        guard phase == .head, requestHeadBytes.bytes.isEmpty, pending.isEmpty, !client.hasPendingInputOrEOF else { return }
+        closeGracefully()
+    }
 }

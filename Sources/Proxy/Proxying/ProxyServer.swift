@@ -1,82 +1,150 @@
-/// The proxy on one loop: listener, backends with their pools, balancer and health checker.
+import Glibc
+import Synchronization
+
+/// The proxy on one worker loop: its listener, its view of the backends (with its own pools),
+/// its balancer and its client connections. Nothing here is shared with other workers; health
+/// verdicts arrive through `SharedBackend`, new configurations through `apply(_:listening:)`.
 ///
 /// Threading: created and used on the thread that runs `loop`.
 public final class ProxyServer {
     public let loop: EventLoop
-    public let config: ProxyConfig
-    public let backends: [Backend]
+    /// This worker's number (0-based) and how many there are, shown by `/_health`.
+    public let worker: Int
+    public let workerCount: Int
+    /// The configuration new exchanges start with.
+    private(set) var settings: ServerSettings
     var balancer = RoundRobinBalancer()
-    let headLimits: HeadLimits
-    private let listener: TCPListener
-    private let healthChecker: HealthChecker
+    private var listener: TCPListener?
+    /// The listening socket from `ListenSockets`, owned here. libuv gets a duplicate, so that
+    /// accepting can pause (closing libuv's handle) and resume without losing the socket.
+    private var listenDescriptor: Int32 = -1
+    private let acceptResumer: Timer
     private let poolSweeper: Timer
+    /// Open client connections of all workers together, against `limits.max_connections`.
+    private let connectionCount: ConnectionCount
     /// Open client connections.
     public private(set) var activeClients = 0
     private var clients: [ObjectIdentifier: ClientConnection] = [:]
-    /// `limits.allowed_methods` as bytes, and the `Allow` header line a 405 carries.
-    let allowedMethods: [[UInt8]]
-    let allowHeader: String
     /// Connections closed at once because `max_connections` were open.
     public private(set) var connectionsRefused = 0
     private var lastAcceptWarning: UInt64 = 0
-    /// Set once shutdown began: responses carry `Connection: close`.
+    /// Set once a graceful shutdown began: responses carry `Connection: close` and connections
+    /// close after their exchange.
     public private(set) var isDraining = false
+    private var onDrained: (() -> Void)?
 
-    /// Resolves the backends' addresses (blocking DNS: start-up only).
-    public init(config: ProxyConfig, loop: EventLoop) throws(AddressError) {
+    public init(worker: Int, workerCount: Int, generation: ConfigGeneration, connectionCount: ConnectionCount,
+                loop: EventLoop) {
         self.loop = loop
-        self.config = config
-        var backends: [Backend] = []
-        for b in config.backends {
-            let address = try SocketAddress.resolve(host: b.host, port: b.port)
-            let pool = UpstreamPool(maxIdle: config.pool.maxIdlePerBackend, idleTimeoutMs: UInt64(config.pool.idleTimeoutMs))
-            let authority = AddressSyntax.join(host: b.host, port: b.port)
-            backends.append(Backend(id: b.id, url: b.url, address: address, authority: authority, pool: pool))
-        }
-        self.backends = backends
-        headLimits = HeadLimits(config.limits)
-        allowedMethods = config.limits.allowedMethods.map { Array($0.utf8) }
-        allowHeader = config.limits.allowedMethods.isEmpty ? "" : "Allow: \(config.limits.allowedMethods.joined(separator: ", "))\r\n"
-        listener = TCPListener(loop: loop)
-        healthChecker = HealthChecker(loop: loop, backends: backends, config: config.healthCheck)
+        self.worker = worker
+        self.workerCount = workerCount
+        self.connectionCount = connectionCount
+        settings = ServerSettings(generation, worker: worker, previous: [])
         poolSweeper = Timer(loop: loop)
+        acceptResumer = Timer(loop: loop)
     }
 
-    /// Starts listening and health checking; returns the bound address (the real port for `:0`).
-    @discardableResult
-    public func start() throws(ProxyStartError) -> SocketAddress {
-        let host = config.listen.host  // stored without IPv6 brackets
-        guard let address = SocketAddress(ip: host, port: config.listen.port)
-                ?? (try? SocketAddress.resolve(host: host, port: config.listen.port)) else {
-            throw ProxyStartError(message: "listen: cannot use address \"\(config.listen)\"")
-        }
-        listener.onAccept = { [unowned self] stream in self.accept(stream) }
-        listener.onAcceptError = { [unowned self] code in
-            // Out of descriptors (EMFILE): libuv sheds the connection with its reserve descriptor,
-            // so the loop does not spin; one warning a second is enough.
-            self.warnAtMostEverySecond("accept failed: \(UVError(code)) — raise the file-descriptor limit or lower limits.max_connections")
-        }
-        do {
-            try listener.listen(on: address)
-        } catch {
-            throw ProxyStartError(message: "cannot listen on \(address): \(error)")
-        }
-        healthChecker.start()
-        let sweepMs = UInt64(max(config.pool.idleTimeoutMs / 4, 50))
+    public var generation: Int { settings.generation }
+
+    /// Starts accepting on `descriptor` (a bound, listening socket from `ListenSockets`, which
+    /// the server now owns) and sweeping idle pooled connections.
+    public func start(listeningOn descriptor: Int32) throws(ProxyStartError) {
+        listener = try makeListener(descriptor)
+        listenDescriptor = descriptor
+        acceptResumer.onFire = { [unowned self] in self.resumeAccepting() }
         poolSweeper.onFire = { [unowned self] in
             let now = self.loop.now
-            for b in self.backends { b.pool.sweep(now: now) }
+            for b in self.settings.backends { b.pool.sweep(now: now) }
         }
+        restartPoolSweeper()
+    }
+
+    /// A libuv listener on a duplicate of `descriptor`.
+    private func makeListener(_ descriptor: Int32) throws(ProxyStartError) -> TCPListener {
+        let duplicate = dup(descriptor)
+        guard duplicate >= 0 else {
+            throw ProxyStartError(message: "worker \(worker): cannot duplicate the listening socket: \(UVError(-errno))")
+        }
+        let listener = TCPListener(loop: loop)
+        listener.onAccept = { [unowned self] stream in self.accept(stream) }
+        listener.onAcceptError = { [unowned self] code in self.acceptFailed(code) }
+        do {
+            try listener.adopt(descriptor: duplicate)
+        } catch {
+            listener.close()
+            throw ProxyStartError(message: "worker \(worker): cannot accept on the listening socket: \(error)")
+        }
+        return listener
+    }
+
+    /// Out of descriptors (EMFILE, ENFILE) and libuv's reserve descriptor is gone too — another
+    /// thread of this process took the slot it freed. libuv would retry `accept` at once, forever,
+    /// inside one callback; instead accepting pauses (new connections wait in the kernel's queue)
+    /// and resumes shortly, as nginx does.
+    private func acceptFailed(_ code: Int32) {
+        warnAtMostEverySecond("accept failed: \(UVError(code)) — raise the file-descriptor limit or lower limits.max_connections")
+        guard code == -EMFILE || code == -ENFILE, let paused = listener else { return }
+        paused.close()
+        listener = nil
+        acceptResumer.start(timeoutMs: 100)
+    }
+
+    private func resumeAccepting() {
+        guard listener == nil, !isDraining, listenDescriptor >= 0 else { return }
+        do {
+            listener = try makeListener(listenDescriptor)
+        } catch {
+            acceptResumer.start(timeoutMs: 100)  // still no descriptor to spare
+        }
+    }
+
+    /// Closes libuv's listener and the socket itself: no more connections on this worker.
+    private func stopAccepting() {
+        listener?.close()
+        listener = nil
+        acceptResumer.stop()
+        if listenDescriptor >= 0 { _ = close(listenDescriptor) }
+        listenDescriptor = -1
+    }
+
+    private func restartPoolSweeper() {
+        let sweepMs = UInt64(max(settings.config.pool.idleTimeoutMs / 4, 50))
         poolSweeper.start(timeoutMs: sweepMs, repeatMs: sweepMs)
-        return listener.localAddress ?? address
+    }
+
+    /// Switches new exchanges to `generation`. Exchanges in flight finish with the backend and
+    /// settings they started with; idle pooled connections to removed backends are closed. A
+    /// `listening` descriptor (the `listen` address changed) is adopted before the old listener
+    /// closes, so there is no moment without one.
+    public func apply(_ generation: ConfigGeneration, listening descriptor: Int32?) {
+        guard generation.number > settings.generation else { return }
+        let old = settings.backends
+        settings = ServerSettings(generation, worker: worker, previous: old)
+        for b in old where !settings.backends.contains(where: { $0 === b }) {
+            b.isRetired = true
+            b.pool.closeAll()
+        }
+        restartPoolSweeper()
+        if let descriptor, !isDraining {
+            do {
+                let replacement = try makeListener(descriptor)
+                stopAccepting()
+                listener = replacement
+                listenDescriptor = descriptor
+            } catch {
+                _ = close(descriptor)
+                Log.error("\(error); still accepting on the old address")
+            }
+        }
     }
 
     private func accept(_ stream: TCPStream) {
-        guard activeClients < config.limits.maxConnections else {
+        let maxConnections = settings.config.limits.maxConnections
+        guard connectionCount.admit(limit: maxConnections) else {
             // Closed at once rather than queued: the client can retry elsewhere.
             connectionsRefused += 1
             stream.close()
-            warnAtMostEverySecond("limits.max_connections (\(config.limits.maxConnections)) reached: closing new connections")
+            warnAtMostEverySecond("limits.max_connections (\(maxConnections)) reached: closing new connections")
             return
         }
         let connection = ClientConnection(server: self, client: stream)
@@ -94,30 +162,72 @@ public final class ProxyServer {
 
     func clientClosed(_ connection: ClientConnection) {
         activeClients -= 1
+        connectionCount.release()
         clients[ObjectIdentifier(connection)] = nil
+        if isDraining && activeClients == 0 { finishDrain() }
     }
 
     /// Writes the proxy's own answer for `request` into `out` if it is one of the proxy's paths.
     func answerLocally(_ request: RequestHead, keepAlive: Bool, into out: inout [UInt8]) -> Bool {
         guard HealthEndpoint.matches(request) else { return false }
-        let (status, body) = HealthEndpoint.render(backends)
+        let (status, body) = HealthEndpoint.render(settings.backends.map(\.shared), worker: worker, workers: workerCount)
         ErrorResponse.write(status: status, contentType: "application/json", body: body, keepAlive: keepAlive,
                             headOnly: request.isHEAD, into: &out)
         return true
     }
 
-    /// Stops accepting and closes every connection and timer; `loop.run()` then returns.
+    /// Graceful shutdown: stops accepting at once, closes idle keep-alive connections, lets every
+    /// exchange in flight finish (its response says `Connection: close`), then calls `drained`.
+    public func beginDrain(_ drained: @escaping () -> Void) {
+        guard !isDraining else { return }
+        isDraining = true
+        onDrained = drained
+        stopAccepting()
+        for c in Array(clients.values) { c.closeIfIdle() }
+        if activeClients == 0 { finishDrain() }
+    }
+
+    private func finishDrain() {
+        guard let drained = onDrained else { return }
+        onDrained = nil
+        drained()
+    }
+
+    /// Stops accepting and closes every connection and timer at once; `loop.run()` then returns
+    /// (once the owner closes its own handles too).
     public func shutdown() {
         isDraining = true
-        listener.close()
-        healthChecker.stop()
+        onDrained = nil
+        stopAccepting()
+        acceptResumer.close()
         poolSweeper.close()
         for c in Array(clients.values) { c.forceClose() }
-        for b in backends { b.pool.closeAll() }
+        for b in settings.backends { b.pool.closeAll() }
     }
 }
 
 public struct ProxyStartError: Error, CustomStringConvertible {
     public var message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
+}
+
+/// Open client connections across all workers, for `limits.max_connections` (a limit for the
+/// whole proxy, like HAProxy's `maxconn`, not per worker). One atomic add per connection, never
+/// per request. Threading: `Sendable`, shared by every worker.
+public final class ConnectionCount: Sendable {
+    private let open = Atomic<Int>(0)
+
+    public init() {}
+
+    /// Counts a new connection if fewer than `limit` are open.
+    func admit(limit: Int) -> Bool {
+        if open.wrappingAdd(1, ordering: .relaxed).newValue <= limit { return true }
+        open.wrappingSubtract(1, ordering: .relaxed)
+        return false
+    }
+
+    func release() { open.wrappingSubtract(1, ordering: .relaxed) }
+
+    public var current: Int { open.load(ordering: .relaxed) }
 }

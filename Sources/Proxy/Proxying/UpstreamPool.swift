@@ -7,9 +7,14 @@
 /// also checks the socket itself, since that close may still sit unread in the current batch.
 /// Threading: loop thread only.
 public final class UpstreamPool {
-    private var idle: [UpstreamConnection] = []
-    public let maxIdle: Int
-    public let idleTimeoutMs: UInt64
+    private var idle: [UpstreamConnection] = [] {
+        didSet { counter?.idlePooled.store(idle.count, ordering: .relaxed) }
+    }
+    /// Changed by a reload; applies to connections pooled from then on.
+    public internal(set) var maxIdle: Int
+    public internal(set) var idleTimeoutMs: UInt64
+    /// Where the idle count is published for `/_health` (summed over workers).
+    var counter: WorkerCounters?
 
     public init(maxIdle: Int, idleTimeoutMs: UInt64) {
         self.maxIdle = maxIdle
@@ -37,7 +42,7 @@ public final class UpstreamPool {
     /// `backendKeepAliveMs` is the backend's announced `Keep-Alive: timeout`, if any.
     func put(_ c: UpstreamConnection, now: UInt64, backendKeepAliveMs: UInt64? = nil) {
         c.owner = nil
-        guard idle.count < maxIdle, !c.isClosed else { c.close(); return }
+        guard idle.count < maxIdle, !c.isClosed, !c.backend.isRetired else { c.close(); return }
         c.idleSince = now
         // Give up a connection a second before the backend would, to stay clear of its timer.
         c.idleLimitMs = min(idleTimeoutMs, backendKeepAliveMs.map { $0 > 1000 ? $0 - 1000 : 0 } ?? .max)

@@ -1,0 +1,91 @@
+import Synchronization
+
+/// The half of a backend that every worker sees: where it is, the health verdict the health
+/// checker publishes, and one set of counters per worker for `/_health`.
+///
+/// Created by the supervisor (at start and on reload; a reload keeps the instance of a backend
+/// whose id and URL did not change, so its health and counters carry over). Each worker wraps it
+/// in its own loop-confined `Backend` with its own pool.
+///
+/// Threading: `Sendable`. `isHealthy` is written by the health checker's thread and read on every
+/// worker's request path as a relaxed atomic load — a plain load on x86-64 and arm64, no lock.
+/// Each `WorkerCounters` slot has a single writer (its worker); readers sum them.
+public final class SharedBackend: Sendable {
+    public let config: BackendConfig
+    public let address: SocketAddress
+    /// `host:port` as written in the URL: the Host header of health probes and of HTTP/1.0
+    /// requests that came without one.
+    public let authority: String
+    /// One slot per worker, indexed by worker number.
+    public let counters: [WorkerCounters]
+
+    private let healthy = Atomic<Bool>(true)
+    private let record = Mutex(ProbeRecord())
+
+    public init(config: BackendConfig, address: SocketAddress, workers: Int) {
+        self.config = config
+        self.address = address
+        authority = AddressSyntax.join(host: config.host, port: config.port)
+        counters = (0..<max(workers, 1)).map { _ in WorkerCounters() }
+    }
+
+    public var id: String { config.id }
+    public var url: String { config.url }
+
+    /// The current verdict: every worker routes around a backend the moment this turns false.
+    public var isHealthy: Bool { healthy.load(ordering: .relaxed) }
+
+    /// The probe streaks and last error, as one consistent snapshot.
+    public var probeRecord: ProbeRecord { record.withLock { $0 } }
+
+    /// Applies one probe result under the thresholds; returns the state change, if any.
+    /// Called on the health checker's thread only.
+    func recordProbe(ok: Bool, problem: String?, healthyThreshold: Int, unhealthyThreshold: Int) -> HealthChange? {
+        let wasHealthy = isHealthy
+        let nowHealthy: Bool = record.withLock { r in
+            let first = !r.hasBeenProbed
+            r.hasBeenProbed = true
+            if ok {
+                r.consecutiveSuccesses += 1
+                r.consecutiveFailures = 0
+                r.lastError = nil
+                return wasHealthy || first || r.consecutiveSuccesses >= healthyThreshold
+            }
+            r.consecutiveFailures += 1
+            r.consecutiveSuccesses = 0
+            r.lastError = problem
+            return !wasHealthy ? false : !(first || r.consecutiveFailures >= unhealthyThreshold)
+        }
+        guard nowHealthy != wasHealthy else { return nil }
+        healthy.store(nowHealthy, ordering: .relaxed)
+        return nowHealthy ? .up : .down
+    }
+
+    /// Requests in flight to this backend, summed over all workers.
+    public var activeRequests: Int { counters.reduce(0) { $0 + $1.activeRequests.load(ordering: .relaxed) } }
+    /// Idle pooled connections to this backend, summed over all workers.
+    public var idlePooledConnections: Int { counters.reduce(0) { $0 + $1.idlePooled.load(ordering: .relaxed) } }
+
+    /// Same backend as far as a reload is concerned: its pool and health may carry over.
+    func isSame(as other: BackendConfig) -> Bool { config == other }
+}
+
+public enum HealthChange: Sendable { case up, down }
+
+/// What the health checker knows about one backend beyond up/down.
+public struct ProbeRecord: Sendable, Equatable {
+    public var consecutiveSuccesses = 0
+    public var consecutiveFailures = 0
+    /// Whether any probe has completed yet: the first result decides the state at once.
+    public var hasBeenProbed = false
+    /// Why the last probe failed.
+    public var lastError: String?
+}
+
+/// One worker's counters for one backend. Written by that worker only (relaxed stores of values
+/// it tracks itself, not read-modify-write), so they cost the request path no bus locking.
+public final class WorkerCounters: Sendable {
+    public let activeRequests = Atomic<Int>(0)
+    public let idlePooled = Atomic<Int>(0)
+    init() {}
+}

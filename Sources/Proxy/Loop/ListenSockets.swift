@@ -1,0 +1,54 @@
+import CUV
+import Glibc
+
+/// The listening sockets for one address: one per worker loop, all bound to the same port with
+/// `SO_REUSEPORT`, so the kernel spreads new connections across the workers and no lock or
+/// hand-off is needed between them (libuv 1.44 has no `UV_TCP_REUSEPORT`, hence the C helper).
+///
+/// Opened on the supervisor's thread, before the workers get them: a bind error is reported once
+/// and at start-up, and `:0` becomes one real port for every worker (each binding `:0` itself
+/// would get a different port). Each descriptor is then adopted by exactly one worker's
+/// `TCPListener`, which closes it. Descriptors are plain integers, so the value is `Sendable`.
+public struct ListenSockets: Sendable {
+    /// The bound address, with the real port.
+    public let address: SocketAddress
+    public let descriptors: [Int32]
+
+    /// Opens `count` sockets on `listen`.
+    ///
+    /// `exclusive` first checks that no other process is listening there: `SO_REUSEPORT` would
+    /// otherwise let a second proxy started by mistake on the same port silently share its
+    /// traffic, where users expect "address already in use". (A reload skips the check: the
+    /// proxy's own old sockets may overlap the new address.)
+    public static func open(_ listen: ListenAddress, count: Int, exclusive: Bool,
+                            backlog: Int32 = 1024) throws(ProxyStartError) -> ListenSockets {
+        guard var address = SocketAddress(ip: listen.host, port: listen.port)
+                ?? (try? SocketAddress.resolve(host: listen.host, port: listen.port)) else {
+            throw ProxyStartError(message: "listen: cannot use address \"\(listen)\"")
+        }
+        if exclusive && listen.port != 0 {
+            let probe = address.withSockAddr { cuv_listen_socket($0, 0, 0) }
+            guard probe >= 0 else { throw ProxyStartError(message: "cannot listen on \(address): \(UVError(probe))") }
+            Glibc.close(probe)
+        }
+        var descriptors: [Int32] = []
+        for _ in 0..<max(count, 1) {
+            let fd = address.withSockAddr { cuv_listen_socket($0, 1, backlog) }
+            guard fd >= 0 else {
+                for d in descriptors { Glibc.close(d) }
+                throw ProxyStartError(message: "cannot listen on \(address): \(UVError(fd))")
+            }
+            if address.port == 0 {
+                // The first socket picked the port; the others join it.
+                address = address.withPort(UInt16(truncatingIfNeeded: cuv_socket_port(fd)))
+            }
+            descriptors.append(fd)
+        }
+        return ListenSockets(address: address, descriptors: descriptors)
+    }
+
+    /// Closes descriptors that no worker adopted (start-up failed half-way).
+    public func closeAll() {
+        for d in descriptors { Glibc.close(d) }
+    }
+}

@@ -1,0 +1,50 @@
+/// One version of the configuration as the supervisor hands it to every worker: the config and
+/// the shared halves of its backends. A reload publishes a new one with a higher number.
+public struct ConfigGeneration: Sendable {
+    public let number: Int
+    public let config: ProxyConfig
+    public let backends: [SharedBackend]
+
+    public init(number: Int, config: ProxyConfig, backends: [SharedBackend]) {
+        self.number = number
+        self.config = config
+        self.backends = backends
+    }
+}
+
+/// A `ConfigGeneration` made ready for one worker's request path: its own `Backend` objects
+/// (with pools) and the limits pre-converted to the forms the parser and `admit` use.
+///
+/// A client connection holds the settings it started its current exchange with, so a reload
+/// never changes the backend list or limits under an exchange in flight; the next request on
+/// the connection picks up the new ones.
+/// Threading: loop thread only.
+final class ServerSettings {
+    let generation: Int
+    let config: ProxyConfig
+    let backends: [Backend]
+    let headLimits: HeadLimits
+    /// `limits.allowed_methods` as bytes, and the `Allow` header line a 405 carries.
+    let allowedMethods: [[UInt8]]
+    let allowHeader: String
+
+    /// Builds the worker's view of `generation`, reusing the `Backend` (and so the pool) of every
+    /// backend that `previous` already had.
+    init(_ generation: ConfigGeneration, worker: Int, previous: [Backend]) {
+        self.generation = generation.number
+        config = generation.config
+        let pool = generation.config.pool
+        backends = generation.backends.map { shared in
+            if let kept = previous.first(where: { $0.shared === shared }) {
+                kept.pool.maxIdle = pool.maxIdlePerBackend
+                kept.pool.idleTimeoutMs = UInt64(pool.idleTimeoutMs)
+                return kept
+            }
+            return Backend(shared: shared, worker: worker,
+                           pool: UpstreamPool(maxIdle: pool.maxIdlePerBackend, idleTimeoutMs: UInt64(pool.idleTimeoutMs)))
+        }
+        headLimits = HeadLimits(config.limits)
+        allowedMethods = config.limits.allowedMethods.map { Array($0.utf8) }
+        allowHeader = config.limits.allowedMethods.isEmpty ? "" : "Allow: \(config.limits.allowedMethods.joined(separator: ", "))\r\n"
+    }
+}

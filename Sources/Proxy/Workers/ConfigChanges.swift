@@ -1,0 +1,38 @@
+/// What a reload changes, for the one log line it writes and to decide what to restart.
+struct ConfigChanges {
+    var added: [BackendConfig] = []
+    var removed: [BackendConfig] = []
+    var reordered = false
+    /// Names of the other settings that differ, in config-file vocabulary.
+    var settings: [String] = []
+    var listen: (from: ListenAddress, to: ListenAddress)?
+
+    init(from old: ProxyConfig, oldBackends: [SharedBackend], to new: ProxyConfig, newBackends: [SharedBackend]) {
+        added = newBackends.filter { b in !oldBackends.contains { $0 === b } }.map(\.config)
+        removed = oldBackends.filter { b in !newBackends.contains { $0 === b } }.map(\.config)
+        reordered = added.isEmpty && removed.isEmpty && !zip(oldBackends, newBackends).allSatisfy { $0 === $1 }
+        if old.listen != new.listen { listen = (old.listen, new.listen) }
+        if old.healthCheck != new.healthCheck { settings.append("health_check") }
+        if old.timeouts != new.timeouts { settings.append("timeouts") }
+        if old.limits != new.limits { settings.append("limits") }
+        if old.pool != new.pool { settings.append("pool") }
+        if old.shutdownGraceMs != new.shutdownGraceMs { settings.append("shutdown_grace_ms") }
+    }
+
+    var isEmpty: Bool { added.isEmpty && removed.isEmpty && !reordered && settings.isEmpty && listen == nil }
+
+    /// The health checker restarts (and probes at once) when what it probes or how changed.
+    var affectsHealthChecks: Bool { !added.isEmpty || !removed.isEmpty || reordered || settings.contains("health_check") }
+
+    /// `backends added b3 (http://…); removed b1 (http://…); listen :8080 -> :9090; changed timeouts, limits`
+    var summary: String {
+        func list(_ bs: [BackendConfig]) -> String { bs.map { "\($0.id) (\($0.url))" }.joined(separator: ", ") }
+        var parts: [String] = []
+        if !added.isEmpty { parts.append("backends added \(list(added))") }
+        if !removed.isEmpty { parts.append("backends removed \(list(removed))") }
+        if reordered { parts.append("backends reordered") }
+        if let listen { parts.append("listen \(listen.from) -> \(listen.to)") }
+        if !settings.isEmpty { parts.append("changed \(settings.joined(separator: ", "))") }
+        return parts.isEmpty ? "no changes" : parts.joined(separator: "; ")
+    }
+}

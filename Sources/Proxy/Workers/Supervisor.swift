@@ -1,0 +1,258 @@
+import CUV
+import Glibc
+
+/// The process's control loop, on the main thread: it opens the listening sockets, starts one
+/// `Worker` thread per loop, runs the single `HealthChecker` whose verdicts every worker reads,
+/// and turns signals into lifecycle steps — SIGTERM/SIGINT drain gracefully (a second one exits
+/// at once), SIGHUP reloads the config file.
+///
+/// It never touches a worker's objects: it talks to workers through their `Mailbox`es and they
+/// answer through `reports`. Threading: the thread that calls `run` only.
+public final class Supervisor {
+    private enum Phase { case starting, running, draining, stopping }
+
+    private let loop = EventLoop()
+    private let options: CommandLineOptions
+    private let fdLimit: Int
+    private let workerCount: Int
+    private var config: ProxyConfig
+    private var generation: ConfigGeneration
+    private var listenAddress: SocketAddress
+    private var healthChecker: HealthChecker
+    private var threads: [NativeThread] = []
+    private var inboxes: [Mailbox<WorkerMessage>] = []
+    private let reports = Mailbox<WorkerReport>()
+    private let connectionCount = ConnectionCount()
+    private let reportWakeup: Wakeup
+    private var signalWatchers: [SignalWatcher] = []
+    private var graceTimer: Timer?
+    private var startedWorkers = 0
+    private var stoppedWorkers = 0
+    private var phase = Phase.starting
+    private var exitCode: Int32 = 0
+    private var pendingSockets: ListenSockets?
+
+    /// Serves `config` (the loaded file with the command line applied) until a signal stops it;
+    /// returns the process exit status.
+    public static func run(config: ProxyConfig, options: CommandLineOptions, fdLimit: Int) -> Int32 {
+        do {
+            return try Supervisor(config: config, options: options, fdLimit: fdLimit).serve()
+        } catch {
+            printError("proxy: \(error)")
+            return 1
+        }
+    }
+
+    /// Worker loops for `config`: `workers`, or one per CPU this process may run on.
+    public static func workerCount(_ config: ProxyConfig) -> Int {
+        config.workers > 0 ? config.workers : Int(cuv_available_cpus())
+    }
+
+    /// The config file's values with the command line's overrides.
+    public static func applying(_ options: CommandLineOptions, to config: ProxyConfig) -> ProxyConfig {
+        var config = config
+        if let listen = options.listen { config.listen = listen }
+        if let workers = options.workers { config.workers = workers }
+        return config
+    }
+
+    private init(config: ProxyConfig, options: CommandLineOptions, fdLimit: Int) throws(ProxyStartError) {
+        self.config = config
+        self.options = options
+        self.fdLimit = fdLimit
+        workerCount = Self.workerCount(config)
+        var backends: [SharedBackend] = []
+        for b in config.backends {
+            do {
+                backends.append(SharedBackend(config: b, address: try SocketAddress.resolve(host: b.host, port: b.port),
+                                              workers: workerCount))
+            } catch {
+                throw ProxyStartError(message: "\(options.configPath): backends: \(error)")
+            }
+        }
+        generation = ConfigGeneration(number: 1, config: config, backends: backends)
+        let sockets = try ListenSockets.open(config.listen, count: workerCount, exclusive: true)
+        listenAddress = sockets.address
+        pendingSockets = sockets
+        healthChecker = HealthChecker(loop: loop, backends: backends, config: config.healthCheck)
+        reportWakeup = Wakeup(loop: loop)
+    }
+
+    private func serve() -> Int32 {
+        reportWakeup.onWake = { [unowned self] in self.handleReports() }
+        reports.attach(reportWakeup.sender)
+        watch([SIGINT, SIGTERM]) { [unowned self] signum in self.stopSignal(signum) }
+        watch([SIGHUP]) { [unowned self] _ in self.reload() }
+
+        let sockets = pendingSockets!
+        pendingSockets = nil
+        for index in 0..<workerCount {
+            let inbox = Mailbox<WorkerMessage>()
+            let launch = WorkerLaunch(index: index, count: workerCount, generation: generation,
+                                      descriptor: sockets.descriptors[index], inbox: inbox, reports: reports,
+                                      connectionCount: connectionCount)
+            do {
+                threads.append(try NativeThread(name: "proxy-worker-\(index)") { Worker.run(launch) })
+                inboxes.append(inbox)
+            } catch {
+                printError("proxy: \(error)")
+                for fd in sockets.descriptors[index...] { _ = Glibc.close(fd) }
+                exitCode = 1
+                stopWorkers()
+                break
+            }
+        }
+        if threads.isEmpty { finish() } else { healthChecker.start() }
+        loop.run()
+        for t in threads { t.join() }
+        return exitCode
+    }
+
+    private func watch(_ signals: [Int32], _ handler: @escaping (Int32) -> Void) {
+        for signum in signals {
+            let watcher = SignalWatcher(loop: loop)
+            watcher.onSignal = handler
+            try? watcher.start(signum)
+            signalWatchers.append(watcher)
+        }
+    }
+
+    // MARK: - Reports from workers
+
+    private func handleReports() {
+        for report in reports.takeAll() {
+            switch report {
+            case .started:
+                startedWorkers += 1
+                if startedWorkers == workerCount && phase == .starting {
+                    phase = .running
+                    // Tests and scripts wait for this exact line (it carries the real port for `:0`).
+                    print("proxy: listening on \(listenAddress) (\(config.backends.count) backends, "
+                        + "\(workerCount) worker\(workerCount == 1 ? "" : "s"), fd limit \(fdLimit))")
+                    cuv_flush_stdout()
+                }
+            case .failed(_, let message):
+                printError("proxy: \(message)")
+                exitCode = 1
+                stopWorkers()
+            case .stopped:
+                stoppedWorkers += 1
+                if stoppedWorkers == threads.count { finish() }
+            }
+        }
+    }
+
+    private func stopWorkers() {
+        phase = .stopping
+        for inbox in inboxes { inbox.post(.stopNow) }
+    }
+
+    /// Every worker has stopped: close the supervisor's own handles so `loop.run()` returns.
+    private func finish() {
+        healthChecker.stop()
+        reports.detach()
+        loop.closeAllHandles()
+    }
+
+    // MARK: - Graceful shutdown
+
+    private func stopSignal(_ signum: Int32) {
+        switch phase {
+        case .draining, .stopping:
+            Log.warning("signal \(signum) again: exiting now")
+            _exit(1)
+        case .starting, .running:
+            let grace = config.shutdownGraceMs
+            Log.info("signal \(signum): shutting down; requests in flight have \(grace) ms to finish (signal again to exit now)")
+            phase = .draining
+            for inbox in inboxes { inbox.post(.drain) }
+            let timer = Timer(loop: loop)
+            timer.onFire = { [unowned self] in
+                Log.warning("shutdown_grace_ms (\(grace) ms) is over: closing the connections still open")
+                self.stopWorkers()
+            }
+            timer.start(timeoutMs: UInt64(grace))
+            graceTimer = timer
+        }
+    }
+
+    // MARK: - Reload
+
+    /// Re-reads the config file and hands the new configuration to every worker. Anything wrong —
+    /// a bad file, a backend that does not resolve, a new `listen` address that cannot be bound —
+    /// changes nothing: the error is logged and the running configuration stays.
+    private func reload() {
+        guard phase == .running else {
+            Log.warning("SIGHUP ignored while \(phase == .starting ? "starting" : "shutting down")")
+            return
+        }
+        let path = options.configPath
+        func keep(_ problem: String) {
+            Log.error("reload failed, still serving the previous configuration: \(problem)")
+        }
+        var next: ProxyConfig
+        do {
+            next = Self.applying(options, to: try ConfigLoader.load(path: path))
+        } catch {
+            return keep("\(error)")
+        }
+        var notes: [String] = []
+        if Self.workerCount(next) != workerCount {
+            notes.append("workers stays \(workerCount) until a restart")
+        }
+        next.workers = config.workers
+        var backends: [SharedBackend] = []
+        for b in next.backends {
+            if let kept = generation.backends.first(where: { $0.isSame(as: b) }) {
+                backends.append(kept)
+                continue
+            }
+            do {
+                backends.append(SharedBackend(config: b, address: try SocketAddress.resolve(host: b.host, port: b.port),
+                                              workers: workerCount))
+            } catch {
+                return keep("\(path): backends: \(error)")
+            }
+        }
+        let changes = ConfigChanges(from: config, oldBackends: generation.backends, to: next, newBackends: backends)
+        guard !changes.isEmpty else {
+            Log.info("reload: \(path): no changes" + notes.map { "; \($0)" }.joined())
+            return
+        }
+        var sockets: ListenSockets?
+        if changes.listen != nil {
+            do {
+                sockets = try ListenSockets.open(next.listen, count: workerCount, exclusive: false)
+            } catch {
+                return keep("\(error)")
+            }
+        }
+        config = next
+        generation = ConfigGeneration(number: generation.number + 1, config: next, backends: backends)
+        for (index, inbox) in inboxes.enumerated() {
+            let descriptor = sockets?.descriptors[index]
+            if !inbox.post(.apply(generation, listening: descriptor)), let descriptor { _ = Glibc.close(descriptor) }
+        }
+        if let sockets { listenAddress = sockets.address }
+        if changes.affectsHealthChecks {
+            healthChecker.stop()
+            healthChecker = HealthChecker(loop: loop, backends: backends, config: next.healthCheck)
+            healthChecker.start()
+        }
+        Log.info("reload: \(path): generation \(generation.number): \(changes.summary)"
+            + (sockets.map { " (now listening on \($0.address))" } ?? "") + notes.map { "; \($0)" }.joined())
+    }
+}
+
+/// Writes one line to standard error (unbuffered, so it is not lost on exit).
+func printError(_ message: String) {
+    var line = Array((message + "\n").utf8)
+    line.withUnsafeMutableBytes { raw in
+        var offset = 0
+        while offset < raw.count {
+            let n = Glibc.write(2, raw.baseAddress! + offset, raw.count - offset)
+            if n <= 0 { break }
+            offset += n
+        }
+    }
+}
