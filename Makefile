@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 RELEASE_FLAGS := -c release
 
-.PHONY: run test test-asan soak build release deps clean check-config bench bench-quick
+.PHONY: run test test-asan test-tsan soak build release deps clean check-config bench bench-quick
 
 ## Install libuv's headers when missing (Debian/Ubuntu), as root or through sudo.
 deps:
@@ -35,6 +35,12 @@ test: deps
 test-asan: deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan.supp $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
+
+## The whole suite with ThreadSanitizer in the proxy (two worker loops in every integration
+## test), the test backend and the tests. Any data race report fails the run (halt_on_error).
+test-tsan: deps
+	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
+	TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$(CURDIR)/Tests/tsan.supp" $(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
 
 ## Benchmark this proxy against nginx and HAProxy in front of one nginx origin (6–7 minutes;
 ## installs wrk, nginx-light, haproxy, valgrind, strace and gnuplot-nox when missing). Prints a
@@ -75,7 +81,7 @@ fuzz-replay: deps
 	@SWIFT=$(SWIFT) Scripts/fuzz.sh replay "$$($(SWIFT) build --show-bin-path)"
 
 clean:
-	rm -rf .build .build-asan
+	rm -rf .build .build-asan .build-tsan
 
 ## Mixed traffic for MINUTES minutes (default 10); prints RSS and open fds each minute. Not in CI.
 MINUTES ?= 10

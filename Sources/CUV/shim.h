@@ -29,6 +29,15 @@ static inline uv_tcp_t *cuv_stream_as_tcp(uv_stream_t *s) { return (uv_tcp_t *)s
 
 static inline void cuv_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
 
+/* Clears the calling thread's signal mask. A process can inherit blocked signals from whatever
+   started it (Foundation's Process passes on its thread's mask), and then SIGTERM or SIGHUP
+   would never arrive. Threads started afterwards inherit the cleared mask. */
+static inline void cuv_unblock_all_signals(void) {
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
+}
+
 /* Swift 6 rejects C globals such as stdout outright. */
 static inline void cuv_flush_stdout(void) { fflush(stdout); }
 static inline void cuv_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }

@@ -120,6 +120,10 @@ func startBackend(port: UInt16 = 0) throws -> ManagedProcess {
 }
 
 /// Starts the proxy with a config (JSON text) written to a temporary file.
+/// ThreadSanitizer's shadow memory multiplies a process's resident size; absolute memory bounds
+/// scale by this under `make test-tsan` (growth checks do not).
+let sanitizerMemoryFactor = ProcessInfo.processInfo.environment["TSAN_OPTIONS"] != nil ? 8 : 1
+
 /// Starts the proxy on a free port with `workers` loops: two by default, so every integration
 /// test also exercises more than one worker (and ThreadSanitizer sees them in `make test-tsan`).
 func startProxy(config: String, workers: Int = 2, extraArguments: [String] = []) throws -> ManagedProcess {

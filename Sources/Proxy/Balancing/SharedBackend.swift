@@ -20,7 +20,7 @@ public final class SharedBackend: Sendable {
     public let counters: [WorkerCounters]
 
     private let healthy = Atomic<Bool>(true)
-    private let record = Mutex(ProbeRecord())
+    private let record = Locked(ProbeRecord())
 
     public init(config: BackendConfig, address: SocketAddress, workers: Int) {
         self.config = config

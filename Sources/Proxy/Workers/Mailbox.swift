@@ -1,6 +1,4 @@
-import Synchronization
-
-/// Messages for one loop from other threads: a queue behind a `Mutex`, and the loop's `Wakeup`
+/// Messages for one loop from other threads: a queue behind a lock (`Locked`), and the loop's `Wakeup`
 /// to tell it to look. This is the only way the supervisor and the workers talk; it is on the
 /// control path (start, reload, shutdown), never on the request path.
 ///
@@ -13,7 +11,7 @@ public final class Mailbox<Message: Sendable>: Sendable {
         var wake: Wakeup.Sender?
         var closed = false
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     public init() {}
 

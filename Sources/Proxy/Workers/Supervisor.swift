@@ -79,6 +79,7 @@ public final class Supervisor {
     }
 
     private func serve() -> Int32 {
+        cuv_unblock_all_signals()  // before any thread starts, so they all inherit it
         reportWakeup.onWake = { [unowned self] in self.handleReports() }
         reports.attach(reportWakeup.sender)
         watch([SIGINT, SIGTERM]) { [unowned self] signum in self.stopSignal(signum) }
