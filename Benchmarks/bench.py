@@ -133,6 +133,11 @@ class Pinning:
     def load(self, cmd: list[str]) -> list[str]:
         return ["taskset", "-c", self.load_cpus] + cmd if self.load_cpus else cmd
 
+    def everywhere(self, cmd: list[str]) -> list[str]:
+        if not self.proxy_cpus:
+            return cmd
+        return ["taskset", "-c", ",".join(sorted([self.proxy_cpus] + self.load_cpus.split(","), key=int))] + cmd
+
     def describe(self) -> str:
         if not self.proxy_cpus:
             return "1 core: no pinning (numbers are not comparable with pinned runs)"
@@ -292,13 +297,16 @@ class Target:
     def command(self, callgrind_out: Path | None) -> list[str]:
         raise NotImplementedError
 
+    def pinned(self, cmd: list[str]) -> list[str]:
+        return self.ctx.pin.proxy(cmd)
+
     def start(self, callgrind_out: Path | None = None) -> None:
         self.port = free_port()
         cmd = self.command(callgrind_out)
         if callgrind_out:
             cmd = ["valgrind", "--tool=callgrind", "--quiet",
                    f"--callgrind-out-file={callgrind_out}"] + cmd
-        self.proc = self.ctx.procs.start(self.ctx.pin.proxy(cmd), self.ctx.logfile(self.name))
+        self.proc = self.ctx.procs.start(self.pinned(cmd), self.ctx.logfile(self.name))
         self.wait_ready(120 if callgrind_out else 20)
         self.after_start()
 
@@ -351,7 +359,12 @@ class SwiftProxy(Target):
         cfg.write_text(json.dumps({
             "backends": [{"id": "origin", "url": f"http://127.0.0.1:{self.upstream.port}"}],
             "health_check": {"path": "/health", "interval_ms": interval}}))
-        return [str(self.ctx.bin / "proxy"), "--config", str(cfg), "--listen", f"127.0.0.1:{self.port}"]
+        return [str(self.ctx.bin / "proxy"), "--config", str(cfg), "--listen", f"127.0.0.1:{self.port}",
+                "--workers", str(self.ctx.args.workers)]
+
+    def pinned(self, cmd: list[str]) -> list[str]:
+        # More than one worker loop: the proxy may use every core (sharing them with the load).
+        return self.ctx.pin.everywhere(cmd) if self.ctx.args.workers > 1 else self.ctx.pin.proxy(cmd)
 
     def after_start(self):
         # Wait for the first health probe to mark the origin up.
@@ -1127,6 +1140,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--bin", required=True, help="directory holding the release `proxy` binary")
     ap.add_argument("--quick", action="store_true", help="~1 minute: 1 round of figures 1 and 7")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="this proxy's worker loops (default 1, like the anchors' one worker/thread); with more "
+                         "than one it may run on every core, sharing them with wrk and the origin")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     ap.add_argument("--strace-duration", type=float, default=3.0)
     ap.add_argument("--idle-connections", type=int, default=10_000)
@@ -1199,6 +1215,8 @@ def main() -> int:
 
     try:
         log(f"pinning: {pin.describe()}")
+        if args.workers > 1:
+            log(f"this proxy: {args.workers} workers on every core (taskset -c all)")
         log(f"work dir {workdir}, fd limit {nofile}")
         make_data_files(ctx, need_big=bool(args.figures & {3, 4}))
         ctx.origin.start()
@@ -1253,7 +1271,7 @@ def main() -> int:
     meta = {"timestamp": stamp, "quick": args.quick, "rounds": args.rounds,
             "wrk_duration_s": args.duration, "strace_duration_s": args.strace_duration,
             "idle_connections": args.idle_connections, "callgrind_n": list(args.callgrind_n),
-            "figures": sorted(args.figures), "pinning": pin.describe(), "fd_limit": nofile,
+            "figures": sorted(args.figures), "pinning": pin.describe(), "workers": args.workers, "fd_limit": nofile,
             "versions": versions(ctx), "elapsed_s": round(elapsed, 1),
             "loadavg_at_start": load_before, "loadavg_at_end": os.getloadavg()[0]}
     json_path.write_text(json.dumps({"meta": meta, "rows": rows, "targets": target_results,
@@ -1265,6 +1283,8 @@ def main() -> int:
     print(f"\n## Benchmark {stamp} ({'quick' if args.quick else 'full'}, {args.rounds} round(s), "
           f"{elapsed:.0f} s)\n")
     print(f"- pinning: {pin.describe()}")
+    print(f"- this proxy: {args.workers} worker loop{'s' if args.workers > 1 else ''}"
+          + (" allowed on every core (shared with wrk and the origin)" if args.workers > 1 else ""))
     print(f"- wrk -t1, {args.duration:g} s per run; cells are median (min–max) over rounds; "
           f"MB = 10^6 bytes")
     print("- origin: nginx (13-byte `return 200`, 1 GiB file with sendfile); for uploads the origin is "
