@@ -352,6 +352,10 @@ class Target:
 class SwiftProxy(Target):
     key, label = "proxy", "this proxy"
 
+    @property
+    def workers(self) -> int:
+        return self.ctx.args.workers
+
     def command(self, callgrind_out):
         cfg = self.ctx.dir / f"{self.name}.json"
         # Under callgrind a probe every 5 s would add a run-length-dependent count: probe rarely.
@@ -360,11 +364,27 @@ class SwiftProxy(Target):
             "backends": [{"id": "origin", "url": f"http://127.0.0.1:{self.upstream.port}"}],
             "health_check": {"path": "/health", "interval_ms": interval}}))
         return [str(self.ctx.bin / "proxy"), "--config", str(cfg), "--listen", f"127.0.0.1:{self.port}",
-                "--workers", str(self.ctx.args.workers)]
+                "--workers", str(self.workers)]
 
     def pinned(self, cmd: list[str]) -> list[str]:
-        # More than one worker loop: the proxy may use every core (sharing them with the load).
-        return self.ctx.pin.everywhere(cmd) if self.ctx.args.workers > 1 else self.ctx.pin.proxy(cmd)
+        # More than one worker loop: the proxy may use every core (sharing them with the load),
+        # unless --workers-cpus own keeps it on the proxy's core.
+        spread = self.workers > 1 and self.ctx.args.workers_cpus == "all"
+        return self.ctx.pin.everywhere(cmd) if spread else self.ctx.pin.proxy(cmd)
+
+
+class SwiftProxyMoreWorkers(SwiftProxy):
+    """`--compare-workers N`: a second instance of this proxy with N workers, measured in the same
+    interleaved rounds, so the two worker counts are compared under the same machine noise."""
+    key = "proxy_multi"
+
+    @property
+    def workers(self) -> int:
+        return self.ctx.args.compare_workers
+
+    @property
+    def label(self) -> str:
+        return f"this proxy, {self.workers} workers"
 
     def after_start(self):
         # Wait for the first health probe to mark the origin up.
@@ -933,8 +953,8 @@ def summary(samples: list[float]) -> dict | None:
 
 
 # (row id, figure label, samples key, field, unit format, higher is better, columns)
-ALL = ("proxy", "nginx", "haproxy", "direct")
-PROXIES = ("proxy", "nginx", "haproxy")
+ALL = ("proxy", "proxy_multi", "nginx", "haproxy", "direct")
+PROXIES = ("proxy", "proxy_multi", "nginx", "haproxy")
 ROWS = [
     ("rps_c64", "1. requests/s, c64", "small", "rps", "{:,.0f}", True, ALL),
     ("p50_c64", "1. p50 latency, c64 (ms)", "small", "p50_ms", "{:.3g}", False, ALL),
@@ -1074,7 +1094,8 @@ def write_chart(rows: dict, png: Path, title: str) -> bool:
     panels = [rid for rid in CHART_ROWS if rid in rows]
     if not panels:
         return False
-    colors = {"proxy": "#d95f02", "nginx": "#1b9e77", "haproxy": "#7570b3", "direct": "#999999"}
+    colors = {"proxy": "#d95f02", "proxy_multi": "#e6ab02", "nginx": "#1b9e77", "haproxy": "#7570b3",
+              "direct": "#999999"}
     cols = max(1, min(3, len(panels)))
     nrows = (len(panels) + cols - 1) // cols
     script = [f"set terminal pngcairo size {500 * cols},{330 * nrows} font ',9'",
@@ -1143,6 +1164,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=1,
                     help="this proxy's worker loops (default 1, like the anchors' one worker/thread); with more "
                          "than one it may run on every core, sharing them with wrk and the origin")
+    ap.add_argument("--workers-cpus", choices=("all", "own"), default="all",
+                    help="where a proxy with more than one worker runs: every core (default) or only the core "
+                         "the proxy under test is pinned to")
+    ap.add_argument("--compare-workers", type=int, default=0, metavar="N",
+                    help="also measure a second instance of this proxy with N workers (on every core) in the "
+                         "same rounds: figures 1, 2 and 7 (and 3 when selected)")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     ap.add_argument("--strace-duration", type=float, default=3.0)
     ap.add_argument("--idle-connections", type=int, default=10_000)
@@ -1221,6 +1248,9 @@ def main() -> int:
         make_data_files(ctx, need_big=bool(args.figures & {3, 4}))
         ctx.origin.start()
         proxies = [SwiftProxy(ctx, ctx.origin), NginxProxy(ctx, ctx.origin), HAProxy(ctx, ctx.origin)]
+        if args.compare_workers:
+            proxies.insert(1, SwiftProxyMoreWorkers(ctx, ctx.origin))
+            COLUMNS.insert(1, ("proxy_multi", f"this proxy, {args.compare_workers} workers"))
         targets = proxies + [Direct(ctx, ctx.origin)]
         # Uploads go to the sink through a second instance of each proxy (same configuration).
         upload_targets = []
@@ -1285,6 +1315,10 @@ def main() -> int:
     print(f"- pinning: {pin.describe()}")
     print(f"- this proxy: {args.workers} worker loop{'s' if args.workers > 1 else ''}"
           + (" allowed on every core (shared with wrk and the origin)" if args.workers > 1 else ""))
+    if args.compare_workers:
+        where = ("allowed on every core (shared with wrk and the origin)" if args.workers_cpus == "all"
+                 else "pinned to the proxy's core like the others")
+        print(f"- this proxy, {args.compare_workers} workers: a second instance {where}, measured in the same rounds")
     print(f"- wrk -t1, {args.duration:g} s per run; cells are median (min–max) over rounds; "
           f"MB = 10^6 bytes")
     print("- origin: nginx (13-byte `return 200`, 1 GiB file with sendfile); for uploads the origin is "
@@ -1292,6 +1326,13 @@ def main() -> int:
     print(f"- versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()))
     print()
     print(markdown_table(rows))
+    if args.compare_workers:
+        parts = []
+        for rid in ("rps_c64", "cpu_c64", "rps_c1000", "cpu_c1000", "syscalls"):
+            one, more = med(rows, rid, "proxy"), med(rows, rid, "proxy_multi")
+            if one and more:
+                parts.append(f"{rows[rid]['label'][3:]} {more / one:.2f}×")
+        print(f"\n{args.compare_workers} workers vs {args.workers}: " + "; ".join(parts))
     print("\n### Targets\n")
     print(targets_table(target_results))
     if ctx.problems or skipped:
