@@ -29,6 +29,10 @@ static inline uv_tcp_t *cuv_stream_as_tcp(uv_stream_t *s) { return (uv_tcp_t *)s
 
 static inline void cuv_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
 
+/* SIGHUP's default action ends the process: ignore it until the reload handler is installed
+   (libuv's uv_signal_start replaces this disposition). */
+static inline void cuv_ignore_sighup(void) { signal(SIGHUP, SIG_IGN); }
+
 /* Clears the calling thread's signal mask. A process can inherit blocked signals from whatever
    started it (Foundation's Process passes on its thread's mask), and then SIGTERM or SIGHUP
    would never arrive. Threads started afterwards inherit the cleared mask. */

@@ -11,7 +11,7 @@ enum ProxyCommand {
         do {
             options = try CommandLineOptions.parse(arguments)
         } catch {
-            printError("proxy: \(error)\n\n\(CommandLineOptions.usage)")
+            Log.plain("proxy: \(error)\n\n\(CommandLineOptions.usage)")
             return 2
         }
         if options.help {
@@ -22,7 +22,7 @@ enum ProxyCommand {
         do {
             config = Supervisor.applying(options, to: try ConfigLoader.load(path: options.configPath))
         } catch {
-            printError("proxy: \(error)")
+            Log.plain("proxy: \(error)")
             return 1
         }
         if options.check {
@@ -38,10 +38,5 @@ enum ProxyCommand {
         }
         let fdLimit = cuv_raise_nofile_limit()
         return Supervisor.run(config: config, options: options, fdLimit: fdLimit)
-    }
-
-    private static func printError(_ message: String) {
-        var line = Array((message + "\n").utf8)
-        _ = line.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress, $0.count) }
     }
 }

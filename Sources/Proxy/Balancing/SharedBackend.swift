@@ -19,14 +19,18 @@ public final class SharedBackend: Sendable {
     /// One slot per worker, indexed by worker number.
     public let counters: [WorkerCounters]
 
-    private let healthy = Atomic<Bool>(true)
-    private let record = Locked(ProbeRecord())
+    private let healthy: Atomic<Bool>
+    private let record: Locked<ProbeRecord>
 
-    public init(config: BackendConfig, address: SocketAddress, workers: Int) {
+    /// `inheriting` carries the health state over from the entry a reload replaces (same URL,
+    /// another id or position), so a backend known to be down does not get traffic again.
+    public init(config: BackendConfig, address: SocketAddress, workers: Int, inheriting previous: SharedBackend? = nil) {
         self.config = config
         self.address = address
         authority = AddressSyntax.join(host: config.host, port: config.port)
         counters = (0..<max(workers, 1)).map { _ in WorkerCounters() }
+        healthy = Atomic(previous?.isHealthy ?? true)
+        record = Locked(previous?.probeRecord ?? ProbeRecord())
     }
 
     public var id: String { config.id }
@@ -66,8 +70,11 @@ public final class SharedBackend: Sendable {
     /// Idle pooled connections to this backend, summed over all workers.
     public var idlePooledConnections: Int { counters.reduce(0) { $0 + $1.idlePooled.load(ordering: .relaxed) } }
 
-    /// Same backend as far as a reload is concerned: its pool and health may carry over.
+    /// Same backend as far as a reload is concerned: its pool and health carry over.
     func isSame(as other: BackendConfig) -> Bool { config == other }
+
+    /// Same server under another name or position: its health carries over.
+    func hasSameAddress(as other: BackendConfig) -> Bool { config.host == other.host && config.port == other.port }
 }
 
 public enum HealthChange: Sendable { case up, down }
@@ -84,8 +91,13 @@ public struct ProbeRecord: Sendable, Equatable {
 
 /// One worker's counters for one backend. Written by that worker only (relaxed stores of values
 /// it tracks itself, not read-modify-write), so they cost the request path no bus locking.
+///
+/// Padded to 128 bytes: the slots of different workers are allocated one after another, and
+/// without padding two workers' hot counters would share a cache line that bounces between
+/// their cores on every request.
 public final class WorkerCounters: Sendable {
     public let activeRequests = Atomic<Int>(0)
     public let idlePooled = Atomic<Int>(0)
+    private let padding: (Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     init() {}
 }

@@ -670,9 +670,11 @@ final class ClientConnection {
         exchangesFinished &+= 1
         let reusable = upstreamReusable && response.keepAlive && responseFraming != .untilClose && requestComplete
         releaseUpstream(reusable: reusable, backendKeepAliveMs: reusable ? keepAliveTimeoutMs(response) : nil)
-        if closeAfterResponse || !requestComplete || server.isDraining {
+        if closeAfterResponse || !requestComplete
+            || (server.isDraining && pending.isEmpty && !client.hasPendingInputOrEOF) {
             // Draining: a response whose head went out before the shutdown began could not say
             // `Connection: close`, but closing an idle keep-alive connection is always allowed.
+            // A request already sent behind it is answered first (with `Connection: close`).
             return closeGracefully()
         }
         // Ready for the next request on this connection. Scratch buffers that grew large (chunked

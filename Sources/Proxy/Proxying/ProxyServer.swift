@@ -49,8 +49,8 @@ public final class ProxyServer {
     /// Starts accepting on `descriptor` (a bound, listening socket from `ListenSockets`, which
     /// the server now owns) and sweeping idle pooled connections.
     public func start(listeningOn descriptor: Int32) throws(ProxyStartError) {
+        listenDescriptor = descriptor  // owned from here on, even if the listener fails
         listener = try makeListener(descriptor)
-        listenDescriptor = descriptor
         acceptResumer.onFire = { [unowned self] in self.resumeAccepting() }
         poolSweeper.onFire = { [unowned self] in
             let now = self.loop.now
@@ -61,7 +61,7 @@ public final class ProxyServer {
 
     /// A libuv listener on a duplicate of `descriptor`.
     private func makeListener(_ descriptor: Int32) throws(ProxyStartError) -> TCPListener {
-        let duplicate = dup(descriptor)
+        let duplicate = fcntl(descriptor, F_DUPFD_CLOEXEC, 0)
         guard duplicate >= 0 else {
             throw ProxyStartError(message: "worker \(worker): cannot duplicate the listening socket: \(UVError(-errno))")
         }
@@ -72,6 +72,7 @@ public final class ProxyServer {
             try listener.adopt(descriptor: duplicate)
         } catch {
             listener.close()
+            _ = close(duplicate)  // libuv did not take it
             throw ProxyStartError(message: "worker \(worker): cannot accept on the listening socket: \(error)")
         }
         return listener
@@ -116,8 +117,13 @@ public final class ProxyServer {
     /// settings they started with; idle pooled connections to removed backends are closed. A
     /// `listening` descriptor (the `listen` address changed) is adopted before the old listener
     /// closes, so there is no moment without one.
-    public func apply(_ generation: ConfigGeneration, listening descriptor: Int32?) {
-        guard generation.number > settings.generation else { return }
+    /// Returns a problem to report, if the new listener could not be opened (the worker then
+    /// keeps accepting on the old address).
+    public func apply(_ generation: ConfigGeneration, listening descriptor: Int32?) -> String? {
+        guard generation.number > settings.generation else {
+            if let descriptor { _ = close(descriptor) }
+            return nil
+        }
         let old = settings.backends
         settings = ServerSettings(generation, worker: worker, previous: old)
         for b in old where !settings.backends.contains(where: { $0 === b }) {
@@ -125,16 +131,20 @@ public final class ProxyServer {
             b.pool.closeAll()
         }
         restartPoolSweeper()
-        if let descriptor, !isDraining {
-            do {
-                let replacement = try makeListener(descriptor)
-                stopAccepting()
-                listener = replacement
-                listenDescriptor = descriptor
-            } catch {
-                _ = close(descriptor)
-                Log.error("\(error); still accepting on the old address")
-            }
+        guard let descriptor else { return nil }
+        guard !isDraining else {
+            _ = close(descriptor)
+            return nil
+        }
+        do {
+            let replacement = try makeListener(descriptor)
+            stopAccepting()
+            listener = replacement
+            listenDescriptor = descriptor
+            return nil
+        } catch {
+            _ = close(descriptor)
+            return "\(error.message); this worker keeps accepting on the old address"
         }
     }
 

@@ -31,14 +31,25 @@ public final class Supervisor {
     private var phase = Phase.starting
     private var exitCode: Int32 = 0
     private var pendingSockets: ListenSockets?
+    /// Reloads handed to the workers and not yet confirmed by all of them, by generation.
+    private var unconfirmedReloads: [Int: UnconfirmedReload] = [:]
+    /// A SIGHUP that arrived while starting: applied once every worker runs.
+    private var reloadWhenRunning = false
+
+    private struct UnconfirmedReload {
+        let summary: String
+        var waitingFor: Int
+        var problems: [String] = []
+    }
 
     /// Serves `config` (the loaded file with the command line applied) until a signal stops it;
     /// returns the process exit status.
     public static func run(config: ProxyConfig, options: CommandLineOptions, fdLimit: Int) -> Int32 {
+        cuv_ignore_sighup()  // until the reload handler is installed
         do {
             return try Supervisor(config: config, options: options, fdLimit: fdLimit).serve()
         } catch {
-            printError("proxy: \(error)")
+            Log.plain("proxy: \(error)")
             return 1
         }
     }
@@ -96,7 +107,7 @@ public final class Supervisor {
                 threads.append(try NativeThread(name: "proxy-worker-\(index)") { Worker.run(launch) })
                 inboxes.append(inbox)
             } catch {
-                printError("proxy: \(error)")
+                Log.plain("proxy: \(error)")
                 for fd in sockets.descriptors[index...] { _ = Glibc.close(fd) }
                 exitCode = 1
                 stopWorkers()
@@ -131,11 +142,18 @@ public final class Supervisor {
                     print("proxy: listening on \(listenAddress) (\(config.backends.count) backends, "
                         + "\(workerCount) worker\(workerCount == 1 ? "" : "s"), fd limit \(fdLimit))")
                     cuv_flush_stdout()
+                    if reloadWhenRunning { reload() }
                 }
             case .failed(_, let message):
-                printError("proxy: \(message)")
+                Log.plain("proxy: \(message)")
                 exitCode = 1
                 stopWorkers()
+            case .applied(let worker, let number, let problem):
+                guard var pending = unconfirmedReloads[number] else { break }
+                if let problem { pending.problems.append("worker \(worker): \(problem)") }
+                pending.waitingFor -= 1
+                unconfirmedReloads[number] = pending.waitingFor > 0 ? pending : nil
+                if pending.waitingFor == 0 { reloadConfirmed(pending) }
             case .stopped:
                 stoppedWorkers += 1
                 if stoppedWorkers == threads.count { finish() }
@@ -184,9 +202,14 @@ public final class Supervisor {
     /// changes nothing: the error is logged and the running configuration stays.
     private func reload() {
         guard phase == .running else {
-            Log.warning("SIGHUP ignored while \(phase == .starting ? "starting" : "shutting down")")
+            if phase == .starting {
+                reloadWhenRunning = true
+            } else {
+                Log.warning("SIGHUP ignored while shutting down")
+            }
             return
         }
+        reloadWhenRunning = false
         let path = options.configPath
         func keep(_ problem: String) {
             Log.error("reload failed, still serving the previous configuration: \(problem)")
@@ -208,9 +231,11 @@ public final class Supervisor {
                 backends.append(kept)
                 continue
             }
+            // Renamed or moved (default ids follow the position): keep what its probes found.
+            let previous = generation.backends.first { $0.hasSameAddress(as: b) }
             do {
                 backends.append(SharedBackend(config: b, address: try SocketAddress.resolve(host: b.host, port: b.port),
-                                              workers: workerCount))
+                                              workers: workerCount, inheriting: previous))
             } catch {
                 return keep("\(path): backends: \(error)")
             }
@@ -223,16 +248,27 @@ public final class Supervisor {
         var sockets: ListenSockets?
         if changes.listen != nil {
             do {
-                sockets = try ListenSockets.open(next.listen, count: workerCount, exclusive: false)
+                // Another port: check that nobody listens there (see `ListenSockets.open`). The same
+                // port on another host address may overlap the proxy's own sockets: no check.
+                sockets = try ListenSockets.open(next.listen, count: workerCount,
+                                                 exclusive: next.listen.port != config.listen.port)
             } catch {
                 return keep("\(error)")
             }
         }
         config = next
         generation = ConfigGeneration(number: generation.number + 1, config: next, backends: backends)
+        var pending = UnconfirmedReload(
+            summary: "reload: \(path): generation \(generation.number): \(changes.summary)"
+                + (sockets.map { " (now listening on \($0.address))" } ?? "") + notes.map { "; \($0)" }.joined(),
+            waitingFor: 0)
         for (index, inbox) in inboxes.enumerated() {
             let descriptor = sockets?.descriptors[index]
-            if !inbox.post(.apply(generation, listening: descriptor)), let descriptor { _ = Glibc.close(descriptor) }
+            if inbox.post(.apply(generation, listening: descriptor)) {
+                pending.waitingFor += 1
+            } else if let descriptor {
+                _ = Glibc.close(descriptor)
+            }
         }
         if let sockets { listenAddress = sockets.address }
         if changes.affectsHealthChecks {
@@ -240,20 +276,12 @@ public final class Supervisor {
             healthChecker = HealthChecker(loop: loop, backends: backends, config: next.healthCheck)
             healthChecker.start()
         }
-        Log.info("reload: \(path): generation \(generation.number): \(changes.summary)"
-            + (sockets.map { " (now listening on \($0.address))" } ?? "") + notes.map { "; \($0)" }.joined())
+        if pending.waitingFor > 0 { unconfirmedReloads[generation.number] = pending } else { reloadConfirmed(pending) }
     }
-}
 
-/// Writes one line to standard error (unbuffered, so it is not lost on exit).
-func printError(_ message: String) {
-    var line = Array((message + "\n").utf8)
-    line.withUnsafeMutableBytes { raw in
-        var offset = 0
-        while offset < raw.count {
-            let n = Glibc.write(2, raw.baseAddress! + offset, raw.count - offset)
-            if n <= 0 { break }
-            offset += n
-        }
+    /// Every worker has switched: now the reload line is true (tests and operators wait for it).
+    private func reloadConfirmed(_ reload: UnconfirmedReload) {
+        Log.info(reload.summary)
+        for problem in reload.problems { Log.error("reload: \(problem)") }
     }
 }

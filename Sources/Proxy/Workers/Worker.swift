@@ -15,6 +15,8 @@ public enum WorkerMessage: Sendable {
 public enum WorkerReport: Sendable {
     case started(worker: Int)
     case failed(worker: Int, message: String)
+    /// A reload was applied; `problem` says what could not be (the new listener).
+    case applied(worker: Int, generation: Int, problem: String?)
     case stopped(worker: Int)
 }
 
@@ -78,11 +80,13 @@ final class Worker {
         for message in launch.inbox.takeAll() {
             switch message {
             case .apply(let generation, let descriptor):
+                var problem: String?
                 if stopped || server.isDraining {
                     if let descriptor { closeDescriptor(descriptor) }
                 } else {
-                    server.apply(generation, listening: descriptor)
+                    problem = server.apply(generation, listening: descriptor)
                 }
+                launch.reports.post(.applied(worker: launch.index, generation: generation.number, problem: problem))
             case .drain:
                 server.beginDrain { [unowned self] in self.stop() }
             case .stopNow:
