@@ -478,3 +478,28 @@ func listenOnLoopback() -> (fd: Int32, port: UInt16) {
     }
     return (fd, UInt16(bigEndian: bound.sin_port))
 }
+
+/// Checks bodies from the test backend's `/stream` (byte i is `i % 251`) with `memcmp` against a
+/// precomputed copy of the pattern: byte-by-byte Swift loops made the big downloads take many
+/// seconds in debug builds and under ThreadSanitizer.
+struct StreamPatternCheck {
+    private static let period = 251
+    private static let pattern: [UInt8] = (0..<(period * 256)).map { UInt8($0 % period) }
+    private(set) var bytes = 0
+    /// Pieces (of up to 64 KiB) that differ from the pattern.
+    private(set) var wrongPieces = 0
+
+    mutating func consume(_ slice: ArraySlice<UInt8>) {
+        slice.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let start = (bytes + done) % Self.period
+                let n = min(raw.count - done, Self.pattern.count - start)
+                let differs = Self.pattern.withUnsafeBytes { p in memcmp(raw.baseAddress! + done, p.baseAddress! + start, n) != 0 }
+                if differs { wrongPieces += 1 }
+                done += n
+            }
+        }
+        bytes += slice.count
+    }
+}

@@ -245,12 +245,7 @@ import Testing
 
 /// Reads a `/stream` response and checks the test backend's byte pattern (offset % 251).
 private func readStreamPattern(_ c: TestConnection) throws -> (status: Int, bytes: Int, wrong: Int) {
-    var offset = 0, wrong = 0
-    let r = try c.readResponse(discardBody: true) { slice in
-        for b in slice {
-            if b != UInt8(offset % 251) { wrong += 1 }
-            offset += 1
-        }
-    }
-    return (r.status, offset, wrong)
+    var check = StreamPatternCheck()
+    let r = try c.readResponse(discardBody: true) { check.consume($0) }
+    return (r.status, check.bytes, check.wrongPieces)
 }

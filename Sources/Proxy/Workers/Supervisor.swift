@@ -154,7 +154,10 @@ public final class Supervisor {
                 pending.waitingFor -= 1
                 unconfirmedReloads[number] = pending.waitingFor > 0 ? pending : nil
                 if pending.waitingFor == 0 { reloadConfirmed(pending) }
-            case .stopped:
+            case .stopped(let worker):
+                // Its last act was this report: join it now rather than at exit, so a second
+                // signal's immediate exit leaves no finished-but-unjoined thread behind.
+                threads[worker].join()
                 stoppedWorkers += 1
                 if stoppedWorkers == threads.count { finish() }
             }
