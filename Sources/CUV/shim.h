@@ -1,11 +1,9 @@
 #ifndef CUV_SHIM_H
 #define CUV_SHIM_H
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
-#endif
-#include <sched.h>
 #include <pthread.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <errno.h>
 #include <uv.h>
 #include <sys/socket.h>
@@ -56,16 +54,18 @@ static inline long cuv_raise_nofile_limit(void) {
     return (long)rl.rlim_cur;
 }
 
-/* Names the calling thread (at most 15 bytes show) for top -H and debuggers. */
-static inline void cuv_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
+/* Names the calling thread (at most 15 bytes show) for top -H and debuggers. prctl rather than
+   pthread_setname_np or sched_getaffinity below: those need _GNU_SOURCE, and defining it here
+   makes this module's view of the system headers clash with SwiftGlibc's on a clean build. */
+static inline void cuv_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
 
 /* CPUs this process may run on (its affinity mask, so `taskset` is respected). */
 static inline int cuv_available_cpus(void) {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) {
-        int n = CPU_COUNT(&set);
-        if (n > 0) return n;
-    }
+    unsigned long mask[16]; /* up to 1024 CPUs */
+    long bytes = syscall(SYS_sched_getaffinity, 0, sizeof mask, mask);
+    int count = 0;
+    for (long i = 0; bytes > 0 && i < bytes / (long)sizeof(unsigned long); i++) count += __builtin_popcountl(mask[i]);
+    if (count > 0) return count;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
 }
