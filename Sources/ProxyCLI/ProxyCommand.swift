@@ -20,20 +20,28 @@ enum ProxyCommand {
         }
         let config: ProxyConfig
         do {
-            config = Supervisor.applying(options, to: try ConfigLoader.load(path: options.configPath))
+            config = options.targets.isEmpty
+                ? Supervisor.applying(options, to: try ConfigLoader.load(path: options.configPath))
+                : try QuickStart.config(options)
         } catch {
             Log.plain("proxy: \(error)")
-            return 1
+            return options.targets.isEmpty ? 1 : 2
         }
         if options.check {
-            print("\(options.configPath): OK")
+            print(options.targets.isEmpty ? "\(options.configPath): OK" : "--to: OK")
             print("listen: \(config.listen)")
             let workers = Supervisor.workerCount(config)
             print("workers: \(workers)\(config.workers == 0 ? " (one per CPU)" : ""), shutdown grace \(config.shutdownGraceMs) ms")
-            for b in config.backends { print("backend \(b.id): \(b.url)") }
-            print("health_check: GET \(config.healthCheck.path) every \(config.healthCheck.intervalMs) ms, timeout \(config.healthCheck.timeoutMs) ms, up after \(config.healthCheck.healthyThreshold), down after \(config.healthCheck.unhealthyThreshold)")
+            for upstream in config.allUpstreams {
+                let h = upstream.healthCheck
+                let probe = h.path.map { "GET \($0)" } ?? "connect"
+                print("upstream \(upstream.name): health check \(probe) every \(h.intervalMs) ms, timeout \(h.timeoutMs) ms, "
+                    + "up after \(h.healthyThreshold), down after \(h.unhealthyThreshold)")
+                for b in upstream.backends { print("  backend \(b.id): \(b.url)") }
+            }
+            for line in config.routingTable { print(line) }
             let t = config.timeouts
-            print("timeouts: connect \(t.connectMs) ms, upstream \(t.upstreamMs) ms, client_header \(t.clientHeaderMs) ms, idle \(t.idleMs) ms")
+            print("timeouts: connect \(t.connectMs) ms, upstream \(t.upstreamMs) ms, client_header \(t.clientHeaderMs) ms, idle \(t.idleMs) ms, tunnel_idle \(t.tunnelIdleMs) ms")
             return 0
         }
         let fdLimit = cuv_raise_nofile_limit()

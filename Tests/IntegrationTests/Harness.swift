@@ -503,3 +503,44 @@ struct StreamPatternCheck {
         bytes += slice.count
     }
 }
+
+// MARK: - Python helpers (WebSocket tests)
+
+/// The repository root (this file is `Tests/IntegrationTests/Harness.swift`).
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+private let pythonSetupLock = NSLock()
+
+/// A Python interpreter with the `websockets` package from PyPI, in a virtual environment under
+/// `.build/pyenv` that the first caller creates (about 10 s; later runs reuse it). The tests use
+/// it as an independent WebSocket implementation on both sides of the proxy.
+func pythonWithWebsockets() throws -> String {
+    pythonSetupLock.lock()
+    defer { pythonSetupLock.unlock() }
+    let venv = packageRoot.appendingPathComponent(".build/pyenv")
+    let python = venv.appendingPathComponent("bin/python").path
+    func hasWebsockets() -> Bool { run(python, ["-c", "import websockets"]) == 0 }
+    if FileManager.default.fileExists(atPath: python) && hasWebsockets() { return python }
+    guard run("/usr/bin/env", ["python3", "-m", "venv", venv.path]) == 0,
+          run(python, ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "websockets"]) == 0,
+          hasWebsockets() else {
+        throw HarnessError("could not create \(venv.path) with the websockets package (python3 -m venv, pip install websockets)")
+    }
+    return python
+}
+
+/// Runs a program to completion (bounded by the program itself); returns its exit status.
+@discardableResult
+func run(_ program: String, _ arguments: [String], output: UnsafeMutablePointer<String>? = nil) -> Int32 {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: program)
+    p.arguments = arguments
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    do { try p.run() } catch { return -1 }
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    output?.pointee = String(decoding: data, as: UTF8.self)
+    return p.terminationStatus
+}

@@ -298,8 +298,9 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
                     example: #""interval_ms": 5000"#)
         expectError(withBackend(#""timeouts": {"connect_ms": true}"#), field: "timeouts.connect_ms",
                     problem: "expected a whole number, got a boolean (true)", example: #""connect_ms": 5000"#)
-        expectError(withBackend(#""health_check": {"path": null}"#), field: "health_check.path",
-                    problem: "expected a string, got null", example: #""path": "/health""#)
+        // (null is accepted there: connect-only probes, see RoutingConfigTests.)
+        expectError(withBackend(#""health_check": {"path": 5}"#), field: "health_check.path",
+                    problem: "expected a string, got a number (5)", example: #""path": "/health""#)
         expectError(withBackend(#""health_check": 5000"#), field: "health_check",
                     problem: "expected an object, got a number (5000)",
                     example: #""health_check": {"path": "/health", "interval_ms": 5000, "timeout_ms": 2000, "#
@@ -374,7 +375,7 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
     @Test("An unknown key with no close match lists the valid keys")
     func unknownKeyWithoutSuggestionListsKeys() {
         expectError(withBackend(#""threads": 4"#), field: "threads",
-                    problem: #"unknown key; expected one of "listen", "backends", "health_check", "timeouts", "limits", "pool", "workers", "shutdown_grace_ms""#)
+                    problem: #"unknown key; expected one of "listen", "backends", "health_check", "timeouts", "limits", "pool", "upstreams", "routes", "workers", "shutdown_grace_ms""#)
     }
 
     // MARK: Loading files
@@ -549,6 +550,71 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
         #expect(usage.hasPrefix("usage: proxy [--config PATH] [--listen ADDR] [--workers N] [--check] [--help]\n"))
         for option in ["--config PATH", "--listen ADDR", "--workers N", "--check", "--help", "examples:", "SIGHUP"] {
             #expect(usage.contains(option))
+        }
+    }
+}
+
+/// Upstreams, routes and the one-line start.
+struct RoutingConfigTests {
+    private let api = #""upstreams": {"api": {"backends": [{"url": "http://127.0.0.1:8081"}]}}"#
+
+    @Test func routesAndUpstreamsAreRead() throws {
+        let config = try load(withBackend(api + #", "routes": [{"host": "*.Dev.Local", "path": "/api/", "upstream": "api", "strip_prefix": true, "host_header": "backend"}]"#))
+        #expect(config.upstreams.map(\.name) == ["api"])
+        #expect(config.upstreams[0].backends.map(\.id) == ["api1"], "default ids in a named upstream: <name><N>")
+        #expect(config.routes == [RouteConfig(host: .wildcard(".dev.local"), path: "/api/", upstream: "api", stripPrefix: true, hostHeader: .backend)])
+        #expect(config.allUpstreams.map(\.name) == ["default", "api"])
+        #expect(config.routes[0].strippedPrefix == "/api")
+    }
+
+    @Test func aRouteToAnUnknownUpstreamIsNamedByIndexWithASuggestion() {
+        expectError(withBackend(api + #", "routes": [{"path": "/a", "upstream": "api"}, {"path": "/b", "upstream": "apii"}]"#),
+                    field: "routes[1].upstream", problem: #"no upstream named "apii"; did you mean "api"?"#)
+        expectError(withBackend(api + #", "routes": [{"path": "/a"}]"#), field: "routes[0].upstream", problem: "missing")
+        expectError(withBackend(api + #", "routes": [{"path": "a", "upstream": "api"}]"#), field: "routes[0].path", problem: "must start with")
+        expectError(withBackend(api + #", "routes": [{"host": "*.", "upstream": "api"}]"#), field: "routes[0].host", problem: "*.example.com")
+        expectError(withBackend(api + #", "routes": [{"host": "a.test:8080", "upstream": "api"}]"#), field: "routes[0].host", problem: "no port")
+        expectError(withBackend(api + #", "routes": [{"upstream": "api", "strip_prefix": "yes"}]"#), field: "routes[0].strip_prefix", problem: "true or false")
+    }
+
+    @Test func poolsAreCheckedAsAWhole() {
+        expectError(#"{"upstreams": {"api": {"backends": [{"url": "http://127.0.0.1:1"}]}}}"#, field: "routes",
+                    problem: "routes are needed")
+        expectError(#"{"backends": [{"id": "x", "url": "http://127.0.0.1:1"}], "upstreams": {"api": {"backends": [{"id": "x", "url": "http://127.0.0.1:2"}]}}}"#,
+                    field: "upstreams.api.backends[0].id", problem: "already used by backends[0]")
+        expectError(withBackend(#""upstreams": {"default": {"backends": [{"url": "http://127.0.0.1:2"}]}}"#),
+                    field: "upstreams.default", problem: "give this upstream another name")
+        expectError(withBackend(#""upstreams": {"a b": {"backends": [{"url": "http://127.0.0.1:2"}]}}"#),
+                    field: "upstreams.a b", problem: "upstream names may use")
+        expectError(withBackend(#""upstreams": {"api": {}}"#), field: "upstreams.api.backends", problem: "missing")
+    }
+
+    @Test func aNullHealthPathMeansConnectOnlyProbes() throws {
+        let config = try load(withBackend(#""health_check": {"path": null}"#))
+        #expect(config.healthCheck.path == nil)
+    }
+
+    @Test func theOneLinerBuildsPoolsAndRoutes() throws {
+        let options = try CommandLineOptions.parse(["--to", "http://localhost:5173", "--to", "/api=http://localhost:8080",
+                                                    "--to", "/api=http://localhost:8081", "--host-header", "backend"])
+        let config = try QuickStart.config(options)
+        #expect(config.backends.map(\.url) == ["http://localhost:5173"])
+        #expect(config.upstreams.map(\.name) == ["api"] && config.upstreams[0].backends.map(\.id) == ["api1", "api2"])
+        #expect(config.routes.first == RouteConfig(path: "/api", upstream: "api", hostHeader: .backend))
+        #expect(config.healthCheck.path == nil, "dev servers are checked by connecting")
+        #expect(config.listen.port == 8080)
+        #expect(commandLineErrorText(["--to", "http://a:1", "--config", "x.json"])?.contains("without --config") == true)
+        #expect(commandLineErrorText(["--host-header", "backend"])?.contains("apply to --to") == true)
+        #expect(throws: CommandLineError.self) { try QuickStart.config(try CommandLineOptions.parse(["--to", "/api"])) }
+        #expect(throws: CommandLineError.self) { try QuickStart.config(try CommandLineOptions.parse(["--to", "https://x"])) }
+    }
+
+    private func commandLineErrorText(_ arguments: [String]) -> String? {
+        do throws(CommandLineError) {
+            _ = try CommandLineOptions.parse(arguments)
+            return nil
+        } catch {
+            return error.message
         }
     }
 }

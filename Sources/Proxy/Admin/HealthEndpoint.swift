@@ -16,18 +16,25 @@ enum HealthEndpoint {
 
     /// The same view from whichever worker answers: health comes from the shared verdicts and
     /// the counters are summed over all workers. `worker` says which one answered (tests and
-    /// operators use it to see connections spread across workers).
-    static func render(_ backends: [SharedBackend], worker: Int, workers: Int) -> (status: UInt16, body: [UInt8]) {
-        let healthy = backends.contains { $0.isHealthy }
+    /// operators use it to see connections spread across workers). 200 when every upstream has
+    /// a healthy backend, else 503.
+    static func render(_ upstreams: [Upstream], worker: Int, workers: Int) -> (status: UInt16, body: [UInt8]) {
+        let healthy = upstreams.allSatisfy { u in u.backends.contains { $0.isHealthy } }
         var json = "{\"status\":\"\(healthy ? "healthy" : "unhealthy")\",\"worker\":\(worker),\"workers\":\(workers),\"backends\":["
-        for (i, b) in backends.enumerated() {
-            let record = b.probeRecord
-            if i > 0 { json += "," }
-            json += "{\"id\":\(JSONText.quote(b.id)),\"url\":\(JSONText.quote(b.url)),\"address\":\(JSONText.quote(b.address.description)),"
-            json += "\"healthy\":\(b.isHealthy),\"active_connections\":\(b.activeRequests),"
-            json += "\"idle_pooled_connections\":\(b.idlePooledConnections),"
-            json += "\"consecutive_successes\":\(record.consecutiveSuccesses),\"consecutive_failures\":\(record.consecutiveFailures),"
-            json += "\"last_error\":\(record.lastError.map(JSONText.quote) ?? "null")}"
+        var first = true
+        for u in upstreams {
+            for backend in u.backends {
+                let b = backend.shared
+                let record = b.probeRecord
+                if !first { json += "," }
+                first = false
+                json += "{\"id\":\(JSONText.quote(b.id)),\"upstream\":\(JSONText.quote(u.name)),\"url\":\(JSONText.quote(b.url)),"
+                json += "\"address\":\(JSONText.quote(b.address.description)),"
+                json += "\"healthy\":\(b.isHealthy),\"active_connections\":\(b.activeRequests),"
+                json += "\"idle_pooled_connections\":\(b.idlePooledConnections),"
+                json += "\"consecutive_successes\":\(record.consecutiveSuccesses),\"consecutive_failures\":\(record.consecutiveFailures),"
+                json += "\"last_error\":\(record.lastError.map(JSONText.quote) ?? "null")}"
+            }
         }
         json += "]}\n"
         return (healthy ? 200 : 503, Array(json.utf8))

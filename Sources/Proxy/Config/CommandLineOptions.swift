@@ -12,6 +12,12 @@ public struct CommandLineOptions: Sendable, Equatable {
     public var listen: ListenAddress?
     /// `--workers`, which overrides the config file's `workers`.
     public var workers: Int?
+    /// `--to [PATH=]URL`, repeatable: serve without a config file (see `QuickStart`).
+    public var targets: [String] = []
+    /// `--host-header preserve|backend|VALUE` for the `--to` routes.
+    public var hostHeader: HostHeaderPolicy?
+    /// `--strip-prefix`: `--to /api=URL` forwards `/api/x` as `/x`.
+    public var stripPrefix = false
     /// `--check`: validate the config and exit instead of serving.
     public var check: Bool = false
     public var help: Bool = false
@@ -30,6 +36,7 @@ public struct CommandLineOptions: Sendable, Equatable {
 
     public static let usage = """
         usage: proxy [--config PATH] [--listen ADDR] [--workers N] [--check] [--help]
+               proxy --to [PATH=]URL [--to …] [--listen ADDR] [--host-header POLICY] [--strip-prefix]
 
           -c, --config PATH   JSON config file to load (default: \(defaultConfigPath))
               --listen ADDR   where to accept clients, overriding the config's "listen":
@@ -37,12 +44,22 @@ public struct CommandLineOptions: Sendable, Equatable {
               --workers N     worker loops (threads), overriding the config's "workers";
                               0 = one per CPU (the default)
               --check         validate the config file and exit without serving
+              --to [PATH=]URL serve without a config file: requests under PATH go to URL, the
+                              rest to the --to without a path; the same PATH (or none) given
+                              twice load-balances. Backends are checked by connecting, every second.
+              --host-header P the Host the --to backends get: preserve (default), backend (their
+                              own host:port; Vite and other dev servers want it) or a value
+              --strip-prefix  --to /api=URL forwards /api/users as /users
           -h, --help          show this help and exit
 
         examples:
           proxy                                      serve with ./config.json
           proxy --config /etc/proxy.json --listen :80
           proxy --check -c staging.json              validate before deploying
+          proxy --to http://localhost:5173 --to /api=http://localhost:8080 --listen :8080
+                                                     a dev gateway: frontend + API on one origin
+          proxy --to http://127.0.0.1:3001 --to http://127.0.0.1:3002
+                                                     round-robin over two servers
 
         signals:
           SIGTERM, SIGINT   graceful shutdown: stop accepting, finish requests in flight
@@ -51,7 +68,7 @@ public struct CommandLineOptions: Sendable, Equatable {
         """
 
     /// The long options, in the order suggestions prefer.
-    private static let longOptions = ["--config", "--listen", "--workers", "--check", "--help"]
+    private static let longOptions = ["--config", "--listen", "--workers", "--to", "--host-header", "--strip-prefix", "--check", "--help"]
 
     /// Parses the arguments after the program name.
     ///
@@ -84,7 +101,7 @@ public struct CommandLineOptions: Sendable, Equatable {
                 }
                 throw CommandLineError(message)
             }
-            guard seen.insert(option).inserted else {
+            guard seen.insert(option).inserted || option == "--to" else {
                 throw CommandLineError("\(option) was given more than once")
             }
 
@@ -116,10 +133,30 @@ public struct CommandLineOptions: Sendable, Equatable {
                     throw CommandLineError("--workers expects a number from 0 to 1024 (0 = one per CPU), got \"\(text)\"")
                 }
                 options.workers = n
-            default:  // --check, --help: flags
+            case "--to":
+                options.targets.append(try value(example: "http://localhost:5173"))
+            case "--host-header":
+                let text = try value(example: "backend")
+                options.hostHeader = switch text {
+                case "preserve": .preserve
+                case "backend": .backend
+                default: .literal(text)
+                }
+            default:  // --check, --help, --strip-prefix: flags
                 if inlineValue != nil { throw CommandLineError("\(option) takes no value") }
-                if option == "--check" { options.check = true } else { options.help = true }
+                switch option {
+                case "--check": options.check = true
+                case "--strip-prefix": options.stripPrefix = true
+                default: options.help = true
+                }
             }
+        }
+        if !options.targets.isEmpty && options.configPathWasGiven {
+            throw CommandLineError("--to builds the configuration from the command line; use it without --config")
+        }
+        if options.targets.isEmpty && (options.hostHeader != nil || options.stripPrefix) {
+            throw CommandLineError("--host-header and --strip-prefix apply to --to targets; in a config file use "
+                + "\"host_header\" and \"strip_prefix\" on a route")
         }
         return options
     }

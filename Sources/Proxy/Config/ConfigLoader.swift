@@ -69,12 +69,52 @@ public enum ConfigLoader {
             throw ConfigError(file: file, field: "", problem: error.message, line: error.line, column: error.column)
         }
         let config = try ProxyConfig.decode(document, at: root)
+        try checkRouting(config, at: root)
+        return config
+    }
+
+    /// What needs the whole file: a backend to send something to, routes naming pools that exist,
+    /// backend ids unique across pools.
+    private static func checkRouting(_ config: ProxyConfig, at root: ConfigLocation) throws(ConfigError) {
         // Checked after decoding so a missing key and an empty list get the same message.
-        guard !config.backends.isEmpty else {
+        guard !config.allBackends.isEmpty else {
             throw root.member("backends", example: BackendEntry.listExample)
                 .error("at least one backend is required")
         }
-        return config
+        if !config.backends.isEmpty, let clash = config.upstreams.first(where: { $0.name == UpstreamConfig.defaultName }) {
+            throw root.member("upstreams", example: UpstreamEntry.mapExample).member(clash.name, example: UpstreamEntry.example)
+                .error("\"default\" is the pool made of the top-level \"backends\"; give this upstream another name")
+        }
+        if config.routes.isEmpty && config.backends.isEmpty {
+            throw root.member("routes", example: RouteEntry.listExample)
+                .error("with no top-level \"backends\", routes are needed to send requests to the upstreams")
+        }
+        let names = config.allUpstreams.map(\.name)
+        for (index, route) in config.routes.enumerated() where !names.contains(route.upstream) {
+            let at = root.member("routes", example: RouteEntry.listExample).element(index, example: RouteEntry.example)
+                .member("upstream", example: JSONValue.quoted(names.first ?? "api"))
+            var problem = "no upstream named \(JSONValue.quoted(route.upstream))"
+            if let match = Suggestion.closest(to: route.upstream, among: names) {
+                problem += "; " + Suggestion.didYouMean(match)
+            } else {
+                problem += "; the upstreams are " + names.map { JSONValue.quoted($0) }.joined(separator: ", ")
+                    + (config.backends.isEmpty ? "" : " (\"default\" is the top-level \"backends\")")
+            }
+            throw at.error(problem)
+        }
+        var owner: [String: String] = [:]
+        for upstream in config.allUpstreams {
+            for (index, b) in upstream.backends.enumerated() {
+                let place = upstream.name == UpstreamConfig.defaultName && !config.backends.isEmpty
+                    ? "backends[\(index)]" : "upstreams.\(upstream.name).backends[\(index)]"
+                if let first = owner[b.id] {
+                    throw ConfigError(file: root.file, field: place + ".id",
+                                      problem: "\(JSONValue.quoted(b.id)) is already used by \(first); backend ids must be unique across upstreams",
+                                      example: "\"id\": \"\(upstream.name)-\(index + 1)\"")
+                }
+                owner[b.id] = place
+            }
+        }
     }
 
     // MARK: Reading the file
@@ -292,6 +332,12 @@ extension ProxyConfig: ConfigSection {
             .section("timeouts", \.timeouts),
             .section("limits", \.limits),
             .section("pool", \.pool),
+            ConfigField(key: "upstreams", example: UpstreamEntry.mapExample) { config, value, at throws(ConfigError) in
+                config.upstreams = try UpstreamEntry.decodeMap(value, at: at)
+            },
+            ConfigField(key: "routes", example: RouteEntry.listExample) { config, value, at throws(ConfigError) in
+                config.routes = try RouteEntry.decodeList(value, at: at)
+            },
             .integer("workers", \.workers, 0...1024),
             .integer("shutdown_grace_ms", \.shutdownGraceMs, 0...maxMilliseconds),
         ]
@@ -303,8 +349,12 @@ extension HealthCheckConfig: ConfigSection {
 
     static var fields: [ConfigField<HealthCheckConfig>] {
         [
-            ConfigField(key: "path", example: JSONValue.quoted(defaults.path)) {
+            ConfigField(key: "path", example: JSONValue.quoted(defaults.path ?? "/health")) {
                 health, value, at throws(ConfigError) in
+                if case .null = value {
+                    health.path = nil  // connect-only probes
+                    return
+                }
                 let path = try at.string(value)
                 guard path.hasPrefix("/") else {
                     throw at.error("must start with \"/\", got \(JSONValue.quoted(path))")
@@ -334,6 +384,7 @@ extension TimeoutsConfig: ConfigSection {
             .integer("client_header_ms", \.clientHeaderMs, 1...maxMilliseconds),
             .integer("idle_ms", \.idleMs, 1...maxMilliseconds),
             .integer("client_body_ms", \.clientBodyMs, 1...maxMilliseconds),
+            .integer("tunnel_idle_ms", \.tunnelIdleMs, 1...maxMilliseconds),
         ]
     }
 }
@@ -420,7 +471,8 @@ struct BackendEntry: ConfigSection {
 
     /// Reads the `backends` array: every entry needs a URL, ids default to `backend<N>` (1-based,
     /// matching how people count servers) and must be unique, since they name backends in logs.
-    static func decodeList(_ value: JSONValue, at location: ConfigLocation) throws(ConfigError) -> [BackendConfig] {
+    static func decodeList(_ value: JSONValue, at location: ConfigLocation,
+                           defaultIDPrefix: String = "backend") throws(ConfigError) -> [BackendConfig] {
         guard case .array(let elements) = value else {
             var problem = "expected an array of backends, got \(value.summary)"
             if case .object = value { problem += "; wrap it in [ ]" }
@@ -435,11 +487,11 @@ struct BackendEntry: ConfigSection {
                 throw elementLocation.member("url", example: urlExample)
                     .error("missing; every backend needs the URL of its server")
             }
-            let id = entry.id ?? "backend\(index + 1)"
+            let id = entry.id ?? "\(defaultIDPrefix)\(index + 1)"
             if let first = firstUse[id] {
                 var unused = index + 1
-                while firstUse["backend\(unused)"] != nil { unused += 1 }
-                let idLocation = elementLocation.member("id", example: "\"backend\(unused)\"")
+                while firstUse["\(defaultIDPrefix)\(unused)"] != nil { unused += 1 }
+                let idLocation = elementLocation.member("id", example: "\"\(defaultIDPrefix)\(unused)\"")
                 let owner = first.defaulted ? "the default id of backends[\(first.index)]"
                                             : "already used by backends[\(first.index)]"
                 throw idLocation.error(entry.id == nil
@@ -450,5 +502,128 @@ struct BackendEntry: ConfigSection {
             backends.append(BackendConfig(id: id, url: url, host: address.host, port: address.port))
         }
         return backends
+    }
+}
+
+/// One member of `upstreams` as written: `{"backends": [...], "health_check": {...}}`.
+struct UpstreamEntry: ConfigSection {
+    var backends: JSONValue?
+    var healthCheck = HealthCheckConfig()
+
+    static var defaults: UpstreamEntry { UpstreamEntry() }
+    static var fields: [ConfigField<UpstreamEntry>] {
+        [
+            ConfigField(key: "backends", example: BackendEntry.listExample) { entry, value, _ throws(ConfigError) in
+                entry.backends = value  // decoded once the upstream's name is known (default ids)
+            },
+            .section("health_check", \.healthCheck),
+        ]
+    }
+
+    static var mapExample: String { "{\"api\": \(example)}" }
+
+    /// Reads `upstreams`: names are what routes refer to, so they must be plain words.
+    static func decodeMap(_ value: JSONValue, at location: ConfigLocation) throws(ConfigError) -> [UpstreamConfig] {
+        guard case .object(let members) = value else {
+            throw location.error("expected an object of named upstreams like \(mapExample)")
+        }
+        var upstreams: [UpstreamConfig] = []
+        for (name, member) in members {
+            let at = location.member(name, example: example)
+            guard !name.isEmpty, name.utf8.allSatisfy({ isNameByte($0) }) else {
+                throw at.error("upstream names may use letters, digits, '-', '_' and '.', got \(JSONValue.quoted(name))")
+            }
+            let entry = try decode(member, at: at)
+            let backendsAt = at.member("backends", example: BackendEntry.listExample)
+            guard let list = entry.backends else { throw backendsAt.error("missing; an upstream needs its backends") }
+            let backends = try BackendEntry.decodeList(list, at: backendsAt, defaultIDPrefix: name)
+            guard !backends.isEmpty else { throw backendsAt.error("at least one backend is required") }
+            upstreams.append(UpstreamConfig(name: name, backends: backends, healthCheck: entry.healthCheck))
+        }
+        return upstreams
+    }
+
+    static func isNameByte(_ c: UInt8) -> Bool {
+        (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x5F || c == 0x2E
+    }
+}
+
+/// One element of `routes` as written; `upstream` is required.
+struct RouteEntry: ConfigSection {
+    var route = RouteConfig(upstream: "")
+
+    static var defaults: RouteEntry { RouteEntry() }
+    static let example = "{\"path\": \"/api\", \"upstream\": \"api\"}"
+    static var listExample: String { "[\(example)]" }
+
+    static var fields: [ConfigField<RouteEntry>] {
+        [
+            ConfigField(key: "host", example: "\"*.localhost\"") { entry, value, at throws(ConfigError) in
+                entry.route.host = try parseHost(try at.string(value), at: at)
+            },
+            ConfigField(key: "path", example: "\"/api\"") { entry, value, at throws(ConfigError) in
+                let path = try at.string(value)
+                guard path.hasPrefix("/") else { throw at.error("must start with \"/\", got \(JSONValue.quoted(path))") }
+                guard path.utf8.allSatisfy({ (0x21...0x7E).contains($0) && $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "#") }) else {
+                    throw at.error("a path prefix cannot contain spaces, '?', '#', control or non-ASCII characters "
+                        + "(percent-encode them), got \(JSONValue.quoted(path))")
+                }
+                entry.route.path = path
+            },
+            ConfigField(key: "upstream", example: "\"api\"") { entry, value, at throws(ConfigError) in
+                entry.route.upstream = try at.string(value)
+            },
+            ConfigField(key: "strip_prefix", example: "true") { entry, value, at throws(ConfigError) in
+                guard case .bool(let strip) = value else { throw at.error("expected true or false") }
+                entry.route.stripPrefix = strip
+            },
+            ConfigField(key: "host_header", example: "\"backend\"") { entry, value, at throws(ConfigError) in
+                let text = try at.string(value)
+                switch text {
+                case "preserve": entry.route.hostHeader = .preserve
+                case "backend": entry.route.hostHeader = .backend
+                default:
+                    guard !text.isEmpty, text.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+                        throw at.error("expected \"preserve\", \"backend\" or a host value such as \"localhost:5173\", "
+                            + "got \(JSONValue.quoted(text))")
+                    }
+                    entry.route.hostHeader = .literal(text)
+                }
+            },
+        ]
+    }
+
+    static func parseHost(_ text: String, at: ConfigLocation) throws(ConfigError) -> HostMatch {
+        let host = text.lowercased()
+        if host == "*" || host.isEmpty { return .any }
+        let valid: (Substring) -> Bool = { name in
+            !name.isEmpty && name.utf8.allSatisfy { UpstreamEntry.isNameByte($0) } && !name.hasPrefix(".") && !name.hasSuffix(".")
+        }
+        if host.hasPrefix("*.") {
+            let suffix = host.dropFirst(2)
+            guard valid(suffix) else { throw at.error("expected \"*.example.com\", got \(JSONValue.quoted(text))") }
+            return .wildcard("." + suffix)
+        }
+        guard valid(host[...]) else {
+            throw at.error("expected a host name (\"api.localhost\"), a wildcard (\"*.localhost\") or \"*\"; "
+                + "no port, got \(JSONValue.quoted(text))")
+        }
+        return .exact(host)
+    }
+
+    static func decodeList(_ value: JSONValue, at location: ConfigLocation) throws(ConfigError) -> [RouteConfig] {
+        guard case .array(let elements) = value else {
+            throw location.error("expected an array of routes like \(listExample)")
+        }
+        var routes: [RouteConfig] = []
+        for (index, element) in elements.enumerated() {
+            let at = location.element(index, example: example)
+            let entry = try decode(element, at: at)
+            guard !entry.route.upstream.isEmpty else {
+                throw at.member("upstream", example: "\"api\"").error("missing; a route needs the upstream it sends requests to")
+            }
+            routes.append(entry.route)
+        }
+        return routes
     }
 }

@@ -6,9 +6,14 @@ import Glibc
 public struct ProxyConfig: Sendable, Equatable {
     /// Where clients connect.
     public var listen: ListenAddress
-    /// The upstream servers requests are balanced across.
+    /// The upstream servers requests are balanced across: the pool named `default`, which gets
+    /// every request no route matches. May be empty when `upstreams` and `routes` are given.
     public var backends: [BackendConfig]
+    /// The default pool's health check, and the base every named upstream's own one starts from.
     public var healthCheck: HealthCheckConfig
+    /// Named pools, for `routes`.
+    public var upstreams: [UpstreamConfig]
+    public var routes: [RouteConfig]
     public var timeouts: TimeoutsConfig
     public var limits: LimitsConfig
     public var pool: PoolConfig
@@ -28,8 +33,12 @@ public struct ProxyConfig: Sendable, Equatable {
         limits: LimitsConfig = LimitsConfig(),
         pool: PoolConfig = PoolConfig(),
         workers: Int = 0,
-        shutdownGraceMs: Int = 30000
+        shutdownGraceMs: Int = 30000,
+        upstreams: [UpstreamConfig] = [],
+        routes: [RouteConfig] = []
     ) {
+        self.upstreams = upstreams
+        self.routes = routes
         self.workers = workers
         self.shutdownGraceMs = shutdownGraceMs
         self.listen = listen
@@ -144,8 +153,9 @@ public struct BackendConfig: Sendable, Equatable {
 
 /// Active health checking: each backend is probed with `GET path` every `intervalMs`.
 public struct HealthCheckConfig: Sendable, Equatable {
-    /// Request target of the probe; a 2xx answer counts as healthy.
-    public var path: String
+    /// Request target of the probe; a 2xx answer counts as healthy. `nil` (`"path": null`) probes
+    /// by connecting only: for servers without a health URL (dev servers).
+    public var path: String?
     public var intervalMs: Int
     /// A probe that takes longer counts as failed.
     public var timeoutMs: Int
@@ -155,7 +165,7 @@ public struct HealthCheckConfig: Sendable, Equatable {
     public var unhealthyThreshold: Int
 
     public init(
-        path: String = "/health", intervalMs: Int = 5000, timeoutMs: Int = 2000,
+        path: String? = "/health", intervalMs: Int = 5000, timeoutMs: Int = 2000,
         healthyThreshold: Int = 2, unhealthyThreshold: Int = 3
     ) {
         self.path = path
@@ -176,12 +186,16 @@ public struct TimeoutsConfig: Sendable, Equatable {
     public var clientHeaderMs: Int
     /// A keep-alive client connection with no request in flight is closed after this long.
     public var idleMs: Int
+    /// A tunnel (WebSocket or another upgrade) with no byte either way is closed after this long.
+    /// Long on purpose: a WebSocket is often silent for minutes.
+    public var tunnelIdleMs: Int
     /// A client sending a request body may pause this long between bytes (then 408 and close),
     /// so a stalled upload cannot hold a backend connection forever. nginx's default is 60 s too.
     public var clientBodyMs: Int
 
     public init(connectMs: Int = 5000, upstreamMs: Int = 30000, clientHeaderMs: Int = 10000, idleMs: Int = 60000,
-                clientBodyMs: Int = 60000) {
+                clientBodyMs: Int = 60000, tunnelIdleMs: Int = 3_600_000) {
+        self.tunnelIdleMs = tunnelIdleMs
         self.connectMs = connectMs
         self.upstreamMs = upstreamMs
         self.clientHeaderMs = clientHeaderMs

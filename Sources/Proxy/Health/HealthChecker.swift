@@ -61,17 +61,18 @@ final class HealthProbe {
     private let stream: TCPStream
     private let timer: Timer
     private let backend: SharedBackend
-    private let request: [UInt8]
+    /// `nil`: connect-only probe.
+    private let request: [UInt8]?
     private let timeoutMs: Int
     private var received: [UInt8] = []
     private var completion: ((Bool, String?) -> Void)?
 
-    init(loop: EventLoop, backend: SharedBackend, path: String, timeoutMs: Int) {
+    init(loop: EventLoop, backend: SharedBackend, path: String?, timeoutMs: Int) {
         self.backend = backend
         self.timeoutMs = timeoutMs
         stream = TCPStream(loop: loop)
         timer = Timer(loop: loop)
-        request = Array("GET \(path) HTTP/1.1\r\nHost: \(backend.authority)\r\nUser-Agent: swift-proxy-health-check\r\nConnection: close\r\n\r\n".utf8)
+        request = path.map { path in Array("GET \(path) HTTP/1.1\r\nHost: \(backend.authority)\r\nUser-Agent: swift-proxy-health-check\r\nConnection: close\r\n\r\n".utf8) }
     }
 
     func run(_ completion: @escaping (Bool, String?) -> Void) {
@@ -89,6 +90,7 @@ final class HealthProbe {
         do {
             try stream.connect(to: backend.address) { [self] status in
                 guard status == 0 else { return finish(false, "connect: \(UVError(status).name)") }
+                guard let request else { return finish(true, nil) }  // connect-only
                 stream.startReading()
                 stream.write(request)
             }

@@ -25,6 +25,8 @@ final class ClientConnection {
         case head
         /// A request is being handled: see `exchange`.
         case exchange
+        /// A protocol switch (101) joined the two connections: see `tunnel`.
+        case tunnel
         /// Closing: the response is out (or an error was sent); input is discarded.
         case closing
         case closed
@@ -47,7 +49,13 @@ final class ClientConnection {
     private var pending: [UInt8] = []
 
     // Upstream side.
+    /// The route and upstream chosen for the current request, and the backend within it.
+    private var routeIndex = 0
+    private var upstreamIndex = 0
     private var backendIndex = -1
+    /// The request asks for a protocol switch the proxy tunnels (WebSocket, …).
+    private var wantsUpgrade = false
+    private var tunnel: Tunnel?
     private var upstream: UpstreamConnection?
     private var triedBackends: UInt64 = 0
     private var upstreamWasReused = false
@@ -114,7 +122,9 @@ final class ClientConnection {
         client.onRead = { [self] bytes in clientRead(bytes) }
         client.onReadEnd = { [self] code in clientEnded(code) }
         client.onWriteError = { [self] _ in abort() }
-        client.onDrain = { [self] in responsePipe?.sinkDrained() }
+        client.onDrain = { [self] in
+            if let tunnel { tunnel.clientDrained() } else { responsePipe?.sinkDrained() }
+        }
         timer.onFire = { [self] in timerFired() }
         arm(.clientHeader, ms: settings.config.timeouts.clientHeaderMs)
         client.startReading()
@@ -127,6 +137,8 @@ final class ClientConnection {
         switch phase {
         case .head, .exchange:
             handleClientBytes(bytes)
+        case .tunnel:
+            tunnel?.clientRead(bytes)
         case .closing, .closed:
             break  // lingering close: discard
         }
@@ -188,7 +200,7 @@ final class ClientConnection {
                     if pending.count > Self.pendingLimit { client.pauseReading(.pipelined) }
                     return
                 }
-            case .closing, .closed:
+            case .tunnel, .closing, .closed:
                 return
             }
         }
@@ -196,6 +208,7 @@ final class ClientConnection {
 
     private func clientEnded(_ code: Int32) {
         clientSentEOF = true
+        if phase == .tunnel { tunnel?.clientEnded(code); return }
         guard code == UVError.eof else {
             // A reset: nobody is left to answer. Never the backend's fault, nothing is counted.
             return abort()
@@ -211,8 +224,8 @@ final class ClientConnection {
             if upstreamReady && !requestComplete { abort() }
         case .closing:
             if shutdownDone { teardown() }
-        case .closed:
-            break
+        case .tunnel, .closed:
+            break  // a tunnel's ends are handled above
         }
     }
 
@@ -254,9 +267,28 @@ final class ClientConnection {
             pending.append(raw: input)
             input = UnsafeRawBufferPointer(start: nil, count: 0)
         }
+        guard let route = settings.router.match(request, target: forwardTarget ?? request.target) else {
+            return failExchange(status: 404, reason: "Not Found: no route matches host \(hostForMessages) and path \(pathForMessages)")
+        }
+        routeIndex = route
+        upstreamIndex = settings.router.routes[route].upstream
+        let strip = settings.router.routes[route].stripLength
+        if strip > 0, let target = forwardTarget {
+            forwardTarget = (target.lowerBound + strip)..<target.upperBound
+        }
+        wantsUpgrade = rewriter.isTunnelableUpgrade(request)
         triedBackends = 0
         hasRetried = false
+        attempts.removeAll()
         connectUpstream()
+    }
+
+    /// The request's host and path as text, for error messages (off the hot path).
+    private var hostForMessages: String {
+        request.hostField.map { "\"" + String(decoding: request.bytes[request.fields[$0].value], as: UTF8.self) + "\"" } ?? "(none)"
+    }
+    private var pathForMessages: String {
+        String(decoding: request.bytes[forwardTarget ?? request.target], as: UTF8.self)
     }
 
     /// Applies the request limits that need the parsed head: target form, allowed methods, body
@@ -287,16 +319,17 @@ final class ClientConnection {
 
     /// Picks a backend and obtains a connection to it.
     private func connectUpstream() {
-        guard let index = server.balancer.pick(from: settings.backends, excluding: triedBackends) else {
-            let anyHealthy = RoundRobinBalancer.anyHealthy(settings.backends)
+        let upstream = settings.upstreams[upstreamIndex]
+        guard let index = upstream.balancer.pick(from: upstream.backends, excluding: triedBackends) else {
+            let anyHealthy = RoundRobinBalancer.anyHealthy(upstream.backends)
             if anyHealthy || triedBackends != 0 {
                 return failExchange(status: 502, reason: lastConnectFailure ?? "Bad Gateway: no backend could be reached")
             }
-            return failExchange(status: 503, reason: "Service Unavailable: no healthy backend")
+            return failExchange(status: 503, reason: "Service Unavailable: no healthy backend in upstream \(upstream.name)")
         }
         if index < 64 { triedBackends |= 1 << UInt64(index) }
         backendIndex = index
-        let backend = settings.backends[index]
+        let backend = upstream.backends[index]
         backend.activeRequests += 1
 
         // The retry after a dead pooled connection goes out on a fresh one (DESIGN §4): a backend
@@ -322,10 +355,14 @@ final class ClientConnection {
     }
 
     private var lastConnectFailure: String?
+    /// How each backend tried for this request failed, for the HTML error page (failures only).
+    private var attempts: [ErrorPage.Attempt] = []
 
     private func connectFailed(_ error: UVError) {
-        let backend = settings.backends[backendIndex]
+        let backend = currentBackend
         lastConnectFailure = "Bad Gateway: cannot connect to backend \(backend.id) (\(backend.address)): \(error.name)"
+        attempts.append(ErrorPage.Attempt(backend: backend.id, url: backend.url, address: backend.address.description,
+                                          problem: ErrorPage.explain(error, url: backend.url)))
         releaseUpstream(reusable: false)
         // Nothing was sent: any method may go to the next backend.
         connectUpstream()
@@ -363,8 +400,9 @@ final class ClientConnection {
             framing = request.fieldIndex("content-length") != nil ? .contentLength(0) : .none
         }
         rewriter.writeUpstreamRequest(request, framing: framing, peerIP: peerIP,
-                                      defaultHost: settings.backends[backendIndex].authorityBytes,
-                                      target: forwardTarget, into: &out)
+                                      defaultHost: currentBackend.authorityBytes, target: forwardTarget,
+                                      hostOverride: hostOverride, forwardedPrefix: settings.router.routes[routeIndex].forwardedPrefix,
+                                      upgrade: wantsUpgrade, into: &out)
 
         if pending.isEmpty || requestComplete {
             flushToUpstream()
@@ -442,6 +480,7 @@ final class ClientConnection {
     // MARK: - Upstream input
 
     func upstreamRead(_ bytes: UnsafeRawBufferPointer) {
+        if let tunnel { return tunnel.upstreamRead(bytes) }
         lastUpstreamActivity = server.loop.now
         let exchange = exchangesFinished
         var input = bytes
@@ -474,8 +513,11 @@ final class ClientConnection {
                     continue
                 }
                 if response.status == 101 {
-                    // The proxy strips Upgrade, so a 101 is a backend error until tunnels exist.
-                    return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) switched protocols unasked")
+                    guard wantsUpgrade else {
+                        // Upgrade was not asked for (the proxy strips it then): a backend error.
+                        return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) switched protocols unasked")
+                    }
+                    return beginTunnel(rest: input)
                 }
                 startResponse()
                 if responseFinishedIfBodyless() {
@@ -492,7 +534,28 @@ final class ClientConnection {
         if !out.isEmpty { flushToClient() }
     }
 
-    private var backendID: String { backendIndex >= 0 ? settings.backends[backendIndex].id : "?" }
+    private var backendID: String { backendIndex >= 0 ? currentBackend.id : "?" }
+
+    /// The matched route in words, for the HTML error page.
+    private var routeDescription: String {
+        let index = routeIndex
+        let routes = settings.config.routes
+        guard index < routes.count else { return "default (no route matched host \(hostForMessages) path \(pathForMessages))" }
+        let r = routes[index]
+        return "host \(r.host) path \(r.path)" + (r.stripPrefix ? " (prefix stripped)" : "")
+    }
+
+    /// The backend of the exchange in flight (`backendIndex >= 0`).
+    private var currentBackend: Backend { settings.upstreams[upstreamIndex].backends[backendIndex] }
+
+    /// The `Host` a route's `host_header` policy sends instead of the client's, if any.
+    private var hostOverride: [UInt8]? {
+        switch settings.router.routes[routeIndex].hostHeader {
+        case .preserve: nil
+        case .backend: currentBackend.authorityBytes
+        case .literal(let value): value
+        }
+    }
 
     /// The final response head arrived: decide the client-side framing and write the head.
     private func startResponse() {
@@ -615,6 +678,7 @@ final class ClientConnection {
 
     /// The upstream closed or failed.
     func upstreamEnded(_ code: Int32) {
+        if let tunnel { return tunnel.upstreamEnded(code) }
         guard phase == .exchange else { return }
         if responseStarted && responseFraming == .untilClose && code == UVError.eof {
             // The normal end of a close-delimited body.
@@ -640,11 +704,44 @@ final class ClientConnection {
     }
 
     func upstreamDrained() {
+        if let tunnel { return tunnel.upstreamDrained() }
         requestPipe?.sinkDrained()
+    }
+
+    // MARK: - Tunnels
+
+    /// The backend accepted the protocol switch: relay its 101, then join the two connections.
+    /// `rest` holds what the backend sent right after its head (the new protocol's first bytes).
+    private func beginTunnel(rest: UnsafeRawBufferPointer) {
+        guard let conn = upstream else { return }
+        disarm()
+        requestPipe?.detach()
+        responsePipe?.detach()
+        requestPipe = nil
+        responsePipe = nil
+        out.removeAll(keepingCapacity: true)
+        rewriter.writeSwitchingProtocols(response, into: &out)
+        client.write(out)
+        out.removeAll(keepingCapacity: true)
+        responseStarted = true
+        responseBytesWritten = true
+        phase = .tunnel
+        let early = pending
+        pending = []
+        client.resumeReading(.pipelined)
+        let tunnel = Tunnel(loop: server.loop, client: client, upstream: conn.stream,
+                            idleLimitMs: settings.config.timeouts.tunnelIdleMs) { [unowned self] in self.teardown() }
+        self.tunnel = tunnel
+        tunnel.start(fromClient: early, fromUpstream: rest)
+        if clientSentEOF { tunnel.clientEnded(UVError.eof) }
     }
 
     /// The upstream broke the exchange: answer 502/504 if nothing was sent yet, else cut the client.
     private func upstreamFailed(status: UInt16, reason: String) {
+        if backendIndex >= 0 {
+            let b = currentBackend
+            attempts.append(ErrorPage.Attempt(backend: b.id, url: b.url, address: b.address.description, problem: reason))
+        }
         releaseUpstream(reusable: false)
         if responseStarted { return abort() }
         failExchange(status: status, reason: reason)
@@ -657,7 +754,16 @@ final class ClientConnection {
         releaseUpstream(reusable: false)
         let keepAlive = request.keepAlive && requestComplete && !server.isDraining
         out.removeAll(keepingCapacity: true)
-        ErrorResponse.write(status: status, reason: reason, keepAlive: keepAlive, extraHeaders: extraHeaders, into: &out)
+        if status >= 502 && status <= 504 && ErrorPage.wanted(by: request) {
+            let upstream = settings.upstreams[upstreamIndex]
+            let unhealthy = status == 503 ? upstream.backends.map { b in (b.id, b.url, b.shared.probeRecord.lastError) } : []
+            let page = ErrorPage.html(status: status, reason: reason, upstream: upstream.name, route: routeDescription,
+                                      attempts: attempts, unhealthy: unhealthy)
+            ErrorResponse.write(status: status, contentType: "text/html; charset=utf-8", body: page, keepAlive: keepAlive,
+                                headOnly: request.isHEAD, extraHeaders: extraHeaders, into: &out)
+        } else {
+            ErrorResponse.write(status: status, reason: reason, keepAlive: keepAlive, extraHeaders: extraHeaders, into: &out)
+        }
         client.write(out)
         out.removeAll(keepingCapacity: true)
         responseStarted = true
@@ -726,7 +832,7 @@ final class ClientConnection {
             }
         }
         if backendIndex >= 0 {
-            settings.backends[backendIndex].activeRequests -= 1
+            currentBackend.activeRequests -= 1
             backendIndex = -1
         }
         upstreamReady = false
@@ -770,6 +876,10 @@ final class ClientConnection {
     private func teardown() {
         guard phase != .closed else { return }
         phase = .closed
+        if let tunnel {
+            self.tunnel = nil
+            tunnel.end()
+        }
         releaseUpstream(reusable: false)
         disarm()
         timer.close()

@@ -31,17 +31,28 @@ public struct HeaderRewriter {
     /// - `defaultHost`: sent as `Host` when the client sent none (HTTP/1.0), since the upstream
     ///   hop is HTTP/1.1, where `Host` is mandatory.
     /// - `target`: the part of the request target to forward (origin-form; for an absolute-form
-    ///   target its path). Empty means "/".
+    ///   target its path; after `strip_prefix` what follows the prefix). Empty, or starting with
+    ///   `?`, gets a leading "/".
+    /// - `hostOverride`: the `Host` to send instead of the client's (a route's `host_header`).
+    /// - `forwardedPrefix`: sent as `X-Forwarded-Prefix` (the prefix a route stripped).
+    /// - `upgrade`: keep the `Upgrade` field and send `Connection: upgrade` (WebSocket and other
+    ///   protocol switches; the caller has checked the request asks for one).
     public mutating func writeUpstreamRequest(_ head: RequestHead, framing: OutgoingFraming,
                                               peerIP: [UInt8], defaultHost: [UInt8] = [], target: Range<Int>? = nil,
-                                              into out: inout [UInt8]) {
+                                              hostOverride: [UInt8]? = nil, forwardedPrefix: [UInt8] = [],
+                                              upgrade: Bool = false, into out: inout [UInt8]) {
         let b = head.bytes
         out.append(b, head.method)
         out.append(UInt8(ascii: " "))
         let path = target ?? head.target
-        if path.isEmpty { out.append(UInt8(ascii: "/")) } else { out.append(b, path) }
+        if path.isEmpty || b[path.lowerBound] == UInt8(ascii: "?") { out.append(UInt8(ascii: "/")) }
+        out.append(b, path)
         out.append(" HTTP/1.1\r\n")
-        if head.hostField == nil && !defaultHost.isEmpty {
+        if let hostOverride {
+            out.append("Host: ")
+            out.append(contentsOf: hostOverride)
+            out.append("\r\n")
+        } else if head.hostField == nil && !defaultHost.isEmpty {
             out.append("Host: ")
             out.append(contentsOf: defaultHost)
             out.append("\r\n")
@@ -61,12 +72,16 @@ public struct HeaderRewriter {
                 continue
             }
             // Host is never hop-by-hop, whatever `Connection` names: the upstream hop needs it.
-            if name.count == 4 && b.equalsIgnoringCase(name, "host") { appendField(b, field, into: &out); continue }
+            if name.count == 4 && b.equalsIgnoringCase(name, "host") {
+                if hostOverride == nil { appendField(b, field, into: &out) }
+                continue
+            }
+            if upgrade && name.count == 7 && b.equalsIgnoringCase(name, "upgrade") { appendField(b, field, into: &out); continue }
             if isHopByHop(b, name) || isConnectionNamed(b, name) { continue }
             if b.equalsIgnoringCase(name, "x-forwarded-for") { sawForwardedFor = true; continue }
             // The proxy states these itself: a client must not be able to forge them.
             if b.equalsIgnoringCase(name, "x-real-ip") || b.equalsIgnoringCase(name, "x-forwarded-proto")
-                || b.equalsIgnoringCase(name, "x-forwarded-host") { continue }
+                || b.equalsIgnoringCase(name, "x-forwarded-host") || b.equalsIgnoringCase(name, "x-forwarded-prefix") { continue }
             appendField(b, field, into: &out)
         }
         appendFraming(framing, into: &out)
@@ -87,7 +102,46 @@ public struct HeaderRewriter {
             out.append(b, head.fields[host].value)
             out.append("\r\n")
         }
+        if !forwardedPrefix.isEmpty {
+            out.append("X-Forwarded-Prefix: ")
+            out.append(contentsOf: forwardedPrefix)
+            out.append("\r\n")
+        }
+        if upgrade { out.append("Connection: upgrade\r\n") }
         out.append("\r\n")
+    }
+
+    /// Whether `head` asks to switch protocols in a way the proxy tunnels: HTTP/1.1, `Connection`
+    /// naming `upgrade`, and an `Upgrade` field that is not `h2c` (cleartext HTTP/2 needs the
+    /// proxy to speak HTTP/2, so that one is stripped and the request served as HTTP/1.1).
+    public func isTunnelableUpgrade(_ head: RequestHead) -> Bool {
+        guard head.versionMinor == 1 else { return false }
+        let b = head.bytes
+        var connectionUpgrade = false, upgrade = false, h2c = false
+        for field in head.fields {
+            if b.equalsIgnoringCase(field.name, "connection") && containsToken(b, field.value, "upgrade") {
+                connectionUpgrade = true
+            } else if field.name.count == 7 && b.equalsIgnoringCase(field.name, "upgrade") && !field.value.isEmpty {
+                upgrade = true
+                if containsToken(b, field.value, "h2c") { h2c = true }
+            }
+        }
+        return connectionUpgrade && upgrade && !h2c
+    }
+
+    /// Appends a `101 Switching Protocols` head for the client: end-to-end fields, the backend's
+    /// `Upgrade`, and `Connection: upgrade`.
+    public mutating func writeSwitchingProtocols(_ head: ResponseHead, into out: inout [UInt8]) {
+        let b = head.bytes
+        writeStatusLine(head, into: &out)
+        collectConnectionTokens(b, head.fields)
+        for field in head.fields {
+            let name = field.name
+            if name.count == 7 && b.equalsIgnoringCase(name, "upgrade") { appendField(b, field, into: &out); continue }
+            if isHopByHop(b, name) || isFramingField(b, name) || isConnectionNamed(b, name) { continue }
+            appendField(b, field, into: &out)
+        }
+        out.append("Connection: upgrade\r\n\r\n")
     }
 
     // MARK: Response → client

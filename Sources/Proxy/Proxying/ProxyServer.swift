@@ -13,7 +13,6 @@ public final class ProxyServer {
     public let workerCount: Int
     /// The configuration new exchanges start with.
     private(set) var settings: ServerSettings
-    var balancer = RoundRobinBalancer()
     private var listener: TCPListener?
     /// The listening socket from `ListenSockets`, owned here. libuv gets a duplicate, so that
     /// accepting can pause (closing libuv's handle) and resume without losing the socket.
@@ -180,7 +179,7 @@ public final class ProxyServer {
     /// Writes the proxy's own answer for `request` into `out` if it is one of the proxy's paths.
     func answerLocally(_ request: RequestHead, keepAlive: Bool, into out: inout [UInt8]) -> Bool {
         guard HealthEndpoint.matches(request) else { return false }
-        let (status, body) = HealthEndpoint.render(settings.backends.map(\.shared), worker: worker, workers: workerCount)
+        let (status, body) = HealthEndpoint.render(settings.upstreams, worker: worker, workers: workerCount)
         ErrorResponse.write(status: status, contentType: "application/json", body: body, keepAlive: keepAlive,
                             headOnly: request.isHEAD, into: &out)
         return true

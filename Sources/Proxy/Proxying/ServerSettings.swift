@@ -1,5 +1,6 @@
 /// One version of the configuration as the supervisor hands it to every worker: the config and
-/// the shared halves of its backends. A reload publishes a new one with a higher number.
+/// the shared halves of all its backends (every pool's). A reload publishes a new one with a
+/// higher number.
 public struct ConfigGeneration: Sendable {
     public let number: Int
     public let config: ProxyConfig
@@ -13,15 +14,19 @@ public struct ConfigGeneration: Sendable {
 }
 
 /// A `ConfigGeneration` made ready for one worker's request path: its own `Backend` objects
-/// (with pools) and the limits pre-converted to the forms the parser and `admit` use.
+/// (with pools) grouped into `Upstream`s, the compiled `Router`, and the limits pre-converted to
+/// the forms the parser and `admit` use.
 ///
 /// A client connection holds the settings it started its current exchange with, so a reload
-/// never changes the backend list or limits under an exchange in flight; the next request on
-/// the connection picks up the new ones.
+/// never changes the routes, backend lists or limits under an exchange in flight; the next
+/// request on the connection picks up the new ones.
 /// Threading: loop thread only.
 final class ServerSettings {
     let generation: Int
     let config: ProxyConfig
+    let upstreams: [Upstream]
+    let router: Router
+    /// Every backend of every upstream.
     let backends: [Backend]
     let headLimits: HeadLimits
     /// `limits.allowed_methods` as bytes, and the `Allow` header line a 405 carries.
@@ -34,7 +39,7 @@ final class ServerSettings {
         self.generation = generation.number
         config = generation.config
         let pool = generation.config.pool
-        backends = generation.backends.map { shared in
+        let backends = generation.backends.map { shared in
             if let kept = previous.first(where: { $0.shared === shared }) {
                 kept.pool.maxIdle = pool.maxIdlePerBackend
                 kept.pool.idleTimeoutMs = UInt64(pool.idleTimeoutMs)
@@ -43,6 +48,12 @@ final class ServerSettings {
             return Backend(shared: shared, worker: worker,
                            pool: UpstreamPool(maxIdle: pool.maxIdlePerBackend, idleTimeoutMs: UInt64(pool.idleTimeoutMs)))
         }
+        self.backends = backends
+        let upstreams = config.allUpstreams.map { u in
+            Upstream(name: u.name, backends: u.backends.compactMap { b in backends.first { $0.id == b.id } })
+        }
+        self.upstreams = upstreams
+        router = Router(config) { name in upstreams.firstIndex { $0.name == name } }
         headLimits = HeadLimits(config.limits)
         allowedMethods = config.limits.allowedMethods.map { Array($0.utf8) }
         allowHeader = config.limits.allowedMethods.isEmpty ? "" : "Allow: \(config.limits.allowedMethods.joined(separator: ", "))\r\n"

@@ -13,6 +13,9 @@ struct ConfigChanges {
         reordered = added.isEmpty && removed.isEmpty && !zip(oldBackends, newBackends).allSatisfy { $0 === $1 }
         if old.listen != new.listen { listen = (old.listen, new.listen) }
         if old.healthCheck != new.healthCheck { settings.append("health_check") }
+        if old.routes != new.routes { settings.append("routes") }
+        if old.upstreams.map(\.name) != new.upstreams.map(\.name)
+            || old.upstreams.map(\.healthCheck) != new.upstreams.map(\.healthCheck) { settings.append("upstreams") }
         if old.timeouts != new.timeouts { settings.append("timeouts") }
         if old.limits != new.limits { settings.append("limits") }
         if old.pool != new.pool { settings.append("pool") }
@@ -22,7 +25,9 @@ struct ConfigChanges {
     var isEmpty: Bool { added.isEmpty && removed.isEmpty && !reordered && settings.isEmpty && listen == nil }
 
     /// The health checker restarts (and probes at once) when what it probes or how changed.
-    var affectsHealthChecks: Bool { !added.isEmpty || !removed.isEmpty || reordered || settings.contains("health_check") }
+    var affectsHealthChecks: Bool {
+        !added.isEmpty || !removed.isEmpty || reordered || settings.contains("health_check") || settings.contains("upstreams")
+    }
 
     /// `backends added b3 (http://…); removed b1 (http://…); listen :8080 -> :9090; changed timeouts, limits`
     var summary: String {

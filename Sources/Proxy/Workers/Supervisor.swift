@@ -18,7 +18,8 @@ public final class Supervisor {
     private var config: ProxyConfig
     private var generation: ConfigGeneration
     private var listenAddress: SocketAddress
-    private var healthChecker: HealthChecker
+    /// One per upstream (each has its own health check settings).
+    private var healthCheckers: [HealthChecker] = []
     private var threads: [NativeThread] = []
     private var inboxes: [Mailbox<WorkerMessage>] = []
     private let reports = Mailbox<WorkerReport>()
@@ -73,7 +74,7 @@ public final class Supervisor {
         self.fdLimit = fdLimit
         workerCount = Self.workerCount(config)
         var backends: [SharedBackend] = []
-        for b in config.backends {
+        for b in config.allBackends {
             do {
                 backends.append(SharedBackend(config: b, address: try SocketAddress.resolve(host: b.host, port: b.port),
                                               workers: workerCount))
@@ -85,8 +86,8 @@ public final class Supervisor {
         let sockets = try ListenSockets.open(config.listen, count: workerCount, exclusive: true)
         listenAddress = sockets.address
         pendingSockets = sockets
-        healthChecker = HealthChecker(loop: loop, backends: backends, config: config.healthCheck)
         reportWakeup = Wakeup(loop: loop)
+        healthCheckers = makeHealthCheckers(config, backends)
     }
 
     private func serve() -> Int32 {
@@ -114,7 +115,7 @@ public final class Supervisor {
                 break
             }
         }
-        if threads.isEmpty { finish() } else { healthChecker.start() }
+        if threads.isEmpty { finish() } else { healthCheckers.forEach { $0.start() } }
         loop.run()
         for t in threads { t.join() }
         return exitCode
@@ -139,7 +140,7 @@ public final class Supervisor {
                 if startedWorkers == workerCount && phase == .starting {
                     phase = .running
                     // Tests and scripts wait for this exact line (it carries the real port for `:0`).
-                    print("proxy: listening on \(listenAddress) (\(config.backends.count) backends, "
+                    print("proxy: listening on \(listenAddress) (\(config.allBackends.count) backends, "
                         + "\(workerCount) worker\(workerCount == 1 ? "" : "s"), fd limit \(fdLimit))")
                     cuv_flush_stdout()
                     if reloadWhenRunning { reload() }
@@ -171,7 +172,7 @@ public final class Supervisor {
 
     /// Every worker has stopped: close the supervisor's own handles so `loop.run()` returns.
     private func finish() {
-        healthChecker.stop()
+        healthCheckers.forEach { $0.stop() }
         reports.detach()
         loop.closeAllHandles()
     }
@@ -213,6 +214,10 @@ public final class Supervisor {
             return
         }
         reloadWhenRunning = false
+        guard options.targets.isEmpty else {
+            Log.info("reload: the configuration comes from --to on the command line; nothing to re-read")
+            return
+        }
         let path = options.configPath
         func keep(_ problem: String) {
             Log.error("reload failed, still serving the previous configuration: \(problem)")
@@ -229,7 +234,7 @@ public final class Supervisor {
         }
         next.workers = config.workers
         var backends: [SharedBackend] = []
-        for b in next.backends {
+        for b in next.allBackends {
             if let kept = generation.backends.first(where: { $0.isSame(as: b) }) {
                 backends.append(kept)
                 continue
@@ -275,11 +280,20 @@ public final class Supervisor {
         }
         if let sockets { listenAddress = sockets.address }
         if changes.affectsHealthChecks {
-            healthChecker.stop()
-            healthChecker = HealthChecker(loop: loop, backends: backends, config: next.healthCheck)
-            healthChecker.start()
+            healthCheckers.forEach { $0.stop() }
+            healthCheckers = makeHealthCheckers(next, backends)
+            healthCheckers.forEach { $0.start() }
         }
         if pending.waitingFor > 0 { unconfirmedReloads[generation.number] = pending } else { reloadConfirmed(pending) }
+    }
+
+    /// One checker per upstream, over that upstream's shared backends (matched by id, which the
+    /// loader keeps unique across upstreams).
+    private func makeHealthCheckers(_ config: ProxyConfig, _ backends: [SharedBackend]) -> [HealthChecker] {
+        config.allUpstreams.map { upstream in
+            HealthChecker(loop: loop, backends: upstream.backends.compactMap { b in backends.first { $0.id == b.id } },
+                          config: upstream.healthCheck)
+        }
     }
 
     /// Every worker has switched: now the reload line is true (tests and operators wait for it).

@@ -1,0 +1,108 @@
+/// A named pool of backends with its own health check: what a route sends requests to.
+/// The top-level `backends` form the pool named `default`.
+public struct UpstreamConfig: Sendable, Equatable {
+    public var name: String
+    public var backends: [BackendConfig]
+    public var healthCheck: HealthCheckConfig
+
+    public init(name: String, backends: [BackendConfig], healthCheck: HealthCheckConfig) {
+        self.name = name
+        self.backends = backends
+        self.healthCheck = healthCheck
+    }
+
+    /// The name of the pool made of the top-level `backends`.
+    public static let defaultName = "default"
+}
+
+/// Which request hosts a route applies to.
+public enum HostMatch: Sendable, Equatable, CustomStringConvertible {
+    case any
+    /// One host name, lower-case, without port.
+    case exact(String)
+    /// `*.example.com`: stored as the suffix `.example.com` (lower-case); matches any name ending
+    /// in it, not `example.com` itself.
+    case wildcard(String)
+
+    public var description: String {
+        switch self {
+        case .any: "*"
+        case .exact(let host): host
+        case .wildcard(let suffix): "*" + suffix
+        }
+    }
+}
+
+/// What `Host` the backend receives.
+public enum HostHeaderPolicy: Sendable, Equatable, CustomStringConvertible {
+    /// The client's `Host`, unchanged (the default).
+    case preserve
+    /// The backend's own `host:port` from its URL: dev servers such as Vite refuse unknown hosts.
+    case backend
+    /// This value.
+    case literal(String)
+
+    public var description: String {
+        switch self {
+        case .preserve: "preserve"
+        case .backend: "backend"
+        case .literal(let value): value
+        }
+    }
+}
+
+/// One entry of `routes`: requests whose host and path match go to `upstream`.
+///
+/// Among the routes that match, the most specific host wins (exact, then the longest wildcard,
+/// then any host); among those, the longest path prefix; then the earliest route.
+public struct RouteConfig: Sendable, Equatable {
+    public var host: HostMatch
+    /// A path prefix starting with "/". `/api` matches `/api`, `/api/…` and `/api?…`, not `/apix`;
+    /// `/` matches everything.
+    public var path: String
+    public var upstream: String
+    /// Remove `path` from the forwarded target (then `X-Forwarded-Prefix` carries it).
+    public var stripPrefix: Bool
+    public var hostHeader: HostHeaderPolicy
+
+    public init(host: HostMatch = .any, path: String = "/", upstream: String, stripPrefix: Bool = false,
+                hostHeader: HostHeaderPolicy = .preserve) {
+        self.host = host
+        self.path = path
+        self.upstream = upstream
+        self.stripPrefix = stripPrefix
+        self.hostHeader = hostHeader
+    }
+
+    /// `path` without a trailing slash: what `strip_prefix` removes and `X-Forwarded-Prefix` says.
+    public var strippedPrefix: String {
+        var p = path
+        while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+        return p == "/" ? "" : p
+    }
+}
+
+extension ProxyConfig {
+    /// Every pool: `default` (the top-level `backends`, when there are any) first, then the named
+    /// `upstreams` in file order.
+    public var allUpstreams: [UpstreamConfig] {
+        let named = upstreams
+        guard !backends.isEmpty else { return named }
+        return [UpstreamConfig(name: UpstreamConfig.defaultName, backends: backends, healthCheck: healthCheck)] + named
+    }
+
+    /// Every backend of every pool.
+    public var allBackends: [BackendConfig] { allUpstreams.flatMap(\.backends) }
+
+    /// The routing table as `proxy --check` prints it, most specific first as matching sees it.
+    public var routingTable: [String] {
+        var lines = routes.map { r in
+            var line = "route host \(r.host) path \(r.path) -> \(r.upstream)"
+            if r.stripPrefix { line += " (strip_prefix)" }
+            if r.hostHeader != .preserve { line += " (host_header \(r.hostHeader))" }
+            return line
+        }
+        lines.append(backends.isEmpty ? "anything else -> 404" : "anything else -> \(UpstreamConfig.defaultName)")
+        return lines
+    }
+}

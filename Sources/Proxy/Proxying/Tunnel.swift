@@ -1,0 +1,92 @@
+/// Two connections joined byte for byte after a `101 Switching Protocols` (WebSocket or another
+/// upgrade): whatever one side sends goes to the other, with backpressure both ways, until both
+/// have finished.
+///
+/// A clean close (FIN) from one side is passed on as a half-close of the other (`shutdown` once
+/// what is queued for it is out), so a protocol's closing handshake can still complete in the
+/// other direction; the tunnel ends when both directions are done. A reset or write error on
+/// either side ends it at once. `timeouts.tunnel_idle_ms` (default 1 hour) bounds silence in
+/// both directions together — not `upstream_ms`, since a WebSocket may legitimately be quiet for
+/// minutes.
+///
+/// The owning `ClientConnection` routes both streams' callbacks here and closes both streams when
+/// `onEnd` fires. Threading: loop thread only.
+final class Tunnel {
+    private let loop: EventLoop
+    private let client: TCPStream
+    private let upstream: TCPStream
+    private var toUpstream: Pipe
+    private var toClient: Pipe
+    private let timer: Timer
+    private let idleLimitMs: UInt64
+    private var lastActivity: UInt64
+    private var clientFinished = false
+    private var upstreamFinished = false
+    private var onEnd: (() -> Void)?
+
+    init(loop: EventLoop, client: TCPStream, upstream: TCPStream, idleLimitMs: Int, onEnd: @escaping () -> Void) {
+        self.loop = loop
+        self.client = client
+        self.upstream = upstream
+        toUpstream = Pipe(from: client, to: upstream)
+        toClient = Pipe(from: upstream, to: client)
+        timer = Timer(loop: loop)
+        self.idleLimitMs = UInt64(max(idleLimitMs, 1))
+        lastActivity = loop.now
+        self.onEnd = onEnd
+    }
+
+    /// Starts relaying. `fromClient` are bytes the client sent behind its upgrade request,
+    /// `fromUpstream` those the backend sent right after its 101 head: both go through first.
+    func start(fromClient: [UInt8], fromUpstream: UnsafeRawBufferPointer) {
+        timer.onFire = { [unowned self] in self.checkIdle() }
+        timer.start(timeoutMs: idleLimitMs)
+        if !fromUpstream.isEmpty { toClient.send(fromUpstream) }
+        if !fromClient.isEmpty { fromClient.withUnsafeBytes { toUpstream.send($0) } }
+    }
+
+    func clientRead(_ bytes: UnsafeRawBufferPointer) {
+        lastActivity = loop.now
+        toUpstream.send(bytes)
+    }
+
+    func upstreamRead(_ bytes: UnsafeRawBufferPointer) {
+        lastActivity = loop.now
+        toClient.send(bytes)
+    }
+
+    func clientDrained() { toClient.sinkDrained() }
+    func upstreamDrained() { toUpstream.sinkDrained() }
+
+    /// The client finished sending (FIN) or failed.
+    func clientEnded(_ code: Int32) {
+        guard code == UVError.eof else { return end() }
+        clientFinished = true
+        if upstreamFinished { return end() }
+        upstream.shutdown { [weak self] status in if status < 0 { self?.end() } }
+    }
+
+    /// The backend finished sending (FIN) or failed.
+    func upstreamEnded(_ code: Int32) {
+        guard code == UVError.eof else { return end() }
+        upstreamFinished = true
+        if clientFinished { return end() }
+        client.shutdown { [weak self] status in if status < 0 { self?.end() } }
+    }
+
+    private func checkIdle() {
+        let silent = loop.now &- lastActivity
+        if silent >= idleLimitMs { return end() }
+        timer.start(timeoutMs: idleLimitMs - silent)
+    }
+
+    /// Ends the tunnel; the owner closes both streams.
+    func end() {
+        guard let onEnd else { return }
+        self.onEnd = nil
+        timer.close()
+        toUpstream.detach()
+        toClient.detach()
+        onEnd()
+    }
+}

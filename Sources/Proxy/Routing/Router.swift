@@ -1,0 +1,146 @@
+/// The routing table compiled for the request path: host patterns and path prefixes as
+/// lower-case bytes, upstream names resolved to indices. Matching reads the request head's bytes
+/// in place and allocates nothing.
+///
+/// Precedence (see `RouteConfig`): the most specific host (exact, then the longest wildcard,
+/// then any), then the longest path prefix, then the earliest route. The default pool, when
+/// there is one, is the last route: any host, prefix `/`.
+/// Threading: built and used on one worker's loop.
+struct Router {
+    enum HostPattern {
+        case any
+        case exact([UInt8])
+        /// `.example.com`
+        case wildcard([UInt8])
+    }
+
+    enum HostHeader {
+        case preserve
+        case backend
+        case literal([UInt8])
+    }
+
+    struct Route {
+        let host: HostPattern
+        let path: [UInt8]
+        let upstream: Int
+        /// Bytes removed from the front of the target (`strip_prefix`), 0 for none.
+        let stripLength: Int
+        /// `X-Forwarded-Prefix` value when stripping.
+        let forwardedPrefix: [UInt8]
+        let hostHeader: HostHeader
+    }
+
+    let routes: [Route]
+
+    /// `upstreamIndex` maps an upstream name to its index in the worker's list.
+    init(_ config: ProxyConfig, upstreamIndex: (String) -> Int?) {
+        var routes: [Route] = config.routes.compactMap { r in
+            guard let upstream = upstreamIndex(r.upstream) else { return nil }  // the loader checked
+            let host: HostPattern = switch r.host {
+            case .any: .any
+            case .exact(let name): .exact(Array(name.utf8))
+            case .wildcard(let suffix): .wildcard(Array(suffix.utf8))
+            }
+            let hostHeader: HostHeader = switch r.hostHeader {
+            case .preserve: .preserve
+            case .backend: .backend
+            case .literal(let value): .literal(Array(value.utf8))
+            }
+            let prefix = Array(r.strippedPrefix.utf8)
+            return Route(host: host, path: Array(r.path.utf8), upstream: upstream,
+                         stripLength: r.stripPrefix ? prefix.count : 0, forwardedPrefix: r.stripPrefix ? prefix : [],
+                         hostHeader: hostHeader)
+        }
+        if let fallback = upstreamIndex(UpstreamConfig.defaultName), !config.backends.isEmpty {
+            routes.append(Route(host: .any, path: [UInt8(ascii: "/")], upstream: fallback, stripLength: 0,
+                                forwardedPrefix: [], hostHeader: .preserve))
+        }
+        self.routes = routes
+    }
+
+    /// Only the default pool: every request goes there without looking at it.
+    var isTrivial: Bool { routes.count == 1 && routes[0].path.count == 1 && routes[0].stripLength == 0 && isAnyHost(routes[0]) }
+
+    private func isAnyHost(_ r: Route) -> Bool { if case .any = r.host { return true } else { return false } }
+
+    /// The route for `request` (its `Host`, and `target`: the origin-form path and query), or nil.
+    func match(_ request: RequestHead, target: Range<Int>) -> Int? {
+        if isTrivial { return 0 }
+        let b = request.bytes
+        let host = request.hostField.map { hostName(b, request.fields[$0].value) } ?? 0..<0
+        var best: Int? = nil
+        var bestScore = (rank: -1, hostLength: -1, pathLength: -1)
+        for (index, route) in routes.enumerated() {
+            let rank: Int, hostLength: Int
+            switch route.host {
+            case .any:
+                (rank, hostLength) = (0, 0)
+            case .wildcard(let suffix):
+                guard host.count > suffix.count, hasSuffix(b, host, suffix) else { continue }
+                (rank, hostLength) = (1, suffix.count)
+            case .exact(let name):
+                guard host.count == name.count, hasSuffix(b, host, name) else { continue }
+                (rank, hostLength) = (2, name.count)
+            }
+            guard pathMatches(b, target, route.path) else { continue }
+            let score = (rank: rank, hostLength: hostLength, pathLength: route.path.count)
+            if score > bestScore {
+                best = index
+                bestScore = score
+            }
+        }
+        return best
+    }
+
+    /// The host name in a `Host` value: without the port, IPv6 brackets kept.
+    private func hostName(_ b: [UInt8], _ value: Range<Int>) -> Range<Int> {
+        var end = value.upperBound
+        var i = value.upperBound
+        while i > value.lowerBound {
+            i -= 1
+            if b[i] == UInt8(ascii: "]") { break }
+            if b[i] == UInt8(ascii: ":") { end = i; break }
+        }
+        return value.lowerBound..<end
+    }
+
+    /// Whether `b[range]` ends with `suffix` (lower-case), ignoring ASCII case.
+    private func hasSuffix(_ b: [UInt8], _ range: Range<Int>, _ suffix: [UInt8]) -> Bool {
+        var i = range.upperBound - suffix.count
+        for c in suffix {
+            var x = b[i]
+            if x >= 0x41 && x <= 0x5A { x |= 0x20 }
+            if x != c { return false }
+            i += 1
+        }
+        return true
+    }
+
+    /// `/api` matches `/api`, `/api/…` and `/api?…` but not `/apix`; a prefix ending in `/`
+    /// matches anything below it. Case-sensitive, as paths are.
+    private func pathMatches(_ b: [UInt8], _ target: Range<Int>, _ prefix: [UInt8]) -> Bool {
+        if prefix.count == 1 { return true }  // "/"
+        guard target.count >= prefix.count else { return false }
+        var i = target.lowerBound
+        for c in prefix {
+            if b[i] != c { return false }
+            i += 1
+        }
+        if prefix.last == UInt8(ascii: "/") || i == target.upperBound { return true }
+        return b[i] == UInt8(ascii: "/") || b[i] == UInt8(ascii: "?")
+    }
+}
+
+/// One pool as a worker sees it: its backends (with this worker's pools) and this worker's
+/// round-robin position. Threading: one worker's loop.
+final class Upstream {
+    let name: String
+    let backends: [Backend]
+    var balancer = RoundRobinBalancer()
+
+    init(name: String, backends: [Backend]) {
+        self.name = name
+        self.backends = backends
+    }
+}

@@ -1,0 +1,256 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The local dev gateway: routes, WebSocket tunnels, streamed events, the one-line start and the
+/// error pages a browser gets.
+@Suite(.serialized) struct GatewayTests {
+    // MARK: Routing
+
+    @Test func routesByHostAndPathWithStripPrefixAndHostPolicies() throws {
+        let web = try startBackend(), api = try startBackend(), tenant = try startBackend(), exact = try startBackend()
+        func url(_ b: ManagedProcess) -> String { "http://127.0.0.1:\(b.port)" }
+        let proxy = try startProxy(config: """
+            {"backends": [{"id": "web1", "url": "\(url(web))"}],
+             "upstreams": {"api": {"backends": [{"url": "\(url(api))"}]},
+                           "tenant": {"backends": [{"url": "\(url(tenant))"}]},
+                           "exact": {"backends": [{"url": "\(url(exact))"}]}},
+             "routes": [
+               {"path": "/api", "upstream": "api", "strip_prefix": true},
+               {"path": "/api/v2", "upstream": "tenant"},
+               {"host": "*.example.test", "upstream": "tenant"},
+               {"host": "admin.example.test", "upstream": "exact", "host_header": "backend"},
+               {"host": "admin.example.test", "path": "/api", "upstream": "api", "host_header": "literal.internal"}
+             ]}
+            """)
+        func ask(_ path: String, host: String = "app.local") throws -> (backend: Int, json: [String: Any]) {
+            let c = try TestConnection(port: proxy.port)
+            try c.send("GET \(path) HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+            let r = try c.readResponse()
+            #expect(r.status == 200, "\(host) \(path): \(r.status) \(r.text)")
+            let json = r.json
+            return (json["port"] as? Int ?? -1, json)
+        }
+        func headers(_ json: [String: Any]) -> [String: String] { json["headers"] as? [String: String] ?? [:] }
+
+        var r = try ask("/")
+        #expect(r.backend == Int(web.port) && r.json["path"] as? String == "/", "no route matches: the default pool")
+        r = try ask("/api/users?id=7")
+        #expect(r.backend == Int(api.port) && r.json["path"] as? String == "/users?id=7")
+        #expect(headers(r.json)["x-forwarded-prefix"] == "/api" && headers(r.json)["host"] == "app.local")
+        r = try ask("/api")
+        #expect(r.backend == Int(api.port) && r.json["path"] as? String == "/")
+        r = try ask("/api?q=1")
+        #expect(r.backend == Int(api.port) && r.json["path"] as? String == "/?q=1")
+        r = try ask("/apix")
+        #expect(r.backend == Int(web.port), "a prefix matches whole segments only")
+        r = try ask("/api/v2/items")
+        #expect(r.backend == Int(tenant.port) && r.json["path"] as? String == "/api/v2/items", "the longest prefix wins")
+        #expect(headers(r.json)["x-forwarded-prefix"] == nil)
+        r = try ask("/api/users", host: "shop.example.test")
+        #expect(r.backend == Int(tenant.port), "a wildcard host is more specific than any host, whatever the paths")
+        r = try ask("/", host: "example.test")
+        #expect(r.backend == Int(web.port), "*.example.test does not match example.test itself")
+        r = try ask("/dashboard", host: "admin.example.test")
+        #expect(r.backend == Int(exact.port), "an exact host beats the wildcard")
+        #expect(headers(r.json)["host"] == "127.0.0.1:\(exact.port)", "host_header backend")
+        #expect(headers(r.json)["x-forwarded-host"] == "admin.example.test")
+        r = try ask("/api/x", host: "ADMIN.Example.Test:8080")
+        #expect(r.backend == Int(api.port) && r.json["path"] as? String == "/api/x", "host matching ignores case and port")
+        #expect(headers(r.json)["host"] == "literal.internal", "host_header literal")
+        // A forged prefix header from the client is not passed on.
+        let forged = try TestConnection(port: proxy.port).request("GET", "/", headers: ["X-Forwarded-Prefix": "/evil"]).json
+        #expect(headers(forged)["x-forwarded-prefix"] == nil)
+    }
+
+    @Test func answers404WithAReasonWhenNoRouteMatchesAndThereIsNoDefaultPool() throws {
+        let api = try startBackend()
+        let config = """
+            {"upstreams": {"api": {"backends": [{"url": "http://127.0.0.1:\(api.port)"}]}},
+             "routes": [{"path": "/api/", "upstream": "api"}]}
+            """
+        let proxy = try startProxy(config: config)
+        #expect(try get(proxy.port, "/api/ok").status == 200)
+        let miss = try get(proxy.port, "/other")
+        #expect(miss.status == 404)
+        #expect(miss.text.contains("no route") && miss.text.contains("/other"), "\(miss.text)")
+        // `--check` prints the routing table it understood.
+        var output = ""
+        let status = run(productsDirectory.appendingPathComponent("proxy").path,
+                         ["--check", "--config", writeTempFile(config, suffix: ".json")], output: &output)
+        #expect(status == 0)
+        #expect(output.contains("route host * path /api/ -> api") && output.contains("anything else -> 404"), "\(output)")
+    }
+
+    // MARK: WebSockets and tunnels
+
+    @Test func webSocketConversationThroughTheProxyWithIndependentClientAndServer() throws {
+        let python = try pythonWithWebsockets()
+        let scripts = packageRoot.appendingPathComponent("Tests/IntegrationTests/Python")
+        let server = try ManagedProcess(python, [scripts.appendingPathComponent("ws_server.py").path], absolute: true)
+        defer { server.stop() }
+        // upstream_ms 1 s: the conversation stays silent for 2 s, both ways, and must survive.
+        let proxy = try startProxy(config: proxyConfig(backends: [server.port], upstreamMs: 1000))
+        var output = ""
+        let client = scripts.appendingPathComponent("ws_client.py").path
+        let status = run(python, [client, "ws://127.0.0.1:\(proxy.port)/chat", "conversation", "2"], output: &output)
+        #expect(status == 0, "text, binary, 1 MiB, ping/pong, silence, client close: \(output)")
+        let closed = run(python, [client, "ws://127.0.0.1:\(proxy.port)/chat", "server-close"], output: &output)
+        #expect(closed == 0 && output.contains("4000"), "the server's close (code 4000) reaches the client: \(output)")
+        // Both tunnels ended: nothing left open toward the backend.
+        #expect(eventually(3) { (try? backendStatesActive(proxy.port)) == 0 })
+    }
+
+    @Test func aTunnelKeepsBytesSentRightAfterThe101AndPassesHalfClosesOn() throws {
+        let origin = RawUpgradeOrigin()
+        defer { origin.stop() }
+        let proxy = try startProxy(config: """
+            {"backends": [{"url": "http://127.0.0.1:\(origin.port)"}], "health_check": {"path": null}}
+            """)
+        let c = try TestConnection(port: proxy.port, timeoutSeconds: 5)
+        // Bytes sent right behind the upgrade request wait for the switch, then go through.
+        try c.send("GET /raw HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: raw-echo\r\n\r\nearly-client")
+        let head = try c.readResponse(headRequest: true)
+        #expect(head.status == 101)
+        #expect(head.header("Upgrade") == "raw-echo" && head.header("Connection")?.lowercased() == "upgrade")
+        var got = ""
+        #expect(eventually(3) {
+            _ = c.fill()
+            got = String(decoding: c.buffered, as: UTF8.self)
+            return got.contains("EARLY-SERVER") && got.contains("EARLY-CLIENT")
+        }, "the backend's bytes after its 101 and the client's early bytes both arrive: \(got)")
+        try c.send("ping")
+        #expect(eventually(3) { _ = c.fill(); return String(decoding: c.buffered, as: UTF8.self).contains("PING") })
+        // The client half-closes; the backend sees EOF, answers, then closes: the client gets both.
+        c.shutdownWrite()
+        let rest = String(decoding: c.readToEnd(), as: UTF8.self)
+        #expect(rest.hasSuffix("BYE"), "after the half-close: \(rest)")
+        #expect(c.closedByPeer)
+        #expect(origin.sawUpgradeHeaders, "Upgrade and Connection: upgrade reached the backend")
+        // A non-101 answer to an upgrade request is relayed as a normal response.
+        let refused = try TestConnection(port: proxy.port).request("GET", "/no-upgrade",
+                                                                   headers: ["Connection": "Upgrade", "Upgrade": "raw-echo"])
+        #expect(refused.status == 426)
+    }
+
+    // MARK: Streaming
+
+    @Test func serverSentEventsArriveOneByOneAsTheBackendWritesThem() throws {
+        let backend = try startBackend()
+        let proxy = try startProxy(config: proxyConfig(backends: [backend.port]))
+        let c = try TestConnection(port: proxy.port, timeoutSeconds: 5)
+        let start = Date()
+        try c.send("GET /sse?events=3&interval_ms=1000 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        var arrivals: [Double] = []
+        var seen = 0
+        while seen < 3 && Date().timeIntervalSince(start) < 6 {
+            guard c.fill() else { break }
+            let text = String(decoding: c.buffered, as: UTF8.self)
+            let count = text.components(separatedBy: "data: event").count - 1
+            while seen < count { arrivals.append(Date().timeIntervalSince(start)); seen += 1 }
+        }
+        #expect(arrivals.count == 3, "\(arrivals)")
+        guard arrivals.count == 3 else { return }
+        #expect(arrivals[0] < 0.5, "the first event at once: \(arrivals)")
+        #expect(arrivals[1] - arrivals[0] > 0.7 && arrivals[2] - arrivals[1] > 0.7, "one a second, not batched: \(arrivals)")
+    }
+
+    // MARK: One-line start and error pages
+
+    @Test func theOneLinerRoutesLoadBalancesAndExplainsFailuresInHTML() throws {
+        let front1 = try startBackend(), front2 = try startBackend(), api = try startBackend()
+        let (deadFD, deadPort) = listenOnLoopback()
+        close(deadFD)  // nothing listens there now
+        let proxy = try ManagedProcess("proxy", ["--to", "http://127.0.0.1:\(front1.port)", "--to", "http://127.0.0.1:\(front2.port)",
+                                                 "--to", "/api=http://127.0.0.1:\(api.port)", "--to", "/gone=http://127.0.0.1:\(deadPort)",
+                                                 "--host-header", "backend", "--strip-prefix", "--listen", "127.0.0.1:0", "--workers", "2"])
+        defer { proxy.stop() }
+        var fronts = Set<Int>()
+        for i in 0..<4 {
+            let r = try TestConnection(port: proxy.port).request("GET", "/page/\(i)")
+            fronts.insert(r.json["port"] as? Int ?? -1)
+            let host = (r.json["headers"] as? [String: String])?["host"]
+            #expect(host == "127.0.0.1:\(r.json["port"] as? Int ?? -1)", "--host-header backend: \(host ?? "none")")
+        }
+        #expect(fronts == [Int(front1.port), Int(front2.port)], "two --to without a path load-balance")
+        let r = try get(proxy.port, "/api/users")
+        #expect(r.json["port"] as? Int == Int(api.port) && r.json["path"] as? String == "/users")
+        // The dead upstream: a browser gets a page naming the address nobody listens on.
+        #expect(eventually(3) { backendStates(proxy.port)["gone1"] == false })
+        let page = try TestConnection(port: proxy.port).request("GET", "/gone/x", headers: ["Accept": "text/html,*/*"])
+        #expect(page.status == 503 && page.header("Content-Type")?.hasPrefix("text/html") == true)
+        #expect(page.text.contains("nothing is listening on 127.0.0.1:\(deadPort)") && page.text.contains("gone"), "\(page.text)")
+        let plain = try get(proxy.port, "/gone/x")
+        #expect(plain.status == 503 && plain.header("Content-Type")?.hasPrefix("text/plain") == true)
+        // A backend that hangs up mid-request: a 502 page that says how it was tried.
+        let cut = try TestConnection(port: proxy.port).request("GET", "/api/close", headers: ["Accept": "text/html"])
+        #expect(cut.status == 502 && cut.text.contains("api1") && cut.text.contains("closed the connection"), "\(cut.text)")
+        // --help shows the one-liner.
+        var help = ""
+        run(productsDirectory.appendingPathComponent("proxy").path, ["--help"], output: &help)
+        #expect(help.contains("--to http://localhost:5173 --to /api=http://localhost:8080"))
+    }
+}
+
+/// A backend that switches to a raw echo protocol: answers `Upgrade: raw-echo` with 101 and
+/// "EARLY-SERVER" in the same write, then echoes upper-cased; on the client's half-close it
+/// sends "BYE" and closes. `/no-upgrade` gets 426. Connections without a request (probes) close.
+final class RawUpgradeOrigin: @unchecked Sendable {
+    let fd: Int32
+    let port: UInt16
+    private let lock = NSLock()
+    private var _sawUpgradeHeaders = false
+    var sawUpgradeHeaders: Bool { lock.lock(); defer { lock.unlock() }; return _sawUpgradeHeaders }
+
+    init() {
+        (fd, port) = listenOnLoopback()
+        let fd = fd
+        Thread { [self] in
+            while true {
+                let c = accept(fd, nil, nil)
+                if c < 0 { return }
+                Thread { [self] in serve(c) }.start()
+            }
+        }.start()
+    }
+
+    private func serve(_ c: Int32) {
+        defer { close(c) }
+        var tv = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var data: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        func send(_ s: String) { _ = Array(s.utf8).withUnsafeBytes { Glibc.send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
+        while data.firstRange(of: [13, 10, 13, 10]) == nil {
+            let n = buf.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return }
+            data.append(contentsOf: buf[0..<n])
+        }
+        let end = data.firstRange(of: [13, 10, 13, 10])!
+        let head = String(decoding: data[..<end.lowerBound], as: UTF8.self).lowercased()
+        var rest = Array(data[end.upperBound...])
+        if head.hasPrefix("get /no-upgrade") {
+            send("HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n")
+            return
+        }
+        if head.contains("\r\nupgrade: raw-echo") && head.contains("\r\nconnection: upgrade") {
+            lock.lock(); _sawUpgradeHeaders = true; lock.unlock()
+        }
+        send("HTTP/1.1 101 Switching Protocols\r\nUpgrade: raw-echo\r\nConnection: Upgrade\r\n\r\nEARLY-SERVER ")
+        while true {
+            if !rest.isEmpty {
+                send(String(decoding: rest, as: UTF8.self).uppercased())
+                rest.removeAll()
+            }
+            let n = buf.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
+            if n == 0 { send("BYE"); return }  // the client half-closed: answer, then close
+            if n < 0 { return }
+            rest.append(contentsOf: buf[0..<n])
+        }
+    }
+
+    func stop() {
+        Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+    }
+}
