@@ -360,9 +360,18 @@ class SwiftProxy(Target):
         cfg = self.ctx.dir / f"{self.name}.json"
         # Under callgrind a probe every 5 s would add a run-length-dependent count: probe rarely.
         interval = 600_000 if callgrind_out else 5000
-        cfg.write_text(json.dumps({
+        config = {
             "backends": [{"id": "origin", "url": f"http://127.0.0.1:{self.upstream.port}"}],
-            "health_check": {"path": "/health", "interval_ms": interval}}))
+            "health_check": {"path": "/health", "interval_ms": interval}}
+        if self.ctx.args.routes:
+            # --routes N: N path routes that wrk's "/" never matches, so every request is matched
+            # against all of them before it falls through to the default pool (the routing cost).
+            config["upstreams"] = {"routed": {"backends": [{"id": "origin-routed",
+                                                            "url": f"http://127.0.0.1:{self.upstream.port}"}],
+                                              "health_check": {"path": "/health", "interval_ms": interval}}}
+            config["routes"] = [{"host": "*", "path": f"/route{i}", "upstream": "routed"}
+                                for i in range(self.ctx.args.routes)]
+        cfg.write_text(json.dumps(config))
         return [str(self.ctx.bin / "proxy"), "--config", str(cfg), "--listen", f"127.0.0.1:{self.port}",
                 "--workers", str(self.workers)]
 
@@ -1164,6 +1173,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=1,
                     help="this proxy's worker loops (default 1, like the anchors' one worker/thread); with more "
                          "than one it may run on every core, sharing them with wrk and the origin")
+    ap.add_argument("--routes", type=int, default=0, metavar="N",
+                    help="give this proxy N path routes that the benchmark's requests do not match (routing cost)")
     ap.add_argument("--workers-cpus", choices=("all", "own"), default="all",
                     help="where a proxy with more than one worker runs: every core (default) or only the core "
                          "the proxy under test is pinned to")
@@ -1313,6 +1324,8 @@ def main() -> int:
     print(f"\n## Benchmark {stamp} ({'quick' if args.quick else 'full'}, {args.rounds} round(s), "
           f"{elapsed:.0f} s)\n")
     print(f"- pinning: {pin.describe()}")
+    if args.routes:
+        print(f"- this proxy: {args.routes} routes checked on every request before the default pool")
     print(f"- this proxy: {args.workers} worker loop{'s' if args.workers > 1 else ''}"
           + (" allowed on every core (shared with wrk and the origin)" if args.workers > 1 else ""))
     if args.compare_workers:

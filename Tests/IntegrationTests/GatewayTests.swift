@@ -44,6 +44,10 @@ import Testing
         #expect(r.backend == Int(api.port) && r.json["path"] as? String == "/?q=1")
         r = try ask("/apix")
         #expect(r.backend == Int(web.port), "a prefix matches whole segments only")
+        // Without its prefix, /api/../etc would climb above the backend's root: refused.
+        let climb = try TestConnection(port: proxy.port)
+        try climb.send("GET /api/../etc/passwd HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        #expect(try climb.readResponse().status == 400)
         r = try ask("/api/v2/items")
         #expect(r.backend == Int(tenant.port) && r.json["path"] as? String == "/api/v2/items", "the longest prefix wins")
         #expect(headers(r.json)["x-forwarded-prefix"] == nil)
@@ -74,6 +78,11 @@ import Testing
         let miss = try get(proxy.port, "/other")
         #expect(miss.status == 404)
         #expect(miss.text.contains("no route") && miss.text.contains("/other"), "\(miss.text)")
+        // HEAD gets the status without a body, and the connection stays usable.
+        let c = try TestConnection(port: proxy.port)
+        let head = try c.request("HEAD", "/other")
+        #expect(head.status == 404 && head.body.isEmpty)
+        #expect(try c.request("GET", "/api/after-head").status == 200)
         // `--check` prints the routing table it understood.
         var output = ""
         let status = run(productsDirectory.appendingPathComponent("proxy").path,
@@ -127,10 +136,42 @@ import Testing
         #expect(rest.hasSuffix("BYE"), "after the half-close: \(rest)")
         #expect(c.closedByPeer)
         #expect(origin.sawUpgradeHeaders, "Upgrade and Connection: upgrade reached the backend")
+        // A reset from the backend closes the client's side of the tunnel too.
+        let reset = try TestConnection(port: proxy.port, timeoutSeconds: 5)
+        try reset.send("GET /raw HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: raw-echo\r\n\r\n")
+        #expect(try reset.readResponse(headRequest: true).status == 101)
+        try reset.send("reset-me")
+        let resetStart = Date()
+        _ = reset.readToEnd()
+        #expect(Date().timeIntervalSince(resetStart) < 3, "closed at once, not after a timeout")
+        #expect(eventually(3) { (try? backendStatesActive(proxy.port)) == 0 }, "both tunnels are gone")
+        // An upgrade request with a body is not tunnelled (the rest of the body would be read as
+        // the new protocol): the backend's 101 is then a protocol error.
+        let withBody = try TestConnection(port: proxy.port)
+        let answer = try withBody.request("POST", "/raw", headers: ["Connection": "Upgrade", "Upgrade": "raw-echo"],
+                                          body: Array("0123456789".utf8))
+        #expect(answer.status == 502)
         // A non-101 answer to an upgrade request is relayed as a normal response.
         let refused = try TestConnection(port: proxy.port).request("GET", "/no-upgrade",
                                                                    headers: ["Connection": "Upgrade", "Upgrade": "raw-echo"])
         #expect(refused.status == 426)
+    }
+
+    @Test func aGracefulShutdownClosesOpenTunnelsInsteadOfWaitingOutTheGracePeriod() throws {
+        let origin = RawUpgradeOrigin()
+        defer { origin.stop() }
+        let proxy = try startProxy(config: """
+            {"backends": [{"url": "http://127.0.0.1:\(origin.port)"}], "health_check": {"path": null}}
+            """)
+        let c = try TestConnection(port: proxy.port, timeoutSeconds: 5)
+        try c.send("GET /raw HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: raw-echo\r\n\r\n")
+        #expect(try c.readResponse(headRequest: true).status == 101)
+        let start = Date()
+        proxy.signal(SIGTERM)
+        #expect(proxy.waitForExit(seconds: 5) == 0)
+        #expect(Date().timeIntervalSince(start) < 3, "not after the 30 s grace period")
+        _ = c.readToEnd()
+        #expect(c.closedByPeer || Date().timeIntervalSince(start) < 5)
     }
 
     // MARK: Streaming
@@ -245,6 +286,11 @@ final class RawUpgradeOrigin: @unchecked Sendable {
             let n = buf.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
             if n == 0 { send("BYE"); return }  // the client half-closed: answer, then close
             if n < 0 { return }
+            if String(decoding: buf[0..<n], as: UTF8.self).contains("reset-me") {
+                var l = linger(l_onoff: 1, l_linger: 0)  // close with RST
+                setsockopt(c, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+                return
+            }
             rest.append(contentsOf: buf[0..<n])
         }
     }

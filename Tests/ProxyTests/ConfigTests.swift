@@ -589,6 +589,24 @@ struct RoutingConfigTests {
         expectError(withBackend(#""upstreams": {"api": {}}"#), field: "upstreams.api.backends", problem: "missing")
     }
 
+    @Test func aNamedUpstreamsHealthCheckStartsFromTheTopLevelOne() throws {
+        // health_check comes after upstreams in the file on purpose.
+        let config = try load(#"{"upstreams": {"api": {"backends": [{"url": "http://127.0.0.1:1"}], "health_check": {"interval_ms": 250}}, "web": {"backends": [{"url": "http://127.0.0.1:2"}]}}, "routes": [{"upstream": "api"}], "health_check": {"path": null, "timeout_ms": 700}}"#)
+        let api = config.upstreams[0].healthCheck, web = config.upstreams[1].healthCheck
+        #expect(api.path == nil && api.timeoutMs == 700 && api.intervalMs == 250)
+        #expect(web == config.healthCheck)
+    }
+
+    @Test func aReloadSeesABackendMovingBetweenPools() throws {
+        let before = try load(#"{"upstreams": {"a": {"backends": [{"id": "x", "url": "http://127.0.0.1:1"}, {"id": "y", "url": "http://127.0.0.1:2"}]}, "b": {"backends": [{"id": "z", "url": "http://127.0.0.1:3"}]}}, "routes": [{"upstream": "a"}]}"#)
+        let after = try load(#"{"upstreams": {"a": {"backends": [{"id": "x", "url": "http://127.0.0.1:1"}]}, "b": {"backends": [{"id": "y", "url": "http://127.0.0.1:2"}, {"id": "z", "url": "http://127.0.0.1:3"}]}}, "routes": [{"upstream": "a"}]}"#)
+        let shared = before.allBackends.map { b in
+            SharedBackend(config: b, address: SocketAddress(ip: "127.0.0.1", port: b.port)!, workers: 1)
+        }
+        let changes = ConfigChanges(from: before, oldBackends: shared, to: after, newBackends: shared)
+        #expect(!changes.isEmpty && changes.summary.contains("upstreams"), "\(changes.summary)")
+    }
+
     @Test func aNullHealthPathMeansConnectOnlyProbes() throws {
         let config = try load(withBackend(#""health_check": {"path": null}"#))
         #expect(config.healthCheck.path == nil)
@@ -606,6 +624,11 @@ struct RoutingConfigTests {
         #expect(commandLineErrorText(["--to", "http://a:1", "--config", "x.json"])?.contains("without --config") == true)
         #expect(commandLineErrorText(["--host-header", "backend"])?.contains("apply to --to") == true)
         #expect(throws: CommandLineError.self) { try QuickStart.config(try CommandLineOptions.parse(["--to", "/api"])) }
+        // An upstream named after /backend must not share ids with the default pool's backend1…
+        let clash = try QuickStart.config(try CommandLineOptions.parse(["--to", "http://a:1", "--to", "/backend=http://b:2"]))
+        let ids = clash.allBackends.map(\.id)
+        #expect(Set(ids).count == ids.count, "\(ids)")
+        #expect(commandLineErrorText(["--to", "http://a:1", "--host-header", "a b"])?.contains("--host-header expects") == true)
         #expect(throws: CommandLineError.self) { try QuickStart.config(try CommandLineOptions.parse(["--to", "https://x"])) }
     }
 

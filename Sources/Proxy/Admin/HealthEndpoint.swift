@@ -16,10 +16,11 @@ enum HealthEndpoint {
 
     /// The same view from whichever worker answers: health comes from the shared verdicts and
     /// the counters are summed over all workers. `worker` says which one answered (tests and
-    /// operators use it to see connections spread across workers). 200 when every upstream has
-    /// a healthy backend, else 503.
+    /// operators use it to see connections spread across workers). 200 while any backend is
+    /// healthy (as before there were several pools: one dead optional pool should not take the
+    /// whole proxy out of an outer load balancer), else 503.
     static func render(_ upstreams: [Upstream], worker: Int, workers: Int) -> (status: UInt16, body: [UInt8]) {
-        let healthy = upstreams.allSatisfy { u in u.backends.contains { $0.isHealthy } }
+        let healthy = upstreams.contains { u in u.backends.contains { $0.isHealthy } }
         var json = "{\"status\":\"\(healthy ? "healthy" : "unhealthy")\",\"worker\":\(worker),\"workers\":\(workers),\"backends\":["
         var first = true
         for u in upstreams {

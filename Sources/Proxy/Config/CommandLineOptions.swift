@@ -137,6 +137,10 @@ public struct CommandLineOptions: Sendable, Equatable {
                 options.targets.append(try value(example: "http://localhost:5173"))
             case "--host-header":
                 let text = try value(example: "backend")
+                guard text.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+                    throw CommandLineError("--host-header expects preserve, backend or a host value such as localhost:5173, "
+                        + "got \"\(text)\"")
+                }
                 options.hostHeader = switch text {
                 case "preserve": .preserve
                 case "backend": .backend

@@ -68,7 +68,13 @@ public enum ConfigLoader {
         } catch {
             throw ConfigError(file: file, field: "", problem: error.message, line: error.line, column: error.column)
         }
-        let config = try ProxyConfig.decode(document, at: root)
+        var config = try ProxyConfig.decode(document, at: root)
+        if case .object(let members) = document, let upstreams = members.first(where: { $0.0 == "upstreams" })?.1 {
+            // Again, now that the top-level health_check (which may come later in the file) is
+            // known: each upstream's own health_check starts from it.
+            config.upstreams = try UpstreamEntry.decodeMap(upstreams, at: root.member("upstreams", example: UpstreamEntry.mapExample),
+                                                           baseHealth: config.healthCheck)
+        }
         try checkRouting(config, at: root)
         return config
     }
@@ -220,12 +226,18 @@ extension ConfigSection {
     /// Starts from the defaults and applies the members in document order, so the first problem
     /// reported is the first one in the file.
     static func decode(_ value: JSONValue, at location: ConfigLocation) throws(ConfigError) -> Self {
+        try decode(value, at: location, startingFrom: defaults)
+    }
+
+    /// `decode` with other starting values (a named upstream's `health_check` starts from the
+    /// top-level one).
+    static func decode(_ value: JSONValue, at location: ConfigLocation, startingFrom start: Self) throws(ConfigError) -> Self {
         guard case .object(let members) = value else {
             let place = location.path.isEmpty ? " at the top level" : ""
             throw location.error("expected an object\(place), got \(value.summary)")
         }
         let fields = Self.fields
-        var result = defaults
+        var result = start
         for (key, member) in members {
             guard let field = fields.first(where: { $0.key == key }) else {
                 throw unknownKey(key, among: fields, in: location)
@@ -508,7 +520,7 @@ struct BackendEntry: ConfigSection {
 /// One member of `upstreams` as written: `{"backends": [...], "health_check": {...}}`.
 struct UpstreamEntry: ConfigSection {
     var backends: JSONValue?
-    var healthCheck = HealthCheckConfig()
+    var healthCheck: JSONValue?
 
     static var defaults: UpstreamEntry { UpstreamEntry() }
     static var fields: [ConfigField<UpstreamEntry>] {
@@ -516,14 +528,17 @@ struct UpstreamEntry: ConfigSection {
             ConfigField(key: "backends", example: BackendEntry.listExample) { entry, value, _ throws(ConfigError) in
                 entry.backends = value  // decoded once the upstream's name is known (default ids)
             },
-            .section("health_check", \.healthCheck),
+            ConfigField(key: "health_check", example: HealthCheckConfig.example) { entry, value, _ throws(ConfigError) in
+                entry.healthCheck = value  // decoded on top of the top-level health_check
+            },
         ]
     }
 
     static var mapExample: String { "{\"api\": \(example)}" }
 
     /// Reads `upstreams`: names are what routes refer to, so they must be plain words.
-    static func decodeMap(_ value: JSONValue, at location: ConfigLocation) throws(ConfigError) -> [UpstreamConfig] {
+    static func decodeMap(_ value: JSONValue, at location: ConfigLocation,
+                          baseHealth: HealthCheckConfig = HealthCheckConfig()) throws(ConfigError) -> [UpstreamConfig] {
         guard case .object(let members) = value else {
             throw location.error("expected an object of named upstreams like \(mapExample)")
         }
@@ -538,7 +553,12 @@ struct UpstreamEntry: ConfigSection {
             guard let list = entry.backends else { throw backendsAt.error("missing; an upstream needs its backends") }
             let backends = try BackendEntry.decodeList(list, at: backendsAt, defaultIDPrefix: name)
             guard !backends.isEmpty else { throw backendsAt.error("at least one backend is required") }
-            upstreams.append(UpstreamConfig(name: name, backends: backends, healthCheck: entry.healthCheck))
+            var health = baseHealth
+            if let json = entry.healthCheck {
+                health = try HealthCheckConfig.decode(json, at: at.member("health_check", example: HealthCheckConfig.example),
+                                                      startingFrom: baseHealth)
+            }
+            upstreams.append(UpstreamConfig(name: name, backends: backends, healthCheck: health))
         }
         return upstreams
     }

@@ -28,7 +28,8 @@ public enum QuickStart {
             }
             if let i = byPath.firstIndex(where: { $0.path == path }) { byPath[i].urls.append(url) } else { byPath.append((path, [url])) }
         }
-        var names: Set<String> = [UpstreamConfig.defaultName]
+        // "backend" is taken too: the default pool's ids are backend1, backend2…
+        var names: Set<String> = [UpstreamConfig.defaultName, "backend"]
         for (path, urls) in byPath {
             let name = path.isEmpty ? UpstreamConfig.defaultName : uniqueName(for: path, taken: &names)
             var backends: [BackendConfig] = []

@@ -274,9 +274,14 @@ final class ClientConnection {
         upstreamIndex = settings.router.routes[route].upstream
         let strip = settings.router.routes[route].stripLength
         if strip > 0, let target = forwardTarget {
-            forwardTarget = (target.lowerBound + strip)..<target.upperBound
+            let stripped = (target.lowerBound + strip)..<target.upperBound
+            // `/api/../x` passed the check as a whole; without its prefix it would climb.
+            do { try RequestTarget.checkDotSegments(request.bytes, stripped) } catch { return rejectRequest(error) }
+            forwardTarget = stripped
         }
-        wantsUpgrade = rewriter.isTunnelableUpgrade(request)
+        // Only a request without a body may switch protocols: a 101 arriving mid-body would
+        // leave the rest of the body to be read as the new protocol.
+        wantsUpgrade = request.framing == .none && !server.isDraining && rewriter.isTunnelableUpgrade(request)
         triedBackends = 0
         hasRetried = false
         attempts.removeAll()
@@ -762,7 +767,8 @@ final class ClientConnection {
             ErrorResponse.write(status: status, contentType: "text/html; charset=utf-8", body: page, keepAlive: keepAlive,
                                 headOnly: request.isHEAD, extraHeaders: extraHeaders, into: &out)
         } else {
-            ErrorResponse.write(status: status, reason: reason, keepAlive: keepAlive, extraHeaders: extraHeaders, into: &out)
+            ErrorResponse.write(status: status, reason: reason, keepAlive: keepAlive, headOnly: request.isHEAD,
+                                extraHeaders: extraHeaders, into: &out)
         }
         client.write(out)
         out.removeAll(keepingCapacity: true)
@@ -963,6 +969,12 @@ final class ClientConnection {
     /// request under way — or one whose next request already sits unread in the socket — carries
     /// on; its response says `Connection: close`.
     func closeIfIdle() {
+        if phase == .tunnel {
+            // A tunnel has no end the proxy could wait for (an HMR WebSocket stays open as long
+            // as the tab): close it now rather than holding the shutdown for the whole grace
+            // period. WebSocket clients reconnect.
+            return teardown()
+        }
         guard phase == .head, requestHeadBytes.bytes.isEmpty, pending.isEmpty, !client.hasPendingInputOrEOF else { return }
         closeGracefully()
     }

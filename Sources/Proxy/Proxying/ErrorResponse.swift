@@ -2,10 +2,10 @@
 /// such as `/_health`.
 public enum ErrorResponse {
     /// Appends a complete response with a plain-text body `reason + "\n"`.
-    public static func write(status: UInt16, reason: String, keepAlive: Bool, extraHeaders: String = "",
-                             into out: inout [UInt8]) {
+    public static func write(status: UInt16, reason: String, keepAlive: Bool, headOnly: Bool = false,
+                             extraHeaders: String = "", into out: inout [UInt8]) {
         write(status: status, contentType: "text/plain; charset=utf-8", body: Array((reason + "\n").utf8),
-              keepAlive: keepAlive, headOnly: false, extraHeaders: extraHeaders, into: &out)
+              keepAlive: keepAlive, headOnly: headOnly, extraHeaders: extraHeaders, into: &out)
     }
 
     /// Appends a complete response with the given body (omitted for HEAD, length kept).

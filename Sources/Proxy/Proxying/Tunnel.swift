@@ -4,7 +4,8 @@
 ///
 /// A clean close (FIN) from one side is passed on as a half-close of the other (`shutdown` once
 /// what is queued for it is out), so a protocol's closing handshake can still complete in the
-/// other direction; the tunnel ends when both directions are done. A reset or write error on
+/// other direction; the tunnel ends when both half-closes have completed — never while bytes
+/// are still queued for a side. A reset or write error on
 /// either side ends it at once. `timeouts.tunnel_idle_ms` (default 1 hour) bounds silence in
 /// both directions together — not `upstream_ms`, since a WebSocket may legitimately be quiet for
 /// minutes.
@@ -20,8 +21,9 @@ final class Tunnel {
     private let timer: Timer
     private let idleLimitMs: UInt64
     private var lastActivity: UInt64
-    private var clientFinished = false
-    private var upstreamFinished = false
+    /// Our FIN went out to each side (after everything queued for it).
+    private var upstreamShutDown = false
+    private var clientShutDown = false
     private var onEnd: (() -> Void)?
 
     init(loop: EventLoop, client: TCPStream, upstream: TCPStream, idleLimitMs: Int, onEnd: @escaping () -> Void) {
@@ -61,17 +63,21 @@ final class Tunnel {
     /// The client finished sending (FIN) or failed.
     func clientEnded(_ code: Int32) {
         guard code == UVError.eof else { return end() }
-        clientFinished = true
-        if upstreamFinished { return end() }
-        upstream.shutdown { [weak self] status in if status < 0 { self?.end() } }
+        upstream.shutdown { [weak self] status in
+            guard let self else { return }
+            upstreamShutDown = true
+            if status < 0 || clientShutDown { end() }
+        }
     }
 
     /// The backend finished sending (FIN) or failed.
     func upstreamEnded(_ code: Int32) {
         guard code == UVError.eof else { return end() }
-        upstreamFinished = true
-        if clientFinished { return end() }
-        client.shutdown { [weak self] status in if status < 0 { self?.end() } }
+        client.shutdown { [weak self] status in
+            guard let self else { return }
+            clientShutDown = true
+            if status < 0 || upstreamShutDown { end() }
+        }
     }
 
     private func checkIdle() {

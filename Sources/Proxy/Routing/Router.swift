@@ -32,6 +32,8 @@ struct Router {
     }
 
     let routes: [Route]
+    /// Only the default pool: every request goes there without looking at it.
+    let isTrivial: Bool
 
     /// `upstreamIndex` maps an upstream name to its index in the worker's list.
     init(_ config: ProxyConfig, upstreamIndex: (String) -> Int?) {
@@ -57,12 +59,10 @@ struct Router {
                                 forwardedPrefix: [], hostHeader: .preserve))
         }
         self.routes = routes
+        isTrivial = routes.count == 1 && routes[0].path.count == 1 && routes[0].stripLength == 0
+            && { if case .any = routes[0].host { true } else { false } }()
+            && { if case .preserve = routes[0].hostHeader { true } else { false } }()
     }
-
-    /// Only the default pool: every request goes there without looking at it.
-    var isTrivial: Bool { routes.count == 1 && routes[0].path.count == 1 && routes[0].stripLength == 0 && isAnyHost(routes[0]) }
-
-    private func isAnyHost(_ r: Route) -> Bool { if case .any = r.host { return true } else { return false } }
 
     /// The route for `request` (its `Host`, and `target`: the origin-form path and query), or nil.
     func match(_ request: RequestHead, target: Range<Int>) -> Int? {

@@ -14,8 +14,9 @@ struct ConfigChanges {
         if old.listen != new.listen { listen = (old.listen, new.listen) }
         if old.healthCheck != new.healthCheck { settings.append("health_check") }
         if old.routes != new.routes { settings.append("routes") }
-        if old.upstreams.map(\.name) != new.upstreams.map(\.name)
-            || old.upstreams.map(\.healthCheck) != new.upstreams.map(\.healthCheck) { settings.append("upstreams") }
+        if old.allUpstreams != new.allUpstreams && !(old.upstreams.isEmpty && new.upstreams.isEmpty) {
+            settings.append("upstreams")  // names, members or health checks of the pools
+        }
         if old.timeouts != new.timeouts { settings.append("timeouts") }
         if old.limits != new.limits { settings.append("limits") }
         if old.pool != new.pool { settings.append("pool") }
