@@ -1158,8 +1158,14 @@ def versions(ctx: Context) -> dict:
             return (r.stdout + r.stderr).strip().splitlines()[0]
         except Exception as e:  # noqa: BLE001 - informational only
             return f"unknown ({e})"
-    commit = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], timeout=10).stdout.strip()
-    dirty = run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "Sources"], timeout=10).stdout.strip()
+    # The checkout the binary was built from (another worktree when comparing versions).
+    repo = Path(ctx.bin).resolve()
+    while repo != repo.parent and not (repo / ".git").exists():
+        repo = repo.parent
+    if not (repo / ".git").exists():
+        repo = ROOT
+    commit = run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], timeout=10).stdout.strip()
+    dirty = run(["git", "-C", str(repo), "status", "--porcelain", "--", "Sources"], timeout=10).stdout.strip()
     return {"proxy": f"{commit}{'+dirty' if dirty else ''} ({ctx.bin})", "nginx": first(["nginx", "-v"]),
             "haproxy": first(["haproxy", "-v"]), "wrk": first(["wrk", "-v"]),
             "kernel": os.uname().release, "cpus": os.cpu_count()}

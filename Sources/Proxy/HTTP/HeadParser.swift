@@ -69,6 +69,7 @@ public enum HeadParser {
 
         head.keepAlive = http11 ? !summary.connectionClose : (summary.connectionKeepAlive && !summary.connectionClose)
         head.expectsContinue = http11 && summary.expectsContinue
+        head.connectionUpgrade = summary.connectionUpgrade
     }
 
     // MARK: Responses
@@ -220,6 +221,7 @@ struct FieldSummary {
     var hostField: Int?
     var connectionClose = false
     var connectionKeepAlive = false
+    var connectionUpgrade = false
     var expectsContinue = false
 }
 
@@ -447,6 +449,7 @@ struct HeadScanner {
             forEachListElement(value) { element in
                 if equalsLower(element, "close") { summary.connectionClose = true }
                 else if equalsLower(element, "keep-alive") { summary.connectionKeepAlive = true }
+                else if equalsLower(element, "upgrade") { summary.connectionUpgrade = true }
             }
         case 14 where equalsLower(name, "content-length"):
             try contentLength(value, summary: &summary)

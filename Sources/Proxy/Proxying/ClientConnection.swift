@@ -51,6 +51,7 @@ final class ClientConnection {
     // Upstream side.
     /// The route and upstream chosen for the current request, and the backend within it.
     private var routeIndex = 0
+    private var route: Router.Route?
     private var upstreamIndex = 0
     private var backendIndex = -1
     /// The request asks for a protocol switch the proxy tunnels (WebSocket, …).
@@ -267,12 +268,14 @@ final class ClientConnection {
             pending.append(raw: input)
             input = UnsafeRawBufferPointer(start: nil, count: 0)
         }
-        guard let route = settings.router.match(request, target: forwardTarget ?? request.target) else {
+        guard let matched = settings.router.match(request, target: forwardTarget ?? request.target) else {
             return failExchange(status: 404, reason: "Not Found: no route matches host \(hostForMessages) and path \(pathForMessages)")
         }
-        routeIndex = route
-        upstreamIndex = settings.router.routes[route].upstream
-        let strip = settings.router.routes[route].stripLength
+        routeIndex = matched
+        let route = settings.router.routes[matched]
+        self.route = route
+        upstreamIndex = route.upstream
+        let strip = route.stripLength
         if strip > 0, let target = forwardTarget {
             let stripped = (target.lowerBound + strip)..<target.upperBound
             // `/api/../x` passed the check as a whole; without its prefix it would climb.
@@ -281,7 +284,8 @@ final class ClientConnection {
         }
         // Only a request without a body may switch protocols: a 101 arriving mid-body would
         // leave the rest of the body to be read as the new protocol.
-        wantsUpgrade = request.framing == .none && !server.isDraining && rewriter.isTunnelableUpgrade(request)
+        wantsUpgrade = request.connectionUpgrade && request.framing == .none && !server.isDraining
+            && rewriter.isTunnelableUpgrade(request)
         triedBackends = 0
         hasRetried = false
         attempts.removeAll()
@@ -406,7 +410,7 @@ final class ClientConnection {
         }
         rewriter.writeUpstreamRequest(request, framing: framing, peerIP: peerIP,
                                       defaultHost: currentBackend.authorityBytes, target: forwardTarget,
-                                      hostOverride: hostOverride, forwardedPrefix: settings.router.routes[routeIndex].forwardedPrefix,
+                                      hostOverride: hostOverride, forwardedPrefix: route?.forwardedPrefix ?? [],
                                       upgrade: wantsUpgrade, into: &out)
 
         if pending.isEmpty || requestComplete {
@@ -555,7 +559,7 @@ final class ClientConnection {
 
     /// The `Host` a route's `host_header` policy sends instead of the client's, if any.
     private var hostOverride: [UInt8]? {
-        switch settings.router.routes[routeIndex].hostHeader {
+        switch route?.hostHeader ?? .preserve {
         case .preserve: nil
         case .backend: currentBackend.authorityBytes
         case .literal(let value): value

@@ -20,7 +20,9 @@ struct Router {
         case literal([UInt8])
     }
 
-    struct Route {
+    /// A class, so an exchange holds its route with one reference instead of copying three
+    /// arrays (and their retains) at every look-up.
+    final class Route {
         let host: HostPattern
         let path: [UInt8]
         let upstream: Int
@@ -29,6 +31,15 @@ struct Router {
         /// `X-Forwarded-Prefix` value when stripping.
         let forwardedPrefix: [UInt8]
         let hostHeader: HostHeader
+
+        init(host: HostPattern, path: [UInt8], upstream: Int, stripLength: Int, forwardedPrefix: [UInt8], hostHeader: HostHeader) {
+            self.host = host
+            self.path = path
+            self.upstream = upstream
+            self.stripLength = stripLength
+            self.forwardedPrefix = forwardedPrefix
+            self.hostHeader = hostHeader
+        }
     }
 
     let routes: [Route]
