@@ -45,7 +45,8 @@ struct FaultTests {
             }
             return .keepReading
         }
-        let proxy = try startProxy(config: proxyConfig(backends: [origin.port], intervalMs: 60000))
+        // One worker: both clients must share the pool.
+        let proxy = try startProxy(config: proxyConfig(backends: [origin.port], intervalMs: 60000), workers: 1)
         let victim = try TestConnection(port: proxy.port)
         let attacker = try TestConnection(port: proxy.port)
         #expect(try attacker.request("HEAD", "/x").status == 200)
@@ -63,7 +64,7 @@ struct FaultTests {
 
     @Test func retriesOnAFreshConnectionWhenEveryPooledOneIsDead() throws {
         let origin = oneShotKeepAliveOrigin()
-        let proxy = try startProxy(config: proxyConfig(backends: [origin.port], intervalMs: 60000))
+        let proxy = try startProxy(config: proxyConfig(backends: [origin.port], intervalMs: 60000), workers: 1)
         // Two pooled connections, each of which will die on its next request.
         let a = try TestConnection(port: proxy.port), b = try TestConnection(port: proxy.port)
         try a.send("GET /warm-a HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -19,6 +19,8 @@ public final class ProxyServer {
     private var listenDescriptor: Int32 = -1
     private let acceptResumer: Timer
     private let poolSweeper: Timer
+    /// Loop iterations, for the pool's reuse check.
+    let iterations: IterationCounter
     /// Open client connections of all workers together, against `limits.max_connections`.
     private let connectionCount: ConnectionCount
     /// Open client connections.
@@ -41,6 +43,7 @@ public final class ProxyServer {
         settings = ServerSettings(generation, worker: worker, previous: [])
         poolSweeper = Timer(loop: loop)
         acceptResumer = Timer(loop: loop)
+        iterations = IterationCounter(loop: loop)
     }
 
     public var generation: Int { settings.generation }
@@ -210,6 +213,7 @@ public final class ProxyServer {
         stopAccepting()
         acceptResumer.close()
         poolSweeper.close()
+        iterations.close()
         for c in Array(clients.values) { c.forceClose() }
         for b in settings.backends { b.pool.closeAll() }
     }

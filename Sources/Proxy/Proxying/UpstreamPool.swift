@@ -23,13 +23,18 @@ public final class UpstreamPool {
 
     public var idleCount: Int { idle.count }
 
-    /// The most recently pooled connection that is still open, not past its idle limit and has
-    /// nothing unread waiting (a late byte or FIN from the backend), or `nil`.
-    func take(now: UInt64) -> UpstreamConnection? {
+    /// The most recently pooled connection that is still open, not past its idle limit and — with
+    /// `checkSocket` — has nothing unread waiting (a late byte or FIN from the backend), or `nil`.
+    ///
+    /// `checkSocket` costs a `recv(MSG_PEEK)`. The caller may skip it when the request can be
+    /// retried (idempotent, no body): a byte that was already waiting is then caught for free
+    /// because it is delivered in the same batch of callbacks as the take
+    /// (`ClientConnection.upstreamRead`), and the request goes again on a fresh connection.
+    func take(now: UInt64, checkSocket: Bool = true) -> UpstreamConnection? {
         while let c = idle.popLast() {
             c.isInPool = false
             if c.isClosed { continue }
-            if now &- c.idleSince >= c.idleLimitMs || c.stream.hasPendingInputOrEOF {
+            if now &- c.idleSince >= c.idleLimitMs || (checkSocket && c.stream.hasPendingInputOrEOF) {
                 c.close()
                 continue
             }
