@@ -89,6 +89,8 @@ public struct RequestHead: Sendable {
     public var hostField: Int?
     /// `Connection` names `upgrade` (a protocol switch may be asked for; see `HeaderRewriter`).
     public var connectionUpgrade = false
+    /// Index into `fields` of the (last) `X-Request-Id` field, if any.
+    public var requestIDField: Int?
 
     public init(bytes: [UInt8] = [], method: Range<Int> = 0..<0, target: Range<Int> = 0..<0,
                 versionMinor: UInt8 = 1, fields: [HeaderField] = [], framing: BodyFraming = .none,

@@ -70,6 +70,7 @@ public enum HeadParser {
         head.keepAlive = http11 ? !summary.connectionClose : (summary.connectionKeepAlive && !summary.connectionClose)
         head.expectsContinue = http11 && summary.expectsContinue
         head.connectionUpgrade = summary.connectionUpgrade
+        head.requestIDField = summary.requestIDField
     }
 
     // MARK: Responses
@@ -223,6 +224,7 @@ struct FieldSummary {
     var connectionKeepAlive = false
     var connectionUpgrade = false
     var expectsContinue = false
+    var requestIDField: Int?
 }
 
 /// A cursor over a complete head (one that ends with LF). Every error it throws carries
@@ -443,6 +445,8 @@ struct HeadScanner {
         case 4 where equalsLower(name, "host"):
             summary.hostCount += 1
             summary.hostField = index
+        case 12 where equalsLower(name, "x-request-id"):
+            summary.requestIDField = index
         case 6 where equalsLower(name, "expect"):
             if equalsLower(value, "100-continue") { summary.expectsContinue = true }
         case 10 where equalsLower(name, "connection"):

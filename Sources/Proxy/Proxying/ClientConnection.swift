@@ -92,6 +92,8 @@ final class ClientConnection {
     private var exchangesFinished = 0
 
     private var rewriter = HeaderRewriter()
+    /// The current request's `X-Request-Id` (capacity reused between requests).
+    private var requestID: [UInt8] = []
     /// Scratch output buffer, flushed within the callback that filled it.
     private var out: [UInt8] = []
 
@@ -253,6 +255,12 @@ final class ClientConnection {
             requestComplete = true
         }
         requestBodyBytes = 0
+        if let i = request.requestIDField, RequestIDGenerator.isWellFormed(request.bytes, request.fields[i].value) {
+            requestID.removeAll(keepingCapacity: true)
+            requestID.append(request.bytes, request.fields[i].value)
+        } else {
+            server.requestIDs.next(into: &requestID)
+        }
         guard admit() else { return }
 
         // Answered by the proxy itself? A body sent with such a request is not read: close then.
@@ -417,7 +425,7 @@ final class ClientConnection {
         rewriter.writeUpstreamRequest(request, framing: framing, peerIP: peerIP,
                                       defaultHost: currentBackend.authorityBytes, target: forwardTarget,
                                       hostOverride: hostOverride, forwardedPrefix: route?.forwardedPrefix ?? [],
-                                      upgrade: wantsUpgrade, into: &out)
+                                      upgrade: wantsUpgrade, requestID: requestID, into: &out)
 
         if pending.isEmpty || requestComplete {
             flushToUpstream()
@@ -611,7 +619,7 @@ final class ClientConnection {
         closeAfterResponse = !keepAlive
         out.removeAll(keepingCapacity: true)
         rewriter.writeClientResponse(response, framing: clientFraming, clientVersionMinor: request.versionMinor,
-                                     closeAfter: closeAfterResponse, into: &out)
+                                     closeAfter: closeAfterResponse, requestID: requestID, into: &out)
     }
 
     /// For a response without a body, flushes the head and reports completion.
@@ -779,7 +787,8 @@ final class ClientConnection {
     // MARK: - Ending an exchange
 
     /// Sends an error response for the current request and ends the exchange.
-    private func failExchange(status: UInt16, reason: String, extraHeaders: String = "") {
+    private func failExchange(status: UInt16, reason: String, extraHeaders moreHeaders: String = "") {
+        let extraHeaders = moreHeaders + "X-Request-Id: " + String(decoding: requestID, as: UTF8.self) + "\r\n"
         releaseUpstream(reusable: false)
         let keepAlive = request.keepAlive && requestComplete && !server.isDraining
         out.removeAll(keepingCapacity: true)

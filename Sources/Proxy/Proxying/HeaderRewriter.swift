@@ -40,7 +40,7 @@ public struct HeaderRewriter {
     public mutating func writeUpstreamRequest(_ head: RequestHead, framing: OutgoingFraming,
                                               peerIP: [UInt8], defaultHost: [UInt8] = [], target: Range<Int>? = nil,
                                               hostOverride: [UInt8]? = nil, forwardedPrefix: [UInt8] = [],
-                                              upgrade: Bool = false, into out: inout [UInt8]) {
+                                              upgrade: Bool = false, requestID: [UInt8] = [], into out: inout [UInt8]) {
         let b = head.bytes
         out.append(b, head.method)
         out.append(UInt8(ascii: " "))
@@ -82,6 +82,8 @@ public struct HeaderRewriter {
             // The proxy states these itself: a client must not be able to forge them.
             if b.equalsIgnoringCase(name, "x-real-ip") || b.equalsIgnoringCase(name, "x-forwarded-proto")
                 || b.equalsIgnoringCase(name, "x-forwarded-host") || b.equalsIgnoringCase(name, "x-forwarded-prefix") { continue }
+            // The proxy writes the request id it settled on (the client's, when well-formed).
+            if !requestID.isEmpty && name.count == 12 && b.equalsIgnoringCase(name, "x-request-id") { continue }
             appendField(b, field, into: &out)
         }
         appendFraming(framing, into: &out)
@@ -108,6 +110,14 @@ public struct HeaderRewriter {
             out.append("\r\n")
         }
         if upgrade { out.append("Connection: upgrade\r\n") }
+        appendRequestID(requestID, into: &out)
+        out.append("\r\n")
+    }
+
+    private func appendRequestID(_ id: [UInt8], into out: inout [UInt8]) {
+        guard !id.isEmpty else { return }
+        out.append("X-Request-Id: ")
+        out.append(contentsOf: id)
         out.append("\r\n")
     }
 
@@ -151,7 +161,7 @@ public struct HeaderRewriter {
     /// - `closeAfter`: the proxy will close the client connection after this response
     ///   (adds `Connection: close`); otherwise HTTP/1.0 clients get `Connection: keep-alive`.
     public mutating func writeClientResponse(_ head: ResponseHead, framing: OutgoingFraming,
-                                             clientVersionMinor: UInt8, closeAfter: Bool,
+                                             clientVersionMinor: UInt8, closeAfter: Bool, requestID: [UInt8] = [],
                                              into out: inout [UInt8]) {
         let b = head.bytes
         writeStatusLine(head, into: &out)
@@ -160,6 +170,7 @@ public struct HeaderRewriter {
             let name = field.name
             if isHopByHop(b, name) || isConnectionNamed(b, name) { continue }
             if b.equalsIgnoringCase(name, "transfer-encoding") { continue }
+            if !requestID.isEmpty && name.count == 12 && b.equalsIgnoringCase(name, "x-request-id") { continue }
             if b.equalsIgnoringCase(name, "content-length") {
                 // A body-less response to HEAD, or a 304, keeps the length of the body it
                 // describes; 1xx and 204 must not carry one at all (RFC 9110 §8.6).
@@ -169,6 +180,7 @@ public struct HeaderRewriter {
             appendField(b, field, into: &out)
         }
         appendFraming(framing, into: &out)
+        appendRequestID(requestID, into: &out)
         if closeAfter {
             out.append("Connection: close\r\n")
         } else if clientVersionMinor == 0 {

@@ -19,6 +19,8 @@ public final class ProxyServer {
     private var listenDescriptor: Int32 = -1
     private let acceptResumer: Timer
     private let poolSweeper: Timer
+    /// This worker's `X-Request-Id` source.
+    var requestIDs = RequestIDGenerator()
     /// Loop iterations, for the pool's reuse check.
     let iterations: IterationCounter
     /// Open client connections of all workers together, against `limits.max_connections`.
