@@ -7,6 +7,11 @@ config="${2:-config.json}"
 pids=()
 stop() {
     trap - INT TERM EXIT
+    # Ctrl-C reaches the proxy too (same process group) and starts its graceful shutdown; a
+    # second signal from here would make it exit at once with status 1. Give it a second first.
+    if [ "${#pids[@]}" -ge 3 ]; then
+        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "${pids[2]}" 2>/dev/null || break; sleep 0.1; done
+    fi
     kill "${pids[@]}" 2>/dev/null
     wait 2>/dev/null
 }
