@@ -245,14 +245,7 @@ final class RawUpgradeOrigin: @unchecked Sendable {
 
     init() {
         (fd, port) = listenOnLoopback()
-        let fd = fd
-        Thread { [self] in
-            while true {
-                let c = accept(fd, nil, nil)
-                if c < 0 { return }
-                Thread { [self] in serve(c) }.start()
-            }
-        }.start()
+        acceptEachOnItsOwnThread(fd) { [self] c in serve(c) }
     }
 
     private func serve(_ c: Int32) {

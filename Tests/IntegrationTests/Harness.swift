@@ -371,14 +371,7 @@ final class ScriptedOrigin: @unchecked Sendable {
 
     init(_ handler: @escaping @Sendable (Connection, String) -> Next) {
         (fd, port) = listenOnLoopback()
-        let fd = fd
-        Thread { [self] in
-            while true {
-                let c = accept(fd, nil, nil)
-                if c < 0 { return }
-                Thread { [self] in serve(Connection(fd: c), handler) }.start()
-            }
-        }.start()
+        acceptEachOnItsOwnThread(fd) { [self] c in serve(Connection(fd: c), handler) }
     }
 
     private func serve(_ conn: Connection, _ handler: (Connection, String) -> Next) {
@@ -459,6 +452,17 @@ final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var value = 0
     func next() -> Int { lock.lock(); defer { lock.unlock() }; value += 1; return value }
+}
+
+/// Accepts connections on `fd` until it is closed; each is served by `serve` on its own thread.
+func acceptEachOnItsOwnThread(_ fd: Int32, _ serve: @escaping @Sendable (Int32) -> Void) {
+    Thread {
+        while true {
+            let c = accept(fd, nil, nil)
+            if c < 0 { return }
+            Thread { serve(c) }.start()
+        }
+    }.start()
 }
 
 /// A listening socket on 127.0.0.1 with a kernel-chosen port.

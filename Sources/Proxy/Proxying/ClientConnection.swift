@@ -50,7 +50,6 @@ final class ClientConnection {
 
     // Upstream side.
     /// The route and upstream chosen for the current request, and the backend within it.
-    private var routeIndex = 0
     private var route: Router.Route?
     private var upstreamIndex = 0
     private var backendIndex = -1
@@ -281,11 +280,9 @@ final class ClientConnection {
             pending.append(raw: input)
             input = UnsafeRawBufferPointer(start: nil, count: 0)
         }
-        guard let matched = settings.router.match(request, target: forwardTarget ?? request.target) else {
+        guard let route = settings.router.match(request, target: forwardTarget ?? request.target) else {
             return failExchange(status: 404, reason: "Not Found: no route matches host \(hostForMessages) and path \(pathForMessages)")
         }
-        routeIndex = matched
-        let route = settings.router.routes[matched]
         self.route = route
         upstreamIndex = route.upstream
         let strip = route.stripLength
@@ -573,15 +570,6 @@ final class ClientConnection {
 
     private var backendID: String { backendIndex >= 0 ? currentBackend.id : "?" }
 
-    /// The matched route in words, for the HTML error page.
-    private var routeDescription: String {
-        let index = routeIndex
-        let routes = settings.config.routes
-        guard index < routes.count else { return "default (no route matched host \(hostForMessages) path \(pathForMessages))" }
-        let r = routes[index]
-        return "host \(r.host) path \(r.path)" + (r.stripPrefix ? " (prefix stripped)" : "")
-    }
-
     /// The backend of the exchange in flight (`backendIndex >= 0`).
     private var currentBackend: Backend { settings.upstreams[upstreamIndex].backends[backendIndex] }
 
@@ -795,7 +783,7 @@ final class ClientConnection {
         if status >= 502 && status <= 504 && ErrorPage.wanted(by: request) {
             let upstream = settings.upstreams[upstreamIndex]
             let unhealthy = status == 503 ? upstream.backends.map { b in (b.id, b.url, b.shared.probeRecord.lastError) } : []
-            let page = ErrorPage.html(status: status, reason: reason, upstream: upstream.name, route: routeDescription,
+            let page = ErrorPage.html(status: status, reason: reason, upstream: upstream.name, route: route?.description ?? "none",
                                       attempts: attempts, unhealthy: unhealthy)
             ErrorResponse.write(status: status, contentType: "text/html; charset=utf-8", body: page, keepAlive: keepAlive,
                                 headOnly: request.isHEAD, extraHeaders: extraHeaders, into: &out)

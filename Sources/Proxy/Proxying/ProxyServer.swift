@@ -28,8 +28,6 @@ public final class ProxyServer {
     /// Open client connections.
     public private(set) var activeClients = 0
     private var clients: [ObjectIdentifier: ClientConnection] = [:]
-    /// Connections closed at once because `max_connections` were open.
-    public private(set) var connectionsRefused = 0
     private var lastAcceptWarning: UInt64 = 0
     /// Set once a graceful shutdown began: responses carry `Connection: close` and connections
     /// close after their exchange.
@@ -48,7 +46,6 @@ public final class ProxyServer {
         iterations = IterationCounter(loop: loop)
     }
 
-    public var generation: Int { settings.generation }
 
     /// Starts accepting on `descriptor` (a bound, listening socket from `ListenSockets`, which
     /// the server now owns) and sweeping idle pooled connections.
@@ -156,7 +153,6 @@ public final class ProxyServer {
         let maxConnections = settings.config.limits.maxConnections
         guard connectionCount.admit(limit: maxConnections) else {
             // Closed at once rather than queued: the client can retry elsewhere.
-            connectionsRefused += 1
             stream.close()
             warnAtMostEverySecond("limits.max_connections (\(maxConnections)) reached: closing new connections")
             return
@@ -243,6 +239,4 @@ public final class ConnectionCount: Sendable {
     }
 
     func release() { open.wrappingSubtract(1, ordering: .relaxed) }
-
-    public var current: Int { open.load(ordering: .relaxed) }
 }

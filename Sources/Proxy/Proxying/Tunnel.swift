@@ -61,22 +61,20 @@ final class Tunnel {
     func upstreamDrained() { toUpstream.sinkDrained() }
 
     /// The client finished sending (FIN) or failed.
-    func clientEnded(_ code: Int32) {
-        guard code == UVError.eof else { return end() }
-        upstream.shutdown { [weak self] status in
-            guard let self else { return }
-            upstreamShutDown = true
-            if status < 0 || clientShutDown { end() }
-        }
-    }
+    func clientEnded(_ code: Int32) { passOn(code, to: upstream, done: \.upstreamShutDown, other: \.clientShutDown) }
 
     /// The backend finished sending (FIN) or failed.
-    func upstreamEnded(_ code: Int32) {
+    func upstreamEnded(_ code: Int32) { passOn(code, to: client, done: \.clientShutDown, other: \.upstreamShutDown) }
+
+    /// One side's end: a FIN becomes a half-close of `sink` (after what is queued for it); the
+    /// tunnel ends once both directions are shut down, or at once on an error.
+    private func passOn(_ code: Int32, to sink: TCPStream, done: ReferenceWritableKeyPath<Tunnel, Bool>,
+                        other: KeyPath<Tunnel, Bool>) {
         guard code == UVError.eof else { return end() }
-        client.shutdown { [weak self] status in
+        sink.shutdown { [weak self] status in
             guard let self else { return }
-            clientShutDown = true
-            if status < 0 || upstreamShutDown { end() }
+            self[keyPath: done] = true
+            if status < 0 || self[keyPath: other] { end() }
         }
     }
 

@@ -31,8 +31,12 @@ struct Router {
         /// `X-Forwarded-Prefix` value when stripping.
         let forwardedPrefix: [UInt8]
         let hostHeader: HostHeader
+        /// The route in words, for error pages.
+        let description: String
 
-        init(host: HostPattern, path: [UInt8], upstream: Int, stripLength: Int, forwardedPrefix: [UInt8], hostHeader: HostHeader) {
+        init(host: HostPattern, path: [UInt8], upstream: Int, stripLength: Int, forwardedPrefix: [UInt8],
+             hostHeader: HostHeader, description: String) {
+            self.description = description
             self.host = host
             self.path = path
             self.upstream = upstream
@@ -63,11 +67,13 @@ struct Router {
             let prefix = Array(r.strippedPrefix.utf8)
             return Route(host: host, path: Array(r.path.utf8), upstream: upstream,
                          stripLength: r.stripPrefix ? prefix.count : 0, forwardedPrefix: r.stripPrefix ? prefix : [],
-                         hostHeader: hostHeader)
+                         hostHeader: hostHeader,
+                         description: "host \(r.host) path \(r.path)" + (r.stripPrefix ? " (prefix stripped)" : ""))
         }
         if let fallback = upstreamIndex(UpstreamConfig.defaultName), !config.backends.isEmpty {
             routes.append(Route(host: .any, path: [UInt8(ascii: "/")], upstream: fallback, stripLength: 0,
-                                forwardedPrefix: [], hostHeader: .preserve))
+                                forwardedPrefix: [], hostHeader: .preserve,
+                                description: "no route matched: the default pool"))
         }
         self.routes = routes
         isTrivial = routes.count == 1 && routes[0].path.count == 1 && routes[0].stripLength == 0
@@ -76,8 +82,8 @@ struct Router {
     }
 
     /// The route for `request` (its `Host`, and `target`: the origin-form path and query), or nil.
-    func match(_ request: RequestHead, target: Range<Int>) -> Int? {
-        if isTrivial { return 0 }
+    func match(_ request: RequestHead, target: Range<Int>) -> Route? {
+        if isTrivial { return routes[0] }
         let b = request.bytes
         let host = request.hostField.map { hostName(b, request.fields[$0].value) } ?? 0..<0
         var best: Int? = nil
@@ -101,7 +107,7 @@ struct Router {
                 bestScore = score
             }
         }
-        return best
+        return best.map { routes[$0] }
     }
 
     /// The host name in a `Host` value: without the port, IPv6 brackets kept.

@@ -31,7 +31,8 @@ public final class Supervisor {
     private var stoppedWorkers = 0
     private var phase = Phase.starting
     private var exitCode: Int32 = 0
-    private var pendingSockets: ListenSockets?
+    /// The listening sockets opened at start; `serve` hands one to each worker.
+    private let startSockets: ListenSockets
     /// Reloads handed to the workers and not yet confirmed by all of them, by generation.
     private var unconfirmedReloads: [Int: UnconfirmedReload] = [:]
     /// A SIGHUP that arrived while starting: applied once every worker runs.
@@ -85,7 +86,7 @@ public final class Supervisor {
         generation = ConfigGeneration(number: 1, config: config, backends: backends)
         let sockets = try ListenSockets.open(config.listen, count: workerCount, exclusive: true)
         listenAddress = sockets.address
-        pendingSockets = sockets
+        startSockets = sockets
         reportWakeup = Wakeup(loop: loop)
         healthCheckers = makeHealthCheckers(config, backends)
     }
@@ -97,8 +98,7 @@ public final class Supervisor {
         watch([SIGINT, SIGTERM]) { [unowned self] signum in self.stopSignal(signum) }
         watch([SIGHUP]) { [unowned self] _ in self.reload() }
 
-        let sockets = pendingSockets!
-        pendingSockets = nil
+        let sockets = startSockets
         for index in 0..<workerCount {
             let inbox = Mailbox<WorkerMessage>()
             let launch = WorkerLaunch(index: index, count: workerCount, generation: generation,
