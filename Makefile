@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 RELEASE_FLAGS := -c release
 
-.PHONY: run test test-asan test-tsan soak build release deps clean check-config bench bench-quick
+.PHONY: run test test-deps test-asan test-tsan soak build release deps clean check-config bench bench-quick
 
 ## Install libuv's headers when missing (Debian/Ubuntu), as root or through sudo.
 deps:
@@ -11,6 +11,15 @@ deps:
 		echo "installing libuv1-dev and pkg-config…"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libuv1-dev pkg-config >/dev/null; \
+	fi
+
+## What the tests need beyond the toolchain: Debian's chromium (the status page's browser test),
+## installed when missing. (Python packages go into .build/pyenv from PyPI when a test needs them.)
+test-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		echo "installing chromium for the status page's browser test…"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	fi
 
 build: deps
@@ -26,19 +35,19 @@ run: release
 
 ## Build everything and run every test (unit and integration), then replay the fuzz corpus
 ## through the fuzz targets' checks (the normal build of them; about a second).
-test: deps
+test: deps test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	@SWIFT=$(SWIFT) Scripts/fuzz.sh replay "$$($(SWIFT) build --show-bin-path)"
 
 ## The whole suite with AddressSanitizer in the proxy, the test backend and the tests.
-test-asan: deps
+test-asan: deps test-deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan.supp $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
 
 ## The whole suite with ThreadSanitizer in the proxy (two worker loops in every integration
 ## test), the test backend and the tests. Any data race report fails the run (halt_on_error).
-test-tsan: deps
+test-tsan: deps test-deps
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
 	TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$(CURDIR)/Tests/tsan.supp" $(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
 

@@ -371,9 +371,19 @@ class SwiftProxy(Target):
                                               "health_check": {"path": "/health", "interval_ms": interval}}}
             config["routes"] = [{"host": "*", "path": f"/route{i}", "upstream": "routed"}
                                 for i in range(self.ctx.args.routes)]
+        if self.binary == self.ctx.bin:
+            # Stated, not left to the default (stdout): like nginx's `access_log off` above.
+            config["access_log"] = self.access_log()
         cfg.write_text(json.dumps(config))
-        return [str(self.ctx.bin / "proxy"), "--config", str(cfg), "--listen", f"127.0.0.1:{self.port}",
+        return [str(self.binary / "proxy"), "--config", str(cfg), "--listen", f"127.0.0.1:{self.port}",
                 "--workers", str(self.workers)]
+
+    @property
+    def binary(self) -> Path:
+        return self.ctx.bin
+
+    def access_log(self):
+        return None
 
     def pinned(self, cmd: list[str]) -> list[str]:
         # More than one worker loop: the proxy may use every core (sharing them with the load),
@@ -382,18 +392,43 @@ class SwiftProxy(Target):
         return self.ctx.pin.everywhere(cmd) if spread else self.ctx.pin.proxy(cmd)
 
 
-class SwiftProxyMoreWorkers(SwiftProxy):
-    """`--compare-workers N`: a second instance of this proxy with N workers, measured in the same
-    interleaved rounds, so the two worker counts are compared under the same machine noise."""
+class SwiftProxyVariant(SwiftProxy):
+    """A second instance of this proxy that differs in one way — `--compare-workers N` (worker
+    loops), `--compare-access-log FORMAT` (access log to a file) or `--compare-bin DIR` (another
+    build, e.g. the commit before a change) — measured in the same interleaved rounds, so the
+    difference is seen under the same machine noise."""
     key = "proxy_multi"
 
     @property
     def workers(self) -> int:
-        return self.ctx.args.compare_workers
+        return self.ctx.args.compare_workers or self.ctx.args.workers
+
+    @property
+    def binary(self) -> Path:
+        return Path(self.ctx.args.compare_bin) if self.ctx.args.compare_bin else self.ctx.bin
+
+    def access_log(self):
+        fmt = self.ctx.args.compare_access_log
+        return {"path": str(self.ctx.dir / f"{self.name}-access.log"), "format": fmt} if fmt else None
+
+    @staticmethod
+    def describe(args) -> str:
+        parts = []
+        if args.compare_workers:
+            parts.append(f"{args.compare_workers} workers")
+        if args.compare_access_log:
+            parts.append(f"{args.compare_access_log} access log to a file")
+        if args.compare_bin:
+            parts.append(f"build {binary_commit(Path(args.compare_bin))}")
+        return "this proxy, " + ", ".join(parts)
 
     @property
     def label(self) -> str:
-        return f"this proxy, {self.workers} workers"
+        return self.describe(self.ctx.args)
+
+    def pinned(self, cmd: list[str]) -> list[str]:
+        spread = self.ctx.args.compare_workers > 1 and self.ctx.args.workers_cpus == "all"
+        return self.ctx.pin.everywhere(cmd) if spread else self.ctx.pin.proxy(cmd)
 
     def after_start(self):
         # Wait for the first health probe to mark the origin up.
@@ -1158,17 +1193,25 @@ def versions(ctx: Context) -> dict:
             return (r.stdout + r.stderr).strip().splitlines()[0]
         except Exception as e:  # noqa: BLE001 - informational only
             return f"unknown ({e})"
-    # The checkout the binary was built from (another worktree when comparing versions).
-    repo = Path(ctx.bin).resolve()
+    versions = {"proxy": f"{binary_commit(ctx.bin)} ({ctx.bin})"}
+    if ctx.args.compare_bin:
+        versions["proxy, second instance"] = f"{binary_commit(Path(ctx.args.compare_bin))} ({ctx.args.compare_bin})"
+    return versions | {"nginx": first(["nginx", "-v"]),
+            "haproxy": first(["haproxy", "-v"]), "wrk": first(["wrk", "-v"]),
+            "kernel": os.uname().release, "cpus": os.cpu_count()}
+
+
+def binary_commit(bin_dir: Path) -> str:
+    """The commit of the checkout a binary was built in (another worktree when comparing
+    versions), `+dirty` when its sources had uncommitted changes."""
+    repo = Path(bin_dir).resolve()
     while repo != repo.parent and not (repo / ".git").exists():
         repo = repo.parent
     if not (repo / ".git").exists():
         repo = ROOT
     commit = run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], timeout=10).stdout.strip()
     dirty = run(["git", "-C", str(repo), "status", "--porcelain", "--", "Sources"], timeout=10).stdout.strip()
-    return {"proxy": f"{commit}{'+dirty' if dirty else ''} ({ctx.bin})", "nginx": first(["nginx", "-v"]),
-            "haproxy": first(["haproxy", "-v"]), "wrk": first(["wrk", "-v"]),
-            "kernel": os.uname().release, "cpus": os.cpu_count()}
+    return f"{commit}{'+dirty' if dirty else ''}"
 
 
 def parse_args() -> argparse.Namespace:
@@ -1187,6 +1230,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--compare-workers", type=int, default=0, metavar="N",
                     help="also measure a second instance of this proxy with N workers (on every core) in the "
                          "same rounds: figures 1, 2 and 7 (and 3 when selected)")
+    ap.add_argument("--compare-access-log", choices=("combined", "json"), default=None, metavar="FORMAT",
+                    help="also measure a second instance of this proxy writing its access log (combined or json) "
+                         "to a file, in the same rounds")
+    ap.add_argument("--compare-bin", default=None, metavar="DIR",
+                    help="also measure the `proxy` binary in DIR (another build, e.g. the commit before a change) "
+                         "in the same rounds; its config has no access_log key, for builds that predate it")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     ap.add_argument("--strace-duration", type=float, default=3.0)
     ap.add_argument("--idle-connections", type=int, default=10_000)
@@ -1265,9 +1314,9 @@ def main() -> int:
         make_data_files(ctx, need_big=bool(args.figures & {3, 4}))
         ctx.origin.start()
         proxies = [SwiftProxy(ctx, ctx.origin), NginxProxy(ctx, ctx.origin), HAProxy(ctx, ctx.origin)]
-        if args.compare_workers:
-            proxies.insert(1, SwiftProxyMoreWorkers(ctx, ctx.origin))
-            COLUMNS.insert(1, ("proxy_multi", f"this proxy, {args.compare_workers} workers"))
+        if args.compare_workers or args.compare_access_log or args.compare_bin:
+            proxies.insert(1, SwiftProxyVariant(ctx, ctx.origin))
+            COLUMNS.insert(1, ("proxy_multi", SwiftProxyVariant.describe(args)))
         targets = proxies + [Direct(ctx, ctx.origin)]
         # Uploads go to the sink through a second instance of each proxy (same configuration).
         upload_targets = []
@@ -1334,10 +1383,13 @@ def main() -> int:
         print(f"- this proxy: {args.routes} routes checked on every request before the default pool")
     print(f"- this proxy: {args.workers} worker loop{'s' if args.workers > 1 else ''}"
           + (" allowed on every core (shared with wrk and the origin)" if args.workers > 1 else ""))
-    if args.compare_workers:
-        where = ("allowed on every core (shared with wrk and the origin)" if args.workers_cpus == "all"
-                 else "pinned to the proxy's core like the others")
-        print(f"- this proxy, {args.compare_workers} workers: a second instance {where}, measured in the same rounds")
+    variant = SwiftProxyVariant.describe(args) if (args.compare_workers or args.compare_access_log or args.compare_bin) else ""
+    if variant:
+        where = ("allowed on every core (shared with wrk and the origin)"
+                 if args.compare_workers > 1 and args.workers_cpus == "all" else "pinned to the proxy's core like the others")
+        print(f"- {variant}: a second instance {where}, measured in the same rounds")
+    print("- this proxy's access log: off (`\"access_log\": null`), like nginx's `access_log off`"
+          + ("; the second instance writes its log to a file in the work dir" if args.compare_access_log else ""))
     print(f"- wrk -t1, {args.duration:g} s per run; cells are median (min–max) over rounds; "
           f"MB = 10^6 bytes")
     print("- origin: nginx (13-byte `return 200`, 1 GiB file with sendfile); for uploads the origin is "
@@ -1345,13 +1397,13 @@ def main() -> int:
     print(f"- versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()))
     print()
     print(markdown_table(rows))
-    if args.compare_workers:
+    if variant:
         parts = []
         for rid in ("rps_c64", "cpu_c64", "rps_c1000", "cpu_c1000", "syscalls"):
             one, more = med(rows, rid, "proxy"), med(rows, rid, "proxy_multi")
             if one and more:
                 parts.append(f"{rows[rid]['label'][3:]} {more / one:.2f}×")
-        print(f"\n{args.compare_workers} workers vs {args.workers}: " + "; ".join(parts))
+        print(f"\n{variant[len('this proxy, '):]} vs this proxy: " + "; ".join(parts))
     print("\n### Targets\n")
     print(targets_table(target_results))
     if ctx.problems or skipped:

@@ -16,6 +16,8 @@
 #include <string.h>
 #include <stdio.h>
 #include <unistd.h>
+#include <stdint.h>
+#include <time.h>
 
 /* Handle casts live here so Swift never type-puns handle memory itself. */
 static inline uv_handle_t *cuv_tcp_as_handle(uv_tcp_t *t) { return (uv_handle_t *)t; }
@@ -98,6 +100,22 @@ static inline int cuv_socket_port(int fd) {
     if (getsockname(fd, (struct sockaddr *)&s, &length) != 0) return -1;
     if (s.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&s)->sin6_port);
     return ntohs(((struct sockaddr_in *)&s)->sin_port);
+}
+
+/* Counters with one writer and any number of readers (metrics: a worker loop writes, a scrape on
+   another thread reads). Relaxed atomic load and store, never a read-modify-write: on x86-64 and
+   arm64 these are plain moves, yet ThreadSanitizer and the compiler see them as atomic. */
+static inline void cuv_counter_add(uint64_t *p, uint64_t n) {
+    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+static inline void cuv_counter_store(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline uint64_t cuv_counter_load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+
+/* Wall-clock milliseconds for log lines and the status page (vDSO: no system call). */
+static inline long long cuv_wall_clock_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
 #endif

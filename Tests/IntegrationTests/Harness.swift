@@ -518,17 +518,24 @@ private let pythonSetupLock = NSLock()
 /// A Python interpreter with the `websockets` package from PyPI, in a virtual environment under
 /// `.build/pyenv` that the first caller creates (about 10 s; later runs reuse it). The tests use
 /// it as an independent WebSocket implementation on both sides of the proxy.
-func pythonWithWebsockets() throws -> String {
+func pythonWithWebsockets() throws -> String { try testPython(["websockets": "websockets"]) }
+
+/// The tests' Python (a venv in `.build/pyenv`) with `packages` (module name: pip name)
+/// installed from PyPI the first time they are needed.
+func testPython(_ packages: [String: String]) throws -> String {
     pythonSetupLock.lock()
     defer { pythonSetupLock.unlock() }
     let venv = packageRoot.appendingPathComponent(".build/pyenv")
     let python = venv.appendingPathComponent("bin/python").path
-    func hasWebsockets() -> Bool { run(python, ["-c", "import websockets"]) == 0 }
-    if FileManager.default.fileExists(atPath: python) && hasWebsockets() { return python }
-    guard run("/usr/bin/env", ["python3", "-m", "venv", venv.path]) == 0,
-          run(python, ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "websockets"]) == 0,
-          hasWebsockets() else {
-        throw HarnessError("could not create \(venv.path) with the websockets package (python3 -m venv, pip install websockets)")
+    let imports = "import " + packages.keys.sorted().joined(separator: ", ")
+    func hasAll() -> Bool { run(python, ["-c", imports]) == 0 }
+    if FileManager.default.fileExists(atPath: python) && hasAll() { return python }
+    var output = ""
+    guard FileManager.default.fileExists(atPath: python) || run("/usr/bin/env", ["python3", "-m", "venv", venv.path], output: &output) == 0,
+          run(python, ["-m", "pip", "install", "--quiet", "--disable-pip-version-check"] + packages.values.sorted(), output: &output) == 0,
+          hasAll() else {
+        throw HarnessError("could not set up \(venv.path) with \(packages.values.sorted().joined(separator: ", ")) "
+            + "(python3 -m venv, pip install): \(output)")
     }
     return python
 }

@@ -3,17 +3,6 @@
 /// 200 with `"status":"healthy"` when at least one backend is healthy, else 503 with
 /// `"status":"unhealthy"`. Built with `String` on purpose: it is an admin path, not the hot one.
 enum HealthEndpoint {
-    static func matches(_ request: RequestHead) -> Bool {
-        let b = request.bytes
-        guard b.equals(request.method, "GET") || b.equals(request.method, "HEAD") else { return false }
-        let t = request.target
-        let path = "/_health"
-        guard t.count >= path.utf8.count else { return false }
-        let prefix = t.lowerBound..<(t.lowerBound + path.utf8.count)
-        guard b.equals(prefix, "/_health") else { return false }
-        return t.count == path.utf8.count || b[prefix.upperBound] == UInt8(ascii: "?")
-    }
-
     /// The same view from whichever worker answers: health comes from the shared verdicts and
     /// the counters are summed over all workers. `worker` says which one answered (tests and
     /// operators use it to see connections spread across workers). 200 while any backend is

@@ -7,8 +7,12 @@ public final class Backend {
     public let pool: UpstreamPool
     /// `shared.authority` as bytes, for the Host header of HTTP/1.0 requests that came without one.
     let authorityBytes: [UInt8]
+    /// The resolved address as text (`127.0.0.1:3001`), for the access log.
+    let addressBytes: [UInt8]
     /// This worker's slot in `shared.counters`.
     private let counters: WorkerCounters
+    /// This worker's slab in `shared.stats`.
+    let stats: CounterSlab
     /// Set when a reload removed the backend: exchanges still running finish here, but their
     /// connections are closed instead of pooled.
     var isRetired = false
@@ -17,7 +21,9 @@ public final class Backend {
         self.shared = shared
         self.pool = pool
         counters = shared.counters[worker]
+        stats = shared.stats[worker]
         authorityBytes = Array(shared.authority.utf8)
+        addressBytes = Array(shared.address.description.utf8)
         pool.counter = counters
     }
 

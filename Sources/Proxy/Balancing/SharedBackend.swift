@@ -18,6 +18,8 @@ public final class SharedBackend: Sendable {
     public let authority: String
     /// One slot per worker, indexed by worker number.
     public let counters: [WorkerCounters]
+    /// Requests and latencies per worker (`RequestStats`, backend layout), indexed by worker.
+    let stats: [CounterSlab]
 
     private let healthy: Atomic<Bool>
     private let record: Locked<ProbeRecord>
@@ -29,6 +31,7 @@ public final class SharedBackend: Sendable {
         self.address = address
         authority = AddressSyntax.join(host: config.host, port: config.port)
         counters = (0..<max(workers, 1)).map { _ in WorkerCounters() }
+        stats = (0..<max(workers, 1)).map { _ in CounterSlab(count: RequestStats.backendSize) }
         healthy = Atomic(previous?.isHealthy ?? true)
         record = Locked(previous?.probeRecord ?? ProbeRecord())
     }
@@ -56,6 +59,7 @@ public final class SharedBackend: Sendable {
                 return wasHealthy || first || r.consecutiveSuccesses >= healthyThreshold
             }
             r.consecutiveFailures += 1
+            r.failures += 1
             r.consecutiveSuccesses = 0
             r.lastError = problem
             return !wasHealthy ? false : !(first || r.consecutiveFailures >= unhealthyThreshold)
@@ -87,6 +91,8 @@ public struct ProbeRecord: Sendable, Equatable {
     public var hasBeenProbed = false
     /// Why the last probe failed.
     public var lastError: String?
+    /// Failed probes since start (or since this backend entered the config).
+    public var failures: UInt64 = 0
 }
 
 /// One worker's counters for one backend. Written by that worker only (relaxed stores of values

@@ -108,6 +108,14 @@ public enum ConfigLoader {
             }
             throw at.error(problem)
         }
+        var seen: [String: String] = [:]
+        for (key, path) in config.admin.namedPaths {
+            if let first = seen[path] {
+                throw root.member("admin", example: AdminConfig.example).member(key, example: "\"/_\(key.replacing("_path", with: ""))\"")
+                    .error("\(JSONValue.quoted(path)) is already admin.\(first); each endpoint needs its own path")
+            }
+            seen[path] = key
+        }
         var owner: [String: String] = [:]
         for upstream in config.allUpstreams {
             for (index, b) in upstream.backends.enumerated() {
@@ -352,6 +360,10 @@ extension ProxyConfig: ConfigSection {
             },
             .integer("workers", \.workers, 0...1024),
             .integer("shutdown_grace_ms", \.shutdownGraceMs, 0...maxMilliseconds),
+            ConfigField(key: "access_log", example: AccessLogConfig.example) { config, value, at throws(ConfigError) in
+                config.accessLog = try AccessLogConfig.decodeOrOff(value, at: at)
+            },
+            .section("admin", \.admin),
         ]
     }
 }

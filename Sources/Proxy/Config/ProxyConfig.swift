@@ -23,6 +23,10 @@ public struct ProxyConfig: Sendable, Equatable {
     /// How long a graceful shutdown (SIGTERM, SIGINT) waits for exchanges in flight before
     /// closing what is left.
     public var shutdownGraceMs: Int
+    /// One line per request; on stdout in the combined format unless set otherwise.
+    public var accessLog: AccessLogConfig
+    /// The proxy's own endpoints: health, metrics, status page.
+    public var admin: AdminConfig
 
     /// All defaults and no backends (a loaded config always has at least one).
     public init(
@@ -35,8 +39,12 @@ public struct ProxyConfig: Sendable, Equatable {
         workers: Int = 0,
         shutdownGraceMs: Int = 30000,
         upstreams: [UpstreamConfig] = [],
-        routes: [RouteConfig] = []
+        routes: [RouteConfig] = [],
+        accessLog: AccessLogConfig = AccessLogConfig(),
+        admin: AdminConfig = AdminConfig()
     ) {
+        self.accessLog = accessLog
+        self.admin = admin
         self.upstreams = upstreams
         self.routes = routes
         self.workers = workers

@@ -25,6 +25,10 @@ public final class TCPStream: Handle {
 
     /// Bytes handed to `uv_write` whose callback has not come yet.
     public private(set) var queuedBytes = 0
+    /// Bytes handed to `write` (queued or sent) and bytes read, since the stream opened: the
+    /// metrics' client traffic and the access log's bytes sent.
+    public private(set) var bytesWritten: UInt64 = 0
+    public private(set) var bytesRead: UInt64 = 0
     public var highWater = 256 * 1024
     public var lowWater = 64 * 1024
     private var congested = false
@@ -142,6 +146,7 @@ public final class TCPStream: Handle {
                 let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
                 if me.isClosing { return }
                 if nread > 0 {
+                    me.bytesRead &+= UInt64(nread)
                     me.onRead?(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
                 } else if nread < 0 {
                     me.wantsRead = false
@@ -165,6 +170,7 @@ public final class TCPStream: Handle {
         guard !isClosing, !writeFailed else { return }
         let total = b0.count + b1.count + b2.count + b3.count
         guard total > 0 else { return }
+        bytesWritten &+= UInt64(total)
         withUnsafeTemporaryAllocation(of: uv_buf_t.self, capacity: 4) { bufs in
             var n = 0
             func add(_ b: UnsafeRawBufferPointer) {

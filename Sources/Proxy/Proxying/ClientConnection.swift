@@ -1,3 +1,5 @@
+import CUV
+
 /// One client connection and the exchanges it carries, one at a time, in order.
 ///
 /// Life cycle of an exchange: read a request head → answer locally (`/_health`, errors) or pick a
@@ -19,6 +21,10 @@ final class ClientConnection {
     private let timer: Timer
     /// The peer's IP as text, for `X-Forwarded-For` and `X-Real-IP`.
     private let peerIP: [UInt8]
+    /// The connection came through `admin.listen`.
+    let isAdminListener: Bool
+    /// The peer is this machine (127.0.0.0/8, ::1): it may read metrics and the status page.
+    let isLoopbackPeer: Bool
 
     private enum Phase {
         /// Waiting for (the rest of) a request head.
@@ -96,6 +102,25 @@ final class ClientConnection {
     /// Scratch output buffer, flushed within the callback that filled it.
     private var out: [UInt8] = []
 
+    // Accounting: metrics and the access log (see `recordExchange`).
+    /// An exchange began (or a request was refused) and has not been counted yet.
+    private var exchangeOpen = false
+    /// The current request's head was parsed: its method, target and fields can be logged.
+    private var requestParsed = false
+    /// `uv_hrtime` when the request's first byte arrived, when its backend was picked, and when
+    /// the response head arrived (0: none yet).
+    private var requestStartNs: UInt64 = 0
+    private var upstreamStartNs: UInt64 = 0
+    private var upstreamHeadNs: UInt64 = 0
+    /// The status the client got for this exchange; 0 while none (counted as 499 if it ends so).
+    private var responseStatus: UInt16 = 0
+    /// The backend (index in the route's upstream) that took the request last, -1 for none.
+    private var servedBy = -1
+    /// `client.bytesWritten` when the request began, and the traffic already added to the metrics.
+    private var bytesSentAtStart: UInt64 = 0
+    private var bytesSentCounted: UInt64 = 0
+    private var bytesReceivedCounted: UInt64 = 0
+
     private enum TimerPurpose {
         case none, clientHeader, idle, connect
         /// Request/response in flight: client body pauses and upstream silence.
@@ -113,12 +138,15 @@ final class ClientConnection {
     /// Scratch capacity kept across requests; beyond it the buffer is released.
     private static let retainedScratchBytes = 8 * 1024
 
-    init(server: ProxyServer, client: TCPStream) {
+    init(server: ProxyServer, client: TCPStream, isAdminListener: Bool) {
         self.server = server
         self.client = client
+        self.isAdminListener = isAdminListener
         settings = server.settings
         timer = Timer(loop: server.loop)
-        peerIP = Array((client.peerAddress?.ipString ?? "unknown").utf8)
+        let ip = client.peerAddress?.ipString ?? "unknown"
+        peerIP = Array(ip.utf8)
+        isLoopbackPeer = AdminPaths.isLoopback(ip)
         requestHeadBytes = HeadAccumulator(limits: settings.headLimits, isRequest: true)
         responseHeadBytes = HeadAccumulator(limits: HeadLimits(maxHeadBytes: 64 * 1024, maxTargetBytes: 64 * 1024,
                                                                maxHeaderCount: 256), isRequest: false)
@@ -183,6 +211,9 @@ final class ClientConnection {
                         requestHeadBytes.limits = settings.headLimits
                     }
                     if timerPurpose == .idle { arm(.clientHeader, ms: settings.config.timeouts.clientHeaderMs) }
+                    // The request's clock starts at its first byte (nginx's $request_time too).
+                    requestStartNs = uv_hrtime()
+                    bytesSentAtStart = client.bytesWritten
                 }
                 let consumed: Int
                 do { consumed = try requestHeadBytes.append(input) } catch {
@@ -243,6 +274,7 @@ final class ClientConnection {
     private func beginExchange(bodyStart input: inout UnsafeRawBufferPointer) {
         phase = .exchange
         disarm()
+        beginAccounting(parsed: true)
         switch request.framing {
         case .contentLength(let n):
             requestBodyRemaining = n
@@ -265,8 +297,10 @@ final class ClientConnection {
         // Answered by the proxy itself? A body sent with such a request is not read: close then.
         let localKeepAlive = request.keepAlive && requestComplete && !server.isDraining
         out.removeAll(keepingCapacity: true)
-        if server.answerLocally(request, keepAlive: localKeepAlive, into: &out) {
+        let localStatus = server.answerLocally(request, via: self, keepAlive: localKeepAlive, requestID: requestID, into: &out)
+        if localStatus != 0 {
             let keepAlive = localKeepAlive
+            responseStatus = localStatus
             client.write(out)
             out.removeAll(keepingCapacity: true)
             responseStarted = true
@@ -348,6 +382,8 @@ final class ClientConnection {
         }
         if index < 64 { triedBackends |= 1 << UInt64(index) }
         backendIndex = index
+        servedBy = index
+        upstreamStartNs = uv_hrtime()
         let backend = upstream.backends[index]
         backend.activeRequests += 1
 
@@ -509,6 +545,7 @@ final class ClientConnection {
             upstreamReusable = false
             if !hasRetried && canRetry {
                 hasRetried = true
+                server.stats.add(WorkerStats.retries)
                 releaseUpstream(reusable: false)
                 triedBackends = 0
                 return connectUpstream()
@@ -546,6 +583,8 @@ final class ClientConnection {
                     responseHeadBytes.reset()
                     continue
                 }
+                upstreamHeadNs = uv_hrtime()
+                responseStatus = response.status
                 if response.status == 101 {
                     guard wantsUpgrade else {
                         // Upgrade was not asked for (the proxy strips it then): a backend error.
@@ -718,6 +757,7 @@ final class ClientConnection {
             && request.isIdempotent && request.framing == .none {
             // The keep-alive race: a pooled connection died before answering. Retry once, fresh.
             hasRetried = true
+            server.stats.add(WorkerStats.retries)
             releaseUpstream(reusable: false)
             triedBackends = 0
             return connectUpstream()
@@ -751,6 +791,7 @@ final class ClientConnection {
         responseStarted = true
         responseBytesWritten = true
         phase = .tunnel
+        server.tunnelOpened()
         let early = pending
         pending = []
         client.resumeReading(.pipelined)
@@ -776,6 +817,8 @@ final class ClientConnection {
 
     /// Sends an error response for the current request and ends the exchange.
     private func failExchange(status: UInt16, reason: String, extraHeaders moreHeaders: String = "") {
+        responseStatus = status
+        if status == 405 || status == 413 { server.stats.add(WorkerStats.rejectionIndex(status)) }
         let extraHeaders = moreHeaders + "X-Request-Id: " + String(decoding: requestID, as: UTF8.self) + "\r\n"
         releaseUpstream(reusable: false)
         let keepAlive = request.keepAlive && requestComplete && !server.isDraining
@@ -800,6 +843,7 @@ final class ClientConnection {
 
     /// The response is complete: release the upstream, then wait for the next request or close.
     private func finishExchange() {
+        recordExchange()
         exchangesFinished &+= 1
         let reusable = upstreamReusable && response.keepAlive && responseFraming != .untilClose && requestComplete
         releaseUpstream(reusable: reusable, backendKeepAliveMs: reusable ? keepAliveTimeoutMs(response) : nil)
@@ -868,13 +912,17 @@ final class ClientConnection {
     /// Rejects a malformed request with its status and reason, then closes — after reading
     /// what the client still sends for a moment, so the status reaches it instead of a reset.
     private func rejectRequest(_ error: HTTPParseError) {
+        server.stats.add(WorkerStats.rejectionIndex(error.status))
+        if !exchangeOpen { beginAccounting(parsed: false) }  // refused before its head was parsed
         releaseUpstream(reusable: false)
         if responseStarted { return abort() }
+        responseStatus = error.status
         out.removeAll(keepingCapacity: true)
         ErrorResponse.write(status: error.status, reason: "\(StatusText.reason(error.status)): \(error.reason)",
                             keepAlive: false, into: &out)
         client.write(out)
         out.removeAll(keepingCapacity: true)
+        recordExchange()
         closeGracefully()
     }
 
@@ -906,12 +954,66 @@ final class ClientConnection {
         if let tunnel {
             self.tunnel = nil
             tunnel.end()
+            server.tunnelClosed()
         }
+        recordExchange()  // a tunnel's, or one cut short (499 if no response had begun)
+        countTraffic()
         releaseUpstream(reusable: false)
         disarm()
         timer.close()
         client.close()
         server.clientClosed(self)
+    }
+
+    // MARK: - Accounting
+
+    /// A request begins to count: `parsed` says whether its head can be read for the log.
+    private func beginAccounting(parsed: Bool) {
+        exchangeOpen = true
+        requestParsed = parsed
+        route = nil
+        servedBy = -1
+        responseStatus = 0
+        upstreamHeadNs = 0
+    }
+
+    /// Counts the exchange in the metrics (its backend's, its upstream's when no backend took
+    /// it, else the proxy's own) and writes its access log line. Once per exchange.
+    private func recordExchange() {
+        guard exchangeOpen else { return }
+        exchangeOpen = false
+        let micros = (uv_hrtime() &- requestStartNs) / 1000
+        let status = responseStatus != 0 ? responseStatus : 499
+        let upstream = route != nil ? settings.upstreams[upstreamIndex] : nil
+        let backend = servedBy >= 0 ? upstream?.backends[servedBy] : nil
+        var upstreamMicros: UInt64? = nil
+        if let backend {
+            RequestStats.record(backend.stats, status: status, micros: micros)
+            if upstreamHeadNs != 0 {
+                let taken = (upstreamHeadNs &- upstreamStartNs) / 1000
+                RequestStats.recordUpstream(backend.stats, micros: taken)
+                upstreamMicros = taken
+            }
+        } else if let upstream {
+            RequestStats.record(upstream.stats, status: status, micros: micros)
+        } else {
+            RequestStats.record(server.stats, at: WorkerStats.unrouted, status: status, micros: micros)
+        }
+        countTraffic()
+        guard let log = server.accessLog else { return }
+        log.write(AccessLogEntry(client: peerIP, request: requestParsed ? request : nil, status: status,
+                                 bytesSent: client.bytesWritten &- bytesSentAtStart, durationMicros: micros,
+                                 upstream: upstream?.name, backend: backend, upstreamMicros: upstreamMicros,
+                                 requestID: requestParsed ? requestID : []))
+    }
+
+    /// Adds the client traffic since the last call to the worker's byte counters.
+    private func countTraffic() {
+        let sent = client.bytesWritten, received = client.bytesRead
+        server.stats.add(WorkerStats.bytesSent, sent &- bytesSentCounted)
+        server.stats.add(WorkerStats.bytesReceived, received &- bytesReceivedCounted)
+        bytesSentCounted = sent
+        bytesReceivedCounted = received
     }
 
     // MARK: - Timers

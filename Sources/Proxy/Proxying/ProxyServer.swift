@@ -25,6 +25,13 @@ public final class ProxyServer {
     let iterations: IterationCounter
     /// Open client connections of all workers together, against `limits.max_connections`.
     private let connectionCount: ConnectionCount
+    /// The process's metrics, and this worker's slab of them (`WorkerStats`).
+    let metrics: ProxyMetrics
+    let stats: CounterSlab
+    /// This worker's access log buffer; nil while `access_log.path` is null.
+    private(set) var accessLog: AccessLogBuffer?
+    /// The admin listener (`admin.listen`), on worker 0 only.
+    private var adminListener: TCPListener?
     /// Open client connections.
     public private(set) var activeClients = 0
     private var clients: [ObjectIdentifier: ClientConnection] = [:]
@@ -35,15 +42,46 @@ public final class ProxyServer {
     private var onDrained: (() -> Void)?
 
     public init(worker: Int, workerCount: Int, generation: ConfigGeneration, connectionCount: ConnectionCount,
-                loop: EventLoop) {
+                metrics: ProxyMetrics, loop: EventLoop) {
         self.loop = loop
         self.worker = worker
         self.workerCount = workerCount
         self.connectionCount = connectionCount
+        self.metrics = metrics
+        stats = metrics.workers[worker]
         settings = ServerSettings(generation, worker: worker, previous: [])
         poolSweeper = Timer(loop: loop)
         acceptResumer = Timer(loop: loop)
         iterations = IterationCounter(loop: loop)
+        configureAccessLog()
+    }
+
+    /// Creates, reconfigures or drops the access log buffer to match `settings`.
+    private func configureAccessLog() {
+        let config = settings.config.accessLog
+        if !config.isEnabled {
+            accessLog?.close()
+            accessLog = nil
+        } else if let log = accessLog {
+            log.configure(config)
+        } else {
+            accessLog = AccessLogBuffer(loop: loop, writer: metrics.accessLog, config: config)
+        }
+    }
+
+    /// Serves the admin endpoints on `descriptor` (`admin.listen`, adopted and owned from here).
+    public func startAdmin(listeningOn descriptor: Int32) throws(ProxyStartError) {
+        let listener = TCPListener(loop: loop)
+        listener.onAccept = { [unowned self] stream in self.accept(stream, admin: true) }
+        listener.onAcceptError = { [unowned self] code in self.warnAtMostEverySecond("admin accept failed: \(UVError(code))") }
+        do {
+            try listener.adopt(descriptor: descriptor)
+        } catch {
+            listener.close()
+            _ = close(descriptor)
+            throw ProxyStartError(message: "admin.listen: cannot accept on the listening socket: \(error)")
+        }
+        adminListener = listener
     }
 
 
@@ -67,7 +105,7 @@ public final class ProxyServer {
             throw ProxyStartError(message: "worker \(worker): cannot duplicate the listening socket: \(UVError(-errno))")
         }
         let listener = TCPListener(loop: loop)
-        listener.onAccept = { [unowned self] stream in self.accept(stream) }
+        listener.onAccept = { [unowned self] stream in self.accept(stream, admin: false) }
         listener.onAcceptError = { [unowned self] code in self.acceptFailed(code) }
         do {
             try listener.adopt(descriptor: duplicate)
@@ -104,6 +142,8 @@ public final class ProxyServer {
     private func stopAccepting() {
         listener?.close()
         listener = nil
+        adminListener?.close()
+        adminListener = nil
         acceptResumer.stop()
         if listenDescriptor >= 0 { _ = close(listenDescriptor) }
         listenDescriptor = -1
@@ -127,6 +167,7 @@ public final class ProxyServer {
         }
         let old = settings.backends
         settings = ServerSettings(generation, worker: worker, previous: old)
+        configureAccessLog()
         for b in old where !settings.backends.contains(where: { $0 === b }) {
             b.isRetired = true
             b.pool.closeAll()
@@ -149,16 +190,19 @@ public final class ProxyServer {
         }
     }
 
-    private func accept(_ stream: TCPStream) {
+    private func accept(_ stream: TCPStream, admin: Bool) {
         let maxConnections = settings.config.limits.maxConnections
         guard connectionCount.admit(limit: maxConnections) else {
             // Closed at once rather than queued: the client can retry elsewhere.
             stream.close()
+            stats.add(WorkerStats.connectionsRefused)
             warnAtMostEverySecond("limits.max_connections (\(maxConnections)) reached: closing new connections")
             return
         }
-        let connection = ClientConnection(server: self, client: stream)
+        let connection = ClientConnection(server: self, client: stream, isAdminListener: admin)
         activeClients += 1
+        stats.add(WorkerStats.connectionsAccepted)
+        stats.set(WorkerStats.clientsOpen, UInt64(activeClients))
         clients[ObjectIdentifier(connection)] = connection
         connection.start()
     }
@@ -172,18 +216,73 @@ public final class ProxyServer {
 
     func clientClosed(_ connection: ClientConnection) {
         activeClients -= 1
+        stats.set(WorkerStats.clientsOpen, UInt64(activeClients))
         connectionCount.release()
         clients[ObjectIdentifier(connection)] = nil
         if isDraining && activeClients == 0 { finishDrain() }
     }
 
-    /// Writes the proxy's own answer for `request` into `out` if it is one of the proxy's paths.
-    func answerLocally(_ request: RequestHead, keepAlive: Bool, into out: inout [UInt8]) -> Bool {
-        guard HealthEndpoint.matches(request) else { return false }
-        let (status, body) = HealthEndpoint.render(settings.upstreams, worker: worker, workers: workerCount)
-        ErrorResponse.write(status: status, contentType: "application/json", body: body, keepAlive: keepAlive,
-                            headOnly: request.isHEAD, into: &out)
-        return true
+    private var openTunnels = 0
+    func tunnelOpened() {
+        openTunnels += 1
+        stats.set(WorkerStats.tunnelsOpen, UInt64(openTunnels))
+    }
+    func tunnelClosed() {
+        openTunnels -= 1
+        stats.set(WorkerStats.tunnelsOpen, UInt64(openTunnels))
+    }
+
+    /// Writes the proxy's own answer for `request` into `out` if it is for one of the admin
+    /// endpoints (or comes through the admin listener); returns its status, or 0 to proxy it.
+    ///
+    /// On the main listener `/_health` is for everyone; metrics and the status page are for
+    /// loopback clients only — or, with `admin.listen` set, not there at all (those paths then
+    /// belong to the backends). On the admin listener everything else is a 404.
+    func answerLocally(_ request: RequestHead, via connection: ClientConnection, keepAlive: Bool,
+                       requestID: [UInt8], into out: inout [UInt8]) -> UInt16 {
+        let paths = settings.adminPaths
+        let endpoint = paths.match(request)
+        if endpoint == nil && !connection.isAdminListener { return 0 }
+        let idHeader = "X-Request-Id: " + String(decoding: requestID, as: UTF8.self) + "\r\n"
+        guard let endpoint else {
+            ErrorResponse.write(status: 404, reason: "Not Found: this is the proxy's admin listener; "
+                + "it serves \(settings.config.admin.namedPaths.map(\.path).joined(separator: ", "))",
+                keepAlive: keepAlive, headOnly: request.isHEAD, extraHeaders: idHeader, into: &out)
+            return 404
+        }
+        let status: UInt16
+        let body: [UInt8]
+        let type: StaticString
+        switch endpoint {
+        case .health:
+            (status, body) = HealthEndpoint.render(settings.upstreams, worker: worker, workers: workerCount)
+            type = "application/json"
+        case .metrics, .status, .statusJSON:
+            if !connection.isAdminListener {
+                if paths.hasOwnListener { return 0 }
+                guard connection.isLoopbackPeer else {
+                    ErrorResponse.write(status: 403, reason: "Forbidden: the proxy's metrics and status are served to "
+                        + "loopback clients only; set admin.listen to serve them on an address of their own",
+                        keepAlive: keepAlive, headOnly: request.isHEAD, extraHeaders: idHeader, into: &out)
+                    return 403
+                }
+            }
+            status = 200
+            switch endpoint {
+            case .metrics:
+                body = MetricsEndpoint.render(settings, metrics: metrics, workers: workerCount)
+                type = MetricsEndpoint.contentType
+            case .statusJSON:
+                body = StatusEndpoint.json(settings, metrics: metrics, workers: workerCount)
+                type = "application/json"
+            default:
+                body = StatusEndpoint.page(jsonPath: paths.statusJSONPath ?? "")
+                type = "text/html; charset=utf-8"
+            }
+        }
+        ErrorResponse.write(status: status, contentType: type, body: body, keepAlive: keepAlive,
+                            headOnly: request.isHEAD, extraHeaders: idHeader, into: &out)
+        return status
     }
 
     /// Graceful shutdown: stops accepting at once, closes idle keep-alive connections, lets every
@@ -213,6 +312,8 @@ public final class ProxyServer {
         poolSweeper.close()
         iterations.close()
         for c in Array(clients.values) { c.forceClose() }
+        accessLog?.close()
+        accessLog = nil
         for b in settings.backends { b.pool.closeAll() }
     }
 }

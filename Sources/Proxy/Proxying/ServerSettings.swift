@@ -5,11 +5,14 @@ public struct ConfigGeneration: Sendable {
     public let number: Int
     public let config: ProxyConfig
     public let backends: [SharedBackend]
+    /// One per entry of `config.allUpstreams`, in that order.
+    public let upstreams: [SharedUpstream]
 
-    public init(number: Int, config: ProxyConfig, backends: [SharedBackend]) {
+    public init(number: Int, config: ProxyConfig, backends: [SharedBackend], upstreams: [SharedUpstream]) {
         self.number = number
         self.config = config
         self.backends = backends
+        self.upstreams = upstreams
     }
 }
 
@@ -32,6 +35,8 @@ final class ServerSettings {
     /// `limits.allowed_methods` as bytes, and the `Allow` header line a 405 carries.
     let allowedMethods: [[UInt8]]
     let allowHeader: String
+    /// The proxy's own paths (`admin`), as bytes.
+    let adminPaths: AdminPaths
 
     /// Builds the worker's view of `generation`, reusing the `Backend` (and so the pool) of every
     /// backend that `previous` already had.
@@ -49,13 +54,14 @@ final class ServerSettings {
                            pool: UpstreamPool(maxIdle: pool.maxIdlePerBackend, idleTimeoutMs: UInt64(pool.idleTimeoutMs)))
         }
         self.backends = backends
-        let upstreams = config.allUpstreams.map { u in
-            Upstream(name: u.name, backends: u.backends.compactMap { b in backends.first { $0.id == b.id } })
+        let upstreams = zip(config.allUpstreams, generation.upstreams).map { u, shared in
+            Upstream(shared: shared, worker: worker, backends: u.backends.compactMap { b in backends.first { $0.id == b.id } })
         }
         self.upstreams = upstreams
         router = Router(config) { name in upstreams.firstIndex { $0.name == name } }
         headLimits = HeadLimits(config.limits)
         allowedMethods = config.limits.allowedMethods.map { Array($0.utf8) }
+        adminPaths = AdminPaths(config.admin)
         allowHeader = config.limits.allowedMethods.isEmpty ? "" : "Allow: \(config.limits.allowedMethods.joined(separator: ", "))\r\n"
     }
 }

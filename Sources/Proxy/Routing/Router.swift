@@ -155,9 +155,14 @@ final class Upstream {
     let name: String
     let backends: [Backend]
     var balancer = RoundRobinBalancer()
+    let shared: SharedUpstream
+    /// This worker's slab in `shared.stats`: requests routed here that got no backend.
+    let stats: CounterSlab
 
-    init(name: String, backends: [Backend]) {
-        self.name = name
+    init(shared: SharedUpstream, worker: Int, backends: [Backend]) {
+        self.shared = shared
+        name = shared.name
+        stats = shared.stats[worker]
         self.backends = backends
     }
 }

@@ -21,6 +21,8 @@ struct ConfigChanges {
         if old.limits != new.limits { settings.append("limits") }
         if old.pool != new.pool { settings.append("pool") }
         if old.shutdownGraceMs != new.shutdownGraceMs { settings.append("shutdown_grace_ms") }
+        if old.accessLog != new.accessLog { settings.append("access_log") }
+        if old.admin != new.admin { settings.append("admin") }
     }
 
     var isEmpty: Bool { added.isEmpty && removed.isEmpty && !reordered && settings.isEmpty && listen == nil }

@@ -24,6 +24,10 @@ public final class Supervisor {
     private var inboxes: [Mailbox<WorkerMessage>] = []
     private let reports = Mailbox<WorkerReport>()
     private let connectionCount = ConnectionCount()
+    private let accessLog = AccessLogWriter()
+    private let metrics: ProxyMetrics
+    /// `admin.listen`'s socket, handed to worker 0; where it listens (for the start line).
+    private let adminSocket: ListenSockets?
     private let reportWakeup: Wakeup
     private var signalWatchers: [SignalWatcher] = []
     private var graceTimer: Timer?
@@ -83,8 +87,24 @@ public final class Supervisor {
                 throw ProxyStartError(message: "\(options.configPath): backends: \(error)")
             }
         }
-        generation = ConfigGeneration(number: 1, config: config, backends: backends)
+        generation = ConfigGeneration(number: 1, config: config, backends: backends,
+                                      upstreams: SharedUpstream.list(for: config, workers: workerCount))
+        metrics = ProxyMetrics(workers: workerCount, accessLog: accessLog)
+        switch AccessLogWriter.open(config.accessLog.destination) {
+        case .success(let opened): try accessLog.use(opened, maxPendingBytes: config.accessLog.maxPendingBytes)
+        case .failure(let error): throw ProxyStartError(message: "\(options.configPath): \(error)")
+        }
         let sockets = try ListenSockets.open(config.listen, count: workerCount, exclusive: true)
+        if let admin = config.admin.listen {
+            do {
+                adminSocket = try ListenSockets.open(admin, count: 1, exclusive: true)
+            } catch {
+                sockets.closeAll()
+                throw ProxyStartError(message: "\(options.configPath): admin.listen: \(error.message)")
+            }
+        } else {
+            adminSocket = nil
+        }
         listenAddress = sockets.address
         startSockets = sockets
         reportWakeup = Wakeup(loop: loop)
@@ -103,7 +123,8 @@ public final class Supervisor {
             let inbox = Mailbox<WorkerMessage>()
             let launch = WorkerLaunch(index: index, count: workerCount, generation: generation,
                                       descriptor: sockets.descriptors[index], inbox: inbox, reports: reports,
-                                      connectionCount: connectionCount)
+                                      connectionCount: connectionCount, metrics: metrics,
+                                      adminDescriptor: index == 0 ? adminSocket?.descriptors[0] : nil)
             do {
                 threads.append(try NativeThread(name: "proxy-worker-\(index)") { Worker.run(launch) })
                 inboxes.append(inbox)
@@ -118,6 +139,7 @@ public final class Supervisor {
         if threads.isEmpty { finish() } else { healthCheckers.forEach { $0.start() } }
         loop.run()
         for t in threads { t.join() }
+        accessLog.stop()  // after the workers flushed their buffers
         return exitCode
     }
 
@@ -141,7 +163,8 @@ public final class Supervisor {
                     phase = .running
                     // Tests and scripts wait for this exact line (it carries the real port for `:0`).
                     print("proxy: listening on \(listenAddress) (\(config.allBackends.count) backends, "
-                        + "\(workerCount) worker\(workerCount == 1 ? "" : "s"), fd limit \(fdLimit))")
+                        + "\(workerCount) worker\(workerCount == 1 ? "" : "s"), fd limit \(fdLimit))"
+                        + (adminSocket.map { "; admin on \($0.address)" } ?? ""))
                     cuv_flush_stdout()
                     if reloadWhenRunning { reload() }
                 }
@@ -215,20 +238,32 @@ public final class Supervisor {
         }
         reloadWhenRunning = false
         guard options.targets.isEmpty else {
+            reopenAccessLog(config.accessLog)
             Log.info("reload: the configuration comes from --to on the command line; nothing to re-read")
             return
         }
         let path = options.configPath
+        var notes: [String] = []
         func keep(_ problem: String) {
+            metrics.reloaded(ok: false)
             Log.error("reload failed, still serving the previous configuration: \(problem)")
         }
         var next: ProxyConfig
         do {
             next = Self.applying(options, to: try ConfigLoader.load(path: path))
         } catch {
+            reopenAccessLog(config.accessLog)  // log rotation works even while the file is broken
             return keep("\(error)")
         }
-        var notes: [String] = []
+        // SIGHUP reopens the access log (rotation), whatever else changes.
+        if let problem = reopenAccessLog(next.accessLog) {
+            reopenAccessLog(config.accessLog)
+            return keep("\(path): \(problem)")
+        }
+        if next.admin.listen != config.admin.listen {
+            notes.append("admin.listen stays \(config.admin.listen?.description ?? "off") until a restart")
+            next.admin.listen = config.admin.listen
+        }
         if Self.workerCount(next) != workerCount {
             notes.append("workers stays \(workerCount) until a restart")
         }
@@ -250,6 +285,7 @@ public final class Supervisor {
         }
         let changes = ConfigChanges(from: config, oldBackends: generation.backends, to: next, newBackends: backends)
         guard !changes.isEmpty else {
+            metrics.reloaded(ok: true)
             Log.info("reload: \(path): no changes" + notes.map { "; \($0)" }.joined())
             return
         }
@@ -265,7 +301,9 @@ public final class Supervisor {
             }
         }
         config = next
-        generation = ConfigGeneration(number: generation.number + 1, config: next, backends: backends)
+        metrics.reloaded(ok: true)
+        generation = ConfigGeneration(number: generation.number + 1, config: next, backends: backends,
+                                      upstreams: SharedUpstream.list(for: next, workers: workerCount, previous: generation.upstreams))
         var pending = UnconfirmedReload(
             summary: "reload: \(path): generation \(generation.number): \(changes.summary)"
                 + (sockets.map { " (now listening on \($0.address))" } ?? "") + notes.map { "; \($0)" }.joined(),
@@ -285,6 +323,24 @@ public final class Supervisor {
             healthCheckers.forEach { $0.start() }
         }
         if pending.waitingFor > 0 { unconfirmedReloads[generation.number] = pending } else { reloadConfirmed(pending) }
+    }
+
+    /// Opens the access log destination afresh (rotation moves the old file away) and hands it
+    /// to the writer thread; returns the problem when it cannot be opened (the old one stays).
+    @discardableResult
+    private func reopenAccessLog(_ log: AccessLogConfig) -> String? {
+        switch AccessLogWriter.open(log.destination) {
+        case .success(let opened):
+            do {
+                try accessLog.use(opened, maxPendingBytes: log.maxPendingBytes)
+            } catch {
+                if opened.owned { _ = Glibc.close(opened.0) }
+                return error.message
+            }
+            return nil
+        case .failure(let error):
+            return error.description
+        }
     }
 
     /// One checker per upstream, over that upstream's shared backends (matched by id, which the

@@ -30,6 +30,9 @@ struct WorkerLaunch: Sendable {
     let inbox: Mailbox<WorkerMessage>
     let reports: Mailbox<WorkerReport>
     let connectionCount: ConnectionCount
+    let metrics: ProxyMetrics
+    /// The admin listener's socket (`admin.listen`), for worker 0.
+    let adminDescriptor: Int32?
 }
 
 /// One worker: a thread with its own libuv loop, listener, pools, timers and connections.
@@ -54,13 +57,14 @@ final class Worker {
     private init(_ launch: WorkerLaunch) {
         self.launch = launch
         server = ProxyServer(worker: launch.index, workerCount: launch.count, generation: launch.generation,
-                             connectionCount: launch.connectionCount, loop: loop)
+                             connectionCount: launch.connectionCount, metrics: launch.metrics, loop: loop)
         wakeup = Wakeup(loop: loop)
     }
 
     private func serve() {
         do {
             try server.start(listeningOn: launch.descriptor)
+            if let admin = launch.adminDescriptor { try server.startAdmin(listeningOn: admin) }
         } catch {
             launch.reports.post(.failed(worker: launch.index, message: error.message))
             stop()

@@ -1,0 +1,62 @@
+/// The proxy's own endpoints.
+enum AdminEndpoint {
+    case health, metrics, status, statusJSON
+}
+
+/// The configured admin paths as bytes, matched against request targets in place.
+///
+/// Threading: a value in `ServerSettings`, read on its worker's loop.
+struct AdminPaths {
+    private let health: [UInt8]?
+    private let metrics: [UInt8]?
+    private let status: [UInt8]?
+    private let statusJSON: [UInt8]?
+    /// `admin.listen` is set: metrics and status are served there, not on the main listener.
+    let hasOwnListener: Bool
+    /// For links and messages.
+    let statusJSONPath: String?
+    let metricsPath: String?
+    /// The byte after the `/` when every path has the same one (`_` by default).
+    private let sharedSecondByte: UInt8?
+
+    init(_ config: AdminConfig) {
+        health = config.healthPath.map { Array($0.utf8) }
+        metrics = config.metricsPath.map { Array($0.utf8) }
+        status = config.statusPath.map { Array($0.utf8) }
+        statusJSON = config.statusJSONPath.map { Array($0.utf8) }
+        hasOwnListener = config.listen != nil
+        statusJSONPath = config.statusJSONPath
+        metricsPath = config.metricsPath
+        let seconds = Set(config.namedPaths.map { Array($0.path.utf8)[1] })
+        sharedSecondByte = seconds.count == 1 ? seconds.first : nil
+    }
+
+    /// The endpoint a `GET` or `HEAD` of exactly one of the paths (a query is allowed) asks for.
+    func match(_ request: RequestHead) -> AdminEndpoint? {
+        let b = request.bytes
+        let t = request.target
+        guard t.count >= 2 else { return nil }
+        // Most requests are not for the proxy: one byte rules them out.
+        if let second = sharedSecondByte, b[t.lowerBound + 1] != second { return nil }
+        guard b.equals(request.method, "GET") || b.equals(request.method, "HEAD") else { return nil }
+        if Self.matches(b, t, health) { return .health }
+        if Self.matches(b, t, metrics) { return .metrics }
+        if Self.matches(b, t, status) { return .status }
+        if Self.matches(b, t, statusJSON) { return .statusJSON }
+        return nil
+    }
+
+
+    /// Whether a peer address (as text) is this machine: 127.0.0.0/8, ::1, or IPv4 loopback
+    /// mapped into IPv6.
+    static func isLoopback(_ ip: String) -> Bool {
+        ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
+    }
+
+    private static func matches(_ b: [UInt8], _ t: Range<Int>, _ path: [UInt8]?) -> Bool {
+        guard let path, t.count >= path.count else { return false }
+        let prefix = t.lowerBound..<(t.lowerBound + path.count)
+        guard b.equals(prefix, path) else { return false }
+        return t.count == path.count || b[prefix.upperBound] == UInt8(ascii: "?")
+    }
+}

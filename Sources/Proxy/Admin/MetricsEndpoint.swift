@@ -1,0 +1,160 @@
+/// `GET /_metrics`: every counter in the Prometheus text exposition format (version 0.0.4).
+///
+/// The hot path only bumps per-worker counters (`CounterSlab`); this sums them over the workers
+/// at scrape time. Built with `String`: it is an admin path, read every few seconds at most.
+enum MetricsEndpoint {
+    static let contentType: StaticString = "text/plain; version=0.0.4; charset=utf-8"
+
+    static func render(_ settings: ServerSettings, metrics: ProxyMetrics, workers: Int) -> [UInt8] {
+        var text = Exposition()
+        let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+
+        text.family("proxy_requests_total", "counter",
+                    "Requests answered, by upstream, backend and status class (empty labels: answered by the proxy itself or without a backend).")
+        func requests(_ labels: String, _ totals: RequestTotals) {
+            for (i, c) in classes.enumerated() { text.sample("proxy_requests_total", labels + ",code=\"\(c)\"", totals.responses[i]) }
+        }
+        let unrouted = RequestTotals(metrics.workers)
+        requests("upstream=\"\",backend=\"\"", unrouted)
+        for u in settings.upstreams {
+            let up = Exposition.escape(u.name)
+            requests("upstream=\"\(up)\",backend=\"\"", RequestTotals(u.shared.stats))
+            for b in u.backends { requests("upstream=\"\(up)\",backend=\"\(Exposition.escape(b.id))\"", RequestTotals(b.shared.stats)) }
+        }
+
+        text.family("proxy_request_duration_seconds", "histogram",
+                    "Time from a request's first byte to the end of its response, by upstream and backend.")
+        text.histogram("proxy_request_duration_seconds", "upstream=\"\",backend=\"\"", unrouted)
+        for u in settings.upstreams {
+            let up = Exposition.escape(u.name)
+            text.histogram("proxy_request_duration_seconds", "upstream=\"\(up)\",backend=\"\"", RequestTotals(u.shared.stats))
+            for b in u.backends {
+                text.histogram("proxy_request_duration_seconds", "upstream=\"\(up)\",backend=\"\(Exposition.escape(b.id))\"",
+                               RequestTotals(b.shared.stats))
+            }
+        }
+
+        text.family("proxy_upstream_response_duration_seconds", "histogram",
+                    "Time from picking a backend to receiving its response head.")
+        for u in settings.upstreams {
+            for b in u.backends {
+                text.histogram("proxy_upstream_response_duration_seconds",
+                               "upstream=\"\(Exposition.escape(u.name))\",backend=\"\(Exposition.escape(b.id))\"",
+                               RequestTotals.upstreamTimes(b.shared.stats))
+            }
+        }
+
+        text.family("proxy_backend_up", "gauge", "1 while the health checks pass, else 0.")
+        for u in settings.upstreams {
+            for b in u.backends { text.sample("proxy_backend_up", backendLabels(u, b), UInt64(b.isHealthy ? 1 : 0)) }
+        }
+        text.family("proxy_backend_probe_failures_total", "counter", "Failed health probes.")
+        for u in settings.upstreams {
+            for b in u.backends { text.sample("proxy_backend_probe_failures_total", backendLabels(u, b), b.shared.probeRecord.failures) }
+        }
+        text.family("proxy_upstream_connections", "gauge", "Connections to backends: in use by a request, or idle in the pool.")
+        for u in settings.upstreams {
+            for b in u.backends {
+                text.sample("proxy_upstream_connections", backendLabels(u, b) + ",state=\"active\"", UInt64(max(b.shared.activeRequests, 0)))
+                text.sample("proxy_upstream_connections", backendLabels(u, b) + ",state=\"idle\"", UInt64(max(b.shared.idlePooledConnections, 0)))
+            }
+        }
+
+        let w = metrics.workers
+        text.family("proxy_client_connections", "gauge", "Open client connections.")
+        text.sample("proxy_client_connections", "", w.sum(WorkerStats.clientsOpen))
+        text.family("proxy_tunnels", "gauge", "Open tunnels (WebSockets and other protocol switches).")
+        text.sample("proxy_tunnels", "", w.sum(WorkerStats.tunnelsOpen))
+        text.family("proxy_client_connections_accepted_total", "counter", "Client connections accepted.")
+        text.sample("proxy_client_connections_accepted_total", "", w.sum(WorkerStats.connectionsAccepted))
+        text.family("proxy_client_bytes_received_total", "counter", "Bytes read from clients.")
+        text.sample("proxy_client_bytes_received_total", "", w.sum(WorkerStats.bytesReceived))
+        text.family("proxy_client_bytes_sent_total", "counter", "Bytes written to clients.")
+        text.sample("proxy_client_bytes_sent_total", "", w.sum(WorkerStats.bytesSent))
+        text.family("proxy_upstream_retries_total", "counter", "Requests sent again on a fresh connection after a pooled one failed.")
+        text.sample("proxy_upstream_retries_total", "", w.sum(WorkerStats.retries))
+        text.family("proxy_rejections_total", "counter",
+                    "Requests and connections the proxy refused itself, by reason (the status sent, or max_connections).")
+        for (i, code) in WorkerStats.rejectionCodes.enumerated() {
+            text.sample("proxy_rejections_total", "reason=\"\(code)\"", w.sum(WorkerStats.rejected + i))
+        }
+        text.sample("proxy_rejections_total", "reason=\"other\"", w.sum(WorkerStats.rejected + WorkerStats.rejectionCodes.count))
+        text.sample("proxy_rejections_total", "reason=\"max_connections\"", w.sum(WorkerStats.connectionsRefused))
+
+        let reloads = metrics.reloadCount
+        text.family("proxy_config_reloads_total", "counter", "Configuration reloads (SIGHUP), by result.")
+        text.sample("proxy_config_reloads_total", "result=\"success\"", reloads.succeeded)
+        text.sample("proxy_config_reloads_total", "result=\"failure\"", reloads.failed)
+        text.family("proxy_config_generation", "gauge", "Number of the configuration in use (1 at start, +1 per reload).")
+        text.sample("proxy_config_generation", "", UInt64(settings.generation))
+        let log = metrics.accessLog.counts
+        text.family("proxy_access_log_lines_total", "counter", "Access log lines written.")
+        text.sample("proxy_access_log_lines_total", "", log.written)
+        text.family("proxy_access_log_dropped_lines_total", "counter",
+                    "Access log lines dropped because the destination could not keep up (or failed).")
+        text.sample("proxy_access_log_dropped_lines_total", "", log.dropped)
+        text.family("proxy_workers", "gauge", "Worker loops.")
+        text.sample("proxy_workers", "", UInt64(workers))
+        text.family("proxy_start_time_seconds", "gauge", "When the proxy started, in seconds since the Unix epoch.")
+        text.sample("proxy_start_time_seconds", "", Double(metrics.startedWallMs) / 1000)
+        return Array(text.out.utf8)
+    }
+
+    private static func backendLabels(_ u: Upstream, _ b: Backend) -> String {
+        "upstream=\"\(Exposition.escape(u.name))\",backend=\"\(Exposition.escape(b.id))\""
+    }
+}
+
+/// Writing the text exposition format.
+struct Exposition {
+    var out = ""
+
+    mutating func family(_ name: String, _ type: String, _ help: String) {
+        out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+    }
+
+    mutating func sample(_ name: String, _ labels: String, _ value: UInt64) {
+        out += labels.isEmpty ? "\(name) \(value)\n" : "\(name){\(labels)} \(value)\n"
+    }
+
+    mutating func sample(_ name: String, _ labels: String, _ value: Double) {
+        out += labels.isEmpty ? "\(name) \(value)\n" : "\(name){\(labels)} \(value)\n"
+    }
+
+    /// Cumulative `_bucket` lines, `_sum` in seconds and `_count`.
+    mutating func histogram(_ name: String, _ labels: String, _ totals: RequestTotals) {
+        var cumulative: UInt64 = 0
+        for (i, bound) in RequestStats.boundsMicros.enumerated() {
+            cumulative &+= totals.buckets[i]
+            out += "\(name)_bucket{\(labels),le=\"\(Self.seconds(bound))\"} \(cumulative)\n"
+        }
+        cumulative &+= totals.buckets[RequestStats.bucketCount - 1]
+        out += "\(name)_bucket{\(labels),le=\"+Inf\"} \(cumulative)\n"
+        out += "\(name)_sum{\(labels)} \(Double(totals.sumMicros) / 1e6)\n"
+        out += "\(name)_count{\(labels)} \(cumulative)\n"
+    }
+
+    /// Microseconds as a decimal number of seconds without exponent (`0.00025`, `1`, `60`).
+    static func seconds(_ micros: UInt64) -> String {
+        let whole = micros / 1_000_000
+        var fraction = String(micros % 1_000_000)
+        if fraction == "0" { return String(whole) }
+        fraction = String(repeating: "0", count: 6 - fraction.count) + fraction
+        while fraction.hasSuffix("0") { fraction.removeLast() }
+        return "\(whole).\(fraction)"
+    }
+
+    /// A label value: backslash, double quote and line feed escaped.
+    static func escape(_ value: String) -> String {
+        var s = ""
+        for c in value.unicodeScalars {
+            switch c {
+            case "\\": s += "\\\\"
+            case "\"": s += "\\\""
+            case "\n": s += "\\n"
+            default: s.unicodeScalars.append(c)
+            }
+        }
+        return s
+    }
+}

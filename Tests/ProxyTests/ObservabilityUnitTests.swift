@@ -1,0 +1,149 @@
+import Foundation
+import Testing
+@testable import Proxy
+
+/// Access log line formats, the Prometheus number and label syntax, latency buckets, and the
+/// `access_log` / `admin` config sections.
+struct ObservabilityUnitTests {
+    private func parsedRequest(_ raw: [UInt8]) throws -> RequestHead {
+        var head = RequestHead()
+        head.bytes = raw
+        try HeadParser.parseRequest(into: &head, limits: HeadLimits())
+        return head
+    }
+
+    private func entry(_ request: RequestHead?, status: UInt16 = 200) -> AccessLogEntry {
+        AccessLogEntry(client: Array("10.1.2.3".utf8), request: request, status: status, bytesSent: 1234,
+                       durationMicros: 1_234_567, upstream: "api \"v2\"", backend: nil, upstreamMicros: 987,
+                       requestID: Array("abc-1".utf8))
+    }
+
+    private var clock: AccessLogClock {
+        var c = AccessLogClock()
+        c.update(nowMs: 1_795_786_571_195)  // 2026-11-27 13:36:11.195 UTC
+        return c
+    }
+
+    @Test func combinedLineLayout() throws {
+        let raw = Array("GET /p?a=\"b\" HTTP/1.1\r\nHost: x\r\nUser-Agent: agent \\ \"q\"\r\nReferer: http://r/\r\n\r\n".utf8)
+        var out: [UInt8] = []
+        AccessLogFormatter.combined(entry(try parsedRequest(raw)), time: clock, into: &out)
+        #expect(String(decoding: out, as: UTF8.self) == """
+            10.1.2.3 - - [27/Nov/2026:13:36:11 +0000] "GET /p?a=\\x22b\\x22 HTTP/1.1" 200 1234 "http://r/" "agent \\x5C \\x22q\\x22" request_id=abc-1 upstream="api \\x22v2\\x22" backend=- backend_addr=- upstream_time=0.000987 request_time=1.234567
+
+            """)
+    }
+
+    @Test func combinedLineForARequestRefusedBeforeParsing() {
+        var out: [UInt8] = []
+        var e = entry(nil, status: 400)
+        e.upstream = nil
+        e.upstreamMicros = nil
+        e.requestID = []
+        AccessLogFormatter.combined(e, time: clock, into: &out)
+        #expect(String(decoding: out, as: UTF8.self)
+            == "10.1.2.3 - - [27/Nov/2026:13:36:11 +0000] \"-\" 400 1234 \"-\" \"-\" request_id=- upstream=- backend=- backend_addr=- upstream_time=- request_time=1.234567\n")
+    }
+
+    @Test func jsonLineIsValidJSONForEveryByte() throws {
+        // Every byte a header value may carry (obs-text included), plus quotes and backslashes.
+        var agent: [UInt8] = Array("q\"b\\".utf8) + [0x09]
+        agent += (0x20...0x7E).map { UInt8($0) } + (0x80...0xFF).map { UInt8($0) }
+        let raw = Array("POST /j HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\nUser-Agent: ".utf8) + agent + Array("\r\n\r\n".utf8)
+        var out: [UInt8] = []
+        AccessLogFormatter.json(entry(try parsedRequest(raw)), time: clock, into: &out)
+        #expect(out.last == UInt8(ascii: "\n") && out.dropLast().allSatisfy { $0 >= 0x20 && $0 < 0x7F }, "one ASCII line")
+        let object = try #require(JSONSerialization.jsonObject(with: Data(out)) as? [String: Any])
+        #expect(object["time"] as? String == "2026-11-27T13:36:11.195Z")
+        #expect(object["method"] as? String == "POST" && object["protocol"] as? String == "HTTP/1.0")
+        #expect(object["user_agent"] as? String == String(String.UnicodeScalarView(agent.map { Unicode.Scalar($0) })))
+        #expect(object["upstream"] as? String == "api \"v2\"")
+        #expect(object["duration"] as? Double == 1.234567 && object["upstream_duration"] as? Double == 0.000987)
+        #expect(object["referer"] is NSNull && object["backend"] is NSNull)
+        #expect(object["status"] as? Int == 200 && object["bytes_sent"] as? Int == 1234)
+    }
+
+    @Test func clockKeepsMillisecondsAndRollsSeconds() {
+        var c = AccessLogClock()
+        c.update(nowMs: 1_795_786_571_999)
+        #expect(String(decoding: c.iso8601, as: UTF8.self) == "2026-11-27T13:36:11.999Z")
+        c.update(nowMs: 1_795_786_572_007)
+        #expect(String(decoding: c.iso8601, as: UTF8.self) == "2026-11-27T13:36:12.007Z")
+        #expect(String(decoding: c.combined, as: UTF8.self) == "27/Nov/2026:13:36:12 +0000")
+    }
+
+    @Test func prometheusNumbersAndLabels() {
+        #expect(Exposition.seconds(250) == "0.00025" && Exposition.seconds(1_000_000) == "1"
+            && Exposition.seconds(2_500_000) == "2.5" && Exposition.seconds(60_000_000) == "60")
+        #expect(Exposition.escape("a\"b\\c\nd") == "a\\\"b\\\\c\\nd")
+    }
+
+    @Test func latencyBuckets() {
+        #expect(RequestStats.bucket(micros: 0) == 0 && RequestStats.bucket(micros: 250) == 0)
+        #expect(RequestStats.bucket(micros: 251) == 1 && RequestStats.bucket(micros: 1000) == 2)
+        #expect(RequestStats.bucket(micros: 60_000_000) == RequestStats.boundsMicros.count - 1)
+        #expect(RequestStats.bucket(micros: 60_000_001) == RequestStats.bucketCount - 1)
+        #expect(RequestStats.classIndex(101) == 0 && RequestStats.classIndex(499) == 3 && RequestStats.classIndex(0) == 4)
+        let slab = CounterSlab(count: RequestStats.backendSize)
+        RequestStats.record(slab, status: 204, micros: 1200)
+        RequestStats.recordUpstream(slab, micros: 100)
+        let totals = RequestTotals([slab, slab])
+        #expect(totals.requests == 2 && totals.responses[1] == 2 && totals.buckets[3] == 2 && totals.sumMicros == 2400)
+        #expect(RequestTotals.upstreamTimes([slab]).observations == 1)
+    }
+
+    @Test func loopbackPeers() {
+        for ip in ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"] { #expect(AdminPaths.isLoopback(ip), "\(ip)") }
+        for ip in ["10.0.0.1", "::2", "128.0.0.1", "fe80::1", "::ffff:10.0.0.1", "1127.0.0.1"] { #expect(!AdminPaths.isLoopback(ip), "\(ip)") }
+    }
+
+    @Test func adminPathsMatchExactlyWithOptionalQuery() throws {
+        let paths = AdminPaths(AdminConfig(metricsPath: "/ops/metrics"))
+        func endpoint(_ line: String) throws -> AdminEndpoint? {
+            paths.match(try parsedRequest(Array("\(line) HTTP/1.1\r\nHost: x\r\n\r\n".utf8)))
+        }
+        #expect(try endpoint("GET /_health") == .health && endpoint("HEAD /_health?x=1") == .health)
+        #expect(try endpoint("GET /ops/metrics") == .metrics && endpoint("GET /_metrics") == nil)
+        #expect(try endpoint("GET /_status") == .status && endpoint("GET /_status.json") == .statusJSON)
+        #expect(try endpoint("GET /_healthz") == nil && endpoint("POST /_health") == nil && endpoint("GET /") == nil)
+    }
+}
+
+struct ObservabilityConfigTests {
+    private func load(_ json: String) throws(ConfigError) -> ProxyConfig {
+        try ConfigLoader.parse(Array(json.utf8), file: "config.json")
+    }
+    private let backends = "\"backends\": [{\"url\": \"http://127.0.0.1:3001\"}]"
+
+    @Test func defaultsLogCombinedToStdoutAndServeAdminOnTheMainListener() throws {
+        let c = try load("{\(backends)}")
+        #expect(c.accessLog.destination == .stdout && c.accessLog.format == .combined)
+        #expect(c.admin.listen == nil && c.admin.metricsPath == "/_metrics" && c.admin.statusJSONPath == "/_status.json")
+    }
+
+    @Test func accessLogForms() throws {
+        #expect(try load("{\(backends), \"access_log\": null}").accessLog.destination == .off)
+        #expect(try load("{\(backends), \"access_log\": {\"path\": null}}").accessLog.destination == .off)
+        let file = try load("{\(backends), \"access_log\": {\"path\": \"/var/log/p.log\", \"format\": \"json\", \"flush_ms\": 100}}")
+        #expect(file.accessLog == AccessLogConfig(destination: .file("/var/log/p.log"), format: .json, flushMs: 100))
+    }
+
+    @Test func badAccessLogAndAdminValuesNameTheField() {
+        func error(_ json: String) -> ConfigError? {
+            do throws(ConfigError) { _ = try load(json); return nil } catch { return error }
+        }
+        let format = error("{\(backends), \"access_log\": {\"format\": \"jsn\"}}")
+        #expect(format?.field == "access_log.format" && format?.problem.contains("did you mean \"json\"") == true, "\(String(describing: format))")
+        let path = error("{\(backends), \"access_log\": {\"path\": \"\"}}")
+        #expect(path?.field == "access_log.path")
+        let admin = error("{\(backends), \"admin\": {\"status_path\": \"status\"}}")
+        #expect(admin?.field == "admin.status_path" && admin?.problem.contains("must start with \"/\"") == true)
+        let quote = error("{\(backends), \"admin\": {\"status_json_path\": \"/s'x\"}}")
+        #expect(quote?.field == "admin.status_json_path")
+        let clash = error("{\(backends), \"admin\": {\"metrics_path\": \"/_health\"}}")
+        #expect(clash?.field == "admin.metrics_path" && clash?.problem.contains("already admin.health_path") == true, "\(String(describing: clash))")
+        let listen = error("{\(backends), \"admin\": {\"listen\": \"9901\"}}")
+        #expect(listen?.field == "admin.listen" && listen?.problem.contains("missing ':'") == true)
+        #expect(error("{\(backends), \"admin\": {\"metrics_path\": null, \"listen\": \"127.0.0.1:9901\"}}") == nil)
+    }
+}
