@@ -7,7 +7,7 @@ import CUV
 /// Threading: its worker's loop only. Ownership: owned by the worker's `ProxyServer`.
 final class AccessLogBuffer {
     private let writer: AccessLogWriter
-    private var bytes: [UInt8] = []
+    private var bytes: LogBytes
     private var lines = 0
     private var clock = AccessLogClock()
     private let flushTimer: Timer
@@ -21,13 +21,15 @@ final class AccessLogBuffer {
         format = config.format
         bufferBytes = config.bufferBytes
         flushMs = config.flushMs
+        bytes = LogBytes(capacity: config.bufferBytes + 4096)
         flushTimer = Timer(loop: loop)
         flushTimer.onFire = { [unowned self] in
             self.timerArmed = false
             self.flush()
         }
-        bytes.reserveCapacity(bufferBytes + 4096)
     }
+
+    deinit { bytes.deallocate() }
 
     /// A reload changed the format or sizes: lines already buffered keep theirs.
     func configure(_ config: AccessLogConfig) {
@@ -54,9 +56,8 @@ final class AccessLogBuffer {
     /// Hands the buffered lines to the writer thread (or counts them dropped).
     func flush() {
         guard lines > 0 else { return }
-        writer.submit(bytes, lines: lines)
-        bytes = []
-        bytes.reserveCapacity(bufferBytes + 4096)
+        writer.submit(bytes.array, lines: lines)
+        bytes.removeAll()
         lines = 0
         if timerArmed {
             timerArmed = false

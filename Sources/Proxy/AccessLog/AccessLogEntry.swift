@@ -11,169 +11,136 @@ struct AccessLogEntry {
     /// Bytes written to the client for this exchange (head and body).
     var bytesSent: UInt64
     var durationMicros: UInt64
-    var upstream: String?
+    var upstream: Upstream?
     var backend: Backend?
     /// Backend picked → response head received; nil when no head came.
     var upstreamMicros: UInt64?
     var requestID: [UInt8]
 }
 
-/// Formats access log lines straight into a byte buffer (no `String` per line).
+/// Formats access log lines straight into `LogBytes` (no `String`, no allocation per line).
 ///
 /// `combined` is nginx's and Apache's format, then `key=value` fields for the request id, the
 /// upstream and backend, and the two durations in seconds:
 /// `127.0.0.1 - - [27/Nov/2026:13:29:20 +0000] "GET /a HTTP/1.1" 200 512 "-" "curl/8.5.0" request_id=… upstream="default" backend="b1" backend_addr=127.0.0.1:3001 upstream_time=0.000871 request_time=0.001034`.
 /// Bytes outside printable ASCII, `"` and `\` in request text are written `\xHH`, as nginx does,
 /// so a line is always one line. `json` writes one object per line; bytes that are not printable
-/// ASCII become `\u00HH` (the byte as Latin-1), so every line is valid JSON whatever a client sent.
+/// ASCII become `\u00hh` (the byte as Latin-1), so every line is valid JSON whatever a client sent.
 enum AccessLogFormatter {
-    static func combined(_ e: AccessLogEntry, time: AccessLogClock, into out: inout [UInt8]) {
-        out.append(contentsOf: e.client)
-        out.append(" - - [")
-        out.append(contentsOf: time.combined)
-        out.append("] \"")
+    static func combined(_ e: AccessLogEntry, time: AccessLogClock, into out: inout LogBytes) {
+        out.put(e.client)
+        out.put(" - - [")
+        out.put(time.combined)
+        out.put("] \"")
         if let r = e.request {
-            escapeCombined(r.bytes, r.method, into: &out)
-            out.append(UInt8(ascii: " "))
-            escapeCombined(r.bytes, r.target, into: &out)
-            out.append(r.versionMinor == 1 ? " HTTP/1.1\" " : " HTTP/1.0\" ")
+            r.bytes.withBytes(r.method) { out.putEscapedForCombined($0) }
+            out.put(UInt8(ascii: " "))
+            r.bytes.withBytes(r.target) { out.putEscapedForCombined($0) }
+            out.put(r.versionMinor == 1 ? " HTTP/1.1\" " : " HTTP/1.0\" ")
         } else {
-            out.append("-\" ")
+            out.put("-\" ")
         }
-        out.appendDecimal(e.status)
-        out.append(UInt8(ascii: " "))
-        out.appendDecimal(e.bytesSent)
-        out.append(" \"")
-        header("referer", e.request, into: &out, escape: escapeCombined)
-        out.append("\" \"")
-        header("user-agent", e.request, into: &out, escape: escapeCombined)
-        out.append("\" request_id=")
-        if e.requestID.isEmpty { out.append(UInt8(ascii: "-")) } else { escapeCombined(e.requestID, 0..<e.requestID.count, into: &out) }
-        out.append(" upstream=")
-        quotedCombined(e.upstream, into: &out)
-        out.append(" backend=")
-        quotedCombined(e.backend?.id, into: &out)
-        out.append(" backend_addr=")
-        if let b = e.backend { out.append(contentsOf: b.addressBytes) } else { out.append(UInt8(ascii: "-")) }
-        out.append(" upstream_time=")
-        if let t = e.upstreamMicros { appendSeconds(t, into: &out) } else { out.append(UInt8(ascii: "-")) }
-        out.append(" request_time=")
-        appendSeconds(e.durationMicros, into: &out)
-        out.append(UInt8(ascii: "\n"))
+        out.putDecimal(UInt64(e.status))
+        out.put(UInt8(ascii: " "))
+        out.putDecimal(e.bytesSent)
+        out.put(" \"")
+        headerForCombined("referer", e.request, into: &out)
+        out.put("\" \"")
+        headerForCombined("user-agent", e.request, into: &out)
+        out.put("\" request_id=")
+        if e.requestID.isEmpty {
+            out.put(UInt8(ascii: "-"))
+        } else {
+            e.requestID.withBytes(0..<e.requestID.count) { out.putEscapedForCombined($0) }
+        }
+        out.put(" upstream=")
+        if let u = e.upstream { out.put(u.logName.combined) } else { out.put(UInt8(ascii: "-")) }
+        out.put(" backend=")
+        if let b = e.backend { out.put(b.logID.combined) } else { out.put(UInt8(ascii: "-")) }
+        out.put(" backend_addr=")
+        if let b = e.backend { out.put(b.addressBytes) } else { out.put(UInt8(ascii: "-")) }
+        out.put(" upstream_time=")
+        if let t = e.upstreamMicros { out.putSeconds(micros: t) } else { out.put(UInt8(ascii: "-")) }
+        out.put(" request_time=")
+        out.putSeconds(micros: e.durationMicros)
+        out.put(UInt8(ascii: "\n"))
     }
 
-    static func json(_ e: AccessLogEntry, time: AccessLogClock, into out: inout [UInt8]) {
-        out.append("{\"time\":\"")
-        out.append(contentsOf: time.iso8601)
-        out.append("\",\"client\":\"")
-        out.append(contentsOf: e.client)
-        out.append("\",\"method\":")
-        if let r = e.request { quotedJSON(r.bytes, r.method, into: &out) } else { out.append("null") }
-        out.append(",\"target\":")
-        if let r = e.request { quotedJSON(r.bytes, r.target, into: &out) } else { out.append("null") }
-        out.append(",\"protocol\":")
-        if let r = e.request { out.append(r.versionMinor == 1 ? "\"HTTP/1.1\"" : "\"HTTP/1.0\"") } else { out.append("null") }
-        out.append(",\"status\":")
-        out.appendDecimal(e.status)
-        out.append(",\"bytes_sent\":")
-        out.appendDecimal(e.bytesSent)
-        out.append(",\"duration\":")
-        appendSeconds(e.durationMicros, into: &out)
-        out.append(",\"upstream\":")
-        quotedJSON(e.upstream, into: &out)
-        out.append(",\"backend\":")
-        quotedJSON(e.backend?.id, into: &out)
-        out.append(",\"backend_address\":")
+    static func json(_ e: AccessLogEntry, time: AccessLogClock, into out: inout LogBytes) {
+        out.put("{\"time\":\"")
+        out.put(time.iso8601)
+        out.put("\",\"client\":\"")
+        out.put(e.client)
+        out.put("\",\"method\":")
+        if let r = e.request { quotedJSON(r.bytes, r.method, into: &out) } else { out.put("null") }
+        out.put(",\"target\":")
+        if let r = e.request { quotedJSON(r.bytes, r.target, into: &out) } else { out.put("null") }
+        out.put(",\"protocol\":")
+        if let r = e.request { out.put(r.versionMinor == 1 ? "\"HTTP/1.1\"" : "\"HTTP/1.0\"") } else { out.put("null") }
+        out.put(",\"status\":")
+        out.putDecimal(UInt64(e.status))
+        out.put(",\"bytes_sent\":")
+        out.putDecimal(e.bytesSent)
+        out.put(",\"duration\":")
+        out.putSeconds(micros: e.durationMicros)
+        out.put(",\"upstream\":")
+        if let u = e.upstream { out.put(u.logName.json) } else { out.put("null") }
+        out.put(",\"backend\":")
+        if let b = e.backend { out.put(b.logID.json) } else { out.put("null") }
+        out.put(",\"backend_address\":")
         if let b = e.backend {
-            out.append(UInt8(ascii: "\""))
-            out.append(contentsOf: b.addressBytes)
-            out.append(UInt8(ascii: "\""))
+            out.put(UInt8(ascii: "\""))
+            out.put(b.addressBytes)
+            out.put(UInt8(ascii: "\""))
         } else {
-            out.append("null")
+            out.put("null")
         }
-        out.append(",\"upstream_duration\":")
-        if let t = e.upstreamMicros { appendSeconds(t, into: &out) } else { out.append("null") }
-        out.append(",\"request_id\":")
-        if e.requestID.isEmpty { out.append("null") } else { quotedJSON(e.requestID, 0..<e.requestID.count, into: &out) }
-        out.append(",\"user_agent\":")
-        headerJSON("user-agent", e.request, into: &out)
-        out.append(",\"referer\":")
-        headerJSON("referer", e.request, into: &out)
-        out.append("}\n")
+        out.put(",\"upstream_duration\":")
+        if let t = e.upstreamMicros { out.putSeconds(micros: t) } else { out.put("null") }
+        out.put(",\"request_id\":")
+        if e.requestID.isEmpty { out.put("null") } else { quotedJSON(e.requestID, 0..<e.requestID.count, into: &out) }
+        out.put(",\"user_agent\":")
+        headerForJSON("user-agent", e.request, into: &out)
+        out.put(",\"referer\":")
+        headerForJSON("referer", e.request, into: &out)
+        out.put("}\n")
     }
 
     // MARK: Pieces
 
-    private static func header(_ name: StaticString, _ request: RequestHead?, into out: inout [UInt8],
-                               escape: ([UInt8], Range<Int>, inout [UInt8]) -> Void) {
-        guard let r = request, let i = r.fieldIndex(name) else { return out.append(UInt8(ascii: "-")) }
-        escape(r.bytes, r.fields[i].value, &out)
+    private static func headerForCombined(_ name: StaticString, _ request: RequestHead?, into out: inout LogBytes) {
+        guard let r = request, let i = r.fieldIndex(name) else { return out.put(UInt8(ascii: "-")) }
+        r.bytes.withBytes(r.fields[i].value) { out.putEscapedForCombined($0) }
     }
 
-    private static func headerJSON(_ name: StaticString, _ request: RequestHead?, into out: inout [UInt8]) {
-        guard let r = request, let i = r.fieldIndex(name) else { return out.append("null") }
+    private static func headerForJSON(_ name: StaticString, _ request: RequestHead?, into out: inout LogBytes) {
+        guard let r = request, let i = r.fieldIndex(name) else { return out.put("null") }
         quotedJSON(r.bytes, r.fields[i].value, into: &out)
     }
 
-    private static let hex = Array("0123456789abcdef".utf8)
-    /// nginx writes escapes in upper case (`\x22`).
-    private static let upperHex = Array("0123456789ABCDEF".utf8)
-
-    static func escapeCombined(_ b: [UInt8], _ range: Range<Int>, into out: inout [UInt8]) {
-        for i in range {
-            let c = b[i]
-            if c < 0x20 || c >= 0x7F || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") {
-                out.append(UInt8(ascii: "\\"))
-                out.append(UInt8(ascii: "x"))
-                out.append(upperHex[Int(c >> 4)])
-                out.append(upperHex[Int(c & 0xF)])
-            } else {
-                out.append(c)
-            }
-        }
+    private static func quotedJSON(_ b: [UInt8], _ range: Range<Int>, into out: inout LogBytes) {
+        out.put(UInt8(ascii: "\""))
+        b.withBytes(range) { out.putEscapedForJSON($0) }
+        out.put(UInt8(ascii: "\""))
     }
+}
 
-    private static func quotedCombined(_ s: String?, into out: inout [UInt8]) {
-        guard let s else { return out.append(UInt8(ascii: "-")) }
-        let bytes = Array(s.utf8)
-        out.append(UInt8(ascii: "\""))
-        escapeCombined(bytes, 0..<bytes.count, into: &out)
-        out.append(UInt8(ascii: "\""))
-    }
+/// A configured name (upstream, backend id) as both formats write it, prepared once when the
+/// configuration is applied: `"b1"` quoted and escaped for `combined`, a JSON string for `json`.
+struct LogName {
+    let combined: [UInt8]
+    let json: [UInt8]
 
-    static func quotedJSON(_ b: [UInt8], _ range: Range<Int>, into out: inout [UInt8]) {
-        out.append(UInt8(ascii: "\""))
-        for i in range {
-            let c = b[i]
-            switch c {
-            case UInt8(ascii: "\""): out.append("\\\"")
-            case UInt8(ascii: "\\"): out.append("\\\\")
-            case 0x20..<0x7F: out.append(c)
-            default:
-                out.append("\\u00")
-                out.append(hex[Int(c >> 4)])
-                out.append(hex[Int(c & 0xF)])
-            }
-        }
-        out.append(UInt8(ascii: "\""))
-    }
-
-    private static func quotedJSON(_ s: String?, into out: inout [UInt8]) {
-        guard let s else { return out.append("null") }
-        // Config text (upstream names, ids) is already valid UTF-8: escape only what JSON needs.
-        out.append(contentsOf: JSONText.quote(s).utf8)
-    }
-
-    /// Microseconds as seconds with six decimals (`0.001034`).
-    static func appendSeconds(_ micros: UInt64, into out: inout [UInt8]) {
-        out.appendDecimal(micros / 1_000_000)
-        out.append(UInt8(ascii: "."))
-        let fraction = micros % 1_000_000
-        var place: UInt64 = 100_000
-        while place > 0 {
-            out.append(UInt8(ascii: "0") + UInt8(fraction / place % 10))
-            place /= 10
-        }
+    init(_ name: String) {
+        let bytes = Array(name.utf8)
+        var line = LogBytes(capacity: bytes.count * 6 + 2)
+        defer { line.deallocate() }
+        line.put(UInt8(ascii: "\""))
+        bytes.withBytes(0..<bytes.count) { line.putEscapedForCombined($0) }
+        line.put(UInt8(ascii: "\""))
+        combined = line.array
+        // Config names are valid UTF-8: only what JSON requires is escaped.
+        json = Array(JSONText.quote(name).utf8)
     }
 }
 

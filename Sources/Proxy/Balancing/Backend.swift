@@ -9,6 +9,8 @@ public final class Backend {
     let authorityBytes: [UInt8]
     /// The resolved address as text (`127.0.0.1:3001`), for the access log.
     let addressBytes: [UInt8]
+    /// The id as the access log writes it.
+    let logID: LogName
     /// This worker's slot in `shared.counters`.
     private let counters: WorkerCounters
     /// This worker's slab in `shared.stats`.
@@ -24,6 +26,7 @@ public final class Backend {
         stats = shared.stats[worker]
         authorityBytes = Array(shared.authority.utf8)
         addressBytes = Array(shared.address.description.utf8)
+        logID = LogName(shared.id)
         pool.counter = counters
     }
 

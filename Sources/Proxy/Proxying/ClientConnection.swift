@@ -1003,7 +1003,7 @@ final class ClientConnection {
         guard let log = server.accessLog else { return }
         log.write(AccessLogEntry(client: peerIP, request: requestParsed ? request : nil, status: status,
                                  bytesSent: client.bytesWritten &- bytesSentAtStart, durationMicros: micros,
-                                 upstream: upstream?.name, backend: backend, upstreamMicros: upstreamMicros,
+                                 upstream: upstream, backend: backend, upstreamMicros: upstreamMicros,
                                  requestID: requestParsed ? requestID : []))
     }
 

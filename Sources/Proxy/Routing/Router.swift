@@ -158,10 +158,13 @@ final class Upstream {
     let shared: SharedUpstream
     /// This worker's slab in `shared.stats`: requests routed here that got no backend.
     let stats: CounterSlab
+    /// The name as the access log writes it.
+    let logName: LogName
 
     init(shared: SharedUpstream, worker: Int, backends: [Backend]) {
         self.shared = shared
         name = shared.name
+        logName = LogName(shared.name)
         stats = shared.stats[worker]
         self.backends = backends
     }
