@@ -38,11 +38,11 @@ final class AccessLogBuffer {
         flushMs = config.flushMs
     }
 
-    func write(_ entry: AccessLogEntry) {
+    func write(_ entry: AccessLogEntry, request: RequestHead) {
         clock.update(nowMs: Int64(cuv_wall_clock_ms()))
         switch format {
-        case .combined: AccessLogFormatter.combined(entry, time: clock, into: &bytes)
-        case .json: AccessLogFormatter.json(entry, time: clock, into: &bytes)
+        case .combined: AccessLogFormatter.combined(entry, request, time: clock, into: &bytes)
+        case .json: AccessLogFormatter.json(entry, request, time: clock, into: &bytes)
         }
         lines += 1
         if bytes.count >= bufferBytes {

@@ -1,12 +1,13 @@
 import Glibc
 
-/// What one access log line says about an exchange; borrowed from the client connection for the
-/// moment the line is written.
+/// What one access log line says about an exchange besides the request head (which the
+/// formatter borrows from the connection rather than copying it into each entry).
 struct AccessLogEntry {
     /// The client's IP as text.
     var client: [UInt8]
-    /// The parsed request; nil when the head was refused before it could be parsed.
-    var request: RequestHead?
+    /// Whether the head was parsed; a request refused before that is logged without method,
+    /// target or fields.
+    var requestParsed: Bool
     var status: UInt16
     /// Bytes written to the client for this exchange (head and body).
     var bytesSent: UInt64
@@ -27,12 +28,13 @@ struct AccessLogEntry {
 /// so a line is always one line. `json` writes one object per line; bytes that are not printable
 /// ASCII become `\u00hh` (the byte as Latin-1), so every line is valid JSON whatever a client sent.
 enum AccessLogFormatter {
-    static func combined(_ e: AccessLogEntry, time: AccessLogClock, into out: inout LogBytes) {
+    static func combined(_ e: AccessLogEntry, _ request: RequestHead, time: AccessLogClock, into out: inout LogBytes) {
+        let request = e.requestParsed ? request : nil
         out.put(e.client)
         out.put(" - - [")
         out.put(time.combined)
         out.put("] \"")
-        if let r = e.request {
+        if let r = request {
             r.bytes.withBytes(r.method) { out.putEscapedForCombined($0) }
             out.put(UInt8(ascii: " "))
             r.bytes.withBytes(r.target) { out.putEscapedForCombined($0) }
@@ -44,9 +46,9 @@ enum AccessLogFormatter {
         out.put(UInt8(ascii: " "))
         out.putDecimal(e.bytesSent)
         out.put(" \"")
-        headerForCombined("referer", e.request, into: &out)
+        headerForCombined("referer", request, into: &out)
         out.put("\" \"")
-        headerForCombined("user-agent", e.request, into: &out)
+        headerForCombined("user-agent", request, into: &out)
         out.put("\" request_id=")
         if e.requestID.isEmpty {
             out.put(UInt8(ascii: "-"))
@@ -66,17 +68,18 @@ enum AccessLogFormatter {
         out.put(UInt8(ascii: "\n"))
     }
 
-    static func json(_ e: AccessLogEntry, time: AccessLogClock, into out: inout LogBytes) {
+    static func json(_ e: AccessLogEntry, _ request: RequestHead, time: AccessLogClock, into out: inout LogBytes) {
+        let request = e.requestParsed ? request : nil
         out.put("{\"time\":\"")
         out.put(time.iso8601)
         out.put("\",\"client\":\"")
         out.put(e.client)
         out.put("\",\"method\":")
-        if let r = e.request { quotedJSON(r.bytes, r.method, into: &out) } else { out.put("null") }
+        if let r = request { quotedJSON(r.bytes, r.method, into: &out) } else { out.put("null") }
         out.put(",\"target\":")
-        if let r = e.request { quotedJSON(r.bytes, r.target, into: &out) } else { out.put("null") }
+        if let r = request { quotedJSON(r.bytes, r.target, into: &out) } else { out.put("null") }
         out.put(",\"protocol\":")
-        if let r = e.request { out.put(r.versionMinor == 1 ? "\"HTTP/1.1\"" : "\"HTTP/1.0\"") } else { out.put("null") }
+        if let r = request { out.put(r.versionMinor == 1 ? "\"HTTP/1.1\"" : "\"HTTP/1.0\"") } else { out.put("null") }
         out.put(",\"status\":")
         out.putDecimal(UInt64(e.status))
         out.put(",\"bytes_sent\":")
@@ -100,9 +103,9 @@ enum AccessLogFormatter {
         out.put(",\"request_id\":")
         if e.requestID.isEmpty { out.put("null") } else { quotedJSON(e.requestID, 0..<e.requestID.count, into: &out) }
         out.put(",\"user_agent\":")
-        headerForJSON("user-agent", e.request, into: &out)
+        headerForJSON("user-agent", request, into: &out)
         out.put(",\"referer\":")
-        headerForJSON("referer", e.request, into: &out)
+        headerForJSON("referer", request, into: &out)
         out.put("}\n")
     }
 

@@ -1001,10 +1001,10 @@ final class ClientConnection {
         }
         countTraffic()
         guard let log = server.accessLog else { return }
-        log.write(AccessLogEntry(client: peerIP, request: requestParsed ? request : nil, status: status,
+        log.write(AccessLogEntry(client: peerIP, requestParsed: requestParsed, status: status,
                                  bytesSent: client.bytesWritten &- bytesSentAtStart, durationMicros: micros,
                                  upstream: upstream, backend: backend, upstreamMicros: upstreamMicros,
-                                 requestID: requestParsed ? requestID : []))
+                                 requestID: requestParsed ? requestID : []), request: request)
     }
 
     /// Adds the client traffic since the last call to the worker's byte counters.
