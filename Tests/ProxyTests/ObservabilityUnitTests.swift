@@ -20,9 +20,8 @@ struct ObservabilityUnitTests {
     }
 
     /// Formats with `body` and returns the bytes.
-    private func format(_ body: (inout LogBytes) -> Void) -> [UInt8] {
-        var out = LogBytes(capacity: 16)  // small: growth is exercised too
-        defer { out.deallocate() }
+    private func format(_ body: (inout ByteBuffer) -> Void) -> [UInt8] {
+        var out = ByteBuffer(capacity: 16)  // small: growth is exercised too
         body(&out)
         return out.array
     }

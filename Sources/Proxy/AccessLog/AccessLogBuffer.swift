@@ -7,7 +7,7 @@ import CUV
 /// Threading: its worker's loop only. Ownership: owned by the worker's `ProxyServer`.
 final class AccessLogBuffer {
     private let writer: AccessLogWriter
-    private var bytes: LogBytes
+    private var bytes: ByteBuffer
     private var lines = 0
     private var clock = AccessLogClock()
     private let flushTimer: Timer
@@ -21,7 +21,7 @@ final class AccessLogBuffer {
         format = config.format
         bufferBytes = config.bufferBytes
         flushMs = config.flushMs
-        bytes = LogBytes(capacity: config.bufferBytes + 4096)
+        bytes = ByteBuffer(capacity: config.bufferBytes + 4096)
         flushTimer = Timer(loop: loop)
         flushTimer.onFire = { [unowned self] in
             self.timerArmed = false
@@ -29,7 +29,6 @@ final class AccessLogBuffer {
         }
     }
 
-    deinit { bytes.deallocate() }
 
     /// A reload changed the format or sizes: lines already buffered keep theirs.
     func configure(_ config: AccessLogConfig) {

@@ -19,7 +19,7 @@ struct AccessLogEntry {
     var requestID: [UInt8]
 }
 
-/// Formats access log lines straight into `LogBytes` (no `String`, no allocation per line).
+/// Formats access log lines straight into `ByteBuffer` (no `String`, no allocation per line).
 ///
 /// `combined` is nginx's and Apache's format, then `key=value` fields for the request id, the
 /// upstream and backend, and the two durations in seconds:
@@ -28,103 +28,103 @@ struct AccessLogEntry {
 /// so a line is always one line. `json` writes one object per line; bytes that are not printable
 /// ASCII become `\u00hh` (the byte as Latin-1), so every line is valid JSON whatever a client sent.
 enum AccessLogFormatter {
-    static func combined(_ e: AccessLogEntry, _ request: RequestHead, time: AccessLogClock, into out: inout LogBytes) {
+    static func combined(_ e: AccessLogEntry, _ request: RequestHead, time: AccessLogClock, into out: inout ByteBuffer) {
         let request = e.requestParsed ? request : nil
-        out.put(e.client)
-        out.put(" - - [")
-        out.put(time.combined)
-        out.put("] \"")
+        out.append(contentsOf: e.client)
+        out.append(" - - [")
+        out.append(contentsOf: time.combined)
+        out.append("] \"")
         if let r = request {
-            r.bytes.withBytes(r.method) { out.putEscapedForCombined($0) }
-            out.put(UInt8(ascii: " "))
-            r.bytes.withBytes(r.target) { out.putEscapedForCombined($0) }
-            out.put(r.versionMinor == 1 ? " HTTP/1.1\" " : " HTTP/1.0\" ")
+            r.bytes.withBytes(r.method) { out.appendEscapedForCombined($0) }
+            out.append(UInt8(ascii: " "))
+            r.bytes.withBytes(r.target) { out.appendEscapedForCombined($0) }
+            out.append(r.versionMinor == 1 ? " HTTP/1.1\" " : " HTTP/1.0\" ")
         } else {
-            out.put("-\" ")
+            out.append("-\" ")
         }
-        out.putDecimal(UInt64(e.status))
-        out.put(UInt8(ascii: " "))
-        out.putDecimal(e.bytesSent)
-        out.put(" \"")
+        out.appendDecimal(UInt64(e.status))
+        out.append(UInt8(ascii: " "))
+        out.appendDecimal(e.bytesSent)
+        out.append(" \"")
         headerForCombined("referer", request, into: &out)
-        out.put("\" \"")
+        out.append("\" \"")
         headerForCombined("user-agent", request, into: &out)
-        out.put("\" request_id=")
+        out.append("\" request_id=")
         if e.requestID.isEmpty {
-            out.put(UInt8(ascii: "-"))
+            out.append(UInt8(ascii: "-"))
         } else {
-            e.requestID.withBytes(0..<e.requestID.count) { out.putEscapedForCombined($0) }
+            e.requestID.withBytes(0..<e.requestID.count) { out.appendEscapedForCombined($0) }
         }
-        out.put(" upstream=")
-        if let u = e.upstream { out.put(u.logName.combined) } else { out.put(UInt8(ascii: "-")) }
-        out.put(" backend=")
-        if let b = e.backend { out.put(b.logID.combined) } else { out.put(UInt8(ascii: "-")) }
-        out.put(" backend_addr=")
-        if let b = e.backend { out.put(b.addressBytes) } else { out.put(UInt8(ascii: "-")) }
-        out.put(" upstream_time=")
-        if let t = e.upstreamMicros { out.putSeconds(micros: t) } else { out.put(UInt8(ascii: "-")) }
-        out.put(" request_time=")
-        out.putSeconds(micros: e.durationMicros)
-        out.put(UInt8(ascii: "\n"))
+        out.append(" upstream=")
+        if let u = e.upstream { out.append(contentsOf: u.logName.combined) } else { out.append(UInt8(ascii: "-")) }
+        out.append(" backend=")
+        if let b = e.backend { out.append(contentsOf: b.logID.combined) } else { out.append(UInt8(ascii: "-")) }
+        out.append(" backend_addr=")
+        if let b = e.backend { out.append(contentsOf: b.addressBytes) } else { out.append(UInt8(ascii: "-")) }
+        out.append(" upstream_time=")
+        if let t = e.upstreamMicros { out.appendSeconds(micros: t) } else { out.append(UInt8(ascii: "-")) }
+        out.append(" request_time=")
+        out.appendSeconds(micros: e.durationMicros)
+        out.append(UInt8(ascii: "\n"))
     }
 
-    static func json(_ e: AccessLogEntry, _ request: RequestHead, time: AccessLogClock, into out: inout LogBytes) {
+    static func json(_ e: AccessLogEntry, _ request: RequestHead, time: AccessLogClock, into out: inout ByteBuffer) {
         let request = e.requestParsed ? request : nil
-        out.put("{\"time\":\"")
-        out.put(time.iso8601)
-        out.put("\",\"client\":\"")
-        out.put(e.client)
-        out.put("\",\"method\":")
-        if let r = request { quotedJSON(r.bytes, r.method, into: &out) } else { out.put("null") }
-        out.put(",\"target\":")
-        if let r = request { quotedJSON(r.bytes, r.target, into: &out) } else { out.put("null") }
-        out.put(",\"protocol\":")
-        if let r = request { out.put(r.versionMinor == 1 ? "\"HTTP/1.1\"" : "\"HTTP/1.0\"") } else { out.put("null") }
-        out.put(",\"status\":")
-        out.putDecimal(UInt64(e.status))
-        out.put(",\"bytes_sent\":")
-        out.putDecimal(e.bytesSent)
-        out.put(",\"duration\":")
-        out.putSeconds(micros: e.durationMicros)
-        out.put(",\"upstream\":")
-        if let u = e.upstream { out.put(u.logName.json) } else { out.put("null") }
-        out.put(",\"backend\":")
-        if let b = e.backend { out.put(b.logID.json) } else { out.put("null") }
-        out.put(",\"backend_address\":")
+        out.append("{\"time\":\"")
+        out.append(contentsOf: time.iso8601)
+        out.append("\",\"client\":\"")
+        out.append(contentsOf: e.client)
+        out.append("\",\"method\":")
+        if let r = request { quotedJSON(r.bytes, r.method, into: &out) } else { out.append("null") }
+        out.append(",\"target\":")
+        if let r = request { quotedJSON(r.bytes, r.target, into: &out) } else { out.append("null") }
+        out.append(",\"protocol\":")
+        if let r = request { out.append(r.versionMinor == 1 ? "\"HTTP/1.1\"" : "\"HTTP/1.0\"") } else { out.append("null") }
+        out.append(",\"status\":")
+        out.appendDecimal(UInt64(e.status))
+        out.append(",\"bytes_sent\":")
+        out.appendDecimal(e.bytesSent)
+        out.append(",\"duration\":")
+        out.appendSeconds(micros: e.durationMicros)
+        out.append(",\"upstream\":")
+        if let u = e.upstream { out.append(contentsOf: u.logName.json) } else { out.append("null") }
+        out.append(",\"backend\":")
+        if let b = e.backend { out.append(contentsOf: b.logID.json) } else { out.append("null") }
+        out.append(",\"backend_address\":")
         if let b = e.backend {
-            out.put(UInt8(ascii: "\""))
-            out.put(b.addressBytes)
-            out.put(UInt8(ascii: "\""))
+            out.append(UInt8(ascii: "\""))
+            out.append(contentsOf: b.addressBytes)
+            out.append(UInt8(ascii: "\""))
         } else {
-            out.put("null")
+            out.append("null")
         }
-        out.put(",\"upstream_duration\":")
-        if let t = e.upstreamMicros { out.putSeconds(micros: t) } else { out.put("null") }
-        out.put(",\"request_id\":")
-        if e.requestID.isEmpty { out.put("null") } else { quotedJSON(e.requestID, 0..<e.requestID.count, into: &out) }
-        out.put(",\"user_agent\":")
+        out.append(",\"upstream_duration\":")
+        if let t = e.upstreamMicros { out.appendSeconds(micros: t) } else { out.append("null") }
+        out.append(",\"request_id\":")
+        if e.requestID.isEmpty { out.append("null") } else { quotedJSON(e.requestID, 0..<e.requestID.count, into: &out) }
+        out.append(",\"user_agent\":")
         headerForJSON("user-agent", request, into: &out)
-        out.put(",\"referer\":")
+        out.append(",\"referer\":")
         headerForJSON("referer", request, into: &out)
-        out.put("}\n")
+        out.append("}\n")
     }
 
     // MARK: Pieces
 
-    private static func headerForCombined(_ name: StaticString, _ request: RequestHead?, into out: inout LogBytes) {
-        guard let r = request, let i = r.fieldIndex(name) else { return out.put(UInt8(ascii: "-")) }
-        r.bytes.withBytes(r.fields[i].value) { out.putEscapedForCombined($0) }
+    private static func headerForCombined(_ name: StaticString, _ request: RequestHead?, into out: inout ByteBuffer) {
+        guard let r = request, let i = r.fieldIndex(name) else { return out.append(UInt8(ascii: "-")) }
+        r.bytes.withBytes(r.fields[i].value) { out.appendEscapedForCombined($0) }
     }
 
-    private static func headerForJSON(_ name: StaticString, _ request: RequestHead?, into out: inout LogBytes) {
-        guard let r = request, let i = r.fieldIndex(name) else { return out.put("null") }
+    private static func headerForJSON(_ name: StaticString, _ request: RequestHead?, into out: inout ByteBuffer) {
+        guard let r = request, let i = r.fieldIndex(name) else { return out.append("null") }
         quotedJSON(r.bytes, r.fields[i].value, into: &out)
     }
 
-    private static func quotedJSON(_ b: [UInt8], _ range: Range<Int>, into out: inout LogBytes) {
-        out.put(UInt8(ascii: "\""))
-        b.withBytes(range) { out.putEscapedForJSON($0) }
-        out.put(UInt8(ascii: "\""))
+    private static func quotedJSON(_ b: [UInt8], _ range: Range<Int>, into out: inout ByteBuffer) {
+        out.append(UInt8(ascii: "\""))
+        b.withBytes(range) { out.appendEscapedForJSON($0) }
+        out.append(UInt8(ascii: "\""))
     }
 }
 
@@ -136,11 +136,10 @@ struct LogName {
 
     init(_ name: String) {
         let bytes = Array(name.utf8)
-        var line = LogBytes(capacity: bytes.count * 6 + 2)
-        defer { line.deallocate() }
-        line.put(UInt8(ascii: "\""))
-        bytes.withBytes(0..<bytes.count) { line.putEscapedForCombined($0) }
-        line.put(UInt8(ascii: "\""))
+        var line = ByteBuffer(capacity: bytes.count * 6 + 2)
+        line.append(UInt8(ascii: "\""))
+        bytes.withBytes(0..<bytes.count) { line.appendEscapedForCombined($0) }
+        line.append(UInt8(ascii: "\""))
         combined = line.array
         // Config names are valid UTF-8: only what JSON requires is escaped.
         json = Array(JSONText.quote(name).utf8)

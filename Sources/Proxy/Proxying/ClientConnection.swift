@@ -100,7 +100,7 @@ final class ClientConnection {
     /// The current request's `X-Request-Id` (capacity reused between requests).
     private var requestID: [UInt8] = []
     /// Scratch output buffer, flushed within the callback that filled it.
-    private var out: [UInt8] = []
+    private var out = ByteBuffer(capacity: 1024)
 
     // Accounting: metrics and the access log (see `recordExchange`).
     /// An exchange began (or a request was refused) and has not been counted yet.
@@ -296,13 +296,13 @@ final class ClientConnection {
 
         // Answered by the proxy itself? A body sent with such a request is not read: close then.
         let localKeepAlive = request.keepAlive && requestComplete && !server.isDraining
-        out.removeAll(keepingCapacity: true)
+        out.removeAll()
         let localStatus = server.answerLocally(request, via: self, keepAlive: localKeepAlive, requestID: requestID, into: &out)
         if localStatus != 0 {
             let keepAlive = localKeepAlive
             responseStatus = localStatus
-            client.write(out)
-            out.removeAll(keepingCapacity: true)
+            out.withUnsafeBytes { client.write($0) }
+            out.removeAll()
             responseStarted = true
             closeAfterResponse = !keepAlive
             finishExchange()
@@ -445,7 +445,7 @@ final class ClientConnection {
         let t = settings.config.timeouts
         arm(.upstream, ms: requestComplete ? t.upstreamMs : min(t.upstreamMs, t.clientBodyMs))
 
-        out.removeAll(keepingCapacity: true)
+        out.removeAll()
         let framing: HeaderRewriter.OutgoingFraming
         switch request.framing {
         case .contentLength(let n): framing = .contentLength(n)
@@ -530,7 +530,7 @@ final class ClientConnection {
         guard requestPipe != nil else { return }
         if out.isEmpty && extra.isEmpty { return }
         out.withUnsafeBytes { head in requestPipe!.send(head, extra) }
-        out.removeAll(keepingCapacity: true)
+        out.removeAll()
     }
 
     // MARK: - Upstream input
@@ -644,7 +644,7 @@ final class ClientConnection {
         }
         if !requestComplete { keepAlive = false }  // early response: finish it, then close
         closeAfterResponse = !keepAlive
-        out.removeAll(keepingCapacity: true)
+        out.removeAll()
         rewriter.writeClientResponse(response, framing: clientFraming, clientVersionMinor: request.versionMinor,
                                      closeAfter: closeAfterResponse, requestID: requestID, into: &out)
     }
@@ -695,7 +695,7 @@ final class ClientConnection {
                 if !responseBytesWritten {
                     // The head is still in `out` (it arrived in this same read): nothing reached
                     // the client, so it can still get a proper 502.
-                    out.removeAll(keepingCapacity: true)
+                    out.removeAll()
                     responseStarted = false
                     upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a malformed chunked body (\(error.reason))")
                 } else {
@@ -737,7 +737,7 @@ final class ClientConnection {
         } else {
             out.withUnsafeBytes { head in client.write(head, extra) }
         }
-        out.removeAll(keepingCapacity: true)
+        out.removeAll()
     }
 
     /// The upstream closed or failed.
@@ -784,10 +784,10 @@ final class ClientConnection {
         responsePipe?.detach()
         requestPipe = nil
         responsePipe = nil
-        out.removeAll(keepingCapacity: true)
+        out.removeAll()
         rewriter.writeSwitchingProtocols(response, into: &out)
-        client.write(out)
-        out.removeAll(keepingCapacity: true)
+        out.withUnsafeBytes { client.write($0) }
+        out.removeAll()
         responseStarted = true
         responseBytesWritten = true
         phase = .tunnel
@@ -822,7 +822,7 @@ final class ClientConnection {
         let extraHeaders = moreHeaders + "X-Request-Id: " + String(decoding: requestID, as: UTF8.self) + "\r\n"
         releaseUpstream(reusable: false)
         let keepAlive = request.keepAlive && requestComplete && !server.isDraining
-        out.removeAll(keepingCapacity: true)
+        out.removeAll()
         if status >= 502 && status <= 504 && ErrorPage.wanted(by: request) {
             let upstream = settings.upstreams[upstreamIndex]
             let unhealthy = status == 503 ? upstream.backends.map { b in (b.id, b.url, b.shared.probeRecord.lastError) } : []
@@ -834,8 +834,8 @@ final class ClientConnection {
             ErrorResponse.write(status: status, reason: reason, keepAlive: keepAlive, headOnly: request.isHEAD,
                                 extraHeaders: extraHeaders, into: &out)
         }
-        client.write(out)
-        out.removeAll(keepingCapacity: true)
+        out.withUnsafeBytes { client.write($0) }
+        out.removeAll()
         responseStarted = true
         closeAfterResponse = !keepAlive
         finishExchange()
@@ -856,7 +856,7 @@ final class ClientConnection {
         }
         // Ready for the next request on this connection. Scratch buffers that grew large (chunked
         // re-framing) are let go: an idle keep-alive connection should cost a few KiB, not 64.
-        if out.capacity > Self.retainedScratchBytes { out = [] }
+        out.removeAll(retainedCapacity: Self.retainedScratchBytes)
         if pending.isEmpty && pending.capacity > Self.retainedScratchBytes { pending = [] }
         phase = .head
         requestHeadBytes.reset()
@@ -917,11 +917,11 @@ final class ClientConnection {
         releaseUpstream(reusable: false)
         if responseStarted { return abort() }
         responseStatus = error.status
-        out.removeAll(keepingCapacity: true)
+        out.removeAll()
         ErrorResponse.write(status: error.status, reason: "\(StatusText.reason(error.status)): \(error.reason)",
                             keepAlive: false, into: &out)
-        client.write(out)
-        out.removeAll(keepingCapacity: true)
+        out.withUnsafeBytes { client.write($0) }
+        out.removeAll()
         recordExchange()
         closeGracefully()
     }

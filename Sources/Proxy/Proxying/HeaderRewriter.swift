@@ -40,7 +40,7 @@ public struct HeaderRewriter {
     public mutating func writeUpstreamRequest(_ head: RequestHead, framing: OutgoingFraming,
                                               peerIP: [UInt8], defaultHost: [UInt8] = [], target: Range<Int>? = nil,
                                               hostOverride: [UInt8]? = nil, forwardedPrefix: [UInt8] = [],
-                                              upgrade: Bool = false, requestID: [UInt8] = [], into out: inout [UInt8]) {
+                                              upgrade: Bool = false, requestID: [UInt8] = [], into out: inout ByteBuffer) {
         let b = head.bytes
         out.append(b, head.method)
         out.append(UInt8(ascii: " "))
@@ -114,7 +114,7 @@ public struct HeaderRewriter {
         out.append("\r\n")
     }
 
-    private func appendRequestID(_ id: [UInt8], into out: inout [UInt8]) {
+    private func appendRequestID(_ id: [UInt8], into out: inout ByteBuffer) {
         guard !id.isEmpty else { return }
         out.append("X-Request-Id: ")
         out.append(contentsOf: id)
@@ -141,7 +141,7 @@ public struct HeaderRewriter {
 
     /// Appends a `101 Switching Protocols` head for the client: end-to-end fields, the backend's
     /// `Upgrade`, and `Connection: upgrade`.
-    public mutating func writeSwitchingProtocols(_ head: ResponseHead, into out: inout [UInt8]) {
+    public mutating func writeSwitchingProtocols(_ head: ResponseHead, into out: inout ByteBuffer) {
         let b = head.bytes
         writeStatusLine(head, into: &out)
         collectConnectionTokens(b, head.fields)
@@ -162,7 +162,7 @@ public struct HeaderRewriter {
     ///   (adds `Connection: close`); otherwise HTTP/1.0 clients get `Connection: keep-alive`.
     public mutating func writeClientResponse(_ head: ResponseHead, framing: OutgoingFraming,
                                              clientVersionMinor: UInt8, closeAfter: Bool, requestID: [UInt8] = [],
-                                             into out: inout [UInt8]) {
+                                             into out: inout ByteBuffer) {
         let b = head.bytes
         writeStatusLine(head, into: &out)
         collectConnectionTokens(b, head.fields)
@@ -190,7 +190,7 @@ public struct HeaderRewriter {
     }
 
     /// Appends an interim (1xx) response for the client: status line and end-to-end fields.
-    public mutating func writeInterimResponse(_ head: ResponseHead, into out: inout [UInt8]) {
+    public mutating func writeInterimResponse(_ head: ResponseHead, into out: inout ByteBuffer) {
         let b = head.bytes
         writeStatusLine(head, into: &out)
         collectConnectionTokens(b, head.fields)
@@ -201,13 +201,13 @@ public struct HeaderRewriter {
         out.append("\r\n")
     }
 
-    private func writeStatusLine(_ head: ResponseHead, into out: inout [UInt8]) {
+    private func writeStatusLine(_ head: ResponseHead, into out: inout ByteBuffer) {
         // The proxy speaks HTTP/1.1 to every client (RFC 9110 §6.2: a server sends its own version).
         out.append("HTTP/1.1 ")
         out.appendDecimal(head.status)
         out.append(UInt8(ascii: " "))
         if head.reason.isEmpty {
-            out.append(contentsOf: StatusText.reason(head.status).utf8)
+            out.append(utf8: StatusText.reason(head.status))
         } else {
             out.append(head.bytes, head.reason)
         }
@@ -216,7 +216,7 @@ public struct HeaderRewriter {
 
     // MARK: Helpers
 
-    private func appendFraming(_ framing: OutgoingFraming, into out: inout [UInt8]) {
+    private func appendFraming(_ framing: OutgoingFraming, into out: inout ByteBuffer) {
         switch framing {
         case .contentLength(let n):
             out.append("Content-Length: ")
@@ -230,7 +230,7 @@ public struct HeaderRewriter {
     }
 
     @inline(__always)
-    private func appendField(_ b: [UInt8], _ field: HeaderField, into out: inout [UInt8]) {
+    private func appendField(_ b: [UInt8], _ field: HeaderField, into out: inout ByteBuffer) {
         out.append(b, field.name)
         out.append(": ")
         out.append(b, field.value)

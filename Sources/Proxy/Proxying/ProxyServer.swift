@@ -239,7 +239,7 @@ public final class ProxyServer {
     /// loopback clients only — or, with `admin.listen` set, not there at all (those paths then
     /// belong to the backends). On the admin listener everything else is a 404.
     func answerLocally(_ request: RequestHead, via connection: ClientConnection, keepAlive: Bool,
-                       requestID: [UInt8], into out: inout [UInt8]) -> UInt16 {
+                       requestID: [UInt8], into out: inout ByteBuffer) -> UInt16 {
         let paths = settings.adminPaths
         let endpoint = paths.match(request)
         if endpoint == nil && !connection.isAdminListener { return 0 }
