@@ -21,7 +21,7 @@ trap stop EXIT
 "$bin/test-backend" 3001 & pids+=($!)
 "$bin/test-backend" 3002 & pids+=($!)
 sleep 0.3
-echo "try: curl localhost:8080/  and  curl localhost:8080/_health   (Ctrl-C stops)"
+echo "try: curl localhost:8080/  and  curl localhost:8080/_health; live status: http://localhost:8080/_status; metrics: curl localhost:8080/_metrics   (Ctrl-C stops)"
 "$bin/proxy" --config "$config" & pids+=($!)
 # Waiting in the background lets the traps run the moment a signal arrives.
 wait "${pids[2]}"

@@ -24,6 +24,25 @@ struct ObservabilityTests {
         return lines
     }
 
+    /// A backend and a proxy logging to a fresh file (removed when the value goes).
+    final class LoggingProxy {
+        let backend: ManagedProcess
+        let proxy: ManagedProcess
+        let log = NSTemporaryDirectory() + "proxy-access-\(UUID().uuidString).log"
+
+        init(format: String?) throws {
+            backend = try startBackend()
+            let formatKey = format.map { ",\"format\":\"\($0)\"" } ?? ""
+            proxy = try startProxy(config: proxyConfig(backends: [backend.port],
+                extra: ",\"access_log\":{\"path\":\"\(log)\"\(formatKey),\"flush_ms\":20}"))
+        }
+
+        deinit {
+            unlink(log)
+            unlink(log + ".1")
+        }
+    }
+
     private func hostileRequest(_ port: UInt16, path: String, requestID: String? = nil) throws -> HTTPResponse {
         let c = try TestConnection(port: port)
         var head = Array("GET \(path) HTTP/1.1\r\nHost: test.local\r\nReferer: http://ref.example/\"x\"\r\nUser-Agent: ".utf8)
@@ -36,11 +55,8 @@ struct ObservabilityTests {
     }
 
     @Test func jsonLinesAreValidJSONWhateverTheClientSent() throws {
-        let backend = try startBackend()
-        let log = NSTemporaryDirectory() + "proxy-access-\(UUID().uuidString).log"
-        defer { unlink(log) }
-        let proxy = try startProxy(config: proxyConfig(backends: [backend.port],
-            extra: ",\"access_log\":{\"path\":\"\(log)\",\"format\":\"json\",\"flush_ms\":20}"))
+        let setup = try LoggingProxy(format: "json")
+        let (proxy, log, backend) = (setup.proxy, setup.log, setup.backend)
         let first = try hostileRequest(proxy.port, path: "/a?q=\"1\"")
         let second = try hostileRequest(proxy.port, path: "/b", requestID: "client-trace-42")
         #expect(first.status == 200 && second.status == 200)
@@ -75,11 +91,8 @@ struct ObservabilityTests {
     }
 
     @Test func combinedLinesEscapeQuotesAndBytes() throws {
-        let backend = try startBackend()
-        let log = NSTemporaryDirectory() + "proxy-access-\(UUID().uuidString).log"
-        defer { unlink(log) }
-        let proxy = try startProxy(config: proxyConfig(backends: [backend.port],
-            extra: ",\"access_log\":{\"path\":\"\(log)\",\"format\":\"combined\",\"flush_ms\":20}"))
+        let setup = try LoggingProxy(format: "combined")
+        let (proxy, log, backend) = (setup.proxy, setup.log, setup.backend)
         let r = try hostileRequest(proxy.port, path: "/c?x=\"y\"")
         #expect(r.status == 200)
         let lines = logLines(log, count: 1)
@@ -97,11 +110,8 @@ struct ObservabilityTests {
     }
 
     @Test func sighupReopensTheLogForRotation() throws {
-        let backend = try startBackend()
-        let log = NSTemporaryDirectory() + "proxy-access-\(UUID().uuidString).log"
-        defer { unlink(log); unlink(log + ".1") }
-        let proxy = try startProxy(config: proxyConfig(backends: [backend.port],
-            extra: ",\"access_log\":{\"path\":\"\(log)\",\"flush_ms\":20}"))
+        let setup = try LoggingProxy(format: nil)  // the default format
+        let (proxy, log) = (setup.proxy, setup.log)
         #expect(try get(proxy.port, "/before-rotation").status == 200)
         #expect(logLines(log, count: 1).count == 1)
         // What logrotate does: move the file away, then signal.

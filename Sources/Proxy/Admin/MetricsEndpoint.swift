@@ -61,18 +61,27 @@ enum MetricsEndpoint {
         }
 
         let w = metrics.workers
-        text.family("proxy_client_connections", "gauge", "Open client connections.")
-        text.sample("proxy_client_connections", "", w.sum(WorkerStats.clientsOpen))
-        text.family("proxy_tunnels", "gauge", "Open tunnels (WebSockets and other protocol switches).")
-        text.sample("proxy_tunnels", "", w.sum(WorkerStats.tunnelsOpen))
-        text.family("proxy_client_connections_accepted_total", "counter", "Client connections accepted.")
-        text.sample("proxy_client_connections_accepted_total", "", w.sum(WorkerStats.connectionsAccepted))
-        text.family("proxy_client_bytes_received_total", "counter", "Bytes read from clients.")
-        text.sample("proxy_client_bytes_received_total", "", w.sum(WorkerStats.bytesReceived))
-        text.family("proxy_client_bytes_sent_total", "counter", "Bytes written to clients.")
-        text.sample("proxy_client_bytes_sent_total", "", w.sum(WorkerStats.bytesSent))
-        text.family("proxy_upstream_retries_total", "counter", "Requests sent again on a fresh connection after a pooled one failed.")
-        text.sample("proxy_upstream_retries_total", "", w.sum(WorkerStats.retries))
+        // Unlabelled families: (name, type, help, value).
+        let scalars: [(String, String, String, UInt64)] = [
+            ("proxy_client_connections", "gauge", "Open client connections.", w.sum(WorkerStats.clientsOpen)),
+            ("proxy_tunnels", "gauge", "Open tunnels (WebSockets and other protocol switches).", w.sum(WorkerStats.tunnelsOpen)),
+            ("proxy_client_connections_accepted_total", "counter", "Client connections accepted.",
+             w.sum(WorkerStats.connectionsAccepted)),
+            ("proxy_client_bytes_received_total", "counter", "Bytes read from clients.", w.sum(WorkerStats.bytesReceived)),
+            ("proxy_client_bytes_sent_total", "counter", "Bytes written to clients.", w.sum(WorkerStats.bytesSent)),
+            ("proxy_upstream_retries_total", "counter", "Requests sent again on a fresh connection after a pooled one failed.",
+             w.sum(WorkerStats.retries)),
+            ("proxy_config_generation", "gauge", "Number of the configuration in use (1 at start, +1 per reload).",
+             UInt64(settings.generation)),
+            ("proxy_access_log_lines_total", "counter", "Access log lines written.", metrics.accessLog.counts.written),
+            ("proxy_access_log_dropped_lines_total", "counter",
+             "Access log lines dropped because the destination could not keep up (or failed).", metrics.accessLog.counts.dropped),
+            ("proxy_workers", "gauge", "Worker loops.", UInt64(workers)),
+        ]
+        for (name, type, help, value) in scalars {
+            text.family(name, type, help)
+            text.sample(name, "", value)
+        }
         text.family("proxy_rejections_total", "counter",
                     "Requests and connections the proxy refused itself, by reason (the status sent, or max_connections).")
         for (i, code) in WorkerStats.rejectionCodes.enumerated() {
@@ -85,16 +94,6 @@ enum MetricsEndpoint {
         text.family("proxy_config_reloads_total", "counter", "Configuration reloads (SIGHUP), by result.")
         text.sample("proxy_config_reloads_total", "result=\"success\"", reloads.succeeded)
         text.sample("proxy_config_reloads_total", "result=\"failure\"", reloads.failed)
-        text.family("proxy_config_generation", "gauge", "Number of the configuration in use (1 at start, +1 per reload).")
-        text.sample("proxy_config_generation", "", UInt64(settings.generation))
-        let log = metrics.accessLog.counts
-        text.family("proxy_access_log_lines_total", "counter", "Access log lines written.")
-        text.sample("proxy_access_log_lines_total", "", log.written)
-        text.family("proxy_access_log_dropped_lines_total", "counter",
-                    "Access log lines dropped because the destination could not keep up (or failed).")
-        text.sample("proxy_access_log_dropped_lines_total", "", log.dropped)
-        text.family("proxy_workers", "gauge", "Worker loops.")
-        text.sample("proxy_workers", "", UInt64(workers))
         text.family("proxy_start_time_seconds", "gauge", "When the proxy started, in seconds since the Unix epoch.")
         text.sample("proxy_start_time_seconds", "", Double(metrics.startedWallMs) / 1000)
         return Array(text.out.utf8)
