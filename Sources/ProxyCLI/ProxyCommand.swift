@@ -42,6 +42,12 @@ enum ProxyCommand {
             for line in config.routingTable { print(line) }
             let t = config.timeouts
             print("timeouts: connect \(t.connectMs) ms, upstream \(t.upstreamMs) ms, client_header \(t.clientHeaderMs) ms, idle \(t.idleMs) ms, tunnel_idle \(t.tunnelIdleMs) ms")
+            let log = config.accessLog
+            print("access log: " + (log.pathText.map { "\($0), \(log.format.rawValue)" } ?? "off"))
+            let admin = config.admin
+            let paths = admin.namedPaths.map(\.path).joined(separator: ", ")
+            print("admin: \(paths.isEmpty ? "no endpoints" : paths) "
+                + (admin.listen.map { "(metrics and status on \($0))" } ?? "(metrics and status to loopback clients only)"))
             return 0
         }
         let fdLimit = cuv_raise_nofile_limit()

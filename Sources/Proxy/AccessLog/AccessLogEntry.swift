@@ -50,11 +50,9 @@ enum AccessLogFormatter {
         out.append("\" \"")
         headerForCombined("user-agent", request, into: &out)
         out.append("\" request_id=")
-        if e.requestID.isEmpty {
-            out.append(UInt8(ascii: "-"))
-        } else {
-            e.requestID.withBytes(0..<e.requestID.count) { out.appendEscapedForCombined($0) }
-        }
+        // Ids are well-formed by construction (`RequestIDGenerator.isWellFormed`: letters, digits,
+        // `-_.:+/=`): nothing in them needs escaping in either format.
+        if e.requestID.isEmpty { out.append(UInt8(ascii: "-")) } else { out.append(contentsOf: e.requestID) }
         out.append(" upstream=")
         if let u = e.upstream { out.append(contentsOf: u.logName.combined) } else { out.append(UInt8(ascii: "-")) }
         out.append(" backend=")
@@ -101,7 +99,13 @@ enum AccessLogFormatter {
         out.append(",\"upstream_duration\":")
         if let t = e.upstreamMicros { out.appendSeconds(micros: t) } else { out.append("null") }
         out.append(",\"request_id\":")
-        if e.requestID.isEmpty { out.append("null") } else { quotedJSON(e.requestID, 0..<e.requestID.count, into: &out) }
+        if e.requestID.isEmpty {
+            out.append("null")
+        } else {
+            out.append(UInt8(ascii: "\""))
+            out.append(contentsOf: e.requestID)
+            out.append(UInt8(ascii: "\""))
+        }
         out.append(",\"user_agent\":")
         headerForJSON("user-agent", request, into: &out)
         out.append(",\"referer\":")

@@ -20,7 +20,8 @@ extension ByteBuffer {
         let start = reserve(source.count * 4)
         var p = start
         for c in source {
-            if c < 0x20 || c >= 0x7F || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") {
+            // One unsigned compare for "outside 0x20...0x7E".
+            if c &- 0x20 > 0x5E || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") {
                 p[0] = UInt8(ascii: "\\")
                 p[1] = UInt8(ascii: "x")
                 p[2] = Self.hexDigit(c >> 4, letters: 55)
@@ -40,7 +41,7 @@ extension ByteBuffer {
         let start = reserve(source.count * 6)
         var p = start
         for c in source {
-            if c >= 0x20 && c < 0x7F && c != UInt8(ascii: "\"") && c != UInt8(ascii: "\\") {
+            if c &- 0x20 <= 0x5E && c != UInt8(ascii: "\"") && c != UInt8(ascii: "\\") {
                 p.pointee = c
                 p += 1
             } else if c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") {

@@ -37,7 +37,7 @@ public struct AccessLogConfig: Sendable, Equatable {
     public var isEnabled: Bool { destination != .off }
 
     /// The `path` as written in the file.
-    var pathText: String? {
+    public var pathText: String? {
         switch destination {
         case .off: nil
         case .stdout: "stdout"
@@ -156,7 +156,7 @@ extension AdminConfig: ConfigSection {
     }
 
     /// Every endpoint's path with its key, for the uniqueness check.
-    var namedPaths: [(key: String, path: String)] {
+    public var namedPaths: [(key: String, path: String)] {
         [("health_path", healthPath), ("metrics_path", metricsPath), ("status_path", statusPath),
          ("status_json_path", statusJSONPath)].compactMap { k, p in p.map { (k, $0) } }
     }

@@ -28,8 +28,14 @@ public struct ByteBuffer: ~Copyable {
         try body(UnsafeRawBufferPointer(start: base, count: count))
     }
 
-    /// A copy as an array (tests, and handing a log buffer to another thread).
-    public var array: [UInt8] { Array(UnsafeBufferPointer(start: base, count: count)) }
+    /// A copy as an array (tests, and handing a log buffer to another thread): one `memcpy`
+    /// (`Array(UnsafeBufferPointer)` copies byte by byte: ~1 instruction per byte).
+    public var array: [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: count) { destination, initialized in
+            if count > 0 { memcpy(destination.baseAddress!, base, count) }
+            initialized = count
+        }
+    }
 
     /// Forgets the contents; keeps the storage unless it grew beyond `retainedCapacity` (then it
     /// shrinks back, so one large response does not pin memory on an idle connection).

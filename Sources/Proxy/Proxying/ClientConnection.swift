@@ -100,7 +100,7 @@ final class ClientConnection {
     /// The current request's `X-Request-Id` (capacity reused between requests).
     private var requestID: [UInt8] = []
     /// Scratch output buffer, flushed within the callback that filled it.
-    private var out = ByteBuffer(capacity: 1024)
+    private var out = ByteBuffer(capacity: 512)
 
     // Accounting: metrics and the access log (see `recordExchange`).
     /// An exchange began (or a request was refused) and has not been counted yet.
