@@ -193,7 +193,7 @@ final class BackendConnection {
             t.onFire = { [self] in
                 n += 1
                 let event = Array("id: \(n)\ndata: event \(n)\n\n".utf8)
-                var chunk: [UInt8] = []
+                var chunk = ByteBuffer(capacity: event.count + 16)
                 chunk.appendHex(event.count)
                 chunk.append("\r\n")
                 chunk.append(contentsOf: event)
@@ -201,12 +201,12 @@ final class BackendConnection {
                 sseLeft -= 1
                 if sseLeft <= 0 {
                     chunk.append("0\r\n\r\n")
-                    stream.write(chunk)
+                    chunk.withUnsafeBytes { stream.write($0) }
                     timer?.close()
                     timer = nil
                     finishResponse()
                 } else {
-                    stream.write(chunk)
+                    chunk.withUnsafeBytes { stream.write($0) }
                 }
             }
             t.start(timeoutMs: 0, repeatMs: interval)
@@ -254,7 +254,7 @@ final class BackendConnection {
                 let n = Int(min(streamRemaining, 64 * 1024))
                 let data = UnsafeRawBufferPointer(rebasing: block[start..<(start + n)])
                 if streamChunked {
-                    var hdr: [UInt8] = []
+                    var hdr = ByteBuffer(capacity: 32)
                     hdr.appendHex(n)
                     hdr.append("\r\n")
                     let crlf: StaticString = "\r\n"
