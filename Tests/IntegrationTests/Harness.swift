@@ -75,7 +75,7 @@ final class ManagedProcess: @unchecked Sendable {
     func stop() {
         if process.isRunning {
             kill(pid, SIGKILL)
-            process.waitUntilExit()
+            awaitTermination(process)
         }
         output.fileHandleForReading.readabilityHandler = nil
     }
@@ -540,6 +540,14 @@ func testPython(_ packages: [String: String]) throws -> String {
     return python
 }
 
+/// Waits for `process` to end without `Process.waitUntilExit()`: that spins the calling thread's
+/// run loop, creating one on a test's dispatch worker thread, and when such a thread later exits,
+/// Foundation's run-loop finaliser allocates inside ThreadSanitizer's thread teardown and crashes
+/// the test runner (seen in `make test-tsan`). `isRunning` is kept by Foundation's own thread.
+func awaitTermination(_ process: Process) {
+    while process.isRunning { usleep(2_000) }
+}
+
 /// Runs a program to completion (bounded by the program itself); returns its exit status.
 @discardableResult
 func run(_ program: String, _ arguments: [String], output: UnsafeMutablePointer<String>? = nil) -> Int32 {
@@ -551,7 +559,7 @@ func run(_ program: String, _ arguments: [String], output: UnsafeMutablePointer<
     p.standardError = pipe
     do { try p.run() } catch { return -1 }
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
+    awaitTermination(p)
     output?.pointee = String(decoding: data, as: UTF8.self)
     return p.terminationStatus
 }

@@ -291,7 +291,12 @@ struct AccessLogBackpressureTests {
         let started = Date()
         let c = try TestConnection(port: proxy.port)
         let long = String(repeating: "x", count: 400)  // ~0.5 KiB lines: the pipe fills fast
-        for i in 0..<3000 { #expect(try c.request("GET", "/flood/\(i)?\(long)").status == 200) }
+        do {
+            for i in 0..<3000 { #expect(try c.request("GET", "/flood/\(i)?\(long)").status == 200) }
+        } catch {
+            Issue.record("request failed: \(error); proxy output: \(proxy.log.suffix(2000))")
+            return
+        }
         let took = Date().timeIntervalSince(started)
         let metrics = try get(proxy.port, "/_metrics").text
         func counter(_ name: String) -> Int {
