@@ -125,6 +125,17 @@ struct ObservabilityTests {
         #expect(old.count == 1 && old.first?.contains("/before-rotation") == true, "\(old)")
         // Nothing of it went to the proxy's own output.
         #expect(!proxy.log.contains("/after-rotation"))
+
+        // Rotation still works while the config file is broken (the reload itself fails).
+        let configPath = try #require(proxy.process.arguments?[1])
+        try "{\"backends\": [".write(toFile: configPath, atomically: false, encoding: .utf8)
+        #expect(rename(log, log + ".2") == 0)
+        defer { unlink(log + ".2") }
+        proxy.signal(SIGHUP)
+        #expect(eventually(5) { proxy.log.contains("reload failed") }, "\(proxy.log)")
+        #expect(try get(proxy.port, "/after-failed-reload").status == 200)
+        let third = logLines(log, count: 1)
+        #expect(third.count == 1 && third.first?.contains("/after-failed-reload") == true, "\(third)")
     }
 
     @Test func stdoutIsTheDefaultDestination() throws {

@@ -154,5 +154,7 @@ struct ObservabilityConfigTests {
         let listen = error("{\(backends), \"admin\": {\"listen\": \"9901\"}}")
         #expect(listen?.field == "admin.listen" && listen?.problem.contains("missing ':'") == true)
         #expect(error("{\(backends), \"admin\": {\"metrics_path\": null, \"listen\": \"127.0.0.1:9901\"}}") == nil)
+        let queue = error("{\(backends), \"access_log\": {\"buffer_bytes\": 1048576, \"max_pending_bytes\": 262144}}")
+        #expect(queue?.field == "access_log.max_pending_bytes" && queue?.problem.contains("twice") == true, "\(String(describing: queue))")
     }
 }

@@ -68,7 +68,12 @@ public final class AccessLogWriter: @unchecked Sendable {
 
     /// Switches to a descriptor from `open` (at start, on reload, on SIGHUP for rotation); starts
     /// the thread the first time.
+    /// If the thread cannot be started, nothing changes and the caller still owns `opened`.
     public func use(_ opened: (Int32, owned: Bool), maxPendingBytes: Int) throws(ProxyStartError) {
+        if thread == nil && opened.0 >= 0 {
+            // Started before any state changes: it waits until there is something to write.
+            thread = try NativeThread(name: "proxy-log") { [self] in run() }
+        }
         pthread_mutex_lock(mutex)
         if ownsDescriptor && descriptor != opened.0 { retired.append(descriptor) }
         descriptor = opened.0
@@ -77,9 +82,6 @@ public final class AccessLogWriter: @unchecked Sendable {
         failureReported = false
         pthread_cond_broadcast(wake)
         pthread_mutex_unlock(mutex)
-        if thread == nil && opened.0 >= 0 {
-            thread = try NativeThread(name: "proxy-log") { [self] in run() }
-        }
     }
 
     /// Queues one buffer of `lines` lines; false when it was dropped.

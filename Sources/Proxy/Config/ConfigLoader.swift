@@ -76,6 +76,7 @@ public enum ConfigLoader {
                                                            baseHealth: config.healthCheck)
         }
         try checkRouting(config, at: root)
+        try checkAccessLog(config.accessLog, at: root)
         return config
     }
 
@@ -128,6 +129,17 @@ public enum ConfigLoader {
                 }
                 owner[b.id] = place
             }
+        }
+    }
+
+    /// A worker hands over whole buffers: a queue bound smaller than two of them would drop
+    /// every line under load.
+    private static func checkAccessLog(_ log: AccessLogConfig, at root: ConfigLocation) throws(ConfigError) {
+        guard log.maxPendingBytes >= 2 * log.bufferBytes else {
+            throw root.member("access_log", example: AccessLogConfig.example)
+                .member("max_pending_bytes", example: String(max(2 * log.bufferBytes, AccessLogConfig().maxPendingBytes)))
+                .error("must be at least twice access_log.buffer_bytes (\(log.bufferBytes)), got \(log.maxPendingBytes): "
+                    + "workers hand the log thread whole buffers")
         }
     }
 

@@ -1,4 +1,5 @@
 import CUV
+import Glibc
 
 /// A listening TCP socket. Each accepted connection arrives as a new `TCPStream` on the same loop.
 public final class TCPListener: Handle {
@@ -29,10 +30,15 @@ public final class TCPListener: Handle {
         try startAccepting(backlog: backlog)
     }
 
-    /// Takes over a socket that is already bound and listening (see `ListenSockets`); the
-    /// listener owns the descriptor from here on and closes it with itself.
+    /// Takes over a socket that is already bound and listening (see `ListenSockets`). The
+    /// descriptor is the listener's in every case, failure included: it is closed here when libuv
+    /// could not take it, otherwise with the listener — callers only `close()` the listener.
     public func adopt(descriptor: Int32, backlog: Int32 = 1024) throws(UVError) {
-        try check(uv_tcp_open(tcp, descriptor))
+        let rc = uv_tcp_open(tcp, descriptor)
+        guard rc == 0 else {
+            _ = Glibc.close(descriptor)
+            throw UVError(rc)
+        }
         try startAccepting(backlog: backlog)
     }
 

@@ -912,10 +912,10 @@ final class ClientConnection {
     /// Rejects a malformed request with its status and reason, then closes — after reading
     /// what the client still sends for a moment, so the status reaches it instead of a reset.
     private func rejectRequest(_ error: HTTPParseError) {
-        server.stats.add(WorkerStats.rejectionIndex(error.status))
         if !exchangeOpen { beginAccounting(parsed: false) }  // refused before its head was parsed
         releaseUpstream(reusable: false)
-        if responseStarted { return abort() }
+        if responseStarted { return abort() }  // too late to refuse: the client sees a cut response
+        server.stats.add(WorkerStats.rejectionIndex(error.status))
         responseStatus = error.status
         out.removeAll()
         ErrorResponse.write(status: error.status, reason: "\(StatusText.reason(error.status)): \(error.reason)",

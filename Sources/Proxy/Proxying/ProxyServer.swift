@@ -77,8 +77,7 @@ public final class ProxyServer {
         do {
             try listener.adopt(descriptor: descriptor)
         } catch {
-            listener.close()
-            _ = close(descriptor)
+            listener.close()  // and with it the descriptor (see `adopt`)
             throw ProxyStartError(message: "admin.listen: cannot accept on the listening socket: \(error)")
         }
         adminListener = listener
@@ -110,8 +109,7 @@ public final class ProxyServer {
         do {
             try listener.adopt(descriptor: duplicate)
         } catch {
-            listener.close()
-            _ = close(duplicate)  // libuv did not take it
+            listener.close()  // and with it the duplicate (see `adopt`)
             throw ProxyStartError(message: "worker \(worker): cannot accept on the listening socket: \(error)")
         }
         return listener
@@ -192,7 +190,8 @@ public final class ProxyServer {
 
     private func accept(_ stream: TCPStream, admin: Bool) {
         let maxConnections = settings.config.limits.maxConnections
-        guard connectionCount.admit(limit: maxConnections) else {
+        // The admin listener is exempt: a proxy at its limit is exactly when /_metrics is wanted.
+        guard admin || connectionCount.admit(limit: maxConnections) else {
             // Closed at once rather than queued: the client can retry elsewhere.
             stream.close()
             stats.add(WorkerStats.connectionsRefused)
@@ -217,7 +216,7 @@ public final class ProxyServer {
     func clientClosed(_ connection: ClientConnection) {
         activeClients -= 1
         stats.set(WorkerStats.clientsOpen, UInt64(activeClients))
-        connectionCount.release()
+        if !connection.isAdminListener { connectionCount.release() }
         clients[ObjectIdentifier(connection)] = nil
         if isDraining && activeClients == 0 { finishDrain() }
     }

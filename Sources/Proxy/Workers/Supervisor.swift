@@ -247,18 +247,14 @@ public final class Supervisor {
         func keep(_ problem: String) {
             metrics.reloaded(ok: false)
             Log.error("reload failed, still serving the previous configuration: \(problem)")
+            // SIGHUP also means "reopen the log" (rotation): that still happens.
+            reopenAccessLog(config.accessLog)
         }
         var next: ProxyConfig
         do {
             next = Self.applying(options, to: try ConfigLoader.load(path: path))
         } catch {
-            reopenAccessLog(config.accessLog)  // log rotation works even while the file is broken
             return keep("\(error)")
-        }
-        // SIGHUP reopens the access log (rotation), whatever else changes.
-        if let problem = reopenAccessLog(next.accessLog) {
-            reopenAccessLog(config.accessLog)
-            return keep("\(path): \(problem)")
         }
         if next.admin.listen != config.admin.listen {
             notes.append("admin.listen stays \(config.admin.listen?.description ?? "off") until a restart")
@@ -285,6 +281,7 @@ public final class Supervisor {
         }
         let changes = ConfigChanges(from: config, oldBackends: generation.backends, to: next, newBackends: backends)
         guard !changes.isEmpty else {
+            reopenAccessLog(next.accessLog)
             metrics.reloaded(ok: true)
             Log.info("reload: \(path): no changes" + notes.map { "; \($0)" }.joined())
             return
@@ -300,8 +297,13 @@ public final class Supervisor {
                 return keep("\(error)")
             }
         }
+        // The last step that can fail: the new log destination (after everything else, so a
+        // failed reload never leaves the log switched to a configuration that did not apply).
+        if let problem = reopenAccessLog(next.accessLog, reportingFailure: false) {
+            sockets?.closeAll()
+            return keep("\(path): \(problem)")
+        }
         config = next
-        metrics.reloaded(ok: true)
         generation = ConfigGeneration(number: generation.number + 1, config: next, backends: backends,
                                       upstreams: SharedUpstream.list(for: next, workers: workerCount, previous: generation.upstreams))
         var pending = UnconfirmedReload(
@@ -326,21 +328,24 @@ public final class Supervisor {
     }
 
     /// Opens the access log destination afresh (rotation moves the old file away) and hands it
-    /// to the writer thread; returns the problem when it cannot be opened (the old one stays).
+    /// to the writer thread; returns the problem when it cannot be opened (the old one stays),
+    /// after logging it unless the caller reports it.
     @discardableResult
-    private func reopenAccessLog(_ log: AccessLogConfig) -> String? {
+    private func reopenAccessLog(_ log: AccessLogConfig, reportingFailure: Bool = true) -> String? {
+        var problem: String?
         switch AccessLogWriter.open(log.destination) {
         case .success(let opened):
             do {
                 try accessLog.use(opened, maxPendingBytes: log.maxPendingBytes)
             } catch {
                 if opened.owned { _ = Glibc.close(opened.0) }
-                return error.message
+                problem = error.message
             }
-            return nil
         case .failure(let error):
-            return error.description
+            problem = error.description
         }
+        if let problem, reportingFailure { Log.error("access log: \(problem); lines keep going to the previous destination") }
+        return problem
     }
 
     /// One checker per upstream, over that upstream's shared backends (matched by id, which the
@@ -354,6 +359,7 @@ public final class Supervisor {
 
     /// Every worker has switched: now the reload line is true (tests and operators wait for it).
     private func reloadConfirmed(_ reload: UnconfirmedReload) {
+        metrics.reloaded(ok: reload.problems.isEmpty)
         Log.info(reload.summary)
         for problem in reload.problems { Log.error("reload: \(problem)") }
     }
