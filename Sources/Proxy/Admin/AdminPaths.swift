@@ -13,9 +13,8 @@ struct AdminPaths {
     private let statusJSON: [UInt8]?
     /// `admin.listen` is set: metrics and status are served there, not on the main listener.
     let hasOwnListener: Bool
-    /// For links and messages.
+    /// What the status page polls.
     let statusJSONPath: String?
-    let metricsPath: String?
     /// The byte after the `/` when every path has the same one (`_` by default).
     private let sharedSecondByte: UInt8?
 
@@ -26,7 +25,6 @@ struct AdminPaths {
         statusJSON = config.statusJSONPath.map { Array($0.utf8) }
         hasOwnListener = config.listen != nil
         statusJSONPath = config.statusJSONPath
-        metricsPath = config.metricsPath
         let seconds = Set(config.namedPaths.map { Array($0.path.utf8)[1] })
         sharedSecondByte = seconds.count == 1 ? seconds.first : nil
     }

@@ -145,15 +145,13 @@ struct Exposition {
 
     /// A label value: backslash, double quote and line feed escaped.
     static func escape(_ value: String) -> String {
-        var s = ""
-        for c in value.unicodeScalars {
+        value.escaped { c in
             switch c {
-            case "\\": s += "\\\\"
-            case "\"": s += "\\\""
-            case "\n": s += "\\n"
-            default: s.unicodeScalars.append(c)
+            case "\\": "\\\\"
+            case "\"": "\\\""
+            case "\n": "\\n"
+            default: nil
             }
         }
-        return s
     }
 }

@@ -57,7 +57,6 @@ final class ClientConnection {
     // Upstream side.
     /// The route and upstream chosen for the current request, and the backend within it.
     private var route: Router.Route?
-    private var upstreamIndex = 0
     private var backendIndex = -1
     /// The request asks for a protocol switch the proxy tunnels (WebSocket, …).
     private var wantsUpgrade = false
@@ -301,8 +300,7 @@ final class ClientConnection {
         if localStatus != 0 {
             let keepAlive = localKeepAlive
             responseStatus = localStatus
-            out.withUnsafeBytes { client.write($0) }
-            out.removeAll()
+            flushToClient()
             responseStarted = true
             closeAfterResponse = !keepAlive
             finishExchange()
@@ -318,7 +316,6 @@ final class ClientConnection {
             return failExchange(status: 404, reason: "Not Found: no route matches host \(hostForMessages) and path \(pathForMessages)")
         }
         self.route = route
-        upstreamIndex = route.upstream
         let strip = route.stripLength
         if strip > 0, let target = forwardTarget {
             let stripped = (target.lowerBound + strip)..<target.upperBound
@@ -372,7 +369,7 @@ final class ClientConnection {
 
     /// Picks a backend and obtains a connection to it.
     private func connectUpstream() {
-        let upstream = settings.upstreams[upstreamIndex]
+        let upstream = currentUpstream
         guard let index = upstream.balancer.pick(from: upstream.backends, excluding: triedBackends) else {
             let anyHealthy = RoundRobinBalancer.anyHealthy(upstream.backends)
             if anyHealthy || triedBackends != 0 {
@@ -610,7 +607,10 @@ final class ClientConnection {
     private var backendID: String { backendIndex >= 0 ? currentBackend.id : "?" }
 
     /// The backend of the exchange in flight (`backendIndex >= 0`).
-    private var currentBackend: Backend { settings.upstreams[upstreamIndex].backends[backendIndex] }
+    private var currentBackend: Backend { currentUpstream.backends[backendIndex] }
+
+    /// The upstream the matched route names (only asked for once a route matched).
+    private var currentUpstream: Upstream { settings.upstreams[route!.upstream] }
 
     /// The `Host` a route's `host_header` policy sends instead of the client's, if any.
     private var hostOverride: [UInt8]? {
@@ -786,8 +786,7 @@ final class ClientConnection {
         responsePipe = nil
         out.removeAll()
         rewriter.writeSwitchingProtocols(response, into: &out)
-        out.withUnsafeBytes { client.write($0) }
-        out.removeAll()
+        flushToClient()
         responseStarted = true
         responseBytesWritten = true
         phase = .tunnel
@@ -824,7 +823,7 @@ final class ClientConnection {
         let keepAlive = request.keepAlive && requestComplete && !server.isDraining
         out.removeAll()
         if status >= 502 && status <= 504 && ErrorPage.wanted(by: request) {
-            let upstream = settings.upstreams[upstreamIndex]
+            let upstream = currentUpstream
             let unhealthy = status == 503 ? upstream.backends.map { b in (b.id, b.url, b.shared.probeRecord.lastError) } : []
             let page = ErrorPage.html(status: status, reason: reason, upstream: upstream.name, route: route?.description ?? "none",
                                       attempts: attempts, unhealthy: unhealthy)
@@ -834,8 +833,7 @@ final class ClientConnection {
             ErrorResponse.write(status: status, reason: reason, keepAlive: keepAlive, headOnly: request.isHEAD,
                                 extraHeaders: extraHeaders, into: &out)
         }
-        out.withUnsafeBytes { client.write($0) }
-        out.removeAll()
+        flushToClient()
         responseStarted = true
         closeAfterResponse = !keepAlive
         finishExchange()
@@ -920,8 +918,7 @@ final class ClientConnection {
         out.removeAll()
         ErrorResponse.write(status: error.status, reason: "\(StatusText.reason(error.status)): \(error.reason)",
                             keepAlive: false, into: &out)
-        out.withUnsafeBytes { client.write($0) }
-        out.removeAll()
+        flushToClient()
         recordExchange()
         closeGracefully()
     }
@@ -984,7 +981,7 @@ final class ClientConnection {
         exchangeOpen = false
         let micros = (uv_hrtime() &- requestStartNs) / 1000
         let status = responseStatus != 0 ? responseStatus : 499
-        let upstream = route != nil ? settings.upstreams[upstreamIndex] : nil
+        let upstream = route.map { settings.upstreams[$0.upstream] }
         let backend = servedBy >= 0 ? upstream?.backends[servedBy] : nil
         var upstreamMicros: UInt64? = nil
         if let backend {

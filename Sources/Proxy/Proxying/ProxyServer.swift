@@ -249,35 +249,31 @@ public final class ProxyServer {
                 keepAlive: keepAlive, headOnly: request.isHEAD, extraHeaders: idHeader, into: &out)
             return 404
         }
-        let status: UInt16
+        if endpoint != .health && !connection.isAdminListener {
+            if paths.hasOwnListener { return 0 }
+            guard connection.isLoopbackPeer else {
+                ErrorResponse.write(status: 403, reason: "Forbidden: the proxy's metrics and status are served to "
+                    + "loopback clients only; set admin.listen to serve them on an address of their own",
+                    keepAlive: keepAlive, headOnly: request.isHEAD, extraHeaders: idHeader, into: &out)
+                return 403
+            }
+        }
+        var status: UInt16 = 200
         let body: [UInt8]
         let type: StaticString
         switch endpoint {
         case .health:
             (status, body) = HealthEndpoint.render(settings.upstreams, worker: worker, workers: workerCount)
             type = "application/json"
-        case .metrics, .status, .statusJSON:
-            if !connection.isAdminListener {
-                if paths.hasOwnListener { return 0 }
-                guard connection.isLoopbackPeer else {
-                    ErrorResponse.write(status: 403, reason: "Forbidden: the proxy's metrics and status are served to "
-                        + "loopback clients only; set admin.listen to serve them on an address of their own",
-                        keepAlive: keepAlive, headOnly: request.isHEAD, extraHeaders: idHeader, into: &out)
-                    return 403
-                }
-            }
-            status = 200
-            switch endpoint {
-            case .metrics:
-                body = MetricsEndpoint.render(settings, metrics: metrics, workers: workerCount)
-                type = MetricsEndpoint.contentType
-            case .statusJSON:
-                body = StatusEndpoint.json(settings, metrics: metrics, workers: workerCount)
-                type = "application/json"
-            default:
-                body = StatusEndpoint.page(jsonPath: paths.statusJSONPath ?? "")
-                type = "text/html; charset=utf-8"
-            }
+        case .metrics:
+            body = MetricsEndpoint.render(settings, metrics: metrics, workers: workerCount)
+            type = MetricsEndpoint.contentType
+        case .statusJSON:
+            body = StatusEndpoint.json(settings, metrics: metrics, workers: workerCount)
+            type = "application/json"
+        case .status:
+            body = settings.statusPage
+            type = "text/html; charset=utf-8"
         }
         ErrorResponse.write(status: status, contentType: type, body: body, keepAlive: keepAlive,
                             headOnly: request.isHEAD, extraHeaders: idHeader, into: &out)

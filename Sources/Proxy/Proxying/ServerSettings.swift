@@ -37,6 +37,8 @@ final class ServerSettings {
     let allowHeader: String
     /// The proxy's own paths (`admin`), as bytes.
     let adminPaths: AdminPaths
+    /// `/_status`'s page for this configuration's JSON path: built on first request, then reused.
+    private(set) lazy var statusPage: [UInt8] = StatusEndpoint.page(jsonPath: adminPaths.statusJSONPath ?? "")
 
     /// Builds the worker's view of `generation`, reusing the `Backend` (and so the pool) of every
     /// backend that `previous` already had.
