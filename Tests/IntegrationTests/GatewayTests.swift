@@ -122,18 +122,14 @@ import Testing
         let head = try c.readResponse(headRequest: true)
         #expect(head.status == 101)
         #expect(head.header("Upgrade") == "raw-echo" && head.header("Connection")?.lowercased() == "upgrade")
-        var got = ""
-        #expect(eventually(3) {
-            _ = c.fill()
-            got = String(decoding: c.buffered, as: UTF8.self)
-            return got.contains("EARLY-SERVER") && got.contains("EARLY-CLIENT")
-        }, "the backend's bytes after its 101 and the client's early bytes both arrive: \(got)")
+        #expect(c.waitForText("EARLY-SERVER", "EARLY-CLIENT", seconds: 3),
+                "the backend's bytes after its 101 and the client's early bytes both arrive: \(String(decoding: c.buffered, as: UTF8.self)); the backend's side: \(origin.events)")
         try c.send("ping")
-        #expect(eventually(3) { _ = c.fill(); return String(decoding: c.buffered, as: UTF8.self).contains("PING") })
+        #expect(c.waitForText("PING", seconds: 3), "the backend's side: \(origin.events)")
         // The client half-closes; the backend sees EOF, answers, then closes: the client gets both.
         c.shutdownWrite()
         let rest = String(decoding: c.readToEnd(), as: UTF8.self)
-        #expect(rest.hasSuffix("BYE"), "after the half-close: \(rest)")
+        #expect(rest.hasSuffix("BYE"), "after the half-close: \(rest); the backend's side: \(origin.events)")
         #expect(c.closedByPeer)
         #expect(origin.sawUpgradeHeaders, "Upgrade and Connection: upgrade reached the backend")
         // A reset from the backend closes the client's side of the tunnel too.
@@ -241,22 +237,37 @@ final class RawUpgradeOrigin: @unchecked Sendable {
     let port: UInt16
     private let lock = NSLock()
     private var _sawUpgradeHeaders = false
+    private var _events: [String] = []
     var sawUpgradeHeaders: Bool { lock.lock(); defer { lock.unlock() }; return _sawUpgradeHeaders }
+    /// What each connection received and how it ended, for failure messages.
+    var events: String { lock.lock(); defer { lock.unlock() }; return _events.joined(separator: "; ") }
 
     init() {
         (fd, port) = listenOnLoopback()
         acceptEachOnItsOwnThread(fd) { [self] c in serve(c) }
     }
 
+    private func note(_ c: Int32, _ event: String) {
+        lock.lock(); _events.append("fd \(c) \(event)"); lock.unlock()
+    }
+
     private func serve(_ c: Int32) {
         defer { close(c) }
-        var tv = timeval(tv_sec: 5, tv_usec: 0)
+        // Generous: a tunnel's silence ends only when a test is done with it, and a loaded CI
+        // machine can hold a test thread for seconds between two steps.
+        var tv = timeval(tv_sec: 30, tv_usec: 0)
         setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var data: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 65536)
         func send(_ s: String) { _ = Array(s.utf8).withUnsafeBytes { Glibc.send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
+        func receive() -> Int {
+            let n = retryingOnEINTR { buf.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) } }
+            note(c, n > 0 ? "received \(String(decoding: buf[0..<min(n, 40)], as: UTF8.self).debugDescription)"
+                          : n == 0 ? "got EOF" : "recv failed, errno \(errno)")
+            return n
+        }
         while data.firstRange(of: [13, 10, 13, 10]) == nil {
-            let n = buf.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
+            let n = receive()
             if n <= 0 { return }
             data.append(contentsOf: buf[0..<n])
         }
@@ -276,7 +287,7 @@ final class RawUpgradeOrigin: @unchecked Sendable {
                 send(String(decoding: rest, as: UTF8.self).uppercased())
                 rest.removeAll()
             }
-            let n = buf.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
+            let n = receive()
             if n == 0 { send("BYE"); return }  // the client half-closed: answer, then close
             if n < 0 { return }
             if String(decoding: buf[0..<n], as: UTF8.self).contains("reset-me") {

@@ -148,6 +148,16 @@ func proxyConfig(backends ports: [UInt16], intervalMs: Int = 100, upstreamMs: In
     """
 }
 
+/// Repeats a blocking socket call that a signal interrupted. On a socket with `SO_RCVTIMEO` or
+/// `SO_SNDTIMEO`, Linux never restarts `recv`/`send`/`accept` after a signal handler ran, even
+/// with `SA_RESTART` (signal(7)), so a stray signal would read as an error or a closed peer.
+func retryingOnEINTR<N: BinaryInteger>(_ call: () -> N) -> N {
+    while true {
+        let n = call()
+        if n >= 0 || errno != EINTR { return n }
+    }
+}
+
 /// Polls `condition` every 20 ms for up to `seconds`.
 func eventually(_ seconds: Double = 5, _ condition: () throws -> Bool) rethrows -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
@@ -210,7 +220,7 @@ final class TestConnection {
     func send(_ bytes: [UInt8]) throws {
         var off = 0
         while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let n = retryingOnEINTR { bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
             if n <= 0 { throw HarnessError("send failed: errno \(errno)") }
             off += n
         }
@@ -225,10 +235,22 @@ final class TestConnection {
     @discardableResult
     func fill(max: Int = 65536) -> Bool {
         var tmp = [UInt8](repeating: 0, count: max)
-        let n = tmp.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        let n = retryingOnEINTR { tmp.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) } }
         if n <= 0 { if n == 0 { closedByPeer = true }; return false }
         buffer.append(contentsOf: tmp[0..<n])
         return true
+    }
+
+    /// Reads until every one of `texts` is in the buffer, for at most about `seconds` (plus one
+    /// read timeout). What is already buffered counts first: a blocking read before looking
+    /// would wait out the socket's timeout when everything arrived in an earlier read.
+    func waitForText(_ texts: String..., seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while true {
+            let text = String(decoding: buffer, as: UTF8.self)
+            if texts.allSatisfy({ text.contains($0) }) { return true }
+            guard Date() < deadline, fill() else { return false }
+        }
     }
 
     /// Reads until EOF (or timeout) and returns everything received.
@@ -382,7 +404,7 @@ final class ScriptedOrigin: @unchecked Sendable {
         var next = Next.keepReading
         loop: while true {
             if isStopped { break }
-            let n = buf.withUnsafeMutableBytes { recv(conn.fd, $0.baseAddress, $0.count, 0) }
+            let n = retryingOnEINTR { buf.withUnsafeMutableBytes { recv(conn.fd, $0.baseAddress, $0.count, 0) } }
             if n == 0 { break }
             if n < 0 { if errno == EAGAIN || errno == EWOULDBLOCK { continue } else { break } }
             if next == .holdOpen { continue }
@@ -458,7 +480,7 @@ final class Counter: @unchecked Sendable {
 func acceptEachOnItsOwnThread(_ fd: Int32, _ serve: @escaping @Sendable (Int32) -> Void) {
     Thread {
         while true {
-            let c = accept(fd, nil, nil)
+            let c = retryingOnEINTR { accept(fd, nil, nil) }
             if c < 0 { return }
             Thread { serve(c) }.start()
         }
