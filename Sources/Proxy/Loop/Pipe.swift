@@ -8,24 +8,31 @@
 ///
 /// A value type with no closures of its own, so an exchange sets up its two pipes without
 /// allocating: the streams' `onDrain` callbacks, installed once per connection, route to it.
-/// Threading: loop thread only. The pipe does not own either stream.
+/// Threading: loop thread only. The pipe does not own either stream: its owner keeps both alive
+/// for as long as the pipe exists (unretained, so setting up and tearing down an exchange's two
+/// pipes costs no reference counting).
 public struct Pipe {
-    public let source: TCPStream
-    public let sink: TCPStream
+    // `Unmanaged` rather than `unowned(unsafe)`: the latter still retains and releases around
+    // each call made through it.
+    private let source: Unmanaged<TCPStream>
+    private let sink: Unmanaged<TCPStream>
     public private(set) var isPaused = false
 
     public init(from source: TCPStream, to sink: TCPStream) {
-        self.source = source
-        self.sink = sink
+        self.source = Unmanaged.passUnretained(source)
+        self.sink = Unmanaged.passUnretained(sink)
     }
 
     /// Writes to the sink (one gathered write) and pauses the source if the sink is full.
     public mutating func send(_ b0: UnsafeRawBufferPointer,
                               _ b1: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
-        sink.write(b0, b1)
-        if sink.isCongested && !isPaused {
+        let congested = sink._withUnsafeGuaranteedRef { sink in
+            sink.write(b0, b1)
+            return sink.isCongested
+        }
+        if congested && !isPaused {
             isPaused = true
-            source.pauseReading(.backpressure)
+            source._withUnsafeGuaranteedRef { $0.pauseReading(.backpressure) }
         }
     }
 
@@ -33,7 +40,7 @@ public struct Pipe {
     public mutating func sinkDrained() {
         guard isPaused else { return }
         isPaused = false
-        source.resumeReading(.backpressure)
+        source._withUnsafeGuaranteedRef { $0.resumeReading(.backpressure) }
     }
 
     /// Ends the pipe, lifting any pause it put on the source.

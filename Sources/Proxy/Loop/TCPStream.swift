@@ -137,21 +137,25 @@ public final class TCPStream: Handle {
         guard should != reading else { return }
         reading = should
         if should {
+            // `_withUnsafeGuaranteedRef`: `handle->data` holds a retain until the close
+            // callback, so the callbacks need not retain the stream again.
             uv_read_start(stream, { h, _, buf in
                 guard let h, let buf, let data = uv_handle_get_data(h) else { return }
-                let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
-                buf.pointee = uv_buf_init(me.loop.readBuffer.assumingMemoryBound(to: CChar.self), UInt32(me.loop.readBufferSize))
+                Unmanaged<TCPStream>.fromOpaque(data)._withUnsafeGuaranteedRef { me in
+                    buf.pointee = uv_buf_init(me.loop.readBuffer.assumingMemoryBound(to: CChar.self), UInt32(me.loop.readBufferSize))
+                }
             }, { s, nread, buf in
                 guard let s, let data = uv_handle_get_data(UnsafeMutableRawPointer(s).assumingMemoryBound(to: uv_handle_t.self)) else { return }
-                let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
-                if me.isClosing { return }
-                if nread > 0 {
-                    me.bytesRead &+= UInt64(nread)
-                    me.onRead?(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
-                } else if nread < 0 {
-                    me.wantsRead = false
-                    me.updateReading()
-                    me.onReadEnd?(Int32(nread))
+                Unmanaged<TCPStream>.fromOpaque(data)._withUnsafeGuaranteedRef { me in
+                    if me.isClosing { return }
+                    if nread > 0 {
+                        me.bytesRead &+= UInt64(nread)
+                        me.onRead?(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
+                    } else if nread < 0 {
+                        me.wantsRead = false
+                        me.updateReading()
+                        me.onReadEnd?(Int32(nread))
+                    }
                 }
             })
         } else {

@@ -8,7 +8,10 @@ public final class UpstreamConnection {
     public let stream: TCPStream
     public let backend: Backend
     /// The exchange using this connection; `nil` while idle in the pool or connecting for nobody.
-    weak var owner: ClientConnection?
+    /// Strong, and cleared by the owner when it lets go (`releaseUpstream`) and by `close()`:
+    /// a weak reference here (or in the callbacks below) gives the object a side table, and
+    /// then every retain and release of it takes ARC's slow path — about 10 per request.
+    var owner: ClientConnection?
     /// Completed exchanges on this connection (0 = fresh).
     public internal(set) var exchangesCompleted = 0
     /// Loop time when the connection went idle (for the pool's idle timeout).
@@ -23,21 +26,18 @@ public final class UpstreamConnection {
         stream = TCPStream(loop: loop)
         // Set once, before connecting (libuv applies it when the socket is created), not per request.
         stream.setNoDelay()
-        // Weak: the stream outlives this object between `close()` and libuv's close callback,
-        // and libuv still completes writes in that window.
-        stream.onRead = { [weak self] bytes in
-            guard let self else { return }
+        // These capture `self` strongly: the cycle with the stream ends when the stream closes
+        // (its close callback drops them), and after `close()` the stream calls none of them.
+        stream.onRead = { [self] bytes in
             if let owner { owner.upstreamRead(bytes) } else { backend.pool.idleConnectionSpoke(self) }
         }
-        stream.onReadEnd = { [weak self] code in
-            guard let self else { return }
+        stream.onReadEnd = { [self] code in
             if let owner { owner.upstreamEnded(code) } else { backend.pool.idleConnectionSpoke(self) }
         }
-        stream.onWriteError = { [weak self] code in
-            guard let self else { return }
+        stream.onWriteError = { [self] code in
             if let owner { owner.upstreamEnded(code) } else { backend.pool.idleConnectionSpoke(self) }
         }
-        stream.onDrain = { [weak self] in self?.owner?.upstreamDrained() }
+        stream.onDrain = { [self] in owner?.upstreamDrained() }
     }
 
     public var isClosed: Bool { stream.isClosing }
