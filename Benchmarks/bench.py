@@ -208,13 +208,20 @@ def children(pid: int) -> list[int]:
     return kids
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the processes (each process's figure already includes all its threads)."""
-    ticks = 0
+def cpu_split(pids: list[int]) -> tuple[float, float]:
+    """(utime, stime) of the processes in seconds (each process's figure already includes all
+    its threads)."""
+    user = system = 0
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
-    return ticks / CLK_TCK
+        user += int(fields[11])  # field 14 of proc(5)
+        system += int(fields[12])  # field 15
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the processes."""
+    return sum(cpu_split(pids))
 
 
 def foreign_cpu() -> dict[int, float]:
@@ -371,7 +378,7 @@ class SwiftProxy(Target):
                                               "health_check": {"path": "/health", "interval_ms": interval}}}
             config["routes"] = [{"host": "*", "path": f"/route{i}", "upstream": "routed"}
                                 for i in range(self.ctx.args.routes)]
-        if self.binary == self.ctx.bin:
+        if self.binary == self.ctx.bin or self.understands_access_log(config):
             # Stated, not left to the default (stdout): like nginx's `access_log off` above.
             config["access_log"] = self.access_log()
         cfg.write_text(json.dumps(config))
@@ -384,6 +391,15 @@ class SwiftProxy(Target):
 
     def access_log(self):
         return None
+
+    def understands_access_log(self, config: dict) -> bool:
+        """Whether this build accepts the `access_log` key (`--compare-bin` may name a build that
+        predates it; such a build never logs)."""
+        probe = self.ctx.dir / f"{self.name}-probe.json"
+        probe.write_text(json.dumps(dict(config, access_log=None)))
+        check = subprocess.run([str(self.binary / "proxy"), "--check", "--config", str(probe)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        return check.returncode == 0
 
     def pinned(self, cmd: list[str]) -> list[str]:
         # More than one worker loop: the proxy may use every core (sharing them with the load),
@@ -831,11 +847,15 @@ def measure_wrk(ctx: Context, t: Target, conns: int, duration: float, with_rss: 
     pids = t.pids()
     if with_rss and pids:
         reset_peak_rss(pids)
-    cpu0 = cpu_seconds(pids) if pids else 0.0
+    user0, sys0 = cpu_split(pids) if pids else (0.0, 0.0)
     res = wrk(ctx, t, conns, duration)
     if pids:
-        cpu = cpu_seconds(pids) - cpu0
+        user1, sys1 = cpu_split(pids)
+        cpu = (user1 - user0) + (sys1 - sys0)
         res["cpu_s"] = cpu
+        # Where the time goes: on loopback the kernel's share is the TCP work of every read
+        # and write, which no user-space change removes.
+        res["kernel_share"] = (sys1 - sys0) / cpu if cpu > 0 else None
         res["cpu_per_10k"] = cpu / res["requests"] * 10_000 if res["requests"] else None
         if with_rss:
             res["peak_rss_mb"] = peak_rss_kib(pids) * 1024 / MB
@@ -1235,7 +1255,7 @@ def parse_args() -> argparse.Namespace:
                          "to a file, in the same rounds")
     ap.add_argument("--compare-bin", default=None, metavar="DIR",
                     help="also measure the `proxy` binary in DIR (another build, e.g. the commit before a change) "
-                         "in the same rounds; its config has no access_log key, for builds that predate it")
+                         "in the same rounds; its access log is off too unless the build predates the access_log key")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     ap.add_argument("--strace-duration", type=float, default=3.0)
     ap.add_argument("--idle-connections", type=int, default=10_000)
@@ -1404,6 +1424,15 @@ def main() -> int:
             if one and more:
                 parts.append(f"{rows[rid]['label'][3:]} {more / one:.2f}×")
         print(f"\n{variant[len('this proxy, '):]} vs this proxy: " + "; ".join(parts))
+    shares = []
+    names = dict(COLUMNS, proxy_multi=variant or "second instance")
+    for key in ALL:
+        got = [r.get("kernel_share") for r in samples.get("small", {}).get(key, []) if r]
+        got = [g for g in got if g is not None]
+        if got:
+            shares.append(f"{names.get(key, key)} {statistics.median(got) * 100:.0f} %")
+    if shares:
+        print("\nKernel (system) share of each proxy's CPU time, c64, median: " + "; ".join(shares))
     print("\n### Targets\n")
     print(targets_table(target_results))
     if ctx.problems or skipped:
