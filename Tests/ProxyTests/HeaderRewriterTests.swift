@@ -11,10 +11,11 @@ struct HeaderRewriterTests {
         try HeadParser.parseResponse(Array(text.utf8), requestWasHEAD: head)
     }
 
-    private func upstreamText(_ req: RequestHead, framing: HeaderRewriter.OutgoingFraming = .none, peer: String = "192.0.2.7") -> String {
+    private func upstreamText(_ head: RequestHead, framing: HeaderRewriter.OutgoingFraming = .none, peer: String = "192.0.2.7") -> String {
+        var req = head
         var rewriter = HeaderRewriter()
         var out = ByteBuffer(capacity: 8)
-        rewriter.writeUpstreamRequest(req, framing: framing, peerIP: Array(peer.utf8), into: &out)
+        rewriter.writeUpstreamRequest(&req, framing: framing, peerIP: Array(peer.utf8), into: &out)
         return String(decoding: out.array, as: UTF8.self)
     }
 
@@ -60,34 +61,34 @@ struct HeaderRewriterTests {
     }
 
     @Test func alwaysSpeaksHTTP11ToTheUpstreamWithAHost() throws {
-        let req = try request("GET /old HTTP/1.0\r\n\r\n")
+        var req = try request("GET /old HTTP/1.0\r\n\r\n")
         var rewriter = HeaderRewriter()
         var out = ByteBuffer(capacity: 8)
-        rewriter.writeUpstreamRequest(req, framing: .none, peerIP: Array("1.2.3.4".utf8), defaultHost: Array("backend:3001".utf8), into: &out)
+        rewriter.writeUpstreamRequest(&req, framing: .none, peerIP: Array("1.2.3.4".utf8), defaultHost: Array("backend:3001".utf8), into: &out)
         #expect(String(decoding: out.array, as: UTF8.self).hasPrefix("GET /old HTTP/1.1\r\nHost: backend:3001\r\n"))
     }
 
     @Test func stripsHopByHopHeadersFromResponsesAndReframes() throws {
-        let resp = try response("HTTP/1.1 200 OK\r\nConnection: X-Hop, close\r\nX-Hop: 1\r\nKeep-Alive: timeout=4\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n")
+        var resp = try response("HTTP/1.1 200 OK\r\nConnection: X-Hop, close\r\nX-Hop: 1\r\nKeep-Alive: timeout=4\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n")
         var rewriter = HeaderRewriter()
         var out = ByteBuffer(capacity: 8)
-        rewriter.writeClientResponse(resp, framing: .chunked, clientVersionMinor: 1, closeAfter: false, into: &out)
+        rewriter.writeClientResponse(&resp, framing: .chunked, clientVersionMinor: 1, closeAfter: false, into: &out)
         #expect(String(decoding: out.array, as: UTF8.self) == "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
     }
 
     @Test func keepsContentLengthOfBodilessResponsesAndMarksClosing() throws {
-        let resp = try response("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", head: true)
+        var resp = try response("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", head: true)
         var rewriter = HeaderRewriter()
         var out = ByteBuffer(capacity: 8)
-        rewriter.writeClientResponse(resp, framing: .none, clientVersionMinor: 1, closeAfter: true, into: &out)
+        rewriter.writeClientResponse(&resp, framing: .none, clientVersionMinor: 1, closeAfter: true, into: &out)
         #expect(String(decoding: out.array, as: UTF8.self) == "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nConnection: close\r\n\r\n")
     }
 
     @Test func tellsHTTP10ClientsThatTheConnectionStaysOpen() throws {
-        let resp = try response("HTTP/1.1 204 No Content\r\n\r\n")
+        var resp = try response("HTTP/1.1 204 No Content\r\n\r\n")
         var rewriter = HeaderRewriter()
         var out = ByteBuffer(capacity: 8)
-        rewriter.writeClientResponse(resp, framing: .none, clientVersionMinor: 0, closeAfter: false, into: &out)
+        rewriter.writeClientResponse(&resp, framing: .none, clientVersionMinor: 0, closeAfter: false, into: &out)
         #expect(String(decoding: out.array, as: UTF8.self) == "HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n")
     }
 }

@@ -3,8 +3,8 @@ import Testing
 
 struct RequestTargetTests {
     private func form(_ method: String, _ target: String) throws(HTTPParseError) -> (RequestTarget.Form, RequestHead) {
-        let head = try HeadParser.parseRequest(Array("\(method) \(target) HTTP/1.1\r\nHost: h\r\n\r\n".utf8), limits: HeadLimits())
-        return (try RequestTarget.validate(head), head)
+        var head = try HeadParser.parseRequest(Array("\(method) \(target) HTTP/1.1\r\nHost: h\r\n\r\n".utf8), limits: HeadLimits())
+        return (try RequestTarget.validate(&head), head)
     }
 
     private func forwarded(_ target: String) throws -> String {

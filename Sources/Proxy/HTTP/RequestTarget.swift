@@ -16,8 +16,9 @@ public enum RequestTarget {
         case asterisk
     }
 
-    /// Validates the request target of `head`; errors carry status 400.
-    public static func validate(_ head: RequestHead) throws(HTTPParseError) -> Form {
+    /// Validates the request target of `head`; errors carry status 400. `inout` only to pass
+    /// a stored head by address (see `HeaderRewriter.writeUpstreamRequest`); not modified.
+    public static func validate(_ head: inout RequestHead) throws(HTTPParseError) -> Form {
         let b = head.bytes
         let t = head.target
         guard let first = t.first.map({ b[$0] }) else { throw HTTPParseError(status: 400, reason: "empty request target") }

@@ -300,7 +300,7 @@ final class ClientConnection {
         // Answered by the proxy itself? A body sent with such a request is not read: close then.
         let localKeepAlive = request.keepAlive && requestComplete && !server.isDraining
         out.removeAll()
-        let localStatus = server.answerLocally(request, via: self, keepAlive: localKeepAlive, requestID: requestID, into: &out)
+        let localStatus = server.answerLocally(&request, via: self, keepAlive: localKeepAlive, requestID: requestID, into: &out)
         if localStatus != 0 {
             let keepAlive = localKeepAlive
             responseStatus = localStatus
@@ -349,7 +349,7 @@ final class ClientConnection {
     /// size. Answers and returns false when the request is refused.
     private func admit() -> Bool {
         do {
-            switch try RequestTarget.validate(request) {
+            switch try RequestTarget.validate(&request) {
             case .path(let path): forwardTarget = path
             case .asterisk: forwardTarget = request.target
             }
@@ -458,7 +458,7 @@ final class ClientConnection {
             // the zero (411 for a POST without it), so it is forwarded as sent.
             framing = request.fieldIndex("content-length") != nil ? .contentLength(0) : .none
         }
-        rewriter.writeUpstreamRequest(request, framing: framing, peerIP: peerIP,
+        rewriter.writeUpstreamRequest(&request, framing: framing, peerIP: peerIP,
                                       defaultHost: currentBackend.authorityBytes, target: forwardTarget,
                                       hostOverride: hostOverride, forwardedPrefix: route?.forwardedPrefix ?? [],
                                       upgrade: wantsUpgrade, requestID: requestID, into: &out)
@@ -651,7 +651,7 @@ final class ClientConnection {
         if !requestComplete { keepAlive = false }  // early response: finish it, then close
         closeAfterResponse = !keepAlive
         out.removeAll()
-        rewriter.writeClientResponse(response, framing: clientFraming, clientVersionMinor: request.versionMinor,
+        rewriter.writeClientResponse(&response, framing: clientFraming, clientVersionMinor: request.versionMinor,
                                      closeAfter: closeAfterResponse, requestID: requestID, into: &out)
     }
 

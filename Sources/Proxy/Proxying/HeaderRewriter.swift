@@ -37,7 +37,11 @@ public struct HeaderRewriter {
     /// - `forwardedPrefix`: sent as `X-Forwarded-Prefix` (the prefix a route stripped).
     /// - `upgrade`: keep the `Upgrade` field and send `Connection: upgrade` (WebSocket and other
     ///   protocol switches; the caller has checked the request asks for one).
-    public mutating func writeUpstreamRequest(_ head: RequestHead, framing: OutgoingFraming,
+    ///
+    /// `head` is `inout` only to be passed by address — the caller's head is a stored property,
+    /// and a by-value argument from one is copied (a retain and release of each of its arrays);
+    /// it is not modified. The same holds for `writeClientResponse`.
+    public mutating func writeUpstreamRequest(_ head: inout RequestHead, framing: OutgoingFraming,
                                               peerIP: [UInt8], defaultHost: [UInt8] = [], target: Range<Int>? = nil,
                                               hostOverride: [UInt8]? = nil, forwardedPrefix: [UInt8] = [],
                                               upgrade: Bool = false, requestID: [UInt8] = [], into out: inout ByteBuffer) {
@@ -160,7 +164,7 @@ public struct HeaderRewriter {
     ///
     /// - `closeAfter`: the proxy will close the client connection after this response
     ///   (adds `Connection: close`); otherwise HTTP/1.0 clients get `Connection: keep-alive`.
-    public mutating func writeClientResponse(_ head: ResponseHead, framing: OutgoingFraming,
+    public mutating func writeClientResponse(_ head: inout ResponseHead, framing: OutgoingFraming,
                                              clientVersionMinor: UInt8, closeAfter: Bool, requestID: [UInt8] = [],
                                              into out: inout ByteBuffer) {
         let b = head.bytes

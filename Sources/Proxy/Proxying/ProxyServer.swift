@@ -237,7 +237,8 @@ public final class ProxyServer {
     /// On the main listener `/_health` is for everyone; metrics and the status page are for
     /// loopback clients only — or, with `admin.listen` set, not there at all (those paths then
     /// belong to the backends). On the admin listener everything else is a 404.
-    func answerLocally(_ request: RequestHead, via connection: ClientConnection, keepAlive: Bool,
+    /// `request` is `inout` only to pass the connection's stored head by address; not modified.
+    func answerLocally(_ request: inout RequestHead, via connection: ClientConnection, keepAlive: Bool,
                        requestID: [UInt8], into out: inout ByteBuffer) -> UInt16 {
         let paths = settings.adminPaths
         let endpoint = paths.match(request)
