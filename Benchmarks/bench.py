@@ -1424,15 +1424,17 @@ def main() -> int:
             if one and more:
                 parts.append(f"{rows[rid]['label'][3:]} {more / one:.2f}×")
         print(f"\n{variant[len('this proxy, '):]} vs this proxy: " + "; ".join(parts))
-    shares = []
+    splits = []
     names = dict(COLUMNS, proxy_multi=variant or "second instance")
     for key in ALL:
-        got = [r.get("kernel_share") for r in samples.get("small", {}).get(key, []) if r]
-        got = [g for g in got if g is not None]
-        if got:
-            shares.append(f"{names.get(key, key)} {statistics.median(got) * 100:.0f} %")
-    if shares:
-        print("\nKernel (system) share of each proxy's CPU time, c64, median: " + "; ".join(shares))
+        runs = [r for r in samples.get("small", {}).get(key, [])
+                if r and r.get("kernel_share") is not None and r.get("cpu_per_10k")]
+        if runs:
+            kernel = statistics.median(r["cpu_per_10k"] * r["kernel_share"] for r in runs)
+            user = statistics.median(r["cpu_per_10k"] * (1 - r["kernel_share"]) for r in runs)
+            splits.append(f"{names.get(key, key)} {kernel:.3f} + {user:.3f}")
+    if splits:
+        print("\nCPU-s per 10k requests at c64 as kernel + user time (medians): " + "; ".join(splits))
     print("\n### Targets\n")
     print(targets_table(target_results))
     if ctx.problems or skipped:
