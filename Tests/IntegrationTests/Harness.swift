@@ -33,24 +33,38 @@ final class ManagedProcess: @unchecked Sendable {
         process.standardOutput = output
         process.standardError = output
         try process.run()
-        // Read output on a background thread so the child never blocks on a full pipe.
         let handle = output.fileHandleForReading
+        // Until the ready line, read the pipe here (poll + read): the start-up wait then does not
+        // depend on a dispatch thread being free to run a readability handler on a loaded machine.
+        let deadline = Date().addingTimeInterval(10)
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while Date() < deadline {
+            var pfd = pollfd(fd: handle.fileDescriptor, events: Int16(POLLIN), revents: 0)
+            if poll(&pfd, 1, 10) > 0 {
+                let n = retryingOnEINTR { chunk.withUnsafeMutableBytes { read(handle.fileDescriptor, $0.baseAddress, $0.count) } }
+                if n > 0 { append(chunk[0..<n]) }
+            }
+            if let p = parsePort() { port = p; break }
+            if !process.isRunning && pfd.revents == 0 { break }
+        }
+        guard port != 0 else {
+            let state = process.isRunning ? "still running, silent" : "exited with status \(process.terminationStatus)"
+            let out = log
+            process.terminate()
+            throw HarnessError("\(executable) did not start within 10 s (\(state)): \(out)")
+        }
+        // From here on a background thread reads, so the child never blocks on a full pipe.
         handle.readabilityHandler = { [weak self] h in
             let data = h.availableData
             guard let self, !data.isEmpty else { return }
-            self.lock.lock()
-            self.captured += String(decoding: data, as: UTF8.self)
-            self.lock.unlock()
+            self.append(data[...])
         }
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if let p = parsePort() { port = p; return }
-            if !process.isRunning { break }
-            usleep(10_000)
-        }
-        let out = log
-        process.terminate()
-        throw HarnessError("\(executable) did not start: \(out)")
+    }
+
+    private func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+        lock.lock()
+        captured += String(decoding: bytes, as: UTF8.self)
+        lock.unlock()
     }
 
     var log: String {

@@ -14,10 +14,10 @@ struct ObservabilityUnitTests {
 
     private func entry(parsed: Bool = true, status: UInt16 = 200) -> AccessLogEntry {
         AccessLogEntry(client: Array("10.1.2.3".utf8), requestParsed: parsed, status: status, bytesSent: 1234,
-                       durationMicros: 1_234_567, upstream: Upstream(shared: SharedUpstream(name: "api \"v2\"", workers: 1), worker: 0, backends: []),
-                       backend: nil, upstreamMicros: 987,
-                       requestID: Array("abc-1".utf8))
+                       durationMicros: 1_234_567, upstreamMicros: 987, requestID: Array("abc-1".utf8))
     }
+
+    private let upstream = Upstream(shared: SharedUpstream(name: "api \"v2\"", workers: 1), worker: 0, backends: [])
 
     /// Formats with `body` and returns the bytes.
     private func format(_ body: (inout ByteBuffer) -> Void) -> [UInt8] {
@@ -35,7 +35,7 @@ struct ObservabilityUnitTests {
     @Test func combinedLineLayout() throws {
         let raw = Array("GET /p?a=\"b\" HTTP/1.1\r\nHost: x\r\nUser-Agent: agent \\ \"q\"\r\nReferer: http://r/\r\n\r\n".utf8)
         let r = try parsedRequest(raw)
-        let out = format { AccessLogFormatter.combined(entry(), r, time: clock, into: &$0) }
+        let out = format { AccessLogFormatter.combined(entry(), r, upstream: upstream, backend: nil, time: clock, into: &$0) }
         #expect(String(decoding: out, as: UTF8.self) == """
             10.1.2.3 - - [27/Nov/2026:13:36:11 +0000] "GET /p?a=\\x22b\\x22 HTTP/1.1" 200 1234 "http://r/" "agent \\x5C \\x22q\\x22" request_id=abc-1 upstream="api \\x22v2\\x22" backend=- backend_addr=- upstream_time=0.000987 request_time=1.234567
 
@@ -44,12 +44,11 @@ struct ObservabilityUnitTests {
 
     @Test func combinedLineForARequestRefusedBeforeParsing() throws {
         var e = entry(parsed: false, status: 400)
-        e.upstream = nil
         e.upstreamMicros = nil
         e.requestID = []
         // A stale head from an earlier request must not show.
         let stale = try parsedRequest(Array("GET /old HTTP/1.1\r\nHost: x\r\nUser-Agent: old\r\n\r\n".utf8))
-        let out = format { AccessLogFormatter.combined(e, stale, time: clock, into: &$0) }
+        let out = format { AccessLogFormatter.combined(e, stale, upstream: nil, backend: nil, time: clock, into: &$0) }
         #expect(String(decoding: out, as: UTF8.self)
             == "10.1.2.3 - - [27/Nov/2026:13:36:11 +0000] \"-\" 400 1234 \"-\" \"-\" request_id=- upstream=- backend=- backend_addr=- upstream_time=- request_time=1.234567\n")
     }
@@ -60,7 +59,7 @@ struct ObservabilityUnitTests {
         agent += (0x20...0x7E).map { UInt8($0) } + (0x80...0xFF).map { UInt8($0) }
         let raw = Array("POST /j HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\nUser-Agent: ".utf8) + agent + Array("\r\n\r\n".utf8)
         let r = try parsedRequest(raw)
-        let out = format { AccessLogFormatter.json(entry(), r, time: clock, into: &$0) }
+        let out = format { AccessLogFormatter.json(entry(), r, upstream: upstream, backend: nil, time: clock, into: &$0) }
         #expect(out.last == UInt8(ascii: "\n") && out.dropLast().allSatisfy { $0 >= 0x20 && $0 < 0x7F }, "one ASCII line")
         let object = try #require(JSONSerialization.jsonObject(with: Data(out)) as? [String: Any])
         #expect(object["time"] as? String == "2026-11-27T13:36:11.195Z")

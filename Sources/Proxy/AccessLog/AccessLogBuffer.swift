@@ -37,11 +37,12 @@ final class AccessLogBuffer {
         flushMs = config.flushMs
     }
 
-    func write(_ entry: AccessLogEntry, request: RequestHead) {
+    /// `request` is `inout` only to pass the connection's stored head by address; not modified.
+    func write(_ entry: AccessLogEntry, upstream: Upstream?, backend: Backend?, request: inout RequestHead) {
         clock.update(nowMs: Int64(cuv_wall_clock_ms()))
         switch format {
-        case .combined: AccessLogFormatter.combined(entry, request, time: clock, into: &bytes)
-        case .json: AccessLogFormatter.json(entry, request, time: clock, into: &bytes)
+        case .combined: AccessLogFormatter.combined(entry, request, upstream: upstream, backend: backend, time: clock, into: &bytes)
+        case .json: AccessLogFormatter.json(entry, request, upstream: upstream, backend: backend, time: clock, into: &bytes)
         }
         lines += 1
         if bytes.count >= bufferBytes {

@@ -1006,8 +1006,8 @@ final class ClientConnection {
         guard let log = server.accessLog else { return }
         log.write(AccessLogEntry(client: peerIP, requestParsed: requestParsed, status: status,
                                  bytesSent: client.bytesWritten &- bytesSentAtStart, durationMicros: micros,
-                                 upstream: upstream, backend: backend, upstreamMicros: upstreamMicros,
-                                 requestID: requestParsed ? requestID : []), request: request)
+                                 upstreamMicros: upstreamMicros, requestID: requestParsed ? requestID : []),
+                  upstream: upstream, backend: backend, request: &request)
     }
 
     /// Adds the client traffic since the last call to the worker's byte counters.
