@@ -40,12 +40,13 @@ final class ManagedProcess: @unchecked Sendable {
         var chunk = [UInt8](repeating: 0, count: 4096)
         while Date() < deadline {
             var pfd = pollfd(fd: handle.fileDescriptor, events: Int16(POLLIN), revents: 0)
+            var n = 0
             if poll(&pfd, 1, 10) > 0 {
-                let n = retryingOnEINTR { chunk.withUnsafeMutableBytes { read(handle.fileDescriptor, $0.baseAddress, $0.count) } }
+                n = retryingOnEINTR { chunk.withUnsafeMutableBytes { read(handle.fileDescriptor, $0.baseAddress, $0.count) } }
                 if n > 0 { append(chunk[0..<n]) }
             }
             if let p = parsePort() { port = p; break }
-            if !process.isRunning && pfd.revents == 0 { break }
+            if n <= 0 && !process.isRunning { break }  // exited, and all it wrote is read
         }
         guard port != 0 else {
             let state = process.isRunning ? "still running, silent" : "exited with status \(process.terminationStatus)"
