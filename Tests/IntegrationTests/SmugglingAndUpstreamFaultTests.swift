@@ -763,9 +763,9 @@ private final class ByteRecordingOrigin: @unchecked Sendable {
         let fd = listenFD, shared = state
         Thread {
             while true {
-                let c = accept(fd, nil, nil)
+                let c = retryingOnEINTR { accept(fd, nil, nil) }
                 if c < 0 {
-                    if errno == EINTR || errno == ECONNABORTED { continue }
+                    if errno == ECONNABORTED { continue }
                     // Stopped (shutdown makes accept fail). Closed here, by the only thread that
                     // uses it, so the number cannot be reused under a pending accept.
                     close(fd)
@@ -825,10 +825,10 @@ private final class ByteRecordingOrigin: @unchecked Sendable {
         while true {
             state.lock.lock(); let stopped = state.stopped; state.lock.unlock()
             if stopped { break }
-            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            let n = retryingOnEINTR { buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) } }
             if n == 0 { break }
             if n < 0 {
-                if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK { continue }  // the receive timeout: look at `stopped`
                 break
             }
             data.append(contentsOf: buf[0..<n])

@@ -60,11 +60,6 @@ extension ByteBuffer {
         }
         commit(p - start)
     }
-
-    /// `letters`: 55 for upper-case A–F, 87 for lower case.
-    @inline(__always) private static func hexDigit(_ nibble: UInt8, letters: UInt8) -> UInt8 {
-        nibble < 10 ? UInt8(ascii: "0") + nibble : letters + nibble
-    }
 }
 
 extension Array where Element == UInt8 {

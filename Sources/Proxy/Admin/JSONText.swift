@@ -10,7 +10,7 @@ public enum JSONText {
             case "\r": "\\r"
             case "\t": "\\t"
             case _ where u.value < 0x20 || u.value == 0x7F:
-                "\\u" + String(repeating: "0", count: 4 - String(u.value, radix: 16).count) + String(u.value, radix: 16)
+                "\\u00" + (u.value < 0x10 ? "0" : "") + String(u.value, radix: 16)
             default: nil
             }
         } + "\""

@@ -119,9 +119,13 @@ public struct ByteBuffer: ~Copyable {
         while digits < 16 && v >> UInt64(4 * digits) != 0 { digits += 1 }
         let p = reserve(digits)
         for i in 0..<digits {
-            let d = UInt8((v >> UInt64(4 * (digits - 1 - i))) & 0xF)
-            p[i] = d < 10 ? UInt8(ascii: "0") + d : UInt8(ascii: "a") + d - 10
+            p[i] = Self.hexDigit(UInt8((v >> UInt64(4 * (digits - 1 - i))) & 0xF), letters: 87)
         }
         count += digits
+    }
+
+    /// One hexadecimal digit; `letters`: 55 for upper-case A–F, 87 for lower case.
+    @inline(__always) static func hexDigit(_ nibble: UInt8, letters: UInt8) -> UInt8 {
+        nibble < 10 ? UInt8(ascii: "0") + nibble : letters + nibble
     }
 }

@@ -615,8 +615,11 @@ final class ClientConnection {
     /// The backend of the exchange in flight (`backendIndex >= 0`).
     private var currentBackend: Backend { currentUpstream.backends[backendIndex] }
 
-    /// The upstream the matched route names (only asked for once a route matched).
-    private var currentUpstream: Upstream { settings.upstreams[route!.upstream] }
+    /// The upstream the matched route names; nil before a route matched.
+    private var routedUpstream: Upstream? { route.map { settings.upstreams[$0.upstream] } }
+
+    /// `routedUpstream` once a route matched (only asked for then).
+    private var currentUpstream: Upstream { routedUpstream! }
 
     /// The `Host` a route's `host_header` policy sends instead of the client's, if any.
     private var hostOverride: [UInt8]? {
@@ -987,7 +990,7 @@ final class ClientConnection {
         exchangeOpen = false
         let micros = (uv_hrtime() &- requestStartNs) / 1000
         let status = responseStatus != 0 ? responseStatus : 499
-        let upstream = route.map { settings.upstreams[$0.upstream] }
+        let upstream = routedUpstream
         let backend = servedBy >= 0 ? upstream?.backends[servedBy] : nil
         var upstreamMicros: UInt64? = nil
         if let backend {
