@@ -203,8 +203,11 @@ final class TestConnection {
     private var buffer: [UInt8] = []
     private(set) var closedByPeer = false
 
-    init(port: UInt16, timeoutSeconds: Int = 10) throws {
+    /// `receiveBuffer` sets `SO_RCVBUF` before connecting (the window is scaled at the handshake:
+    /// set later it does not make a slow reader as slow).
+    init(port: UInt16, timeoutSeconds: Int = 10, receiveBuffer: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if let receiveBuffer { setReceiveBuffer(receiveBuffer) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = port.bigEndian

@@ -108,6 +108,9 @@ public final class TCPStream: Handle {
         public static let backpressure = ReadPause(rawValue: 1)
         /// Enough pipelined input is buffered.
         public static let pipelined = ReadPause(rawValue: 2)
+        /// This stream's own write queue is past its high-water mark: a peer that does not read
+        /// its answers is not given more to answer (resumed from `onDrain`).
+        public static let outputQueued = ReadPause(rawValue: 4)
     }
 
     public func startReading() {

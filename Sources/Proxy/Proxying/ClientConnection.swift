@@ -161,7 +161,9 @@ final class ClientConnection {
         client.onReadEnd = { [self] code in clientEnded(code) }
         client.onWriteError = { [self] _ in abort() }
         client.onDrain = { [self] in
-            if let tunnel { tunnel.clientDrained() } else { responsePipe?.sinkDrained() }
+            if let tunnel { return tunnel.clientDrained() }
+            responsePipe?.sinkDrained()
+            if phase == .head { clientOutputDrained() }
         }
         timer.onFire = { [self] in timerFired() }
         arm(.clientHeader, ms: settings.config.timeouts.clientHeaderMs)
@@ -190,13 +192,23 @@ final class ClientConnection {
         inInputLoop = true
         process(bytes)
         guard !nested else { return }
-        while phase == .head && !pending.isEmpty {
+        // A congested client is handled in `process`: the loop stops until `clientOutputDrained`.
+        while phase == .head && !pending.isEmpty && !client.isCongested {
             let buffered = pending
             pending.removeAll(keepingCapacity: true)
             buffered.withUnsafeBytes { process($0) }
         }
         inInputLoop = false
-        if phase == .head && clientSentEOF { closeGracefully() }  // half-closed, all answered
+        if pending.count <= Self.pendingLimit { client.resumeReading(.pipelined) }
+        if phase == .head && clientSentEOF && pending.isEmpty { closeGracefully() }  // half-closed, all answered
+    }
+
+    /// The client read enough of its answers: requests held back by `process` may start.
+    private func clientOutputDrained() {
+        client.resumeReading(.outputQueued)
+        if !inInputLoop && (!pending.isEmpty || clientSentEOF) {
+            handleClientBytes(UnsafeRawBufferPointer(start: nil, count: 0))
+        }
     }
 
     private var inInputLoop = false
@@ -208,6 +220,15 @@ final class ClientConnection {
             switch phase {
             case .head:
                 if requestHeadBytes.bytes.isEmpty {
+                    if client.isCongested {
+                        // Answers pile up unread (a pipelining client that never reads): the next
+                        // request waits, unread, until they drain — whatever the client does, a
+                        // connection holds at most the high-water mark of output, one response
+                        // and one read of input (swift-nio's HTTPServerPipelineHandler does the same).
+                        pending.append(raw: input)
+                        client.pauseReading(.outputQueued)
+                        return
+                    }
                     if settings !== server.settings {
                         // A reload happened: this request is the first to use the new settings.
                         settings = server.settings
@@ -869,7 +890,8 @@ final class ClientConnection {
         requestHeadBytes.reset()
         responseStarted = false
         arm(.idle, ms: settings.config.timeouts.idleMs)
-        client.resumeReading(.pipelined)
+        // Reading resumes once the buffered requests are down to the limit (`handleClientBytes`).
+        if pending.count <= Self.pendingLimit { client.resumeReading(.pipelined) }
         if !inInputLoop && (!pending.isEmpty || clientSentEOF) {
             handleClientBytes(UnsafeRawBufferPointer(start: nil, count: 0))
         }
@@ -940,6 +962,7 @@ final class ClientConnection {
         pending = []
         client.resumeReading(.pipelined)
         client.resumeReading(.backpressure)
+        client.resumeReading(.outputQueued)
         client.shutdown { [self] status in
             // Everything queued is out and our FIN with it.
             shutdownDone = true
