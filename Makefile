@@ -16,13 +16,14 @@ deps:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libuv1-dev pkg-config >/dev/null; \
 	fi
 
-## What the tests need beyond the toolchain: Debian's chromium (the status page's browser test),
-## installed when missing. (Python packages go into .build/pyenv from PyPI when a test needs them.)
+## What the tests need beyond the toolchain: Debian's chromium (the status page's browser test)
+## and wrk (the many-connections tests), installed when missing. (Python packages go into
+## .build/pyenv from PyPI when a test needs them.)
 test-deps:
-	@if ! command -v chromium >/dev/null 2>&1; then \
-		echo "installing chromium for the status page's browser test…"; \
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1; then \
+		echo "installing chromium and wrk for the tests…"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium wrk >/dev/null; \
 	fi
 
 build: deps

@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <stdint.h>
 #include <time.h>
+#include <sys/epoll.h>
 
 /* Handle casts live here so Swift never type-puns handle memory itself. */
 static inline uv_handle_t *cuv_tcp_as_handle(uv_tcp_t *t) { return (uv_handle_t *)t; }
@@ -110,6 +111,22 @@ static inline void cuv_counter_add(uint64_t *p, uint64_t n) {
 }
 static inline void cuv_counter_store(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 static inline uint64_t cuv_counter_load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+
+/* Whether the batch of epoll events libuv is dispatching right now lists `fd`. libuv keeps the
+   batch in the two slots past the end of `loop->watchers` while it runs the I/O callbacks (its
+   own uv__platform_invalidate_fd reads them there to drop events of a descriptor closed
+   mid-batch); outside the I/O phase the first slot is NULL. An entry may be one already
+   dispatched: callers confirm with a system call. Linux/epoll only, as this project is. */
+static inline int cuv_fd_in_current_poll_batch(const uv_loop_t *loop, int fd) {
+    void **slots = (void **)loop->watchers;
+    if (slots == NULL || fd < 0) return 0;
+    const struct epoll_event *events = (const struct epoll_event *)slots[loop->nwatchers];
+    uintptr_t count = (uintptr_t)slots[loop->nwatchers + 1];
+    if (events == NULL) return 0;
+    for (uintptr_t i = 0; i < count; i++)
+        if (events[i].data.fd == fd) return 1;
+    return 0;
+}
 
 /* Wall-clock milliseconds for log lines and the status page (vDSO: no system call). */
 static inline long long cuv_wall_clock_ms(void) {

@@ -276,6 +276,15 @@ public final class TCPStream: Handle {
         return true  // data (n > 0) or EOF (n == 0)
     }
 
+    /// `hasPendingInputOrEOF`, asked only when this socket is listed in the batch of poll events
+    /// the loop is dispatching now (a scan of that batch, no system call): input that was
+    /// already waiting when the batch was polled shows up there, whatever its position in the
+    /// batch. What arrives after the poll is not seen — the keep-alive race every HTTP/1
+    /// client has. Loop thread, inside an I/O callback; elsewhere it is always false.
+    public var hasPendingInputInCurrentPoll: Bool {
+        cuv_fd_in_current_poll_batch(loop.uvLoop, fileDescriptor) != 0 && hasPendingInputOrEOF
+    }
+
     /// Sends FIN once every queued write is out; `completion` gets 0 or an error.
     public func shutdown(_ completion: @escaping (Int32) -> Void) {
         guard !isClosing, onShutdown == nil else { return }

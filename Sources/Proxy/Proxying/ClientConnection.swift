@@ -64,8 +64,6 @@ final class ClientConnection {
     private var upstream: UpstreamConnection?
     private var triedBackends: UInt64 = 0
     private var upstreamWasReused = false
-    /// `IterationCounter.current` when the pooled connection was taken.
-    private var takenInPoll: UInt64 = .max
 
     /// The request may go again on another connection: nothing in it can have taken effect twice.
     private var canRetry: Bool { request.isIdempotent && request.framing == .none }
@@ -412,7 +410,6 @@ final class ClientConnection {
         // The retry after a dead pooled connection goes out on a fresh one (DESIGN §4): a backend
         // that closed one idle connection has likely closed its siblings too.
         if !hasRetried, let pooled = backend.pool.take(now: server.loop.now, checkSocket: !canRetry) {
-            takenInPoll = server.iterations.current
             upstreamWasReused = true
             attach(pooled)
             upstreamConnected()
@@ -561,21 +558,6 @@ final class ClientConnection {
 
     func upstreamRead(_ bytes: UnsafeRawBufferPointer) {
         if let tunnel { return tunnel.upstreamRead(bytes) }
-        if upstreamWasReused && takenInPoll == server.iterations.current && !responseStarted
-            && responseHeadBytes.bytes.isEmpty {
-            // Bytes from the poll in which this idle connection was taken were ready before the
-            // request went out: the backend spoke out of turn. They are not this request's
-            // response; it goes again on a fresh connection (it is retryable: see `take`).
-            upstreamReusable = false
-            if !hasRetried && canRetry {
-                hasRetried = true
-                server.stats.add(WorkerStats.retries)
-                releaseUpstream(reusable: false)
-                triedBackends = 0
-                return connectUpstream()
-            }
-            return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent bytes on an idle connection")
-        }
         lastUpstreamActivity = server.loop.now
         let exchange = exchangesFinished
         var input = bytes

@@ -21,8 +21,6 @@ public final class ProxyServer {
     private let poolSweeper: Timer
     /// This worker's `X-Request-Id` source.
     var requestIDs = RequestIDGenerator()
-    /// Loop iterations, for the pool's reuse check.
-    let iterations: IterationCounter
     /// Open client connections of all workers together, against `limits.max_connections`.
     private let connectionCount: ConnectionCount
     /// The process's metrics, and this worker's slab of them (`WorkerStats`).
@@ -52,7 +50,6 @@ public final class ProxyServer {
         settings = ServerSettings(generation, worker: worker, previous: [])
         poolSweeper = Timer(loop: loop)
         acceptResumer = Timer(loop: loop)
-        iterations = IterationCounter(loop: loop)
         configureAccessLog()
     }
 
@@ -306,7 +303,6 @@ public final class ProxyServer {
         stopAccepting()
         acceptResumer.close()
         poolSweeper.close()
-        iterations.close()
         for c in Array(clients.values) { c.forceClose() }
         accessLog?.close()
         accessLog = nil

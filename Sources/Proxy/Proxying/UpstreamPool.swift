@@ -23,18 +23,20 @@ public final class UpstreamPool {
 
     public var idleCount: Int { idle.count }
 
-    /// The most recently pooled connection that is still open, not past its idle limit and — with
-    /// `checkSocket` — has nothing unread waiting (a late byte or FIN from the backend), or `nil`.
+    /// The most recently pooled connection that is still open, not past its idle limit and with
+    /// nothing unread waiting (a late byte or FIN from the backend), or `nil`.
     ///
-    /// `checkSocket` costs a `recv(MSG_PEEK)`. The caller may skip it when the request can be
-    /// retried (idempotent, no body): a byte that was already waiting is then caught for free
-    /// because it is delivered in the same batch of callbacks as the take
-    /// (`ClientConnection.upstreamRead`), and the request goes again on a fresh connection.
+    /// With `checkSocket` the socket is asked (`recv(MSG_PEEK)`), for requests that must not go
+    /// out twice. Without it only input already polled but not yet dispatched is looked for
+    /// (`hasPendingInputInCurrentPoll`: a scan of the batch, a system call only when the socket
+    /// is in it); a request that may be retried then relies on the keep-alive-race retry for
+    /// what arrives after the poll.
     func take(now: UInt64, checkSocket: Bool = true) -> UpstreamConnection? {
         while let c = idle.popLast() {
             c.isInPool = false
             if c.isClosed { continue }
-            if now &- c.idleSince >= c.idleLimitMs || (checkSocket && c.stream.hasPendingInputOrEOF) {
+            if now &- c.idleSince >= c.idleLimitMs
+                || (checkSocket ? c.stream.hasPendingInputOrEOF : c.stream.hasPendingInputInCurrentPoll) {
                 c.close()
                 continue
             }
