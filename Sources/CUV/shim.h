@@ -28,6 +28,7 @@ static inline uv_handle_t *cuv_signal_as_handle(uv_signal_t *s) { return (uv_han
 static inline uv_handle_t *cuv_async_as_handle(uv_async_t *a) { return (uv_handle_t *)a; }
 static inline uv_handle_t *cuv_prepare_as_handle(uv_prepare_t *p) { return (uv_handle_t *)p; }
 static inline uv_tcp_t *cuv_stream_as_tcp(uv_stream_t *s) { return (uv_tcp_t *)s; }
+static inline uv_req_t *cuv_getaddrinfo_as_req(uv_getaddrinfo_t *r) { return (uv_req_t *)r; }
 
 static inline void cuv_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
 
@@ -56,6 +57,15 @@ static inline long cuv_raise_nofile_limit(void) {
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
     return (long)rl.rlim_cur;
+}
+
+/* The file-descriptor limit without changing it: the soft one, or the hard one (what
+   cuv_raise_nofile_limit would raise the soft one to). -1 when unknown or unlimited. */
+static inline long cuv_nofile_limit(int hard) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -1;
+    rlim_t v = hard ? rl.rlim_max : rl.rlim_cur;
+    return v == RLIM_INFINITY ? -1 : (long)v;
 }
 
 /* Names the calling thread (at most 15 bytes show) for top -H and debuggers. prctl rather than

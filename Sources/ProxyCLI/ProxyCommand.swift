@@ -27,6 +27,10 @@ enum ProxyCommand {
             Log.plain("proxy: \(error)")
             return options.targets.isEmpty ? 1 : 2
         }
+        if let problem = SelfForwarding.problem(config) {
+            Log.plain("proxy: \(options.targets.isEmpty ? options.configPath + ": " : "")\(problem)")
+            return options.targets.isEmpty ? 1 : 2
+        }
         if options.check {
             print(options.targets.isEmpty ? "\(options.configPath): OK" : "--to: OK")
             print("listen: \(config.listen)")
@@ -41,16 +45,26 @@ enum ProxyCommand {
             }
             for line in config.routingTable { print(line) }
             let t = config.timeouts
-            print("timeouts: connect \(t.connectMs) ms, upstream \(t.upstreamMs) ms, client_header \(t.clientHeaderMs) ms, idle \(t.idleMs) ms, tunnel_idle \(t.tunnelIdleMs) ms")
+            print("timeouts: connect \(t.connectMs) ms, upstream (response head) \(t.upstreamMs) ms, response_idle \(t.responseIdleMs) ms, "
+                + "event_stream_idle \(t.eventStreamIdleMs) ms, client_header \(t.clientHeaderMs) ms, client_body \(t.clientBodyMs) ms, "
+                + "idle \(t.idleMs) ms, tunnel_idle \(t.tunnelIdleMs) ms")
             let log = config.accessLog
             print("access log: " + (log.pathText.map { "\($0), \(log.format.rawValue)" } ?? "off"))
             let admin = config.admin
             let paths = admin.namedPaths.map(\.path).joined(separator: ", ")
             print("admin: \(paths.isEmpty ? "no endpoints" : paths) "
                 + (admin.listen.map { "(metrics and status on \($0))" } ?? "(metrics and status to loopback clients only)"))
+            // The limit the proxy would raise itself to at start: the hard one.
+            let fdLimit = DescriptorLimit.hard
+            let budget = ConnectionBudget.effective(config.limits, fdLimit: fdLimit, workers: workers,
+                                                    backends: config.allBackends.count)
+            let limitText = fdLimit > 0 ? String(fdLimit) : "unknown"
+            print("max_connections: \(budget.maxConnections) "
+                + (config.limits.maxConnections == nil ? "(derived from the fd limit \(limitText))" : "(configured; fd limit \(limitText))"))
+            if let warning = budget.warning { Log.warning(warning) }
             return 0
         }
-        let fdLimit = cuv_raise_nofile_limit()
+        let fdLimit = DescriptorLimit.raiseToHard()
         return Supervisor.run(config: config, options: options, fdLimit: fdLimit)
     }
 }

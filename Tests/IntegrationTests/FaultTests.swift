@@ -124,7 +124,7 @@ struct FaultTests {
             return .close
         }
         defer { release.open() }
-        let proxy = try startProxy(config: proxyConfig(backends: [origin.port], intervalMs: 60000, upstreamMs: 400))
+        let proxy = try startProxy(config: proxyConfig(backends: [origin.port], intervalMs: 60000, responseIdleMs: 400))
         let c = try TestConnection(port: proxy.port)
         try c.send("GET /partial HTTP/1.1\r\nHost: x\r\n\r\n")
         let start = Date()

@@ -153,13 +153,13 @@ func writeTempFile(_ text: String, suffix: String) -> String {
 }
 
 /// A config with the given backends (ports) and fast health checks.
-func proxyConfig(backends ports: [UInt16], intervalMs: Int = 100, upstreamMs: Int = 30000,
+func proxyConfig(backends ports: [UInt16], intervalMs: Int = 100, upstreamMs: Int = 30000, responseIdleMs: Int = 60000,
                  healthy: Int = 1, unhealthy: Int = 1, extra: String = "") -> String {
     let list = ports.enumerated().map { "{\"id\":\"b\($0.offset + 1)\",\"url\":\"http://127.0.0.1:\($0.element)\"}" }
     return """
     {"backends":[\(list.joined(separator: ","))],
      "health_check":{"path":"/health","interval_ms":\(intervalMs),"timeout_ms":500,"healthy_threshold":\(healthy),"unhealthy_threshold":\(unhealthy)},
-     "timeouts":{"connect_ms":1000,"upstream_ms":\(upstreamMs),"client_header_ms":5000,"idle_ms":60000}\(extra)}
+     "timeouts":{"connect_ms":1000,"upstream_ms":\(upstreamMs),"response_idle_ms":\(responseIdleMs),"client_header_ms":5000,"idle_ms":60000}\(extra)}
     """
 }
 

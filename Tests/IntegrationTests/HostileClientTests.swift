@@ -47,3 +47,66 @@ struct HostileClientTests {
         try checkFloodIsBounded(path: "/small", proxy: proxy)
     }
 }
+
+/// Failover over many backends (issue 12 §1.2).
+@Suite(.timeLimit(.minutes(2)))
+struct ManyBackendsTests {
+
+    /// `count` loopback listeners; `refuseAll` makes them refuse from then on (a listening socket
+    /// shut down for reading refuses, yet keeps its port so no one else gets it mid-test).
+    private func listeners(_ count: Int) -> (fds: [Int32], ports: [UInt16]) {
+        var fds: [Int32] = [], ports: [UInt16] = []
+        for _ in 0..<count {
+            let (fd, port) = listenOnLoopback()
+            fds.append(fd)
+            ports.append(port)
+        }
+        return (fds, ports)
+    }
+
+    /// A proxy in front of 100 backends that all passed their first (connect-only) probe and then
+    /// began refusing: they stay "healthy" for the next ten minutes, as right after they died.
+    private func proxyInFrontOfAHundredDeadBackends(extra: String = "") throws -> (ManagedProcess, [Int32]) {
+        let (fds, ports) = listeners(100)
+        let list = ports.enumerated().map { "{\"id\":\"b\($0.offset + 1)\",\"url\":\"http://127.0.0.1:\($0.element)\"}" }
+        let proxy = try startProxy(config: """
+            {"backends":[\(list.joined(separator: ","))],
+             "health_check":{"path":null,"interval_ms":600000,"timeout_ms":2000,"healthy_threshold":1,"unhealthy_threshold":1}\(extra)}
+            """, workers: 1)
+        // Let the first probe of every backend succeed, then make them all refuse.
+        let probed = eventually(10) {
+            (try? get(proxy.port, "/_health").text.components(separatedBy: "\"consecutive_successes\":1").count) == 101
+        }
+        #expect(probed, "\((try? get(proxy.port, "/_health").text) ?? "")")
+        for fd in fds { Glibc.shutdown(fd, Int32(SHUT_RD)) }
+        return (proxy, fds)
+    }
+
+    private func attemptsListed(_ page: String) -> Int {
+        page.components(separatedBy: "<li>").count - 1
+    }
+
+    @Test func aHundredRefusingBackendsEachTriedAtMostOnceThenA502() throws {
+        let (proxy, fds) = try proxyInFrontOfAHundredDeadBackends(extra: #", "limits": {"max_upstream_attempts": 1000}"#)
+        defer { fds.forEach { close($0) } }
+        let r = try TestConnection(port: proxy.port).request("GET", "/", headers: ["Accept": "text/html"])
+        #expect(r.status == 502)
+        // Every backend tried, none twice: a 64-bit tried mask could not exclude the last 36.
+        #expect(attemptsListed(r.text) == 100, "\(r.text.prefix(3000))")
+        #expect(proxy.process.isRunning)
+    }
+
+    @Test func theAttemptCapEndsARequestEarly() throws {
+        let (proxy, fds) = try proxyInFrontOfAHundredDeadBackends()
+        defer { fds.forEach { close($0) } }
+        let r = try TestConnection(port: proxy.port).request("GET", "/", headers: ["Accept": "text/html"])
+        #expect(r.status == 502)
+        #expect(attemptsListed(r.text) == 4)  // the default limits.max_upstream_attempts
+        #expect(r.text.contains("max_upstream_attempts"))
+        // Plain clients get the reason in text.
+        let plain = try TestConnection(port: proxy.port).request("GET", "/")
+        #expect(plain.status == 502)
+        #expect(plain.text.contains("gave up after 4 attempts"), "\(plain.text)")
+    }
+}
+

@@ -37,13 +37,38 @@ struct BalancerTests {
     @Test func neverPicksABackendAlreadyTriedForTheSameRequest() {
         let list = backends(3)
         var rr = RoundRobinBalancer()
-        var tried: UInt64 = 0
+        var tried = AttemptSet()
         var order: [Int] = []
         while let i = rr.pick(from: list, excluding: tried) {
             order.append(i)
-            tried |= 1 << UInt64(i)
+            tried.insert(i)
         }
         #expect(order.sorted() == [0, 1, 2])
+    }
+
+    /// A `UInt64` bitmask could not exclude backends at index 64 and above (issue 12 §1.2).
+    @Test func excludesTriedBackendsAtAnyIndex() {
+        let list = backends(150)
+        var rr = RoundRobinBalancer()
+        var tried = AttemptSet()
+        var order: [Int] = []
+        while let i = rr.pick(from: list, excluding: tried), order.count < 1000 {
+            order.append(i)
+            tried.insert(i)
+        }
+        #expect(order.count == 150)
+        #expect(Set(order).count == 150)
+    }
+
+    @Test func attemptSetHoldsAnyIndexAndEmptiesWithoutForgettingCapacity() {
+        var set = AttemptSet()
+        #expect(set.isEmpty)
+        for i in [0, 63, 64, 127, 128, 1000] { set.insert(i) }
+        for i in [0, 63, 64, 127, 128, 1000] { #expect(set.contains(i)) }
+        for i in [1, 62, 65, 126, 129, 999, 1001, 5000] { #expect(!set.contains(i)) }
+        set.removeAll()
+        #expect(set.isEmpty)
+        #expect(!set.contains(1000) && !set.contains(0))
     }
 }
 

@@ -375,7 +375,7 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
     @Test("An unknown key with no close match lists the valid keys")
     func unknownKeyWithoutSuggestionListsKeys() {
         expectError(withBackend(#""threads": 4"#), field: "threads",
-                    problem: #"unknown key; expected one of "listen", "backends", "health_check", "timeouts", "limits", "pool", "upstreams", "routes", "workers", "shutdown_grace_ms""#)
+                    problem: #"unknown key; expected one of "listen", "backends", "health_check", "timeouts", "limits", "pool", "upstreams", "routes", "path_normalization", "workers", "shutdown_grace_ms""#)
     }
 
     // MARK: Loading files
@@ -535,6 +535,35 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
         #expect(commandLineError(["--workers", "5000"])?.contains("--workers expects a number") == true)
     }
 
+    @Test("--to takes the response timeouts by their config names; they need --to")
+    func timeoutOptions() throws {
+        let options = try CommandLineOptions.parse(["--to", "http://localhost:5173", "--upstream-ms", "120000",
+                                                    "--response-idle-ms=5000", "--event-stream-idle-ms", "60000"])
+        let config = try QuickStart.config(options)
+        #expect(config.timeouts.upstreamMs == 120000)
+        #expect(config.timeouts.responseIdleMs == 5000)
+        #expect(config.timeouts.eventStreamIdleMs == 60000)
+        #expect(try QuickStart.config(CommandLineOptions.parse(["--to", "http://localhost:1"])).timeouts == TimeoutsConfig())
+        #expect(commandLineError(["--to", "http://localhost:1", "--upstream-ms", "soon"])?.contains("--upstream-ms expects milliseconds") == true)
+        #expect(commandLineError(["--upstream-ms", "100"])?.contains("apply to --to targets") == true)
+    }
+
+    @Test("A backend that is the proxy's own listener is found before start")
+    func selfForwardingBackends() throws {
+        func loops(_ args: [String]) throws -> [String] {
+            try SelfForwarding.backendsPointingAtTheListener(QuickStart.config(CommandLineOptions.parse(args))).map(\.id)
+        }
+        // The --help example as it used to read: the API and the gateway on one port.
+        #expect(try loops(["--to", "http://localhost:5173", "--to", "/api=http://localhost:8080", "--listen", ":8080"]) == ["api1"])
+        #expect(try loops(["--to", "http://127.0.0.1:8080", "--listen", "127.0.0.1:8080"]) == ["backend1"])
+        #expect(try loops(["--to", "http://[::1]:8080", "--listen", "[::]:8080"]) == ["backend1"])
+        #expect(try loops(["--to", "http://localhost:5173", "--to", "/api=http://localhost:8080", "--listen", ":3000"]).isEmpty)
+        #expect(try loops(["--to", "http://localhost:8080", "--listen", "127.0.0.1:0"]).isEmpty)
+        #expect(try loops(["--to", "http://db.internal:8080", "--listen", ":8080"]).isEmpty)
+        let problem = try #require(SelfForwarding.problem(QuickStart.config(CommandLineOptions.parse(["--to", "http://localhost:8080", "--listen", ":8080"]))))
+        #expect(problem.contains("backend1 (http://localhost:8080) is this proxy's own listen address"))
+    }
+
     @Test("workers and shutdown_grace_ms are read, with their defaults and ranges")
     func workersAndGraceConfig() throws {
         let defaults = try load(withBackend())
@@ -575,6 +604,46 @@ struct RoutingConfigTests {
         expectError(withBackend(api + #", "routes": [{"host": "*.", "upstream": "api"}]"#), field: "routes[0].host", problem: "*.example.com")
         expectError(withBackend(api + #", "routes": [{"host": "a.test:8080", "upstream": "api"}]"#), field: "routes[0].host", problem: "no port")
         expectError(withBackend(api + #", "routes": [{"upstream": "api", "strip_prefix": "yes"}]"#), field: "routes[0].strip_prefix", problem: "true or false")
+    }
+
+    @Test func aRouteMayHaveItsOwnResponseTimeouts() throws {
+        let config = try load(withBackend(api + #", "timeouts": {"upstream_ms": 1000, "response_idle_ms": 2000}, "routes": [{"path": "/poll", "upstream": "api", "timeouts": {"upstream_ms": 90000, "event_stream_idle_ms": 5000}}]"#))
+        let route = config.routes[0].timeouts
+        #expect(route == RouteTimeoutsConfig(upstreamMs: 90000, eventStreamIdleMs: 5000))
+        let effective = route.applied(to: config.timeouts)
+        #expect(effective.upstreamMs == 90000 && effective.responseIdleMs == 2000 && effective.eventStreamIdleMs == 5000)
+        expectError(withBackend(api + #", "routes": [{"path": "/p", "upstream": "api", "timeouts": {"upstream": 5}}]"#),
+                    field: "routes[0].timeouts.upstream", problem: "upstream_ms")
+        expectError(withBackend(api + #", "routes": [{"path": "/p", "upstream": "api", "timeouts": {"upstream_ms": 0}}]"#),
+                    field: "routes[0].timeouts.upstream_ms", problem: "1")
+    }
+
+    @Test func pathNormalizationIsReadWithDefaultsAndChecked() throws {
+        #expect(try load(withBackend()).pathNormalization == PathNormalizationConfig(mergeSlashes: true, escapedSlashes: .keep, forward: .original))
+        let config = try load(withBackend(#""path_normalization": {"merge_slashes": false, "escaped_slashes": "reject", "forward": "normalized"}"#))
+        #expect(config.pathNormalization == PathNormalizationConfig(mergeSlashes: false, escapedSlashes: .reject, forward: .normalized))
+        expectError(withBackend(#""path_normalization": {"escaped_slashes": "rejects"}"#), field: "path_normalization.escaped_slashes",
+                    problem: #"expected one of "keep", "reject", "decode", got "rejects"; did you mean "reject"?"#)
+        expectError(withBackend(#""path_normalization": {"forward": "normalised"}"#), field: "path_normalization.forward",
+                    problem: #"did you mean "normalized"?"#, example: #""forward": "original""#)
+        expectError(withBackend(#""path_normalization": {"merge_slashes": "yes"}"#), field: "path_normalization.merge_slashes",
+                    problem: "expected true or false")
+        expectError(withBackend(#""path_normalization": {"merge_slash": true}"#), field: "path_normalization.merge_slash",
+                    problem: #"did you mean "merge_slashes"?"#)
+    }
+
+    @Test func aRoutePathThatNoNormalisedPathCanMatchIsRefusedWithTheOneThatWould() throws {
+        for (path, fixed) in [("/a/../api", "/api"), ("//api", "/api"), ("/%61pi/", "/api/"), ("/api/.", "/api/"), ("/a%2fb", "/a%2Fb")] {
+            expectError(withBackend(api + #", "routes": [{"path": "\#(path)", "upstream": "api"}]"#), field: "routes[0].path",
+                        problem: "is not a normalised path", example: #""path": "\#(fixed)""#)
+        }
+        expectError(withBackend(api + #", "routes": [{"path": "/a%zz", "upstream": "api"}]"#), field: "routes[0].path",
+                    problem: "invalid percent-encoding")
+        expectError(withBackend(api + #", "path_normalization": {"escaped_slashes": "reject"}, "routes": [{"path": "/a%2Fb", "upstream": "api"}]"#),
+                    field: "routes[0].path", problem: "encoded slash")
+        // Without merging, "//" is part of the normal form.
+        let kept = try load(withBackend(api + #", "routes": [{"path": "/a//b", "upstream": "api"}], "path_normalization": {"merge_slashes": false}"#))
+        #expect(kept.routes[0].path == "/a//b")
     }
 
     @Test func poolsAreCheckedAsAWhole() {

@@ -568,12 +568,30 @@ struct HTTPHeadAccumulatorTests {
         }
     }
 
-    @Test func doesNotTreatBareCRAsALineEnd() throws {
+    /// A bare CR is no line end; a head that holds one and has not ended is refused at once
+    /// (issue 12 §1.14: it used to wait for the peer's deadline), whole or byte by byte.
+    @Test func refusesABareCRInAHeadThatHasNotEnded() throws {
+        for step in [nil, 1] as [Int?] {
+            for isRequest in [true, false] {
+                var accumulator = HeadAccumulator(limits: HeadLimits(), isRequest: isRequest)
+                let raw = Array((isRequest ? "GET / HTTP/1.1\r\nHost: a\r\r\r\r" : "HTTP/1.1 200 OK\rContent-Length: 2\r").utf8)
+                var error: HTTPParseError?
+                do {
+                    var offset = 0
+                    while offset < raw.count {
+                        let end = min(raw.count, offset + (step ?? raw.count))
+                        offset += try Array(raw[offset..<end]).withRawBytes { (buf) throws(HTTPParseError) in try accumulator.append(buf) }
+                    }
+                } catch let e { error = e }
+                #expect(error?.status == (isRequest ? 400 : 502), "step \(String(describing: step)) request \(isRequest)")
+                #expect(!accumulator.isComplete)
+            }
+        }
+        // A CR that ends a read is no verdict yet: its LF may come next.
         var accumulator = HeadAccumulator(limits: HeadLimits(), isRequest: true)
-        let raw = Array("GET / HTTP/1.1\r\nHost: a\r\r\r\r".utf8)
-        let used = try raw.withRawBytes { (buf) throws(HTTPParseError) in try accumulator.append(buf) }
-        #expect(used == raw.count)
-        #expect(!accumulator.isComplete)
+        #expect(try Array("GET / HTTP/1.1\r".utf8).withRawBytes { (buf) throws(HTTPParseError) in try accumulator.append(buf) } == 15)
+        #expect(try Array("\nHost: a\r\n\r\n".utf8).withRawBytes { (buf) throws(HTTPParseError) in try accumulator.append(buf) } == 12)
+        #expect(accumulator.isComplete)
     }
 
     @Test func feedsOneByteAtATimeInLinearTime() throws {

@@ -23,7 +23,7 @@ struct HeaderRewriterTests {
         let req = try request("GET /a HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, X-Private\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nTrailer: X\r\nUpgrade: websocket\r\nProxy-Connection: keep-alive\r\nAccept: */*\r\n\r\n")
         let text = upstreamText(req)
         // `TE: trailers` is the one TE value passed on (with the Connection option it needs).
-        #expect(text == "GET /a HTTP/1.1\r\nHost: example.com\r\nTE: trailers\r\nConnection: TE\r\nAccept: */*\r\nX-Forwarded-For: 192.0.2.7\r\nX-Real-IP: 192.0.2.7\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: example.com\r\n\r\n")
+        #expect(text == "GET /a HTTP/1.1\r\nHost: example.com\r\nTE: trailers\r\nConnection: TE\r\nAccept: */*\r\nX-Forwarded-For: 192.0.2.7\r\nX-Real-IP: 192.0.2.7\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: example.com\r\nForwarded: for=192.0.2.7;proto=http;host=\"example.com\"\r\nVia: 1.1 \(String(decoding: ProxyIdentity.viaName, as: UTF8.self))\r\n\r\n")
     }
 
     @Test func dropsOtherTransferCodingsRequestedWithTE() throws {

@@ -9,8 +9,16 @@ struct RequestTargetTests {
 
     private func forwarded(_ target: String) throws -> String {
         let (f, head) = try form("GET", target)
-        guard case .path(let r) = f else { return "*" }
-        return r.isEmpty ? "/" : head.bytes.string(r)
+        switch f {
+        case .path(let r), .absolute(let r, _): return r.isEmpty ? "/" : head.bytes.string(r)
+        case .asterisk: return "*"
+        }
+    }
+
+    private func authority(_ target: String) throws -> String? {
+        let (f, head) = try form("GET", target)
+        guard case .absolute(_, let authority) = f else { return nil }
+        return head.bytes.string(authority)
     }
 
     @Test func forwardsOriginFormByteExact() throws {
@@ -23,6 +31,22 @@ struct RequestTargetTests {
         #expect(try forwarded("http://example.com/p?q=1") == "/p?q=1")
         #expect(try forwarded("HTTP://example.com:8080?q") == "?q")
         #expect(try forwarded("http://example.com") == "/")
+    }
+
+    @Test func anAbsoluteTargetCarriesItsAuthority() throws {
+        #expect(try authority("http://Example.com:8080/p") == "Example.com:8080")
+        #expect(try authority("http://[::1]:3000?q") == "[::1]:3000")
+        #expect(try authority("/p") == nil)
+    }
+
+    @Test(arguments: ["http://user@host/", "http://user:pass@host/x", "http://@host/", "http://a@b@host/"])
+    func refusesUserinfoInAnAbsoluteTarget(_ target: String) {
+        #expect(throws: HTTPParseError(status: 400, reason: "userinfo (\"user@\") in the request target")) { try form("GET", target) }
+    }
+
+    @Test(arguments: ["http://a,b/", "http://[::1/", "http://h:99999/", "http://a..b/"])
+    func refusesAnAbsoluteTargetWhoseHostIsNotAHost(_ target: String) {
+        #expect(throws: HTTPParseError.self) { try form("GET", target) }
     }
 
     @Test func acceptsAsteriskOnlyForOptions() throws {

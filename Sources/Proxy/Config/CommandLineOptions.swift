@@ -18,6 +18,9 @@ public struct CommandLineOptions: Sendable, Equatable {
     public var hostHeader: HostHeaderPolicy?
     /// `--strip-prefix`: `--to /api=URL` forwards `/api/x` as `/x`.
     public var stripPrefix = false
+    /// `--upstream-ms`, `--response-idle-ms`, `--event-stream-idle-ms` for the `--to` gateway
+    /// (the config file's `timeouts` keys).
+    public var timeouts = RouteTimeoutsConfig()
     /// `--check`: validate the config and exit instead of serving.
     public var check: Bool = false
     public var help: Bool = false
@@ -37,6 +40,7 @@ public struct CommandLineOptions: Sendable, Equatable {
     public static let usage = """
         usage: proxy [--config PATH] [--listen ADDR] [--workers N] [--check] [--help]
                proxy --to [PATH=]URL [--to …] [--listen ADDR] [--host-header POLICY] [--strip-prefix]
+                     [--upstream-ms MS] [--response-idle-ms MS] [--event-stream-idle-ms MS]
 
           -c, --config PATH   JSON config file to load (default: \(defaultConfigPath))
               --listen ADDR   where to accept clients, overriding the config's "listen":
@@ -50,13 +54,17 @@ public struct CommandLineOptions: Sendable, Equatable {
               --host-header P the Host the --to backends get: preserve (default), backend (their
                               own host:port; Vite and other dev servers want it) or a value
               --strip-prefix  --to /api=URL forwards /api/users as /users
+              --upstream-ms MS          --to: the whole wait for a response head (default 30000;
+                                        raise it for long polls)
+              --response-idle-ms MS     --to: the longest silence inside a response body (60000)
+              --event-stream-idle-ms MS --to: the same for text/event-stream (SSE; 3600000)
           -h, --help          show this help and exit
 
         examples:
           proxy                                      serve with ./config.json
           proxy --config /etc/proxy.json --listen :80
           proxy --check -c staging.json              validate before deploying
-          proxy --to http://localhost:5173 --to /api=http://localhost:8080 --listen :8080
+          proxy --to http://localhost:5173 --to /api=http://localhost:8080 --listen :3000
                                                      a dev gateway: frontend + API on one origin
           proxy --to http://127.0.0.1:3001 --to http://127.0.0.1:3002
                                                      round-robin over two servers
@@ -68,7 +76,8 @@ public struct CommandLineOptions: Sendable, Equatable {
         """
 
     /// The long options, in the order suggestions prefer.
-    private static let longOptions = ["--config", "--listen", "--workers", "--to", "--host-header", "--strip-prefix", "--check", "--help"]
+    private static let longOptions = ["--config", "--listen", "--workers", "--to", "--host-header", "--strip-prefix",
+                                      "--upstream-ms", "--response-idle-ms", "--event-stream-idle-ms", "--check", "--help"]
 
     /// Parses the arguments after the program name.
     ///
@@ -135,6 +144,16 @@ public struct CommandLineOptions: Sendable, Equatable {
                 options.workers = n
             case "--to":
                 options.targets.append(try value(example: "http://localhost:5173"))
+            case "--upstream-ms", "--response-idle-ms", "--event-stream-idle-ms":
+                let text = try value(example: "120000")
+                guard AddressSyntax.isDigits(text), text.count <= 8, let ms = Int(text), ms >= 1, ms <= 86_400_000 else {
+                    throw CommandLineError("\(option) expects milliseconds from 1 to 86400000, got \"\(text)\"")
+                }
+                switch option {
+                case "--upstream-ms": options.timeouts.upstreamMs = ms
+                case "--response-idle-ms": options.timeouts.responseIdleMs = ms
+                default: options.timeouts.eventStreamIdleMs = ms
+                }
             case "--host-header":
                 let text = try value(example: "backend")
                 guard text.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
@@ -157,6 +176,10 @@ public struct CommandLineOptions: Sendable, Equatable {
         }
         if !options.targets.isEmpty && options.configPathWasGiven {
             throw CommandLineError("--to builds the configuration from the command line; use it without --config")
+        }
+        if options.targets.isEmpty && options.timeouts != RouteTimeoutsConfig() {
+            throw CommandLineError("--upstream-ms, --response-idle-ms and --event-stream-idle-ms apply to --to targets; "
+                + "in a config file use \"timeouts\" (top level or on a route)")
         }
         if options.targets.isEmpty && (options.hostHeader != nil || options.stripPrefix) {
             throw CommandLineError("--host-header and --strip-prefix apply to --to targets; in a config file use "

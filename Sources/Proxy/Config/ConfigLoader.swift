@@ -109,6 +109,7 @@ public enum ConfigLoader {
             }
             throw at.error(problem)
         }
+        try checkRoutePaths(config, at: root)
         var seen: [String: String] = [:]
         for (key, path) in config.admin.namedPaths {
             if let first = seen[path] {
@@ -128,6 +129,33 @@ public enum ConfigLoader {
                                       example: "\"id\": \"\(upstream.name)-\(index + 1)\"")
                 }
                 owner[b.id] = place
+            }
+        }
+    }
+
+    /// Requests are matched on the normal form of their path (`path_normalization`), so a route
+    /// path that is not in that form (`/a/../b`, `/a//b`, `/%61pi`) could never match: refused,
+    /// with the form that would.
+    private static func checkRoutePaths(_ config: ProxyConfig, at root: ConfigLocation) throws(ConfigError) {
+        let normalizer = config.pathNormalization.normalizer
+        for (index, route) in config.routes.enumerated() {
+            let at = root.member("routes", example: RouteEntry.listExample).element(index, example: RouteEntry.example)
+                .member("path", example: "\"/api\"")
+            var bytes = Array(route.path.utf8)
+            let normal: PathNormalizer.Result
+            do throws(HTTPParseError) {
+                normal = try normalizer.normalize(&bytes, target: 0..<bytes.count)
+            } catch {
+                throw at.error("\(JSONValue.quoted(route.path)): \(error.reason) (see \"path_normalization\")")
+            }
+            if normal.rewritten {
+                let fixed = String(decoding: bytes[normal.path], as: UTF8.self)
+                throw ConfigError(file: root.file, field: at.path,
+                                  problem: "\(JSONValue.quoted(route.path)) is not a normalised path, and requests are matched on "
+                                      + "normalised paths (dot segments removed, unreserved characters decoded"
+                                      + (config.pathNormalization.mergeSlashes ? ", slashes merged" : "")
+                                      + "), so it could never match",
+                                  example: "\"path\": \(JSONValue.quoted(fixed))")
             }
         }
     }
@@ -370,6 +398,7 @@ extension ProxyConfig: ConfigSection {
             ConfigField(key: "routes", example: RouteEntry.listExample) { config, value, at throws(ConfigError) in
                 config.routes = try RouteEntry.decodeList(value, at: at)
             },
+            .section("path_normalization", \.pathNormalization),
             .integer("workers", \.workers, 0...1024),
             .integer("shutdown_grace_ms", \.shutdownGraceMs, 0...maxMilliseconds),
             ConfigField(key: "access_log", example: AccessLogConfig.example) { config, value, at throws(ConfigError) in
@@ -421,6 +450,25 @@ extension TimeoutsConfig: ConfigSection {
             .integer("idle_ms", \.idleMs, 1...maxMilliseconds),
             .integer("client_body_ms", \.clientBodyMs, 1...maxMilliseconds),
             .integer("tunnel_idle_ms", \.tunnelIdleMs, 1...maxMilliseconds),
+            .integer("response_idle_ms", \.responseIdleMs, 1...maxMilliseconds),
+            .integer("event_stream_idle_ms", \.eventStreamIdleMs, 1...maxMilliseconds),
+        ]
+    }
+}
+
+extension RouteTimeoutsConfig: ConfigSection {
+    static var defaults: RouteTimeoutsConfig { RouteTimeoutsConfig() }
+
+    static var fields: [ConfigField<RouteTimeoutsConfig>] {
+        func field(_ key: String, _ keyPath: WritableKeyPath<RouteTimeoutsConfig, Int?>, _ example: Int) -> ConfigField<RouteTimeoutsConfig> {
+            ConfigField(key: key, example: String(example)) { model, value, at throws(ConfigError) in
+                model[keyPath: keyPath] = try at.integer(value, in: 1...maxMilliseconds)
+            }
+        }
+        return [
+            field("upstream_ms", \.upstreamMs, 120000),
+            field("response_idle_ms", \.responseIdleMs, 60000),
+            field("event_stream_idle_ms", \.eventStreamIdleMs, 3_600_000),
         ]
     }
 }
@@ -435,7 +483,13 @@ extension LimitsConfig: ConfigSection {
             .integer("max_target_bytes", \.maxTargetBytes, 16...maxBytes),
             .integer("max_header_count", \.maxHeaderCount, 1...maxCount),
             .integer("max_body_bytes", \.maxBodyBytes, 0...(1 << 50)),
-            .integer("max_connections", \.maxConnections, 1...1_000_000),
+            ConfigField(key: "max_connections", example: "4096") { limits, value, at throws(ConfigError) in
+                // null (or leaving it out): derived from the descriptor limit at start.
+                if case .null = value { limits.maxConnections = nil; return }
+                limits.maxConnections = try at.integer(value, in: 1...1_000_000)
+            },
+            .integer("max_upstream_attempts", \.maxUpstreamAttempts, 1...1000),
+            .integer("max_interim_responses", \.maxInterimResponses, 0...1000),
             ConfigField(key: "allowed_methods", example: "[\"GET\", \"HEAD\", \"POST\"]") { limits, value, at throws(ConfigError) in
                 guard case .array(let items) = value else {
                     throw at.error("expected an array of method names, got \(value.kindDescription)")
@@ -453,6 +507,40 @@ extension LimitsConfig: ConfigSection {
                 limits.allowedMethods = methods
             },
         ]
+    }
+}
+
+extension PathNormalizationConfig: ConfigSection {
+    static var defaults: PathNormalizationConfig { PathNormalizationConfig() }
+
+    static var fields: [ConfigField<PathNormalizationConfig>] {
+        [
+            ConfigField(key: "merge_slashes", example: "true") { normalization, value, at throws(ConfigError) in
+                guard case .bool(let merge) = value else { throw at.error("expected true or false, got \(value.summary)") }
+                normalization.mergeSlashes = merge
+            },
+            ConfigField(key: "escaped_slashes", example: "\"keep\"") { normalization, value, at throws(ConfigError) in
+                normalization.escapedSlashes = try at.choice(value, EscapedSlashes.self)
+            },
+            ConfigField(key: "forward", example: "\"original\"") { normalization, value, at throws(ConfigError) in
+                normalization.forward = try at.choice(value, Forward.self)
+            },
+        ]
+    }
+}
+
+extension ConfigLocation {
+    /// One of the string values of `T` (its raw values, in declaration order).
+    func choice<T: RawRepresentable & CaseIterable>(_ value: JSONValue, _: T.Type) throws(ConfigError) -> T
+    where T.RawValue == String {
+        let names = T.allCases.map { JSONValue.quoted($0.rawValue) }.joined(separator: ", ")
+        guard case .string(let text) = value else { throw error("expected one of \(names), got \(value.summary)") }
+        if let choice = T(rawValue: text) { return choice }
+        var problem = "expected one of \(names), got \(JSONValue.quoted(text))"
+        if let close = Suggestion.closest(to: text, among: T.allCases.map(\.rawValue)) {
+            problem += "; " + Suggestion.didYouMean(close)
+        }
+        throw error(problem)
     }
 }
 
@@ -634,7 +722,13 @@ struct RouteEntry: ConfigSection {
                     entry.route.hostHeader = .literal(text)
                 }
             },
+            .section("timeouts", \.timeouts),
         ]
+    }
+
+    fileprivate var timeouts: RouteTimeoutsConfig {
+        get { route.timeouts }
+        set { route.timeouts = newValue }
     }
 
     static func parseHost(_ text: String, at: ConfigLocation) throws(ConfigError) -> HostMatch {

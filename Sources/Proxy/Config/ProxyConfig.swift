@@ -14,6 +14,8 @@ public struct ProxyConfig: Sendable, Equatable {
     /// Named pools, for `routes`.
     public var upstreams: [UpstreamConfig]
     public var routes: [RouteConfig]
+    /// How paths are normalised for matching `routes`, and what backends receive.
+    public var pathNormalization = PathNormalizationConfig()
     public var timeouts: TimeoutsConfig
     public var limits: LimitsConfig
     public var pool: PoolConfig
@@ -188,8 +190,15 @@ public struct HealthCheckConfig: Sendable, Equatable {
 public struct TimeoutsConfig: Sendable, Equatable {
     /// Establishing a TCP connection to a backend.
     public var connectMs: Int
-    /// Waiting on a backend for its response (the request is answered with a gateway error after).
+    /// The whole wait for a response head once the request is sent (then 504). Interim
+    /// responses (100 Continue, 103) do not extend it; a long poll needs a route with a longer one.
     public var upstreamMs: Int
+    /// The longest silence between bytes of a response body (then the client's connection is cut:
+    /// its response has begun). nginx's `proxy_read_timeout` is 60 s too.
+    public var responseIdleMs: Int = 60000
+    /// The same for `text/event-stream` responses (Server-Sent Events), which may be silent for
+    /// minutes between events: an hour, like tunnels.
+    public var eventStreamIdleMs: Int = 3_600_000
     /// A client sending a complete request head; bounds slow-header (slowloris) attacks.
     public var clientHeaderMs: Int
     /// A keep-alive client connection with no request in flight is closed after this long.
@@ -225,13 +234,21 @@ public struct LimitsConfig: Sendable, Equatable {
     public var maxBodyBytes: Int
     /// Methods the proxy forwards; empty means any valid token. Others get 405 with `Allow`.
     public var allowedMethods: [String]
-    /// Open client connections at most; beyond it new connections are closed at once.
-    public var maxConnections: Int
+    /// Open client connections at most (all workers together); beyond it the proxy stops
+    /// accepting and new connections wait in the kernel's listen queue. `nil` (the default):
+    /// derived from the file-descriptor limit (`ConnectionBudget`).
+    public var maxConnections: Int?
+    /// Upstream connections one request may try at most: connect failover to other backends and
+    /// the keep-alive-race retry together (HAProxy's default `retries 3` is four tries too).
+    public var maxUpstreamAttempts: Int = 4
+    /// Interim responses (1xx but 101) relayed for one request at most; one more is a 502. A
+    /// backend would otherwise be free to send an endless stream of `100 Continue`.
+    public var maxInterimResponses: Int = 16
 
     /// Defaults are the parser's own (`HeadLimits`), stated once there.
     public init(maxHeadBytes: Int = HeadLimits().maxHeadBytes, maxTargetBytes: Int = HeadLimits().maxTargetBytes,
                 maxHeaderCount: Int = HeadLimits().maxHeaderCount, maxBodyBytes: Int = 0,
-                allowedMethods: [String] = [], maxConnections: Int = 10000) {
+                allowedMethods: [String] = [], maxConnections: Int? = nil) {
         self.maxBodyBytes = maxBodyBytes
         self.allowedMethods = allowedMethods
         self.maxConnections = maxConnections

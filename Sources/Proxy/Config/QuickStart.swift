@@ -56,6 +56,7 @@ public enum QuickStart {
             config.routes.append(RouteConfig(path: "/", upstream: UpstreamConfig.defaultName, hostHeader: policy))
         }
         if let workers = options.workers { config.workers = workers }
+        config.timeouts = options.timeouts.applied(to: config.timeouts)
         return config
     }
 

@@ -64,6 +64,9 @@ public struct RouteConfig: Sendable, Equatable {
     /// Remove `path` from the forwarded target (then `X-Forwarded-Prefix` carries it).
     public var stripPrefix: Bool
     public var hostHeader: HostHeaderPolicy
+    /// This route's own response deadlines, where they differ from the top-level `timeouts`
+    /// (a long poll needs a longer `upstream_ms`, a slow report a longer `response_idle_ms`).
+    public var timeouts = RouteTimeoutsConfig()
 
     public init(host: HostMatch = .any, path: String = "/", upstream: String, stripPrefix: Bool = false,
                 hostHeader: HostHeaderPolicy = .preserve) {
@@ -79,6 +82,71 @@ public struct RouteConfig: Sendable, Equatable {
         var p = path
         while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
         return p == "/" ? "" : p
+    }
+}
+
+/// A route's `timeouts`: the response deadlines it may set for itself; `nil` keeps the top-level one.
+public struct RouteTimeoutsConfig: Sendable, Equatable {
+    public var upstreamMs: Int?
+    public var responseIdleMs: Int?
+    public var eventStreamIdleMs: Int?
+
+    public init(upstreamMs: Int? = nil, responseIdleMs: Int? = nil, eventStreamIdleMs: Int? = nil) {
+        self.upstreamMs = upstreamMs
+        self.responseIdleMs = responseIdleMs
+        self.eventStreamIdleMs = eventStreamIdleMs
+    }
+
+    /// `base` with this route's values in place of its own.
+    public func applied(to base: TimeoutsConfig) -> TimeoutsConfig {
+        var t = base
+        if let upstreamMs { t.upstreamMs = upstreamMs }
+        if let responseIdleMs { t.responseIdleMs = responseIdleMs }
+        if let eventStreamIdleMs { t.eventStreamIdleMs = eventStreamIdleMs }
+        return t
+    }
+}
+
+/// `path_normalization`: how a request path is brought to the normal form routes are matched on,
+/// and what the backend then receives (see `PathNormalizer` for the steps).
+public struct PathNormalizationConfig: Sendable, Equatable {
+    /// What `%2F` and `%5C` in a path do (Envoy's `path_with_escaped_slashes_action`).
+    public enum EscapedSlashes: String, Sendable, Equatable, CaseIterable {
+        /// Stay encoded, inside their segment, for matching and forwarding (the default).
+        case keep
+        /// 400.
+        case reject
+        /// Both become `/` for matching (and for forwarding with `forward: normalized`).
+        case decode
+    }
+
+    /// Which target the backend gets.
+    public enum Forward: String, Sendable, Equatable, CaseIterable {
+        /// The bytes the client sent (the default; signed URLs depend on it).
+        case original
+        /// The normal form of the path, with the query unchanged.
+        case normalized
+    }
+
+    /// `//` counts as `/` (nginx's `merge_slashes`).
+    public var mergeSlashes: Bool
+    public var escapedSlashes: EscapedSlashes
+    public var forward: Forward
+
+    public init(mergeSlashes: Bool = true, escapedSlashes: EscapedSlashes = .keep, forward: Forward = .original) {
+        self.mergeSlashes = mergeSlashes
+        self.escapedSlashes = escapedSlashes
+        self.forward = forward
+    }
+
+    /// The normaliser these settings describe.
+    public var normalizer: PathNormalizer {
+        let escaped: PathNormalizer.EscapedSlashes = switch escapedSlashes {
+        case .keep: .keep
+        case .reject: .reject
+        case .decode: .decode
+        }
+        return PathNormalizer(mergeSlashes: mergeSlashes, escapedSlashes: escaped)
     }
 }
 

@@ -71,7 +71,9 @@ extension HeadLimits {
 
 /// A parsed request head.
 public struct RequestHead: Sendable {
-    /// The raw head bytes, start line through the terminating blank line.
+    /// The raw head bytes, start line through the terminating blank line. The proxy may append
+    /// bytes it derives after them (the normal form of the path, see `PathNormalizer`; the name
+    /// of a `Host` field it adds): ranges into those are as valid as the others.
     public var bytes: [UInt8]
     public var method: Range<Int>
     public var target: Range<Int>
@@ -91,6 +93,8 @@ public struct RequestHead: Sendable {
     public var connectionUpgrade = false
     /// Index into `fields` of the (last) `X-Request-Id` field, if any.
     public var requestIDField: Int?
+    /// A `Via` field is present (the proxy looks for its own name there: a forwarding loop).
+    public var hasVia = false
 
     public init(bytes: [UInt8] = [], method: Range<Int> = 0..<0, target: Range<Int> = 0..<0,
                 versionMinor: UInt8 = 1, fields: [HeaderField] = [], framing: BodyFraming = .none,
@@ -141,6 +145,14 @@ public struct ResponseHead: Sendable {
 
     /// 1xx informational (100 Continue, 103 Early Hints); 101 is a protocol switch, not interim.
     @inlinable public var isInterim: Bool { status >= 100 && status < 200 && status != 101 }
+
+    /// `Content-Type: text/event-stream` (Server-Sent Events: long silences are normal).
+    public var isEventStream: Bool {
+        guard let i = fieldIndex("content-type") else { return false }
+        let value = fields[i].value
+        let type = value.lowerBound..<min(value.lowerBound + 17, value.upperBound)
+        return type.count == 17 && bytes.equalsIgnoringCase(type, "text/event-stream")
+    }
 }
 
 // MARK: - Byte helpers shared by the parser and the header rewriter

@@ -16,7 +16,8 @@ import Darwin
 ///
 /// The head ends at the first empty line: `\r\n\r\n`, or any mix with bare LF line ends
 /// (`\n\n`, `\r\n\n`, `\n\r\n`), which RFC 9112 §2.2 allows a recipient to accept in the head.
-/// A bare CR is not a line end here; the parser rejects it.
+/// A bare CR is not a line end here: the parser rejects one inside a complete head, and one in
+/// a head still waiting for its line end is refused here at once.
 public struct HeadAccumulator {
     /// Bytes collected so far: the start line through the terminating blank line once complete.
     /// Leading empty lines before a request line are not kept.
@@ -35,6 +36,8 @@ public struct HeadAccumulator {
     /// Leading empty lines dropped before the request line; they still count toward the limit so
     /// that a client cannot make us scan an unbounded stream of CRLFs.
     private var skipped: Int
+    /// `bytes[..<crCheckedUpTo]` holds no bare CR (see `hasBareCR`).
+    private var crCheckedUpTo = 0
 
     /// Room for the method, two spaces, `HTTP/1.1` and CRLF on top of `maxTargetBytes` before a
     /// request line that is still growing is refused with 414. Generous so that an unusual (long)
@@ -89,6 +92,7 @@ public struct HeadAccumulator {
                 // dropping everything collected so far drops exactly them (e.g. a CR from the last read).
                 skipped += bytes.count + (lf + 1 - appendFrom)
                 bytes.removeAll(keepingCapacity: true)
+                crCheckedUpTo = 0
                 appendFrom = lf + 1
                 lineStart = 0
             } else if isEmptyLine {
@@ -109,6 +113,10 @@ public struct HeadAccumulator {
 
         flush(src, from: appendFrom, to: window)
         if !sawStartLine { try checkRequestLine(length: bytes.count) }
+        // The head goes on past this read: refuse a bare CR in it now, not once the peer's deadline
+        // runs out (with CRs for line ends the head would never end). A complete head is left to
+        // the parser, so only heads split across reads pay for this scan.
+        if hasBareCR() { throw bareCR() }
         // Whatever follows, the head is already as large as allowed and has not ended.
         if skipped + bytes.count >= limits.maxHeadBytes { throw tooLarge() }
         return window
@@ -121,6 +129,7 @@ public struct HeadAccumulator {
         lineStart = 0
         sawStartLine = false
         skipped = 0
+        crCheckedUpTo = 0
     }
 
     /// Hands the collected bytes to `other` and takes `other`'s storage (emptied) in exchange, then
@@ -153,9 +162,33 @@ public struct HeadAccumulator {
         }
     }
 
+    /// Whether the bytes collected since the last check hold a CR followed by something other
+    /// than LF. A CR in the last byte is left for the next check: its LF may be in the next read.
+    private mutating func hasBareCR() -> Bool {
+        let end = bytes.count - 1
+        guard end > crCheckedUpTo else { return false }
+        let found = bytes.withUnsafeBufferPointer { p -> Bool in
+            let base = p.baseAddress!
+            var i = crCheckedUpTo
+            while i < end, let hit = memchr(base + i, 0x0D, end - i) {
+                let at = UnsafeRawPointer(hit) - UnsafeRawPointer(base)
+                if base[at + 1] != 0x0A { return true }
+                i = at + 1
+            }
+            return false
+        }
+        crCheckedUpTo = end
+        return found
+    }
+
+    private func bareCR() -> HTTPParseError {
+        isRequest ? HTTPParseError(status: 400, reason: "a CR not followed by LF in the request head")
+                  : HTTPParseError(status: 502, reason: "a CR not followed by LF")
+    }
+
     private func tooLarge() -> HTTPParseError {
         if !isRequest {
-            return HTTPParseError(status: 502, reason: "Bad Gateway: response head too large")
+            return HTTPParseError(status: 502, reason: "larger than \(limits.maxHeadBytes) bytes")
         }
         // No line end yet after a non-empty first line: it is the request line that is too long.
         if !sawStartLine && !bytes.isEmpty {

@@ -71,6 +71,7 @@ public enum HeadParser {
         head.expectsContinue = http11 && summary.expectsContinue
         head.connectionUpgrade = summary.connectionUpgrade
         head.requestIDField = summary.requestIDField
+        head.hasVia = summary.hasVia
     }
 
     // MARK: Responses
@@ -225,6 +226,7 @@ struct FieldSummary {
     var connectionUpgrade = false
     var expectsContinue = false
     var requestIDField: Int?
+    var hasVia = false
 }
 
 /// A cursor over a complete head (one that ends with LF). Every error it throws carries
@@ -447,6 +449,8 @@ struct HeadScanner {
             summary.hostField = index
         case 12 where equalsLower(name, "x-request-id"):
             summary.requestIDField = index
+        case 3 where equalsLower(name, "via"):
+            summary.hasVia = true
         case 6 where equalsLower(name, "expect"):
             if equalsLower(value, "100-continue") { summary.expectsContinue = true }
         case 10 where equalsLower(name, "connection"):

@@ -1,17 +1,22 @@
-/// Request-target forms (RFC 9112 §3.2) and the one normalisation check the proxy makes.
+/// Request-target forms (RFC 9112 §3.2), the `Host` syntax (RFC 9110 §7.2), and the one
+/// dot-segment check the proxy makes on what it forwards.
 ///
 /// Accepted: origin-form (`/path?query`), `*` for OPTIONS, and absolute-form
-/// (`http://host/path`, forwarded as its origin-form part). Everything else — authority-form
-/// (CONNECT), relative paths, other schemes — is refused. The target is otherwise forwarded
-/// byte-exact: no percent-decoding, no dot-segment removal, because the backend must see what
-/// the client sent; only a literal `..` that would climb above `/` is refused, since backends
-/// that do resolve it would then serve something outside their root.
+/// (`http://host/path`, forwarded as its origin-form part; its authority stands for `Host`,
+/// RFC 9112 §3.2.2). Everything else — authority-form (CONNECT), relative paths, other schemes,
+/// userinfo (`http://user@host/`) — is refused. Routing looks at the normal form of the path
+/// (`PathNormalizer`), but the target is forwarded byte-exact by default, because the backend must
+/// see what the client sent (signed URLs depend on it); only a literal `..` that would climb above
+/// `/` is refused, since backends that do resolve it would then serve something outside their root.
 public enum RequestTarget {
     /// What to forward for a valid target.
     public enum Form: Equatable {
         /// Forward this byte range of the head (origin-form, or the path part of an absolute URI;
         /// an empty range means "/").
         case path(Range<Int>)
+        /// absolute-form: forward `path` (as for `.path`); `authority` (`host[:port]`, checked
+        /// like a `Host` value) is the host the request is for, whatever `Host` says.
+        case absolute(path: Range<Int>, authority: Range<Int>)
         /// `*` (OPTIONS only).
         case asterisk
     }
@@ -28,20 +33,102 @@ public enum RequestTarget {
             }
             return .asterisk
         }
-        var path = t
-        if first != UInt8(ascii: "/") {
-            // absolute-form: http://authority[/path][?query]
-            let scheme = t.lowerBound..<min(t.lowerBound + 7, t.upperBound)
-            guard b.equalsIgnoringCase(scheme, "http://") else {
-                throw HTTPParseError(status: 400, reason: "request target must start with \"/\" or \"http://\"")
-            }
-            var i = scheme.upperBound
-            while i < t.upperBound && b[i] != UInt8(ascii: "/") && b[i] != UInt8(ascii: "?") { i += 1 }
-            guard i > scheme.upperBound else { throw HTTPParseError(status: 400, reason: "absolute request target without a host") }
-            path = i..<t.upperBound
+        if first == UInt8(ascii: "/") {
+            try checkDotSegments(b, t)
+            return .path(t)
         }
+        // absolute-form: http://authority[/path][?query]
+        let scheme = t.lowerBound..<min(t.lowerBound + 7, t.upperBound)
+        guard b.equalsIgnoringCase(scheme, "http://") else {
+            throw HTTPParseError(status: 400, reason: "request target must start with \"/\" or \"http://\"")
+        }
+        var i = scheme.upperBound
+        while i < t.upperBound && b[i] != UInt8(ascii: "/") && b[i] != UInt8(ascii: "?") { i += 1 }
+        let authority = scheme.upperBound..<i
+        guard !authority.isEmpty else { throw HTTPParseError(status: 400, reason: "absolute request target without a host") }
+        if b[authority].contains(UInt8(ascii: "@")) {
+            // RFC 9110 §4.2.4: userinfo is deprecated in http URIs; `http://trusted@evil/` misleads.
+            throw HTTPParseError(status: 400, reason: "userinfo (\"user@\") in the request target")
+        }
+        try checkHost(b, authority, in: "the request target's host")
+        let path = i..<t.upperBound
         try checkDotSegments(b, path)
-        return .path(path)
+        return .absolute(path: path, authority: authority)
+    }
+
+    /// Checks a `Host` value, or the authority of an absolute-form target (`in` names which, for
+    /// the message): `host[:port]`, where host is a name or IPv4 address made of unreserved
+    /// characters (letters, digits, `-._~`; no empty label, one trailing dot allowed) or an IPv6
+    /// address in brackets, and port is 1–5 digits up to 65535. That is RFC 3986's authority
+    /// without userinfo, percent-escapes and sub-delims — none of which a real host name has, and
+    /// all of which (`x@host`, `a,b`, `a/b`) a backend or a log could read differently from the
+    /// router. Errors carry status 400.
+    public static func checkHost(_ b: [UInt8], _ value: Range<Int>, in what: StaticString = "Host") throws(HTTPParseError) {
+        func fail(_ problem: String) -> HTTPParseError {
+            HTTPParseError(status: 400, reason: "invalid \(what): \(problem)")
+        }
+        guard !value.isEmpty else { throw fail("empty") }
+        var i = value.lowerBound
+        let end = value.upperBound
+        if b[i] == UInt8(ascii: "[") {
+            i += 1
+            let start = i
+            var colons = 0
+            while i < end, isHexDigit(b[i]) || b[i] == UInt8(ascii: ":") || b[i] == UInt8(ascii: ".") {
+                if b[i] == UInt8(ascii: ":") { colons += 1 }
+                i += 1
+            }
+            guard i < end, b[i] == UInt8(ascii: "]") else {
+                throw fail(b[start..<end].contains(UInt8(ascii: "]")) ? "not an IPv6 address in brackets" : "unclosed \"[\"")
+            }
+            guard colons >= 2 else { throw fail("not an IPv6 address in brackets") }
+            i += 1
+        } else {
+            let start = i
+            while i < end && isNameByte(b[i]) {
+                // No empty label: ".x", "a..b", "." are not names.
+                if b[i] == UInt8(ascii: "."), i == start || b[i - 1] == UInt8(ascii: ".") { throw fail("empty label in the host name") }
+                i += 1
+            }
+            guard i > start else { throw fail(hostProblem(b[i])) }
+        }
+        guard i < end else { return }
+        guard b[i] == UInt8(ascii: ":") else { throw fail(hostProblem(b[i])) }
+        i += 1
+        var port = 0, digits = 0
+        while i < end && b[i] >= UInt8(ascii: "0") && b[i] <= UInt8(ascii: "9") {
+            port = port * 10 + Int(b[i] &- 0x30)
+            digits += 1
+            if digits > 5 { break }
+            i += 1
+        }
+        guard i == end, digits >= 1, port <= 65535 else { throw fail("the port must be a number from 0 to 65535") }
+    }
+
+    /// What is wrong with a host that stops at `c`.
+    private static func hostProblem(_ c: UInt8) -> String {
+        switch c {
+        case UInt8(ascii: "@"): "userinfo (\"user@\") is not allowed"
+        case UInt8(ascii: ","): "a list of hosts is not allowed"
+        case UInt8(ascii: "/"), UInt8(ascii: "\\"): "a path is not allowed"
+        case UInt8(ascii: " "), UInt8(ascii: "\t"): "spaces are not allowed"
+        case UInt8(ascii: "]"): "unopened \"]\""
+        case UInt8(ascii: ":"): "no host before the port"
+        default: "only letters, digits, \"-._~\", an [IPv6] address and a :port are allowed"
+        }
+    }
+
+    /// RFC 3986 unreserved: ALPHA DIGIT "-" "." "_" "~".
+    @inline(__always)
+    private static func isNameByte(_ c: UInt8) -> Bool {
+        (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z")) || (c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z"))
+            || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9"))
+            || c == UInt8(ascii: "-") || c == UInt8(ascii: ".") || c == UInt8(ascii: "_") || c == UInt8(ascii: "~")
+    }
+
+    @inline(__always)
+    private static func isHexDigit(_ c: UInt8) -> Bool {
+        (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) || (asciiLower(c) >= UInt8(ascii: "a") && asciiLower(c) <= UInt8(ascii: "f"))
     }
 
     /// Refuses a path whose literal `..` segments climb above the root.

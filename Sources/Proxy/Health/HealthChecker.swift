@@ -9,6 +9,12 @@
 /// One checker serves every worker: it runs on the supervisor's loop and publishes each verdict
 /// in `SharedBackend`, which every worker reads on its request path — so a backend is probed
 /// once per interval (not once per worker) and all workers stop using it at the same moment.
+///
+/// A probe that fails for a reason on the proxy's own side — out of descriptors, socket buffers,
+/// memory or local ports (`UVError.isLocalResourceError`) — says nothing about the backend: it
+/// gives no verdict (the streaks are left as they are) and the round is skipped for that backend,
+/// logged once per episode. Otherwise a proxy under descriptor pressure would mark every healthy
+/// backend down and answer 503 to everyone after the pressure ended.
 /// Threading: the supervisor's loop thread only.
 public final class HealthChecker {
     private let loop: EventLoop
@@ -16,6 +22,8 @@ public final class HealthChecker {
     private let config: HealthCheckConfig
     private let timer: Timer
     private var inFlight: [HealthProbe?]
+    /// Probes are being skipped for a local resource error (logged when this turns true).
+    private(set) var isSkippingForLocalError = false
 
     public init(loop: EventLoop, backends: [SharedBackend], config: HealthCheckConfig) {
         self.loop = loop
@@ -39,20 +47,55 @@ public final class HealthChecker {
         for i in backends.indices where inFlight[i] == nil {
             let probe = HealthProbe(loop: loop, backend: backends[i], path: config.path, timeoutMs: config.timeoutMs)
             inFlight[i] = probe
-            probe.run { [unowned self] ok, problem in
+            probe.run { [unowned self] outcome in
                 self.inFlight[i] = nil
-                self.record(self.backends[i], ok: ok, problem: problem)
+                self.record(self.backends[i], outcome)
+            }
+        }
+    }
+
+    func record(_ b: SharedBackend, _ outcome: ProbeOutcome) {
+        switch outcome {
+        case .success:
+            record(b, ok: true, problem: nil)
+        case .failure(let problem):
+            record(b, ok: false, problem: problem)
+        case .noVerdict(let problem):
+            if !isSkippingForLocalError {
+                isSkippingForLocalError = true
+                Log.warning("health check of \(b.id) (\(b.url)) skipped: \(problem); not counted against the backend, "
+                    + "health checks give no verdict until the proxy has the resources to probe again")
             }
         }
     }
 
     func record(_ b: SharedBackend, ok: Bool, problem: String?) {
+        if isSkippingForLocalError {
+            isSkippingForLocalError = false
+            Log.info("health checks can probe again (\(b.id) probed)")
+        }
         switch b.recordProbe(ok: ok, problem: problem, healthyThreshold: config.healthyThreshold,
                              unhealthyThreshold: config.unhealthyThreshold) {
         case .up?: Log.info("backend \(b.id) (\(b.url)) is up")
         case .down?: Log.warning("backend \(b.id) (\(b.url)) is down: \(problem ?? "probe failed")")
         case nil: break
         }
+    }
+}
+
+/// What one probe found.
+enum ProbeOutcome: Equatable {
+    case success
+    /// The backend failed the probe (refused, reset, timed out, answered non-2xx).
+    case failure(String)
+    /// The probe could not be made for a reason on the proxy's side (`UVError.isLocalResourceError`).
+    case noVerdict(String)
+
+    /// A failure with libuv error `code` during `step` ("connect", "read", "write").
+    static func error(_ code: Int32, during step: String) -> ProbeOutcome {
+        let error = UVError(code)
+        if let local = error.localResourceProblem { return .noVerdict("\(step): \(local)") }
+        return .failure(step == "connect" ? "connect: \(error.name)" : error.name)
     }
 }
 
@@ -65,7 +108,7 @@ final class HealthProbe {
     private let request: [UInt8]?
     private let timeoutMs: Int
     private var received: [UInt8] = []
-    private var completion: ((Bool, String?) -> Void)?
+    private var completion: ((ProbeOutcome) -> Void)?
 
     init(loop: EventLoop, backend: SharedBackend, path: String?, timeoutMs: Int) {
         self.backend = backend
@@ -75,7 +118,7 @@ final class HealthProbe {
         request = path.map { path in Array("GET \(path) HTTP/1.1\r\nHost: \(backend.authority)\r\nUser-Agent: swift-proxy-health-check\r\nConnection: close\r\n\r\n".utf8) }
     }
 
-    func run(_ completion: @escaping (Bool, String?) -> Void) {
+    func run(_ completion: @escaping (ProbeOutcome) -> Void) {
         self.completion = completion
         timer.onFire = { [self] in finish(false, "no answer within \(timeoutMs) ms") }
         timer.start(timeoutMs: UInt64(timeoutMs))
@@ -84,18 +127,19 @@ final class HealthProbe {
             evaluate(final: false)
         }
         stream.onReadEnd = { [self] code in
-            if code == UVError.eof { evaluate(final: true) } else { finish(false, UVError(code).name) }
+            if code == UVError.eof { evaluate(final: true) } else { finish(.error(code, during: "read")) }
         }
-        stream.onWriteError = { [self] code in finish(false, UVError(code).name) }
+        stream.onWriteError = { [self] code in finish(.error(code, during: "write")) }
         do {
+            // Out of descriptors, `uv_tcp_connect` fails here, creating the socket (EMFILE).
             try stream.connect(to: backend.address) { [self] status in
-                guard status == 0 else { return finish(false, "connect: \(UVError(status).name)") }
+                guard status == 0 else { return finish(.error(status, during: "connect")) }
                 guard let request else { return finish(true, nil) }  // connect-only
                 stream.startReading()
                 stream.write(request)
             }
         } catch {
-            finish(false, "connect: \(error.name)")
+            finish(.error(error.code, during: "connect"))
         }
     }
 
@@ -117,11 +161,15 @@ final class HealthProbe {
     }
 
     private func finish(_ ok: Bool, _ problem: String?) {
+        finish(ok ? .success : .failure(problem ?? "probe failed"))
+    }
+
+    private func finish(_ outcome: ProbeOutcome) {
         guard let completion else { return }
         self.completion = nil
         timer.close()
         stream.close()
-        completion(ok, problem)
+        completion(outcome)
     }
 
     func cancel() {

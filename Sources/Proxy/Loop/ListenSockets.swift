@@ -20,9 +20,13 @@ public struct ListenSockets: Sendable {
     /// otherwise let a second proxy started by mistake on the same port silently share its
     /// traffic, where users expect "address already in use". (A reload skips the check: the
     /// proxy's own old sockets may overlap the new address.)
-    public static func open(_ listen: ListenAddress, count: Int, exclusive: Bool,
+    ///
+    /// `resolved` is `listen`'s address when the caller has looked the host name up already (a
+    /// reload does, off the loop, with `HostResolver`); without it a host name is resolved here,
+    /// blocking — fine at start-up, before any loop runs.
+    public static func open(_ listen: ListenAddress, resolved: SocketAddress? = nil, count: Int, exclusive: Bool,
                             backlog: Int32 = 1024) throws(ProxyStartError) -> ListenSockets {
-        guard var address = SocketAddress(ip: listen.host, port: listen.port)
+        guard var address = resolved ?? SocketAddress(ip: listen.host, port: listen.port)
                 ?? (try? SocketAddress.resolve(host: listen.host, port: listen.port)) else {
             throw ProxyStartError(message: "listen: cannot use address \"\(listen)\"")
         }

@@ -30,19 +30,31 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         return rc == 0 ? SocketAddress(storage: storage) : nil
     }
 
-    /// Resolves a host name (blocking `getaddrinfo`: only for start-up and config reloads, never
-    /// on a loop serving traffic). IPv4 answers are preferred, so `localhost` means 127.0.0.1 —
-    /// what a dev server bound to 127.0.0.1 expects.
+    /// Resolves a host name with a blocking `getaddrinfo`: only before a loop runs (start-up,
+    /// `--check`), never on a running loop — a reload resolves with `HostResolver`, on libuv's
+    /// thread pool. IPv4 answers are preferred, so `localhost` means 127.0.0.1 — what a dev
+    /// server bound to 127.0.0.1 expects.
     public static func resolve(host: String, port: UInt16) throws(AddressError) -> SocketAddress {
         if let literal = SocketAddress(ip: host, port: port) { return literal }
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var hints = resolverHints
         var result: UnsafeMutablePointer<addrinfo>?
         let rc = getaddrinfo(host, String(port), &hints, &result)
         guard rc == 0, let first = result else {
             throw AddressError(message: "cannot resolve host \"\(host)\": \(String(cString: gai_strerror(rc)))")
         }
         defer { freeaddrinfo(first) }
+        return try choosing(from: first, host: host)
+    }
+
+    /// What both ways of resolving ask `getaddrinfo` for.
+    static var resolverHints: addrinfo {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        return hints
+    }
+
+    /// The address to use from a `getaddrinfo` answer: the first IPv4 one, else the first IPv6.
+    static func choosing(from first: UnsafeMutablePointer<addrinfo>, host: String) throws(AddressError) -> SocketAddress {
         var chosen: UnsafeMutablePointer<addrinfo>? = nil
         var p: UnsafeMutablePointer<addrinfo>? = first
         while let ai = p {

@@ -7,7 +7,7 @@ enum WorkerStats {
     static let bytesReceived = RequestStats.size
     static let bytesSent = bytesReceived + 1
     static let connectionsAccepted = bytesSent + 1
-    /// Connections closed at once because `limits.max_connections` was reached.
+    /// Connections left waiting in the listen queue because `limits.max_connections` was reached.
     static let connectionsRefused = connectionsAccepted + 1
     /// Gauges: client connections open, and those of them that are tunnels (WebSockets…).
     static let clientsOpen = connectionsRefused + 1

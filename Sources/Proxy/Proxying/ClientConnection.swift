@@ -62,7 +62,9 @@ final class ClientConnection {
     private var wantsUpgrade = false
     private var tunnel: Tunnel?
     private var upstream: UpstreamConnection?
-    private var triedBackends: UInt64 = 0
+    /// Backends tried for this request, and connections tried in all (`limits.max_upstream_attempts`).
+    private var triedBackends = AttemptSet()
+    private var upstreamAttempts = 0
     private var upstreamWasReused = false
 
     /// The request may go again on another connection: nothing in it can have taken effect twice.
@@ -133,6 +135,14 @@ final class ClientConnection {
     /// When the libuv timer is due (never later than `deadline`); 0 while it is not running.
     private var timerDue: UInt64 = 0
     private var lastUpstreamActivity: UInt64 = 0
+    /// When the response head is due (loop milliseconds): `upstream_ms` after the request was
+    /// sent in full, not moved by interim responses. 0 while the request is still being sent.
+    private var responseHeadDueAt: UInt64 = 0
+    /// The longest silence allowed between response body bytes (`response_idle_ms`, or
+    /// `event_stream_idle_ms` for Server-Sent Events), chosen when the response head arrives.
+    private var responseIdleLimitMs: UInt64 = 0
+    /// Interim responses relayed for this request (`limits.max_interim_responses`).
+    private var interimResponses = 0
 
     /// Most pipelined input buffered before the client's reading is paused.
     private static let pendingLimit = 64 * 1024
@@ -233,6 +243,14 @@ final class ClientConnection {
                         requestHeadBytes.limits = settings.headLimits
                     }
                     if timerPurpose == .idle { arm(.clientHeader, ms: settings.config.timeouts.clientHeaderMs) }
+                    if input[0] == 0x16 {
+                        // A TLS record (handshake) where a request line should start: the client
+                        // speaks https:// to a cleartext port. Say so now rather than waiting
+                        // out client_header_ms for a line end that never comes.
+                        requestStartNs = uv_hrtime()
+                        server.noteTLSOnCleartextListener(from: peerIP)
+                        return rejectRequest(HTTPParseError(status: 400, reason: "a TLS handshake arrived on a cleartext (http://) listener"))
+                    }
                     // The request's clock starts at its first byte (nginx's $request_time too).
                     requestStartNs = uv_hrtime()
                     bytesSentAtStart = client.bytesWritten
@@ -314,6 +332,9 @@ final class ClientConnection {
         } else {
             server.requestIDs.next(into: &requestID)
         }
+        if request.hasVia && ProxyIdentity.requestHasLooped(request) {
+            return failExchange(status: 508, reason: "Loop Detected: this request already passed through this proxy (its Via names it): a backend points back at the proxy's own listener")
+        }
         guard admit() else { return }
 
         // Answered by the proxy itself? A body sent with such a request is not read: close then.
@@ -335,24 +356,35 @@ final class ClientConnection {
             pending.append(raw: input)
             input = UnsafeRawBufferPointer(start: nil, count: 0)
         }
-        guard let route = settings.router.match(request, target: forwardTarget ?? request.target) else {
+        // Routes match the normal form of the path (`PathNormalizer`: what a backend that resolves
+        // `..`, `//` and escapes sees), not the raw bytes. `*` (OPTIONS) has no path.
+        var target = forwardTarget ?? request.target
+        let normal: PathNormalizer.Result
+        if target.count == 1 && request.bytes[target.lowerBound] == UInt8(ascii: "*") {
+            normal = PathNormalizer.Result(path: target, target: target, rewritten: false)
+        } else {
+            do { normal = try settings.router.paths.normalize(&request.bytes, target: target) } catch { return rejectRequest(error) }
+        }
+        guard let route = settings.router.match(request, path: normal.path) else {
             return failExchange(status: 404, reason: "Not Found: no route matches host \(hostForMessages) and path \(pathForMessages)")
         }
         self.route = route
-        let strip = route.stripLength
-        if strip > 0, let target = forwardTarget {
-            let stripped = (target.lowerBound + strip)..<target.upperBound
-            // `/api/../x` passed the check as a whole; without its prefix it would climb.
-            do { try RequestTarget.checkDotSegments(request.bytes, stripped) } catch { return rejectRequest(error) }
-            forwardTarget = stripped
-        }
+        // The backend gets the bytes the client sent, unless `forward: normalized` — or a prefix
+        // is stripped from a path normalisation changed: the raw target need not even begin with
+        // the prefix (`//api/x`, `/%61pi/x`), the normal form does. Either way what is left after
+        // the prefix has no dot segment, so it cannot climb above the backend's root.
+        if settings.router.forwardNormalized || (route.stripLength > 0 && normal.rewritten) { target = normal.target }
+        if route.stripLength > 0 { target = (target.lowerBound + route.stripLength)..<target.upperBound }
+        forwardTarget = target
         // Only a request without a body may switch protocols: a 101 arriving mid-body would
         // leave the rest of the body to be read as the new protocol.
         wantsUpgrade = request.connectionUpgrade && request.framing == .none && !server.isDraining
             && rewriter.isTunnelableUpgrade(request)
-        triedBackends = 0
+        triedBackends.removeAll()
+        upstreamAttempts = 0
         hasRetried = false
         attempts.removeAll()
+        lastConnectFailure = nil
         connectUpstream()
     }
 
@@ -364,13 +396,28 @@ final class ClientConnection {
         String(decoding: request.bytes[forwardTarget ?? request.target], as: UTF8.self)
     }
 
-    /// Applies the request limits that need the parsed head: target form, allowed methods, body
-    /// size. Answers and returns false when the request is refused.
+    /// Applies the request limits that need the parsed head: `Host` syntax, target form, allowed
+    /// methods, body size. Answers and returns false when the request is refused.
     private func admit() -> Bool {
         do {
+            // An HTTP/1.1 request without Host never gets here (the parser refuses it).
+            if let host = request.hostField { try RequestTarget.checkHost(request.bytes, request.fields[host].value) }
             switch try RequestTarget.validate(&request) {
             case .path(let path): forwardTarget = path
             case .asterisk: forwardTarget = request.target
+            case .absolute(let path, let authority):
+                forwardTarget = path
+                // RFC 9112 §3.2.2: the target's authority is the host, whatever Host says, and a
+                // proxy sends it as Host. Pointing the Host field at it makes routing, Host (unless
+                // a route's host_header overrides it) and X-Forwarded-Host agree.
+                if let host = request.hostField {
+                    request.fields[host].value = authority
+                } else {  // HTTP/1.0 without Host: add one, its name past the head's bytes
+                    let name = request.bytes.count
+                    request.bytes.append(contentsOf: "Host".utf8)
+                    request.hostField = request.fields.count
+                    request.fields.append(HeaderField(name: name..<(name + 4), value: authority))
+                }
             }
         } catch {
             rejectRequest(error)
@@ -390,59 +437,86 @@ final class ClientConnection {
         return true
     }
 
-    /// Picks a backend and obtains a connection to it.
+    /// Picks a backend and obtains a connection to it. A connect that fails at once (a local
+    /// error from `uv_tcp_connect`: EMFILE, EADDRNOTAVAIL, …) moves on to the next backend in
+    /// this loop, never by recursion; one that fails later comes back through `connectFailed`.
     private func connectUpstream() {
         let group = currentUpstream
-        guard let index = group.balancer.pick(from: group.backends, excluding: triedBackends) else {
-            let anyHealthy = RoundRobinBalancer.anyHealthy(group.backends)
-            if anyHealthy || triedBackends != 0 {
-                return failExchange(status: 502, reason: lastConnectFailure ?? "Bad Gateway: no backend could be reached")
+        while true {
+            let maxAttempts = settings.config.limits.maxUpstreamAttempts
+            guard upstreamAttempts < maxAttempts else {
+                return failExchange(status: 502, reason: (lastConnectFailure ?? "Bad Gateway: no backend could be reached")
+                                    + " (gave up after \(upstreamAttempts) attempts: limits.max_upstream_attempts)")
             }
-            return failExchange(status: 503, reason: "Service Unavailable: no healthy backend in upstream \(group.name)")
-        }
-        if index < 64 { triedBackends |= 1 << UInt64(index) }
-        backendIndex = index
-        servedBy = index
-        upstreamStartNs = uv_hrtime()
-        let backend = group.backends[index]
-        backend.activeRequests += 1
+            guard let index = group.balancer.pick(from: group.backends, excluding: triedBackends) else {
+                let anyHealthy = RoundRobinBalancer.anyHealthy(group.backends)
+                if anyHealthy || !triedBackends.isEmpty {
+                    return failExchange(status: 502, reason: lastConnectFailure ?? "Bad Gateway: no backend could be reached")
+                }
+                return failExchange(status: 503, reason: "Service Unavailable: no healthy backend in upstream \(group.name)")
+            }
+            triedBackends.insert(index)
+            upstreamAttempts += 1
+            backendIndex = index
+            servedBy = index
+            upstreamStartNs = uv_hrtime()
+            let backend = group.backends[index]
+            backend.activeRequests += 1
 
-        // The retry after a dead pooled connection goes out on a fresh one (DESIGN §4): a backend
-        // that closed one idle connection has likely closed its siblings too.
-        if !hasRetried, let pooled = backend.pool.take(now: server.loop.now, checkSocket: !canRetry) {
-            upstreamWasReused = true
-            attach(pooled)
-            upstreamConnected()
+            // The retry after a dead pooled connection goes out on a fresh one (DESIGN §4): a backend
+            // that closed one idle connection has likely closed its siblings too.
+            if !hasRetried, let pooled = backend.pool.take(now: server.loop.now, checkSocket: !canRetry) {
+                upstreamWasReused = true
+                attach(pooled)
+                upstreamConnected()
+                return
+            }
+            upstreamWasReused = false
+            let conn = UpstreamConnection(backend: backend, loop: server.loop)
+            attach(conn)
+            do {
+                // Strong captures (a weak one would give both objects a side table: slower ARC on
+                // every request after): the closure is dropped when it runs or the stream closes.
+                try conn.stream.connect(to: backend.address) { [self, conn] status in
+                    guard upstream === conn else { return }
+                    if status == 0 { self.upstreamConnected() } else { self.connectFailed(UVError(status)) }
+                }
+            } catch {
+                if let problem = error.localResourceProblem { return localResourceFailure(problem) }
+                noteConnectFailure(error)
+                continue
+            }
+            arm(.connect, ms: settings.config.timeouts.connectMs)
             return
         }
-        upstreamWasReused = false
-        let conn = UpstreamConnection(backend: backend, loop: server.loop)
-        attach(conn)
-        do {
-            // Strong captures (a weak one would give both objects a side table: slower ARC on
-            // every request after): the closure is dropped when it runs or the stream closes.
-            try conn.stream.connect(to: backend.address) { [self, conn] status in
-                guard upstream === conn else { return }
-                if status == 0 { self.upstreamConnected() } else { self.connectFailed(UVError(status)) }
-            }
-        } catch {
-            return connectFailed(error)
-        }
-        arm(.connect, ms: settings.config.timeouts.connectMs)
     }
 
     private var lastConnectFailure: String?
     /// How each backend tried for this request failed, for the HTML error page (failures only).
     private var attempts: [ErrorPage.Attempt] = []
 
+    /// A connect failed after `uv_tcp_connect` accepted it (refused, timed out): try the next backend.
     private func connectFailed(_ error: UVError) {
+        if let problem = error.localResourceProblem { return localResourceFailure(problem) }
+        noteConnectFailure(error)
+        // Nothing was sent: any method may go to the next backend.
+        connectUpstream()
+    }
+
+    /// The proxy itself is out of a resource (descriptors, ports, memory): no backend is to
+    /// blame and every other one would fail the same way, so no failover — a 503 that says so.
+    private func localResourceFailure(_ problem: String) {
+        releaseUpstream(reusable: false)
+        failExchange(status: 503, reason: "Service Unavailable: \(problem)", extraHeaders: "Retry-After: 1\r\n")
+    }
+
+    /// Records why the current backend could not be reached and lets its connection go.
+    private func noteConnectFailure(_ error: UVError) {
         let backend = currentBackend
         lastConnectFailure = "Bad Gateway: cannot connect to backend \(backend.id) (\(backend.address)): \(error.name)"
         attempts.append(ErrorPage.Attempt(backend: backend.id, url: backend.url, address: backend.address.description,
                                           problem: ErrorPage.explain(error, url: backend.url)))
         releaseUpstream(reusable: false)
-        // Nothing was sent: any method may go to the next backend.
-        connectUpstream()
     }
 
     private func attach(_ conn: UpstreamConnection) {
@@ -463,7 +537,9 @@ final class ClientConnection {
         requestPipe = Pipe(from: client, to: conn.stream)
         responsePipe = Pipe(from: conn.stream, to: client)
         lastUpstreamActivity = server.loop.now
-        let t = settings.config.timeouts
+        interimResponses = 0
+        let t = timeouts
+        responseHeadDueAt = requestComplete ? server.loop.now + UInt64(t.upstreamMs) : 0
         arm(.upstream, ms: requestComplete ? t.upstreamMs : min(t.upstreamMs, t.clientBodyMs))
 
         out.removeAll()
@@ -544,7 +620,11 @@ final class ClientConnection {
     private func requestBodyDone() {
         requestComplete = true
         lastUpstreamActivity = server.loop.now
+        if !responseStarted { responseHeadDueAt = server.loop.now + UInt64(timeouts.upstreamMs) }
     }
+
+    /// The timeouts of the current exchange: its route's (asked for only once a route matched).
+    private var timeouts: TimeoutsConfig { route?.timeouts ?? settings.config.timeouts }
 
     /// Sends `out` (and `extra`) to the upstream as one write through the request pipe.
     private func flushToUpstream(extra: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
@@ -569,7 +649,7 @@ final class ClientConnection {
             if !responseStarted {
                 let consumed: Int
                 do { consumed = try responseHeadBytes.append(input) } catch {
-                    return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent an oversized response head")
+                    return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a response head that cannot be read (\(error.reason))")
                 }
                 input = UnsafeRawBufferPointer(rebasing: input[consumed...])
                 guard responseHeadBytes.isComplete else { return }
@@ -580,6 +660,10 @@ final class ClientConnection {
                     return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a malformed response (\(error.reason))")
                 }
                 if response.isInterim {
+                    interimResponses += 1
+                    if interimResponses > settings.config.limits.maxInterimResponses {
+                        return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent more than \(settings.config.limits.maxInterimResponses) interim (1xx) responses")
+                    }
                     // 100 Continue / 103 Early Hints go to HTTP/1.1 clients; the final head follows.
                     if request.versionMinor == 1 {
                         rewriter.writeInterimResponse(response, into: &out)
@@ -636,6 +720,9 @@ final class ClientConnection {
     /// The final response head arrived: decide the client-side framing and write the head.
     private func startResponse() {
         responseStarted = true
+        lastUpstreamActivity = server.loop.now
+        responseIdleLimitMs = UInt64(response.isEventStream ? timeouts.eventStreamIdleMs : timeouts.responseIdleMs)
+        if timerPurpose == .upstream { setDeadline(in: responseIdleLimitMs) }  // moves the timer only if sooner
         responseFraming = response.framing
         var keepAlive = request.keepAlive && !server.isDraining
         switch response.framing {
@@ -771,13 +858,23 @@ final class ClientConnection {
             hasRetried = true
             server.stats.add(WorkerStats.retries)
             releaseUpstream(reusable: false)
-            triedBackends = 0
+            triedBackends.removeAll()
             return connectUpstream()
         }
         let reason = code == UVError.eof
             ? "Bad Gateway: backend \(backendID) closed the connection before a complete response"
             : "Bad Gateway: backend \(backendID) failed: \(UVError(code).name)"
         upstreamFailed(status: 502, reason: reason)
+    }
+
+    /// A write to the upstream failed: the backend stopped reading — typically it answered early
+    /// (413, 401) and closed. What it sent is still read and relayed; the read side (its end, or
+    /// the upstream deadline) decides how the exchange ends. Request body bytes from here on are
+    /// read from the client and dropped (the stream ignores writes after a failure).
+    func upstreamWriteFailed(_ code: Int32) {
+        if let tunnel { return tunnel.upstreamEnded(code) }
+        guard phase == .exchange else { return }
+        upstreamReusable = false
     }
 
     func upstreamDrained() {
@@ -1081,16 +1178,16 @@ final class ClientConnection {
         }
     }
 
-    /// Checks the two deadlines of an exchange in flight — the client's pauses while sending its
-    /// body, and the upstream's silence — and re-arms for the nearer one. Timestamps are
-    /// updated on every read; the timer is only re-armed when it fires (no heap churn per read).
+    /// Checks the deadlines of an exchange in flight and re-arms for the nearest: the client's
+    /// pauses while it sends its body (`client_body_ms`), the wait for the response head in total
+    /// (`upstream_ms` from the request's last byte), and the silences within the response body
+    /// (`response_idle_ms`, `event_stream_idle_ms`). Timestamps are updated on every read; the
+    /// timer is only re-armed when it fires (no heap churn per read).
     private func upstreamTimerFired() {
         let now = server.loop.now
-        // A client slow to read its response is not the backend's silence.
-        if client.isCongested { lastUpstreamActivity = now }
         var next = UInt64.max
         if !requestComplete {
-            let limit = UInt64(settings.config.timeouts.clientBodyMs)
+            let limit = UInt64(timeouts.clientBodyMs)
             let paused = now &- lastClientActivity
             if paused >= limit {
                 timerPurpose = .none
@@ -1098,17 +1195,27 @@ final class ClientConnection {
                 return rejectRequest(HTTPParseError(status: 408, reason: "the request body stalled for \(limit) ms"))
             }
             next = limit - paused
-            // The backend is waiting for the body: that is not its silence either.
-            if !responseStarted { lastUpstreamActivity = now }
         }
-        let limit = UInt64(settings.config.timeouts.upstreamMs)
-        let silent = now &- lastUpstreamActivity
-        if silent >= limit {
-            timerPurpose = .none
-            if responseStarted { return abort() }
-            return upstreamFailed(status: 504, reason: "Gateway Timeout: backend \(backendID) did not answer within \(limit) ms")
+        if !responseStarted {
+            // While the body is still coming the backend is waiting for it: no head deadline yet.
+            if responseHeadDueAt != 0 {
+                if now >= responseHeadDueAt {
+                    timerPurpose = .none
+                    return upstreamFailed(status: 504, reason: "Gateway Timeout: backend \(backendID) did not send a response head within \(timeouts.upstreamMs) ms")
+                }
+                next = min(next, responseHeadDueAt - now)
+            }
+        } else {
+            // A client slow to read its response is not the backend's silence.
+            if client.isCongested { lastUpstreamActivity = now }
+            let silent = now &- lastUpstreamActivity
+            if silent >= responseIdleLimitMs {
+                timerPurpose = .none
+                return abort()  // the response has begun: all the client can be told is a cut
+            }
+            next = min(next, responseIdleLimitMs - silent)
         }
-        setDeadline(in: max(min(next, limit - silent), 1))
+        setDeadline(in: max(next == .max ? UInt64(timeouts.upstreamMs) : next, 1))
     }
 
     /// Closes at once (server shutdown).
@@ -1116,14 +1223,9 @@ final class ClientConnection {
 
     /// Graceful shutdown: a connection waiting for its next request closes now. One with a
     /// request under way — or one whose next request already sits unread in the socket — carries
-    /// on; its response says `Connection: close`.
+    /// on; its response says `Connection: close`. A tunnel (WebSocket) carries on too, like a
+    /// request in flight: it ends when either side closes it or when `shutdown_grace_ms` is over.
     func closeIfIdle() {
-        if phase == .tunnel {
-            // A tunnel has no end the proxy could wait for (an HMR WebSocket stays open as long
-            // as the tab): close it now rather than holding the shutdown for the whole grace
-            // period. WebSocket clients reconnect.
-            return teardown()
-        }
         guard phase == .head, requestHeadBytes.bytes.isEmpty, pending.isEmpty, !client.hasPendingInputOrEOF else { return }
         closeGracefully()
     }

@@ -83,6 +83,8 @@ public struct HeaderRewriter {
             if upgrade && name.count == 7 && b.equalsIgnoringCase(name, "upgrade") { appendField(b, field, into: &out); continue }
             if isHopByHop(b, name) || isConnectionNamed(b, name) { continue }
             if b.equalsIgnoringCase(name, "x-forwarded-for") { sawForwardedFor = true; continue }
+            // RFC 7239's `Forwarded` says what `X-Forwarded-*` say: replaced the same way.
+            if name.count == 9 && b.equalsIgnoringCase(name, "forwarded") { continue }
             // The proxy states these itself: a client must not be able to forge them.
             if b.equalsIgnoringCase(name, "x-real-ip") || b.equalsIgnoringCase(name, "x-forwarded-proto")
                 || b.equalsIgnoringCase(name, "x-forwarded-host") || b.equalsIgnoringCase(name, "x-forwarded-prefix") { continue }
@@ -108,6 +110,19 @@ public struct HeaderRewriter {
             out.append(b, head.fields[host].value)
             out.append("\r\n")
         }
+        // RFC 7239 §4: an IPv6 node and a host with a port are quoted strings.
+        let ipv6 = peerIP.contains(UInt8(ascii: ":"))
+        out.append(ipv6 ? "Forwarded: for=\"[" : "Forwarded: for=")
+        out.append(contentsOf: peerIP)
+        out.append(ipv6 ? "]\";proto=http" : ";proto=http")
+        if let host = head.hostField {
+            out.append(";host=\"")
+            out.append(b, head.fields[host].value)
+            out.append("\"")
+        }
+        out.append("\r\nVia: 1.1 ")
+        out.append(contentsOf: ProxyIdentity.viaName)
+        out.append("\r\n")
         if !forwardedPrefix.isEmpty {
             out.append("X-Forwarded-Prefix: ")
             out.append(contentsOf: forwardedPrefix)

@@ -18,6 +18,9 @@ public final class ProxyServer {
     /// accepting can pause (closing libuv's handle) and resume without losing the socket.
     private var listenDescriptor: Int32 = -1
     private let acceptResumer: Timer
+    /// While `max_connections` is reached and a connection waits: looks for room again (a client
+    /// closing on another worker frees it without telling this one).
+    private let roomWatcher: Timer
     private let poolSweeper: Timer
     /// This worker's `X-Request-Id` source.
     var requestIDs = RequestIDGenerator()
@@ -50,6 +53,7 @@ public final class ProxyServer {
         settings = ServerSettings(generation, worker: worker, previous: [])
         poolSweeper = Timer(loop: loop)
         acceptResumer = Timer(loop: loop)
+        roomWatcher = Timer(loop: loop)
         configureAccessLog()
     }
 
@@ -87,6 +91,7 @@ public final class ProxyServer {
         listenDescriptor = descriptor  // owned from here on, even if the listener fails
         listener = try makeListener(descriptor)
         acceptResumer.onFire = { [unowned self] in self.resumeAccepting() }
+        roomWatcher.onFire = { [unowned self] in self.acceptWaitingIfRoom() }
         poolSweeper.onFire = { [unowned self] in
             let now = self.loop.now
             for b in self.settings.backends { b.pool.sweep(now: now) }
@@ -103,6 +108,7 @@ public final class ProxyServer {
         let listener = TCPListener(loop: loop)
         listener.onAccept = { [unowned self] stream in self.accept(stream, admin: false) }
         listener.onAcceptError = { [unowned self] code in self.acceptFailed(code) }
+        listener.shouldAccept = { [unowned self] in self.hasRoomForAClient() }
         do {
             try listener.adopt(descriptor: duplicate)
         } catch {
@@ -133,10 +139,32 @@ public final class ProxyServer {
         }
     }
 
+    /// Whether a new client fits under `limits.max_connections`. At the limit the connection is
+    /// not refused: it is left pending (libuv holds it and stops polling the listening socket, so
+    /// later ones wait in the kernel's listen queue, as with HAProxy's `maxconn`) and accepted as
+    /// soon as a client closes — at once when it closes on this worker, within `roomWatcher`'s
+    /// period when on another. The connections held keep being served meanwhile.
+    private func hasRoomForAClient() -> Bool {
+        if connectionCount.hasRoom(limit: settings.maxConnections) { return true }
+        stats.add(WorkerStats.connectionsRefused)
+        warnAtMostEverySecond("limits.max_connections (\(settings.maxConnections)) reached: new connections wait "
+            + "in the listen queue until one closes")
+        roomWatcher.start(timeoutMs: 20, repeatMs: 20)
+        return false
+    }
+
+    private func acceptWaitingIfRoom() {
+        guard let listener, listener.hasPending else { return roomWatcher.stop() }
+        guard connectionCount.hasRoom(limit: settings.maxConnections) else { return }
+        roomWatcher.stop()
+        listener.acceptPending()
+    }
+
     /// Closes libuv's listener and the socket itself: no more connections on this worker.
     private func stopAccepting() {
         listener?.close()
         listener = nil
+        roomWatcher.stop()
         adminListener?.close()
         adminListener = nil
         acceptResumer.stop()
@@ -186,15 +214,11 @@ public final class ProxyServer {
     }
 
     private func accept(_ stream: TCPStream, admin: Bool) {
-        let maxConnections = settings.config.limits.maxConnections
         // The admin listener is exempt: a proxy at its limit is exactly when /_metrics is wanted.
-        guard admin || connectionCount.admit(limit: maxConnections) else {
-            // Closed at once rather than queued: the client can retry elsewhere.
-            stream.close()
-            stats.add(WorkerStats.connectionsRefused)
-            warnAtMostEverySecond("limits.max_connections (\(maxConnections)) reached: closing new connections")
-            return
-        }
+        // The main listener asked `hasRoomForAClient` first; workers accepting in the same instant
+        // may overshoot the limit by one each (`ConnectionBudget.reserve` leaves room for that)
+        // rather than close a connection the kernel already handed over.
+        if !admin { connectionCount.add() }
         let connection = ClientConnection(server: self, client: stream, isAdminListener: admin)
         activeClients += 1
         stats.add(WorkerStats.connectionsAccepted)
@@ -215,10 +239,26 @@ public final class ProxyServer {
         stats.set(WorkerStats.clientsOpen, UInt64(activeClients))
         if !connection.isAdminListener { connectionCount.release() }
         clients[ObjectIdentifier(connection)] = nil
+        if listener?.hasPending == true { acceptWaitingIfRoom() }
         if isDraining && activeClients == 0 { finishDrain() }
     }
 
     private var openTunnels = 0
+    /// When the last "TLS on a cleartext listener" warning was logged, and how many were not.
+    private var tlsWarningAtMs: UInt64 = 0
+    private var tlsWarningsSuppressed = 0
+
+    /// Logs that a client sent a TLS handshake to this cleartext listener — at most once every 10 s
+    /// per worker (with a count of the rest), so a scanner cannot flood standard error.
+    func noteTLSOnCleartextListener(from peer: [UInt8]) {
+        let now = loop.now
+        if tlsWarningAtMs != 0 && now &- tlsWarningAtMs < 10_000 { tlsWarningsSuppressed += 1; return }
+        let more = tlsWarningsSuppressed > 0 ? " (and \(tlsWarningsSuppressed) more since the last such line)" : ""
+        Log.warning("a TLS handshake from \(String(decoding: peer, as: UTF8.self)) arrived on a cleartext listener: answered 400 and closed\(more); clients must use http:// here")
+        tlsWarningAtMs = now
+        tlsWarningsSuppressed = 0
+    }
+
     func tunnelOpened() {
         openTunnels += 1
         stats.set(WorkerStats.tunnelsOpen, UInt64(openTunnels))
@@ -302,6 +342,7 @@ public final class ProxyServer {
         onDrained = nil
         stopAccepting()
         acceptResumer.close()
+        roomWatcher.close()
         poolSweeper.close()
         for c in Array(clients.values) { c.forceClose() }
         accessLog?.close()
@@ -324,12 +365,10 @@ public final class ConnectionCount: Sendable {
 
     public init() {}
 
-    /// Counts a new connection if fewer than `limit` are open.
-    func admit(limit: Int) -> Bool {
-        if open.wrappingAdd(1, ordering: .relaxed).newValue <= limit { return true }
-        open.wrappingSubtract(1, ordering: .relaxed)
-        return false
-    }
+    /// Whether fewer than `limit` are open (asked before accepting; `add` counts the connection).
+    func hasRoom(limit: Int) -> Bool { open.load(ordering: .relaxed) < limit }
+
+    func add() { open.wrappingAdd(1, ordering: .relaxed) }
 
     func release() { open.wrappingSubtract(1, ordering: .relaxed) }
 }

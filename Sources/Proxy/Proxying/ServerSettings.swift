@@ -7,12 +7,17 @@ public struct ConfigGeneration: Sendable {
     public let backends: [SharedBackend]
     /// One per entry of `config.allUpstreams`, in that order.
     public let upstreams: [SharedUpstream]
+    /// `limits.max_connections` in force: the configured one, or the one the supervisor derived
+    /// from the descriptor limit (`ConnectionBudget`).
+    public let maxConnections: Int
 
-    public init(number: Int, config: ProxyConfig, backends: [SharedBackend], upstreams: [SharedUpstream]) {
+    public init(number: Int, config: ProxyConfig, backends: [SharedBackend], upstreams: [SharedUpstream],
+                maxConnections: Int? = nil) {
         self.number = number
         self.config = config
         self.backends = backends
         self.upstreams = upstreams
+        self.maxConnections = maxConnections ?? config.limits.maxConnections ?? ConnectionBudget.fallback
     }
 }
 
@@ -27,6 +32,8 @@ public struct ConfigGeneration: Sendable {
 final class ServerSettings {
     let generation: Int
     let config: ProxyConfig
+    /// `ConfigGeneration.maxConnections`.
+    let maxConnections: Int
     let upstreams: [Upstream]
     let router: Router
     /// Every backend of every upstream.
@@ -45,6 +52,7 @@ final class ServerSettings {
     init(_ generation: ConfigGeneration, worker: Int, previous: [Backend]) {
         self.generation = generation.number
         config = generation.config
+        maxConnections = generation.maxConnections
         let pool = generation.config.pool
         let backends = generation.backends.map { shared in
             if let kept = previous.first(where: { $0.shared === shared }) {

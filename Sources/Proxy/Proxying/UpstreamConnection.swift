@@ -35,7 +35,7 @@ public final class UpstreamConnection {
             if let owner { owner.upstreamEnded(code) } else { backend.pool.idleConnectionSpoke(self) }
         }
         stream.onWriteError = { [self] code in
-            if let owner { owner.upstreamEnded(code) } else { backend.pool.idleConnectionSpoke(self) }
+            if let owner { owner.upstreamWriteFailed(code) } else { backend.pool.idleConnectionSpoke(self) }
         }
         stream.onDrain = { [self] in owner?.upstreamDrained() }
     }

@@ -31,12 +31,15 @@ struct Router {
         /// `X-Forwarded-Prefix` value when stripping.
         let forwardedPrefix: [UInt8]
         let hostHeader: HostHeader
+        /// The top-level `timeouts` with this route's own response deadlines in place.
+        let timeouts: TimeoutsConfig
         /// The route in words, for error pages.
         let description: String
 
         init(host: HostPattern, path: [UInt8], upstream: Int, stripLength: Int, forwardedPrefix: [UInt8],
-             hostHeader: HostHeader, description: String) {
+             hostHeader: HostHeader, timeouts: TimeoutsConfig, description: String) {
             self.description = description
+            self.timeouts = timeouts
             self.host = host
             self.path = path
             self.upstream = upstream
@@ -49,6 +52,12 @@ struct Router {
     let routes: [Route]
     /// Only the default pool: every request goes there without looking at it.
     let isTrivial: Bool
+    /// How request paths are brought to the normal form routes are matched on
+    /// (`path_normalization`).
+    let paths: PathNormalizer
+    /// `path_normalization.forward` is `normalized`: backends get the normal form of the path
+    /// instead of the bytes the client sent.
+    let forwardNormalized: Bool
 
     /// `upstreamIndex` maps an upstream name to its index in the worker's list.
     init(_ config: ProxyConfig, upstreamIndex: (String) -> Int?) {
@@ -67,22 +76,27 @@ struct Router {
             let prefix = Array(r.strippedPrefix.utf8)
             return Route(host: host, path: Array(r.path.utf8), upstream: upstream,
                          stripLength: r.stripPrefix ? prefix.count : 0, forwardedPrefix: r.stripPrefix ? prefix : [],
-                         hostHeader: hostHeader,
+                         hostHeader: hostHeader, timeouts: r.timeouts.applied(to: config.timeouts),
                          description: "host \(r.host) path \(r.path)" + (r.stripPrefix ? " (prefix stripped)" : ""))
         }
         if let fallback = upstreamIndex(UpstreamConfig.defaultName), !config.backends.isEmpty {
             routes.append(Route(host: .any, path: [UInt8(ascii: "/")], upstream: fallback, stripLength: 0,
-                                forwardedPrefix: [], hostHeader: .preserve,
+                                forwardedPrefix: [], hostHeader: .preserve, timeouts: config.timeouts,
                                 description: "no route matched: the default pool"))
         }
         self.routes = routes
+        let normalization = config.pathNormalization
+        paths = normalization.normalizer
+        forwardNormalized = normalization.forward == .normalized
         isTrivial = routes.count == 1 && routes[0].path.count == 1 && routes[0].stripLength == 0
             && { if case .any = routes[0].host { true } else { false } }()
             && { if case .preserve = routes[0].hostHeader { true } else { false } }()
     }
 
-    /// The route for `request` (its `Host`, and `target`: the origin-form path and query), or nil.
-    func match(_ request: RequestHead, target: Range<Int>) -> Route? {
+    /// The route for `request`: its `Host` (for an absolute-form target, the target's authority,
+    /// which `ClientConnection.admit` puts in its place), and `path`, a range of `request.bytes`
+    /// holding the normal form of the path (see `PathNormalizer`; a query after it is ignored).
+    func match(_ request: RequestHead, path: Range<Int>) -> Route? {
         if isTrivial { return routes[0] }
         let b = request.bytes
         let host = request.hostField.map { hostName(b, request.fields[$0].value) } ?? 0..<0
@@ -100,7 +114,7 @@ struct Router {
                 guard host.count == name.count, hasSuffix(b, host, name) else { continue }
                 (rank, hostLength) = (2, name.count)
             }
-            guard pathMatches(b, target, route.path) else { continue }
+            guard pathMatches(b, path, route.path) else { continue }
             let score = (rank: rank, hostLength: hostLength, pathLength: route.path.count)
             if score > bestScore {
                 best = index
@@ -110,7 +124,8 @@ struct Router {
         return best.map { routes[$0] }
     }
 
-    /// The host name in a `Host` value: without the port, IPv6 brackets kept.
+    /// The host name in a `Host` value: without the port, IPv6 brackets kept, and without the
+    /// trailing dot of a fully qualified name (`admin.localhost.` is `admin.localhost`).
     private func hostName(_ b: [UInt8], _ value: Range<Int>) -> Range<Int> {
         var end = value.upperBound
         var i = value.upperBound
@@ -119,6 +134,7 @@ struct Router {
             if b[i] == UInt8(ascii: "]") { break }
             if b[i] == UInt8(ascii: ":") { end = i; break }
         }
+        if end - value.lowerBound > 1 && b[end - 1] == UInt8(ascii: ".") { end -= 1 }
         return value.lowerBound..<end
     }
 

@@ -14,6 +14,7 @@ struct ConfigChanges {
         if old.listen != new.listen { listen = (old.listen, new.listen) }
         if old.healthCheck != new.healthCheck { settings.append("health_check") }
         if old.routes != new.routes { settings.append("routes") }
+        if old.pathNormalization != new.pathNormalization { settings.append("path_normalization") }
         if old.allUpstreams != new.allUpstreams && !(old.upstreams.isEmpty && new.upstreams.isEmpty) {
             settings.append("upstreams")  // names, members or health checks of the pools
         }

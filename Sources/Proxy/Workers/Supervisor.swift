@@ -41,6 +41,12 @@ public final class Supervisor {
     private var unconfirmedReloads: [Int: UnconfirmedReload] = [:]
     /// A SIGHUP that arrived while starting: applied once every worker runs.
     private var reloadWhenRunning = false
+    /// Looks up a reload's new host names off the loop, so health probes and signals go on.
+    private let resolver: HostResolver
+    /// A SIGHUP that arrived while a reload was resolving: when it completes, its result is
+    /// dropped and the file read again — the latest file wins, and any number of SIGHUPs
+    /// meanwhile make one more reload.
+    private var reloadAgain = false
 
     private struct UnconfirmedReload {
         let summary: String
@@ -78,7 +84,10 @@ public final class Supervisor {
         self.options = options
         self.fdLimit = fdLimit
         workerCount = Self.workerCount(config)
+        resolver = HostResolver(loop: loop)
         var backends: [SharedBackend] = []
+        // Start-up resolves host names synchronously (blocking getaddrinfo): no loop runs yet, so
+        // nothing can stall. Reloads resolve with `resolver`, off the loop.
         for b in config.allBackends {
             do {
                 backends.append(SharedBackend(config: b, address: try SocketAddress.resolve(host: b.host, port: b.port),
@@ -87,8 +96,12 @@ public final class Supervisor {
                 throw ProxyStartError(message: "\(options.configPath): backends: \(error)")
             }
         }
+        let budget = ConnectionBudget.effective(config.limits, fdLimit: fdLimit, workers: workerCount,
+                                                backends: config.allBackends.count)
+        if let warning = budget.warning { Log.warning(warning) }
         generation = ConfigGeneration(number: 1, config: config, backends: backends,
-                                      upstreams: SharedUpstream.list(for: config, workers: workerCount))
+                                      upstreams: SharedUpstream.list(for: config, workers: workerCount),
+                                      maxConnections: budget.maxConnections)
         metrics = ProxyMetrics(workers: workerCount, accessLog: accessLog)
         switch AccessLogWriter.open(config.accessLog.destination) {
         case .success(let opened): try accessLog.use(opened, maxPendingBytes: config.accessLog.maxPendingBytes)
@@ -163,7 +176,8 @@ public final class Supervisor {
                     phase = .running
                     // Tests and scripts wait for this exact line (it carries the real port for `:0`).
                     print("proxy: listening on \(listenAddress) (\(config.allBackends.count) backends, "
-                        + "\(workerCount) worker\(workerCount == 1 ? "" : "s"), fd limit \(fdLimit))"
+                        + "\(workerCount) worker\(workerCount == 1 ? "" : "s"), fd limit \(fdLimit), "
+                        + "max connections \(generation.maxConnections))"
                         + (adminSocket.map { "; admin on \($0.address)" } ?? ""))
                     cuv_flush_stdout()
                     if reloadWhenRunning { reload() }
@@ -195,6 +209,7 @@ public final class Supervisor {
 
     /// Every worker has stopped: close the supervisor's own handles so `loop.run()` returns.
     private func finish() {
+        resolver.cancelAll()
         healthCheckers.forEach { $0.stop() }
         reports.detach()
         loop.closeAllHandles()
@@ -227,6 +242,10 @@ public final class Supervisor {
     /// Re-reads the config file and hands the new configuration to every worker. Anything wrong —
     /// a bad file, a backend that does not resolve, a new `listen` address that cannot be bound —
     /// changes nothing: the error is logged and the running configuration stays.
+    ///
+    /// New host names (backends added or changed, a new `listen` host) are looked up off the loop
+    /// (`HostResolver`); the reload applies when the answers are in. Meanwhile health probes and
+    /// signals go on; a SIGHUP meanwhile makes the file be read again once they are in (`reloadAgain`).
     private func reload() {
         guard phase == .running else {
             if phase == .starting {
@@ -237,6 +256,14 @@ public final class Supervisor {
             return
         }
         reloadWhenRunning = false
+        guard !resolver.isBusy else {
+            if !reloadAgain {
+                Log.info("reload: SIGHUP while the previous reload is resolving host names; "
+                    + "the file will be read again once they are resolved")
+            }
+            reloadAgain = true
+            return
+        }
         guard options.targets.isEmpty else {
             reopenAccessLog(config.accessLog)
             Log.info("reload: the configuration comes from --to on the command line; nothing to re-read")
@@ -244,17 +271,11 @@ public final class Supervisor {
         }
         let path = options.configPath
         var notes: [String] = []
-        func keep(_ problem: String) {
-            metrics.reloaded(ok: false)
-            Log.error("reload failed, still serving the previous configuration: \(problem)")
-            // SIGHUP also means "reopen the log" (rotation): that still happens.
-            reopenAccessLog(config.accessLog)
-        }
         var next: ProxyConfig
         do {
             next = Self.applying(options, to: try ConfigLoader.load(path: path))
         } catch {
-            return keep("\(error)")
+            return keepConfiguration("\(error)")
         }
         if next.admin.listen != config.admin.listen {
             notes.append("admin.listen stays \(config.admin.listen?.description ?? "off") until a restart")
@@ -264,21 +285,62 @@ public final class Supervisor {
             notes.append("workers stays \(workerCount) until a restart")
         }
         next.workers = config.workers
+        // What needs a lookup: backends not kept as they are, and a new listen address.
+        let unresolved = next.allBackends.filter { b in !generation.backends.contains { $0.isSame(as: b) } }
+        let listenMoved = next.listen != config.listen
+        let names = unresolved.map { (host: $0.host, port: $0.port) }
+            + (listenMoved ? [(host: next.listen.host, port: next.listen.port)] : [])
+        resolver.resolve(names) { [unowned self, next, notes] results in
+            if self.reloadAgain {
+                // A newer SIGHUP: what this one read may be out of date already.
+                self.reloadAgain = false
+                return self.reload()
+            }
+            guard self.phase == .running else { return Log.warning("reload abandoned: shutting down") }
+            var addresses: [String: SocketAddress] = [:]
+            for (b, result) in zip(unresolved, results) {
+                switch result {
+                case .success(let address): addresses[b.id] = address
+                case .failure(let error): return self.keepConfiguration("\(path): backends: \(error)")
+                }
+            }
+            var newListenAddress: SocketAddress?
+            if listenMoved, let result = results.last {
+                switch result {
+                case .success(let address): newListenAddress = address
+                case .failure(let error): return self.keepConfiguration("\(path): listen: \(error)")
+                }
+            }
+            self.apply(next, notes: notes, resolved: addresses, newListenAddress: newListenAddress)
+        }
+    }
+
+    /// A reload failed: the running configuration stays.
+    private func keepConfiguration(_ problem: String) {
+        metrics.reloaded(ok: false)
+        Log.error("reload failed, still serving the previous configuration: \(problem)")
+        // SIGHUP also means "reopen the log" (rotation): that still happens.
+        reopenAccessLog(config.accessLog)
+    }
+
+    /// The second half of a reload, once every new host name is resolved: `resolved` holds the
+    /// address of each backend (by id) that is not kept as it was, `newListenAddress` the new
+    /// `listen` address when it moved.
+    private func apply(_ next: ProxyConfig, notes: [String], resolved: [String: SocketAddress], newListenAddress: SocketAddress?) {
+        let path = options.configPath
         var backends: [SharedBackend] = []
         for b in next.allBackends {
             if let kept = generation.backends.first(where: { $0.isSame(as: b) }) {
                 backends.append(kept)
                 continue
             }
+            guard let address = resolved[b.id] else { return keepConfiguration("\(path): backends: \(b.id) was not resolved") }
             // Renamed or moved (default ids follow the position): keep what its probes found.
             let previous = generation.backends.first { $0.hasSameAddress(as: b) }
-            do {
-                backends.append(SharedBackend(config: b, address: try SocketAddress.resolve(host: b.host, port: b.port),
-                                              workers: workerCount, inheriting: previous))
-            } catch {
-                return keep("\(path): backends: \(error)")
-            }
+            backends.append(SharedBackend(config: b, address: address, workers: workerCount, inheriting: previous))
         }
+        let budget = ConnectionBudget.effective(next.limits, fdLimit: fdLimit, workers: workerCount,
+                                                backends: next.allBackends.count)
         let changes = ConfigChanges(from: config, oldBackends: generation.backends, to: next, newBackends: backends)
         guard !changes.isEmpty else {
             reopenAccessLog(next.accessLog)
@@ -291,21 +353,23 @@ public final class Supervisor {
             do {
                 // Another port: check that nobody listens there (see `ListenSockets.open`). The same
                 // port on another host address may overlap the proxy's own sockets: no check.
-                sockets = try ListenSockets.open(next.listen, count: workerCount,
+                sockets = try ListenSockets.open(next.listen, resolved: newListenAddress, count: workerCount,
                                                  exclusive: next.listen.port != config.listen.port)
             } catch {
-                return keep("\(error)")
+                return keepConfiguration("\(error)")
             }
         }
         // The last step that can fail: the new log destination (after everything else, so a
         // failed reload never leaves the log switched to a configuration that did not apply).
         if let problem = reopenAccessLog(next.accessLog, reportingFailure: false) {
             sockets?.closeAll()
-            return keep("\(path): \(problem)")
+            return keepConfiguration("\(path): \(problem)")
         }
+        if let warning = budget.warning { Log.warning(warning) }
         config = next
         generation = ConfigGeneration(number: generation.number + 1, config: next, backends: backends,
-                                      upstreams: SharedUpstream.list(for: next, workers: workerCount, previous: generation.upstreams))
+                                      upstreams: SharedUpstream.list(for: next, workers: workerCount, previous: generation.upstreams),
+                                      maxConnections: budget.maxConnections)
         var pending = UnconfirmedReload(
             summary: "reload: \(path): generation \(generation.number): \(changes.summary)"
                 + (sockets.map { " (now listening on \($0.address))" } ?? "") + notes.map { "; \($0)" }.joined(),

@@ -1,0 +1,32 @@
+/// The backends already tried for one request, by index in their upstream's list — any number
+/// of them.
+///
+/// Indices below 64 live in one inline word, so the usual pool sizes never allocate; a larger
+/// index allocates a word array once (its capacity is kept across requests by `removeAll`).
+/// A value owned by one exchange. Threading: loop thread only.
+public struct AttemptSet: Sendable {
+    private var low: UInt64 = 0
+    private var high: [UInt64] = []
+
+    public init() {}
+
+    public var isEmpty: Bool { low == 0 && high.allSatisfy { $0 == 0 } }
+
+    public func contains(_ index: Int) -> Bool {
+        if index < 64 { return low & (1 << UInt64(index)) != 0 }
+        let word = index / 64 - 1
+        return word < high.count && high[word] & (1 << UInt64(index % 64)) != 0
+    }
+
+    public mutating func insert(_ index: Int) {
+        if index < 64 { low |= 1 << UInt64(index); return }
+        let word = index / 64 - 1
+        if word >= high.count { high.append(contentsOf: repeatElement(0, count: word - high.count + 1)) }
+        high[word] |= 1 << UInt64(index % 64)
+    }
+
+    public mutating func removeAll() {
+        low = 0
+        if !high.isEmpty { high.removeAll(keepingCapacity: true) }
+    }
+}
