@@ -126,16 +126,25 @@ static inline uint64_t cuv_counter_load(const uint64_t *p) { return __atomic_loa
    batch in the two slots past the end of `loop->watchers` while it runs the I/O callbacks (its
    own uv__platform_invalidate_fd reads them there to drop events of a descriptor closed
    mid-batch); outside the I/O phase the first slot is NULL. An entry may be one already
-   dispatched: callers confirm with a system call. Linux/epoll only, as this project is. */
+   dispatched: callers confirm with a system call. Returns -1 where it cannot tell (outside the
+   I/O phase, or a libuv that keeps the batch elsewhere): callers then ask the socket.
+   Linux/epoll only, as this project is. */
 static inline int cuv_fd_in_current_poll_batch(const uv_loop_t *loop, int fd) {
+#if UV_VERSION_HEX >= 0x012d00
+    /* libuv 1.45 moved the batch elsewhere: unknown, so the caller asks the socket. */
+    (void)loop; (void)fd;
+    return -1;
+#else
     void **slots = (void **)loop->watchers;
-    if (slots == NULL || fd < 0) return 0;
+    if (slots == NULL || fd < 0) return -1;
     const struct epoll_event *events = (const struct epoll_event *)slots[loop->nwatchers];
     uintptr_t count = (uintptr_t)slots[loop->nwatchers + 1];
-    if (events == NULL) return 0;
+    /* Outside the I/O phase (a timer, a deferred write callback): unknown too. */
+    if (events == NULL) return -1;
     for (uintptr_t i = 0; i < count; i++)
         if (events[i].data.fd == fd) return 1;
     return 0;
+#endif
 }
 
 /* Wall-clock milliseconds for log lines and the status page (vDSO: no system call). */

@@ -28,8 +28,11 @@ struct HostileClientTests {
         let sent = try floodWithoutReading(port: proxy.port, request: request, seconds: 4)
         let after = proxy.rssKiB
         print("pipelining flood of \(path): \(sent) bytes taken, RSS \(before) -> \(after) KiB")
-        #expect(after > 0 && after < 32 * 1024 * sanitizerMemoryFactor, "RSS after the flood \(after) KiB (was \(before))")
-        #expect(after - before < 12 * 1024, "RSS grew from \(before) to \(after) KiB")
+        // AddressSanitizer holds freed blocks in its quarantine (up to 256 MB): RSS says nothing there.
+        if ProcessInfo.processInfo.environment["LSAN_OPTIONS"] == nil {
+            #expect(after > 0 && after < 32 * 1024 * sanitizerMemoryFactor, "RSS after the flood \(after) KiB (was \(before))")
+            #expect(after - before < 12 * 1024, "RSS grew from \(before) to \(after) KiB")
+        }
         // Other clients are served normally meanwhile.
         let r = try get(proxy.port, path)
         #expect(r.status == 200)
@@ -110,3 +113,26 @@ struct ManyBackendsTests {
     }
 }
 
+
+/// Requests held back while a client's answers are congested keep their order (review of §1.1).
+@Suite(.timeLimit(.minutes(2)))
+struct HeldBackPipelineTests {
+
+    @Test func requestsHeldBackForCongestedOutputAreAnsweredInOrderEvenWhenMoreArrive() throws {
+        let backend = try startBackend()
+        let proxy = try startProxy(config: proxyConfig(backends: [backend.port]), workers: 1)
+        let c = try TestConnection(port: proxy.port, timeoutSeconds: 10, receiveBuffer: 8192)
+        // A: 4 MiB the client does not read yet; B waits behind it.
+        try c.send("GET /stream?bytes=\(4 << 20) HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        usleep(500_000)
+        // Read part of A, so the queue drains below the high-water mark but not to the low one,
+        // then C arrives: it must not overtake B.
+        for _ in 0..<40 { c.fill(max: 8192) }
+        try c.send("GET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.shutdownWrite()  // a half-close must not drop B or C either
+        let a = try c.readResponse(discardBody: true)
+        #expect(a.status == 200)
+        #expect(try c.readResponse().json["path"] as? String == "/b")
+        #expect(try c.readResponse().json["path"] as? String == "/c")
+    }
+}

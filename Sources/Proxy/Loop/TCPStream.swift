@@ -280,9 +280,9 @@ public final class TCPStream: Handle {
     /// the loop is dispatching now (a scan of that batch, no system call): input that was
     /// already waiting when the batch was polled shows up there, whatever its position in the
     /// batch. What arrives after the poll is not seen — the keep-alive race every HTTP/1
-    /// client has. Loop thread, inside an I/O callback; elsewhere it is always false.
+    /// client has. Outside an I/O callback (or on a libuv that hides its batch) it asks the socket.
     public var hasPendingInputInCurrentPoll: Bool {
-        cuv_fd_in_current_poll_batch(loop.uvLoop, fileDescriptor) != 0 && hasPendingInputOrEOF
+        cuv_fd_in_current_poll_batch(loop.uvLoop, fileDescriptor) != 0 && hasPendingInputOrEOF  // -1: unknown, ask
     }
 
     /// Sends FIN once every queued write is out; `completion` gets 0 or an error.

@@ -198,7 +198,12 @@ final class ClientConnection {
     private func handleClientBytes(_ bytes: UnsafeRawBufferPointer) {
         let nested = inInputLoop
         inInputLoop = true
-        process(bytes)
+        if phase == .head && !pending.isEmpty && !bytes.isEmpty {
+            // Requests held back (the client's answers were congested) go first: order is kept.
+            pending.append(raw: bytes)
+        } else {
+            process(bytes)
+        }
         guard !nested else { return }
         // A congested client is handled in `process`: the loop stops until `clientOutputDrained`.
         while phase == .head && !pending.isEmpty && !client.isCongested {
@@ -207,6 +212,8 @@ final class ClientConnection {
             buffered.withUnsafeBytes { process($0) }
         }
         inInputLoop = false
+        // Held back for congested output: read no more until it drains (`clientOutputDrained`).
+        if phase == .head && !pending.isEmpty && client.isCongested { client.pauseReading(.outputQueued) }
         if pending.count <= Self.pendingLimit { client.resumeReading(.pipelined) }
         if phase == .head && clientSentEOF && pending.isEmpty { closeGracefully() }  // half-closed, all answered
     }
@@ -293,8 +300,9 @@ final class ClientConnection {
         }
         switch phase {
         case .head:
-            // Between requests: let queued output drain, then close.
-            closeGracefully()
+            // Between requests: let queued output drain, then close — once requests held back
+            // for congested output are answered (`handleClientBytes` closes then).
+            if pending.isEmpty { closeGracefully() }
         case .exchange:
             // A half-close still wants its answers (and those of requests pipelined before it);
             // `finishExchange` closes once nothing is left. Only a body that can no longer
@@ -722,7 +730,8 @@ final class ClientConnection {
         responseStarted = true
         lastUpstreamActivity = server.loop.now
         responseIdleLimitMs = UInt64(response.isEventStream ? timeouts.eventStreamIdleMs : timeouts.responseIdleMs)
-        if timerPurpose == .upstream { setDeadline(in: responseIdleLimitMs) }  // moves the timer only if sooner
+        // Only ever sooner: a nearer deadline (the client's body pauses) must keep its time.
+        if timerPurpose == .upstream && server.loop.now + responseIdleLimitMs < deadline { setDeadline(in: responseIdleLimitMs) }
         responseFraming = response.framing
         var keepAlive = request.keepAlive && !server.isDraining
         switch response.framing {
@@ -859,6 +868,7 @@ final class ClientConnection {
             server.stats.add(WorkerStats.retries)
             releaseUpstream(reusable: false)
             triedBackends.removeAll()
+            upstreamAttempts -= 1  // the keep-alive race is not the backend's failure: not an attempt
             return connectUpstream()
         }
         let reason = code == UVError.eof
@@ -932,9 +942,9 @@ final class ClientConnection {
         let keepAlive = request.keepAlive && requestComplete && !server.isDraining
         out.removeAll()
         if status >= 502 && status <= 504 && ErrorPage.wanted(by: request) {
-            let upstream = currentUpstream
-            let unhealthy = status == 503 ? upstream.backends.map { b in (b.id, b.url, b.shared.probeRecord.lastError) } : []
-            let page = ErrorPage.html(status: status, reason: reason, upstream: upstream.name, route: route?.description ?? "none",
+            let upstream = routedUpstream
+            let unhealthy = status == 503 ? (upstream?.backends ?? []).map { b in (b.id, b.url, b.shared.probeRecord.lastError) } : []
+            let page = ErrorPage.html(status: status, reason: reason, upstream: upstream?.name ?? "none", route: route?.description ?? "none",
                                       attempts: attempts, unhealthy: unhealthy)
             ErrorResponse.write(status: status, contentType: "text/html; charset=utf-8", body: page, keepAlive: keepAlive,
                                 headOnly: request.isHEAD, extraHeaders: extraHeaders, into: &out)
