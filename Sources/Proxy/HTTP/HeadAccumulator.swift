@@ -116,7 +116,9 @@ public struct HeadAccumulator {
         // The head goes on past this read: refuse a bare CR in it now, not once the peer's deadline
         // runs out (with CRs for line ends the head would never end). A complete head is left to
         // the parser, so only heads split across reads pay for this scan.
-        if hasBareCR() { throw bareCR() }
+        // Not in a request line still without its LF: whether that line turns out too long (414)
+        // is only known at its end, and the verdict must not depend on where reads split.
+        if (sawStartLine || !isRequest) && hasBareCR() { throw verdictForBareCR() }
         // Whatever follows, the head is already as large as allowed and has not ended.
         if skipped + bytes.count >= limits.maxHeadBytes { throw tooLarge() }
         return window
@@ -181,14 +183,29 @@ public struct HeadAccumulator {
         return found
     }
 
+    /// The error the parser would give this head once complete: the head is parsed as if it
+    /// ended here, so a fault before the bare CR is named as it would be whole (a head gets one
+    /// verdict however it is split). Rare: only for heads that hold a bare CR.
+    private func verdictForBareCR() -> HTTPParseError {
+        let truncated = bytes + [13, 10, 13, 10]
+        do {
+            if isRequest { _ = try HeadParser.parseRequest(truncated, limits: limits) }
+            else { _ = try HeadParser.parseResponse(truncated, requestWasHEAD: false) }
+        } catch {
+            return error
+        }
+        return bareCR()
+    }
+
     private func bareCR() -> HTTPParseError {
-        isRequest ? HTTPParseError(status: 400, reason: "a CR not followed by LF in the request head")
-                  : HTTPParseError(status: 502, reason: "a CR not followed by LF")
+        // The parser's own words for the same fault: a head gets one verdict however it is split.
+        isRequest ? HTTPParseError(status: 400, reason: "Bad Request: bare CR")
+                  : HTTPParseError(status: 502, reason: "Bad Gateway: bare CR")
     }
 
     private func tooLarge() -> HTTPParseError {
         if !isRequest {
-            return HTTPParseError(status: 502, reason: "larger than \(limits.maxHeadBytes) bytes")
+            return HTTPParseError(status: 502, reason: "Bad Gateway: response head too large")
         }
         // No line end yet after a non-empty first line: it is the request line that is too long.
         if !sawStartLine && !bytes.isEmpty {
