@@ -1,4 +1,3 @@
-import CUV
 import Glibc
 
 /// Minimal operational logging to standard error, one line per event.

@@ -1,4 +1,3 @@
-import CUV
 
 /// `GET /_status` (a self-contained HTML page) and `GET /_status.json` (what the page polls):
 /// the live view a developer keeps open in a browser tab.
@@ -13,7 +12,7 @@ enum StatusEndpoint {
 
     static func json(_ settings: ServerSettings, metrics: ProxyMetrics, workers: Int) -> [UInt8] {
         let w = metrics.workers
-        var j = "{\"time_ms\":\(cuv_wall_clock_ms()),\"uptime_s\":\(metrics.uptimeSeconds),\"workers\":\(workers),"
+        var j = "{\"time_ms\":\(Platform.wallClockMs()),\"uptime_s\":\(metrics.uptimeSeconds),\"workers\":\(workers),"
         j += "\"generation\":\(settings.generation),"
         j += "\"connections\":{\"clients\":\(w.sum(WorkerStats.clientsOpen)),\"tunnels\":\(w.sum(WorkerStats.tunnelsOpen))},"
         // µs × 1000 written as "seconds" is the bound in milliseconds.

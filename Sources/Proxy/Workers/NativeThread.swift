@@ -1,4 +1,3 @@
-import CUV
 import Glibc
 
 /// A POSIX thread running one `@Sendable` closure: the body is the only thing that crosses to
@@ -22,7 +21,7 @@ final class NativeThread {
         let context = Unmanaged.passRetained(Body(body, name: name)).toOpaque()
         let rc = pthread_create(&thread, nil, { raw in
             let body = Unmanaged<Body>.fromOpaque(raw!).takeRetainedValue()
-            cuv_set_thread_name(String(body.name.prefix(15)))
+            Platform.setThreadName(String(body.name.prefix(15)))
             body.run()
             return nil
         }, context)

@@ -1,4 +1,3 @@
-import CUV
 import Glibc
 
 /// The process's control loop, on the main thread: it opens the listening sockets, starts one
@@ -57,7 +56,7 @@ public final class Supervisor {
     /// Serves `config` (the loaded file with the command line applied) until a signal stops it;
     /// returns the process exit status.
     public static func run(config: ProxyConfig, options: CommandLineOptions, fdLimit: Int) -> Int32 {
-        cuv_ignore_sighup()  // until the reload handler is installed
+        Platform.ignoreSIGHUP()  // until the reload handler is installed
         do {
             return try Supervisor(config: config, options: options, fdLimit: fdLimit).serve()
         } catch {
@@ -68,7 +67,7 @@ public final class Supervisor {
 
     /// Worker loops for `config`: `workers`, or one per CPU this process may run on.
     public static func workerCount(_ config: ProxyConfig) -> Int {
-        config.workers > 0 ? config.workers : Int(cuv_available_cpus())
+        config.workers > 0 ? config.workers : Platform.availableCPUs()
     }
 
     /// The config file's values with the command line's overrides.
@@ -125,7 +124,7 @@ public final class Supervisor {
     }
 
     private func serve() -> Int32 {
-        cuv_unblock_all_signals()  // before any thread starts, so they all inherit it
+        Platform.unblockAllSignals()  // before any thread starts, so they all inherit it
         reportWakeup.onWake = { [unowned self] in self.handleReports() }
         reports.attach(reportWakeup.sender)
         watch([SIGINT, SIGTERM]) { [unowned self] signum in self.stopSignal(signum) }
@@ -179,7 +178,7 @@ public final class Supervisor {
                         + "\(workerCount) worker\(workerCount == 1 ? "" : "s"), fd limit \(fdLimit), "
                         + "max connections \(generation.maxConnections))"
                         + (adminSocket.map { "; admin on \($0.address)" } ?? ""))
-                    cuv_flush_stdout()
+                    Platform.flushStandardOutput()
                     if reloadWhenRunning { reload() }
                 }
             case .failed(_, let message):
