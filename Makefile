@@ -37,9 +37,12 @@ release: deps
 run: release
 	@Scripts/run-demo.sh "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" config.json
 
-## Build everything and run every test (unit and integration), then replay the fuzz corpus
-## through the fuzz targets' checks (the normal build of them; about a second).
+## Check the layering rule first (Scripts/check-layering.sh: only Sources/Proxy/Loop/ imports the
+## C modules, and HTTP/ uses nothing from Loop/ or Config/; under a second), then build everything
+## and run every test (unit and integration), then replay the fuzz corpus through the fuzz
+## targets' checks (the normal build of them; about a second).
 test: deps test-deps
+	@Scripts/check-layering.sh
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	@SWIFT=$(SWIFT) Scripts/fuzz.sh replay "$$($(SWIFT) build --show-bin-path)"

@@ -1,5 +1,3 @@
-import CUV
-
 /// One worker's access log: lines are formatted into a buffer on the loop thread and the buffer
 /// goes to the `AccessLogWriter` thread when it is full or `flush_ms` after its first line — the
 /// loop itself never writes to the log.
@@ -39,7 +37,7 @@ final class AccessLogBuffer {
 
     /// `request` is `inout` only to pass the connection's stored head by address; not modified.
     func write(_ entry: AccessLogEntry, upstream: Upstream?, backend: Backend?, request: inout RequestHead) {
-        clock.update(nowMs: Int64(cuv_wall_clock_ms()))
+        clock.update(nowMs: Platform.wallClockMs())
         switch format {
         case .combined: AccessLogFormatter.combined(entry, request, upstream: upstream, backend: backend, time: clock, into: &bytes)
         case .json: AccessLogFormatter.json(entry, request, upstream: upstream, backend: backend, time: clock, into: &bytes)

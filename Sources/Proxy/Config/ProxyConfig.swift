@@ -258,6 +258,16 @@ public struct LimitsConfig: Sendable, Equatable {
     }
 }
 
+/// Here rather than in `HTTP/`: the parser knows nothing of the config (the layering rule,
+/// `Scripts/check-layering.sh`).
+extension HeadLimits {
+    /// The limits a config's `"limits"` section sets.
+    public init(_ config: LimitsConfig) {
+        self.init(maxHeadBytes: config.maxHeadBytes, maxTargetBytes: config.maxTargetBytes,
+                  maxHeaderCount: config.maxHeaderCount)
+    }
+}
+
 /// Reuse of idle upstream connections.
 public struct PoolConfig: Sendable, Equatable {
     /// How long an idle upstream connection is kept. The default, 4 s, stays below Node's 5 s

@@ -61,14 +61,6 @@ public struct HeadLimits: Equatable, Sendable {
     }
 }
 
-extension HeadLimits {
-    /// The limits a config's `"limits"` section sets.
-    public init(_ config: LimitsConfig) {
-        self.init(maxHeadBytes: config.maxHeadBytes, maxTargetBytes: config.maxTargetBytes,
-                  maxHeaderCount: config.maxHeaderCount)
-    }
-}
-
 /// A parsed request head.
 public struct RequestHead: Sendable {
     /// The raw head bytes, start line through the terminating blank line. The proxy may append

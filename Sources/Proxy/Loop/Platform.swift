@@ -4,7 +4,14 @@ import CUV
 /// C modules (the layering rule). Thread-safe: each is a plain system call.
 enum Platform {
     /// Wall-clock milliseconds since the epoch (vDSO: no system call).
+    @inline(__always)
     static func wallClockMs() -> Int64 { Int64(cuv_wall_clock_ms()) }
+
+    /// Monotonic nanoseconds from an arbitrary origin (`uv_hrtime`: `CLOCK_MONOTONIC`, vDSO, no
+    /// system call). For intervals only — subtract two readings (`&-`); never compare it with
+    /// the wall clock. Any thread.
+    @inline(__always)
+    static func monotonicNanos() -> UInt64 { uv_hrtime() }
 
     /// Names the calling thread (at most 15 bytes show) for `top -H` and debuggers.
     static func setThreadName(_ name: String) { cuv_set_thread_name(name) }

@@ -1,9 +1,7 @@
-import CUV
-
 /// A block of 64-bit counters with a single writer — one worker loop — and any number of
 /// readers: a scrape of `/_metrics` or `/_status.json` on whichever worker answers it.
 ///
-/// Writes are a relaxed atomic load and store (`cuv_counter_add`), not a read-modify-write: with
+/// Writes are a relaxed atomic load and store (`Atomics.counterAdd`), not a read-modify-write: with
 /// one writer no increment can be lost, and on x86-64 and arm64 both are plain moves — the
 /// request path pays no bus lock and no fence. Readers may see a counter a few increments behind,
 /// which a scrape tolerates by nature.
@@ -28,12 +26,12 @@ public final class CounterSlab: @unchecked Sendable {
 
     deinit { UnsafeMutableRawPointer(words).deallocate() }
 
-    @inline(__always) func add(_ index: Int, _ amount: UInt64 = 1) { cuv_counter_add(words + index, amount) }
+    @inline(__always) func add(_ index: Int, _ amount: UInt64 = 1) { Atomics.counterAdd(words + index, amount) }
 
     /// For gauges the owner tracks itself (open connections).
-    @inline(__always) func set(_ index: Int, _ value: UInt64) { cuv_counter_store(words + index, value) }
+    @inline(__always) func set(_ index: Int, _ value: UInt64) { Atomics.counterStore(words + index, value) }
 
-    public func load(_ index: Int) -> UInt64 { cuv_counter_load(words + index) }
+    public func load(_ index: Int) -> UInt64 { Atomics.counterLoad(words + index) }
 }
 
 extension Array where Element == CounterSlab {

@@ -1,4 +1,3 @@
-import CUV
 import Synchronization
 
 /// The process-wide half of the metrics: every worker's proxy-wide counters, the supervisor's
@@ -12,7 +11,7 @@ public final class ProxyMetrics: Sendable {
     /// One `WorkerStats` slab per worker, indexed by worker number.
     let workers: [CounterSlab]
     let accessLog: AccessLogWriter
-    /// Wall clock (ms since the epoch) and `uv_hrtime` (ns) at start.
+    /// Wall clock (ms since the epoch) and `Platform.monotonicNanos()` at start.
     let startedWallMs: Int64
     let startedNs: UInt64
     private let reloads = Atomic<UInt64>(0)
@@ -21,8 +20,8 @@ public final class ProxyMetrics: Sendable {
     public init(workers: Int, accessLog: AccessLogWriter) {
         self.workers = (0..<max(workers, 1)).map { _ in CounterSlab(count: WorkerStats.size) }
         self.accessLog = accessLog
-        startedWallMs = Int64(cuv_wall_clock_ms())
-        startedNs = uv_hrtime()
+        startedWallMs = Platform.wallClockMs()
+        startedNs = Platform.monotonicNanos()
     }
 
     func reloaded(ok: Bool) {
@@ -32,5 +31,5 @@ public final class ProxyMetrics: Sendable {
         (reloads.load(ordering: .relaxed), failedReloads.load(ordering: .relaxed))
     }
 
-    var uptimeSeconds: Double { Double(uv_hrtime() &- startedNs) / 1e9 }
+    var uptimeSeconds: Double { Double(Platform.monotonicNanos() &- startedNs) / 1e9 }
 }

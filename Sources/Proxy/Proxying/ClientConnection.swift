@@ -1,5 +1,3 @@
-import CUV
-
 /// One client connection and the exchanges it carries, one at a time, in order.
 ///
 /// Life cycle of an exchange: read a request head → answer locally (`/_health`, errors) or pick a
@@ -39,55 +37,23 @@ final class ClientConnection {
     }
     private var phase = Phase.head
 
+    /// The exchange under way, or requests waiting in `pending`: taken from the worker's pool when
+    /// a request's first byte arrives, given back once the connection is idle with nothing
+    /// buffered (`recycleExchangeStateIfIdle`) and at teardown. Held only in phase `.head` with
+    /// something buffered, and in the phases after it: an idle keep-alive connection holds no
+    /// request or response buffers. `ExchangeState.detached` while not held (`hasState`).
+    private var x: UnsafeMutablePointer<ExchangeState> = ExchangeState.detached
+    private var hasState = false
+
     // Request side.
-    private var requestHeadBytes: HeadAccumulator
-    private var request = RequestHead()
-    private var requestBodyRemaining: UInt64 = 0
-    /// Decoded bytes of a chunked request body so far (for `max_body_bytes`).
-    private var requestBodyBytes: UInt64 = 0
-    /// What to forward as the request target (origin-form).
-    private var forwardTarget: Range<Int>? = nil
-    private var requestDecoder = ChunkedDecoder()
-    /// The whole request (head and body) has been read from the client.
-    private var requestComplete = false
-    /// Client bytes received but not processed yet: body bytes waiting for the upstream connect,
-    /// or the next pipelined requests.
-    private var pending: [UInt8] = []
 
     // Upstream side.
-    /// The route and upstream chosen for the current request, and the backend within it.
-    private var route: Router.Route?
-    private var backendIndex = -1
-    /// The request asks for a protocol switch the proxy tunnels (WebSocket, …).
-    private var wantsUpgrade = false
     private var tunnel: Tunnel?
-    private var upstream: UpstreamConnection?
-    /// Backends tried for this request, and connections tried in all (`limits.max_upstream_attempts`).
-    private var triedBackends = AttemptSet()
-    private var upstreamAttempts = 0
-    private var upstreamWasReused = false
 
     /// The request may go again on another connection: nothing in it can have taken effect twice.
-    private var canRetry: Bool { request.isIdempotent && request.framing == .none }
-    private var hasRetried = false
-    /// The upstream connection is ready for the request (connected, head written).
-    private var upstreamReady = false
-    private var requestPipe: Pipe?
-    private var responsePipe: Pipe?
+    private var canRetry: Bool { x.pointee.request.isIdempotent && x.pointee.request.framing == .none }
 
     // Response side.
-    private var responseHeadBytes: HeadAccumulator
-    private var response = ResponseHead()
-    private var responseStarted = false
-    /// Some of this exchange's response already went to the client (not just into `out`).
-    private var responseBytesWritten = false
-    private var responseBodyRemaining: UInt64 = 0
-    private var responseDecoder = ChunkedDecoder()
-    private var responseFraming = BodyFraming.none
-    private var clientFraming = HeaderRewriter.OutgoingFraming.none
-    private var closeAfterResponse = false
-    /// The upstream broke framing rules (extra bytes, …): never pool it.
-    private var upstreamReusable = true
     private var clientSentEOF = false
     /// Our FIN went out after all queued output (see `closeGracefully`).
     private var shutdownDone = false
@@ -95,28 +61,8 @@ final class ClientConnection {
     /// Counts finished exchanges, so a callback can tell that its exchange ended under it.
     private var exchangesFinished = 0
 
-    private var rewriter = HeaderRewriter()
-    /// The current request's `X-Request-Id` (capacity reused between requests).
-    private var requestID: [UInt8] = []
-    /// Scratch output buffer, flushed within the callback that filled it.
-    private var out = ByteBuffer(capacity: 512)
 
     // Accounting: metrics and the access log (see `recordExchange`).
-    /// An exchange began (or a request was refused) and has not been counted yet.
-    private var exchangeOpen = false
-    /// The current request's head was parsed: its method, target and fields can be logged.
-    private var requestParsed = false
-    /// `uv_hrtime` when the request's first byte arrived, when its backend was picked, and when
-    /// the response head arrived (0: none yet).
-    private var requestStartNs: UInt64 = 0
-    private var upstreamStartNs: UInt64 = 0
-    private var upstreamHeadNs: UInt64 = 0
-    /// The status the client got for this exchange; 0 while none (counted as 499 if it ends so).
-    private var responseStatus: UInt16 = 0
-    /// The backend (index in the route's upstream) that took the request last, -1 for none.
-    private var servedBy = -1
-    /// `client.bytesWritten` when the request began, and the traffic already added to the metrics.
-    private var bytesSentAtStart: UInt64 = 0
     private var bytesSentCounted: UInt64 = 0
     private var bytesReceivedCounted: UInt64 = 0
 
@@ -134,20 +80,9 @@ final class ClientConnection {
     private var deadline: UInt64 = 0
     /// When the libuv timer is due (never later than `deadline`); 0 while it is not running.
     private var timerDue: UInt64 = 0
-    private var lastUpstreamActivity: UInt64 = 0
-    /// When the response head is due (loop milliseconds): `upstream_ms` after the request was
-    /// sent in full, not moved by interim responses. 0 while the request is still being sent.
-    private var responseHeadDueAt: UInt64 = 0
-    /// The longest silence allowed between response body bytes (`response_idle_ms`, or
-    /// `event_stream_idle_ms` for Server-Sent Events), chosen when the response head arrives.
-    private var responseIdleLimitMs: UInt64 = 0
-    /// Interim responses relayed for this request (`limits.max_interim_responses`).
-    private var interimResponses = 0
 
     /// Most pipelined input buffered before the client's reading is paused.
     private static let pendingLimit = 64 * 1024
-    /// Scratch capacity kept across requests; beyond it the buffer is released.
-    private static let retainedScratchBytes = 8 * 1024
 
     init(server: ProxyServer, client: TCPStream, isAdminListener: Bool) {
         self.server = server
@@ -158,9 +93,6 @@ final class ClientConnection {
         let ip = client.peerAddress?.ipString ?? "unknown"
         peerIP = Array(ip.utf8)
         isLoopbackPeer = AdminPaths.isLoopback(ip)
-        requestHeadBytes = HeadAccumulator(limits: settings.headLimits, isRequest: true)
-        responseHeadBytes = HeadAccumulator(limits: HeadLimits(maxHeadBytes: 64 * 1024, maxTargetBytes: 64 * 1024,
-                                                               maxHeaderCount: 256), isRequest: false)
     }
 
     func start() {
@@ -170,7 +102,7 @@ final class ClientConnection {
         client.onWriteError = { [self] _ in abort() }
         client.onDrain = { [self] in
             if let tunnel { return tunnel.clientDrained() }
-            responsePipe?.sinkDrained()
+            if hasState { x.pointee.responsePipe?.sinkDrained() }
             if phase == .head { clientOutputDrained() }
         }
         timer.onFire = { [self] in timerFired() }
@@ -198,30 +130,53 @@ final class ClientConnection {
     private func handleClientBytes(_ bytes: UnsafeRawBufferPointer) {
         let nested = inInputLoop
         inInputLoop = true
-        if phase == .head && !pending.isEmpty && !bytes.isEmpty {
+        if phase == .head && hasPending && !bytes.isEmpty {
             // Requests held back (the client's answers were congested) go first: order is kept.
-            pending.append(raw: bytes)
+            x.pointee.pending.append(raw: bytes)
         } else {
             process(bytes)
         }
         guard !nested else { return }
         // A congested client is handled in `process`: the loop stops until `clientOutputDrained`.
-        while phase == .head && !pending.isEmpty && !client.isCongested {
-            let buffered = pending
-            pending.removeAll(keepingCapacity: true)
+        while phase == .head && hasPending && !client.isCongested {
+            let buffered = x.pointee.pending
+            x.pointee.pending.removeAll(keepingCapacity: true)
             buffered.withUnsafeBytes { process($0) }
         }
         inInputLoop = false
         // Held back for congested output: read no more until it drains (`clientOutputDrained`).
-        if phase == .head && !pending.isEmpty && client.isCongested { client.pauseReading(.outputQueued) }
-        if pending.count <= Self.pendingLimit { client.resumeReading(.pipelined) }
-        if phase == .head && clientSentEOF && pending.isEmpty { closeGracefully() }  // half-closed, all answered
+        if phase == .head && hasPending && client.isCongested { client.pauseReading(.outputQueued) }
+        if !hasState || x.pointee.pending.count <= Self.pendingLimit { client.resumeReading(.pipelined) }
+        if phase == .head && clientSentEOF && !hasPending { closeGracefully() }  // half-closed, all answered
+        recycleExchangeStateIfIdle()
+    }
+
+    /// Requests are buffered, unprocessed (pipelined, or held back for congested output).
+    private var hasPending: Bool { hasState && !x.pointee.pending.isEmpty }
+
+    /// Gives the exchange state back to the worker's pool when nothing needs it: between requests,
+    /// with no request bytes buffered or begun. Not inside the input loop (it still uses it).
+    private func recycleExchangeStateIfIdle() {
+        guard hasState, phase == .head, !inInputLoop, x.pointee.pending.isEmpty, x.pointee.requestHeadBytes.bytes.isEmpty else { return }
+        recycleExchangeState()
+    }
+
+    private func takeExchangeState() {
+        x = server.exchangeStates.take(headLimits: settings.headLimits)
+        hasState = true
+    }
+
+    private func recycleExchangeState() {
+        guard hasState else { return }
+        server.exchangeStates.recycle(x)
+        x = ExchangeState.detached
+        hasState = false
     }
 
     /// The client read enough of its answers: requests held back by `process` may start.
     private func clientOutputDrained() {
         client.resumeReading(.outputQueued)
-        if !inInputLoop && (!pending.isEmpty || clientSentEOF) {
+        if !inInputLoop && (hasPending || clientSentEOF) {
             handleClientBytes(UnsafeRawBufferPointer(start: nil, count: 0))
         }
     }
@@ -234,55 +189,55 @@ final class ClientConnection {
         while !input.isEmpty {
             switch phase {
             case .head:
-                if requestHeadBytes.bytes.isEmpty {
+                if !hasState { takeExchangeState() }
+                if x.pointee.requestHeadBytes.bytes.isEmpty {
                     if client.isCongested {
                         // Answers pile up unread (a pipelining client that never reads): the next
                         // request waits, unread, until they drain — whatever the client does, a
                         // connection holds at most the high-water mark of output, one response
                         // and one read of input (swift-nio's HTTPServerPipelineHandler does the same).
-                        pending.append(raw: input)
+                        x.pointee.pending.append(raw: input)
                         client.pauseReading(.outputQueued)
                         return
                     }
                     if settings !== server.settings {
                         // A reload happened: this request is the first to use the new settings.
                         settings = server.settings
-                        requestHeadBytes.limits = settings.headLimits
+                        x.pointee.requestHeadBytes.limits = settings.headLimits
                     }
                     if timerPurpose == .idle { arm(.clientHeader, ms: settings.config.timeouts.clientHeaderMs) }
+                    // The request's clock starts at its first byte (nginx's $request_time too).
+                    x.pointee.requestStartNs = Platform.monotonicNanos()
+                    x.pointee.bytesSentAtStart = client.bytesWritten
                     if input[0] == 0x16 {
                         // A TLS record (handshake) where a request line should start: the client
                         // speaks https:// to a cleartext port. Say so now rather than waiting
                         // out client_header_ms for a line end that never comes.
-                        requestStartNs = uv_hrtime()
                         server.noteTLSOnCleartextListener(from: peerIP)
                         return rejectRequest(HTTPParseError(status: 400, reason: "a TLS handshake arrived on a cleartext (http://) listener"))
                     }
-                    // The request's clock starts at its first byte (nginx's $request_time too).
-                    requestStartNs = uv_hrtime()
-                    bytesSentAtStart = client.bytesWritten
                 }
                 let consumed: Int
-                do { consumed = try requestHeadBytes.append(input) } catch {
+                do { consumed = try x.pointee.requestHeadBytes.append(input) } catch {
                     return rejectRequest(error)
                 }
                 input = UnsafeRawBufferPointer(rebasing: input[consumed...])
-                guard requestHeadBytes.isComplete else { return }
+                guard x.pointee.requestHeadBytes.isComplete else { return }
                 // Swap buffers with the previous request: no allocation per request in steady state.
-                requestHeadBytes.moveBytes(into: &request.bytes)
-                do { try HeadParser.parseRequest(into: &request, limits: settings.headLimits) } catch {
+                x.pointee.requestHeadBytes.moveBytes(into: &x.pointee.request.bytes)
+                do { try HeadParser.parseRequest(into: &x.pointee.request, limits: settings.headLimits) } catch {
                     return rejectRequest(error)
                 }
                 beginExchange(bodyStart: &input)
             case .exchange:
-                if !requestComplete && upstreamReady {
+                if !x.pointee.requestComplete && x.pointee.upstreamReady {
                     let consumed = relayRequestBody(input)
                     input = UnsafeRawBufferPointer(rebasing: input[consumed...])
                     if phase != .exchange { return }
                 } else {
                     // Body bytes before the upstream is ready, or the next pipelined requests.
-                    pending.append(raw: input)
-                    if pending.count > Self.pendingLimit { client.pauseReading(.pipelined) }
+                    x.pointee.pending.append(raw: input)
+                    if x.pointee.pending.count > Self.pendingLimit { client.pauseReading(.pipelined) }
                     return
                 }
             case .tunnel, .closing, .closed:
@@ -302,12 +257,12 @@ final class ClientConnection {
         case .head:
             // Between requests: let queued output drain, then close — once requests held back
             // for congested output are answered (`handleClientBytes` closes then).
-            if pending.isEmpty { closeGracefully() }
+            if !hasPending { closeGracefully() }
         case .exchange:
             // A half-close still wants its answers (and those of requests pipelined before it);
             // `finishExchange` closes once nothing is left. Only a body that can no longer
             // complete ends the exchange now (all received bytes were relayed already).
-            if upstreamReady && !requestComplete { abort() }
+            if x.pointee.upstreamReady && !x.pointee.requestComplete { abort() }
         case .closing:
             if shutdownDone { teardown() }
         case .tunnel, .closed:
@@ -323,85 +278,85 @@ final class ClientConnection {
         phase = .exchange
         disarm()
         beginAccounting(parsed: true)
-        switch request.framing {
+        switch x.pointee.request.framing {
         case .contentLength(let n):
-            requestBodyRemaining = n
-            requestComplete = n == 0
+            x.pointee.requestBodyRemaining = n
+            x.pointee.requestComplete = n == 0
         case .chunked:
-            requestDecoder.reset()
-            requestComplete = false
+            x.pointee.requestDecoder.reset()
+            x.pointee.requestComplete = false
         case .none, .untilClose:
-            requestComplete = true
+            x.pointee.requestComplete = true
         }
-        requestBodyBytes = 0
-        if let i = request.requestIDField, RequestIDGenerator.isWellFormed(request.bytes, request.fields[i].value) {
-            requestID.removeAll(keepingCapacity: true)
-            requestID.append(request.bytes, request.fields[i].value)
+        x.pointee.requestBodyBytes = 0
+        if let i = x.pointee.request.requestIDField, RequestIDGenerator.isWellFormed(x.pointee.request.bytes, x.pointee.request.fields[i].value) {
+            x.pointee.requestID.removeAll(keepingCapacity: true)
+            x.pointee.requestID.append(x.pointee.request.bytes, x.pointee.request.fields[i].value)
         } else {
-            server.requestIDs.next(into: &requestID)
+            server.requestIDs.next(into: &x.pointee.requestID)
         }
-        if request.hasVia && ProxyIdentity.requestHasLooped(request) {
+        if x.pointee.request.hasVia && ProxyIdentity.requestHasLooped(x.pointee.request) {
             return failExchange(status: 508, reason: "Loop Detected: this request already passed through this proxy (its Via names it): a backend points back at the proxy's own listener")
         }
         guard admit() else { return }
 
         // Answered by the proxy itself? A body sent with such a request is not read: close then.
-        let localKeepAlive = request.keepAlive && requestComplete && !server.isDraining
-        out.removeAll()
-        let localStatus = server.answerLocally(&request, via: self, keepAlive: localKeepAlive, requestID: requestID, into: &out)
+        let localKeepAlive = x.pointee.request.keepAlive && x.pointee.requestComplete && !server.isDraining
+        x.pointee.out.removeAll()
+        let localStatus = server.answerLocally(&x.pointee.request, via: self, keepAlive: localKeepAlive, requestID: x.pointee.requestID, into: &x.pointee.out)
         if localStatus != 0 {
             let keepAlive = localKeepAlive
-            responseStatus = localStatus
+            x.pointee.responseStatus = localStatus
             flushToClient()
-            responseStarted = true
-            closeAfterResponse = !keepAlive
+            x.pointee.responseStarted = true
+            x.pointee.closeAfterResponse = !keepAlive
             finishExchange()
             return
         }
 
         // Bytes after the head wait in `pending` until the upstream is ready.
         if !input.isEmpty {
-            pending.append(raw: input)
+            x.pointee.pending.append(raw: input)
             input = UnsafeRawBufferPointer(start: nil, count: 0)
         }
         // Routes match the normal form of the path (`PathNormalizer`: what a backend that resolves
         // `..`, `//` and escapes sees), not the raw bytes. `*` (OPTIONS) has no path.
-        var target = forwardTarget ?? request.target
+        var target = x.pointee.forwardTarget ?? x.pointee.request.target
         let normal: PathNormalizer.Result
-        if target.count == 1 && request.bytes[target.lowerBound] == UInt8(ascii: "*") {
+        if target.count == 1 && x.pointee.request.bytes[target.lowerBound] == UInt8(ascii: "*") {
             normal = PathNormalizer.Result(path: target, target: target, rewritten: false)
         } else {
-            do { normal = try settings.router.paths.normalize(&request.bytes, target: target) } catch { return rejectRequest(error) }
+            do { normal = try settings.router.paths.normalize(&x.pointee.request.bytes, target: target) } catch { return rejectRequest(error) }
         }
-        guard let route = settings.router.match(request, path: normal.path) else {
+        guard let matched = settings.router.match(x.pointee.request, path: normal.path) else {
             return failExchange(status: 404, reason: "Not Found: no route matches host \(hostForMessages) and path \(pathForMessages)")
         }
-        self.route = route
+        x.pointee.route = matched
         // The backend gets the bytes the client sent, unless `forward: normalized` — or a prefix
         // is stripped from a path normalisation changed: the raw target need not even begin with
         // the prefix (`//api/x`, `/%61pi/x`), the normal form does. Either way what is left after
         // the prefix has no dot segment, so it cannot climb above the backend's root.
-        if settings.router.forwardNormalized || (route.stripLength > 0 && normal.rewritten) { target = normal.target }
-        if route.stripLength > 0 { target = (target.lowerBound + route.stripLength)..<target.upperBound }
-        forwardTarget = target
+        if settings.router.forwardNormalized || (matched.stripLength > 0 && normal.rewritten) { target = normal.target }
+        if matched.stripLength > 0 { target = (target.lowerBound + matched.stripLength)..<target.upperBound }
+        x.pointee.forwardTarget = target
         // Only a request without a body may switch protocols: a 101 arriving mid-body would
         // leave the rest of the body to be read as the new protocol.
-        wantsUpgrade = request.connectionUpgrade && request.framing == .none && !server.isDraining
-            && rewriter.isTunnelableUpgrade(request)
-        triedBackends.removeAll()
-        upstreamAttempts = 0
-        hasRetried = false
-        attempts.removeAll()
-        lastConnectFailure = nil
+        x.pointee.wantsUpgrade = x.pointee.request.connectionUpgrade && x.pointee.request.framing == .none && !server.isDraining
+            && x.pointee.rewriter.isTunnelableUpgrade(x.pointee.request)
+        x.pointee.triedBackends.removeAll()
+        x.pointee.upstreamAttempts = 0
+        x.pointee.hasRetried = false
+        x.pointee.attempts.removeAll()
+        x.pointee.lastConnectFailure = nil
         connectUpstream()
     }
 
     /// The request's host and path as text, for error messages (off the hot path).
     private var hostForMessages: String {
-        request.hostField.map { "\"" + String(decoding: request.bytes[request.fields[$0].value], as: UTF8.self) + "\"" } ?? "(none)"
+        x.pointee.request.hostField.map { "\"" + String(decoding: x.pointee.request.bytes[x.pointee.request.fields[$0].value], as: UTF8.self) + "\"" } ?? "(none)"
     }
     private var pathForMessages: String {
-        String(decoding: request.bytes[forwardTarget ?? request.target], as: UTF8.self)
+        String(decoding: x.pointee.request.bytes[x.pointee.forwardTarget ?? x.pointee.request.target], as: UTF8.self)
     }
 
     /// Applies the request limits that need the parsed head: `Host` syntax, target form, allowed
@@ -409,22 +364,22 @@ final class ClientConnection {
     private func admit() -> Bool {
         do {
             // An HTTP/1.1 request without Host never gets here (the parser refuses it).
-            if let host = request.hostField { try RequestTarget.checkHost(request.bytes, request.fields[host].value) }
-            switch try RequestTarget.validate(&request) {
-            case .path(let path): forwardTarget = path
-            case .asterisk: forwardTarget = request.target
+            if let host = x.pointee.request.hostField { try RequestTarget.checkHost(x.pointee.request.bytes, x.pointee.request.fields[host].value) }
+            switch try RequestTarget.validate(&x.pointee.request) {
+            case .path(let path): x.pointee.forwardTarget = path
+            case .asterisk: x.pointee.forwardTarget = x.pointee.request.target
             case .absolute(let path, let authority):
-                forwardTarget = path
+                x.pointee.forwardTarget = path
                 // RFC 9112 §3.2.2: the target's authority is the host, whatever Host says, and a
                 // proxy sends it as Host. Pointing the Host field at it makes routing, Host (unless
                 // a route's host_header overrides it) and X-Forwarded-Host agree.
-                if let host = request.hostField {
-                    request.fields[host].value = authority
+                if let host = x.pointee.request.hostField {
+                    x.pointee.request.fields[host].value = authority
                 } else {  // HTTP/1.0 without Host: add one, its name past the head's bytes
-                    let name = request.bytes.count
-                    request.bytes.append(contentsOf: "Host".utf8)
-                    request.hostField = request.fields.count
-                    request.fields.append(HeaderField(name: name..<(name + 4), value: authority))
+                    let name = x.pointee.request.bytes.count
+                    x.pointee.request.bytes.append(contentsOf: "Host".utf8)
+                    x.pointee.request.hostField = x.pointee.request.fields.count
+                    x.pointee.request.fields.append(HeaderField(name: name..<(name + 4), value: authority))
                 }
             }
         } catch {
@@ -432,12 +387,12 @@ final class ClientConnection {
             return false
         }
         let limits = settings.config.limits
-        if !settings.allowedMethods.isEmpty && !settings.allowedMethods.contains(where: { request.bytes.equals(request.method, $0) }) {
-            failExchange(status: 405, reason: "Method Not Allowed: \(request.methodString) is not accepted here",
+        if !settings.allowedMethods.isEmpty && !settings.allowedMethods.contains(where: { x.pointee.request.bytes.equals(x.pointee.request.method, $0) }) {
+            failExchange(status: 405, reason: "Method Not Allowed: \(x.pointee.request.methodString) is not accepted here",
                          extraHeaders: settings.allowHeader)
             return false
         }
-        if limits.maxBodyBytes > 0, case .contentLength(let n) = request.framing, n > UInt64(limits.maxBodyBytes) {
+        if limits.maxBodyBytes > 0, case .contentLength(let n) = x.pointee.request.framing, n > UInt64(limits.maxBodyBytes) {
             // Refused before reading the body; the connection then drains and closes.
             failExchange(status: 413, reason: "Content Too Large: the body may be at most \(limits.maxBodyBytes) bytes")
             return false
@@ -452,41 +407,41 @@ final class ClientConnection {
         let group = currentUpstream
         while true {
             let maxAttempts = settings.config.limits.maxUpstreamAttempts
-            guard upstreamAttempts < maxAttempts else {
-                return failExchange(status: 502, reason: (lastConnectFailure ?? "Bad Gateway: no backend could be reached")
-                                    + " (gave up after \(upstreamAttempts) attempts: limits.max_upstream_attempts)")
+            guard x.pointee.upstreamAttempts < maxAttempts else {
+                return failExchange(status: 502, reason: (x.pointee.lastConnectFailure ?? "Bad Gateway: no backend could be reached")
+                                    + " (gave up after \(x.pointee.upstreamAttempts) attempts: limits.max_upstream_attempts)")
             }
-            guard let index = group.balancer.pick(from: group.backends, excluding: triedBackends) else {
+            guard let index = group.balancer.pick(from: group.backends, excluding: x.pointee.triedBackends) else {
                 let anyHealthy = RoundRobinBalancer.anyHealthy(group.backends)
-                if anyHealthy || !triedBackends.isEmpty {
-                    return failExchange(status: 502, reason: lastConnectFailure ?? "Bad Gateway: no backend could be reached")
+                if anyHealthy || !x.pointee.triedBackends.isEmpty {
+                    return failExchange(status: 502, reason: x.pointee.lastConnectFailure ?? "Bad Gateway: no backend could be reached")
                 }
                 return failExchange(status: 503, reason: "Service Unavailable: no healthy backend in upstream \(group.name)")
             }
-            triedBackends.insert(index)
-            upstreamAttempts += 1
-            backendIndex = index
-            servedBy = index
-            upstreamStartNs = uv_hrtime()
+            x.pointee.triedBackends.insert(index)
+            x.pointee.upstreamAttempts += 1
+            x.pointee.backendIndex = index
+            x.pointee.servedBy = index
+            x.pointee.upstreamStartNs = Platform.monotonicNanos()
             let backend = group.backends[index]
             backend.activeRequests += 1
 
             // The retry after a dead pooled connection goes out on a fresh one (DESIGN §4): a backend
             // that closed one idle connection has likely closed its siblings too.
-            if !hasRetried, let pooled = backend.pool.take(now: server.loop.now, checkSocket: !canRetry) {
-                upstreamWasReused = true
+            if !x.pointee.hasRetried, let pooled = backend.pool.take(now: server.loop.now, checkSocket: !canRetry) {
+                x.pointee.upstreamWasReused = true
                 attach(pooled)
                 upstreamConnected()
                 return
             }
-            upstreamWasReused = false
+            x.pointee.upstreamWasReused = false
             let conn = UpstreamConnection(backend: backend, loop: server.loop)
             attach(conn)
             do {
                 // Strong captures (a weak one would give both objects a side table: slower ARC on
                 // every request after): the closure is dropped when it runs or the stream closes.
                 try conn.stream.connect(to: backend.address) { [self, conn] status in
-                    guard upstream === conn else { return }
+                    guard hasState && x.pointee.upstream === conn else { return }
                     if status == 0 { self.upstreamConnected() } else { self.connectFailed(UVError(status)) }
                 }
             } catch {
@@ -499,9 +454,6 @@ final class ClientConnection {
         }
     }
 
-    private var lastConnectFailure: String?
-    /// How each backend tried for this request failed, for the HTML error page (failures only).
-    private var attempts: [ErrorPage.Attempt] = []
 
     /// A connect failed after `uv_tcp_connect` accepted it (refused, timed out): try the next backend.
     private func connectFailed(_ error: UVError) {
@@ -521,98 +473,99 @@ final class ClientConnection {
     /// Records why the current backend could not be reached and lets its connection go.
     private func noteConnectFailure(_ error: UVError) {
         let backend = currentBackend
-        lastConnectFailure = "Bad Gateway: cannot connect to backend \(backend.id) (\(backend.address)): \(error.name)"
-        attempts.append(ErrorPage.Attempt(backend: backend.id, url: backend.url, address: backend.address.description,
+        x.pointee.lastConnectFailure = "Bad Gateway: cannot connect to backend \(backend.id) (\(backend.address)): \(error.name)"
+        x.pointee.attempts.append(ErrorPage.Attempt(backend: backend.id, url: backend.url, address: backend.address.description,
                                           problem: ErrorPage.explain(error, url: backend.url)))
         releaseUpstream(reusable: false)
     }
 
     private func attach(_ conn: UpstreamConnection) {
-        upstream = conn
+        x.pointee.upstream = conn
         conn.owner = self
-        upstreamReady = false
-        upstreamReusable = true
-        responseStarted = false
-        responseBytesWritten = false
-        responseHeadBytes.reset()
+        x.pointee.upstreamReady = false
+        x.pointee.upstreamReusable = true
+        x.pointee.responseStarted = false
+        x.pointee.responseBytesWritten = false
+        x.pointee.responseHeadBytes.reset()
     }
 
     /// The upstream connection is open: send the head and whatever body bytes are buffered.
     private func upstreamConnected() {
-        guard let conn = upstream else { return }
+        guard let conn = x.pointee.upstream else { return }
         conn.stream.startReading()
-        upstreamReady = true
-        requestPipe = Pipe(from: client, to: conn.stream)
-        responsePipe = Pipe(from: conn.stream, to: client)
-        lastUpstreamActivity = server.loop.now
-        interimResponses = 0
+        x.pointee.upstreamReady = true
+        x.pointee.requestPipe = Pipe(from: client, to: conn.stream)
+        x.pointee.responsePipe = Pipe(from: conn.stream, to: client)
+        x.pointee.lastUpstreamActivity = server.loop.now
+        x.pointee.interimResponses = 0
         let t = timeouts
-        responseHeadDueAt = requestComplete ? server.loop.now + UInt64(t.upstreamMs) : 0
-        arm(.upstream, ms: requestComplete ? t.upstreamMs : min(t.upstreamMs, t.clientBodyMs))
+        x.pointee.responseHeadDueAt = x.pointee.requestComplete ? server.loop.now + UInt64(t.upstreamMs) : 0
+        arm(.upstream, ms: x.pointee.requestComplete ? t.upstreamMs : min(t.upstreamMs, t.clientBodyMs))
 
-        out.removeAll()
+        x.pointee.out.removeAll()
         let framing: HeaderRewriter.OutgoingFraming
-        switch request.framing {
+        switch x.pointee.request.framing {
         case .contentLength(let n): framing = .contentLength(n)
         case .chunked: framing = .chunked
         case .none, .untilClose:
             // The parser reports `Content-Length: 0` as no body; some origins insist on seeing
             // the zero (411 for a POST without it), so it is forwarded as sent.
-            framing = request.fieldIndex("content-length") != nil ? .contentLength(0) : .none
+            framing = x.pointee.request.fieldIndex("content-length") != nil ? .contentLength(0) : .none
         }
-        rewriter.writeUpstreamRequest(&request, framing: framing, peerIP: peerIP,
-                                      defaultHost: currentBackend.authorityBytes, target: forwardTarget,
-                                      hostOverride: hostOverride, forwardedPrefix: route?.forwardedPrefix ?? [],
-                                      upgrade: wantsUpgrade, requestID: requestID, into: &out)
+        x.pointee.rewriter.writeUpstreamRequest(&x.pointee.request, framing: framing, peerIP: peerIP,
+                                      defaultHost: currentBackend.authorityBytes, target: x.pointee.forwardTarget,
+                                      hostOverride: hostOverride, forwardedPrefix: x.pointee.route?.forwardedPrefix ?? [],
+                                      upgrade: x.pointee.wantsUpgrade, requestID: x.pointee.requestID, into: &x.pointee.out)
 
-        if pending.isEmpty || requestComplete {
+        if x.pointee.pending.isEmpty || x.pointee.requestComplete {
             flushToUpstream()
             return
         }
         // Body bytes that arrived before the connection: send them behind the head.
-        let buffered = pending
-        pending.removeAll(keepingCapacity: true)
+        let buffered = x.pointee.pending
+        x.pointee.pending.removeAll(keepingCapacity: true)
         client.resumeReading(.pipelined)
         buffered.withUnsafeBytes { raw in
             handleClientBytes(raw)
         }
-        if !out.isEmpty { flushToUpstream() }
-        if phase == .exchange && clientSentEOF && !requestComplete { abort() }  // body cut short
+        guard phase == .exchange else { return }  // the exchange ended meanwhile
+        if !x.pointee.out.isEmpty { flushToUpstream() }
+        if clientSentEOF && !x.pointee.requestComplete { abort() }  // body cut short
     }
 
     // MARK: - Request body
 
     /// Forwards request body bytes; returns how many of `input` belonged to the body.
     private func relayRequestBody(_ input: UnsafeRawBufferPointer) -> Int {
-        switch request.framing {
+        switch x.pointee.request.framing {
         case .contentLength:
-            let take = Int(min(UInt64(input.count), requestBodyRemaining))
-            requestBodyRemaining -= UInt64(take)
+            let take = Int(min(UInt64(input.count), x.pointee.requestBodyRemaining))
+            x.pointee.requestBodyRemaining -= UInt64(take)
             flushToUpstream(extra: UnsafeRawBufferPointer(rebasing: input[..<take]))
-            if requestBodyRemaining == 0 { requestBodyDone() }
+            if x.pointee.requestBodyRemaining == 0 { requestBodyDone() }
             return take
         case .chunked:
             let consumed: Int
             do {
                 let maxBody = UInt64(settings.config.limits.maxBodyBytes)
-                consumed = try requestDecoder.decode(input) { data throws(HTTPParseError) in
-                    requestBodyBytes += UInt64(data.count)
-                    if maxBody > 0 && requestBodyBytes > maxBody {
+                consumed = try x.pointee.requestDecoder.decode(input) { data throws(HTTPParseError) in
+                    x.pointee.requestBodyBytes += UInt64(data.count)
+                    if maxBody > 0 && x.pointee.requestBodyBytes > maxBody {
                         throw HTTPParseError(status: 413, reason: "the chunked body grew past \(maxBody) bytes")
                     }
-                    out.appendHex(data.count)
-                    out.append("\r\n")
-                    out.append(raw: data)
-                    out.append("\r\n")
+                    x.pointee.out.appendHex(data.count)
+                    x.pointee.out.append("\r\n")
+                    x.pointee.out.append(raw: data)
+                    x.pointee.out.append("\r\n")
                 }
             } catch {
                 // Part of the request may be upstream already: that connection is spoiled.
-                upstreamReusable = false
+                x.pointee.upstreamReusable = false
                 rejectRequest(error)
                 return input.count
             }
-            if requestDecoder.isComplete {
-                out.append("0\r\n\r\n")
+            if x.pointee.requestDecoder.isComplete {
+                x.pointee.out.append("0\r\n\r\n")
                 flushToUpstream()
                 requestBodyDone()
             } else {
@@ -626,65 +579,65 @@ final class ClientConnection {
     }
 
     private func requestBodyDone() {
-        requestComplete = true
-        lastUpstreamActivity = server.loop.now
-        if !responseStarted { responseHeadDueAt = server.loop.now + UInt64(timeouts.upstreamMs) }
+        x.pointee.requestComplete = true
+        x.pointee.lastUpstreamActivity = server.loop.now
+        if !x.pointee.responseStarted { x.pointee.responseHeadDueAt = server.loop.now + UInt64(timeouts.upstreamMs) }
     }
 
     /// The timeouts of the current exchange: its route's (asked for only once a route matched).
-    private var timeouts: TimeoutsConfig { route?.timeouts ?? settings.config.timeouts }
+    private var timeouts: TimeoutsConfig { x.pointee.route?.timeouts ?? settings.config.timeouts }
 
     /// Sends `out` (and `extra`) to the upstream as one write through the request pipe.
     private func flushToUpstream(extra: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
-        guard requestPipe != nil else { return }
-        if out.isEmpty && extra.isEmpty { return }
-        out.withUnsafeBytes { head in requestPipe!.send(head, extra) }
-        out.removeAll()
+        guard x.pointee.requestPipe != nil else { return }
+        if x.pointee.out.isEmpty && extra.isEmpty { return }
+        x.pointee.out.withUnsafeBytes { head in x.pointee.requestPipe!.send(head, extra) }
+        x.pointee.out.removeAll()
     }
 
     // MARK: - Upstream input
 
     func upstreamRead(_ bytes: UnsafeRawBufferPointer) {
         if let tunnel { return tunnel.upstreamRead(bytes) }
-        lastUpstreamActivity = server.loop.now
+        x.pointee.lastUpstreamActivity = server.loop.now
         let exchange = exchangesFinished
         var input = bytes
         while !input.isEmpty {
-            if responseStarted && responseFraming == .untilClose {
+            if x.pointee.responseStarted && x.pointee.responseFraming == .untilClose {
                 relayResponseBody(input)
                 return
             }
-            if !responseStarted {
+            if !x.pointee.responseStarted {
                 let consumed: Int
-                do { consumed = try responseHeadBytes.append(input) } catch {
+                do { consumed = try x.pointee.responseHeadBytes.append(input) } catch {
                     return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a response head that cannot be read (\(error.reason))")
                 }
                 input = UnsafeRawBufferPointer(rebasing: input[consumed...])
-                guard responseHeadBytes.isComplete else { return }
-                responseHeadBytes.moveBytes(into: &response.bytes)
+                guard x.pointee.responseHeadBytes.isComplete else { return }
+                x.pointee.responseHeadBytes.moveBytes(into: &x.pointee.response.bytes)
                 do {
-                    try HeadParser.parseResponse(into: &response, requestWasHEAD: request.isHEAD)
+                    try HeadParser.parseResponse(into: &x.pointee.response, requestWasHEAD: x.pointee.request.isHEAD)
                 } catch {
                     return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a malformed response (\(error.reason))")
                 }
-                if response.isInterim {
-                    interimResponses += 1
-                    if interimResponses > settings.config.limits.maxInterimResponses {
+                if x.pointee.response.isInterim {
+                    x.pointee.interimResponses += 1
+                    if x.pointee.interimResponses > settings.config.limits.maxInterimResponses {
                         return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent more than \(settings.config.limits.maxInterimResponses) interim (1xx) responses")
                     }
                     // 100 Continue / 103 Early Hints go to HTTP/1.1 clients; the final head follows.
-                    if request.versionMinor == 1 {
-                        rewriter.writeInterimResponse(response, into: &out)
+                    if x.pointee.request.versionMinor == 1 {
+                        x.pointee.rewriter.writeInterimResponse(x.pointee.response, into: &x.pointee.out)
                         flushToClient()
-                        responseBytesWritten = false  // interim: a final 502 may still follow
+                        x.pointee.responseBytesWritten = false  // interim: a final 502 may still follow
                     }
-                    responseHeadBytes.reset()
+                    x.pointee.responseHeadBytes.reset()
                     continue
                 }
-                upstreamHeadNs = uv_hrtime()
-                responseStatus = response.status
-                if response.status == 101 {
-                    guard wantsUpgrade else {
+                x.pointee.upstreamHeadNs = Platform.monotonicNanos()
+                x.pointee.responseStatus = x.pointee.response.status
+                if x.pointee.response.status == 101 {
+                    guard x.pointee.wantsUpgrade else {
                         // Upgrade was not asked for (the proxy strips it then): a backend error.
                         return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) switched protocols unasked")
                     }
@@ -693,7 +646,7 @@ final class ClientConnection {
                 startResponse()
                 if responseFinishedIfBodyless() {
                     // Bytes after a body-less response break framing: never reuse that connection.
-                    if !input.isEmpty { upstreamReusable = false }
+                    if !input.isEmpty { x.pointee.upstreamReusable = false }
                     return finishExchange()
                 }
                 continue
@@ -702,23 +655,23 @@ final class ClientConnection {
             if exchangesFinished != exchange || phase != .exchange { return }
             input = UnsafeRawBufferPointer(rebasing: input[consumed...])
         }
-        if !out.isEmpty { flushToClient() }
+        if !x.pointee.out.isEmpty { flushToClient() }
     }
 
-    private var backendID: String { backendIndex >= 0 ? currentBackend.id : "?" }
+    private var backendID: String { x.pointee.backendIndex >= 0 ? currentBackend.id : "?" }
 
     /// The backend of the exchange in flight (`backendIndex >= 0`).
-    private var currentBackend: Backend { currentUpstream.backends[backendIndex] }
+    private var currentBackend: Backend { currentUpstream.backends[x.pointee.backendIndex] }
 
     /// The upstream the matched route names; nil before a route matched.
-    private var routedUpstream: Upstream? { route.map { settings.upstreams[$0.upstream] } }
+    private var routedUpstream: Upstream? { x.pointee.route.map { settings.upstreams[$0.upstream] } }
 
     /// `routedUpstream` once a route matched (only asked for then).
     private var currentUpstream: Upstream { routedUpstream! }
 
     /// The `Host` a route's `host_header` policy sends instead of the client's, if any.
     private var hostOverride: [UInt8]? {
-        switch route?.hostHeader ?? .preserve {
+        switch x.pointee.route?.hostHeader ?? .preserve {
         case .preserve: nil
         case .backend: currentBackend.authorityBytes
         case .literal(let value): value
@@ -727,39 +680,39 @@ final class ClientConnection {
 
     /// The final response head arrived: decide the client-side framing and write the head.
     private func startResponse() {
-        responseStarted = true
-        lastUpstreamActivity = server.loop.now
-        responseIdleLimitMs = UInt64(response.isEventStream ? timeouts.eventStreamIdleMs : timeouts.responseIdleMs)
+        x.pointee.responseStarted = true
+        x.pointee.lastUpstreamActivity = server.loop.now
+        x.pointee.responseIdleLimitMs = UInt64(x.pointee.response.isEventStream ? timeouts.eventStreamIdleMs : timeouts.responseIdleMs)
         // Only ever sooner: a nearer deadline (the client's body pauses) must keep its time.
-        if timerPurpose == .upstream && server.loop.now + responseIdleLimitMs < deadline { setDeadline(in: responseIdleLimitMs) }
-        responseFraming = response.framing
-        var keepAlive = request.keepAlive && !server.isDraining
-        switch response.framing {
+        if timerPurpose == .upstream && server.loop.now + x.pointee.responseIdleLimitMs < deadline { setDeadline(in: x.pointee.responseIdleLimitMs) }
+        x.pointee.responseFraming = x.pointee.response.framing
+        var keepAlive = x.pointee.request.keepAlive && !server.isDraining
+        switch x.pointee.response.framing {
         case .none:
-            clientFraming = .none
+            x.pointee.clientFraming = .none
         case .contentLength(let n):
-            responseBodyRemaining = n
-            clientFraming = .contentLength(n)
+            x.pointee.responseBodyRemaining = n
+            x.pointee.clientFraming = .contentLength(n)
         case .chunked, .untilClose:
-            responseDecoder.reset()
-            if request.versionMinor == 1 {
-                clientFraming = .chunked
+            x.pointee.responseDecoder.reset()
+            if x.pointee.request.versionMinor == 1 {
+                x.pointee.clientFraming = .chunked
             } else {
                 // HTTP/1.0 clients never get chunked: the body is delimited by closing.
-                clientFraming = .untilClose
+                x.pointee.clientFraming = .untilClose
                 keepAlive = false
             }
         }
-        if !requestComplete { keepAlive = false }  // early response: finish it, then close
-        closeAfterResponse = !keepAlive
-        out.removeAll()
-        rewriter.writeClientResponse(&response, framing: clientFraming, clientVersionMinor: request.versionMinor,
-                                     closeAfter: closeAfterResponse, requestID: requestID, into: &out)
+        if !x.pointee.requestComplete { keepAlive = false }  // early response: finish it, then close
+        x.pointee.closeAfterResponse = !keepAlive
+        x.pointee.out.removeAll()
+        x.pointee.rewriter.writeClientResponse(&x.pointee.response, framing: x.pointee.clientFraming, clientVersionMinor: x.pointee.request.versionMinor,
+                                     closeAfter: x.pointee.closeAfterResponse, requestID: x.pointee.requestID, into: &x.pointee.out)
     }
 
     /// For a response without a body, flushes the head and reports completion.
     private func responseFinishedIfBodyless() -> Bool {
-        switch responseFraming {
+        switch x.pointee.responseFraming {
         case .none:
             flushToClient()
             return true
@@ -775,36 +728,36 @@ final class ClientConnection {
     /// exchange when the body is complete.
     @discardableResult
     private func relayResponseBody(_ input: UnsafeRawBufferPointer) -> Int {
-        switch responseFraming {
+        switch x.pointee.responseFraming {
         case .contentLength:
-            let take = Int(min(UInt64(input.count), responseBodyRemaining))
-            responseBodyRemaining -= UInt64(take)
+            let take = Int(min(UInt64(input.count), x.pointee.responseBodyRemaining))
+            x.pointee.responseBodyRemaining -= UInt64(take)
             flushToClient(extra: UnsafeRawBufferPointer(rebasing: input[..<take]))
-            if responseBodyRemaining == 0 {
-                if take < input.count { upstreamReusable = false }  // bytes beyond the declared length
+            if x.pointee.responseBodyRemaining == 0 {
+                if take < input.count { x.pointee.upstreamReusable = false }  // bytes beyond the declared length
                 finishExchange()
             }
             return take
         case .chunked:
             let consumed: Int
-            let chunked = clientFraming == .chunked
+            let chunked = x.pointee.clientFraming == .chunked
             do {
-                consumed = try responseDecoder.decode(input) { data throws(HTTPParseError) in
+                consumed = try x.pointee.responseDecoder.decode(input) { data throws(HTTPParseError) in
                     if chunked {
-                        out.appendHex(data.count)
-                        out.append("\r\n")
-                        out.append(raw: data)
-                        out.append("\r\n")
+                        x.pointee.out.appendHex(data.count)
+                        x.pointee.out.append("\r\n")
+                        x.pointee.out.append(raw: data)
+                        x.pointee.out.append("\r\n")
                     } else {
-                        out.append(raw: data)
+                        x.pointee.out.append(raw: data)
                     }
                 }
             } catch {
-                if !responseBytesWritten {
+                if !x.pointee.responseBytesWritten {
                     // The head is still in `out` (it arrived in this same read): nothing reached
                     // the client, so it can still get a proper 502.
-                    out.removeAll()
-                    responseStarted = false
+                    x.pointee.out.removeAll()
+                    x.pointee.responseStarted = false
                     upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a malformed chunked body (\(error.reason))")
                 } else {
                     // Part of the response is out: all the client can be told is a cut connection.
@@ -812,21 +765,21 @@ final class ClientConnection {
                 }
                 return input.count
             }
-            if responseDecoder.isComplete {
-                if chunked { out.append("0\r\n\r\n") }
+            if x.pointee.responseDecoder.isComplete {
+                if chunked { x.pointee.out.append("0\r\n\r\n") }
                 flushToClient()
-                if consumed < input.count { upstreamReusable = false }  // bytes beyond the last chunk
+                if consumed < input.count { x.pointee.upstreamReusable = false }  // bytes beyond the last chunk
                 finishExchange()
             } else {
                 flushToClient()
             }
             return consumed
         case .untilClose:
-            if clientFraming == .chunked {
-                out.appendHex(input.count)
-                out.append("\r\n")
-                out.append(raw: input)
-                out.append("\r\n")
+            if x.pointee.clientFraming == .chunked {
+                x.pointee.out.appendHex(input.count)
+                x.pointee.out.append("\r\n")
+                x.pointee.out.append(raw: input)
+                x.pointee.out.append("\r\n")
                 flushToClient()
             } else {
                 flushToClient(extra: input)
@@ -838,37 +791,37 @@ final class ClientConnection {
     }
 
     private func flushToClient(extra: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
-        if out.isEmpty && extra.isEmpty { return }
-        responseBytesWritten = true
-        if responsePipe != nil {
-            out.withUnsafeBytes { head in responsePipe!.send(head, extra) }
+        if x.pointee.out.isEmpty && extra.isEmpty { return }
+        x.pointee.responseBytesWritten = true
+        if x.pointee.responsePipe != nil {
+            x.pointee.out.withUnsafeBytes { head in x.pointee.responsePipe!.send(head, extra) }
         } else {
-            out.withUnsafeBytes { head in client.write(head, extra) }
+            x.pointee.out.withUnsafeBytes { head in client.write(head, extra) }
         }
-        out.removeAll()
+        x.pointee.out.removeAll()
     }
 
     /// The upstream closed or failed.
     func upstreamEnded(_ code: Int32) {
         if let tunnel { return tunnel.upstreamEnded(code) }
         guard phase == .exchange else { return }
-        if responseStarted && responseFraming == .untilClose && code == UVError.eof {
+        if x.pointee.responseStarted && x.pointee.responseFraming == .untilClose && code == UVError.eof {
             // The normal end of a close-delimited body.
-            if clientFraming == .chunked {
-                out.append("0\r\n\r\n")
+            if x.pointee.clientFraming == .chunked {
+                x.pointee.out.append("0\r\n\r\n")
                 flushToClient()
             }
-            upstreamReusable = false
+            x.pointee.upstreamReusable = false
             return finishExchange()
         }
-        if !responseStarted && responseHeadBytes.bytes.isEmpty && upstreamWasReused && !hasRetried
-            && request.isIdempotent && request.framing == .none {
+        if !x.pointee.responseStarted && x.pointee.responseHeadBytes.bytes.isEmpty && x.pointee.upstreamWasReused && !x.pointee.hasRetried
+            && x.pointee.request.isIdempotent && x.pointee.request.framing == .none {
             // The keep-alive race: a pooled connection died before answering. Retry once, fresh.
-            hasRetried = true
+            x.pointee.hasRetried = true
             server.stats.add(WorkerStats.retries)
             releaseUpstream(reusable: false)
-            triedBackends.removeAll()
-            upstreamAttempts -= 1  // the keep-alive race is not the backend's failure: not an attempt
+            x.pointee.triedBackends.removeAll()
+            x.pointee.upstreamAttempts -= 1  // the keep-alive race is not the backend's failure: not an attempt
             return connectUpstream()
         }
         let reason = code == UVError.eof
@@ -884,12 +837,12 @@ final class ClientConnection {
     func upstreamWriteFailed(_ code: Int32) {
         if let tunnel { return tunnel.upstreamEnded(code) }
         guard phase == .exchange else { return }
-        upstreamReusable = false
+        x.pointee.upstreamReusable = false
     }
 
     func upstreamDrained() {
         if let tunnel { return tunnel.upstreamDrained() }
-        requestPipe?.sinkDrained()
+        x.pointee.requestPipe?.sinkDrained()
     }
 
     // MARK: - Tunnels
@@ -897,21 +850,21 @@ final class ClientConnection {
     /// The backend accepted the protocol switch: relay its 101, then join the two connections.
     /// `rest` holds what the backend sent right after its head (the new protocol's first bytes).
     private func beginTunnel(rest: UnsafeRawBufferPointer) {
-        guard let conn = upstream else { return }
+        guard let conn = x.pointee.upstream else { return }
         disarm()
-        requestPipe?.detach()
-        responsePipe?.detach()
-        requestPipe = nil
-        responsePipe = nil
-        out.removeAll()
-        rewriter.writeSwitchingProtocols(response, into: &out)
+        x.pointee.requestPipe?.detach()
+        x.pointee.responsePipe?.detach()
+        x.pointee.requestPipe = nil
+        x.pointee.responsePipe = nil
+        x.pointee.out.removeAll()
+        x.pointee.rewriter.writeSwitchingProtocols(x.pointee.response, into: &x.pointee.out)
         flushToClient()
-        responseStarted = true
-        responseBytesWritten = true
+        x.pointee.responseStarted = true
+        x.pointee.responseBytesWritten = true
         phase = .tunnel
         server.tunnelOpened()
-        let early = pending
-        pending = []
+        let early = x.pointee.pending
+        x.pointee.pending = []
         client.resumeReading(.pipelined)
         let tunnel = Tunnel(loop: server.loop, client: client, upstream: conn.stream,
                             idleLimitMs: settings.config.timeouts.tunnelIdleMs) { [unowned self] in self.teardown() }
@@ -922,12 +875,12 @@ final class ClientConnection {
 
     /// The upstream broke the exchange: answer 502/504 if nothing was sent yet, else cut the client.
     private func upstreamFailed(status: UInt16, reason: String) {
-        if backendIndex >= 0 {
+        if x.pointee.backendIndex >= 0 {
             let b = currentBackend
-            attempts.append(ErrorPage.Attempt(backend: b.id, url: b.url, address: b.address.description, problem: reason))
+            x.pointee.attempts.append(ErrorPage.Attempt(backend: b.id, url: b.url, address: b.address.description, problem: reason))
         }
         releaseUpstream(reusable: false)
-        if responseStarted { return abort() }
+        if x.pointee.responseStarted { return abort() }
         failExchange(status: status, reason: reason)
     }
 
@@ -935,26 +888,26 @@ final class ClientConnection {
 
     /// Sends an error response for the current request and ends the exchange.
     private func failExchange(status: UInt16, reason: String, extraHeaders moreHeaders: String = "") {
-        responseStatus = status
+        x.pointee.responseStatus = status
         if status == 405 || status == 413 { server.stats.add(WorkerStats.rejectionIndex(status)) }
-        let extraHeaders = moreHeaders + "X-Request-Id: " + String(decoding: requestID, as: UTF8.self) + "\r\n"
+        let extraHeaders = moreHeaders + "X-Request-Id: " + String(decoding: x.pointee.requestID, as: UTF8.self) + "\r\n"
         releaseUpstream(reusable: false)
-        let keepAlive = request.keepAlive && requestComplete && !server.isDraining
-        out.removeAll()
-        if status >= 502 && status <= 504 && ErrorPage.wanted(by: request) {
-            let upstream = routedUpstream
-            let unhealthy = status == 503 ? (upstream?.backends ?? []).map { b in (b.id, b.url, b.shared.probeRecord.lastError) } : []
-            let page = ErrorPage.html(status: status, reason: reason, upstream: upstream?.name ?? "none", route: route?.description ?? "none",
-                                      attempts: attempts, unhealthy: unhealthy)
+        let keepAlive = x.pointee.request.keepAlive && x.pointee.requestComplete && !server.isDraining
+        x.pointee.out.removeAll()
+        if status >= 502 && status <= 504 && ErrorPage.wanted(by: x.pointee.request) {
+            let routed = routedUpstream
+            let unhealthy = status == 503 ? (routed?.backends ?? []).map { b in (b.id, b.url, b.shared.probeRecord.lastError) } : []
+            let page = ErrorPage.html(status: status, reason: reason, upstream: routed?.name ?? "none", route: x.pointee.route?.description ?? "none",
+                                      attempts: x.pointee.attempts, unhealthy: unhealthy)
             ErrorResponse.write(status: status, contentType: "text/html; charset=utf-8", body: page, keepAlive: keepAlive,
-                                headOnly: request.isHEAD, extraHeaders: extraHeaders, into: &out)
+                                headOnly: x.pointee.request.isHEAD, extraHeaders: extraHeaders, into: &x.pointee.out)
         } else {
-            ErrorResponse.write(status: status, reason: reason, keepAlive: keepAlive, headOnly: request.isHEAD,
-                                extraHeaders: extraHeaders, into: &out)
+            ErrorResponse.write(status: status, reason: reason, keepAlive: keepAlive, headOnly: x.pointee.request.isHEAD,
+                                extraHeaders: extraHeaders, into: &x.pointee.out)
         }
         flushToClient()
-        responseStarted = true
-        closeAfterResponse = !keepAlive
+        x.pointee.responseStarted = true
+        x.pointee.closeAfterResponse = !keepAlive
         finishExchange()
     }
 
@@ -962,27 +915,30 @@ final class ClientConnection {
     private func finishExchange() {
         recordExchange()
         exchangesFinished &+= 1
-        let reusable = upstreamReusable && response.keepAlive && responseFraming != .untilClose && requestComplete
-        releaseUpstream(reusable: reusable, backendKeepAliveMs: reusable ? keepAliveTimeoutMs(response) : nil)
-        if closeAfterResponse || !requestComplete
-            || (server.isDraining && pending.isEmpty && !client.hasPendingInputOrEOF) {
+        let reusable = x.pointee.upstreamReusable && x.pointee.response.keepAlive && x.pointee.responseFraming != .untilClose && x.pointee.requestComplete
+        releaseUpstream(reusable: reusable, backendKeepAliveMs: reusable ? keepAliveTimeoutMs(x.pointee.response) : nil)
+        if x.pointee.closeAfterResponse || !x.pointee.requestComplete
+            || (server.isDraining && x.pointee.pending.isEmpty && !client.hasPendingInputOrEOF) {
             // Draining: a response whose head went out before the shutdown began could not say
             // `Connection: close`, but closing an idle keep-alive connection is always allowed.
             // A request already sent behind it is answered first (with `Connection: close`).
             return closeGracefully()
         }
         // Ready for the next request on this connection. Scratch buffers that grew large (chunked
-        // re-framing) are let go: an idle keep-alive connection should cost a few KiB, not 64.
-        out.removeAll(retainedCapacity: Self.retainedScratchBytes)
-        if pending.isEmpty && pending.capacity > Self.retainedScratchBytes { pending = [] }
+        // re-framing) are let go; the state itself goes back to the pool once nothing is buffered.
+        x.pointee.trimScratch()
         phase = .head
-        requestHeadBytes.reset()
-        responseStarted = false
+        x.pointee.requestHeadBytes.reset()
+        x.pointee.responseStarted = false
         arm(.idle, ms: settings.config.timeouts.idleMs)
         // Reading resumes once the buffered requests are down to the limit (`handleClientBytes`).
-        if pending.count <= Self.pendingLimit { client.resumeReading(.pipelined) }
-        if !inInputLoop && (!pending.isEmpty || clientSentEOF) {
-            handleClientBytes(UnsafeRawBufferPointer(start: nil, count: 0))
+        if x.pointee.pending.count <= Self.pendingLimit { client.resumeReading(.pipelined) }
+        if !inInputLoop {
+            if hasPending || clientSentEOF {
+                handleClientBytes(UnsafeRawBufferPointer(start: nil, count: 0))
+            } else {
+                recycleExchangeStateIfIdle()
+            }
         }
     }
 
@@ -1006,12 +962,13 @@ final class ClientConnection {
 
     /// Gives the upstream connection back to its pool (or closes it) and detaches the pipes.
     private func releaseUpstream(reusable: Bool, backendKeepAliveMs: UInt64? = nil) {
-        requestPipe?.detach()
-        responsePipe?.detach()
-        requestPipe = nil
-        responsePipe = nil
-        if let conn = upstream {
-            upstream = nil
+        guard hasState else { return }
+        x.pointee.requestPipe?.detach()
+        x.pointee.responsePipe?.detach()
+        x.pointee.requestPipe = nil
+        x.pointee.responsePipe = nil
+        if let conn = x.pointee.upstream {
+            x.pointee.upstream = nil
             conn.owner = nil
             if reusable && !conn.isClosed {
                 conn.exchangesCompleted += 1
@@ -1020,24 +977,24 @@ final class ClientConnection {
                 conn.close()
             }
         }
-        if backendIndex >= 0 {
+        if x.pointee.backendIndex >= 0 {
             currentBackend.activeRequests -= 1
-            backendIndex = -1
+            x.pointee.backendIndex = -1
         }
-        upstreamReady = false
+        x.pointee.upstreamReady = false
     }
 
     /// Rejects a malformed request with its status and reason, then closes — after reading
     /// what the client still sends for a moment, so the status reaches it instead of a reset.
     private func rejectRequest(_ error: HTTPParseError) {
-        if !exchangeOpen { beginAccounting(parsed: false) }  // refused before its head was parsed
+        if !x.pointee.exchangeOpen { beginAccounting(parsed: false) }  // refused before its head was parsed
         releaseUpstream(reusable: false)
-        if responseStarted { return abort() }  // too late to refuse: the client sees a cut response
+        if x.pointee.responseStarted { return abort() }  // too late to refuse: the client sees a cut response
         server.stats.add(WorkerStats.rejectionIndex(error.status))
-        responseStatus = error.status
-        out.removeAll()
+        x.pointee.responseStatus = error.status
+        x.pointee.out.removeAll()
         ErrorResponse.write(status: error.status, reason: "\(StatusText.reason(error.status)): \(error.reason)",
-                            keepAlive: false, into: &out)
+                            keepAlive: false, into: &x.pointee.out)
         flushToClient()
         recordExchange()
         closeGracefully()
@@ -1048,7 +1005,7 @@ final class ClientConnection {
         guard phase != .closing && phase != .closed else { return }
         phase = .closing
         releaseUpstream(reusable: false)
-        pending = []
+        if hasState { x.pointee.pending = [] }
         client.resumeReading(.pipelined)
         client.resumeReading(.backpressure)
         client.resumeReading(.outputQueued)
@@ -1077,6 +1034,7 @@ final class ClientConnection {
         recordExchange()  // a tunnel's, or one cut short (499 if no response had begun)
         countTraffic()
         releaseUpstream(reusable: false)
+        recycleExchangeState()
         disarm()
         timer.close()
         client.close()
@@ -1087,42 +1045,42 @@ final class ClientConnection {
 
     /// A request begins to count: `parsed` says whether its head can be read for the log.
     private func beginAccounting(parsed: Bool) {
-        exchangeOpen = true
-        requestParsed = parsed
-        route = nil
-        servedBy = -1
-        responseStatus = 0
-        upstreamHeadNs = 0
+        x.pointee.exchangeOpen = true
+        x.pointee.requestParsed = parsed
+        x.pointee.route = nil
+        x.pointee.servedBy = -1
+        x.pointee.responseStatus = 0
+        x.pointee.upstreamHeadNs = 0
     }
 
     /// Counts the exchange in the metrics (its backend's, its upstream's when no backend took
     /// it, else the proxy's own) and writes its access log line. Once per exchange.
     private func recordExchange() {
-        guard exchangeOpen else { return }
-        exchangeOpen = false
-        let micros = (uv_hrtime() &- requestStartNs) / 1000
-        let status = responseStatus != 0 ? responseStatus : 499
-        let upstream = routedUpstream
-        let backend = servedBy >= 0 ? upstream?.backends[servedBy] : nil
+        guard hasState, x.pointee.exchangeOpen else { return }
+        x.pointee.exchangeOpen = false
+        let micros = (Platform.monotonicNanos() &- x.pointee.requestStartNs) / 1000
+        let status = x.pointee.responseStatus != 0 ? x.pointee.responseStatus : 499
+        let routed = routedUpstream
+        let backend = x.pointee.servedBy >= 0 ? routed?.backends[x.pointee.servedBy] : nil
         var upstreamMicros: UInt64? = nil
         if let backend {
             RequestStats.record(backend.stats, status: status, micros: micros)
-            if upstreamHeadNs != 0 {
-                let taken = (upstreamHeadNs &- upstreamStartNs) / 1000
+            if x.pointee.upstreamHeadNs != 0 {
+                let taken = (x.pointee.upstreamHeadNs &- x.pointee.upstreamStartNs) / 1000
                 RequestStats.recordUpstream(backend.stats, micros: taken)
                 upstreamMicros = taken
             }
-        } else if let upstream {
-            RequestStats.record(upstream.stats, status: status, micros: micros)
+        } else if let routed {
+            RequestStats.record(routed.stats, status: status, micros: micros)
         } else {
             RequestStats.record(server.stats, at: WorkerStats.unrouted, status: status, micros: micros)
         }
         countTraffic()
         guard let log = server.accessLog else { return }
-        log.write(AccessLogEntry(client: peerIP, requestParsed: requestParsed, status: status,
-                                 bytesSent: client.bytesWritten &- bytesSentAtStart, durationMicros: micros,
-                                 upstreamMicros: upstreamMicros, requestID: requestParsed ? requestID : []),
-                  upstream: upstream, backend: backend, request: &request)
+        log.write(AccessLogEntry(client: peerIP, requestParsed: x.pointee.requestParsed, status: status,
+                                 bytesSent: client.bytesWritten &- x.pointee.bytesSentAtStart, durationMicros: micros,
+                                 upstreamMicros: upstreamMicros, requestID: x.pointee.requestParsed ? x.pointee.requestID : []),
+                  upstream: routed, backend: backend, request: &x.pointee.request)
     }
 
     /// Adds the client traffic since the last call to the worker's byte counters.
@@ -1172,7 +1130,7 @@ final class ClientConnection {
             closeGracefully()
         case .clientHeader:
             timerPurpose = .none
-            if requestHeadBytes.bytes.isEmpty {
+            if !hasState || x.pointee.requestHeadBytes.bytes.isEmpty {
                 closeGracefully()
             } else {
                 rejectRequest(HTTPParseError(status: 408, reason: "the request head took longer than \(settings.config.timeouts.clientHeaderMs) ms"))
@@ -1196,34 +1154,34 @@ final class ClientConnection {
     private func upstreamTimerFired() {
         let now = server.loop.now
         var next = UInt64.max
-        if !requestComplete {
+        if !x.pointee.requestComplete {
             let limit = UInt64(timeouts.clientBodyMs)
             let paused = now &- lastClientActivity
             if paused >= limit {
                 timerPurpose = .none
-                if responseStarted { return abort() }
+                if x.pointee.responseStarted { return abort() }
                 return rejectRequest(HTTPParseError(status: 408, reason: "the request body stalled for \(limit) ms"))
             }
             next = limit - paused
         }
-        if !responseStarted {
+        if !x.pointee.responseStarted {
             // While the body is still coming the backend is waiting for it: no head deadline yet.
-            if responseHeadDueAt != 0 {
-                if now >= responseHeadDueAt {
+            if x.pointee.responseHeadDueAt != 0 {
+                if now >= x.pointee.responseHeadDueAt {
                     timerPurpose = .none
                     return upstreamFailed(status: 504, reason: "Gateway Timeout: backend \(backendID) did not send a response head within \(timeouts.upstreamMs) ms")
                 }
-                next = min(next, responseHeadDueAt - now)
+                next = min(next, x.pointee.responseHeadDueAt - now)
             }
         } else {
             // A client slow to read its response is not the backend's silence.
-            if client.isCongested { lastUpstreamActivity = now }
-            let silent = now &- lastUpstreamActivity
-            if silent >= responseIdleLimitMs {
+            if client.isCongested { x.pointee.lastUpstreamActivity = now }
+            let silent = now &- x.pointee.lastUpstreamActivity
+            if silent >= x.pointee.responseIdleLimitMs {
                 timerPurpose = .none
                 return abort()  // the response has begun: all the client can be told is a cut
             }
-            next = min(next, responseIdleLimitMs - silent)
+            next = min(next, x.pointee.responseIdleLimitMs - silent)
         }
         setDeadline(in: max(next == .max ? UInt64(timeouts.upstreamMs) : next, 1))
     }
@@ -1236,7 +1194,8 @@ final class ClientConnection {
     /// on; its response says `Connection: close`. A tunnel (WebSocket) carries on too, like a
     /// request in flight: it ends when either side closes it or when `shutdown_grace_ms` is over.
     func closeIfIdle() {
-        guard phase == .head, requestHeadBytes.bytes.isEmpty, pending.isEmpty, !client.hasPendingInputOrEOF else { return }
+        guard phase == .head, !hasState || (x.pointee.requestHeadBytes.bytes.isEmpty && x.pointee.pending.isEmpty),
+              !client.hasPendingInputOrEOF else { return }
         closeGracefully()
     }
 }

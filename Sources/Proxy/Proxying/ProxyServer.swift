@@ -24,6 +24,8 @@ public final class ProxyServer {
     private let poolSweeper: Timer
     /// This worker's `X-Request-Id` source.
     var requestIDs = RequestIDGenerator()
+    /// Spare per-exchange state for this worker's connections (idle connections hold none).
+    let exchangeStates = ExchangeStatePool()
     /// Open client connections of all workers together, against `limits.max_connections`.
     private let connectionCount: ConnectionCount
     /// The process's metrics, and this worker's slab of them (`WorkerStats`).

@@ -1,0 +1,166 @@
+/// What one exchange (a request and its response) needs while it runs: the heads and their
+/// buffers, the body framing, the upstream connection and pipes, the attempts made, and the
+/// accounting. Separate from the connection so that an idle keep-alive connection holds none of
+/// it: a connection takes an `ExchangeState` from its worker's `ExchangeStatePool` when the first
+/// byte of a request arrives and gives it back once the exchange is over and nothing is buffered.
+///
+/// The fields carry over from one exchange to the next (on one connection or another); each is
+/// set where an exchange needs it, so reuse costs only `clearForReuse`.
+///
+/// A struct behind an `UnsafeMutablePointer` the pool allocates, not a class: a connection reaches
+/// it through a pointer that changes between exchanges, and a class reference in a `var` (strong
+/// or `unowned(unsafe)`) made every access a retain/release pair and every struct field passed
+/// along a copy — 1,700 to 5,000 more instructions per request in callgrind. `pointee` is an
+/// addressor: fields are read and written in place, as if stored in the connection.
+/// Ownership: the connection that took it, or the pool. Threading: loop thread only.
+struct ExchangeState: ~Copyable {
+    /// Limits on a backend's response head (not configurable: a backend is trusted more than a client).
+    static let responseHeadLimits = HeadLimits(maxHeadBytes: 64 * 1024, maxTargetBytes: 64 * 1024, maxHeaderCount: 256)
+
+    /// What a connection's pointer holds while it has no state: never read or written (every use
+    /// is behind a check that the connection holds one); it spares the hot path an Optional.
+    nonisolated(unsafe) static let detached: UnsafeMutablePointer<ExchangeState> = {
+        let p = UnsafeMutablePointer<ExchangeState>.allocate(capacity: 1)
+        p.initialize(to: ExchangeState(headLimits: HeadLimits(maxHeadBytes: 0, maxTargetBytes: 0, maxHeaderCount: 0)))
+        return p
+    }()
+
+    init(headLimits: HeadLimits) {
+        requestHeadBytes = HeadAccumulator(limits: headLimits, isRequest: true)
+    }
+
+    var requestHeadBytes: HeadAccumulator
+    var request = RequestHead()
+    var requestBodyRemaining: UInt64 = 0
+    /// Decoded bytes of a chunked request body so far (for `max_body_bytes`).
+    var requestBodyBytes: UInt64 = 0
+    /// What to forward as the request target (origin-form).
+    var forwardTarget: Range<Int>? = nil
+    var requestDecoder = ChunkedDecoder()
+    /// The whole request (head and body) has been read from the client.
+    var requestComplete = false
+    /// Client bytes received but not processed yet: body bytes waiting for the upstream connect,
+    /// or the next pipelined requests.
+    var pending: [UInt8] = []
+    /// The route and upstream chosen for the current request, and the backend within it.
+    var route: Router.Route?
+    var backendIndex = -1
+    /// The request asks for a protocol switch the proxy tunnels (WebSocket, …).
+    var wantsUpgrade = false
+    var upstream: UpstreamConnection?
+    /// Backends tried for this request, and connections tried in all (`limits.max_upstream_attempts`).
+    var triedBackends = AttemptSet()
+    var upstreamAttempts = 0
+    var upstreamWasReused = false
+    var hasRetried = false
+    /// The upstream connection is ready for the request (connected, head written).
+    var upstreamReady = false
+    var requestPipe: Pipe?
+    var responsePipe: Pipe?
+    var responseHeadBytes = HeadAccumulator(limits: ExchangeState.responseHeadLimits, isRequest: false)
+    var response = ResponseHead()
+    var responseStarted = false
+    /// Some of this exchange's response already went to the client (not just into `out`).
+    var responseBytesWritten = false
+    var responseBodyRemaining: UInt64 = 0
+    var responseDecoder = ChunkedDecoder()
+    var responseFraming = BodyFraming.none
+    var clientFraming = HeaderRewriter.OutgoingFraming.none
+    var closeAfterResponse = false
+    /// The upstream broke framing rules (extra bytes, …): never pool it.
+    var upstreamReusable = true
+    var rewriter = HeaderRewriter()
+    /// The current request's `X-Request-Id` (capacity reused between requests).
+    var requestID: [UInt8] = []
+    /// Scratch output buffer, flushed within the callback that filled it.
+    var out = ByteBuffer(capacity: 512)
+    /// An exchange began (or a request was refused) and has not been counted yet.
+    var exchangeOpen = false
+    /// The current request's head was parsed: its method, target and fields can be logged.
+    var requestParsed = false
+    /// `uv_hrtime` when the request's first byte arrived, when its backend was picked, and when
+    /// the response head arrived (0: none yet).
+    var requestStartNs: UInt64 = 0
+    var upstreamStartNs: UInt64 = 0
+    var upstreamHeadNs: UInt64 = 0
+    /// The status the client got for this exchange; 0 while none (counted as 499 if it ends so).
+    var responseStatus: UInt16 = 0
+    /// The backend (index in the route's upstream) that took the request last, -1 for none.
+    var servedBy = -1
+    /// `client.bytesWritten` when the request began, and the traffic already added to the metrics.
+    var bytesSentAtStart: UInt64 = 0
+    var lastUpstreamActivity: UInt64 = 0
+    /// When the response head is due (loop milliseconds): `upstream_ms` after the request was
+    /// sent in full, not moved by interim responses. 0 while the request is still being sent.
+    var responseHeadDueAt: UInt64 = 0
+    /// The longest silence allowed between response body bytes (`response_idle_ms`, or
+    /// `event_stream_idle_ms` for Server-Sent Events), chosen when the response head arrives.
+    var responseIdleLimitMs: UInt64 = 0
+    /// Interim responses relayed for this request (`limits.max_interim_responses`).
+    var interimResponses = 0
+    var lastConnectFailure: String?
+    /// How each backend tried for this request failed, for the HTML error page (failures only).
+    var attempts: [ErrorPage.Attempt] = []
+
+    /// Scratch capacity kept across exchanges; beyond it a buffer is released.
+    static let retainedScratchBytes = 8 * 1024
+
+    /// Leaves nothing of the last exchange that the next one (on another connection) could see:
+    /// a connection torn down mid-head or mid-exchange gives its state back as it was.
+    mutating func clearForReuse() {
+        requestHeadBytes.reset()
+        pending.removeAll(keepingCapacity: true)
+        exchangeOpen = false
+        responseStarted = false
+        route = nil  // it holds its configuration generation alive otherwise
+        trimScratch()
+    }
+
+    /// Lets go of buffers that grew large (chunked re-framing, a long pipelined burst), so a
+    /// pooled state costs a few KiB, not 64.
+    mutating func trimScratch() {
+        out.removeAll(retainedCapacity: Self.retainedScratchBytes)
+        if pending.isEmpty && pending.capacity > Self.retainedScratchBytes { pending = [] }
+    }
+}
+
+/// A worker's spare `ExchangeState`s. Taking one costs an array pop, not a dozen allocations,
+/// and idle connections hold none: the pool only needs as many as exchanges run at once.
+/// Bounded (`capacity`); beyond it a returned state is freed. Frees its spares when it goes (a
+/// state taken must be given back before: connections are closed before their server).
+/// Threading: its worker's loop only.
+final class ExchangeStatePool {
+    private var spare: [UnsafeMutablePointer<ExchangeState>] = []
+    /// Most spare states kept: enough for the swings in concurrency a loaded worker sees between
+    /// two bursts, small enough (~2 KiB each with their buffers) to be no memory concern.
+    let capacity: Int
+
+    init(capacity: Int = 256) { self.capacity = capacity }
+
+    deinit {
+        for state in spare { free(state) }
+    }
+
+    var count: Int { spare.count }
+
+    func take(headLimits: HeadLimits) -> UnsafeMutablePointer<ExchangeState> {
+        if let state = spare.popLast() {
+            state.pointee.requestHeadBytes.limits = headLimits
+            return state
+        }
+        let state = UnsafeMutablePointer<ExchangeState>.allocate(capacity: 1)
+        state.initialize(to: ExchangeState(headLimits: headLimits))
+        return state
+    }
+
+    func recycle(_ state: UnsafeMutablePointer<ExchangeState>) {
+        guard spare.count < capacity else { return free(state) }
+        state.pointee.clearForReuse()
+        spare.append(state)
+    }
+
+    private func free(_ state: UnsafeMutablePointer<ExchangeState>) {
+        state.deinitialize(count: 1)
+        state.deallocate()
+    }
+}
