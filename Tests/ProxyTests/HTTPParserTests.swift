@@ -644,6 +644,25 @@ struct HTTPHeadAccumulatorTests {
 // MARK: - Responses
 
 struct HTTPResponseParsingTests {
+    /// What the parser records so that no one searches the fields again per exchange (the
+    /// event-stream deadline, the backend's keep-alive timeout, whether `Connection` lists fields
+    /// the rewriter must drop).
+    @Test func recordsTheFieldsTheProxyConsultsPerExchange() throws {
+        let sse = try parseResponse("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\ncontent-type: Text/Event-Stream; charset=utf-8\r\nConnection: keep-alive\r\n\r\n")
+        #expect(sse.isEventStream)
+        #expect(sse.keepAliveField == 0)
+        #expect(!sse.connectionNamesOthers)
+        let plain = try parseResponse("HTTP/1.1 200 OK\r\nContent-Type: text/event\r\nConnection: close, X-Hop\r\nContent-Length: 0\r\n\r\n")
+        #expect(!plain.isEventStream)
+        #expect(plain.keepAliveField == nil)
+        #expect(plain.connectionNamesOthers)
+        let request = try parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: Upgrade, keep-alive\r\n\r\n")
+        #expect(request.hasContentLengthField && request.framing == .none)
+        #expect(!request.connectionNamesOthers)
+        let other = try parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: x-debug\r\n\r\n")
+        #expect(!other.hasContentLengthField && other.connectionNamesOthers)
+    }
+
     @Test func parsesAResponseWithContentLength() throws {
         let head = try parseResponse("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n")
         #expect(head.status == 200)

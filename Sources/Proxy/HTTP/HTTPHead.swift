@@ -87,6 +87,12 @@ public struct RequestHead: Sendable {
     public var requestIDField: Int?
     /// A `Via` field is present (the proxy looks for its own name there: a forwarding loop).
     public var hasVia = false
+    /// A `Content-Length` field is present (even `0`, which `framing` reports as `.none`).
+    public var hasContentLengthField = false
+    /// A `Connection` field names fields other than `close`, `keep-alive` and `upgrade` (which
+    /// are hop-by-hop anyway): only then must the rewriter collect its tokens. True unless the
+    /// parser said otherwise.
+    public var connectionNamesOthers = true
 
     public init(bytes: [UInt8] = [], method: Range<Int> = 0..<0, target: Range<Int> = 0..<0,
                 versionMinor: UInt8 = 1, fields: [HeaderField] = [], framing: BodyFraming = .none,
@@ -138,13 +144,13 @@ public struct ResponseHead: Sendable {
     /// 1xx informational (100 Continue, 103 Early Hints); 101 is a protocol switch, not interim.
     @inlinable public var isInterim: Bool { status >= 100 && status < 200 && status != 101 }
 
-    /// `Content-Type: text/event-stream` (Server-Sent Events: long silences are normal).
-    public var isEventStream: Bool {
-        guard let i = fieldIndex("content-type") else { return false }
-        let value = fields[i].value
-        let type = value.lowerBound..<min(value.lowerBound + 17, value.upperBound)
-        return type.count == 17 && bytes.equalsIgnoringCase(type, "text/event-stream")
-    }
+    /// `Content-Type: text/event-stream` (Server-Sent Events: long silences are normal). Set by
+    /// the parser.
+    public var isEventStream = false
+    /// Index into `fields` of the (last) `Keep-Alive` field, if any. Set by the parser.
+    public var keepAliveField: Int?
+    /// As `RequestHead.connectionNamesOthers`.
+    public var connectionNamesOthers = true
 }
 
 // MARK: - Byte helpers shared by the parser and the header rewriter

@@ -72,6 +72,8 @@ public enum HeadParser {
         head.connectionUpgrade = summary.connectionUpgrade
         head.requestIDField = summary.requestIDField
         head.hasVia = summary.hasVia
+        head.hasContentLengthField = summary.contentLength != nil
+        head.connectionNamesOthers = summary.connectionNamesOthers
     }
 
     // MARK: Responses
@@ -128,6 +130,9 @@ public enum HeadParser {
 
         let reusable = http11 ? !summary.connectionClose : (summary.connectionKeepAlive && !summary.connectionClose)
         head.keepAlive = reusable && head.framing != .untilClose
+        head.isEventStream = summary.isEventStream
+        head.keepAliveField = summary.keepAliveField
+        head.connectionNamesOthers = summary.connectionNamesOthers
     }
 
     /// Runs `body` with a scanner over `bytes` and the byte-class table, both borrowed for the call.
@@ -227,6 +232,12 @@ struct FieldSummary {
     var expectsContinue = false
     var requestIDField: Int?
     var hasVia = false
+    /// `Content-Type` begins with `text/event-stream` (the last such field decides).
+    var isEventStream = false
+    /// Index of the (last) `Keep-Alive` field, if any.
+    var keepAliveField: Int?
+    /// A `Connection` field names something other than `close`, `keep-alive` and `upgrade`.
+    var connectionNamesOthers = false
 }
 
 /// A cursor over a complete head (one that ends with LF). Every error it throws carries
@@ -451,6 +462,11 @@ struct HeadScanner {
             summary.requestIDField = index
         case 3 where equalsLower(name, "via"):
             summary.hasVia = true
+        case 12 where equalsLower(name, "content-type"):
+            // Recorded here so that no one searches the fields for it again per response.
+            summary.isEventStream = value.count >= 17 && equalsLower(value.lowerBound..<(value.lowerBound + 17), "text/event-stream")
+        case 10 where equalsLower(name, "keep-alive"):
+            summary.keepAliveField = index
         case 6 where equalsLower(name, "expect"):
             if equalsLower(value, "100-continue") { summary.expectsContinue = true }
         case 10 where equalsLower(name, "connection"):
@@ -458,6 +474,7 @@ struct HeadScanner {
                 if equalsLower(element, "close") { summary.connectionClose = true }
                 else if equalsLower(element, "keep-alive") { summary.connectionKeepAlive = true }
                 else if equalsLower(element, "upgrade") { summary.connectionUpgrade = true }
+                else if !element.isEmpty { summary.connectionNamesOthers = true }
             }
         case 14 where equalsLower(name, "content-length"):
             try contentLength(value, summary: &summary)

@@ -64,6 +64,9 @@ public enum RequestTarget {
     /// all of which (`x@host`, `a,b`, `a/b`) a backend or a log could read differently from the
     /// router. Errors carry status 400.
     public static func checkHost(_ b: [UInt8], _ value: Range<Int>, in what: StaticString = "Host") throws(HTTPParseError) {
+        // Almost every Host is a plain name or IPv4 address with an optional port: accepted in one
+        // pass here. Anything else — IPv6, or an error to explain — takes the careful path below.
+        if isPlainHost(b, value) { return }
         func fail(_ problem: String) -> HTTPParseError {
             HTTPParseError(status: 400, reason: "invalid \(what): \(problem)")
         }
@@ -106,6 +109,44 @@ public enum RequestTarget {
     }
 
     /// What is wrong with a host that stops at `c`.
+    /// `reg-name [":" port]` with no empty label and a port of 1 to 5 digits, at most 65535.
+    /// False for everything else (which `checkHost` then examines in full).
+    private static func isPlainHost(_ b: [UInt8], _ value: Range<Int>) -> Bool {
+        guard value.lowerBound >= 0, value.upperBound <= b.count, !value.isEmpty else { return false }
+        return b.withUnsafeBufferPointer { buf -> Bool in
+            let p = buf.baseAddress!
+            var i = value.lowerBound
+            let end = value.upperBound
+            var previous = UInt8(ascii: ".")  // so a leading dot is an empty label
+            while i < end {
+                let c = p[i]
+                if c == UInt8(ascii: ".") {
+                    if previous == UInt8(ascii: ".") { return false }
+                } else if c == UInt8(ascii: ":") {
+                    break
+                } else if (c | 0x20) &- UInt8(ascii: "a") >= 26 && c &- UInt8(ascii: "0") >= 10
+                            && c != UInt8(ascii: "-") && c != UInt8(ascii: "_") && c != UInt8(ascii: "~") {
+                    return false
+                }
+                previous = c
+                i &+= 1
+            }
+            if i == value.lowerBound { return false }  // no host before the port
+            if i == end { return true }
+            i &+= 1  // the colon
+            let digits = end &- i
+            guard digits >= 1 && digits <= 5 else { return false }
+            var port = 0
+            while i < end {
+                let d = p[i] &- UInt8(ascii: "0")
+                if d >= 10 { return false }
+                port = port &* 10 &+ Int(d)
+                i &+= 1
+            }
+            return port <= 65535
+        }
+    }
+
     private static func hostProblem(_ c: UInt8) -> String {
         switch c {
         case UInt8(ascii: "@"): "userinfo (\"user@\") is not allowed"

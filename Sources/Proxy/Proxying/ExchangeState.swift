@@ -17,14 +17,6 @@ struct ExchangeState: ~Copyable {
     /// Limits on a backend's response head (not configurable: a backend is trusted more than a client).
     static let responseHeadLimits = HeadLimits(maxHeadBytes: 64 * 1024, maxTargetBytes: 64 * 1024, maxHeaderCount: 256)
 
-    /// What a connection's pointer holds while it has no state: never read or written (every use
-    /// is behind a check that the connection holds one); it spares the hot path an Optional.
-    nonisolated(unsafe) static let detached: UnsafeMutablePointer<ExchangeState> = {
-        let p = UnsafeMutablePointer<ExchangeState>.allocate(capacity: 1)
-        p.initialize(to: ExchangeState(headLimits: HeadLimits(maxHeadBytes: 0, maxTargetBytes: 0, maxHeaderCount: 0)))
-        return p
-    }()
-
     init(headLimits: HeadLimits) {
         requestHeadBytes = HeadAccumulator(limits: headLimits, isRequest: true)
     }
@@ -135,10 +127,19 @@ final class ExchangeStatePool {
     /// two bursts, small enough (~2 KiB each with their buffers) to be no memory concern.
     let capacity: Int
 
-    init(capacity: Int = 256) { self.capacity = capacity }
+    /// What a connection's pointer holds while it has no state: never read or written (every use
+    /// is behind a check that the connection holds one); it spares the hot path an Optional.
+    let detached: UnsafeMutablePointer<ExchangeState>
+
+    init(capacity: Int = 256) {
+        self.capacity = capacity
+        detached = .allocate(capacity: 1)
+        detached.initialize(to: ExchangeState(headLimits: HeadLimits(maxHeadBytes: 0, maxTargetBytes: 0, maxHeaderCount: 0)))
+    }
 
     deinit {
         for state in spare { free(state) }
+        free(detached)
     }
 
     var count: Int { spare.count }
@@ -153,9 +154,16 @@ final class ExchangeStatePool {
         return state
     }
 
-    func recycle(_ state: UnsafeMutablePointer<ExchangeState>) {
+    /// Takes a state back. `idle`: the connection finished its exchange normally and emptied it
+    /// already (head reset, nothing pending, scratch trimmed); otherwise it is cleared here.
+    func recycle(_ state: UnsafeMutablePointer<ExchangeState>, idle: Bool) {
         guard spare.count < capacity else { return free(state) }
-        state.pointee.clearForReuse()
+        if idle {
+            state.pointee.requestHeadBytes.reset()  // leading empty lines may have been counted
+            state.pointee.route = nil  // it holds its configuration generation alive otherwise
+        } else {
+            state.pointee.clearForReuse()
+        }
         spare.append(state)
     }
 

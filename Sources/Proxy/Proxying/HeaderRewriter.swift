@@ -42,7 +42,7 @@ public struct HeaderRewriter {
     /// and a by-value argument from one is copied (a retain and release of each of its arrays);
     /// it is not modified. The same holds for `writeClientResponse`.
     public mutating func writeUpstreamRequest(_ head: inout RequestHead, framing: OutgoingFraming,
-                                              peerIP: [UInt8], defaultHost: [UInt8] = [], target: Range<Int>? = nil,
+                                              peerIP: [UInt8], peerIsIPv6: Bool? = nil, defaultHost: [UInt8] = [], target: Range<Int>? = nil,
                                               hostOverride: [UInt8]? = nil, forwardedPrefix: [UInt8] = [],
                                               upgrade: Bool = false, requestID: [UInt8] = [], into out: inout ByteBuffer) {
         let b = head.bytes
@@ -61,7 +61,7 @@ public struct HeaderRewriter {
             out.append(contentsOf: defaultHost)
             out.append("\r\n")
         }
-        collectConnectionTokens(b, head.fields)
+        collectConnectionTokens(b, head.fields, namesOthers: head.connectionNamesOthers)
         var sawForwardedFor = false
         var sentTrailers = false
         for field in head.fields {
@@ -111,7 +111,7 @@ public struct HeaderRewriter {
             out.append("\r\n")
         }
         // RFC 7239 §4: an IPv6 node and a host with a port are quoted strings.
-        let ipv6 = peerIP.contains(UInt8(ascii: ":"))
+        let ipv6 = peerIsIPv6 ?? peerIP.contains(UInt8(ascii: ":"))
         out.append(ipv6 ? "Forwarded: for=\"[" : "Forwarded: for=")
         out.append(contentsOf: peerIP)
         out.append(ipv6 ? "]\";proto=http" : ";proto=http")
@@ -163,7 +163,7 @@ public struct HeaderRewriter {
     public mutating func writeSwitchingProtocols(_ head: ResponseHead, into out: inout ByteBuffer) {
         let b = head.bytes
         writeStatusLine(head, into: &out)
-        collectConnectionTokens(b, head.fields)
+        collectConnectionTokens(b, head.fields, namesOthers: head.connectionNamesOthers)
         for field in head.fields {
             let name = field.name
             if name.count == 7 && b.equalsIgnoringCase(name, "upgrade") { appendField(b, field, into: &out); continue }
@@ -184,7 +184,7 @@ public struct HeaderRewriter {
                                              into out: inout ByteBuffer) {
         let b = head.bytes
         writeStatusLine(head, into: &out)
-        collectConnectionTokens(b, head.fields)
+        collectConnectionTokens(b, head.fields, namesOthers: head.connectionNamesOthers)
         for field in head.fields {
             let name = field.name
             if isHopByHop(b, name) || isConnectionNamed(b, name) { continue }
@@ -212,7 +212,7 @@ public struct HeaderRewriter {
     public mutating func writeInterimResponse(_ head: ResponseHead, into out: inout ByteBuffer) {
         let b = head.bytes
         writeStatusLine(head, into: &out)
-        collectConnectionTokens(b, head.fields)
+        collectConnectionTokens(b, head.fields, namesOthers: head.connectionNamesOthers)
         for field in head.fields {
             if isHopByHop(b, field.name) || isFramingField(b, field.name) || isConnectionNamed(b, field.name) { continue }
             appendField(b, field, into: &out)
@@ -256,8 +256,11 @@ public struct HeaderRewriter {
         out.append("\r\n")
     }
 
-    private mutating func collectConnectionTokens(_ b: [UInt8], _ fields: [HeaderField]) {
+    /// The field names `Connection` lists. Skipped (none collected) when the parser found it
+    /// names nothing beyond what `isHopByHop` drops anyway: the common case costs no field scan.
+    private mutating func collectConnectionTokens(_ b: [UInt8], _ fields: [HeaderField], namesOthers: Bool) {
         connectionTokens.removeAll(keepingCapacity: true)
+        guard namesOthers else { return }
         for field in fields where b.equalsIgnoringCase(field.name, "connection") {
             forEachToken(b, field.value) { connectionTokens.append($0) }
         }
