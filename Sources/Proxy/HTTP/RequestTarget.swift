@@ -120,13 +120,15 @@ public enum RequestTarget {
             var previous = UInt8(ascii: ".")  // so a leading dot is an empty label
             while i < end {
                 let c = p[i]
-                if c == UInt8(ascii: ".") {
-                    if previous == UInt8(ascii: ".") { return false }
-                } else if c == UInt8(ascii: ":") {
-                    break
-                } else if (c | 0x20) &- UInt8(ascii: "a") >= 26 && c &- UInt8(ascii: "0") >= 10
-                            && c != UInt8(ascii: "-") && c != UInt8(ascii: "_") && c != UInt8(ascii: "~") {
-                    return false
+                // Digits and letters first: nearly every byte is one.
+                if c &- UInt8(ascii: "0") >= 10 && (c | 0x20) &- UInt8(ascii: "a") >= 26 {
+                    if c == UInt8(ascii: ".") {
+                        if previous == UInt8(ascii: ".") { return false }
+                    } else if c == UInt8(ascii: ":") {
+                        break
+                    } else if c != UInt8(ascii: "-") && c != UInt8(ascii: "_") && c != UInt8(ascii: "~") {
+                        return false
+                    }
                 }
                 previous = c
                 i &+= 1

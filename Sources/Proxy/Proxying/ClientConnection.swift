@@ -56,7 +56,6 @@ final class ClientConnection {
     private var tunnel: Tunnel?
 
     /// The request may go again on another connection: nothing in it can have taken effect twice.
-    private var canRetry: Bool { x.pointee.request.isIdempotent && x.pointee.request.framing == .none }
 
     // Response side.
     private var clientSentEOF = false
@@ -238,7 +237,7 @@ final class ClientConnection {
                 }
                 beginExchange(bodyStart: &input)
             case .exchange:
-                if !x.pointee.requestComplete && x.pointee.upstreamReady {
+                if !x.pointee.machine.requestComplete && x.pointee.upstreamReady {
                     let consumed = relayRequestBody(input)
                     input = UnsafeRawBufferPointer(rebasing: input[consumed...])
                     if phase != .exchange { return }
@@ -270,7 +269,7 @@ final class ClientConnection {
             // A half-close still wants its answers (and those of requests pipelined before it);
             // `finishExchange` closes once nothing is left. Only a body that can no longer
             // complete ends the exchange now (all received bytes were relayed already).
-            if x.pointee.upstreamReady && !x.pointee.requestComplete { abort() }
+            if x.pointee.upstreamReady && !x.pointee.machine.requestComplete { abort() }
         case .closing:
             if shutdownDone { teardown() }
         case .tunnel, .closed:
@@ -286,15 +285,14 @@ final class ClientConnection {
         phase = .exchange
         disarm()
         beginAccounting(parsed: true)
-        switch x.pointee.request.framing {
-        case .contentLength(let n):
-            x.pointee.requestBodyRemaining = n
-            x.pointee.requestComplete = n == 0
-        case .chunked:
-            x.pointee.requestDecoder.reset()
-            x.pointee.requestComplete = false
-        case .none, .untilClose:
-            x.pointee.requestComplete = true
+        let framing = x.pointee.request.framing
+        x.pointee.machine.begin(framing: framing, isIdempotent: x.pointee.request.isIdempotent,
+                                wantsUpgrade: x.pointee.request.connectionUpgrade && !server.isDraining
+                                    && x.pointee.rewriter.isTunnelableUpgrade(x.pointee.request))
+        switch framing {
+        case .contentLength(let n): x.pointee.requestBodyRemaining = n
+        case .chunked: x.pointee.requestDecoder.reset()
+        case .none, .untilClose: break
         }
         x.pointee.requestBodyBytes = 0
         if let i = x.pointee.request.requestIDField, RequestIDGenerator.isWellFormed(x.pointee.request.bytes, x.pointee.request.fields[i].value) {
@@ -309,15 +307,14 @@ final class ClientConnection {
         guard admit() else { return }
 
         // Answered by the proxy itself? A body sent with such a request is not read: close then.
-        let localKeepAlive = x.pointee.request.keepAlive && x.pointee.requestComplete && !server.isDraining
+        let localKeepAlive = x.pointee.machine.keepAliveAfterLocalAnswer(clientKeepAlive: x.pointee.request.keepAlive,
+                                                                         draining: server.isDraining)
         x.pointee.out.removeAll()
         let localStatus = server.answerLocally(&x.pointee.request, via: self, keepAlive: localKeepAlive, requestID: x.pointee.requestID, into: &x.pointee.out)
         if localStatus != 0 {
-            let keepAlive = localKeepAlive
             x.pointee.responseStatus = localStatus
             flushToClient()
-            x.pointee.responseStarted = true
-            x.pointee.closeAfterResponse = !keepAlive
+            x.pointee.machine.answeredLocally(keepAlive: localKeepAlive)
             finishExchange()
             return
         }
@@ -347,13 +344,7 @@ final class ClientConnection {
         if settings.router.forwardNormalized || (matched.stripLength > 0 && normal.rewritten) { target = normal.target }
         if matched.stripLength > 0 { target = (target.lowerBound + matched.stripLength)..<target.upperBound }
         x.pointee.forwardTarget = target
-        // Only a request without a body may switch protocols: a 101 arriving mid-body would
-        // leave the rest of the body to be read as the new protocol.
-        x.pointee.wantsUpgrade = x.pointee.request.connectionUpgrade && x.pointee.request.framing == .none && !server.isDraining
-            && x.pointee.rewriter.isTunnelableUpgrade(x.pointee.request)
         x.pointee.triedBackends.removeAll()
-        x.pointee.upstreamAttempts = 0
-        x.pointee.hasRetried = false
         x.pointee.attempts.removeAll()
         x.pointee.lastConnectFailure = nil
         connectUpstream()
@@ -414,37 +405,35 @@ final class ClientConnection {
     private func connectUpstream() {
         let group = currentUpstream
         while true {
-            let maxAttempts = settings.config.limits.maxUpstreamAttempts
-            guard x.pointee.upstreamAttempts < maxAttempts else {
-                return failExchange(status: 502, reason: (x.pointee.lastConnectFailure ?? "Bad Gateway: no backend could be reached")
-                                    + " (gave up after \(x.pointee.upstreamAttempts) attempts: limits.max_upstream_attempts)")
+            guard x.pointee.machine.mayAttempt(maxAttempts: settings.config.limits.maxUpstreamAttempts) else {
+                return failExchange(status: ExchangeMachine.GiveUp.attemptsExhausted.status,
+                                    reason: (x.pointee.lastConnectFailure ?? "Bad Gateway: no backend could be reached")
+                                    + " (gave up after \(x.pointee.machine.attempts) attempts: limits.max_upstream_attempts)")
             }
             guard let index = group.balancer.pick(from: group.backends, excluding: x.pointee.triedBackends) else {
-                let anyHealthy = RoundRobinBalancer.anyHealthy(group.backends)
-                if anyHealthy || !x.pointee.triedBackends.isEmpty {
-                    return failExchange(status: 502, reason: x.pointee.lastConnectFailure ?? "Bad Gateway: no backend could be reached")
+                let giveUp = x.pointee.machine.noBackend(anyHealthy: RoundRobinBalancer.anyHealthy(group.backends),
+                                                         triedAny: !x.pointee.triedBackends.isEmpty)
+                if giveUp == .noHealthyBackend {
+                    return failExchange(status: giveUp.status, reason: "Service Unavailable: no healthy backend in upstream \(group.name)")
                 }
-                return failExchange(status: 503, reason: "Service Unavailable: no healthy backend in upstream \(group.name)")
+                return failExchange(status: giveUp.status, reason: x.pointee.lastConnectFailure ?? "Bad Gateway: no backend could be reached")
             }
             x.pointee.triedBackends.insert(index)
-            x.pointee.upstreamAttempts += 1
+            let choice = x.pointee.machine.attemptStarted()
             x.pointee.backendIndex = index
             x.pointee.servedBy = index
             x.pointee.upstreamStartNs = Platform.monotonicNanos()
             let backend = group.backends[index]
             backend.activeRequests += 1
 
-            // The retry after a dead pooled connection goes out on a fresh one (DESIGN §4): a backend
-            // that closed one idle connection has likely closed its siblings too.
-            if !x.pointee.hasRetried, let pooled = backend.pool.take(now: server.loop.now, checkSocket: !canRetry) {
-                x.pointee.upstreamWasReused = true
-                attach(pooled)
+            if case .pooledOrNew(let checkWholeSocket) = choice,
+               let pooled = backend.pool.take(now: server.loop.now, checkSocket: checkWholeSocket) {
+                attach(pooled, pooled: true)
                 upstreamConnected()
                 return
             }
-            x.pointee.upstreamWasReused = false
             let conn = UpstreamConnection(backend: backend, loop: server.loop)
-            attach(conn)
+            attach(conn, pooled: false)
             do {
                 // Strong captures (a weak one would give both objects a side table: slower ARC on
                 // every request after): the closure is dropped when it runs or the stream closes.
@@ -453,8 +442,11 @@ final class ClientConnection {
                     if status == 0 { self.upstreamConnected() } else { self.connectFailed(UVError(status)) }
                 }
             } catch {
-                if let problem = error.localResourceProblem { return localResourceFailure(problem) }
-                noteConnectFailure(error)
+                let problem = error.localResourceProblem
+                switch x.pointee.machine.connectFailed(isLocalResourceProblem: problem != nil) {
+                case .localResourceExhausted: return localResourceFailure(problem!)
+                case .tryNextBackend: noteConnectFailure(error)
+                }
                 continue
             }
             arm(.connect, ms: settings.config.timeouts.connectMs)
@@ -465,10 +457,14 @@ final class ClientConnection {
 
     /// A connect failed after `uv_tcp_connect` accepted it (refused, timed out): try the next backend.
     private func connectFailed(_ error: UVError) {
-        if let problem = error.localResourceProblem { return localResourceFailure(problem) }
-        noteConnectFailure(error)
-        // Nothing was sent: any method may go to the next backend.
-        connectUpstream()
+        let problem = error.localResourceProblem
+        switch x.pointee.machine.connectFailed(isLocalResourceProblem: problem != nil) {
+        case .localResourceExhausted:
+            localResourceFailure(problem!)
+        case .tryNextBackend:
+            noteConnectFailure(error)
+            connectUpstream()
+        }
     }
 
     /// The proxy itself is out of a resource (descriptors, ports, memory): no backend is to
@@ -487,13 +483,11 @@ final class ClientConnection {
         releaseUpstream(reusable: false)
     }
 
-    private func attach(_ conn: UpstreamConnection) {
+    private func attach(_ conn: UpstreamConnection, pooled: Bool) {
         x.pointee.upstream = conn
         conn.owner = self
         x.pointee.upstreamReady = false
-        x.pointee.upstreamReusable = true
-        x.pointee.responseStarted = false
-        x.pointee.responseBytesWritten = false
+        x.pointee.machine.upstreamAttached(pooled: pooled)
         x.pointee.responseHeadBytes.reset()
     }
 
@@ -505,10 +499,10 @@ final class ClientConnection {
         x.pointee.requestPipe = Pipe(from: client, to: conn.stream)
         x.pointee.responsePipe = Pipe(from: conn.stream, to: client)
         x.pointee.lastUpstreamActivity = server.loop.now
-        x.pointee.interimResponses = 0
+        x.pointee.machine.upstreamConnected()
         let t = timeouts
-        x.pointee.responseHeadDueAt = x.pointee.requestComplete ? server.loop.now + UInt64(t.upstreamMs) : 0
-        arm(.upstream, ms: x.pointee.requestComplete ? t.upstreamMs : min(t.upstreamMs, t.clientBodyMs))
+        x.pointee.responseHeadDueAt = x.pointee.machine.requestComplete ? server.loop.now + UInt64(t.upstreamMs) : 0
+        arm(.upstream, ms: x.pointee.machine.requestComplete ? t.upstreamMs : min(t.upstreamMs, t.clientBodyMs))
 
         x.pointee.out.removeAll()
         let framing: HeaderRewriter.OutgoingFraming
@@ -523,9 +517,9 @@ final class ClientConnection {
         x.pointee.rewriter.writeUpstreamRequest(&x.pointee.request, framing: framing, peerIP: peerIP, peerIsIPv6: peerIsIPv6,
                                       defaultHost: currentBackend.authorityBytes, target: x.pointee.forwardTarget,
                                       hostOverride: hostOverride, forwardedPrefix: x.pointee.route?.forwardedPrefix ?? [],
-                                      upgrade: x.pointee.wantsUpgrade, requestID: x.pointee.requestID, into: &x.pointee.out)
+                                      upgrade: x.pointee.machine.wantsUpgrade, requestID: x.pointee.requestID, into: &x.pointee.out)
 
-        if x.pointee.pending.isEmpty || x.pointee.requestComplete {
+        if x.pointee.pending.isEmpty || x.pointee.machine.requestComplete {
             flushToUpstream()
             return
         }
@@ -538,7 +532,7 @@ final class ClientConnection {
         }
         guard phase == .exchange else { return }  // the exchange ended meanwhile
         if !x.pointee.out.isEmpty { flushToUpstream() }
-        if clientSentEOF && !x.pointee.requestComplete { abort() }  // body cut short
+        if clientSentEOF && !x.pointee.machine.requestComplete { abort() }  // body cut short
     }
 
     // MARK: - Request body
@@ -568,7 +562,7 @@ final class ClientConnection {
                 }
             } catch {
                 // Part of the request may be upstream already: that connection is spoiled.
-                x.pointee.upstreamReusable = false
+                x.pointee.machine.upstreamSpoiled()
                 rejectRequest(error)
                 return input.count
             }
@@ -587,9 +581,9 @@ final class ClientConnection {
     }
 
     private func requestBodyDone() {
-        x.pointee.requestComplete = true
+        x.pointee.machine.requestBodyFinished()
         x.pointee.lastUpstreamActivity = server.loop.now
-        if !x.pointee.responseStarted { x.pointee.responseHeadDueAt = server.loop.now + UInt64(timeouts.upstreamMs) }
+        if !x.pointee.machine.responseStarted { x.pointee.responseHeadDueAt = server.loop.now + UInt64(timeouts.upstreamMs) }
     }
 
     /// The timeouts of the current exchange: its route's (asked for only once a route matched).
@@ -611,11 +605,11 @@ final class ClientConnection {
         let exchange = exchangesFinished
         var input = bytes
         while !input.isEmpty {
-            if x.pointee.responseStarted && x.pointee.responseFraming == .untilClose {
+            if x.pointee.machine.responseStarted && x.pointee.responseFraming == .untilClose {
                 relayResponseBody(input)
                 return
             }
-            if !x.pointee.responseStarted {
+            if !x.pointee.machine.responseStarted {
                 let consumed: Int
                 do { consumed = try x.pointee.responseHeadBytes.append(input) } catch {
                     return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a response head that cannot be read (\(error.reason))")
@@ -629,32 +623,37 @@ final class ClientConnection {
                     return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a malformed response (\(error.reason))")
                 }
                 if x.pointee.response.isInterim {
-                    x.pointee.interimResponses += 1
-                    if x.pointee.interimResponses > settings.config.limits.maxInterimResponses {
-                        return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent more than \(settings.config.limits.maxInterimResponses) interim (1xx) responses")
-                    }
-                    // 100 Continue / 103 Early Hints go to HTTP/1.1 clients; the final head follows.
-                    if x.pointee.request.versionMinor == 1 {
+                    let maxInterim = settings.config.limits.maxInterimResponses
+                    switch x.pointee.machine.interimResponse(maxInterim: maxInterim, clientVersionMinor: x.pointee.request.versionMinor) {
+                    case .refuse:
+                        return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent more than \(maxInterim) interim (1xx) responses")
+                    case .relay:
+                        // 100 Continue / 103 Early Hints; the final head follows.
                         x.pointee.rewriter.writeInterimResponse(x.pointee.response, into: &x.pointee.out)
                         flushToClient()
-                        x.pointee.responseBytesWritten = false  // interim: a final 502 may still follow
+                        x.pointee.machine.interimRelayed()
+                    case .drop:
+                        break
                     }
                     x.pointee.responseHeadBytes.reset()
                     continue
                 }
                 x.pointee.upstreamHeadNs = Platform.monotonicNanos()
                 x.pointee.responseStatus = x.pointee.response.status
-                if x.pointee.response.status == 101 {
-                    guard x.pointee.wantsUpgrade else {
-                        // Upgrade was not asked for (the proxy strips it then): a backend error.
-                        return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) switched protocols unasked")
-                    }
+                let framing = x.pointee.response.framing
+                let untilCloseForClient = x.pointee.request.versionMinor != 1 && (framing == .chunked || framing == .untilClose)
+                switch x.pointee.machine.finalResponseHead(status: x.pointee.response.status, clientKeepAlive: x.pointee.request.keepAlive,
+                                                           draining: server.isDraining, bodyUntilCloseForClient: untilCloseForClient) {
+                case .refuseUnaskedSwitch:
+                    return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) switched protocols unasked")
+                case .tunnel:
                     return beginTunnel(rest: input)
+                case .relay:
+                    startResponse()
                 }
-                startResponse()
                 if responseFinishedIfBodyless() {
                     // Bytes after a body-less response break framing: never reuse that connection.
-                    if !input.isEmpty { x.pointee.upstreamReusable = false }
+                    if !input.isEmpty { x.pointee.machine.upstreamSpoiled() }
                     return finishExchange()
                 }
                 continue
@@ -688,13 +687,11 @@ final class ClientConnection {
 
     /// The final response head arrived: decide the client-side framing and write the head.
     private func startResponse() {
-        x.pointee.responseStarted = true
         x.pointee.lastUpstreamActivity = server.loop.now
         x.pointee.responseIdleLimitMs = UInt64(x.pointee.response.isEventStream ? timeouts.eventStreamIdleMs : timeouts.responseIdleMs)
         // Only ever sooner: a nearer deadline (the client's body pauses) must keep its time.
         if timerPurpose == .upstream && server.loop.now + x.pointee.responseIdleLimitMs < deadline { setDeadline(in: x.pointee.responseIdleLimitMs) }
         x.pointee.responseFraming = x.pointee.response.framing
-        var keepAlive = x.pointee.request.keepAlive && !server.isDraining
         switch x.pointee.response.framing {
         case .none:
             x.pointee.clientFraming = .none
@@ -706,16 +703,14 @@ final class ClientConnection {
             if x.pointee.request.versionMinor == 1 {
                 x.pointee.clientFraming = .chunked
             } else {
-                // HTTP/1.0 clients never get chunked: the body is delimited by closing.
+                // HTTP/1.0 clients never get chunked: the body is delimited by closing (the
+                // machine closes the connection after it).
                 x.pointee.clientFraming = .untilClose
-                keepAlive = false
             }
         }
-        if !x.pointee.requestComplete { keepAlive = false }  // early response: finish it, then close
-        x.pointee.closeAfterResponse = !keepAlive
         x.pointee.out.removeAll()
         x.pointee.rewriter.writeClientResponse(&x.pointee.response, framing: x.pointee.clientFraming, clientVersionMinor: x.pointee.request.versionMinor,
-                                     closeAfter: x.pointee.closeAfterResponse, requestID: x.pointee.requestID, into: &x.pointee.out)
+                                     closeAfter: x.pointee.machine.closeAfterResponse, requestID: x.pointee.requestID, into: &x.pointee.out)
     }
 
     /// For a response without a body, flushes the head and reports completion.
@@ -742,7 +737,7 @@ final class ClientConnection {
             x.pointee.responseBodyRemaining -= UInt64(take)
             flushToClient(extra: UnsafeRawBufferPointer(rebasing: input[..<take]))
             if x.pointee.responseBodyRemaining == 0 {
-                if take < input.count { x.pointee.upstreamReusable = false }  // bytes beyond the declared length
+                if take < input.count { x.pointee.machine.upstreamSpoiled() }  // bytes beyond the declared length
                 finishExchange()
             }
             return take
@@ -761,14 +756,13 @@ final class ClientConnection {
                     }
                 }
             } catch {
-                if !x.pointee.responseBytesWritten {
+                switch x.pointee.machine.malformedResponseBody() {
+                case .answer:
                     // The head is still in `out` (it arrived in this same read): nothing reached
                     // the client, so it can still get a proper 502.
                     x.pointee.out.removeAll()
-                    x.pointee.responseStarted = false
                     upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a malformed chunked body (\(error.reason))")
-                } else {
-                    // Part of the response is out: all the client can be told is a cut connection.
+                case .cutClient:
                     abort()
                 }
                 return input.count
@@ -776,7 +770,7 @@ final class ClientConnection {
             if x.pointee.responseDecoder.isComplete {
                 if chunked { x.pointee.out.append("0\r\n\r\n") }
                 flushToClient()
-                if consumed < input.count { x.pointee.upstreamReusable = false }  // bytes beyond the last chunk
+                if consumed < input.count { x.pointee.machine.upstreamSpoiled() }  // bytes beyond the last chunk
                 finishExchange()
             } else {
                 flushToClient()
@@ -800,7 +794,7 @@ final class ClientConnection {
 
     private func flushToClient(extra: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
         if x.pointee.out.isEmpty && extra.isEmpty { return }
-        x.pointee.responseBytesWritten = true
+        x.pointee.machine.responseBytesSent()
         if x.pointee.responsePipe != nil {
             x.pointee.out.withUnsafeBytes { head in x.pointee.responsePipe!.send(head, extra) }
         } else {
@@ -813,24 +807,23 @@ final class ClientConnection {
     func upstreamEnded(_ code: Int32) {
         if let tunnel { return tunnel.upstreamEnded(code) }
         guard phase == .exchange else { return }
-        if x.pointee.responseStarted && x.pointee.responseFraming == .untilClose && code == UVError.eof {
+        switch x.pointee.machine.upstreamClosed(eof: code == UVError.eof, bodyUntilClose: x.pointee.responseFraming == .untilClose,
+                                                 sawResponseBytes: !x.pointee.responseHeadBytes.bytes.isEmpty) {
+        case .responseComplete:
             // The normal end of a close-delimited body.
             if x.pointee.clientFraming == .chunked {
                 x.pointee.out.append("0\r\n\r\n")
                 flushToClient()
             }
-            x.pointee.upstreamReusable = false
             return finishExchange()
-        }
-        if !x.pointee.responseStarted && x.pointee.responseHeadBytes.bytes.isEmpty && x.pointee.upstreamWasReused && !x.pointee.hasRetried
-            && x.pointee.request.isIdempotent && x.pointee.request.framing == .none {
-            // The keep-alive race: a pooled connection died before answering. Retry once, fresh.
-            x.pointee.hasRetried = true
+        case .retryOnNewConnection:
+            // The keep-alive race: a pooled connection died before answering.
             server.stats.add(WorkerStats.retries)
             releaseUpstream(reusable: false)
             x.pointee.triedBackends.removeAll()
-            x.pointee.upstreamAttempts -= 1  // the keep-alive race is not the backend's failure: not an attempt
             return connectUpstream()
+        case .failed:
+            break
         }
         let reason = code == UVError.eof
             ? "Bad Gateway: backend \(backendID) closed the connection before a complete response"
@@ -845,7 +838,7 @@ final class ClientConnection {
     func upstreamWriteFailed(_ code: Int32) {
         if let tunnel { return tunnel.upstreamEnded(code) }
         guard phase == .exchange else { return }
-        x.pointee.upstreamReusable = false
+        x.pointee.machine.upstreamSpoiled()
     }
 
     func upstreamDrained() {
@@ -867,8 +860,7 @@ final class ClientConnection {
         x.pointee.out.removeAll()
         x.pointee.rewriter.writeSwitchingProtocols(x.pointee.response, into: &x.pointee.out)
         flushToClient()
-        x.pointee.responseStarted = true
-        x.pointee.responseBytesWritten = true
+        x.pointee.machine.tunnelStarted()
         phase = .tunnel
         server.tunnelOpened()
         let early = x.pointee.pending
@@ -888,8 +880,10 @@ final class ClientConnection {
             x.pointee.attempts.append(ErrorPage.Attempt(backend: b.id, url: b.url, address: b.address.description, problem: reason))
         }
         releaseUpstream(reusable: false)
-        if x.pointee.responseStarted { return abort() }
-        failExchange(status: status, reason: reason)
+        switch x.pointee.machine.upstreamFailed() {
+        case .cutClient: abort()
+        case .answer: failExchange(status: status, reason: reason)
+        }
     }
 
     // MARK: - Ending an exchange
@@ -900,7 +894,8 @@ final class ClientConnection {
         if status == 405 || status == 413 { server.stats.add(WorkerStats.rejectionIndex(status)) }
         let extraHeaders = moreHeaders + "X-Request-Id: " + String(decoding: x.pointee.requestID, as: UTF8.self) + "\r\n"
         releaseUpstream(reusable: false)
-        let keepAlive = x.pointee.request.keepAlive && x.pointee.requestComplete && !server.isDraining
+        let keepAlive = x.pointee.machine.keepAliveAfterLocalAnswer(clientKeepAlive: x.pointee.request.keepAlive,
+                                                                    draining: server.isDraining)
         x.pointee.out.removeAll()
         if status >= 502 && status <= 504 && ErrorPage.wanted(by: x.pointee.request) {
             let routed = routedUpstream
@@ -914,8 +909,7 @@ final class ClientConnection {
                                 extraHeaders: extraHeaders, into: &x.pointee.out)
         }
         flushToClient()
-        x.pointee.responseStarted = true
-        x.pointee.closeAfterResponse = !keepAlive
+        x.pointee.machine.answeredLocally(keepAlive: keepAlive)
         finishExchange()
     }
 
@@ -923,10 +917,12 @@ final class ClientConnection {
     private func finishExchange() {
         recordExchange()
         exchangesFinished &+= 1
-        let reusable = x.pointee.upstreamReusable && x.pointee.response.keepAlive && x.pointee.responseFraming != .untilClose && x.pointee.requestComplete
+        let reusable = x.pointee.machine.upstreamMayBePooled(responseKeepAlive: x.pointee.response.keepAlive,
+                                                             responseBodyUntilClose: x.pointee.responseFraming == .untilClose)
         releaseUpstream(reusable: reusable, backendKeepAliveMs: reusable ? keepAliveTimeoutMs(x.pointee.response) : nil)
-        if x.pointee.closeAfterResponse || !x.pointee.requestComplete
-            || (server.isDraining && x.pointee.pending.isEmpty && !client.hasPendingInputOrEOF) {
+        let draining = server.isDraining
+        if x.pointee.machine.closesAfterResponse(draining: draining,
+                                                 nextRequestWaiting: draining && (!x.pointee.pending.isEmpty || client.hasPendingInputOrEOF)) {
             // Draining: a response whose head went out before the shutdown began could not say
             // `Connection: close`, but closing an idle keep-alive connection is always allowed.
             // A request already sent behind it is answered first (with `Connection: close`).
@@ -937,7 +933,7 @@ final class ClientConnection {
         x.pointee.trimScratch()
         phase = .head
         x.pointee.requestHeadBytes.reset()
-        x.pointee.responseStarted = false
+        x.pointee.machine.finished()
         arm(.idle, ms: settings.config.timeouts.idleMs)
         // Reading resumes once the buffered requests are down to the limit (`handleClientBytes`).
         if x.pointee.pending.count <= Self.pendingLimit { client.resumeReading(.pipelined) }
@@ -997,7 +993,7 @@ final class ClientConnection {
     private func rejectRequest(_ error: HTTPParseError) {
         if !x.pointee.exchangeOpen { beginAccounting(parsed: false) }  // refused before its head was parsed
         releaseUpstream(reusable: false)
-        if x.pointee.responseStarted { return abort() }  // too late to refuse: the client sees a cut response
+        if x.pointee.machine.responseStarted { return abort() }  // too late to refuse: the client sees a cut response
         server.stats.add(WorkerStats.rejectionIndex(error.status))
         x.pointee.responseStatus = error.status
         x.pointee.out.removeAll()
@@ -1161,38 +1157,29 @@ final class ClientConnection {
     /// timer is only re-armed when it fires (no heap churn per read).
     private func upstreamTimerFired() {
         let now = server.loop.now
-        var next = UInt64.max
-        if !x.pointee.requestComplete {
-            let limit = UInt64(timeouts.clientBodyMs)
-            let paused = now &- lastClientActivity
-            if paused >= limit {
-                timerPurpose = .none
-                if x.pointee.responseStarted { return abort() }
-                return rejectRequest(HTTPParseError(status: 408, reason: "the request body stalled for \(limit) ms"))
-            }
-            next = limit - paused
+        // A client slow to read its response is not the backend's silence.
+        if x.pointee.machine.responseStarted && client.isCongested { x.pointee.lastUpstreamActivity = now }
+        let t = timeouts
+        let verdict = x.pointee.machine.checkDeadlines(
+            ExchangeMachine.Clock(now: now, lastClientActivity: lastClientActivity,
+                                  lastUpstreamActivity: x.pointee.lastUpstreamActivity, responseHeadDueAt: x.pointee.responseHeadDueAt),
+            ExchangeMachine.Limits(clientBodyMs: UInt64(t.clientBodyMs), upstreamMs: UInt64(t.upstreamMs),
+                                   responseIdleMs: x.pointee.responseIdleLimitMs))
+        switch verdict {
+        case .rearm(let ms):
+            setDeadline(in: ms)
+        case .requestBodyStalled(.answer):
+            timerPurpose = .none
+            rejectRequest(HTTPParseError(status: 408, reason: "the request body stalled for \(t.clientBodyMs) ms"))
+        case .requestBodyStalled(.cutClient), .responseStalled:
+            timerPurpose = .none
+            abort()  // the response has begun: all the client can be told is a cut
+        case .responseHeadTimedOut:
+            timerPurpose = .none
+            upstreamFailed(status: 504, reason: "Gateway Timeout: backend \(backendID) did not send a response head within \(t.upstreamMs) ms")
         }
-        if !x.pointee.responseStarted {
-            // While the body is still coming the backend is waiting for it: no head deadline yet.
-            if x.pointee.responseHeadDueAt != 0 {
-                if now >= x.pointee.responseHeadDueAt {
-                    timerPurpose = .none
-                    return upstreamFailed(status: 504, reason: "Gateway Timeout: backend \(backendID) did not send a response head within \(timeouts.upstreamMs) ms")
-                }
-                next = min(next, x.pointee.responseHeadDueAt - now)
-            }
-        } else {
-            // A client slow to read its response is not the backend's silence.
-            if client.isCongested { x.pointee.lastUpstreamActivity = now }
-            let silent = now &- x.pointee.lastUpstreamActivity
-            if silent >= x.pointee.responseIdleLimitMs {
-                timerPurpose = .none
-                return abort()  // the response has begun: all the client can be told is a cut
-            }
-            next = min(next, x.pointee.responseIdleLimitMs - silent)
-        }
-        setDeadline(in: max(next == .max ? UInt64(timeouts.upstreamMs) : next, 1))
     }
+
 
     /// Closes at once (server shutdown).
     func forceClose() { teardown() }

@@ -21,6 +21,8 @@ struct ExchangeState: ~Copyable {
         requestHeadBytes = HeadAccumulator(limits: headLimits, isRequest: true)
     }
 
+    /// The exchange's decisions and what they remember (see `ExchangeMachine`).
+    var machine = ExchangeMachine()
     var requestHeadBytes: HeadAccumulator
     var request = RequestHead()
     var requestBodyRemaining: UInt64 = 0
@@ -29,38 +31,25 @@ struct ExchangeState: ~Copyable {
     /// What to forward as the request target (origin-form).
     var forwardTarget: Range<Int>? = nil
     var requestDecoder = ChunkedDecoder()
-    /// The whole request (head and body) has been read from the client.
-    var requestComplete = false
     /// Client bytes received but not processed yet: body bytes waiting for the upstream connect,
     /// or the next pipelined requests.
     var pending: [UInt8] = []
     /// The route and upstream chosen for the current request, and the backend within it.
     var route: Router.Route?
     var backendIndex = -1
-    /// The request asks for a protocol switch the proxy tunnels (WebSocket, …).
-    var wantsUpgrade = false
     var upstream: UpstreamConnection?
     /// Backends tried for this request, and connections tried in all (`limits.max_upstream_attempts`).
     var triedBackends = AttemptSet()
-    var upstreamAttempts = 0
-    var upstreamWasReused = false
-    var hasRetried = false
     /// The upstream connection is ready for the request (connected, head written).
     var upstreamReady = false
     var requestPipe: Pipe?
     var responsePipe: Pipe?
     var responseHeadBytes = HeadAccumulator(limits: ExchangeState.responseHeadLimits, isRequest: false)
     var response = ResponseHead()
-    var responseStarted = false
-    /// Some of this exchange's response already went to the client (not just into `out`).
-    var responseBytesWritten = false
     var responseBodyRemaining: UInt64 = 0
     var responseDecoder = ChunkedDecoder()
     var responseFraming = BodyFraming.none
     var clientFraming = HeaderRewriter.OutgoingFraming.none
-    var closeAfterResponse = false
-    /// The upstream broke framing rules (extra bytes, …): never pool it.
-    var upstreamReusable = true
     var rewriter = HeaderRewriter()
     /// The current request's `X-Request-Id` (capacity reused between requests).
     var requestID: [UInt8] = []
@@ -88,8 +77,6 @@ struct ExchangeState: ~Copyable {
     /// The longest silence allowed between response body bytes (`response_idle_ms`, or
     /// `event_stream_idle_ms` for Server-Sent Events), chosen when the response head arrives.
     var responseIdleLimitMs: UInt64 = 0
-    /// Interim responses relayed for this request (`limits.max_interim_responses`).
-    var interimResponses = 0
     var lastConnectFailure: String?
     /// How each backend tried for this request failed, for the HTML error page (failures only).
     var attempts: [ErrorPage.Attempt] = []
@@ -103,7 +90,7 @@ struct ExchangeState: ~Copyable {
         requestHeadBytes.reset()
         pending.removeAll(keepingCapacity: true)
         exchangeOpen = false
-        responseStarted = false
+        machine.finished()
         route = nil  // it holds its configuration generation alive otherwise
         trimScratch()
     }
