@@ -10,7 +10,7 @@ import Glibc
 ///
 /// After `close()` no callback fires any more, though libuv may still complete requests.
 /// Threading: loop thread only.
-public final class TCPStream: Handle {
+public final class TCPStream: Handle, ByteStream {
     let tcp: UnsafeMutablePointer<uv_tcp_t>
     var stream: UnsafeMutablePointer<uv_stream_t> { cuv_tcp_as_stream(tcp) }
 
@@ -100,19 +100,6 @@ public final class TCPStream: Handle {
 
     // MARK: Reading
 
-    /// Reasons a stream's reading can be paused independently of each other.
-    public struct ReadPause: OptionSet, Sendable {
-        public let rawValue: UInt8
-        public init(rawValue: UInt8) { self.rawValue = rawValue }
-        /// The other side of a pipe cannot take more.
-        public static let backpressure = ReadPause(rawValue: 1)
-        /// Enough pipelined input is buffered.
-        public static let pipelined = ReadPause(rawValue: 2)
-        /// This stream's own write queue is past its high-water mark: a peer that does not read
-        /// its answers is not given more to answer (resumed from `onDrain`).
-        public static let outputQueued = ReadPause(rawValue: 4)
-    }
-
     public func startReading() {
         wantsRead = true
         updateReading()
@@ -198,10 +185,6 @@ public final class TCPStream: Handle {
         }
     }
 
-    /// Convenience for byte arrays.
-    public func write(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { write($0) }
-    }
 
     private func enqueue(bufs: UnsafeMutableBufferPointer<uv_buf_t>, count: Int, skipping: Int, total: Int) {
         let remaining = total - skipping

@@ -13,9 +13,9 @@
 /// along a copy — 1,700 to 5,000 more instructions per request in callgrind. `pointee` is an
 /// addressor: fields are read and written in place, as if stored in the connection.
 /// Ownership: the connection that took it, or the pool. Threading: loop thread only.
-struct ExchangeState: ~Copyable {
+struct ExchangeState<Client: ByteStream>: ~Copyable {
     /// Limits on a backend's response head (not configurable: a backend is trusted more than a client).
-    static let responseHeadLimits = HeadLimits(maxHeadBytes: 64 * 1024, maxTargetBytes: 64 * 1024, maxHeaderCount: 256)
+    static var responseHeadLimits: HeadLimits { HeadLimits(maxHeadBytes: 64 * 1024, maxTargetBytes: 64 * 1024, maxHeaderCount: 256) }
 
     init(headLimits: HeadLimits) {
         requestHeadBytes = HeadAccumulator(limits: headLimits, isRequest: true)
@@ -42,8 +42,8 @@ struct ExchangeState: ~Copyable {
     var triedBackends = AttemptSet()
     /// The upstream connection is ready for the request (connected, head written).
     var upstreamReady = false
-    var requestPipe: Pipe?
-    var responsePipe: Pipe?
+    var requestPipe: Pipe<Client, TCPStream>?
+    var responsePipe: Pipe<TCPStream, Client>?
     var responseHeadBytes = HeadAccumulator(limits: ExchangeState.responseHeadLimits, isRequest: false)
     var response = ResponseHead()
     var responseBodyRemaining: UInt64 = 0
@@ -82,7 +82,7 @@ struct ExchangeState: ~Copyable {
     var attempts: [ErrorPage.Attempt] = []
 
     /// Scratch capacity kept across exchanges; beyond it a buffer is released.
-    static let retainedScratchBytes = 8 * 1024
+    static var retainedScratchBytes: Int { 8 * 1024 }
 
     /// Leaves nothing of the last exchange that the next one (on another connection) could see:
     /// a connection torn down mid-head or mid-exchange gives its state back as it was.
@@ -108,15 +108,15 @@ struct ExchangeState: ~Copyable {
 /// Bounded (`capacity`); beyond it a returned state is freed. Frees its spares when it goes (a
 /// state taken must be given back before: connections are closed before their server).
 /// Threading: its worker's loop only.
-final class ExchangeStatePool {
-    private var spare: [UnsafeMutablePointer<ExchangeState>] = []
+final class ExchangeStatePool<Client: ByteStream> {
+    private var spare: [UnsafeMutablePointer<ExchangeState<Client>>] = []
     /// Most spare states kept: enough for the swings in concurrency a loaded worker sees between
     /// two bursts, small enough (~2 KiB each with their buffers) to be no memory concern.
     let capacity: Int
 
     /// What a connection's pointer holds while it has no state: never read or written (every use
     /// is behind a check that the connection holds one); it spares the hot path an Optional.
-    let detached: UnsafeMutablePointer<ExchangeState>
+    let detached: UnsafeMutablePointer<ExchangeState<Client>>
 
     init(capacity: Int = 256) {
         self.capacity = capacity
@@ -131,19 +131,19 @@ final class ExchangeStatePool {
 
     var count: Int { spare.count }
 
-    func take(headLimits: HeadLimits) -> UnsafeMutablePointer<ExchangeState> {
+    func take(headLimits: HeadLimits) -> UnsafeMutablePointer<ExchangeState<Client>> {
         if let state = spare.popLast() {
             state.pointee.requestHeadBytes.limits = headLimits
             return state
         }
-        let state = UnsafeMutablePointer<ExchangeState>.allocate(capacity: 1)
+        let state = UnsafeMutablePointer<ExchangeState<Client>>.allocate(capacity: 1)
         state.initialize(to: ExchangeState(headLimits: headLimits))
         return state
     }
 
     /// Takes a state back. `idle`: the connection finished its exchange normally and emptied it
     /// already (head reset, nothing pending, scratch trimmed); otherwise it is cleared here.
-    func recycle(_ state: UnsafeMutablePointer<ExchangeState>, idle: Bool) {
+    func recycle(_ state: UnsafeMutablePointer<ExchangeState<Client>>, idle: Bool) {
         guard spare.count < capacity else { return free(state) }
         if idle {
             state.pointee.requestHeadBytes.reset()  // leading empty lines may have been counted
@@ -154,7 +154,7 @@ final class ExchangeStatePool {
         spare.append(state)
     }
 
-    private func free(_ state: UnsafeMutablePointer<ExchangeState>) {
+    private func free(_ state: UnsafeMutablePointer<ExchangeState<Client>>) {
         state.deinitialize(count: 1)
         state.deallocate()
     }

@@ -25,7 +25,7 @@ public final class ProxyServer {
     /// This worker's `X-Request-Id` source.
     var requestIDs = RequestIDGenerator()
     /// Spare per-exchange state for this worker's connections (idle connections hold none).
-    let exchangeStates = ExchangeStatePool()
+    let exchangeStates = ExchangeStatePool<TCPStream>()
     /// Open client connections of all workers together, against `limits.max_connections`.
     private let connectionCount: ConnectionCount
     /// The process's metrics, and this worker's slab of them (`WorkerStats`).
@@ -37,7 +37,7 @@ public final class ProxyServer {
     private var adminListener: TCPListener?
     /// Open client connections.
     public private(set) var activeClients = 0
-    private var clients: [ObjectIdentifier: ClientConnection] = [:]
+    private var clients: [ObjectIdentifier: any ClientConnectionControl] = [:]
     private var lastAcceptWarning: UInt64 = 0
     /// Set once a graceful shutdown began: responses carry `Connection: close` and connections
     /// close after their exchange.
@@ -220,8 +220,14 @@ public final class ProxyServer {
         // The main listener asked `hasRoomForAClient` first; workers accepting in the same instant
         // may overshoot the limit by one each (`ConnectionBudget.reserve` leaves room for that)
         // rather than close a connection the kernel already handed over.
+        adopt(stream, admin: admin, exchangeStates: exchangeStates)
+    }
+
+    /// Serves a client on `stream` (accepted here, or made up by a test) from now on. Generic over
+    /// the transport: the proxy calls it with `TCPStream`, the tests with `MemoryStream`.
+    func adopt<Client: ByteStream>(_ stream: Client, admin: Bool, exchangeStates: ExchangeStatePool<Client>) {
         if !admin { connectionCount.add() }
-        let connection = ClientConnection(server: self, client: stream, isAdminListener: admin)
+        let connection = ClientConnection(server: self, client: stream, isAdminListener: admin, exchangeStates: exchangeStates)
         activeClients += 1
         stats.add(WorkerStats.connectionsAccepted)
         stats.set(WorkerStats.clientsOpen, UInt64(activeClients))
@@ -236,7 +242,7 @@ public final class ProxyServer {
         Log.warning(message)
     }
 
-    func clientClosed(_ connection: ClientConnection) {
+    func clientClosed<Client>(_ connection: ClientConnection<Client>) {
         activeClients -= 1
         stats.set(WorkerStats.clientsOpen, UInt64(activeClients))
         if !connection.isAdminListener { connectionCount.release() }
@@ -277,7 +283,7 @@ public final class ProxyServer {
     /// loopback clients only — or, with `admin.listen` set, not there at all (those paths then
     /// belong to the backends). On the admin listener everything else is a 404.
     /// `request` is `inout` only to pass the connection's stored head by address; not modified.
-    func answerLocally(_ request: inout RequestHead, via connection: ClientConnection, keepAlive: Bool,
+    func answerLocally<Client>(_ request: inout RequestHead, via connection: ClientConnection<Client>, keepAlive: Bool,
                        requestID: [UInt8], into out: inout ByteBuffer) -> UInt16 {
         let paths = settings.adminPaths
         let endpoint = paths.match(request)

@@ -12,12 +12,12 @@
 ///
 /// The owning `ClientConnection` routes both streams' callbacks here and closes both streams when
 /// `onEnd` fires. Threading: loop thread only.
-final class Tunnel {
+final class Tunnel<Client: ByteStream> {
     private let loop: EventLoop
-    private let client: TCPStream
+    private let client: Client
     private let upstream: TCPStream
-    private var toUpstream: Pipe
-    private var toClient: Pipe
+    private var toUpstream: Pipe<Client, TCPStream>
+    private var toClient: Pipe<TCPStream, Client>
     private let timer: Timer
     private let idleLimitMs: UInt64
     private var lastActivity: UInt64
@@ -26,7 +26,7 @@ final class Tunnel {
     private var clientShutDown = false
     private var onEnd: (() -> Void)?
 
-    init(loop: EventLoop, client: TCPStream, upstream: TCPStream, idleLimitMs: Int, onEnd: @escaping () -> Void) {
+    init(loop: EventLoop, client: Client, upstream: TCPStream, idleLimitMs: Int, onEnd: @escaping () -> Void) {
         self.loop = loop
         self.client = client
         self.upstream = upstream
@@ -68,7 +68,7 @@ final class Tunnel {
 
     /// One side's end: a FIN becomes a half-close of `sink` (after what is queued for it); the
     /// tunnel ends once both directions are shut down, or at once on an error.
-    private func passOn(_ code: Int32, to sink: TCPStream, done: ReferenceWritableKeyPath<Tunnel, Bool>,
+    private func passOn<Sink: ByteStream>(_ code: Int32, to sink: Sink, done: ReferenceWritableKeyPath<Tunnel, Bool>,
                         other: KeyPath<Tunnel, Bool>) {
         guard code == UVError.eof else { return end() }
         sink.shutdown { [weak self] status in

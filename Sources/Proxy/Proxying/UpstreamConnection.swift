@@ -4,6 +4,19 @@
 /// The stream's callbacks are installed once, when the connection is created, and route to the
 /// current owner — so handing a pooled connection to a new request allocates nothing.
 /// Threading: loop thread only.
+/// What an upstream connection reports to the exchange using it (the connection knows nothing
+/// of who that is: an HTTP/1 client connection today, an HTTP/2 stream later).
+protocol UpstreamConnectionDelegate: AnyObject {
+    /// Response bytes arrived; valid only during the call.
+    func upstreamRead(_ bytes: UnsafeRawBufferPointer)
+    /// The backend closed (`UVError.eof`) or reset the connection.
+    func upstreamEnded(_ code: Int32)
+    /// A write to the backend failed (it stopped reading).
+    func upstreamWriteFailed(_ code: Int32)
+    /// The write queue to the backend fell back under its low-water mark.
+    func upstreamDrained()
+}
+
 public final class UpstreamConnection {
     public let stream: TCPStream
     public let backend: Backend
@@ -11,7 +24,7 @@ public final class UpstreamConnection {
     /// Strong, and cleared by the owner when it lets go (`releaseUpstream`) and by `close()`:
     /// a weak reference here (or in the callbacks below) gives the object a side table, and
     /// then every retain and release of it takes ARC's slow path — about 10 per request.
-    var owner: ClientConnection?
+    var owner: (any UpstreamConnectionDelegate)?
     /// Completed exchanges on this connection (0 = fresh).
     public internal(set) var exchangesCompleted = 0
     /// Loop time when the connection went idle (for the pool's idle timeout).

@@ -11,14 +11,14 @@
 /// Threading: loop thread only. The pipe does not own either stream: its owner keeps both alive
 /// for as long as the pipe exists (unretained, so setting up and tearing down an exchange's two
 /// pipes costs no reference counting).
-public struct Pipe {
+public struct Pipe<Source: ByteStream, Sink: ByteStream> {
     // `Unmanaged` rather than `unowned(unsafe)`: the latter still retains and releases around
     // each call made through it.
-    private let source: Unmanaged<TCPStream>
-    private let sink: Unmanaged<TCPStream>
+    private let source: Unmanaged<Source>
+    private let sink: Unmanaged<Sink>
     public private(set) var isPaused = false
 
-    public init(from source: TCPStream, to sink: TCPStream) {
+    public init(from source: Source, to sink: Sink) {
         self.source = Unmanaged.passUnretained(source)
         self.sink = Unmanaged.passUnretained(sink)
     }
