@@ -1,6 +1,6 @@
 import Proxy
 
-// A connection's inbound byte stream as the proxy reads it (ClientConnection.process and
+// A connection's inbound byte stream as the proxy reads it (HTTP1ServerConnection.process and
 // upstreamRead): heads collected by `HeadAccumulator`, handed over with `moveBytes(into:)` and
 // parsed with the `into:` variants; bodies skipped by Content-Length or decoded by `ChunkedDecoder`;
 // then the next pipelined message. What happens is written down as events, which must not depend on

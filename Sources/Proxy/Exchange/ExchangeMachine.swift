@@ -9,7 +9,7 @@
 /// answered or only cut, which deadline of an exchange in flight is due (408, 504, a cut), and
 /// whether the upstream connection goes back to its pool.
 ///
-/// The connection (`ClientConnection`) executes the actions; the machine is its memory of what
+/// The connection (`HTTP1ServerConnection`) executes the actions; the machine is its memory of what
 /// happened so far. Modelled on async-http-client's `HTTPRequestStateMachine`. Threading: a
 /// value owned by one exchange on one loop.
 struct ExchangeMachine {

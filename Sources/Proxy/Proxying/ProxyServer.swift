@@ -37,7 +37,7 @@ public final class ProxyServer {
     private var adminListener: TCPListener?
     /// Open client connections.
     public private(set) var activeClients = 0
-    private var clients: [ObjectIdentifier: any ClientConnectionControl] = [:]
+    private var clients: [ObjectIdentifier: any DownstreamConnectionControl] = [:]
     private var lastAcceptWarning: UInt64 = 0
     /// Set once a graceful shutdown began: responses carry `Connection: close` and connections
     /// close after their exchange.
@@ -227,7 +227,7 @@ public final class ProxyServer {
     /// the transport: the proxy calls it with `TCPStream`, the tests with `MemoryStream`.
     func adopt<Client: ByteStream>(_ stream: Client, admin: Bool, exchangeStates: ExchangeStatePool<Client>) {
         if !admin { connectionCount.add() }
-        let connection = ClientConnection(server: self, client: stream, isAdminListener: admin, exchangeStates: exchangeStates)
+        let connection = HTTP1ServerConnection(server: self, client: stream, isAdminListener: admin, exchangeStates: exchangeStates)
         activeClients += 1
         stats.add(WorkerStats.connectionsAccepted)
         stats.set(WorkerStats.clientsOpen, UInt64(activeClients))
@@ -242,7 +242,7 @@ public final class ProxyServer {
         Log.warning(message)
     }
 
-    func clientClosed<Client>(_ connection: ClientConnection<Client>) {
+    func clientClosed<Client>(_ connection: HTTP1ServerConnection<Client>) {
         activeClients -= 1
         stats.set(WorkerStats.clientsOpen, UInt64(activeClients))
         if !connection.isAdminListener { connectionCount.release() }
@@ -283,7 +283,7 @@ public final class ProxyServer {
     /// loopback clients only — or, with `admin.listen` set, not there at all (those paths then
     /// belong to the backends). On the admin listener everything else is a 404.
     /// `request` is `inout` only to pass the connection's stored head by address; not modified.
-    func answerLocally<Client>(_ request: inout RequestHead, via connection: ClientConnection<Client>, keepAlive: Bool,
+    func answerLocally<Client>(_ request: inout RequestHead, via connection: HTTP1ServerConnection<Client>, keepAlive: Bool,
                        requestID: [UInt8], into out: inout ByteBuffer) -> UInt16 {
         let paths = settings.adminPaths
         let endpoint = paths.match(request)

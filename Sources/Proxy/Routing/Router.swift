@@ -94,7 +94,7 @@ struct Router {
     }
 
     /// The route for `request`: its `Host` (for an absolute-form target, the target's authority,
-    /// which `ClientConnection.admit` puts in its place), and `path`, a range of `request.bytes`
+    /// which `HTTP1ServerConnection.admit` puts in its place), and `path`, a range of `request.bytes`
     /// holding the normal form of the path (see `PathNormalizer`; a query after it is ignored).
     func match(_ request: RequestHead, path: Range<Int>) -> Route? {
         if isTrivial { return routes[0] }

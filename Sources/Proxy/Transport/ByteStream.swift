@@ -14,7 +14,7 @@
 /// - `shutdown` sends the end of output once everything queued is out, then calls back.
 /// - After `close()` no callback fires any more.
 ///
-/// Class-bound and used through generics (`ClientConnection<Client>`, `Pipe<Source, Sink>`), so
+/// Class-bound and used through generics (`HTTP1ServerConnection<Client>`, `Pipe<Source, Sink>`), so
 /// the release build specialises every call for `TCPStream`: the seam costs nothing per request.
 /// Threading: one loop thread.
 public protocol ByteStream: AnyObject {

@@ -1,5 +1,5 @@
 /// What the server asks of its client connections at shutdown, whatever their transport.
-protocol ClientConnectionControl: AnyObject {
+protocol DownstreamConnectionControl: AnyObject {
     /// Graceful shutdown: close now if waiting for a request, else after the exchange under way.
     func closeIfIdle()
     /// Immediate shutdown.
@@ -16,7 +16,7 @@ protocol ClientConnectionControl: AnyObject {
 ///
 /// Lifetime: the client stream's callbacks hold the connection; they are dropped when the stream
 /// closes. Threading: loop thread only.
-final class ClientConnection<Client: ByteStream>: UpstreamConnectionDelegate, ClientConnectionControl {
+final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegate, DownstreamConnectionControl {
     /// The server that accepted the connection. A strong `let`: the compiler knows it alive for as
     /// long as the connection, so calls through it (and through its own `let`s: `loop`, the pools)
     /// need no retain. `unowned(unsafe)` cost a retain/release pair per call — about 20 per

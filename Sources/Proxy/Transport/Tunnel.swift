@@ -10,7 +10,7 @@
 /// both directions together — not `upstream_ms`, since a WebSocket may legitimately be quiet for
 /// minutes.
 ///
-/// The owning `ClientConnection` routes both streams' callbacks here and closes both streams when
+/// The owning `HTTP1ServerConnection` routes both streams' callbacks here and closes both streams when
 /// `onEnd` fires. Threading: loop thread only.
 final class Tunnel<Client: ByteStream> {
     private let loop: EventLoop
