@@ -16,6 +16,7 @@ public func fuzzRequestStream(_ bytes: [UInt8]) {
             StreamModel.run(input, plan: plan, isRequest: true, limits: limits, checkHeads: first)
         }
     }
+    checkConnectionAgrees(input)
 }
 
 /// The input is an upstream's byte stream: responses (1xx interim ones included) with their bodies,

@@ -5,36 +5,14 @@ import Testing
 /// `MemoryStream`s: the HTTP/1 connection's pipelining, half-close, lingering close and
 /// backpressure, tested with no sockets and no timing (issue 12 §2). Requests go to `/_health`,
 /// answered by the proxy itself; each carries `X-Request-Id`, echoed in its answer, so the order
-/// of the answers shows.
+/// of the answers shows. One unreachable backend: nothing here is proxied.
 final class MemoryProxy {
-    let loop = EventLoop()
-    let server: ProxyServer
-    let pool = ExchangeStatePool<MemoryStream>()
-
+    let worker: MemoryWorker
     init() throws {
-        // The backend is never contacted: every request here is answered by the proxy.
-        let config = try ConfigLoader.parse(Array(#"{"backends":[{"id":"b","url":"http://127.0.0.1:9"}],"access_log":null}"#.utf8),
-                                            file: "memory.json")
-        let backends = try config.allBackends.map { b in
-            SharedBackend(config: b, address: try SocketAddress.resolve(host: b.host, port: b.port), workers: 1)
-        }
-        let generation = ConfigGeneration(number: 1, config: config, backends: backends,
-                                          upstreams: SharedUpstream.list(for: config, workers: 1), maxConnections: 1000)
-        server = ProxyServer(worker: 0, workerCount: 1, generation: generation, connectionCount: ConnectionCount(),
-                             metrics: ProxyMetrics(workers: 1, accessLog: AccessLogWriter()), loop: loop)
+        worker = try MemoryWorker(config: #"{"backends":[{"id":"b","url":"http://127.0.0.1:9"}],"access_log":null}"#)
     }
-
-    deinit {
-        server.shutdown()
-        loop.closeAllHandles()
-        loop.run()
-    }
-
-    func connect() -> MemoryStream {
-        let stream = MemoryStream()
-        server.adopt(stream, admin: false, exchangeStates: pool)
-        return stream
-    }
+    func connect() -> MemoryStream { worker.connect() }
+    var spareStates: Int { worker.spareExchangeStates }
 
     static func request(_ id: String, close: Bool = false) -> String {
         "GET /_health HTTP/1.1\r\nHost: proxy\r\nX-Request-Id: \(id)\r\n" + (close ? "Connection: close\r\n" : "") + "\r\n"
@@ -150,16 +128,16 @@ struct ConnectionOverMemoryTests {
     @Test func anIdleConnectionHoldsNoExchangeState() throws {
         let proxy = try MemoryProxy()
         let c = proxy.connect()
-        #expect(proxy.pool.count == 0)
+        #expect(proxy.spareStates == 0)
         c.peerSends(MemoryProxy.request("one"))
         // Answered and idle: its state went back to the pool, and the next request takes it.
-        #expect(proxy.pool.count == 1)
+        #expect(proxy.spareStates == 1)
         let d = proxy.connect()
         d.peerSends("GET /_health HTTP/1.1\r\n")  // a head under way holds one
-        #expect(proxy.pool.count == 0)
+        #expect(proxy.spareStates == 0)
         d.peerSends("Host: x\r\nX-Request-Id: two\r\n\r\n")
         #expect(answeredIDs(d.receivedText) == ["two"])
-        #expect(proxy.pool.count == 1)
+        #expect(proxy.spareStates == 1)
     }
 
     @Test func aResetEndsTheConnectionAtOnce() throws {

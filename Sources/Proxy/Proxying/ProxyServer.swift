@@ -343,6 +343,11 @@ public final class ProxyServer {
         drained()
     }
 
+    /// Closes every client connection at once (the memory worker between fuzz inputs).
+    func closeAllConnections() {
+        for c in Array(clients.values) { c.forceClose() }
+    }
+
     /// Stops accepting and closes every connection and timer at once; `loop.run()` then returns
     /// (once the owner closes its own handles too).
     public func shutdown() {
