@@ -12,6 +12,15 @@ final class MemoryProxy {
         worker = try MemoryWorker(config: #"{"backends":[{"id":"b","url":"http://127.0.0.1:9"}],"access_log":null}"#)
     }
     func connect() -> MemoryStream { worker.connect() }
+
+    /// A client that does not read its answers; its stream is congested past `highWater`.
+    func connectNotReading(highWater: Int, lowWater: Int) -> MemoryStream {
+        let c = worker.connect()
+        c.highWater = highWater
+        c.lowWater = lowWater
+        c.peerIsReading = false
+        return c
+    }
     var spareStates: Int { worker.spareExchangeStates }
 
     static func request(_ id: String, close: Bool = false) -> String {
@@ -61,26 +70,21 @@ struct ConnectionOverMemoryTests {
 
     @Test func aHalfCloseWhileAnswersAreHeldBackAnswersThemFirst() throws {
         let proxy = try MemoryProxy()
-        let c = proxy.connect()
-        c.highWater = 300
-        c.lowWater = 100
-        c.peerIsReading = false
+        let c = proxy.connectNotReading(highWater: 300, lowWater: 100)
         let ids = (1...20).map { "h\($0)" }
         c.peerSends(ids.map { MemoryProxy.request($0) }.joined())
         c.peerEnds()
         #expect(!c.sentEndOfOutput, "answers are still held back")
         c.peerIsReading = true
         c.peerReads()
+        c.runPending()  // reading resumes on the next loop iteration
         #expect(answeredIDs(c.receivedText) == ids)
         #expect(c.sentEndOfOutput)
     }
 
     @Test func aClientThatDoesNotReadIsNotGivenMoreToAnswer() throws {
         let proxy = try MemoryProxy()
-        let c = proxy.connect()
-        c.highWater = 1000
-        c.lowWater = 200
-        c.peerIsReading = false
+        let c = proxy.connectNotReading(highWater: 1000, lowWater: 200)
         let ids = (1...200).map { "p\($0)" }
         for id in ids { c.peerSends(MemoryProxy.request(id)) }
         // Answers pile up to about the high-water mark, then reading stops: the rest stay with
@@ -94,6 +98,7 @@ struct ConnectionOverMemoryTests {
         var rounds = 0
         while statusLines(c.receivedText) < ids.count && rounds < 1000 {
             c.peerReads()
+            c.runPending()
             rounds += 1
         }
         #expect(answeredIDs(c.receivedText) == ids)

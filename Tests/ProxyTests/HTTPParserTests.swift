@@ -661,6 +661,14 @@ struct HTTPResponseParsingTests {
         #expect(!request.connectionNamesOthers)
         let other = try parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: x-debug\r\n\r\n")
         #expect(!other.hasContentLengthField && other.connectionNamesOthers)
+        // The first of repeated fields counts, as a search would find it.
+        let repeated = try parseResponse("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nKeep-Alive: timeout=2\r\nContent-Type: text/event-stream\r\nKeep-Alive: max=100\r\nContent-Length: 0\r\n\r\n")
+        #expect(!repeated.isEventStream && repeated.keepAliveField == 1)
+        // `close` names a field only when one called Close is there.
+        let closeField = try parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nClose: 1\r\n\r\n")
+        #expect(closeField.connectionNamesOthers)
+        let plainClose = try parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        #expect(!plainClose.connectionNamesOthers)
     }
 
     @Test func parsesAResponseWithContentLength() throws {

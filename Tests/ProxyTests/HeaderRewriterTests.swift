@@ -76,6 +76,17 @@ struct HeaderRewriterTests {
         #expect(String(decoding: out.array, as: UTF8.self) == "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
     }
 
+    /// `Connection: close` names a field too: one literally called `Close` is hop-by-hop then.
+    @Test func aFieldNamedCloseIsDroppedWhenConnectionCloseNamesIt() throws {
+        var resp = try response("HTTP/1.1 200 OK\r\nConnection: close\r\nClose: x\r\nContent-Length: 0\r\n\r\n")
+        var rewriter = HeaderRewriter()
+        var out = ByteBuffer(capacity: 8)
+        rewriter.writeClientResponse(&resp, framing: .contentLength(0), clientVersionMinor: 1, closeAfter: false, into: &out)
+        #expect(!String(decoding: out.array, as: UTF8.self).contains("Close: x"))
+        let req = try request("GET / HTTP/1.1\r\nHost: a\r\nClose: y\r\nConnection: close\r\n\r\n")
+        #expect(!upstreamText(req).contains("Close: y"))
+    }
+
     @Test func keepsContentLengthOfBodilessResponsesAndMarksClosing() throws {
         var resp = try response("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", head: true)
         var rewriter = HeaderRewriter()

@@ -175,7 +175,8 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
     /// Gives the exchange state back to the worker's pool when nothing needs it: between requests,
     /// with no request bytes buffered or begun. Not inside the input loop (it still uses it).
     private func recycleExchangeStateIfIdle() {
-        guard hasState, phase == .head, !inInputLoop, x.pointee.pending.isEmpty, x.pointee.requestHeadBytes.bytes.isEmpty else { return }
+        // Not while leading empty lines are being counted (their limit spans reads).
+        guard hasState, phase == .head, !inInputLoop, x.pointee.pending.isEmpty, x.pointee.requestHeadBytes.isPristine else { return }
         recycleExchangeState(idle: true)
     }
 

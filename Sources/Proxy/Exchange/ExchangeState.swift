@@ -98,9 +98,21 @@ struct ExchangeState<Client: ByteStream>: ~Copyable {
     /// Lets go of buffers that grew large (chunked re-framing, a long pipelined burst), so a
     /// pooled state costs a few KiB, not 64.
     mutating func trimScratch() {
-        out.removeAll(retainedCapacity: Self.retainedScratchBytes)
-        if pending.isEmpty && pending.capacity > Self.retainedScratchBytes { pending = [] }
+        let keep = Self.retainedScratchBytes
+        out.removeAll(retainedCapacity: keep)
+        if pending.isEmpty && pending.capacity > keep { pending = [] }
+        // Heads as large as `max_head_bytes` (or a backend's 64 KiB) once must not stay allocated:
+        // a burst of them would otherwise pin that much per pooled state.
+        if request.bytes.capacity > keep { request.bytes = [] }
+        if response.bytes.capacity > keep { response.bytes = [] }
+        if request.fields.capacity > Self.retainedFields { request.fields = [] }
+        if response.fields.capacity > Self.retainedFields { response.fields = [] }
+        if !requestHeadBytes.isComplete && requestHeadBytes.bytes.isEmpty { requestHeadBytes.reset(keepingAtMost: keep) }
+        if responseHeadBytes.bytes.isEmpty { responseHeadBytes.reset(keepingAtMost: keep) }
     }
+
+    /// Header fields kept room for across exchanges; beyond it the array is released.
+    static var retainedFields: Int { 64 }
 }
 
 /// A worker's spare `ExchangeState`s. Taking one costs an array pop, not a dozen allocations,
@@ -111,7 +123,8 @@ struct ExchangeState<Client: ByteStream>: ~Copyable {
 final class ExchangeStatePool<Client: ByteStream> {
     private var spare: [UnsafeMutablePointer<ExchangeState<Client>>] = []
     /// Most spare states kept: enough for the swings in concurrency a loaded worker sees between
-    /// two bursts, small enough (~2 KiB each with their buffers) to be no memory concern.
+    /// two bursts. A spare state keeps at most `retainedScratchBytes` per buffer and
+    /// `retainedFields` fields per head (~2 KiB for ordinary heads, never more than ~45 KiB).
     let capacity: Int
 
     /// What a connection's pointer holds while it has no state: never read or written (every use

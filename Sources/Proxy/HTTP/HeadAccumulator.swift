@@ -125,6 +125,16 @@ public struct HeadAccumulator {
     }
 
     /// Empties the buffer for the next message, keeping its capacity.
+    /// Nothing of a head was taken yet: no byte kept and no leading empty line counted.
+    public var isPristine: Bool { bytes.isEmpty && skipped == 0 }
+
+    /// Resets, and lets the storage go when it grew past `bytes` of capacity (a huge head once
+    /// must not stay allocated in a pooled exchange).
+    public mutating func reset(keepingAtMost limit: Int) {
+        if bytes.capacity > limit { bytes = [] }
+        reset()
+    }
+
     public mutating func reset() {
         bytes.removeAll(keepingCapacity: true)
         isComplete = false

@@ -73,7 +73,7 @@ public enum HeadParser {
         head.requestIDField = summary.requestIDField
         head.hasVia = summary.hasVia
         head.hasContentLengthField = summary.contentLength != nil
-        head.connectionNamesOthers = summary.connectionNamesOthers
+        head.connectionNamesOthers = summary.namesFieldsToDrop
     }
 
     // MARK: Responses
@@ -132,7 +132,7 @@ public enum HeadParser {
         head.keepAlive = reusable && head.framing != .untilClose
         head.isEventStream = summary.isEventStream
         head.keepAliveField = summary.keepAliveField
-        head.connectionNamesOthers = summary.connectionNamesOthers
+        head.connectionNamesOthers = summary.namesFieldsToDrop
     }
 
     /// Runs `body` with a scanner over `bytes` and the byte-class table, both borrowed for the call.
@@ -218,6 +218,10 @@ struct StatusLine {
 
 /// What the framing- and connection-relevant fields said, gathered during the field pass.
 struct FieldSummary {
+    /// `Connection` names a field the rewriter must drop by name (not one `isHopByHop` drops
+    /// anyway): another token, or `close` with a field called `Close` present.
+    var namesFieldsToDrop: Bool { connectionNamesOthers || (connectionClose && hasCloseField) }
+
     var contentLength: UInt64?
     var hasTransferEncoding = false
     /// How many `chunked` codings appeared over all Transfer-Encoding fields.
@@ -238,6 +242,9 @@ struct FieldSummary {
     var keepAliveField: Int?
     /// A `Connection` field names something other than `close`, `keep-alive` and `upgrade`.
     var connectionNamesOthers = false
+    /// A field named `Close` is present (hop-by-hop when `Connection: close` names it).
+    var hasCloseField = false
+    var sawContentType = false
 }
 
 /// A cursor over a complete head (one that ends with LF). Every error it throws carries
@@ -476,10 +483,16 @@ struct HeadScanner {
         case 3 where equalsLower(name, "via"):
             summary.hasVia = true
         case 12 where equalsLower(name, "content-type"):
-            // Recorded here so that no one searches the fields for it again per response.
-            summary.isEventStream = value.count >= 17 && equalsLower(value.lowerBound..<(value.lowerBound + 17), "text/event-stream")
+            // Recorded here so that no one searches the fields for it again per response; the
+            // first such field counts, as a search would find.
+            if !summary.sawContentType {
+                summary.sawContentType = true
+                summary.isEventStream = value.count >= 17 && equalsLower(value.lowerBound..<(value.lowerBound + 17), "text/event-stream")
+            }
         case 10 where equalsLower(name, "keep-alive"):
-            summary.keepAliveField = index
+            if summary.keepAliveField == nil { summary.keepAliveField = index }
+        case 5 where equalsLower(name, "close"):
+            summary.hasCloseField = true
         case 6 where equalsLower(name, "expect"):
             if equalsLower(value, "100-continue") { summary.expectsContinue = true }
         case 10 where equalsLower(name, "connection"):

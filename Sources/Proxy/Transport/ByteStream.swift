@@ -13,6 +13,8 @@
 ///   later writes are dropped.
 /// - `shutdown` sends the end of output once everything queued is out, then calls back.
 /// - After `close()` no callback fires any more.
+/// - No call calls back synchronously: reads, drains and completions arrive later, from the
+///   loop (the connection relies on it: `resumeReading` inside an exchange must not re-enter it).
 ///
 /// Class-bound and used through generics (`HTTP1ServerConnection<Client>`, `Pipe<Source, Sink>`), so
 /// the release build specialises every call for `TCPStream`: the seam costs nothing per request.

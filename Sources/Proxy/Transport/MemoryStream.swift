@@ -5,8 +5,10 @@
 /// While `peerIsReading` the peer takes every write at once; otherwise writes are queued,
 /// `isCongested` past `highWater`, and `onDrain` fires when `peerReads` brings the queue back to
 /// `lowWater`. Input is delivered synchronously while reading is on and
-/// held (in order, end of input last) while it is paused. Completions that libuv would report
-/// later (`shutdown`) wait for `runPending()`, so callers see the same ordering as over TCP.
+/// held (in order, end of input last) while it is paused. What libuv would report later — held
+/// input after `startReading`/`resumeReading`, a `shutdown` completion — waits for `runPending()`
+/// (a loop iteration), so the connection sees the same ordering as over TCP and is never
+/// re-entered from its own calls.
 /// Threading: the test's thread only.
 public final class MemoryStream: ByteStream {
     public var onRead: ((UnsafeRawBufferPointer) -> Void)?
@@ -90,14 +92,14 @@ public final class MemoryStream: ByteStream {
 
     public func startReading() {
         wantsRead = true
-        deliver()
+        scheduleDelivery()
     }
 
     public func pauseReading(_ reason: ReadPause) { pauses |= reason.rawValue }
 
     public func resumeReading(_ reason: ReadPause) {
         pauses &= ~reason.rawValue
-        deliver()
+        scheduleDelivery()
     }
 
     public var isReadPaused: Bool { pauses != 0 }
@@ -140,6 +142,19 @@ public final class MemoryStream: ByteStream {
     // MARK: Internals
 
     private var isReading: Bool { wantsRead && pauses == 0 && !isClosing && !endDelivered }
+
+    private var deliveryScheduled = false
+
+    /// Held input goes to the reader on the next `runPending()`, as a loop would deliver it.
+    private func scheduleDelivery() {
+        guard !deliveryScheduled, !inbound.isEmpty || (inboundEnd != nil && !endDelivered) else { return }
+        deliveryScheduled = true
+        pending.append { [weak self] in
+            guard let self else { return }
+            self.deliveryScheduled = false
+            self.deliver()
+        }
+    }
 
     /// Hands held input to the reader while it reads; re-entrant calls (from inside `onRead`)
     /// leave the delivery to the outer loop, so bytes are never delivered out of order.
