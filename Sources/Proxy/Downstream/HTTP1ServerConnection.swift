@@ -157,9 +157,9 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
         guard !nested else { return }
         // A congested client is handled in `process`: the loop stops until `clientOutputDrained`.
         while phase == .head && hasPending && !client.isCongested {
-            let buffered = x.pointee.pending
-            x.pointee.pending.removeAll(keepingCapacity: true)
+            var buffered = takePending()
             buffered.withUnsafeBytes { process($0) }
+            givePendingStorageBack(&buffered)
         }
         inInputLoop = false
         // Held back for congested output: read no more until it drains (`clientOutputDrained`).
@@ -167,6 +167,23 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
         if !hasState || x.pointee.pending.count <= Self.pendingLimit { client.resumeReading(.pipelined) }
         if phase == .head && clientSentEOF && !hasPending { closeGracefully() }  // half-closed, all answered
         recycleExchangeStateIfIdle()
+    }
+
+    /// Moves the buffered input out to be processed (what processing leaves over is appended to
+    /// `pending` again). A move, not a copy: copying then emptying `pending` in place made the
+    /// emptying allocate a new buffer, since the copy still shared the old one.
+    private func takePending() -> [UInt8] {
+        var buffered: [UInt8] = []
+        swap(&buffered, &x.pointee.pending)
+        return buffered
+    }
+
+    /// Hands the storage of processed input back to `pending` when it is still empty, so the
+    /// next burst reuses it instead of allocating.
+    private func givePendingStorageBack(_ buffered: inout [UInt8]) {
+        guard hasState, x.pointee.pending.isEmpty, x.pointee.pending.capacity < buffered.capacity else { return }
+        buffered.removeAll(keepingCapacity: true)
+        swap(&buffered, &x.pointee.pending)
     }
 
     /// Requests are buffered, unprocessed (pipelined, or held back for congested output).
@@ -537,12 +554,12 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
             return
         }
         // Body bytes that arrived before the connection: send them behind the head.
-        let buffered = x.pointee.pending
-        x.pointee.pending.removeAll(keepingCapacity: true)
+        var buffered = takePending()
         client.resumeReading(.pipelined)
         buffered.withUnsafeBytes { raw in
             handleClientBytes(raw)
         }
+        givePendingStorageBack(&buffered)
         guard phase == .exchange else { return }  // the exchange ended meanwhile
         if !x.pointee.out.isEmpty { flushToUpstream() }
         if clientSentEOF && !x.pointee.machine.requestComplete { abort() }  // body cut short
