@@ -13,6 +13,29 @@ struct BalancerTests {
         _ = b.shared.recordProbe(ok: false, problem: "test", healthyThreshold: 1, unhealthyThreshold: 1)
     }
 
+    /// The balancer's hooks: a pick counts in flight on its backend until `finished`, and
+    /// verdicts the active checks change reach it (through the worker's sweep).
+    @Test func theBalancerHearsWhatBecameOfEachPickAndOfEachVerdict() {
+        let list = backends(3)
+        let upstream = Upstream(shared: SharedUpstream(name: "u", workers: 1), worker: 0, backends: list)
+        let first = upstream.balancer.pick(from: list, excluding: AttemptSet())!
+        upstream.balancer.started(first, of: list)
+        let second = upstream.balancer.pick(from: list, excluding: AttemptSet())!
+        upstream.balancer.started(second, of: list)
+        #expect(first != second)
+        #expect(list[first].activeRequests == 1 && list[second].activeRequests == 1)
+        upstream.balancer.finished(first, of: list, outcome: .response(status: 200), headMicros: 120)
+        upstream.balancer.finished(second, of: list, outcome: .connectFailure, headMicros: nil)
+        #expect(list.allSatisfy { $0.activeRequests == 0 })
+        #expect(upstream.noticeHealthChanges().isEmpty)
+        takeDown(list[1])
+        #expect(upstream.noticeHealthChanges() == [1])
+        #expect(upstream.noticeHealthChanges().isEmpty, "told once")
+        var tried = AttemptSet()
+        for _ in 0..<4 { if let i = upstream.balancer.pick(from: list, excluding: AttemptSet()) { tried.insert(i) } }
+        #expect(!tried.contains(1), "an unhealthy backend is not picked")
+    }
+
     @Test func rotatesOverAllHealthyBackendsInOrder() {
         let list = backends(3)
         var rr = RoundRobinBalancer()

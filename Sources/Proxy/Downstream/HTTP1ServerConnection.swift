@@ -454,7 +454,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
             x.pointee.servedBy = index
             x.pointee.upstreamStartNs = Platform.monotonicNanos()
             let backend = group.backends[index]
-            backend.activeRequests += 1
+            group.balancer.started(index, of: group.backends)
 
             if case .pooledOrNew(let checkWholeSocket) = choice,
                let pooled = backend.pool.take(now: server.loop.now, checkSocket: checkWholeSocket) {
@@ -510,7 +510,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
         x.pointee.lastConnectFailure = "Bad Gateway: cannot connect to backend \(backend.id) (\(backend.address)): \(error.name)"
         x.pointee.attempts.append(ErrorPage.Attempt(backend: backend.id, url: backend.url, address: backend.address.description,
                                           problem: ErrorPage.explain(error, url: backend.url)))
-        releaseUpstream(reusable: false)
+        releaseUpstream(reusable: false, outcome: .connectFailure)
     }
 
     private func attach(_ conn: UpstreamConnection, pooled: Bool) {
@@ -801,6 +801,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
                     x.pointee.out.removeAll()
                     upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a malformed chunked body (\(error.reason))")
                 case .cutClient:
+                    releaseUpstream(reusable: false, outcome: .upstreamFailure)
                     abort()
                 }
                 return input.count
@@ -920,7 +921,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
             let b = currentBackend
             x.pointee.attempts.append(ErrorPage.Attempt(backend: b.id, url: b.url, address: b.address.description, problem: reason))
         }
-        releaseUpstream(reusable: false)
+        releaseUpstream(reusable: false, outcome: status == 504 ? .timeout : .upstreamFailure)
         switch x.pointee.machine.upstreamFailed() {
         case .cutClient: abort()
         case .answer: failExchange(status: status, reason: reason)
@@ -960,7 +961,8 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
         exchangesFinished &+= 1
         let reusable = x.pointee.machine.upstreamMayBePooled(responseKeepAlive: x.pointee.response.keepAlive,
                                                              responseBodyUntilClose: x.pointee.responseFraming == .untilClose)
-        releaseUpstream(reusable: reusable, backendKeepAliveMs: reusable ? keepAliveTimeoutMs(x.pointee.response) : nil)
+        releaseUpstream(reusable: reusable, backendKeepAliveMs: reusable ? keepAliveTimeoutMs(x.pointee.response) : nil,
+                        outcome: .response(status: x.pointee.responseStatus))
         let draining = server.isDraining
         if x.pointee.machine.closesAfterResponse(draining: draining,
                                                  nextRequestWaiting: draining && (!x.pointee.pending.isEmpty || client.hasPendingInputOrEOF)) {
@@ -1005,8 +1007,10 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
         return result
     }
 
-    /// Gives the upstream connection back to its pool (or closes it) and detaches the pipes.
-    private func releaseUpstream(reusable: Bool, backendKeepAliveMs: UInt64? = nil) {
+    /// Gives the upstream connection back to its pool (or closes it), detaches the pipes, and
+    /// tells the balancer how the attempt ended (`outcome`: not the backend's doing unless said).
+    private func releaseUpstream(reusable: Bool, backendKeepAliveMs: UInt64? = nil,
+                                 outcome: AttemptOutcome = .notTheBackend) {
         guard hasState else { return }
         x.pointee.requestPipe?.detach()
         x.pointee.responsePipe?.detach()
@@ -1023,7 +1027,10 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
             }
         }
         if x.pointee.backendIndex >= 0 {
-            currentBackend.activeRequests -= 1
+            let head = x.pointee.upstreamHeadNs, start = x.pointee.upstreamStartNs
+            let headMicros: UInt64? = head > start ? (head &- start) / 1000 : nil
+            let group = currentUpstream
+            group.balancer.finished(x.pointee.backendIndex, of: group.backends, outcome: outcome, headMicros: headMicros)
             x.pointee.backendIndex = -1
         }
         x.pointee.upstreamReady = false
@@ -1212,9 +1219,13 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
         case .requestBodyStalled(.answer):
             timerPurpose = .none
             rejectRequest(HTTPParseError(status: 408, reason: "the request body stalled for \(t.clientBodyMs) ms"))
-        case .requestBodyStalled(.cutClient), .responseStalled:
+        case .requestBodyStalled(.cutClient):
             timerPurpose = .none
             abort()  // the response has begun: all the client can be told is a cut
+        case .responseStalled:
+            timerPurpose = .none
+            releaseUpstream(reusable: false, outcome: .timeout)
+            abort()
         case .responseHeadTimedOut:
             timerPurpose = .none
             upstreamFailed(status: 504, reason: "Gateway Timeout: backend \(backendID) did not send a response head within \(t.upstreamMs) ms")

@@ -97,6 +97,7 @@ public final class ProxyServer {
         poolSweeper.onFire = { [unowned self] in
             let now = self.loop.now
             for b in self.settings.backends { b.pool.sweep(now: now) }
+            for u in self.settings.upstreams { u.noticeHealthChanges() }
         }
         restartPoolSweeper()
     }

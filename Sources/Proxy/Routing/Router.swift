@@ -170,7 +170,9 @@ struct Router {
 final class Upstream {
     let name: String
     let backends: [Backend]
-    var balancer = RoundRobinBalancer()
+    var balancer = LoadBalancer()
+    /// The health verdicts `balancer` was last told of (`noticeHealthChanges`).
+    private var knownHealth: [Bool]
     let shared: SharedUpstream
     /// This worker's slab in `shared.stats`: requests routed here that got no backend.
     let stats: CounterSlab
@@ -183,5 +185,19 @@ final class Upstream {
         logName = LogName(shared.name)
         stats = shared.stats[worker]
         self.backends = backends
+        knownHealth = backends.map(\.isHealthy)
+    }
+
+    /// Tells the balancer of verdicts the active checks changed since the last call (the
+    /// worker calls it on its sweep timer: no cost per request). Returns the backends that changed.
+    @discardableResult
+    func noticeHealthChanges() -> [Int] {
+        var changed: [Int] = []
+        for (i, b) in backends.enumerated() where b.isHealthy != knownHealth[i] {
+            knownHealth[i] = b.isHealthy
+            balancer.healthChanged(i, healthy: knownHealth[i])
+            changed.append(i)
+        }
+        return changed
     }
 }
