@@ -103,3 +103,21 @@ struct HeaderRewriterTests {
         #expect(String(decoding: out.array, as: UTF8.self) == "HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n")
     }
 }
+
+/// The proxy's own answers are values (`LocalReply`); HTTP/1 is one way of writing them.
+struct LocalReplyTests {
+    @Test func aLocalReplyIsWrittenAsHTTP11WithItsFieldsAndRequestID() {
+        let reply = LocalReply.text(503, "Service Unavailable: out of descriptors", fields: [(name: "Retry-After", value: "1")])
+        #expect(reply.status == 503 && reply.body == Array("Service Unavailable: out of descriptors\n".utf8))
+        var out = ByteBuffer(capacity: 8)
+        HTTP1LocalReplyWriter.write(reply, keepAlive: true, headOnly: false, requestID: Array("abc".utf8), into: &out)
+        #expect(String(decoding: out.array, as: UTF8.self) == "HTTP/1.1 503 Service Unavailable\r\nServer: swift-proxy\r\n"
+            + "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 40\r\nCache-Control: no-store\r\n"
+            + "Retry-After: 1\r\nX-Request-Id: abc\r\nConnection: keep-alive\r\n\r\nService Unavailable: out of descriptors\n")
+        var head = ByteBuffer(capacity: 8)
+        HTTP1LocalReplyWriter.write(reply, keepAlive: false, headOnly: true, requestID: [], into: &head)
+        let text = String(decoding: head.array, as: UTF8.self)
+        #expect(text.hasSuffix("Content-Length: 40\r\nCache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"),
+                "a HEAD answer keeps the length, not the body")
+    }
+}

@@ -339,10 +339,11 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
         // Answered by the proxy itself? A body sent with such a request is not read: close then.
         let localKeepAlive = x.pointee.machine.keepAliveAfterLocalAnswer(clientKeepAlive: x.pointee.request.keepAlive,
                                                                          draining: server.isDraining)
-        x.pointee.out.removeAll()
-        let localStatus = server.answerLocally(&x.pointee.request, via: self, keepAlive: localKeepAlive, requestID: x.pointee.requestID, into: &x.pointee.out)
-        if localStatus != 0 {
-            x.pointee.responseStatus = localStatus
+        if let reply = server.answerLocally(&x.pointee.request, adminListener: isAdminListener, loopbackPeer: isLoopbackPeer) {
+            x.pointee.out.removeAll()
+            HTTP1LocalReplyWriter.write(reply, keepAlive: localKeepAlive, headOnly: x.pointee.request.isHEAD,
+                                        requestID: x.pointee.requestID, into: &x.pointee.out)
+            x.pointee.responseStatus = reply.status
             flushToClient()
             x.pointee.machine.answeredLocally(keepAlive: localKeepAlive)
             finishExchange()
@@ -418,7 +419,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
         let limits = settings.config.limits
         if !settings.allowedMethods.isEmpty && !settings.allowedMethods.contains(where: { x.pointee.request.bytes.equals(x.pointee.request.method, $0) }) {
             failExchange(status: 405, reason: "Method Not Allowed: \(x.pointee.request.methodString) is not accepted here",
-                         extraHeaders: settings.allowHeader)
+                         fields: settings.allowField.map { allow -> [(name: StaticString, value: String)] in [(name: "Allow", value: allow)] } ?? [])
             return false
         }
         if limits.maxBodyBytes > 0, case .contentLength(let n) = x.pointee.request.framing, n > UInt64(limits.maxBodyBytes) {
@@ -501,7 +502,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
     /// blame and every other one would fail the same way, so no failover — a 503 that says so.
     private func localResourceFailure(_ problem: String) {
         releaseUpstream(reusable: false)
-        failExchange(status: 503, reason: "Service Unavailable: \(problem)", extraHeaders: "Retry-After: 1\r\n")
+        failExchange(status: 503, reason: "Service Unavailable: \(problem)", fields: [(name: "Retry-After", value: "1")])
     }
 
     /// Records why the current backend could not be reached and lets its connection go.
@@ -931,25 +932,25 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
     // MARK: - Ending an exchange
 
     /// Sends an error response for the current request and ends the exchange.
-    private func failExchange(status: UInt16, reason: String, extraHeaders moreHeaders: String = "") {
+    private func failExchange(status: UInt16, reason: String, fields: [(name: StaticString, value: String)] = []) {
         x.pointee.responseStatus = status
         if status == 405 || status == 413 { server.stats.add(WorkerStats.rejectionIndex(status)) }
-        let extraHeaders = moreHeaders + "X-Request-Id: " + String(decoding: x.pointee.requestID, as: UTF8.self) + "\r\n"
         releaseUpstream(reusable: false)
         let keepAlive = x.pointee.machine.keepAliveAfterLocalAnswer(clientKeepAlive: x.pointee.request.keepAlive,
                                                                     draining: server.isDraining)
-        x.pointee.out.removeAll()
+        let reply: LocalReply
         if status >= 502 && status <= 504 && ErrorPage.wanted(by: x.pointee.request) {
             let routed = routedUpstream
             let unhealthy = status == 503 ? (routed?.backends ?? []).map { b in (b.id, b.url, b.shared.probeRecord.lastError) } : []
             let page = ErrorPage.html(status: status, reason: reason, upstream: routed?.name ?? "none", route: x.pointee.route?.description ?? "none",
                                       attempts: x.pointee.attempts, unhealthy: unhealthy)
-            ErrorResponse.write(status: status, contentType: "text/html; charset=utf-8", body: page, keepAlive: keepAlive,
-                                headOnly: x.pointee.request.isHEAD, extraHeaders: extraHeaders, into: &x.pointee.out)
+            reply = LocalReply(status: status, contentType: "text/html; charset=utf-8", body: page, fields: fields)
         } else {
-            ErrorResponse.write(status: status, reason: reason, keepAlive: keepAlive, headOnly: x.pointee.request.isHEAD,
-                                extraHeaders: extraHeaders, into: &x.pointee.out)
+            reply = .text(status, reason, fields: fields)
         }
+        x.pointee.out.removeAll()
+        HTTP1LocalReplyWriter.write(reply, keepAlive: keepAlive, headOnly: x.pointee.request.isHEAD,
+                                    requestID: x.pointee.requestID, into: &x.pointee.out)
         flushToClient()
         x.pointee.machine.answeredLocally(keepAlive: keepAlive)
         finishExchange()
@@ -1045,8 +1046,9 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
         server.stats.add(WorkerStats.rejectionIndex(error.status))
         x.pointee.responseStatus = error.status
         x.pointee.out.removeAll()
-        ErrorResponse.write(status: error.status, reason: "\(StatusText.reason(error.status)): \(error.reason)",
-                            keepAlive: false, into: &x.pointee.out)
+        // No X-Request-Id: the head may not have been read far enough to have one.
+        HTTP1LocalReplyWriter.write(.text(error.status, "\(StatusText.reason(error.status)): \(error.reason)"),
+                                    keepAlive: false, headOnly: false, requestID: [], into: &x.pointee.out)
         flushToClient()
         recordExchange()
         closeGracefully()

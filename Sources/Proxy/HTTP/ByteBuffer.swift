@@ -90,6 +90,14 @@ public struct ByteBuffer: ~Copyable {
         source.withUnsafeBytes { append(raw: UnsafeRawBufferPointer(rebasing: $0[range])) }
     }
 
+    /// One header field line: `name: value` and CRLF.
+    public mutating func appendField(_ name: StaticString, _ value: [UInt8]) {
+        append(name)
+        append(": ")
+        append(contentsOf: value)
+        append("\r\n")
+    }
+
     public mutating func append(utf8 text: String) {
         var text = text
         text.withUTF8 { append(raw: UnsafeRawBufferPointer($0)) }

@@ -123,11 +123,7 @@ public struct HeaderRewriter {
         out.append("\r\nVia: 1.1 ")
         out.append(contentsOf: ProxyIdentity.viaName)
         out.append("\r\n")
-        if !forwardedPrefix.isEmpty {
-            out.append("X-Forwarded-Prefix: ")
-            out.append(contentsOf: forwardedPrefix)
-            out.append("\r\n")
-        }
+        if !forwardedPrefix.isEmpty { out.appendField("X-Forwarded-Prefix", forwardedPrefix) }
         if upgrade { out.append("Connection: upgrade\r\n") }
         appendRequestID(requestID, into: &out)
         out.append("\r\n")
@@ -135,9 +131,7 @@ public struct HeaderRewriter {
 
     private func appendRequestID(_ id: [UInt8], into out: inout ByteBuffer) {
         guard !id.isEmpty else { return }
-        out.append("X-Request-Id: ")
-        out.append(contentsOf: id)
-        out.append("\r\n")
+        out.appendField("X-Request-Id", id)
     }
 
     /// Whether `head` asks to switch protocols in a way the proxy tunnels: HTTP/1.1, `Connection`

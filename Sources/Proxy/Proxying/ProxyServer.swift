@@ -277,54 +277,41 @@ public final class ProxyServer {
         stats.set(WorkerStats.tunnelsOpen, UInt64(openTunnels))
     }
 
-    /// Writes the proxy's own answer for `request` into `out` if it is for one of the admin
-    /// endpoints (or comes through the admin listener); returns its status, or 0 to proxy it.
+    /// The proxy's own answer for `request` if it is for one of the admin endpoints (or comes
+    /// through the admin listener); nil to proxy it.
     ///
     /// On the main listener `/_health` is for everyone; metrics and the status page are for
     /// loopback clients only — or, with `admin.listen` set, not there at all (those paths then
     /// belong to the backends). On the admin listener everything else is a 404.
     /// `request` is `inout` only to pass the connection's stored head by address; not modified.
-    func answerLocally<Client>(_ request: inout RequestHead, via connection: HTTP1ServerConnection<Client>, keepAlive: Bool,
-                       requestID: [UInt8], into out: inout ByteBuffer) -> UInt16 {
+    func answerLocally(_ request: inout RequestHead, adminListener: Bool, loopbackPeer: Bool) -> LocalReply? {
         let paths = settings.adminPaths
         let endpoint = paths.match(request)
-        if endpoint == nil && !connection.isAdminListener { return 0 }
-        let idHeader = "X-Request-Id: " + String(decoding: requestID, as: UTF8.self) + "\r\n"
+        if endpoint == nil && !adminListener { return nil }
         guard let endpoint else {
-            ErrorResponse.write(status: 404, reason: "Not Found: this is the proxy's admin listener; "
-                + "it serves \(settings.config.admin.namedPaths.map(\.path).joined(separator: ", "))",
-                keepAlive: keepAlive, headOnly: request.isHEAD, extraHeaders: idHeader, into: &out)
-            return 404
+            return .text(404, "Not Found: this is the proxy's admin listener; "
+                + "it serves \(settings.config.admin.namedPaths.map(\.path).joined(separator: ", "))")
         }
-        if endpoint != .health && !connection.isAdminListener {
-            if paths.hasOwnListener { return 0 }
-            guard connection.isLoopbackPeer else {
-                ErrorResponse.write(status: 403, reason: "Forbidden: the proxy's metrics and status are served to "
-                    + "loopback clients only; set admin.listen to serve them on an address of their own",
-                    keepAlive: keepAlive, headOnly: request.isHEAD, extraHeaders: idHeader, into: &out)
-                return 403
+        if endpoint != .health && !adminListener {
+            if paths.hasOwnListener { return nil }
+            guard loopbackPeer else {
+                return .text(403, "Forbidden: the proxy's metrics and status are served to "
+                    + "loopback clients only; set admin.listen to serve them on an address of their own")
             }
         }
-        var status: UInt16 = 200
-        let body: [UInt8]
-        let type: StaticString
         switch endpoint {
         case .health:
-            (status, body) = HealthEndpoint.render(settings.upstreams, worker: worker, workers: workerCount)
-            type = "application/json"
+            let (status, body) = HealthEndpoint.render(settings.upstreams, worker: worker, workers: workerCount)
+            return LocalReply(status: status, contentType: "application/json", body: body)
         case .metrics:
-            body = MetricsEndpoint.render(settings, metrics: metrics, workers: workerCount)
-            type = MetricsEndpoint.contentType
+            return LocalReply(status: 200, contentType: MetricsEndpoint.contentType,
+                              body: MetricsEndpoint.render(settings, metrics: metrics, workers: workerCount))
         case .statusJSON:
-            body = StatusEndpoint.json(settings, metrics: metrics, workers: workerCount)
-            type = "application/json"
+            return LocalReply(status: 200, contentType: "application/json",
+                              body: StatusEndpoint.json(settings, metrics: metrics, workers: workerCount))
         case .status:
-            body = settings.statusPage
-            type = "text/html; charset=utf-8"
+            return LocalReply(status: 200, contentType: "text/html; charset=utf-8", body: settings.statusPage)
         }
-        ErrorResponse.write(status: status, contentType: type, body: body, keepAlive: keepAlive,
-                            headOnly: request.isHEAD, extraHeaders: idHeader, into: &out)
-        return status
     }
 
     /// Graceful shutdown: stops accepting at once, closes idle keep-alive connections, lets every

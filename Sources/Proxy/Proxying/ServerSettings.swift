@@ -41,7 +41,7 @@ final class ServerSettings {
     let headLimits: HeadLimits
     /// `limits.allowed_methods` as bytes, and the `Allow` header line a 405 carries.
     let allowedMethods: [[UInt8]]
-    let allowHeader: String
+    let allowField: String?
     /// The proxy's own paths (`admin`), as bytes.
     let adminPaths: AdminPaths
     /// `/_status`'s page for this configuration's JSON path: built on first request, then reused.
@@ -72,6 +72,6 @@ final class ServerSettings {
         headLimits = HeadLimits(config.limits)
         allowedMethods = config.limits.allowedMethods.map { Array($0.utf8) }
         adminPaths = AdminPaths(config.admin)
-        allowHeader = config.limits.allowedMethods.isEmpty ? "" : "Allow: \(config.limits.allowedMethods.joined(separator: ", "))\r\n"
+        allowField = config.limits.allowedMethods.isEmpty ? nil : config.limits.allowedMethods.joined(separator: ", ")
     }
 }
