@@ -154,3 +154,21 @@ struct ConnectionOverMemoryTests {
         #expect(c.received.isEmpty)
     }
 }
+
+/// The exchange-state pool keeps what concurrency needs, and lets a past burst go.
+struct ExchangeStatePoolTests {
+    @Test func sparesFollowThePeakInUseThenShrinkBackAfterTwoTrims() {
+        let pool = ExchangeStatePool<MemoryStream>(capacity: 4)
+        let states = (0..<10).map { _ in pool.take(headLimits: HeadLimits()) }
+        #expect(pool.inUse == 10)
+        for s in states { pool.recycle(s, idle: false) }
+        #expect(pool.count == 10, "a burst of 10 keeps its states for the next one")
+        pool.trim()
+        #expect(pool.count == 10, "the interval's peak was 10")
+        pool.trim()
+        #expect(pool.count == 4, "an interval without the burst trims back to capacity")
+        let again = pool.take(headLimits: HeadLimits())
+        #expect(pool.count == 3)
+        pool.recycle(again, idle: true)
+    }
+}

@@ -98,6 +98,7 @@ public final class ProxyServer {
             let now = self.loop.now
             for b in self.settings.backends { b.pool.sweep(now: now) }
             for u in self.settings.upstreams { u.noticeHealthChanges() }
+            self.exchangeStates.trim()
         }
         restartPoolSweeper()
     }
