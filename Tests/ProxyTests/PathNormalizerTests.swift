@@ -119,6 +119,23 @@ struct HostSyntaxTests {
         ("a..b", "empty label"), (".a", "empty label"), (".", "empty label"), ("%61.com", "only letters"), ("a\\b", "a path"),
     ])
     func refusesAnythingElseWithAReason(_ host: String, _ reason: String) {
+        refuse(host, reason)
+    }
+
+    /// Found by the hostile-client review: the characters of an IPv6 address are not enough.
+    @Test(arguments: ["[1::2::3]", "[1:2:3:4:5:6:7:8:9]", "[1:2:3:4:5:6:7]", "[:::]", "[::::]", "[12345::]",
+                      "[::1.2.3]", "[::256.1.1.1]", "[::01.2.3.4]", "[1:2:3:4:5:6:7:8::]", "[1:::2]", "[:1::2]", "[1::2:]"])
+    func refusesMalformedIPv6Addresses(_ host: String) {
+        refuse(host, "not an IPv6 address")
+    }
+
+    @Test(arguments: ["[::]", "[::1]", "[1::]", "[1:2:3:4:5:6:7:8]", "[1:2:3:4:5:6::8]", "[::ffff:1.2.3.4]",
+                      "[1:2:3:4:5:6:1.2.3.4]", "[fe80::1:2]", "[ABCD::ef01]"])
+    func acceptsWellFormedIPv6Addresses(_ host: String) {
+        #expect(throws: Never.self) { try check(host) }
+    }
+
+    private func refuse(_ host: String, _ reason: String) {
         do throws(HTTPParseError) {
             try check(host)
             Issue.record("\(host) was accepted")

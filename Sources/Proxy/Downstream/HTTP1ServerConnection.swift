@@ -1047,7 +1047,10 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
         x.pointee.responseStatus = error.status
         x.pointee.out.removeAll()
         // No X-Request-Id: the head may not have been read far enough to have one.
-        HTTP1LocalReplyWriter.write(.text(error.status, "\(StatusText.reason(error.status)): \(error.reason)"),
+        // Some parser errors already begin with the reason phrase: it is not said twice.
+        let phrase = StatusText.reason(error.status)
+        let text = error.reason.hasPrefix(phrase) ? error.reason : "\(phrase): \(error.reason)"
+        HTTP1LocalReplyWriter.write(.text(error.status, text),
                                     keepAlive: false, headOnly: false, requestID: [], into: &x.pointee.out)
         flushToClient()
         recordExchange()

@@ -84,7 +84,7 @@ public enum RequestTarget {
             guard i < end, b[i] == UInt8(ascii: "]") else {
                 throw fail(b[start..<end].contains(UInt8(ascii: "]")) ? "not an IPv6 address in brackets" : "unclosed \"[\"")
             }
-            guard colons >= 2 else { throw fail("not an IPv6 address in brackets") }
+            guard colons >= 2, isIPv6Address(b, start..<i) else { throw fail("not an IPv6 address in brackets") }
             i += 1
         } else {
             let start = i
@@ -109,6 +109,72 @@ public enum RequestTarget {
     }
 
     /// What is wrong with a host that stops at `c`.
+    /// RFC 3986 `IPv6address`: eight groups of 1–4 hex digits separated by `:`, the last two
+    /// optionally written as a dotted IPv4 address, and at most one `::` standing for one or
+    /// more zero groups. (Characters alone are not enough: `[1::2::3]` and `[1:2:3]` are not
+    /// addresses.)
+    static func isIPv6Address(_ b: [UInt8], _ range: Range<Int>) -> Bool {
+        var groups = 0
+        var sawDoubleColon = false
+        var i = range.lowerBound
+        let end = range.upperBound
+        if i + 1 < end && b[i] == UInt8(ascii: ":") && b[i + 1] == UInt8(ascii: ":") {
+            sawDoubleColon = true
+            i += 2
+            if i == end { return true }  // "::"
+        } else if i < end && b[i] == UInt8(ascii: ":") {
+            return false  // a single leading colon
+        }
+        while i < end {
+            // One piece: hex digits, or a dotted IPv4 address as the last piece.
+            let pieceStart = i
+            while i < end && isHexDigit(b[i]) { i += 1 }
+            if i < end && b[i] == UInt8(ascii: ".") {
+                guard isIPv4Address(b, pieceStart..<end) else { return false }
+                groups += 2
+                i = end
+                break
+            }
+            let digits = i - pieceStart
+            guard digits >= 1 && digits <= 4 else { return false }
+            groups += 1
+            if i == end { break }
+            guard b[i] == UInt8(ascii: ":") else { return false }
+            i += 1
+            if i < end && b[i] == UInt8(ascii: ":") {
+                guard !sawDoubleColon else { return false }
+                sawDoubleColon = true
+                i += 1
+                if i == end { break }  // trailing "::"
+            } else if i == end {
+                return false  // a single trailing colon
+            }
+        }
+        return sawDoubleColon ? groups <= 7 : groups == 8
+    }
+
+    /// A dotted-decimal IPv4 address: four numbers 0–255, no leading zeros.
+    private static func isIPv4Address(_ b: [UInt8], _ range: Range<Int>) -> Bool {
+        var parts = 0
+        var i = range.lowerBound
+        while parts < 4 {
+            let start = i
+            var value = 0
+            while i < range.upperBound && b[i] >= UInt8(ascii: "0") && b[i] <= UInt8(ascii: "9") && i - start < 3 {
+                value = value * 10 + Int(b[i] - UInt8(ascii: "0"))
+                i += 1
+            }
+            let digits = i - start
+            guard digits >= 1, value <= 255, digits == 1 || b[start] != UInt8(ascii: "0") else { return false }
+            parts += 1
+            if parts < 4 {
+                guard i < range.upperBound, b[i] == UInt8(ascii: ".") else { return false }
+                i += 1
+            }
+        }
+        return i == range.upperBound
+    }
+
     /// `reg-name [":" port]` with no empty label and a port of 1 to 5 digits, at most 65535.
     /// False for everything else (which `checkHost` then examines in full).
     private static func isPlainHost(_ b: [UInt8], _ value: Range<Int>) -> Bool {
