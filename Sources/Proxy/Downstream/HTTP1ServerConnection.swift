@@ -376,7 +376,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
         if matched.stripLength > 0 { target = (target.lowerBound + matched.stripLength)..<target.upperBound }
         x.pointee.forwardTarget = target
         x.pointee.triedBackends.removeAll()
-        x.pointee.attempts.removeAll()
+        x.pointee.failedAttempts.removeAll()
         x.pointee.lastConnectFailure = nil
         connectUpstream()
     }
@@ -509,7 +509,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
     private func noteConnectFailure(_ error: UVError) {
         let backend = currentBackend
         x.pointee.lastConnectFailure = "Bad Gateway: cannot connect to backend \(backend.id) (\(backend.address)): \(error.name)"
-        x.pointee.attempts.append(ErrorPage.Attempt(backend: backend.id, url: backend.url, address: backend.address.description,
+        x.pointee.failedAttempts.append(ErrorPage.Attempt(backend: backend.id, url: backend.url, address: backend.address.description,
                                           problem: ErrorPage.explain(error, url: backend.url)))
         releaseUpstream(reusable: false, outcome: .connectFailure)
     }
@@ -920,7 +920,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
     private func upstreamFailed(status: UInt16, reason: String) {
         if x.pointee.backendIndex >= 0 {
             let b = currentBackend
-            x.pointee.attempts.append(ErrorPage.Attempt(backend: b.id, url: b.url, address: b.address.description, problem: reason))
+            x.pointee.failedAttempts.append(ErrorPage.Attempt(backend: b.id, url: b.url, address: b.address.description, problem: reason))
         }
         releaseUpstream(reusable: false, outcome: status == 504 ? .timeout : .upstreamFailure)
         switch x.pointee.machine.upstreamFailed() {
@@ -943,7 +943,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
             let routed = routedUpstream
             let unhealthy = status == 503 ? (routed?.backends ?? []).map { b in (b.id, b.url, b.shared.probeRecord.lastError) } : []
             let page = ErrorPage.html(status: status, reason: reason, upstream: routed?.name ?? "none", route: x.pointee.route?.description ?? "none",
-                                      attempts: x.pointee.attempts, unhealthy: unhealthy)
+                                      attempts: x.pointee.failedAttempts, unhealthy: unhealthy)
             reply = LocalReply(status: status, contentType: "text/html; charset=utf-8", body: page, fields: fields)
         } else {
             reply = .text(status, reason, fields: fields)
@@ -974,9 +974,8 @@ final class HTTP1ServerConnection<Client: ByteStream>: UpstreamConnectionDelegat
         }
         // Ready for the next request on this connection. Scratch buffers that grew large (chunked
         // re-framing) are let go; the state itself goes back to the pool once nothing is buffered.
-        x.pointee.trimScratch()
+        x.pointee.readyForNextExchange()
         phase = .head
-        x.pointee.requestHeadBytes.reset()
         x.pointee.machine.finished()
         arm(.idle, ms: settings.config.timeouts.idleMs)
         // Reading resumes once the buffered requests are down to the limit (`handleClientBytes`).

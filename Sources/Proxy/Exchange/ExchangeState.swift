@@ -79,7 +79,7 @@ struct ExchangeState<Client: ByteStream>: ~Copyable {
     var responseIdleLimitMs: UInt64 = 0
     var lastConnectFailure: String?
     /// How each backend tried for this request failed, for the HTML error page (failures only).
-    var attempts: [ErrorPage.Attempt] = []
+    var failedAttempts: [ErrorPage.Attempt] = []
 
     /// Scratch capacity kept across exchanges; beyond it a buffer is released.
     static var retainedScratchBytes: Int { 8 * 1024 }
@@ -87,17 +87,17 @@ struct ExchangeState<Client: ByteStream>: ~Copyable {
     /// Leaves nothing of the last exchange that the next one (on another connection) could see:
     /// a connection torn down mid-head or mid-exchange gives its state back as it was.
     mutating func clearForReuse() {
-        requestHeadBytes.reset()
         pending.removeAll(keepingCapacity: true)
         exchangeOpen = false
         machine.finished()
         route = nil  // it holds its configuration generation alive otherwise
-        trimScratch()
+        readyForNextExchange()
     }
 
-    /// Lets go of buffers that grew large (chunked re-framing, a long pipelined burst), so a
-    /// pooled state costs a few KiB, not 64.
-    mutating func trimScratch() {
+    /// Readies the state for the next exchange once one is over: resets the head accumulators
+    /// and lets go of buffers that grew large (chunked re-framing, a long pipelined burst, huge
+    /// heads), so a pooled state costs a few KiB, not 64.
+    mutating func readyForNextExchange() {
         let keep = Self.retainedScratchBytes
         out.removeAll(retainedCapacity: keep)
         if pending.isEmpty && pending.capacity > keep { pending = [] }
@@ -107,8 +107,9 @@ struct ExchangeState<Client: ByteStream>: ~Copyable {
         if response.bytes.capacity > keep { response.bytes = [] }
         if request.fields.capacity > Self.retainedFields { request.fields = [] }
         if response.fields.capacity > Self.retainedFields { response.fields = [] }
-        if !requestHeadBytes.isComplete && requestHeadBytes.bytes.isEmpty { requestHeadBytes.reset(keepingAtMost: keep) }
-        if responseHeadBytes.bytes.isEmpty { responseHeadBytes.reset(keepingAtMost: keep) }
+        // Both heads were moved out (or are abandoned): the accumulators start over.
+        requestHeadBytes.reset(keepingAtMost: keep)
+        responseHeadBytes.reset(keepingAtMost: keep)
     }
 
     /// Header fields kept room for across exchanges; beyond it the array is released.
@@ -167,7 +168,8 @@ final class ExchangeStatePool<Client: ByteStream> {
         inUse -= 1
         guard spare.count < max(capacity, peakInUse) else { return free(state) }
         if idle {
-            state.pointee.requestHeadBytes.reset()  // leading empty lines may have been counted
+            // Already trimmed and reset by the connection (`recycleExchangeStateIfIdle` takes
+            // only a state whose head accumulator is pristine).
             state.pointee.route = nil  // it holds its configuration generation alive otherwise
         } else {
             state.pointee.clearForReuse()

@@ -12,7 +12,7 @@ enum ProxyIdentity {
         var name = Array("swift-proxy-".utf8)
         var random = UInt32.random(in: .min ... .max)
         for _ in 0..<8 {
-            name.append(Array("0123456789abcdef".utf8)[Int(random & 0xF)])
+            name.append(ByteBuffer.hexDigit(UInt8(random & 0xF), letters: 87))
             random >>= 4
         }
         return name
