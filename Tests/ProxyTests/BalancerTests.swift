@@ -54,7 +54,8 @@ struct BalancerTests {
         list.forEach(takeDown)
         var rr = RoundRobinBalancer()
         #expect(rr.pick(from: list) == nil)
-        #expect(!RoundRobinBalancer.anyHealthy(list))
+        #expect(!LoadBalancer().anyHealthy(list))
+        #expect(LoadBalancer().anyHealthy(backends(1)))
     }
 
     @Test func neverPicksABackendAlreadyTriedForTheSameRequest() {

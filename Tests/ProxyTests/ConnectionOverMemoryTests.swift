@@ -158,7 +158,7 @@ struct ConnectionOverMemoryTests {
 /// The exchange-state pool keeps what concurrency needs, and lets a past burst go.
 struct ExchangeStatePoolTests {
     @Test func sparesFollowThePeakInUseThenShrinkBackAfterTwoTrims() {
-        let pool = ExchangeStatePool<MemoryStream>(capacity: 4)
+        let pool = ExchangeStatePool(capacity: 4)
         let states = (0..<10).map { _ in pool.take(headLimits: HeadLimits()) }
         #expect(pool.inUse == 10)
         for s in states { pool.recycle(s, idle: false) }

@@ -41,6 +41,12 @@ struct LoadBalancer {
         }
     }
 
+    /// Whether any backend is healthy at all (a 503 "no healthy backend" rather than a 502).
+    /// Health is the checks' verdict, the same for every policy.
+    func anyHealthy(_ backends: [Backend]) -> Bool {
+        backends.contains { $0.isHealthy }
+    }
+
     /// A request went to `backends[index]`.
     func started(_ index: Int, of backends: [Backend]) {
         backends[index].activeRequests += 1

@@ -21,9 +21,4 @@ public struct RoundRobinBalancer: Sendable {
         }
         return nil
     }
-
-    /// Whether any backend is healthy at all.
-    public static func anyHealthy(_ backends: [Backend]) -> Bool {
-        backends.contains { $0.isHealthy }
-    }
 }

@@ -13,7 +13,7 @@
 /// along a copy — 1,700 to 5,000 more instructions per request in callgrind. `pointee` is an
 /// addressor: fields are read and written in place, as if stored in the connection.
 /// Ownership: the connection that took it, or the pool. Threading: loop thread only.
-struct ExchangeState<Client: ByteStream>: ~Copyable {
+struct ExchangeState: ~Copyable {
     /// Limits on a backend's response head (not configurable: a backend is trusted more than a client).
     static var responseHeadLimits: HeadLimits { HeadLimits(maxHeadBytes: 64 * 1024, maxTargetBytes: 64 * 1024, maxHeaderCount: 256) }
 
@@ -42,8 +42,10 @@ struct ExchangeState<Client: ByteStream>: ~Copyable {
     var triedBackends = AttemptSet()
     /// The upstream connection is ready for the request (connected, head written).
     var upstreamReady = false
-    var requestPipe: Pipe<Client, TCPStream>?
-    var responsePipe: Pipe<TCPStream, Client>?
+    /// The exchange paused the request body (the upstream's write queue is full) and reading the
+    /// upstream (the client's is): each is lifted by the other side's drain.
+    var requestBodyPaused = false
+    var upstreamReadPaused = false
     var responseHeadBytes = HeadAccumulator(limits: ExchangeState.responseHeadLimits, isRequest: false)
     var response = ResponseHead()
     var responseBodyRemaining: UInt64 = 0
@@ -53,8 +55,10 @@ struct ExchangeState<Client: ByteStream>: ~Copyable {
     var rewriter = HeaderRewriter()
     /// The current request's `X-Request-Id` (capacity reused between requests).
     var requestID: [UInt8] = []
-    /// Scratch output buffer, flushed within the callback that filled it.
-    var out = ByteBuffer(capacity: 512)
+    /// Output buffers, each flushed within the callback that filled it: the HTTP/1 bytes for the
+    /// client (written by the connection as response sink) and for the upstream (by the exchange).
+    var toClient = ByteBuffer(capacity: 512)
+    var toUpstream = ByteBuffer(capacity: 512)
     /// An exchange began (or a request was refused) and has not been counted yet.
     var exchangeOpen = false
     /// The current request's head was parsed: its method, target and fields can be logged.
@@ -90,6 +94,8 @@ struct ExchangeState<Client: ByteStream>: ~Copyable {
         pending.removeAll(keepingCapacity: true)
         exchangeOpen = false
         machine.finished()
+        requestBodyPaused = false
+        upstreamReadPaused = false
         route = nil  // it holds its configuration generation alive otherwise
         readyForNextExchange()
     }
@@ -99,7 +105,8 @@ struct ExchangeState<Client: ByteStream>: ~Copyable {
     /// heads), so a pooled state costs a few KiB, not 64.
     mutating func readyForNextExchange() {
         let keep = Self.retainedScratchBytes
-        out.removeAll(retainedCapacity: keep)
+        toClient.removeAll(retainedCapacity: keep)
+        toUpstream.removeAll(retainedCapacity: keep)
         if pending.isEmpty && pending.capacity > keep { pending = [] }
         // Heads as large as `max_head_bytes` (or a backend's 64 KiB) once must not stay allocated:
         // a burst of them would otherwise pin that much per pooled state.
@@ -121,8 +128,8 @@ struct ExchangeState<Client: ByteStream>: ~Copyable {
 /// Bounded (`capacity`); beyond it a returned state is freed. Frees its spares when it goes (a
 /// state taken must be given back before: connections are closed before their server).
 /// Threading: its worker's loop only.
-final class ExchangeStatePool<Client: ByteStream> {
-    private var spare: [UnsafeMutablePointer<ExchangeState<Client>>] = []
+final class ExchangeStatePool {
+    private var spare: [UnsafeMutablePointer<ExchangeState>] = []
     /// Spare states always kept. Beyond it, spares are kept up to the most states in use at once
     /// since the last `trim()`: under 1,000 keep-alive clients that come and go between requests,
     /// a fixed 256 freed and rebuilt a state (and its buffers) for most requests (−8 % requests/s
@@ -135,7 +142,7 @@ final class ExchangeStatePool<Client: ByteStream> {
 
     /// What a connection's pointer holds while it has no state: never read or written (every use
     /// is behind a check that the connection holds one); it spares the hot path an Optional.
-    let detached: UnsafeMutablePointer<ExchangeState<Client>>
+    let detached: UnsafeMutablePointer<ExchangeState>
 
     init(capacity: Int = 256) {
         self.capacity = capacity
@@ -150,21 +157,21 @@ final class ExchangeStatePool<Client: ByteStream> {
 
     var count: Int { spare.count }
 
-    func take(headLimits: HeadLimits) -> UnsafeMutablePointer<ExchangeState<Client>> {
+    func take(headLimits: HeadLimits) -> UnsafeMutablePointer<ExchangeState> {
         inUse += 1
         if inUse > peakInUse { peakInUse = inUse }
         if let state = spare.popLast() {
             state.pointee.requestHeadBytes.limits = headLimits
             return state
         }
-        let state = UnsafeMutablePointer<ExchangeState<Client>>.allocate(capacity: 1)
+        let state = UnsafeMutablePointer<ExchangeState>.allocate(capacity: 1)
         state.initialize(to: ExchangeState(headLimits: headLimits))
         return state
     }
 
     /// Takes a state back. `idle`: the connection finished its exchange normally and emptied it
     /// already (head reset, nothing pending, scratch trimmed); otherwise it is cleared here.
-    func recycle(_ state: UnsafeMutablePointer<ExchangeState<Client>>, idle: Bool) {
+    func recycle(_ state: UnsafeMutablePointer<ExchangeState>, idle: Bool) {
         inUse -= 1
         guard spare.count < max(capacity, peakInUse) else { return free(state) }
         if idle {
@@ -185,7 +192,7 @@ final class ExchangeStatePool<Client: ByteStream> {
         peakInUse = inUse
     }
 
-    private func free(_ state: UnsafeMutablePointer<ExchangeState<Client>>) {
+    private func free(_ state: UnsafeMutablePointer<ExchangeState>) {
         state.deinitialize(count: 1)
         state.deallocate()
     }

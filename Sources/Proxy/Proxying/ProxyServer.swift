@@ -25,7 +25,7 @@ public final class ProxyServer {
     /// This worker's `X-Request-Id` source.
     var requestIDs = RequestIDGenerator()
     /// Spare per-exchange state for this worker's connections (idle connections hold none).
-    let exchangeStates = ExchangeStatePool<TCPStream>()
+    let exchangeStates = ExchangeStatePool()
     /// Open client connections of all workers together, against `limits.max_connections`.
     private let connectionCount: ConnectionCount
     /// The process's metrics, and this worker's slab of them (`WorkerStats`).
@@ -227,7 +227,7 @@ public final class ProxyServer {
 
     /// Serves a client on `stream` (accepted here, or made up by a test) from now on. Generic over
     /// the transport: the proxy calls it with `TCPStream`, the tests with `MemoryStream`.
-    func adopt<Client: ByteStream>(_ stream: Client, admin: Bool, exchangeStates: ExchangeStatePool<Client>) {
+    func adopt<Client: ByteStream>(_ stream: Client, admin: Bool, exchangeStates: ExchangeStatePool) {
         if !admin { connectionCount.add() }
         let connection = HTTP1ServerConnection(server: self, client: stream, isAdminListener: admin, exchangeStates: exchangeStates)
         activeClients += 1

@@ -9,7 +9,7 @@
 public final class MemoryWorker {
     public let loop = EventLoop()
     let server: ProxyServer
-    let pool = ExchangeStatePool<MemoryStream>()
+    let pool = ExchangeStatePool()
 
     /// `json`: a configuration as in a config file (its backends are never contacted).
     public init(config json: String) throws {

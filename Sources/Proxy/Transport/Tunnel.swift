@@ -10,9 +10,10 @@
 /// both directions together — not `upstream_ms`, since a WebSocket may legitimately be quiet for
 /// minutes.
 ///
-/// The owning `HTTP1ServerConnection` routes both streams' callbacks here and closes both streams when
-/// `onEnd` fires. Threading: loop thread only.
-final class Tunnel<Client: ByteStream> {
+/// The owning `HTTP1ServerConnection` routes the client stream's callbacks here, the upstream
+/// connection reports here directly (the tunnel is its delegate), and the connection closes both
+/// streams when `onEnd` fires. Threading: loop thread only.
+final class Tunnel<Client: ByteStream>: UpstreamConnectionDelegate {
     private let loop: EventLoop
     private let client: Client
     private let upstream: TCPStream
@@ -56,6 +57,8 @@ final class Tunnel<Client: ByteStream> {
         lastActivity = loop.now
         toClient.send(bytes)
     }
+
+    func upstreamWriteFailed(_ code: Int32) { upstreamEnded(code) }
 
     func clientDrained() { toClient.sinkDrained() }
     func upstreamDrained() { toUpstream.sinkDrained() }

@@ -1,0 +1,812 @@
+/// Runs one exchange at a time for its downstream: from a parsed request head to the end of its
+/// response. It admits the request, answers locally (`/_health`, admin pages, errors), routes,
+/// picks a backend, connects (with failover and the keep-alive-race retry), writes the request
+/// head and body to the backend, reads and checks the response, and hands it to the downstream
+/// as a `ResponseSink` — never HTTP/1 client bytes. The decisions themselves are
+/// `ExchangeMachine`'s (a value type tested without sockets); this type executes them.
+///
+/// The downstream owns the exchange and drives it: `begin()` with a parsed request in `x`,
+/// request body bytes through `sendRequestBody` / `endRequestBody` (framing already removed),
+/// `responseSinkDrained()` when the client has room again, `deadlineReached()` when the deadline
+/// it keeps for the exchange is due, `connectionClosed()` when it goes. The upstream connection
+/// reports to the exchange as its `UpstreamConnectionDelegate`.
+///
+/// An HTTP/1 connection has one exchange object for its life and runs its requests through it
+/// in turn; the per-request memory is the pooled `ExchangeState` behind `x`, held only while a
+/// request is under way (`hasState`).
+///
+/// Lifetime: owned (strong `let`) by its downstream, which it reaches unretained: the downstream
+/// outlives every call into it. A connect callback may find the exchange after its downstream
+/// is gone: it then sees `hasState` false and does nothing. Threading: loop thread only.
+final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDelegate {
+    /// Strong `let` for the same reason as the connection's: calls through it need no retain.
+    let server: ProxyServer
+    /// Unretained (`Unmanaged`, used through `down`): a strong reference would be a cycle, and
+    /// `unowned(unsafe)` still retains around each call. Set once, by `setDownstream`.
+    private var downstreamRef: Unmanaged<Downstream>?
+    /// The configuration the exchange runs with, set by the downstream before `begin()`.
+    var settings: ServerSettings
+    /// The state of the exchange under way; meaningful only while `hasState`.
+    var x: UnsafeMutablePointer<ExchangeState>
+    var hasState = false
+
+    /// The client's IP as text (for `X-Forwarded-For`, `X-Real-IP`, the access log), found once.
+    let peerIP: [UInt8]
+    /// `peerIP` is an IPv6 address (quoted in `Forwarded`).
+    let peerIsIPv6: Bool
+    /// The request came through `admin.listen`.
+    let isAdminListener: Bool
+    /// The peer is this machine (127.0.0.0/8, ::1): it may read metrics and the status page.
+    let isLoopbackPeer: Bool
+
+    /// An exchange is under way (between `begin()` and its end).
+    private(set) var isRunning = false
+    /// Counts finished exchanges, so a callback can tell that its exchange ended under it.
+    private var exchangesFinished = 0
+
+    /// `detached`: what `x` points to while no state is held (the pool's; never used).
+    init(server: ProxyServer, settings: ServerSettings, detached: UnsafeMutablePointer<ExchangeState>,
+         peerAddress: SocketAddress?, isAdminListener: Bool) {
+        self.server = server
+        self.settings = settings
+        x = detached
+        let ip = peerAddress?.ipString ?? "unknown"
+        peerIP = Array(ip.utf8)
+        peerIsIPv6 = ip.utf8.contains(UInt8(ascii: ":"))
+        self.isAdminListener = isAdminListener
+        isLoopbackPeer = AdminPaths.isLoopback(ip)
+    }
+
+    /// The downstream that owns this exchange, given right after both exist.
+    func setDownstream(_ downstream: Downstream) {
+        downstreamRef = Unmanaged.passUnretained(downstream)
+    }
+
+    /// Calls into the downstream without retaining it.
+    @inline(__always)
+    private func down<R>(_ body: (Downstream) -> R) -> R {
+        downstreamRef.unsafelyUnwrapped._withUnsafeGuaranteedRef(body)
+    }
+
+    // MARK: - Starting
+
+    /// A complete request head is in `x.request` (its body, if any, follows through
+    /// `sendRequestBody`): answer it or send it on.
+    func begin() {
+        isRunning = true
+        beginAccounting(parsed: true)
+        x.pointee.machine.begin(framing: x.pointee.request.framing, isIdempotent: x.pointee.request.isIdempotent,
+                                wantsUpgrade: x.pointee.request.connectionUpgrade && !server.isDraining
+                                    && x.pointee.rewriter.isTunnelableUpgrade(x.pointee.request))
+        if let i = x.pointee.request.requestIDField, RequestIDGenerator.isWellFormed(x.pointee.request.bytes, x.pointee.request.fields[i].value) {
+            x.pointee.requestID.removeAll(keepingCapacity: true)
+            x.pointee.requestID.append(x.pointee.request.bytes, x.pointee.request.fields[i].value)
+        } else {
+            server.requestIDs.next(into: &x.pointee.requestID)
+        }
+        if x.pointee.request.hasVia && ProxyIdentity.requestHasLooped(x.pointee.request) {
+            return failExchange(status: 508, reason: "Loop Detected: this request already passed through this proxy (its Via names it): a backend points back at the proxy's own listener")
+        }
+        guard admit() else { return }
+
+        // Answered by the proxy itself? A body sent with such a request is not read: close then.
+        let localKeepAlive = x.pointee.machine.keepAliveAfterLocalAnswer(clientKeepAlive: x.pointee.request.keepAlive,
+                                                                         draining: server.isDraining)
+        if let reply = server.answerLocally(&x.pointee.request, adminListener: isAdminListener, loopbackPeer: isLoopbackPeer) {
+            x.pointee.responseStatus = reply.status
+            x.pointee.machine.responseBytesSent()
+            down { $0.sendLocalReply(reply, keepAlive: localKeepAlive) }
+            x.pointee.machine.answeredLocally(keepAlive: localKeepAlive)
+            finishExchange()
+            return
+        }
+
+        // Routes match the normal form of the path (`PathNormalizer`: what a backend that resolves
+        // `..`, `//` and escapes sees), not the raw bytes. `*` (OPTIONS) has no path.
+        var target = x.pointee.forwardTarget ?? x.pointee.request.target
+        let normal: PathNormalizer.Result
+        if target.count == 1 && x.pointee.request.bytes[target.lowerBound] == UInt8(ascii: "*") {
+            normal = PathNormalizer.Result(path: target, target: target, rewritten: false)
+        } else {
+            do { normal = try settings.router.paths.normalize(&x.pointee.request.bytes, target: target) } catch {
+                return refuse(error)
+            }
+        }
+        guard let matched = settings.router.match(x.pointee.request, path: normal.path) else {
+            return failExchange(status: 404, reason: "Not Found: no route matches host \(hostForMessages) and path \(pathForMessages)")
+        }
+        x.pointee.route = matched
+        // The backend gets the bytes the client sent, unless `forward: normalized` — or a prefix
+        // is stripped from a path normalisation changed: the raw target need not even begin with
+        // the prefix (`//api/x`, `/%61pi/x`), the normal form does. Either way what is left after
+        // the prefix has no dot segment, so it cannot climb above the backend's root.
+        if settings.router.forwardNormalized || (matched.stripLength > 0 && normal.rewritten) { target = normal.target }
+        if matched.stripLength > 0 { target = (target.lowerBound + matched.stripLength)..<target.upperBound }
+        x.pointee.forwardTarget = target
+        x.pointee.triedBackends.removeAll()
+        x.pointee.failedAttempts.removeAll()
+        x.pointee.lastConnectFailure = nil
+        connectUpstream()
+    }
+
+    /// The request's host and path as text, for error messages (off the hot path).
+    private var hostForMessages: String {
+        x.pointee.request.hostField.map { "\"" + String(decoding: x.pointee.request.bytes[x.pointee.request.fields[$0].value], as: UTF8.self) + "\"" } ?? "(none)"
+    }
+    private var pathForMessages: String {
+        String(decoding: x.pointee.request.bytes[x.pointee.forwardTarget ?? x.pointee.request.target], as: UTF8.self)
+    }
+
+    /// Applies the request limits that need the parsed head: `Host` syntax, target form, allowed
+    /// methods, body size. Answers and returns false when the request is refused.
+    private func admit() -> Bool {
+        do {
+            // An HTTP/1.1 request without Host never gets here (the parser refuses it).
+            if let host = x.pointee.request.hostField { try RequestTarget.checkHost(x.pointee.request.bytes, x.pointee.request.fields[host].value) }
+            switch try RequestTarget.validate(&x.pointee.request) {
+            case .path(let path): x.pointee.forwardTarget = path
+            case .asterisk: x.pointee.forwardTarget = x.pointee.request.target
+            case .absolute(let path, let authority):
+                x.pointee.forwardTarget = path
+                // RFC 9112 §3.2.2: the target's authority is the host, whatever Host says, and a
+                // proxy sends it as Host. Pointing the Host field at it makes routing, Host (unless
+                // a route's host_header overrides it) and X-Forwarded-Host agree.
+                if let host = x.pointee.request.hostField {
+                    x.pointee.request.fields[host].value = authority
+                } else {  // HTTP/1.0 without Host: add one, its name past the head's bytes
+                    let name = x.pointee.request.bytes.count
+                    x.pointee.request.bytes.append(contentsOf: "Host".utf8)
+                    x.pointee.request.hostField = x.pointee.request.fields.count
+                    x.pointee.request.fields.append(HeaderField(name: name..<(name + 4), value: authority))
+                }
+            }
+        } catch {
+            refuse(error)
+            return false
+        }
+        let limits = settings.config.limits
+        if !settings.allowedMethods.isEmpty && !settings.allowedMethods.contains(where: { x.pointee.request.bytes.equals(x.pointee.request.method, $0) }) {
+            failExchange(status: 405, reason: "Method Not Allowed: \(x.pointee.request.methodString) is not accepted here",
+                         fields: settings.allowField.map { allow -> [(name: StaticString, value: String)] in [(name: "Allow", value: allow)] } ?? [])
+            return false
+        }
+        if limits.maxBodyBytes > 0, case .contentLength(let n) = x.pointee.request.framing, n > UInt64(limits.maxBodyBytes) {
+            // Refused before reading the body; the connection then drains and closes.
+            failExchange(status: 413, reason: "Content Too Large: the body may be at most \(limits.maxBodyBytes) bytes")
+            return false
+        }
+        return true
+    }
+
+    /// The client's fault: the downstream answers and ends (the exchange ends with it).
+    private func refuse(_ error: HTTPParseError) {
+        down { $0.rejectRequest(error) }
+    }
+
+    // MARK: - Connecting
+
+    /// Picks a backend and obtains a connection to it. A connect that fails at once (a local
+    /// error from `uv_tcp_connect`: EMFILE, EADDRNOTAVAIL, …) moves on to the next backend in
+    /// this loop, never by recursion; one that fails later comes back through `connectFailed`.
+    private func connectUpstream() {
+        let group = currentUpstream
+        while true {
+            guard x.pointee.machine.mayAttempt(maxAttempts: settings.config.limits.maxUpstreamAttempts) else {
+                return failExchange(status: ExchangeMachine.GiveUp.attemptsExhausted.status,
+                                    reason: (x.pointee.lastConnectFailure ?? "Bad Gateway: no backend could be reached")
+                                    + " (gave up after \(x.pointee.machine.attempts) attempts: limits.max_upstream_attempts)")
+            }
+            guard let index = group.balancer.pick(from: group.backends, excluding: x.pointee.triedBackends) else {
+                let giveUp = x.pointee.machine.noBackend(anyHealthy: group.balancer.anyHealthy(group.backends),
+                                                         triedAny: !x.pointee.triedBackends.isEmpty)
+                if giveUp == .noHealthyBackend {
+                    return failExchange(status: giveUp.status, reason: "Service Unavailable: no healthy backend in upstream \(group.name)")
+                }
+                return failExchange(status: giveUp.status, reason: x.pointee.lastConnectFailure ?? "Bad Gateway: no backend could be reached")
+            }
+            x.pointee.triedBackends.insert(index)
+            let choice = x.pointee.machine.attemptStarted()
+            x.pointee.backendIndex = index
+            x.pointee.servedBy = index
+            x.pointee.upstreamStartNs = Platform.monotonicNanos()
+            let backend = group.backends[index]
+            group.balancer.started(index, of: group.backends)
+
+            if case .pooledOrNew(let checkWholeSocket) = choice,
+               let pooled = backend.pool.take(now: server.loop.now, checkSocket: checkWholeSocket) {
+                attach(pooled, pooled: true)
+                upstreamConnected()
+                return
+            }
+            let conn = UpstreamConnection(backend: backend, loop: server.loop)
+            attach(conn, pooled: false)
+            do {
+                // Strong captures (a weak one would give both objects a side table: slower ARC on
+                // every request after): the closure is dropped when it runs or the stream closes.
+                try conn.stream.connect(to: backend.address) { [self, conn] status in
+                    guard hasState && x.pointee.upstream === conn else { return }
+                    if status == 0 { self.upstreamConnected() } else { self.connectFailed(UVError(status)) }
+                }
+            } catch {
+                let problem = error.localResourceProblem
+                switch x.pointee.machine.connectFailed(isLocalResourceProblem: problem != nil) {
+                case .localResourceExhausted: return localResourceFailure(problem!)
+                case .tryNextBackend: noteConnectFailure(error)
+                }
+                continue
+            }
+            down { $0.armExchangeDeadline(inMs: UInt64(max(settings.config.timeouts.connectMs, 1))) }
+            return
+        }
+    }
+
+    /// A connect failed after `uv_tcp_connect` accepted it (refused, timed out): try the next backend.
+    private func connectFailed(_ error: UVError) {
+        let problem = error.localResourceProblem
+        switch x.pointee.machine.connectFailed(isLocalResourceProblem: problem != nil) {
+        case .localResourceExhausted:
+            localResourceFailure(problem!)
+        case .tryNextBackend:
+            noteConnectFailure(error)
+            connectUpstream()
+        }
+    }
+
+    /// The proxy itself is out of a resource (descriptors, ports, memory): no backend is to
+    /// blame and every other one would fail the same way, so no failover — a 503 that says so.
+    private func localResourceFailure(_ problem: String) {
+        releaseUpstream(reusable: false)
+        failExchange(status: 503, reason: "Service Unavailable: \(problem)", fields: [(name: "Retry-After", value: "1")])
+    }
+
+    /// Records why the current backend could not be reached and lets its connection go.
+    private func noteConnectFailure(_ error: UVError) {
+        let backend = currentBackend
+        x.pointee.lastConnectFailure = "Bad Gateway: cannot connect to backend \(backend.id) (\(backend.address)): \(error.name)"
+        x.pointee.failedAttempts.append(ErrorPage.Attempt(backend: backend.id, url: backend.url, address: backend.address.description,
+                                          problem: ErrorPage.explain(error, url: backend.url)))
+        releaseUpstream(reusable: false, outcome: .connectFailure)
+    }
+
+    private func attach(_ conn: UpstreamConnection, pooled: Bool) {
+        x.pointee.upstream = conn
+        conn.owner = self
+        x.pointee.upstreamReady = false
+        x.pointee.machine.upstreamAttached(pooled: pooled)
+        x.pointee.responseHeadBytes.reset()
+    }
+
+    /// The upstream connection is open: send the head and whatever body bytes are buffered.
+    private func upstreamConnected() {
+        guard let conn = x.pointee.upstream else { return }
+        conn.stream.startReading()
+        x.pointee.upstreamReady = true
+        x.pointee.lastUpstreamActivity = server.loop.now
+        x.pointee.machine.upstreamConnected()
+        let t = timeouts
+        x.pointee.responseHeadDueAt = x.pointee.machine.requestComplete ? server.loop.now + UInt64(t.upstreamMs) : 0
+        let wait = x.pointee.machine.requestComplete ? t.upstreamMs : min(t.upstreamMs, t.clientBodyMs)
+        down { $0.armExchangeDeadline(inMs: UInt64(max(wait, 1))) }
+
+        x.pointee.toUpstream.removeAll()
+        let framing: HeaderRewriter.OutgoingFraming
+        switch x.pointee.request.framing {
+        case .contentLength(let n): framing = .contentLength(n)
+        case .chunked: framing = .chunked
+        case .none, .untilClose:
+            // The parser reports `Content-Length: 0` as no body; some origins insist on seeing
+            // the zero (411 for a POST without it), so it is forwarded as sent.
+            framing = x.pointee.request.hasContentLengthField ? .contentLength(0) : .none
+        }
+        x.pointee.rewriter.writeUpstreamRequest(&x.pointee.request, framing: framing, peerIP: peerIP, peerIsIPv6: peerIsIPv6,
+                                      defaultHost: currentBackend.authorityBytes, target: x.pointee.forwardTarget,
+                                      hostOverride: hostOverride, forwardedPrefix: x.pointee.route?.forwardedPrefix ?? [],
+                                      upgrade: x.pointee.machine.wantsUpgrade, requestID: x.pointee.requestID, into: &x.pointee.toUpstream)
+        if !x.pointee.machine.requestComplete {
+            // Body bytes that arrived before the connection go out behind the head.
+            down { $0.upstreamReadyForBody() }
+            guard hasState && isRunning else { return }  // the exchange ended meanwhile
+        }
+        flushToUpstream()
+    }
+
+    // MARK: - Request body
+
+    /// Request body bytes, the client's framing removed. The first go out together with the head.
+    func sendRequestBody(_ data: UnsafeRawBufferPointer) {
+        if x.pointee.request.framing == .chunked {
+            x.pointee.toUpstream.appendHex(data.count)
+            x.pointee.toUpstream.append("\r\n")
+            x.pointee.toUpstream.append(raw: data)
+            x.pointee.toUpstream.append("\r\n")
+        } else {
+            flushToUpstream(extra: data)
+        }
+    }
+
+    /// Writes request body bytes appended by `sendRequestBody` (chunk framing) and not yet sent.
+    func flushRequestBody() {
+        if !x.pointee.toUpstream.isEmpty { flushToUpstream() }
+    }
+
+    /// The request body is complete.
+    func endRequestBody() {
+        if x.pointee.request.framing == .chunked { x.pointee.toUpstream.append("0\r\n\r\n") }
+        flushRequestBody()
+        x.pointee.machine.requestBodyFinished()
+        x.pointee.lastUpstreamActivity = server.loop.now
+        if !x.pointee.machine.responseStarted { x.pointee.responseHeadDueAt = server.loop.now + UInt64(timeouts.upstreamMs) }
+    }
+
+    /// The request body cannot be completed (malformed, too large): what the upstream got of it
+    /// spoils that connection. The downstream answers the client.
+    func requestBodyFailed() {
+        x.pointee.machine.upstreamSpoiled()
+        releaseUpstream(reusable: false)
+    }
+
+    /// Sends `toUpstream` (and `extra`) as one write; stops the request body while the upstream's
+    /// queue is over its high-water mark.
+    private func flushToUpstream(extra: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
+        guard x.pointee.upstreamReady, let conn = x.pointee.upstream else { return }
+        if x.pointee.toUpstream.isEmpty && extra.isEmpty { return }
+        x.pointee.toUpstream.withUnsafeBytes { head in conn.stream.write(head, extra) }
+        x.pointee.toUpstream.removeAll()
+        if conn.stream.isCongested && !x.pointee.requestBodyPaused {
+            x.pointee.requestBodyPaused = true
+            down { $0.pauseRequestBody() }
+        }
+    }
+
+    /// The timeouts of the current exchange: its route's (asked for only once a route matched).
+    private var timeouts: TimeoutsConfig { x.pointee.route?.timeouts ?? settings.config.timeouts }
+
+    // MARK: - Upstream input
+    //
+    // The upstream connection calls these through `UpstreamConnectionDelegate`, a protocol
+    // witness that knows no `Downstream`: without `@_specialize` each call ran the unspecialised
+    // generic body, looking up generic metadata at every step (~2,800 instructions per request).
+
+    @_specialize(where Downstream == HTTP1ServerConnection<TCPStream>)
+    func upstreamRead(_ bytes: UnsafeRawBufferPointer) {
+        x.pointee.lastUpstreamActivity = server.loop.now
+        let exchange = exchangesFinished
+        var input = bytes
+        while !input.isEmpty {
+            if x.pointee.machine.responseStarted && x.pointee.responseFraming == .untilClose {
+                relayResponseBody(input)
+                return
+            }
+            if !x.pointee.machine.responseStarted {
+                let consumed: Int
+                do { consumed = try x.pointee.responseHeadBytes.append(input) } catch {
+                    return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a response head that cannot be read (\(error.reason))")
+                }
+                input = UnsafeRawBufferPointer(rebasing: input[consumed...])
+                guard x.pointee.responseHeadBytes.isComplete else { return }
+                x.pointee.responseHeadBytes.moveBytes(into: &x.pointee.response.bytes)
+                do {
+                    try HeadParser.parseResponse(into: &x.pointee.response, requestWasHEAD: x.pointee.request.isHEAD)
+                } catch {
+                    return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a malformed response (\(error.reason))")
+                }
+                if x.pointee.response.isInterim {
+                    let maxInterim = settings.config.limits.maxInterimResponses
+                    switch x.pointee.machine.interimResponse(maxInterim: maxInterim, clientVersionMinor: x.pointee.request.versionMinor) {
+                    case .refuse:
+                        return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent more than \(maxInterim) interim (1xx) responses")
+                    case .relay:
+                        // 100 Continue / 103 Early Hints; the final head follows.
+                        x.pointee.machine.responseBytesSent()
+                        down { $0.sendInterimResponse(x.pointee.response) }
+                        x.pointee.machine.interimRelayed()
+                    case .drop:
+                        break
+                    }
+                    x.pointee.responseHeadBytes.reset()
+                    continue
+                }
+                x.pointee.upstreamHeadNs = Platform.monotonicNanos()
+                x.pointee.responseStatus = x.pointee.response.status
+                let framing = x.pointee.response.framing
+                let untilCloseForClient = x.pointee.request.versionMinor != 1 && (framing == .chunked || framing == .untilClose)
+                switch x.pointee.machine.finalResponseHead(status: x.pointee.response.status, clientKeepAlive: x.pointee.request.keepAlive,
+                                                           draining: server.isDraining, bodyUntilCloseForClient: untilCloseForClient) {
+                case .refuseUnaskedSwitch:
+                    return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) switched protocols unasked")
+                case .tunnel:
+                    return switchProtocols(rest: input)
+                case .relay:
+                    startResponse()
+                }
+                if responseFinishedIfBodyless() {
+                    // Bytes after a body-less response break framing: never reuse that connection.
+                    if !input.isEmpty { x.pointee.machine.upstreamSpoiled() }
+                    return finishExchange()
+                }
+                continue
+            }
+            let consumed = relayResponseBody(input)
+            if exchangesFinished != exchange || !isRunning { return }
+            input = UnsafeRawBufferPointer(rebasing: input[consumed...])
+        }
+        if isRunning && x.pointee.machine.responseStarted { flushResponse() }
+    }
+
+    private var backendID: String { x.pointee.backendIndex >= 0 ? currentBackend.id : "?" }
+
+    /// The backend of the exchange in flight (`backendIndex >= 0`).
+    private var currentBackend: Backend { currentUpstream.backends[x.pointee.backendIndex] }
+
+    /// The upstream the matched route names; nil before a route matched.
+    private var routedUpstream: Upstream? {
+        guard let route = x.pointee.route else { return nil }
+        return settings.upstreams[route.upstream]
+    }
+
+    /// `routedUpstream` once a route matched (only asked for then).
+    private var currentUpstream: Upstream { routedUpstream! }
+
+    /// The `Host` a route's `host_header` policy sends instead of the client's, if any.
+    private var hostOverride: [UInt8]? {
+        switch x.pointee.route?.hostHeader ?? .preserve {
+        case .preserve: nil
+        case .backend: currentBackend.authorityBytes
+        case .literal(let value): value
+        }
+    }
+
+    /// The final response head arrived: set up the body relay and hand the head to the sink.
+    private func startResponse() {
+        x.pointee.lastUpstreamActivity = server.loop.now
+        x.pointee.responseIdleLimitMs = UInt64(x.pointee.response.isEventStream ? timeouts.eventStreamIdleMs : timeouts.responseIdleMs)
+        // Only ever sooner: a nearer deadline (the client's body pauses) must keep its time.
+        down { $0.advanceExchangeDeadline(inMs: x.pointee.responseIdleLimitMs) }
+        x.pointee.responseFraming = x.pointee.response.framing
+        switch x.pointee.response.framing {
+        case .none: break
+        case .contentLength(let n): x.pointee.responseBodyRemaining = n
+        case .chunked, .untilClose: x.pointee.responseDecoder.reset()
+        }
+        let closeAfter = x.pointee.machine.closeAfterResponse
+        down { $0.sendResponseHead(&x.pointee.response, framing: x.pointee.responseFraming, closeAfter: closeAfter) }
+    }
+
+    /// For a response without a body, sends the head and reports completion.
+    private func responseFinishedIfBodyless() -> Bool {
+        switch x.pointee.responseFraming {
+        case .none, .contentLength(0):
+            x.pointee.machine.responseBytesSent()
+            down { $0.endResponse() }
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// Relays response body bytes; returns how many belonged to this response. Finishes the
+    /// exchange when the body is complete.
+    @discardableResult
+    private func relayResponseBody(_ input: UnsafeRawBufferPointer) -> Int {
+        switch x.pointee.responseFraming {
+        case .contentLength:
+            let take = Int(min(UInt64(input.count), x.pointee.responseBodyRemaining))
+            x.pointee.responseBodyRemaining -= UInt64(take)
+            sendResponseBody(UnsafeRawBufferPointer(rebasing: input[..<take]))
+            if x.pointee.responseBodyRemaining == 0 {
+                if take < input.count { x.pointee.machine.upstreamSpoiled() }  // bytes beyond the declared length
+                endResponse()
+            }
+            return take
+        case .chunked:
+            let consumed: Int
+            do {
+                consumed = try x.pointee.responseDecoder.decode(input) { data throws(HTTPParseError) in
+                    down { $0.appendResponseBody(data) }
+                }
+            } catch {
+                switch x.pointee.machine.malformedResponseBody() {
+                case .answer:
+                    // The head arrived in this same read and is still held back: nothing reached
+                    // the client, so it can still get a proper 502.
+                    down { $0.discardBufferedResponse() }
+                    upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a malformed chunked body (\(error.reason))")
+                case .cutClient:
+                    releaseUpstream(reusable: false, outcome: .upstreamFailure)
+                    cutClient()
+                }
+                return input.count
+            }
+            if x.pointee.responseDecoder.isComplete {
+                if consumed < input.count { x.pointee.machine.upstreamSpoiled() }  // bytes beyond the last chunk
+                endResponse()
+            } else {
+                flushResponse()
+            }
+            return consumed
+        case .untilClose:
+            sendResponseBody(input)
+            return input.count
+        case .none:
+            return 0
+        }
+    }
+
+    private func sendResponseBody(_ data: UnsafeRawBufferPointer) {
+        x.pointee.machine.responseBytesSent()
+        down { $0.sendResponseBody(data) }
+        pauseUpstreamIfClientCongested()
+    }
+
+    private func flushResponse() {
+        x.pointee.machine.responseBytesSent()
+        down { $0.flushResponse() }
+        pauseUpstreamIfClientCongested()
+    }
+
+    /// The response is complete: the sink ends it, the exchange finishes.
+    private func endResponse() {
+        x.pointee.machine.responseBytesSent()
+        down { $0.endResponse() }
+        finishExchange()
+    }
+
+    /// Backpressure towards the backend: a client that reads slowly stops the upstream's reading.
+    @inline(__always)
+    private func pauseUpstreamIfClientCongested() {
+        guard !x.pointee.upstreamReadPaused, down({ $0.isResponseCongested }), let conn = x.pointee.upstream else { return }
+        x.pointee.upstreamReadPaused = true
+        conn.stream.pauseReading(.backpressure)
+    }
+
+    /// The client has room again: read the backend again.
+    func responseSinkDrained() {
+        guard hasState, x.pointee.upstreamReadPaused else { return }
+        x.pointee.upstreamReadPaused = false
+        x.pointee.upstream?.stream.resumeReading(.backpressure)
+    }
+
+    /// Lifts both pauses the exchange may have put on its two sides.
+    private func liftPauses() {
+        if x.pointee.upstreamReadPaused {
+            x.pointee.upstreamReadPaused = false
+            x.pointee.upstream?.stream.resumeReading(.backpressure)
+        }
+        if x.pointee.requestBodyPaused {
+            x.pointee.requestBodyPaused = false
+            down { $0.resumeRequestBody() }
+        }
+    }
+
+    /// The upstream closed or failed.
+    @_specialize(where Downstream == HTTP1ServerConnection<TCPStream>)
+    func upstreamEnded(_ code: Int32) {
+        guard isRunning else { return }
+        switch x.pointee.machine.upstreamClosed(eof: code == UVError.eof, bodyUntilClose: x.pointee.responseFraming == .untilClose,
+                                                 sawResponseBytes: !x.pointee.responseHeadBytes.bytes.isEmpty) {
+        case .responseComplete:
+            // The normal end of a close-delimited body.
+            return endResponse()
+        case .retryOnNewConnection:
+            // The keep-alive race: a pooled connection died before answering.
+            server.stats.add(WorkerStats.retries)
+            releaseUpstream(reusable: false)
+            x.pointee.triedBackends.removeAll()
+            return connectUpstream()
+        case .failed:
+            break
+        }
+        let reason = code == UVError.eof
+            ? "Bad Gateway: backend \(backendID) closed the connection before a complete response"
+            : "Bad Gateway: backend \(backendID) failed: \(UVError(code).name)"
+        upstreamFailed(status: 502, reason: reason)
+    }
+
+    /// A write to the upstream failed: the backend stopped reading — typically it answered early
+    /// (413, 401) and closed. What it sent is still read and relayed; the read side (its end, or
+    /// the upstream deadline) decides how the exchange ends. Request body bytes from here on are
+    /// read from the client and dropped (the stream ignores writes after a failure).
+    @_specialize(where Downstream == HTTP1ServerConnection<TCPStream>)
+    func upstreamWriteFailed(_ code: Int32) {
+        guard isRunning else { return }
+        x.pointee.machine.upstreamSpoiled()
+    }
+
+    @_specialize(where Downstream == HTTP1ServerConnection<TCPStream>)
+    func upstreamDrained() {
+        guard isRunning, x.pointee.requestBodyPaused else { return }
+        x.pointee.requestBodyPaused = false
+        down { $0.resumeRequestBody() }
+    }
+
+    /// The backend accepted the protocol switch: the downstream relays its 101 and joins the
+    /// two connections; the exchange keeps the upstream only to close it at the end.
+    private func switchProtocols(rest: UnsafeRawBufferPointer) {
+        guard let conn = x.pointee.upstream else { return }
+        liftPauses()
+        x.pointee.machine.tunnelStarted()
+        x.pointee.machine.responseBytesSent()
+        down { $0.switchProtocols(x.pointee.response, upstream: conn, rest: rest) }
+    }
+
+    /// The upstream broke the exchange: answer 502/504 if nothing was sent yet, else cut the client.
+    private func upstreamFailed(status: UInt16, reason: String) {
+        if x.pointee.backendIndex >= 0 {
+            let b = currentBackend
+            x.pointee.failedAttempts.append(ErrorPage.Attempt(backend: b.id, url: b.url, address: b.address.description, problem: reason))
+        }
+        releaseUpstream(reusable: false, outcome: status == 504 ? .timeout : .upstreamFailure)
+        switch x.pointee.machine.upstreamFailed() {
+        case .cutClient: cutClient()
+        case .answer: failExchange(status: status, reason: reason)
+        }
+    }
+
+    private func cutClient() {
+        down { $0.cutResponse() }
+    }
+
+    // MARK: - Deadlines
+
+    /// The deadline the downstream keeps for the exchange is due: a connect that took too long,
+    /// or one of the deadlines of a request in flight (`checkDeadlines`).
+    func deadlineReached() {
+        guard hasState && isRunning else { return }
+        if x.pointee.upstream != nil && !x.pointee.upstreamReady {
+            return connectFailed(UVError(UVError.timedOut))
+        }
+        let now = server.loop.now
+        // A client slow to read its response is not the backend's silence.
+        if x.pointee.machine.responseStarted && down({ $0.isResponseCongested }) { x.pointee.lastUpstreamActivity = now }
+        let t = timeouts
+        let verdict = x.pointee.machine.checkDeadlines(
+            ExchangeMachine.Clock(now: now, lastClientActivity: down { $0.lastRequestActivity },
+                                  lastUpstreamActivity: x.pointee.lastUpstreamActivity, responseHeadDueAt: x.pointee.responseHeadDueAt),
+            ExchangeMachine.Limits(clientBodyMs: UInt64(t.clientBodyMs), upstreamMs: UInt64(t.upstreamMs),
+                                   responseIdleMs: x.pointee.responseIdleLimitMs))
+        switch verdict {
+        case .rearm(let ms):
+            down { $0.armExchangeDeadline(inMs: ms) }
+        case .requestBodyStalled(.answer):
+            refuse(HTTPParseError(status: 408, reason: "the request body stalled for \(t.clientBodyMs) ms"))
+        case .requestBodyStalled(.cutClient):
+            cutClient()  // the response has begun: all the client can be told is a cut
+        case .responseStalled:
+            releaseUpstream(reusable: false, outcome: .timeout)
+            cutClient()
+        case .responseHeadTimedOut:
+            upstreamFailed(status: 504, reason: "Gateway Timeout: backend \(backendID) did not send a response head within \(t.upstreamMs) ms")
+        }
+    }
+
+    // MARK: - Ending
+
+    /// Sends an error response for the current request and ends the exchange.
+    private func failExchange(status: UInt16, reason: String, fields: [(name: StaticString, value: String)] = []) {
+        x.pointee.responseStatus = status
+        if status == 405 || status == 413 { server.stats.add(WorkerStats.rejectionIndex(status)) }
+        releaseUpstream(reusable: false)
+        let keepAlive = x.pointee.machine.keepAliveAfterLocalAnswer(clientKeepAlive: x.pointee.request.keepAlive,
+                                                                    draining: server.isDraining)
+        let reply: LocalReply
+        if status >= 502 && status <= 504 && ErrorPage.wanted(by: x.pointee.request) {
+            let routed = routedUpstream
+            let unhealthy = status == 503 ? (routed?.backends ?? []).map { b in (b.id, b.url, b.shared.probeRecord.lastError) } : []
+            let page = ErrorPage.html(status: status, reason: reason, upstream: routed?.name ?? "none", route: x.pointee.route?.description ?? "none",
+                                      attempts: x.pointee.failedAttempts, unhealthy: unhealthy)
+            reply = LocalReply(status: status, contentType: "text/html; charset=utf-8", body: page, fields: fields)
+        } else {
+            reply = .text(status, reason, fields: fields)
+        }
+        x.pointee.machine.responseBytesSent()
+        down { $0.sendLocalReply(reply, keepAlive: keepAlive) }
+        x.pointee.machine.answeredLocally(keepAlive: keepAlive)
+        finishExchange()
+    }
+
+    /// The response is complete: count it, release the upstream, let the downstream go on.
+    private func finishExchange() {
+        recordExchange()
+        exchangesFinished &+= 1
+        let reusable = x.pointee.machine.upstreamMayBePooled(responseKeepAlive: x.pointee.response.keepAlive,
+                                                             responseBodyUntilClose: x.pointee.responseFraming == .untilClose)
+        releaseUpstream(reusable: reusable, backendKeepAliveMs: reusable ? keepAliveTimeoutMs(x.pointee.response) : nil,
+                        outcome: .response(status: x.pointee.responseStatus))
+        isRunning = false
+        down { $0.exchangeEnded() }
+    }
+
+    /// The backend's `Keep-Alive: timeout=N` in milliseconds, if it sent one.
+    private func keepAliveTimeoutMs(_ head: ResponseHead) -> UInt64? {
+        guard let i = head.keepAliveField else { return nil }
+        let b = head.bytes
+        var result: UInt64? = nil
+        forEachToken(b, head.fields[i].value) { token in
+            let key = token.lowerBound..<min(token.lowerBound + 8, token.upperBound)
+            guard result == nil, token.count > 8, b.equalsIgnoringCase(key, "timeout=") else { return }
+            var seconds: UInt64 = 0
+            for d in b[key.upperBound..<token.upperBound] {
+                guard d >= 48 && d <= 57, seconds < 1_000_000 else { return }
+                seconds = seconds * 10 + UInt64(d - 48)
+            }
+            result = seconds * 1000
+        }
+        return result
+    }
+
+    /// Gives the upstream connection back to its pool (or closes it), lifts the exchange's
+    /// pauses, and tells the balancer how the attempt ended (`outcome`: not the backend's doing
+    /// unless said).
+    func releaseUpstream(reusable: Bool, backendKeepAliveMs: UInt64? = nil, outcome: AttemptOutcome = .notTheBackend) {
+        guard hasState else { return }
+        liftPauses()
+        if let conn = x.pointee.upstream {
+            x.pointee.upstream = nil
+            conn.owner = nil
+            if reusable && !conn.isClosed {
+                conn.exchangesCompleted += 1
+                conn.backend.pool.put(conn, now: server.loop.now, backendKeepAliveMs: backendKeepAliveMs)
+            } else {
+                conn.close()
+            }
+        }
+        if x.pointee.backendIndex >= 0 {
+            let head = x.pointee.upstreamHeadNs, start = x.pointee.upstreamStartNs
+            let headMicros: UInt64? = head > start ? (head &- start) / 1000 : nil
+            let group = currentUpstream
+            group.balancer.finished(x.pointee.backendIndex, of: group.backends, outcome: outcome, headMicros: headMicros)
+            x.pointee.backendIndex = -1
+        }
+        x.pointee.upstreamReady = false
+    }
+
+    /// The downstream ends the exchange from its side (it refused the request, the client went,
+    /// the server shuts down): count it, close the upstream.
+    func abandon() {
+        guard hasState else { return }
+        recordExchange()
+        releaseUpstream(reusable: false)
+        isRunning = false
+    }
+
+    // MARK: - Accounting
+
+    /// A request begins to count: `parsed` says whether its head can be read for the log.
+    func beginAccounting(parsed: Bool) {
+        x.pointee.exchangeOpen = true
+        x.pointee.requestParsed = parsed
+        x.pointee.route = nil
+        x.pointee.servedBy = -1
+        x.pointee.responseStatus = 0
+        x.pointee.upstreamHeadNs = 0
+    }
+
+    /// Counts the exchange in the metrics (its backend's, its upstream's when no backend took
+    /// it, else the proxy's own) and writes its access log line. Once per exchange.
+    func recordExchange() {
+        guard hasState, x.pointee.exchangeOpen else { return }
+        x.pointee.exchangeOpen = false
+        let micros = (Platform.monotonicNanos() &- x.pointee.requestStartNs) / 1000
+        let status = x.pointee.responseStatus != 0 ? x.pointee.responseStatus : 499
+        let routed = routedUpstream
+        let backend = x.pointee.servedBy >= 0 ? routed?.backends[x.pointee.servedBy] : nil
+        var upstreamMicros: UInt64? = nil
+        if let backend {
+            RequestStats.record(backend.stats, status: status, micros: micros)
+            if x.pointee.upstreamHeadNs != 0 {
+                let taken = (x.pointee.upstreamHeadNs &- x.pointee.upstreamStartNs) / 1000
+                RequestStats.recordUpstream(backend.stats, micros: taken)
+                upstreamMicros = taken
+            }
+        } else if let routed {
+            RequestStats.record(routed.stats, status: status, micros: micros)
+        } else {
+            RequestStats.record(server.stats, at: WorkerStats.unrouted, status: status, micros: micros)
+        }
+        guard let log = server.accessLog else { return }
+        log.write(AccessLogEntry(client: peerIP, requestParsed: x.pointee.requestParsed, status: status,
+                                 bytesSent: down { $0.responseBytesSent }, durationMicros: micros,
+                                 upstreamMicros: upstreamMicros, requestID: x.pointee.requestParsed ? x.pointee.requestID : []),
+                  upstream: routed, backend: backend, request: &x.pointee.request)
+    }
+}
