@@ -12,20 +12,24 @@ let smallLimits = HeadLimits(maxHeadBytes: 300, maxTargetBytes: 24, maxHeaderCou
 public func fuzzRequestStream(_ bytes: [UInt8]) {
     let input = FuzzInput(bytes)
     for (label, limits) in [("default limits", HeadLimits()), ("small limits", smallLimits)] {
-        checkPlansAgree(input, label: "request stream, \(label)") { plan, first in
-            StreamModel.run(input, plan: plan, isRequest: true, limits: limits, checkHeads: first)
+        checkPlansAgree(input, label: "first request head, \(label)") { plan, first in
+            FirstHeadChecker.run(input, plan: plan, isRequest: true, limits: limits, checkHeads: first)
         }
     }
-    checkConnectionAgrees(input)
+    checkTranscriptsAgree(input, label: "answered by the proxy") { connectionTranscript(input, pieces: $0, proxied: false) }
+    checkTranscriptsAgree(input, label: "proxied to a backend") { connectionTranscript(input, pieces: $0, proxied: true) }
 }
 
-/// The input is an upstream's byte stream: responses (1xx interim ones included) with their bodies,
-/// answering GET requests and, separately, HEAD requests.
+/// The input is a backend's byte stream: a response (1xx interim ones first) with its body,
+/// answering a GET request and, separately, a HEAD request.
 public func fuzzResponseStream(_ bytes: [UInt8]) {
     let input = FuzzInput(bytes)
     for head in [false, true] {
-        checkPlansAgree(input, label: "response stream, \(head ? "HEAD" : "GET") request") { plan, first in
-            StreamModel.run(input, plan: plan, isRequest: false, limits: HeadLimits(), requestWasHEAD: head, checkHeads: first)
+        checkPlansAgree(input, label: "first response head, \(head ? "HEAD" : "GET") request") { plan, first in
+            FirstHeadChecker.run(input, plan: plan, isRequest: false, limits: HeadLimits(), requestWasHEAD: head, checkHeads: first)
+        }
+        checkTranscriptsAgree(input, label: "relayed to an HTTP/1.0 client, \(head ? "HEAD" : "GET") request") {
+            responseTranscript(input, pieces: $0, head: head)
         }
     }
 }

@@ -62,7 +62,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
     private var x: UnsafeMutablePointer<ExchangeState> { exchange.x }
     private var hasState: Bool { exchange.hasState }
 
-    private var tunnel: Tunnel<Client>?
+    private var tunnel: (any ClientTunnel)?
 
     private var clientSentEOF = false
     /// Our FIN went out after all queued output (see `closeGracefully`).
@@ -479,7 +479,13 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
         let early = x.pointee.pending
         x.pointee.pending = []
         client.resumeReading(.pipelined)
-        let tunnel = Tunnel(loop: server.loop, client: client, upstream: conn.stream,
+        startTunnel(upstream: conn, stream: conn.stream, fromClient: early, fromUpstream: rest)
+    }
+
+    /// Joins the client to `stream` (the upstream's, its type opened from the existential).
+    private func startTunnel<Upstream: ByteStream>(upstream conn: UpstreamConnection, stream: Upstream,
+                                                   fromClient early: [UInt8], fromUpstream rest: UnsafeRawBufferPointer) {
+        let tunnel = Tunnel(loop: server.loop, client: client, upstream: stream,
                             idleLimitMs: settings.config.timeouts.tunnelIdleMs) { [unowned self] in self.teardown() }
         self.tunnel = tunnel
         // The tunnel hears the upstream from now on; the exchange closes it at teardown.

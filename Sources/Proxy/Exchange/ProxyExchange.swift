@@ -218,7 +218,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                 upstreamConnected()
                 return
             }
-            let conn = UpstreamConnection(backend: backend, loop: server.loop)
+            let conn = UpstreamConnection(backend: backend, stream: server.makeUpstreamStream(for: backend))
             attach(conn, pooled: false)
             do {
                 // Strong captures (a weak one would give both objects a side table: slower ARC on
@@ -380,7 +380,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             if !x.pointee.machine.responseStarted {
                 let consumed: Int
                 do { consumed = try x.pointee.responseHeadBytes.append(input) } catch {
-                    return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a response head that cannot be read (\(error.reason))")
+                    return malformedResponseHead(error)
                 }
                 input = UnsafeRawBufferPointer(rebasing: input[consumed...])
                 guard x.pointee.responseHeadBytes.isComplete else { return }
@@ -388,7 +388,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                 do {
                     try HeadParser.parseResponse(into: &x.pointee.response, requestWasHEAD: x.pointee.request.isHEAD)
                 } catch {
-                    return upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a malformed response (\(error.reason))")
+                    return malformedResponseHead(error)
                 }
                 if x.pointee.response.isInterim {
                     let maxInterim = settings.config.limits.maxInterimResponses
@@ -431,6 +431,13 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             input = UnsafeRawBufferPointer(rebasing: input[consumed...])
         }
         if isRunning && x.pointee.machine.responseStarted { flushResponse() }
+    }
+
+    /// A response head the accumulator or the parser refused: one message, whichever found it
+    /// (that depends on how the head was cut into reads), without a second "Bad Gateway:".
+    private func malformedResponseHead(_ error: HTTPParseError) {
+        let detail = error.reason.hasPrefix("Bad Gateway: ") ? String(error.reason.dropFirst(13)) : error.reason
+        upstreamFailed(status: 502, reason: "Bad Gateway: backend \(backendID) sent a malformed response head (\(detail))")
     }
 
     private var backendID: String { x.pointee.backendIndex >= 0 ? currentBackend.id : "?" }

@@ -10,7 +10,7 @@ import Glibc
 ///
 /// After `close()` no callback fires any more, though libuv may still complete requests.
 /// Threading: loop thread only.
-public final class TCPStream: Handle, ByteStream {
+public final class TCPStream: Handle, ConnectingStream {
     let tcp: UnsafeMutablePointer<uv_tcp_t>
     var stream: UnsafeMutablePointer<uv_stream_t> { cuv_tcp_as_stream(tcp) }
 

@@ -26,6 +26,14 @@ public final class ProxyServer {
     var requestIDs = RequestIDGenerator()
     /// Spare per-exchange state for this worker's connections (idle connections hold none).
     let exchangeStates = ExchangeStatePool()
+    /// Makes the streams of new upstream connections: TCP, unless a test supplies its own
+    /// (`MemoryWorker`'s in-memory backends).
+    var upstreamStreams: ((Backend) -> any ConnectingStream)?
+
+    func makeUpstreamStream(for backend: Backend) -> any ConnectingStream {
+        if let upstreamStreams { return upstreamStreams(backend) }
+        return TCPStream(loop: loop)
+    }
     /// Open client connections of all workers together, against `limits.max_connections`.
     private let connectionCount: ConnectionCount
     /// The process's metrics, and this worker's slab of them (`WorkerStats`).

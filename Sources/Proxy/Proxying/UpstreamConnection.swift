@@ -1,5 +1,7 @@
-/// One TCP connection to a backend, either serving an exchange (`owner` set) or idle in its
-/// backend's pool.
+/// One connection to a backend, either serving an exchange (`owner` set) or idle in its
+/// backend's pool. Its stream is a `TCPStream` in the proxy and a `MemoryStream` in the tests
+/// (`ProxyServer.makeUpstreamStream`): an existential, since one backend's connections are of one
+/// kind but the exchange and the pools hold connections of any backend.
 ///
 /// The stream's callbacks are installed once, when the connection is created, and route to the
 /// current owner — so handing a pooled connection to a new request allocates nothing.
@@ -18,7 +20,7 @@ protocol UpstreamConnectionDelegate: AnyObject {
 }
 
 public final class UpstreamConnection {
-    public let stream: TCPStream
+    public let stream: any ConnectingStream
     public let backend: Backend
     /// The exchange using this connection; `nil` while idle in the pool or connecting for nobody.
     /// Strong, and cleared by the owner when it lets go (`releaseUpstream`) and by `close()`:
@@ -34,9 +36,9 @@ public final class UpstreamConnection {
     var idleLimitMs: UInt64 = 0
     var isInPool = false
 
-    init(backend: Backend, loop: EventLoop) {
+    init(backend: Backend, stream: any ConnectingStream) {
         self.backend = backend
-        stream = TCPStream(loop: loop)
+        self.stream = stream
         // Set once, before connecting (libuv applies it when the socket is created), not per request.
         stream.setNoDelay()
         // These capture `self` strongly: the cycle with the stream ends when the stream closes

@@ -65,6 +65,17 @@ extension ByteStream {
     public func setNoDelay() { setNoDelay(true) }
 }
 
+/// A `ByteStream` that is opened by connecting to an address: what an upstream connection runs
+/// on. `TCPStream` in the proxy; a `MemoryStream` in the tests and fuzz targets, whose "backend"
+/// is driven by the test (`MemoryWorker`).
+public protocol ConnectingStream: ByteStream {
+    /// Starts connecting; `completion` gets 0 or an error code later, on the loop thread (never
+    /// from inside this call). Throws when the attempt cannot even start (a local error).
+    func connect(to address: SocketAddress, _ completion: @escaping (Int32) -> Void) throws(UVError)
+    /// `hasPendingInputOrEOF`, as far as it can be known without a system call (see `TCPStream`).
+    var hasPendingInputInCurrentPoll: Bool { get }
+}
+
 /// Reasons a stream's reading can be paused independently of each other; reading resumes when
 /// none is left.
 public struct ReadPause: OptionSet, Sendable {

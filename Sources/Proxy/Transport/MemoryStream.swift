@@ -10,7 +10,7 @@
 /// (a loop iteration), so the connection sees the same ordering as over TCP and is never
 /// re-entered from its own calls.
 /// Threading: the test's thread only.
-public final class MemoryStream: ByteStream {
+public final class MemoryStream: ConnectingStream {
     public var onRead: ((UnsafeRawBufferPointer) -> Void)?
     public var onReadEnd: ((Int32) -> Void)?
     public var onWriteError: ((Int32) -> Void)?
@@ -138,6 +138,25 @@ public final class MemoryStream: ByteStream {
     }
 
     public func setNoDelay(_ on: Bool) {}
+
+    // MARK: ConnectingStream (a MemoryStream as an upstream connection)
+
+    /// Connects on the next `runPending()` (as a loop would report it), or fails with `connectResult`.
+    public func connect(to address: SocketAddress, _ completion: @escaping (Int32) -> Void) throws(UVError) {
+        connectedTo = address
+        let result = connectResult
+        pending.append { [weak self] in
+            guard let self, !self.isClosing else { return }
+            completion(result)
+        }
+    }
+
+    /// What `connect` reports: 0, or a libuv error code (a refused connection: `UV_ECONNREFUSED`).
+    public var connectResult: Int32 = 0
+    /// The address `connect` was asked for.
+    public private(set) var connectedTo: SocketAddress?
+
+    public var hasPendingInputInCurrentPoll: Bool { hasPendingInputOrEOF }
 
     // MARK: Internals
 

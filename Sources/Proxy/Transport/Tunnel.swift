@@ -1,3 +1,13 @@
+/// What the client connection calls on its tunnel, whatever the upstream's stream type.
+protocol ClientTunnel: AnyObject {
+    func clientRead(_ bytes: UnsafeRawBufferPointer)
+    func clientDrained()
+    /// The client finished sending (FIN) or failed.
+    func clientEnded(_ code: Int32)
+    /// Ends the tunnel at once; the owner closes both streams.
+    func end()
+}
+
 /// Two connections joined byte for byte after a `101 Switching Protocols` (WebSocket or another
 /// upgrade): whatever one side sends goes to the other, with backpressure both ways, until both
 /// have finished.
@@ -13,12 +23,12 @@
 /// The owning `HTTP1ServerConnection` routes the client stream's callbacks here, the upstream
 /// connection reports here directly (the tunnel is its delegate), and the connection closes both
 /// streams when `onEnd` fires. Threading: loop thread only.
-final class Tunnel<Client: ByteStream>: UpstreamConnectionDelegate {
+final class Tunnel<Client: ByteStream, Upstream: ByteStream>: UpstreamConnectionDelegate, ClientTunnel {
     private let loop: EventLoop
     private let client: Client
-    private let upstream: TCPStream
-    private var toUpstream: Pipe<Client, TCPStream>
-    private var toClient: Pipe<TCPStream, Client>
+    private let upstream: Upstream
+    private var toUpstream: Pipe<Client, Upstream>
+    private var toClient: Pipe<Upstream, Client>
     private let timer: Timer
     private let idleLimitMs: UInt64
     private var lastActivity: UInt64
@@ -27,7 +37,7 @@ final class Tunnel<Client: ByteStream>: UpstreamConnectionDelegate {
     private var clientShutDown = false
     private var onEnd: (() -> Void)?
 
-    init(loop: EventLoop, client: Client, upstream: TCPStream, idleLimitMs: Int, onEnd: @escaping () -> Void) {
+    init(loop: EventLoop, client: Client, upstream: Upstream, idleLimitMs: Int, onEnd: @escaping () -> Void) {
         self.loop = loop
         self.client = client
         self.upstream = upstream

@@ -1,10 +1,11 @@
 import Proxy
 
-// A connection's inbound byte stream as the proxy reads it (HTTP1ServerConnection.process and
-// upstreamRead): heads collected by `HeadAccumulator`, handed over with `moveBytes(into:)` and
-// parsed with the `into:` variants; bodies skipped by Content-Length or decoded by `ChunkedDecoder`;
-// then the next pipelined message. What happens is written down as events, which must not depend on
-// how the stream was cut into reads.
+// The head components on the first message of an input: `HeadAccumulator` fed in pieces (what it
+// consumes, what it drops, that it stops at the head's end), `moveBytes(into:)`, the fresh and the
+// `into:` parses agreeing, and the semantic checks of an accepted head (HeadChecks.swift). Only
+// the first head: the framing loop (bodies, the next pipelined message) is checked on the
+// production connection and exchange (ConnectionChecks.swift), not on a model of it. The events
+// must not depend on how the input was cut into reads.
 
 struct RequestSnapshot: Equatable {
     var bytes: [UInt8]
@@ -41,8 +42,6 @@ struct ResponseSnapshot: Equatable {
 enum StreamEvent: Equatable, CustomStringConvertible {
     case request(RequestSnapshot)
     case response(ResponseSnapshot)
-    /// A complete body (Content-Length bytes or decoded chunked data).
-    case body([UInt8])
     case error(HTTPParseError)
     /// End of input inside a message: what was pending.
     case end(String, [UInt8])
@@ -53,7 +52,6 @@ enum StreamEvent: Equatable, CustomStringConvertible {
             return "request \"\(escape(r.bytes))\" method \(r.method) target \(r.target) 1.\(r.versionMinor) fields \(r.fields.map { "\($0.name)=\($0.value)" }) framing \(r.framing) keepAlive \(r.keepAlive) expectsContinue \(r.expectsContinue) host \(String(describing: r.hostField))"
         case .response(let r):
             return "response \"\(escape(r.bytes))\" status \(r.status) reason \(r.reason) 1.\(r.versionMinor) fields \(r.fields.map { "\($0.name)=\($0.value)" }) framing \(r.framing) keepAlive \(r.keepAlive)"
-        case .body(let b): return "body \"\(escape(b))\""
         case .error(let e): return "error \(e.status) \(e.reason)"
         case .end(let phase, let pending): return "end of input in \(phase), pending \"\(escape(pending))\""
         }
@@ -61,12 +59,11 @@ enum StreamEvent: Equatable, CustomStringConvertible {
 }
 
 /// Feeds one plan's reads through the model and returns the events.
-struct StreamModel {
+struct FirstHeadChecker {
     enum Phase {
         case head
-        case fixed(UInt64)
-        case chunked
-        case untilClose
+        /// The first head was parsed (or refused): the rest of the input is not looked at.
+        case done
         case failed
     }
 
@@ -85,8 +82,6 @@ struct StreamModel {
     var headConsumed: [UInt8] = []
     var request = RequestHead()
     var response = ResponseHead()
-    var decoder = ChunkedDecoder()
-    var body: [UInt8] = []
 
     init(input: FuzzInput, isRequest: Bool, limits: HeadLimits, requestWasHEAD: Bool = false) {
         self.input = input
@@ -98,7 +93,7 @@ struct StreamModel {
 
     static func run(_ input: FuzzInput, plan: [Int], isRequest: Bool, limits: HeadLimits,
                     requestWasHEAD: Bool = false, checkHeads: Bool) -> [StreamEvent] {
-        var model = StreamModel(input: input, isRequest: isRequest, limits: limits, requestWasHEAD: requestWasHEAD)
+        var model = FirstHeadChecker(input: input, isRequest: isRequest, limits: limits, requestWasHEAD: requestWasHEAD)
         model.checkHeads = checkHeads
         input.forEachPiece(plan) { model.feed($0) }
         model.finish()
@@ -106,14 +101,7 @@ struct StreamModel {
     }
 
     mutating func finish() {
-        switch phase {
-        case .head:
-            if !accumulator.bytes.isEmpty || !headConsumed.isEmpty { events.append(.end("head", accumulator.bytes)) }
-        case .fixed(let left): events.append(.end("body, \(left) bytes missing", body))
-        case .chunked: events.append(.end("chunked body", body))
-        case .untilClose: events.append(.body(body))
-        case .failed: break
-        }
+        if case .head = phase, !accumulator.bytes.isEmpty || !headConsumed.isEmpty { events.append(.end("head", accumulator.bytes)) }
     }
 
     mutating func feed(_ read: UnsafeRawBufferPointer) {
@@ -127,23 +115,7 @@ struct StreamModel {
                 rest = UnsafeRawBufferPointer(rebasing: rest[consumed...])
                 guard accumulator.isComplete else { return }
                 headComplete(following: rest)
-            case .fixed(let left):
-                let n = Int(min(left, UInt64(rest.count)))
-                body += rest[0..<n]
-                rest = UnsafeRawBufferPointer(rebasing: rest[n...])
-                if left == UInt64(n) {
-                    events.append(.body(body))
-                    phase = .head
-                } else {
-                    phase = .fixed(left - UInt64(n))
-                }
-            case .chunked:
-                guard let consumed = decodeChunked(rest) else { return }
-                rest = UnsafeRawBufferPointer(rebasing: rest[consumed...])
-            case .untilClose:
-                body += rest
-                return
-            case .failed:
+            case .done, .failed:
                 return
             }
         }
@@ -158,11 +130,6 @@ struct StreamModel {
                 input.check(try accumulator.append(empty) == 0, "HeadAccumulator consumed bytes of an empty read")
             } catch { input.fail("HeadAccumulator threw \(error) on an empty read") }
             input.check(accumulator.bytes == before && !accumulator.isComplete, "an empty read changed the HeadAccumulator")
-        case .chunked:
-            do throws(HTTPParseError) {
-                let n = try decoder.decode(empty) { _ in input.fail("ChunkedDecoder handed out data from an empty read") }
-                input.check(n == 0, "ChunkedDecoder consumed \(n) bytes of an empty read")
-            } catch { input.fail("ChunkedDecoder threw \(error) on an empty read") }
         default:
             break
         }
@@ -281,55 +248,14 @@ struct StreamModel {
         startBody(response.framing)
     }
 
+    /// The head's framing is consistent; the body is not followed (see the file's comment).
     mutating func startBody(_ framing: BodyFraming) {
-        body.removeAll()
         switch framing {
-        case .none: phase = .head
-        case .contentLength(let n):
-            input.check(n > 0, "framing .contentLength(0): must be .none")
-            phase = .fixed(n)
-        case .chunked:
-            decoder.reset()
-            phase = .chunked
-        case .untilClose:
-            input.check(!isRequest, "a request framed until close")
-            phase = .untilClose
+        case .contentLength(let n): input.check(n > 0, "framing .contentLength(0): must be .none")
+        case .untilClose: input.check(!isRequest, "a request framed until close")
+        case .none, .chunked: break
         }
-    }
-
-    /// Decodes chunked body bytes; nil when the read was used up or the body was refused.
-    mutating func decodeChunked(_ rest: UnsafeRawBufferPointer) -> Int? {
-        let consumed: Int
-        var collected: [UInt8] = []
-        swap(&collected, &body)
-        defer { swap(&collected, &body) }
-        do throws(HTTPParseError) {
-            consumed = try decoder.decode(rest) { [input] data in
-                input.check(!data.isEmpty && data.baseAddress! >= rest.baseAddress! && data.baseAddress! + data.count <= rest.baseAddress! + rest.count,
-                            "ChunkedDecoder handed out a slice outside its input")
-                collected += data
-            }
-        } catch {
-            events.append(.body(collected))
-            events.append(.error(error))
-            phase = .failed
-            return nil
-        }
-        input.check(consumed >= 0 && consumed <= rest.count, "ChunkedDecoder consumed \(consumed) of \(rest.count) bytes")
-        guard decoder.isComplete else {
-            input.check(consumed == rest.count, "ChunkedDecoder left \(rest.count - consumed) bytes unconsumed without completing or failing")
-            return nil
-        }
-        // Re-feeding after completion consumes nothing and hands out nothing.
-        withProbe(UnsafeRawBufferPointer(rebasing: rest[consumed...])) { probe in
-            do throws(HTTPParseError) {
-                let again = try decoder.decode(probe) { _ in input.fail("ChunkedDecoder handed out data after completion") }
-                input.check(again == 0, "ChunkedDecoder consumed \(again) bytes after completion")
-            } catch { input.fail("ChunkedDecoder threw \(error) after completion") }
-        }
-        events.append(.body(collected))
-        phase = .head
-        return consumed
+        phase = .done
     }
 }
 
