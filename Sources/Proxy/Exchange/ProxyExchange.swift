@@ -279,7 +279,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// The upstream connection is open: send the head and whatever body bytes are buffered.
     private func upstreamConnected() {
         guard let conn = x.pointee.upstream else { return }
-        conn.stream.startReading()
+        conn.startReading()
         x.pointee.upstreamReady = true
         x.pointee.lastUpstreamActivity = server.loop.now
         x.pointee.machine.upstreamConnected()
@@ -350,9 +350,9 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     private func flushToUpstream(extra: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
         guard x.pointee.upstreamReady, let conn = x.pointee.upstream else { return }
         if x.pointee.toUpstream.isEmpty && extra.isEmpty { return }
-        x.pointee.toUpstream.withUnsafeBytes { head in conn.stream.write(head, extra) }
+        x.pointee.toUpstream.withUnsafeBytes { head in conn.write(head, extra) }
         x.pointee.toUpstream.removeAll()
-        if conn.stream.isCongested && !x.pointee.requestBodyPaused {
+        if conn.isCongested && !x.pointee.requestBodyPaused {
             x.pointee.requestBodyPaused = true
             down { $0.pauseRequestBody() }
         }

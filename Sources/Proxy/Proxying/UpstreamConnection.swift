@@ -21,6 +21,11 @@ protocol UpstreamConnectionDelegate: AnyObject {
 
 public final class UpstreamConnection {
     public let stream: any ConnectingStream
+    /// `stream` when it is a `TCPStream` (always, in the proxy): the calls made for every request
+    /// (`write`, `isCongested`, `startReading`, the pool's checks) go to it directly, where they
+    /// are inlined, instead of through the existential's witness table — that cost ~270
+    /// instructions per proxied request in callgrind.
+    private let tcp: TCPStream?
     public let backend: Backend
     /// The exchange using this connection; `nil` while idle in the pool or connecting for nobody.
     /// Strong, and cleared by the owner when it lets go (`releaseUpstream`) and by `close()`:
@@ -39,6 +44,7 @@ public final class UpstreamConnection {
     init(backend: Backend, stream: any ConnectingStream) {
         self.backend = backend
         self.stream = stream
+        tcp = stream as? TCPStream
         // Set once, before connecting (libuv applies it when the socket is created), not per request.
         stream.setNoDelay()
         // These capture `self` strongly: the cycle with the stream ends when the stream closes
@@ -55,7 +61,32 @@ public final class UpstreamConnection {
         stream.onDrain = { [self] in owner?.upstreamDrained() }
     }
 
-    public var isClosed: Bool { stream.isClosing }
+    public var isClosed: Bool {
+        if let tcp { return tcp.isClosing }
+        return stream.isClosing
+    }
+
+    // The stream's per-request calls, with the TCP fast path (see `tcp`).
+
+    @inline(__always)
+    func write(_ b0: UnsafeRawBufferPointer, _ b1: UnsafeRawBufferPointer) {
+        if let tcp { tcp.write(b0, b1) } else { stream.write(b0, b1) }
+    }
+
+    var isCongested: Bool {
+        if let tcp { return tcp.isCongested }
+        return stream.isCongested
+    }
+
+    func startReading() {
+        if let tcp { tcp.startReading() } else { stream.startReading() }
+    }
+
+    /// See `UpstreamPool.take`.
+    func hasPendingInput(checkSocket: Bool) -> Bool {
+        if let tcp { return checkSocket ? tcp.hasPendingInputOrEOF : tcp.hasPendingInputInCurrentPoll }
+        return checkSocket ? stream.hasPendingInputOrEOF : stream.hasPendingInputInCurrentPoll
+    }
 
     public func close() {
         owner = nil

@@ -36,7 +36,7 @@ public final class UpstreamPool {
             c.isInPool = false
             if c.isClosed { continue }
             if now &- c.idleSince >= c.idleLimitMs
-                || (checkSocket ? c.stream.hasPendingInputOrEOF : c.stream.hasPendingInputInCurrentPoll) {
+                || c.hasPendingInput(checkSocket: checkSocket) {
                 c.close()
                 continue
             }
