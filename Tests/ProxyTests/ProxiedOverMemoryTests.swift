@@ -206,3 +206,86 @@ struct ProxiedOverMemoryTests {
         #expect(c.sentEndOfOutput, "the backend's FIN is passed on")
     }
 }
+
+/// A downstream that is not HTTP/1: it records what the exchange hands it — heads and de-framed
+/// body bytes, the way an HTTP/2 stream will receive them (issue 12 §2: "a response-sink interface
+/// that an HTTP/2 stream can implement").
+private final class RecordingDownstream: ExchangeDownstream {
+    var events: [String] = []
+    var body: [UInt8] = []
+    var ended = false
+    var exchange: ProxyExchange<RecordingDownstream>!
+
+    func sendInterimResponse(_ head: ResponseHead) { events.append("interim \(head.status)") }
+    func sendResponseHead(_ head: inout ResponseHead, framing: BodyFraming, closeAfter: Bool) {
+        events.append("head \(head.status) \(framing)")
+    }
+    func sendResponseBody(_ data: UnsafeRawBufferPointer) { body.append(contentsOf: data) }
+    func appendResponseBody(_ data: UnsafeRawBufferPointer) { body.append(contentsOf: data) }
+    func flushResponse() {}
+    func endResponse() { events.append("end") }
+    func discardBufferedResponse() { events.append("discard") }
+    func sendLocalReply(_ reply: LocalReply, keepAlive: Bool) { events.append("local \(reply.status)") }
+    var isResponseCongested: Bool { false }
+    var responseBytesSent: UInt64 { UInt64(body.count) }
+    func upstreamReadyForBody() {}
+    func pauseRequestBody() {}
+    func resumeRequestBody() {}
+    var lastRequestActivity: UInt64 { 0 }
+    func rejectRequest(_ error: HTTPParseError) { events.append("reject \(error.status)") }
+    func cutResponse() { events.append("cut") }
+    func switchProtocols(_ head: ResponseHead, upstream: UpstreamConnection, rest: UnsafeRawBufferPointer) { events.append("switch") }
+    func exchangeEnded() { ended = true }
+    func armExchangeDeadline(inMs ms: UInt64) {}
+    func advanceExchangeDeadline(inMs ms: UInt64) {}
+    func cancelExchangeDeadline() {}
+}
+
+struct ExchangeOverARecordingSinkTests {
+    /// Runs one exchange for `request` through a `RecordingDownstream`; `backend` answers if given.
+    private func run(_ request: String, backend answer: String?) throws -> (RecordingDownstream, MemoryWorker) {
+        let worker = try MemoryWorker(config: #"{"backends":[{"id":"b","url":"http://127.0.0.1:9000"}],"access_log":null}"#)
+        let pool = ExchangeStatePool()
+        let sink = RecordingDownstream()
+        let exchange = ProxyExchange<RecordingDownstream>(server: worker.server, settings: worker.server.settings,
+                                                          detached: pool.detached, peerAddress: nil, isAdminListener: false)
+        exchange.setDownstream(sink)
+        sink.exchange = exchange
+        exchange.x = pool.take(headLimits: HeadLimits())
+        exchange.hasState = true
+        exchange.x.pointee.request.bytes = Array(request.utf8)
+        try HeadParser.parseRequest(into: &exchange.x.pointee.request, limits: HeadLimits())
+        exchange.begin()
+        worker.settle()
+        if let answer {
+            let upstream = try #require(worker.upstreams.first)
+            #expect(String(decoding: upstream.received, as: UTF8.self).hasPrefix("GET /x HTTP/1.1\r\n"))
+            upstream.peerSends(answer)
+            worker.settle()
+        }
+        exchange.abandon()
+        pool.recycle(exchange.x, idle: false)
+        exchange.hasState = false
+        return (sink, worker)
+    }
+
+    @Test func aProxiedResponseArrivesAsAHeadAndDeframedBodyBytes() throws {
+        let (sink, _) = try run("GET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+                                backend: "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        #expect(sink.events == ["interim 103", "head 200 chunked", "end"])
+        #expect(sink.body == Array("abcde".utf8), "no chunk framing reaches the sink")
+        #expect(sink.ended)
+    }
+
+    @Test func theProxysOwnAnswersArriveAsLocalReplies() throws {
+        let (sink, worker) = try run("GET /_health HTTP/1.1\r\nHost: a\r\n\r\n", backend: nil)
+        #expect(sink.events == ["local 200"])
+        #expect(worker.upstreams.isEmpty)
+    }
+
+    @Test func aBrokenResponseBodyWhoseHeadIsStillHeldBackBecomesA502() throws {
+        let (sink, _) = try run("GET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+                                backend: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        #expect(sink.events == ["head 200 chunked", "discard", "local 502"])
+    }
+}
