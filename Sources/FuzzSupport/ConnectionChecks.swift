@@ -8,9 +8,9 @@ import Proxy
 // - A client's byte stream, answered by the proxy itself (the admin listener with its endpoints
 //   turned off: each request gets a 404 or its 4xx verdict), and proxied to a backend that gives
 //   every request it receives the same small answer once the client has sent everything.
-// - A backend's byte stream, answering one GET (and separately one HEAD) from an HTTP/1.0 client:
-//   the client gets the body de-framed and delimited by the close, so its bytes are comparable
-//   whatever chunk sizes the cuts produced.
+// - A backend's byte stream, answering one GET (and separately one HEAD) from an HTTP/1.0 client
+//   (the body de-framed and delimited by the close) and from an HTTP/1.1 client (the body
+//   re-chunked, compared de-chunked).
 
 /// One worker per role for the whole process (building one parses a configuration).
 nonisolated(unsafe) private var adminWorker: MemoryWorker? = nil
@@ -30,11 +30,13 @@ private func worker(admin: Bool) -> MemoryWorker {
 /// The answer the fuzzing backend gives every request.
 private let backendAnswer = Array("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".utf8)
 
-/// `bytes` as text with the proxy's generated request ids taken out (they differ per request by
-/// design), then how the stream ended.
-private func transcript(_ stream: MemoryStream) -> String {
+/// What the client received as text with the proxy's generated request ids taken out (they differ
+/// per request by design), then how the stream ended.
+private func transcript(_ stream: MemoryStream) -> String { transcript(stream.received, ending: stream) }
+
+private func transcript(_ bytes: [UInt8], ending stream: MemoryStream) -> String {
     // "\r\n" is one Character to Swift: splitting on it splits at line ends.
-    var lines = String(decoding: stream.received, as: UTF8.self).split(separator: "\r\n", omittingEmptySubsequences: false)
+    var lines = String(decoding: bytes, as: UTF8.self).split(separator: "\r\n", omittingEmptySubsequences: false)
     lines.removeAll { $0.hasPrefix("X-Request-Id: ") }
     return lines.joined(separator: "\r\n") + "\n[end of output sent: \(stream.sentEndOfOutput), closed: \(stream.isClosing)]"
 }
@@ -76,12 +78,15 @@ func connectionTranscript(_ input: FuzzInput, pieces: [Int], proxied: Bool) -> S
     return result
 }
 
-/// What an HTTP/1.0 client asking `GET /` (or `HEAD /`) receives when the backend answers with
-/// `input`, sent in `pieces`, and then closes.
-func responseTranscript(_ input: FuzzInput, pieces: [Int], head: Bool) -> String {
+/// What a client asking `GET /` (or `HEAD /`) receives when the backend answers with `input`,
+/// sent in `pieces`, and then closes. An HTTP/1.0 client gets the body close-delimited: its bytes
+/// compare as they are. An HTTP/1.1 client gets a body without a length re-chunked, chunk sizes
+/// following the cuts: its transcript has the body de-chunked (by the production decoder, which
+/// must accept the proxy's own chunking).
+func responseTranscript(_ input: FuzzInput, pieces: [Int], head: Bool, http11: Bool) -> String {
     let worker = worker(admin: false)
     let c = worker.connect()
-    c.peerSends((head ? "HEAD" : "GET") + " / HTTP/1.0\r\nHost: a\r\n\r\n")
+    c.peerSends((head ? "HEAD" : "GET") + " / HTTP/1.\(http11 ? 1 : 0)\r\nHost: a\r\n\r\n")
     worker.settle()
     guard let backend = worker.upstreams.first else { input.fail("the request did not reach the backend") }
     var offset = 0
@@ -92,9 +97,38 @@ func responseTranscript(_ input: FuzzInput, pieces: [Int], head: Bool) -> String
     }
     backend.peerEnds()
     worker.settle()
-    let result = transcript(c)
+    let result = http11 ? transcript(dechunked(c.received, input: input), ending: c) : transcript(c)
     worker.closeAllConnections()
     return result
+}
+
+/// `bytes` with the body of its final response decoded when that response says
+/// `Transfer-Encoding: chunked` (interim responses and the head kept as they are).
+private func dechunked(_ bytes: [UInt8], input: FuzzInput) -> [UInt8] {
+    let text = String(decoding: bytes, as: UTF8.self)
+    guard text.contains("\r\nTransfer-Encoding: chunked\r\n") else { return bytes }
+    // The final head is the last one before the body: find the blank line after the last status line.
+    var headEnd = 0
+    var i = 0
+    while i + 3 < bytes.count {
+        if bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 {
+            headEnd = i + 4
+            let next = bytes[headEnd...].prefix(9)
+            if !next.elementsEqual("HTTP/1.1 ".utf8) { break }  // not another (final) head: the body starts
+        }
+        i += 1
+    }
+    var decoder = ChunkedDecoder()
+    var body: [UInt8] = []
+    let framed = Array(bytes[headEnd...])
+    let consumed: Int
+    do {
+        consumed = try framed.withUnsafeBytes { raw in try decoder.decode(raw) { body.append(contentsOf: $0) } }
+    } catch {
+        input.fail("the proxy's chunked re-framing does not decode (\(error)): \"\(escape(framed))\"")
+    }
+    input.check(consumed == framed.count, "bytes after the proxy's last chunk: \"\(escape(framed))\"")
+    return Array(bytes[..<headEnd]) + Array("[de-chunked, complete: \(decoder.isComplete)]".utf8) + body
 }
 
 /// The transcripts of `make` agree across every feed plan of `input`.
@@ -117,6 +151,9 @@ private func bothFailedTheBody(_ a: String, _ b: String) -> Bool {
     func isBodyFailure502(_ t: String) -> Bool {
         t.hasPrefix("HTTP/1.1 502 ") && (t.contains("sent a malformed chunked body") || t.contains("before a complete response"))
     }
-    func isCut(_ t: String) -> Bool { t.hasSuffix("[end of output sent: false, closed: true]") && !t.hasPrefix("HTTP/1.1 502 ") }
+    // A cut after a response head went out (a cut before any head is never excused).
+    func isCut(_ t: String) -> Bool {
+        t.hasSuffix("[end of output sent: false, closed: true]") && t.hasPrefix("HTTP/1.1 ") && !t.hasPrefix("HTTP/1.1 502 ")
+    }
     return (isBodyFailure502(a) && isCut(b)) || (isCut(a) && isBodyFailure502(b))
 }

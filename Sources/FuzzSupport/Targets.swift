@@ -28,8 +28,10 @@ public func fuzzResponseStream(_ bytes: [UInt8]) {
         checkPlansAgree(input, label: "first response head, \(head ? "HEAD" : "GET") request") { plan, first in
             FirstHeadChecker.run(input, plan: plan, isRequest: false, limits: HeadLimits(), requestWasHEAD: head, checkHeads: first)
         }
-        checkTranscriptsAgree(input, label: "relayed to an HTTP/1.0 client, \(head ? "HEAD" : "GET") request") {
-            responseTranscript(input, pieces: $0, head: head)
+        for http11 in [false, true] {
+            checkTranscriptsAgree(input, label: "relayed to an HTTP/1.\(http11 ? 1 : 0) client, \(head ? "HEAD" : "GET") request") {
+                responseTranscript(input, pieces: $0, head: head, http11: http11)
+            }
         }
     }
 }

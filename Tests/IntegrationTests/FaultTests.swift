@@ -137,6 +137,33 @@ struct FaultTests {
         #expect(try get(proxy.port, "/_health").status == 200)
     }
 
+    /// A backend that stops reading an upload makes the proxy stop reading the client: that pause
+    /// is the proxy's doing, not the client stalling, so `client_body_ms` does not run out.
+    @Test func anUploadHeldBackByASlowBackendIsNot408() throws {
+        let size = 16 << 20
+        let origin = ScriptedOrigin { conn, _ in
+            Thread.sleep(forTimeInterval: 2)  // not reading: the proxy's queue to it fills up
+            var got = 0
+            var buf = [UInt8](repeating: 0, count: 65536)
+            let until = Date().addingTimeInterval(20)
+            while got < size && Date() < until {
+                let n = buf.withUnsafeMutableBytes { recv(conn.fd, $0.baseAddress, $0.count, 0) }
+                if n > 0 { got += n } else if n == 0 || (errno != EAGAIN && errno != EINTR) { break }
+            }
+            conn.send("HTTP/1.1 200 OK\r\nContent-Length: \(String(got).utf8.count)\r\n\r\n\(got)")
+            return .close
+        }
+        let proxy = try startProxy(config: """
+            {"backends":[{"url":"http://127.0.0.1:\(origin.port)"}],"health_check":{"interval_ms":60000},"timeouts":{"client_body_ms":500}}
+            """)
+        let c = try TestConnection(port: proxy.port, timeoutSeconds: 30)
+        try c.send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: \(size)\r\n\r\n")
+        try c.send([UInt8](repeating: 0x61, count: size))
+        let r = try c.readResponse()
+        #expect(r.status == 200, "got \(r.status): \(String(decoding: r.body, as: UTF8.self))")
+        #expect(String(decoding: r.body, as: UTF8.self) == String(size))
+    }
+
     @Test func answers408WhenARequestBodyStalls() throws {
         let backend = try startBackend()
         let proxy = try startProxy(config: """

@@ -104,6 +104,11 @@ struct ExchangeMachineTests {
         #expect(bodyPut.upstreamClosed(eof: true, bodyUntilClose: false, sawResponseBytes: false) == .failed)
         var halfHead = awaitingHead(pooled: true)
         #expect(halfHead.upstreamClosed(eof: true, bodyUntilClose: false, sawResponseBytes: true) == .failed)
+        // A 1xx arrived (its head bytes already consumed): the backend had the request.
+        var afterInterim = awaitingHead(pooled: true)
+        #expect(afterInterim.interimResponse(maxInterim: 16, clientVersionMinor: 1) == .relay)
+        afterInterim.interimRelayed()
+        #expect(afterInterim.upstreamClosed(eof: true, bodyUntilClose: false, sawResponseBytes: false) == .failed)
     }
 
     // MARK: The response

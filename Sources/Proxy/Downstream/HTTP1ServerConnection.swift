@@ -259,9 +259,15 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
                 do { try HeadParser.parseRequest(into: &x.pointee.request, limits: settings.headLimits) } catch {
                     return rejectRequest(error)
                 }
+                if x.pointee.request.framing != .none && !input.isEmpty {
+                    // Body bytes wait in `pending` until the upstream is ready, then go out in
+                    // one write behind the head (a pooled upstream is ready within `begin()`).
+                    x.pointee.pending.append(raw: input)
+                    input = UnsafeRawBufferPointer(start: nil, count: 0)
+                }
                 beginExchange()
-                // What follows the head in this read is its body (relayed below once the upstream
-                // is ready, buffered until then) or, after a local answer, the next request.
+                // What follows a body-less request's head in this read is the next request:
+                // processed below, or held in `pending` while the exchange runs.
             case .exchange:
                 if !x.pointee.machine.requestComplete && x.pointee.upstreamReady {
                     let consumed = relayRequestBody(input)
@@ -361,7 +367,11 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
     // MARK: - ExchangeDownstream: the request side
 
     func upstreamReadyForBody() {
-        guard hasPending else { return }
+        guard hasPending else {
+            // Half-closed before any body byte: the body can never come.
+            if clientSentEOF && !x.pointee.machine.requestComplete { abort() }
+            return
+        }
         // Body bytes that arrived before the connection: they go out behind the head.
         var buffered = takePending()
         client.resumeReading(.pipelined)
@@ -462,6 +472,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
                                     keepAlive: false, headOnly: false, requestID: [], into: &x.pointee.toClient)
         flushToClient()
         exchange.abandon()
+        countTraffic()
         closeGracefully()
     }
 
@@ -496,6 +507,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
 
     /// The exchange is over: wait for the next request, or close.
     func exchangeEnded() {
+        countTraffic()
         let draining = server.isDraining
         if x.pointee.machine.closesAfterResponse(draining: draining,
                                                  nextRequestWaiting: draining && (!x.pointee.pending.isEmpty || client.hasPendingInputOrEOF)) {
@@ -555,7 +567,9 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
             server.tunnelClosed()
         }
         // A tunnel's exchange, or one cut short (499 if no response had begun), is counted now;
-        // the upstream (a tunnel's too) is closed.
+        // the upstream (a tunnel's too) is closed. This can run from inside the exchange
+        // (`cutResponse`): the connection stays alive to the end of it, held by its client
+        // stream's and timer's callbacks until their handles have closed (a later loop turn).
         exchange.abandon()
         countTraffic()
         recycleExchangeState(idle: false)
@@ -583,10 +597,6 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
 
     func advanceExchangeDeadline(inMs ms: UInt64) {
         if timerPurpose == .exchange && server.loop.now + ms < deadline { setDeadline(in: ms) }
-    }
-
-    func cancelExchangeDeadline() {
-        if timerPurpose == .exchange { disarm() }
     }
 
     /// Sets the one deadline a connection has at a time. Lazily, like nginx's lazy timers: a

@@ -55,9 +55,12 @@ protocol ExchangeDownstream: ResponseSink {
     var lastRequestActivity: UInt64 { get }
 
     /// The request is refused as the client's fault (a bad path, a stalled body): answer it with
-    /// `error`'s status and end the connection or stream.
+    /// `error`'s status and end the connection or stream. Like `cutResponse`, it ends the
+    /// exchange from the downstream's side: the downstream calls `ProxyExchange.abandon()`
+    /// (which counts the exchange once and closes the upstream) before it returns.
     func rejectRequest(_ error: HTTPParseError)
-    /// Ends the client side at once: a response already begun cannot be finished.
+    /// Ends the client side at once: a response already begun cannot be finished. The downstream
+    /// calls `ProxyExchange.abandon()`, as for `rejectRequest`.
     func cutResponse()
     /// The backend accepted a protocol switch: relay its 101 and join the client to `upstream`
     /// (still the exchange's, which closes it when the client goes). `rest`: the backend's first
@@ -67,9 +70,9 @@ protocol ExchangeDownstream: ResponseSink {
     func exchangeEnded()
 
     /// The exchange's one deadline, kept by the downstream's timer (one timer per connection):
-    /// `ProxyExchange.deadlineReached()` is called when it is due. `arm` replaces it, `advance`
-    /// only brings an armed one sooner, `cancel` drops it.
+    /// `ProxyExchange.deadlineReached()` is called when it is due (the deadline is then spent: the
+    /// exchange arms another if it needs one). `arm` replaces it, `advance` only brings an armed
+    /// one sooner. The downstream drops it when the exchange ends.
     func armExchangeDeadline(inMs ms: UInt64)
     func advanceExchangeDeadline(inMs ms: UInt64)
-    func cancelExchangeDeadline()
 }

@@ -225,8 +225,10 @@ struct ExchangeMachine {
     }
 
     /// `eof`: an orderly close (not a reset); `bodyUntilClose`: the response body is delimited by
-    /// closing; `sawResponseBytes`: any byte of a response head arrived.
+    /// closing; `sawResponseBytes`: any byte of a response head arrived. An interim (1xx) response
+    /// counts too: the backend had the request, so a retry could run it twice.
     mutating func upstreamClosed(eof: Bool, bodyUntilClose: Bool, sawResponseBytes: Bool) -> UpstreamClosed {
+        let sawResponseBytes = sawResponseBytes || interimResponses > 0
         if responseStarted && bodyUntilClose && eof {
             upstreamReusable = false
             return .responseComplete

@@ -400,6 +400,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                         x.pointee.machine.responseBytesSent()
                         down { $0.sendInterimResponse(x.pointee.response) }
                         x.pointee.machine.interimRelayed()
+                        pauseUpstreamIfClientCongested()
                     case .drop:
                         break
                     }
@@ -667,7 +668,9 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         if x.pointee.machine.responseStarted && down({ $0.isResponseCongested }) { x.pointee.lastUpstreamActivity = now }
         let t = timeouts
         let verdict = x.pointee.machine.checkDeadlines(
-            ExchangeMachine.Clock(now: now, lastClientActivity: down { $0.lastRequestActivity },
+            // Time the proxy itself held the request body back (its backend not reading) is not
+            // the client's stall.
+            ExchangeMachine.Clock(now: now, lastClientActivity: x.pointee.requestBodyPaused ? now : down { $0.lastRequestActivity },
                                   lastUpstreamActivity: x.pointee.lastUpstreamActivity, responseHeadDueAt: x.pointee.responseHeadDueAt),
             ExchangeMachine.Limits(clientBodyMs: UInt64(t.clientBodyMs), upstreamMs: UInt64(t.upstreamMs),
                                    responseIdleMs: x.pointee.responseIdleLimitMs))
