@@ -41,20 +41,25 @@ private func transcript(_ bytes: [UInt8], ending stream: MemoryStream) -> String
     return lines.joined(separator: "\r\n") + "\n[end of output sent: \(stream.sentEndOfOutput), closed: \(stream.isClosing)]"
 }
 
+/// The peer of `stream` sends `input` in `pieces` (the worker settling after each), then ends.
+private func sendThenEnd(_ input: FuzzInput, pieces: [Int], from stream: MemoryStream, on worker: MemoryWorker) {
+    var offset = 0
+    for n in pieces {
+        if n > 0 { stream.peerSends(Array(input.bytes[offset..<(offset + n)])) }
+        offset += n
+        worker.settle()
+    }
+    stream.peerEnds()
+    worker.settle()
+}
+
 /// What a client that sent `input` in `pieces` and then half-closed receives. `proxied`: through
 /// a backend (answered once everything is sent: each backend connection answers what reached it,
 /// one request at a time), else by the proxy itself.
 func connectionTranscript(_ input: FuzzInput, pieces: [Int], proxied: Bool) -> String {
     let worker = worker(admin: !proxied)
     let c = worker.connect(admin: !proxied)
-    var offset = 0
-    for n in pieces {
-        if n > 0 { c.peerSends(Array(input.bytes[offset..<(offset + n)])) }
-        offset += n
-        worker.settle()
-    }
-    c.peerEnds()
-    worker.settle()
+    sendThenEnd(input, pieces: pieces, from: c, on: worker)
     if proxied {
         // Each request the proxy forwarded gets its answer; a bounded number of rounds (each
         // answer lets at most one more pipelined request through).
@@ -89,14 +94,7 @@ func responseTranscript(_ input: FuzzInput, pieces: [Int], head: Bool, http11: B
     c.peerSends((head ? "HEAD" : "GET") + " / HTTP/1.\(http11 ? 1 : 0)\r\nHost: a\r\n\r\n")
     worker.settle()
     guard let backend = worker.upstreams.first else { input.fail("the request did not reach the backend") }
-    var offset = 0
-    for n in pieces {
-        if n > 0 { backend.peerSends(Array(input.bytes[offset..<(offset + n)])) }
-        offset += n
-        worker.settle()
-    }
-    backend.peerEnds()
-    worker.settle()
+    sendThenEnd(input, pieces: pieces, from: backend, on: worker)
     let result = http11 ? transcript(dechunked(c.received, input: input), ending: c) : transcript(c)
     worker.closeAllConnections()
     return result
