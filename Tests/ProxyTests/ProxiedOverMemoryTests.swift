@@ -20,6 +20,16 @@ private final class Proxied {
         return c
     }
     var upstreams: [MemoryStream] { worker.upstreams }
+
+    /// A client whose first request was answered on `upstreams[0]` and whose second (`GET /2`)
+    /// went out on that same, pooled connection, not answered yet.
+    func secondRequestOnAPooledConnection() -> MemoryStream {
+        let c = client(sending: "GET /1 HTTP/1.1\r\nHost: site\r\n\r\n")
+        upstreams[0].peerSends(okResponse)
+        c.peerSends("GET /2 HTTP/1.1\r\nHost: site\r\n\r\n")
+        worker.settle()
+        return c
+    }
 }
 
 private let okResponse = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
@@ -135,10 +145,7 @@ struct ProxiedOverMemoryTests {
 
     @Test func aPooledConnectionThatClosesBeforeAnsweringIsRetriedOnANewOne() throws {
         let p = try Proxied()
-        let c = p.client(sending: "GET /1 HTTP/1.1\r\nHost: site\r\n\r\n")
-        p.upstreams[0].peerSends(okResponse)
-        c.peerSends("GET /2 HTTP/1.1\r\nHost: site\r\n\r\n")
-        p.worker.settle()
+        let c = p.secondRequestOnAPooledConnection()
         #expect(p.upstreams[0].receivedText.contains("GET /2 "), "sent on the pooled connection")
         p.upstreams[0].peerEnds()  // the keep-alive race: it closed without answering
         p.worker.settle()
@@ -151,10 +158,7 @@ struct ProxiedOverMemoryTests {
 
     @Test func aPooledConnectionThatSentA1xxThenClosedIsNotRetried() throws {
         let p = try Proxied()
-        let c = p.client(sending: "GET /1 HTTP/1.1\r\nHost: site\r\n\r\n")
-        p.upstreams[0].peerSends(okResponse)
-        c.peerSends("GET /2 HTTP/1.1\r\nHost: site\r\n\r\n")
-        p.worker.settle()
+        let c = p.secondRequestOnAPooledConnection()
         p.upstreams[0].peerSends("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
         p.upstreams[0].peerEnds()
         p.worker.settle()

@@ -90,15 +90,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         guard admit() else { return }
 
         // Answered by the proxy itself? A body sent with such a request is not read: close then.
-        let localKeepAlive = x.pointee.machine.keepAliveAfterLocalAnswer(clientKeepAlive: x.pointee.request.keepAlive,
-                                                                         draining: server.isDraining)
         if let reply = server.answerLocally(&x.pointee.request, adminListener: isAdminListener, loopbackPeer: isLoopbackPeer) {
-            x.pointee.responseStatus = reply.status
-            x.pointee.machine.responseBytesSent()
-            down { $0.sendLocalReply(reply, keepAlive: localKeepAlive) }
-            x.pointee.machine.answeredLocally(keepAlive: localKeepAlive)
-            finishExchange()
-            return
+            return answer(reply)
         }
 
         // Routes match the normal form of the path (`PathNormalizer`: what a backend that resolves
@@ -420,10 +413,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                 case .relay:
                     startResponse()
                 }
-                if responseFinishedIfBodyless() {
+                if responseHasNoBody {
                     // Bytes after a body-less response break framing: never reuse that connection.
                     if !input.isEmpty { x.pointee.machine.upstreamSpoiled() }
-                    return finishExchange()
+                    return endResponse()
                 }
                 continue
             }
@@ -480,15 +473,11 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         down { $0.sendResponseHead(&x.pointee.response, framing: x.pointee.responseFraming, closeAfter: closeAfter) }
     }
 
-    /// For a response without a body, sends the head and reports completion.
-    private func responseFinishedIfBodyless() -> Bool {
+    /// The final response has no body: its head is all of it.
+    private var responseHasNoBody: Bool {
         switch x.pointee.responseFraming {
-        case .none, .contentLength(0):
-            x.pointee.machine.responseBytesSent()
-            down { $0.endResponse() }
-            return true
-        default:
-            return false
+        case .none, .contentLength(0): true
+        default: false
         }
     }
 
@@ -569,21 +558,26 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
     /// The client has room again: read the backend again.
     func responseSinkDrained() {
-        guard hasState, x.pointee.upstreamReadPaused else { return }
-        x.pointee.upstreamReadPaused = false
-        x.pointee.upstream?.stream.resumeReading(.backpressure)
+        guard hasState else { return }
+        resumeUpstreamReading()
     }
 
     /// Lifts both pauses the exchange may have put on its two sides.
     private func liftPauses() {
-        if x.pointee.upstreamReadPaused {
-            x.pointee.upstreamReadPaused = false
-            x.pointee.upstream?.stream.resumeReading(.backpressure)
-        }
-        if x.pointee.requestBodyPaused {
-            x.pointee.requestBodyPaused = false
-            down { $0.resumeRequestBody() }
-        }
+        resumeUpstreamReading()
+        resumeRequestBody()
+    }
+
+    private func resumeUpstreamReading() {
+        guard x.pointee.upstreamReadPaused else { return }
+        x.pointee.upstreamReadPaused = false
+        x.pointee.upstream?.stream.resumeReading(.backpressure)
+    }
+
+    private func resumeRequestBody() {
+        guard x.pointee.requestBodyPaused else { return }
+        x.pointee.requestBodyPaused = false
+        down { $0.resumeRequestBody() }
     }
 
     /// The upstream closed or failed.
@@ -622,9 +616,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
     @_specialize(where Downstream == HTTP1ServerConnection<TCPStream>)
     func upstreamDrained() {
-        guard isRunning, x.pointee.requestBodyPaused else { return }
-        x.pointee.requestBodyPaused = false
-        down { $0.resumeRequestBody() }
+        guard isRunning else { return }
+        resumeRequestBody()
     }
 
     /// The backend accepted the protocol switch: the downstream relays its 101 and joins the
@@ -693,11 +686,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
     /// Sends an error response for the current request and ends the exchange.
     private func failExchange(status: UInt16, reason: String, fields: [(name: StaticString, value: String)] = []) {
-        x.pointee.responseStatus = status
         if status == 405 || status == 413 { server.stats.add(WorkerStats.rejectionIndex(status)) }
         releaseUpstream(reusable: false)
-        let keepAlive = x.pointee.machine.keepAliveAfterLocalAnswer(clientKeepAlive: x.pointee.request.keepAlive,
-                                                                    draining: server.isDraining)
         let reply: LocalReply
         if status >= 502 && status <= 504 && ErrorPage.wanted(by: x.pointee.request) {
             let routed = routedUpstream
@@ -708,6 +698,15 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         } else {
             reply = .text(status, reason, fields: fields)
         }
+        answer(reply)
+    }
+
+    /// Answers the request with the proxy's own reply and ends the exchange; the connection is
+    /// kept only if nothing of the request is left unread (a body is never read for it).
+    private func answer(_ reply: LocalReply) {
+        x.pointee.responseStatus = reply.status
+        let keepAlive = x.pointee.machine.keepAliveAfterLocalAnswer(clientKeepAlive: x.pointee.request.keepAlive,
+                                                                    draining: server.isDraining)
         x.pointee.machine.responseBytesSent()
         down { $0.sendLocalReply(reply, keepAlive: keepAlive) }
         x.pointee.machine.answeredLocally(keepAlive: keepAlive)

@@ -143,7 +143,6 @@ public final class MemoryStream: ConnectingStream {
 
     /// Connects on the next `runPending()` (as a loop would report it), or fails with `connectResult`.
     public func connect(to address: SocketAddress, _ completion: @escaping (Int32) -> Void) throws(UVError) {
-        connectedTo = address
         let result = connectResult
         pending.append { [weak self] in
             guard let self, !self.isClosing else { return }
@@ -153,8 +152,6 @@ public final class MemoryStream: ConnectingStream {
 
     /// What `connect` reports: 0, or a libuv error code (a refused connection: `UV_ECONNREFUSED`).
     public var connectResult: Int32 = 0
-    /// The address `connect` was asked for.
-    public private(set) var connectedTo: SocketAddress?
 
     public var hasPendingInputInCurrentPoll: Bool { hasPendingInputOrEOF }
 
