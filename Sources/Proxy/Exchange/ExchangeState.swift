@@ -46,6 +46,9 @@ struct ExchangeState: ~Copyable {
     /// upstream (the client's is): each is lifted by the other side's drain.
     var requestBodyPaused = false
     var upstreamReadPaused = false
+    /// When the exchange last lifted the request body pause: the client's stall clock restarts
+    /// there, not at its last byte before the pause (which the proxy itself held back).
+    var requestBodyResumedAt: UInt64 = 0
     var responseHeadBytes = HeadAccumulator(limits: ExchangeState.responseHeadLimits, isRequest: false)
     var response = ResponseHead()
     var responseBodyRemaining: UInt64 = 0
@@ -96,6 +99,7 @@ struct ExchangeState: ~Copyable {
         machine.finished()
         requestBodyPaused = false
         upstreamReadPaused = false
+        requestBodyResumedAt = 0
         route = nil  // it holds its configuration generation alive otherwise
         readyForNextExchange()
     }

@@ -577,6 +577,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     private func resumeRequestBody() {
         guard x.pointee.requestBodyPaused else { return }
         x.pointee.requestBodyPaused = false
+        x.pointee.requestBodyResumedAt = server.loop.now
         down { $0.resumeRequestBody() }
     }
 
@@ -662,8 +663,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         let t = timeouts
         let verdict = x.pointee.machine.checkDeadlines(
             // Time the proxy itself held the request body back (its backend not reading) is not
-            // the client's stall.
-            ExchangeMachine.Clock(now: now, lastClientActivity: x.pointee.requestBodyPaused ? now : down { $0.lastRequestActivity },
+            // the client's stall: while paused the clock stands still, and it restarts at the resume
+            // (the deadline can fire before the client's next read is delivered).
+            ExchangeMachine.Clock(now: now, lastClientActivity: x.pointee.requestBodyPaused
+                                      ? now : max(down { $0.lastRequestActivity }, x.pointee.requestBodyResumedAt),
                                   lastUpstreamActivity: x.pointee.lastUpstreamActivity, responseHeadDueAt: x.pointee.responseHeadDueAt),
             ExchangeMachine.Limits(clientBodyMs: UInt64(t.clientBodyMs), upstreamMs: UInt64(t.upstreamMs),
                                    responseIdleMs: x.pointee.responseIdleLimitMs))
