@@ -103,19 +103,27 @@ func responseTranscript(_ input: FuzzInput, pieces: [Int], head: Bool, http11: B
 /// `bytes` with the body of its final response decoded when that response says
 /// `Transfer-Encoding: chunked` (interim responses and the head kept as they are).
 private func dechunked(_ bytes: [UInt8], input: FuzzInput) -> [UInt8] {
-    let text = String(decoding: bytes, as: UTF8.self)
-    guard text.contains("\r\nTransfer-Encoding: chunked\r\n") else { return bytes }
-    // The final head is the last one before the body: find the blank line after the last status line.
+    // The final head is the first that is not interim: find the blank line that ends it.
+    var headStart = 0
     var headEnd = 0
     var i = 0
     while i + 3 < bytes.count {
         if bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 {
             headEnd = i + 4
-            let next = bytes[headEnd...].prefix(9)
-            if !next.elementsEqual("HTTP/1.1 ".utf8) { break }  // not another (final) head: the body starts
+            // An interim (1xx) head is followed by another head; any other head by its body,
+            // whatever that body's bytes look like.
+            let status = bytes[headStart...].prefix(12)
+            let isInterim = status.prefix(10).elementsEqual("HTTP/1.1 1".utf8) && !status.elementsEqual("HTTP/1.1 101".utf8)
+            if !isInterim { break }
+            headStart = headEnd
+            i = headEnd
+            continue
         }
         i += 1
     }
+    // Only the final head decides: the body may well contain the same words.
+    let finalHead = String(decoding: bytes[headStart..<headEnd], as: UTF8.self)
+    guard finalHead.contains("\r\nTransfer-Encoding: chunked\r\n") else { return bytes }
     var decoder = ChunkedDecoder()
     var body: [UInt8] = []
     let framed = Array(bytes[headEnd...])
@@ -146,12 +154,27 @@ func checkTranscriptsAgree(_ input: FuzzInput, label: String, _ make: (_ pieces:
 /// its head arrived in the same read — and a cut connection once the head went out. Which one
 /// depends on the cuts; both say "failed", never a complete response.
 private func bothFailedTheBody(_ a: String, _ b: String) -> Bool {
-    func isBodyFailure502(_ t: String) -> Bool {
+    func isBodyFailure502(_ t: Substring) -> Bool {
         t.hasPrefix("HTTP/1.1 502 ") && (t.contains("sent a malformed chunked body") || t.contains("before a complete response"))
     }
     // A cut after a response head went out (a cut before any head is never excused).
-    func isCut(_ t: String) -> Bool {
+    func isCut(_ t: Substring) -> Bool {
         t.hasSuffix("[end of output sent: false, closed: true]") && t.hasPrefix("HTTP/1.1 ") && !t.hasPrefix("HTTP/1.1 502 ")
     }
-    return (isBodyFailure502(a) && isCut(b)) || (isCut(a) && isBodyFailure502(b))
+    // Interim (1xx) heads went out before either outcome: they must agree, and the outcomes are
+    // judged on what follows them.
+    let (interimA, restA) = splitInterimHeads(a)
+    let (interimB, restB) = splitInterimHeads(b)
+    guard interimA == interimB else { return false }
+    return (isBodyFailure502(restA) && isCut(restB)) || (isCut(restA) && isBodyFailure502(restB))
+}
+
+/// A transcript's leading interim heads (1xx other than 101, each through its blank line) and the rest.
+private func splitInterimHeads(_ t: String) -> (interim: Substring, rest: Substring) {
+    var rest = t[...]
+    while rest.hasPrefix("HTTP/1.1 1") && !rest.hasPrefix("HTTP/1.1 101"),
+          let end = rest.firstRange(of: "\r\n\r\n") {
+        rest = rest[end.upperBound...]
+    }
+    return (t[..<rest.startIndex], rest)
 }
