@@ -175,6 +175,22 @@ struct ProxiedOverMemoryTests {
         #expect(p.upstreams[0].isClosing)
     }
 
+    /// Found by the response fuzz target: the 502 for a malformed head read the Keep-Alive field
+    /// index of the previous response on that connection (index out of range: the worker died).
+    @Test func aMalformedHeadAfterAResponseWithKeepAliveIsA502NotACrash() throws {
+        let p = try Proxied()
+        let c = p.client(sending: "GET /1 HTTP/1.1\r\nHost: site\r\n\r\n")
+        p.upstreams[0].peerSends("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok")
+        #expect(c.receivedText.hasSuffix("\r\n\r\nok"))
+        c.peerSends("GET /2 HTTP/1.1\r\nHost: site\r\n\r\n")
+        p.worker.settle()
+        try #require(p.upstreams.count == 1)
+        p.upstreams[0].peerSends("HTTP/1.1 200th: 2\n\nok")
+        let second = c.receivedText.components(separatedBy: "HTTP/1.1 ").last ?? ""
+        #expect(second.hasPrefix("502 ") && second.contains("malformed response head"), "\(second)")
+        #expect(p.upstreams[0].isClosing)
+    }
+
     @Test func aSlowClientPausesTheBackendAndTheBodyArrivesWhole() throws {
         let p = try Proxied()
         let c = p.worker.connect()

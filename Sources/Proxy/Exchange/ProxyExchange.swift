@@ -720,8 +720,12 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     private func finishExchange() {
         recordExchange()
         exchangesFinished &+= 1
-        let reusable = x.pointee.machine.upstreamMayBePooled(responseKeepAlive: x.pointee.response.keepAlive,
-                                                             responseBodyUntilClose: x.pointee.responseFraming == .untilClose)
+        // Only a response relayed from the upstream still held says anything about pooling it: after
+        // a local answer or a failure (the upstream already released) `response` may be stale or
+        // half-parsed, its field indices pointing past its fields.
+        let reusable = x.pointee.upstream != nil
+            && x.pointee.machine.upstreamMayBePooled(responseKeepAlive: x.pointee.response.keepAlive,
+                                                      responseBodyUntilClose: x.pointee.responseFraming == .untilClose)
         releaseUpstream(reusable: reusable, backendKeepAliveMs: reusable ? keepAliveTimeoutMs(x.pointee.response) : nil,
                         outcome: .response(status: x.pointee.responseStatus))
         isRunning = false

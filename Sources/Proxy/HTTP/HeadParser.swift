@@ -97,6 +97,7 @@ public enum HeadParser {
         swap(&fields, &head.fields)
         fields.removeAll(keepingCapacity: true)
         defer { swap(&fields, &head.fields) }
+        head.keepAliveField = nil  // an index into the fields just cleared: never left stale by an error
         let (line, summary) = try withScanner(head.bytes, errorStatus: 502) {
             (scanner: inout HeadScanner) throws(HTTPParseError) -> (StatusLine, FieldSummary) in
             let line = try scanner.statusLine()
