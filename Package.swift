@@ -31,8 +31,10 @@ let package = Package(
         .executableTarget(name: "FuzzRequestParser", dependencies: ["FuzzSupport"]),
         .executableTarget(name: "FuzzResponseParser", dependencies: ["FuzzSupport"]),
         .executableTarget(name: "FuzzChunkedDecoder", dependencies: ["FuzzSupport"]),
-        .testTarget(name: "ProxyTests", dependencies: ["Proxy"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Proxy"]),
+        // Helpers both test targets use (a test target cannot import another).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "TestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Proxy", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

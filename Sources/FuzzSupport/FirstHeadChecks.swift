@@ -181,71 +181,36 @@ struct FirstHeadChecker {
     }
 
     mutating func parseRequest(_ raw: [UInt8]) {
-        // A fresh parse and the connection's path (swap buffers, parse into a reused head) agree.
-        var fresh: Result<RequestHead, HTTPParseError>?
-        if checkHeads {
-            do throws(HTTPParseError) { fresh = .success(try HeadParser.parseRequest(raw, limits: limits)) }
-            catch { fresh = .failure(error) }
-        }
-        accumulator.moveBytes(into: &request.bytes)
-        input.check(accumulator.bytes.isEmpty && !accumulator.isComplete, "moveBytes(into:) did not reset the HeadAccumulator")
-        input.check(request.bytes == raw, "moveBytes(into:) handed over different bytes")
-        let reused: Result<Void, HTTPParseError>
-        do throws(HTTPParseError) { reused = .success(try HeadParser.parseRequest(into: &request, limits: limits)) }
-        catch { reused = .failure(error) }
-        switch (fresh, reused) {
-        case (nil, _):
-            break
-        case (.success(let a), .success):
-            input.check(RequestSnapshot(a) == RequestSnapshot(request),
-                        "parseRequest(_:) and parseRequest(into:) disagree:\n  \(StreamEvent.request(RequestSnapshot(a)))\n  \(StreamEvent.request(RequestSnapshot(request)))")
-        case (.failure(let a), .failure(let b)):
-            input.check(a == b, "parseRequest(_:) threw \(a) but parseRequest(into:) threw \(b)")
-        default:
-            input.fail("parseRequest(_:) gave \(fresh!) but parseRequest(into:) gave \(reused)")
-        }
-        if case .failure(let error) = reused {
-            events.append(.error(error))
-            phase = .failed
-            return
-        }
-        if checkHeads { checkAcceptedRequest(input, request, limits: limits) }
-        events.append(.request(RequestSnapshot(request)))
-        startBody(request.framing)
+        let limits = self.limits
+        let error = parseBothWays(input, raw, accumulator: &accumulator, into: &request, checkHeads: checkHeads,
+                                  { (head) throws(HTTPParseError) in try HeadParser.parseRequest(into: &head, limits: limits) })
+        if error == nil && checkHeads { checkAcceptedRequest(input, request, limits: limits) }
+        headParsed(error) { ($0.request.snapshot, $0.request.framing) }
     }
 
     mutating func parseResponse(_ raw: [UInt8]) {
-        var fresh: Result<ResponseHead, HTTPParseError>?
-        if checkHeads {
-            do throws(HTTPParseError) { fresh = .success(try HeadParser.parseResponse(raw, requestWasHEAD: requestWasHEAD)) }
-            catch { fresh = .failure(error) }
+        let wasHEAD = requestWasHEAD
+        let error = parseBothWays(input, raw, accumulator: &accumulator, into: &response, checkHeads: checkHeads,
+                                  { (head) throws(HTTPParseError) in try HeadParser.parseResponse(into: &head, requestWasHEAD: wasHEAD) })
+        if let error {
+            input.check(error.status == 502, "a response was refused with \(error.status), not 502")
+        } else if checkHeads {
+            checkAcceptedResponse(input, response, requestWasHEAD: wasHEAD)
         }
-        accumulator.moveBytes(into: &response.bytes)
-        input.check(accumulator.bytes.isEmpty && !accumulator.isComplete, "moveBytes(into:) did not reset the HeadAccumulator")
-        input.check(response.bytes == raw, "moveBytes(into:) handed over different bytes")
-        let reused: Result<Void, HTTPParseError>
-        do throws(HTTPParseError) { reused = .success(try HeadParser.parseResponse(into: &response, requestWasHEAD: requestWasHEAD)) }
-        catch { reused = .failure(error) }
-        switch (fresh, reused) {
-        case (nil, _):
-            break
-        case (.success(let a), .success):
-            input.check(ResponseSnapshot(a) == ResponseSnapshot(response),
-                        "parseResponse(_:) and parseResponse(into:) disagree:\n  \(StreamEvent.response(ResponseSnapshot(a)))\n  \(StreamEvent.response(ResponseSnapshot(response)))")
-        case (.failure(let a), .failure(let b)):
-            input.check(a == b, "parseResponse(_:) threw \(a) but parseResponse(into:) threw \(b)")
-            input.check(a.status == 502, "a response was refused with \(a.status), not 502")
-        default:
-            input.fail("parseResponse(_:) gave \(fresh!) but parseResponse(into:) gave \(reused)")
-        }
-        if case .failure(let error) = reused {
+        headParsed(error) { ($0.response.snapshot, $0.response.framing) }
+    }
+
+    /// Records the head's event (`parsed` is only called after a successful parse: a failed one
+    /// leaves the head unspecified) or its error, and moves on to its body.
+    mutating func headParsed(_ error: HTTPParseError?, _ parsed: (Self) -> (StreamEvent, BodyFraming)) {
+        if let error {
             events.append(.error(error))
             phase = .failed
             return
         }
-        if checkHeads { checkAcceptedResponse(input, response, requestWasHEAD: requestWasHEAD) }
-        events.append(.response(ResponseSnapshot(response)))
-        startBody(response.framing)
+        let (event, framing) = parsed(self)
+        events.append(event)
+        startBody(framing)
     }
 
     /// The head's framing is consistent; the body is not followed (see the file's comment).
@@ -284,4 +249,50 @@ func checkPlansAgree(_ input: FuzzInput, label: @autoclosure () -> String,
         input.fail("\(label()): fed \(plan.name) the stream differs from feeding it whole at event \(k):\n"
                    + "  whole: \(expected)\n  \(plan.name): \(got)")
     }
+}
+
+/// Parses the complete head `raw` the connection's way (the accumulator's buffer swapped into
+/// `head`, which holds the previous head's state, and parsed in place by `parse`) and, when heads
+/// are checked, into a fresh head as well; checks that the hand-over reset the accumulator and that
+/// the two parses agree (the same head or the same error). Returns the connection's way's error.
+private func parseBothWays<Head: HTTPHeadBytes>(_ input: FuzzInput, _ raw: [UInt8], accumulator: inout HeadAccumulator, into head: inout Head,
+                                                checkHeads: Bool, _ parse: (inout Head) throws(HTTPParseError) -> Void) -> HTTPParseError? {
+    var fresh: Result<Head, HTTPParseError>?
+    if checkHeads {
+        var h = Head(bytes: raw)
+        do throws(HTTPParseError) { try parse(&h); fresh = .success(h) } catch { fresh = .failure(error) }
+    }
+    accumulator.moveBytes(into: &head.bytes)
+    input.check(accumulator.bytes.isEmpty && !accumulator.isComplete, "moveBytes(into:) did not reset the HeadAccumulator")
+    input.check(head.bytes == raw, "moveBytes(into:) handed over different bytes")
+    var reusedError: HTTPParseError?
+    do throws(HTTPParseError) { try parse(&head) } catch { reusedError = error }
+    switch (fresh, reusedError) {
+    case (nil, _):
+        break
+    case (.success(let a), nil):
+        input.check(a.snapshot == head.snapshot, "a fresh head and a reused one parse differently:\n  \(a.snapshot)\n  \(head.snapshot)")
+    case (.failure(let a), .some(let b)):
+        input.check(a == b, "a fresh head threw \(a) but a reused one threw \(b)")
+    case (.success(let a), .some(let b)):
+        input.fail("a fresh head parsed (\(a.snapshot)) but a reused one threw \(b)")
+    case (.failure(let a), nil):
+        input.fail("a fresh head threw \(a) but a reused one parsed (\(head.snapshot))")
+    }
+    return reusedError
+}
+
+/// A parsed head whose raw bytes the parser reads in place, and what of it the checks compare.
+protocol HTTPHeadBytes {
+    init(bytes: [UInt8])
+    var bytes: [UInt8] { get set }
+    var snapshot: StreamEvent { get }
+}
+extension RequestHead: HTTPHeadBytes {
+    init(bytes: [UInt8]) { self.init(bytes: bytes, method: 0..<0) }
+    var snapshot: StreamEvent { .request(RequestSnapshot(self)) }
+}
+extension ResponseHead: HTTPHeadBytes {
+    init(bytes: [UInt8]) { self.init(bytes: bytes, status: 0) }
+    var snapshot: StreamEvent { .response(ResponseSnapshot(self)) }
 }

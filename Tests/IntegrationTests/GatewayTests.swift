@@ -157,17 +157,8 @@ import Testing
     @Test func aGracefulShutdownGivesOpenTunnelsTheGracePeriod() throws {
         let origin = RawUpgradeOrigin()
         defer { origin.stop() }
-        let proxy = try startProxy(config: """
-            {"backends": [{"url": "http://127.0.0.1:\(origin.port)"}], "health_check": {"path": null},
-             "shutdown_grace_ms": 2500}
-            """)
-        func openTunnel() throws -> TestConnection {
-            let c = try TestConnection(port: proxy.port, timeoutSeconds: 5)
-            try c.send("GET /raw HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: raw-echo\r\n\r\n")
-            #expect(try c.readResponse(headRequest: true).status == 101)
-            return c
-        }
-        let tunnels = try (0..<5).map { _ in try openTunnel() }
+        let proxy = try startTunnelProxy(origin, shutdownGraceMs: 2500)
+        let tunnels = try (0..<5).map { _ in try openRawTunnel(proxy.port) }
         let start = Date()
         proxy.signal(SIGTERM)
         usleep(300_000)
@@ -192,13 +183,8 @@ import Testing
     @Test func aShutdownWithOnlyClosedTunnelsLeftEndsAtOnce() throws {
         let origin = RawUpgradeOrigin()
         defer { origin.stop() }
-        let proxy = try startProxy(config: """
-            {"backends": [{"url": "http://127.0.0.1:\(origin.port)"}], "health_check": {"path": null},
-             "shutdown_grace_ms": 30000}
-            """)
-        let c = try TestConnection(port: proxy.port, timeoutSeconds: 5)
-        try c.send("GET /raw HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: raw-echo\r\n\r\n")
-        #expect(try c.readResponse(headRequest: true).status == 101)
+        let proxy = try startTunnelProxy(origin, shutdownGraceMs: 30000)
+        let c = try openRawTunnel(proxy.port)
         let start = Date()
         proxy.signal(SIGTERM)
         usleep(200_000)
@@ -341,4 +327,20 @@ final class RawUpgradeOrigin: @unchecked Sendable {
         Glibc.shutdown(fd, Int32(SHUT_RDWR))
         close(fd)
     }
+}
+
+/// A proxy in front of `origin` (no health probes) with `shutdown_grace_ms`.
+private func startTunnelProxy(_ origin: RawUpgradeOrigin, shutdownGraceMs: Int) throws -> ManagedProcess {
+    try startProxy(config: """
+        {"backends": [{"url": "http://127.0.0.1:\(origin.port)"}], "health_check": {"path": null},
+         "shutdown_grace_ms": \(shutdownGraceMs)}
+        """)
+}
+
+/// A client connection switched (101) to a raw-echo tunnel through the proxy on `port`.
+private func openRawTunnel(_ port: UInt16) throws -> TestConnection {
+    let c = try TestConnection(port: port, timeoutSeconds: 5)
+    try c.send("GET /raw HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: raw-echo\r\n\r\n")
+    #expect(try c.readResponse(headRequest: true).status == 101)
+    return c
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 
 /// Test harness: start the real `proxy` and `test-backend` binaries on 127.0.0.1 port 0, talk to
 /// them over raw sockets, and stop them. Every wait is bounded.
@@ -206,16 +207,10 @@ final class TestConnection {
     /// `receiveBuffer` sets `SO_RCVBUF` before connecting (the window is scaled at the handshake:
     /// set later it does not make a slow reader as slow).
     init(port: UInt16, timeoutSeconds: Int = 10, receiveBuffer: Int32? = nil) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        if let receiveBuffer { setReceiveBuffer(receiveBuffer) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = port.bigEndian
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else { close(fd); throw HarnessError("connect to \(port) failed: errno \(errno)") }
+        guard let fd = connectToLoopback(port, configure: { fd in
+            if var v = receiveBuffer { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, socklen_t(MemoryLayout<Int32>.size)) }
+        }) else { throw HarnessError("connect to \(port) failed: errno \(errno)") }
+        self.fd = fd
         setTimeout(seconds: timeoutSeconds)
     }
 

@@ -16,13 +16,19 @@ import Testing
 
     private func url(_ b: ManagedProcess) -> String { "http://127.0.0.1:\(b.port)" }
 
-    @Test func pathsThatResolveToAdminMeetTheAdminRouteWhileTheBackendGetsTheBytesSent() throws {
+    /// A proxy whose default pool is `web` and whose one route (`route`, JSON) goes to upstream `admin`.
+    private func webAndAdmin(route: String) throws -> (web: ManagedProcess, admin: ManagedProcess, proxy: ManagedProcess) {
         let web = try startBackend(), admin = try startBackend()
         let proxy = try startProxy(config: """
             {"backends": [{"url": "\(url(web))"}],
              "upstreams": {"admin": {"backends": [{"url": "\(url(admin))"}]}},
-             "routes": [{"path": "/admin", "upstream": "admin"}]}
+             "routes": [\(route)]}
             """)
+        return (web, admin, proxy)
+    }
+
+    @Test func pathsThatResolveToAdminMeetTheAdminRouteWhileTheBackendGetsTheBytesSent() throws {
+        let (web, admin, proxy) = try webAndAdmin(route: #"{"path": "/admin", "upstream": "admin"}"#)
         for target in ["/admin", "/public/../admin", "//admin", "/%61dmin", "/%2e%2e/admin", "/public/%2E%2E/admin/x?a=/../b"] {
             let r = try send(proxy.port, "GET \(target) HTTP/1.1\r\nHost: app.test")
             #expect(r.status == 200 && r.json["port"] as? Int == Int(admin.port), "\(target) went to \(r.json["port"] ?? r.status)")
@@ -107,12 +113,7 @@ import Testing
     }
 
     @Test func malformedHostsAreRefusedAndATrailingDotIsTheSameName() throws {
-        let web = try startBackend(), admin = try startBackend()
-        let proxy = try startProxy(config: """
-            {"backends": [{"url": "\(url(web))"}],
-             "upstreams": {"admin": {"backends": [{"url": "\(url(admin))"}]}},
-             "routes": [{"host": "admin.localhost", "upstream": "admin"}]}
-            """)
+        let (web, admin, proxy) = try webAndAdmin(route: #"{"host": "admin.localhost", "upstream": "admin"}"#)
         for host in ["", "a/b", "a b", "[::1", "x@admin.localhost", "admin.localhost,evil.test", "admin.localhost:80x", "a..b"] {
             let r = try send(proxy.port, "GET / HTTP/1.1\r\nHost: \(host)")
             #expect(r.status == 400 && r.text.contains("invalid Host"), "Host \"\(host)\": \(r.status) \(r.text)")

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import TestSupport
 @testable import Proxy
 
 /// Issue 12 §1.7, §1.11, §1.12 at unit level: local resource errors, the descriptor budget,
@@ -151,14 +152,6 @@ struct ResourceLimitUnitTests {
 
 /// A connection to 127.0.0.1:`port` (the handshake completes in the kernel's queue, accepted or not).
 private func connectToLoopback(_ port: UInt16) throws -> Int32 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = port.bigEndian
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let rc = withUnsafePointer(to: &addr) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard rc == 0 else { close(fd); throw AddressError(message: "connect failed: \(errno)") }
+    guard let fd = TestSupport.connectToLoopback(port) else { throw AddressError(message: "connect failed: \(errno)") }
     return fd
 }

@@ -248,14 +248,12 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
                         return rejectRequest(HTTPParseError(status: 400, reason: "a TLS handshake arrived on a cleartext (http://) listener"))
                     }
                 }
-                let consumed: Int
-                do { consumed = try x.pointee.requestHeadBytes.append(input) } catch {
+                // Swaps buffers with the previous request: no allocation per request in steady state.
+                do {
+                    guard try x.pointee.requestHeadBytes.take(from: &input, completingInto: &x.pointee.request.bytes) else { return }
+                } catch {
                     return rejectRequest(error)
                 }
-                input = UnsafeRawBufferPointer(rebasing: input[consumed...])
-                guard x.pointee.requestHeadBytes.isComplete else { return }
-                // Swap buffers with the previous request: no allocation per request in steady state.
-                x.pointee.requestHeadBytes.moveBytes(into: &x.pointee.request.bytes)
                 do { try HeadParser.parseRequest(into: &x.pointee.request, limits: settings.headLimits) } catch {
                     return rejectRequest(error)
                 }

@@ -371,13 +371,11 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                 return
             }
             if !x.pointee.machine.responseStarted {
-                let consumed: Int
-                do { consumed = try x.pointee.responseHeadBytes.append(input) } catch {
+                do {
+                    guard try x.pointee.responseHeadBytes.take(from: &input, completingInto: &x.pointee.response.bytes) else { return }
+                } catch {
                     return malformedResponseHead(error)
                 }
-                input = UnsafeRawBufferPointer(rebasing: input[consumed...])
-                guard x.pointee.responseHeadBytes.isComplete else { return }
-                x.pointee.responseHeadBytes.moveBytes(into: &x.pointee.response.bytes)
                 do {
                     try HeadParser.parseResponse(into: &x.pointee.response, requestWasHEAD: x.pointee.request.isHEAD)
                 } catch {

@@ -147,6 +147,18 @@ public struct HeadAccumulator {
     /// Hands the collected bytes to `other` and takes `other`'s storage (emptied) in exchange, then
     /// resets. A connection that swaps with its previous `RequestHead.bytes` reuses both buffers, so a
     /// keep-alive connection in steady state allocates nothing for heads.
+    /// Takes head bytes from the front of `input` (advancing it past them) and, once the head is
+    /// complete, hands it over to `head` (`moveBytes(into:)`, which resets this accumulator).
+    /// Returns whether it did; `input` then holds what follows the head.
+    @inline(__always)
+    public mutating func take(from input: inout UnsafeRawBufferPointer, completingInto head: inout [UInt8]) throws(HTTPParseError) -> Bool {
+        let consumed = try append(input)
+        input = UnsafeRawBufferPointer(rebasing: input[consumed...])
+        guard isComplete else { return false }
+        moveBytes(into: &head)
+        return true
+    }
+
     public mutating func moveBytes(into other: inout [UInt8]) {
         swap(&bytes, &other)
         reset()
