@@ -20,7 +20,10 @@ let package = Package(
             pkgConfig: "libuv",
             providers: [.apt(["libuv1-dev"])]
         ),
-        .target(name: "Proxy", dependencies: ["CUV"], swiftSettings: hotPathSettings),
+        // The TLS engine: a small C interface (include/ctls.h) over OpenSSL 3, the only code that
+        // knows the library (Debian `libssl-dev`).
+        .target(name: "CTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        .target(name: "Proxy", dependencies: ["CUV", "CTLS"], swiftSettings: hotPathSettings),
         .target(name: "TestBackendKit", dependencies: ["Proxy"], swiftSettings: hotPathSettings),
         .executableTarget(name: "ProxyCLI", dependencies: ["Proxy"], swiftSettings: hotPathSettings),
         .executableTarget(name: "TestBackend", dependencies: ["TestBackendKit"], swiftSettings: hotPathSettings),

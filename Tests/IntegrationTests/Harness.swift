@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import TestSupport
+@_exported import TestSupport
 
 /// Test harness: start the real `proxy` and `test-backend` binaries on 127.0.0.1 port 0, talk to
 /// them over raw sockets, and stop them. Every wait is bounded.
@@ -575,26 +575,3 @@ func testPython(_ packages: [String: String]) throws -> String {
     return python
 }
 
-/// Waits for `process` to end without `Process.waitUntilExit()`: that spins the calling thread's
-/// run loop, creating one on a test's dispatch worker thread, and when such a thread later exits,
-/// Foundation's run-loop finaliser allocates inside ThreadSanitizer's thread teardown and crashes
-/// the test runner (seen in `make test-tsan`). `isRunning` is kept by Foundation's own thread.
-func awaitTermination(_ process: Process) {
-    while process.isRunning { usleep(2_000) }
-}
-
-/// Runs a program to completion (bounded by the program itself); returns its exit status.
-@discardableResult
-func run(_ program: String, _ arguments: [String], output: UnsafeMutablePointer<String>? = nil) -> Int32 {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: program)
-    p.arguments = arguments
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    do { try p.run() } catch { return -1 }
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    awaitTermination(p)
-    output?.pointee = String(decoding: data, as: UTF8.self)
-    return p.terminationStatus
-}

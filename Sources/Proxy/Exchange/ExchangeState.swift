@@ -108,6 +108,7 @@ struct ExchangeState: ~Copyable {
     /// and lets go of buffers that grew large (chunked re-framing, a long pipelined burst, huge
     /// heads), so a pooled state costs a few KiB, not 64.
     mutating func readyForNextExchange() {
+        requestBodyResumedAt = 0  // each exchange's stall clock starts from its own events
         let keep = Self.retainedScratchBytes
         toClient.removeAll(retainedCapacity: keep)
         toUpstream.removeAll(retainedCapacity: keep)

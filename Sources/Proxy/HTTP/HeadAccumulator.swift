@@ -144,9 +144,6 @@ public struct HeadAccumulator {
         crCheckedUpTo = 0
     }
 
-    /// Hands the collected bytes to `other` and takes `other`'s storage (emptied) in exchange, then
-    /// resets. A connection that swaps with its previous `RequestHead.bytes` reuses both buffers, so a
-    /// keep-alive connection in steady state allocates nothing for heads.
     /// Takes head bytes from the front of `input` (advancing it past them) and, once the head is
     /// complete, hands it over to `head` (`moveBytes(into:)`, which resets this accumulator).
     /// Returns whether it did; `input` then holds what follows the head.
@@ -159,6 +156,9 @@ public struct HeadAccumulator {
         return true
     }
 
+    /// Hands the collected bytes to `other` and takes `other`'s storage (emptied) in exchange, then
+    /// resets. A connection that swaps with its previous `RequestHead.bytes` reuses both buffers, so a
+    /// keep-alive connection in steady state allocates nothing for heads.
     public mutating func moveBytes(into other: inout [UInt8]) {
         swap(&bytes, &other)
         reset()

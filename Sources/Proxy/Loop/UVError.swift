@@ -22,6 +22,8 @@ public struct UVError: Error, Equatable, Sendable, CustomStringConvertible {
     public static let noBufferSpace = Int32(UV_ENOBUFS.rawValue)
     public static let outOfMemory = Int32(UV_ENOMEM.rawValue)
     public static let addressNotAvailable = Int32(UV_EADDRNOTAVAIL.rawValue)
+    /// A TLS session failed (a bad handshake or record): the stream ends with this code.
+    public static let protocolError = Int32(UV_EPROTO.rawValue)
 
     /// The proxy's own machine ran short, not the peer: out of descriptors (`EMFILE` for this
     /// process, `ENFILE` for the system), of socket buffers (`ENOBUFS`), of memory (`ENOMEM`), or

@@ -1,0 +1,381 @@
+/* The TLS engine over OpenSSL 3 (see include/ctls.h for the contract). */
+#include "ctls.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct ctls_certificate {
+    X509 *leaf;
+    EVP_PKEY *key;
+    STACK_OF(X509) *chain; /* intermediates, may be empty */
+};
+
+struct ctls_context {
+    SSL_CTX *ssl_ctx;
+    int is_server;
+    int verify;
+    struct ctls_certificate *certificates;
+    int certificate_count;
+    unsigned char *alpn;
+    size_t alpn_len;
+};
+
+struct ctls_session {
+    SSL *ssl;
+    BIO *input;  /* ciphertext from the peer, read by OpenSSL */
+    BIO *output; /* ciphertext for the peer, written by OpenSSL */
+    ctls_context *context;
+    int failed;
+    int close_notify_sent;
+    char error[256];
+};
+
+static void write_error(char *err, size_t err_len, const char *what, const char *file) {
+    if (!err || err_len == 0) return;
+    unsigned long code = ERR_peek_last_error();
+    char reason[160] = "";
+    if (code) ERR_error_string_n(code, reason, sizeof reason);
+    ERR_clear_error();
+    if (file)
+        snprintf(err, err_len, "%s: %s%s%s", file, what, reason[0] ? ": " : "", reason);
+    else
+        snprintf(err, err_len, "%s%s%s", what, reason[0] ? ": " : "", reason);
+}
+
+/* Mozilla's "intermediate" TLS 1.2 suites (ECDHE with AEAD ciphers only; TLS 1.3 suites are
+ * OpenSSL's defaults). DHE suites are left out: no DH parameters to manage. */
+static const char *const tls12_ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+static SSL_CTX *new_ssl_ctx(int is_server, int min_version, char *err, size_t err_len) {
+    SSL_CTX *ctx = SSL_CTX_new(is_server ? TLS_server_method() : TLS_client_method());
+    if (!ctx) { write_error(err, err_len, "cannot create a TLS context", NULL); return NULL; }
+    SSL_CTX_set_min_proto_version(ctx, min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    /* Idle connections give their record buffers back (about 34 KiB each). */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (!SSL_CTX_set_cipher_list(ctx, tls12_ciphers)) {
+        write_error(err, err_len, "cannot set the TLS 1.2 cipher list", NULL);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static int load_certificate(struct ctls_certificate *c, const char *cert_file, const char *key_file, char *err, size_t err_len) {
+    FILE *f = fopen(cert_file, "r");
+    if (!f) { snprintf(err, err_len, "%s: cannot open the certificate file", cert_file); return 0; }
+    c->leaf = PEM_read_X509(f, NULL, NULL, NULL);
+    if (!c->leaf) { fclose(f); write_error(err, err_len, "no PEM certificate in the file", cert_file); return 0; }
+    c->chain = sk_X509_new_null();
+    X509 *extra;
+    while ((extra = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) sk_X509_push(c->chain, extra);
+    ERR_clear_error(); /* the loop ends on a "no start line" error */
+    fclose(f);
+    f = fopen(key_file, "r");
+    if (!f) { snprintf(err, err_len, "%s: cannot open the key file", key_file); return 0; }
+    c->key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    if (!c->key) { write_error(err, err_len, "no PEM private key in the file (or it is encrypted)", key_file); return 0; }
+    if (X509_check_private_key(c->leaf, c->key) != 1) {
+        ERR_clear_error();
+        snprintf(err, err_len, "%s: the key does not match the certificate %s", key_file, cert_file);
+        return 0;
+    }
+    return 1;
+}
+
+static void free_certificate(struct ctls_certificate *c) {
+    if (c->leaf) X509_free(c->leaf);
+    if (c->key) EVP_PKEY_free(c->key);
+    if (c->chain) sk_X509_pop_free(c->chain, X509_free);
+}
+
+/* Picks the certificate for the client's SNI (exact names first, then wildcards, else the first). */
+static int select_certificate(SSL *ssl, void *arg) {
+    ctls_context *context = arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    int chosen = 0;
+    if (name && context->certificate_count > 1) {
+        size_t len = strlen(name);
+        int found = -1;
+        for (int pass = 0; pass < 2 && found < 0; pass++) {
+            unsigned int flags = pass == 0 ? X509_CHECK_FLAG_NO_WILDCARDS : 0;
+            for (int i = 0; i < context->certificate_count; i++) {
+                if (X509_check_host(context->certificates[i].leaf, name, len, flags, NULL) == 1) { found = i; break; }
+            }
+        }
+        if (found >= 0) chosen = found;
+    }
+    struct ctls_certificate *c = &context->certificates[chosen];
+    return SSL_use_cert_and_key(ssl, c->leaf, c->key, c->chain, 1) == 1 ? 1 : 0;
+}
+
+static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *out_len,
+                       const unsigned char *in, unsigned int in_len, void *arg) {
+    (void)ssl;
+    ctls_context *context = arg;
+    unsigned char *selected;
+    if (SSL_select_next_proto(&selected, out_len, context->alpn, (unsigned int)context->alpn_len, in, in_len)
+        != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK; /* no common protocol: go on without ALPN (HTTP/1.1) */
+    *out = selected;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int copy_alpn(ctls_context *context, const unsigned char *alpn, size_t alpn_len) {
+    if (!alpn || alpn_len == 0) return 1;
+    context->alpn = malloc(alpn_len);
+    if (!context->alpn) return 0;
+    memcpy(context->alpn, alpn, alpn_len);
+    context->alpn_len = alpn_len;
+    return 1;
+}
+
+ctls_context *ctls_server_context_new(const char *const *cert_files, const char *const *key_files, int count,
+                                      int min_version, const unsigned char *alpn, size_t alpn_len,
+                                      char *err, size_t err_len) {
+    if (count < 1) { snprintf(err, err_len, "no certificate given"); return NULL; }
+    ctls_context *context = calloc(1, sizeof *context);
+    if (!context) return NULL;
+    context->is_server = 1;
+    context->certificates = calloc((size_t)count, sizeof *context->certificates);
+    if (!context->certificates) { free(context); return NULL; }
+    context->certificate_count = count;
+    for (int i = 0; i < count; i++) {
+        if (!load_certificate(&context->certificates[i], cert_files[i], key_files[i], err, err_len)) {
+            ctls_context_free(context);
+            return NULL;
+        }
+    }
+    context->ssl_ctx = new_ssl_ctx(1, min_version, err, err_len);
+    if (!context->ssl_ctx || !copy_alpn(context, alpn, alpn_len)) { ctls_context_free(context); return NULL; }
+    /* Stateless resumption (tickets) only: OpenSSL's session cache is locked across threads. */
+    SSL_CTX_set_session_cache_mode(context->ssl_ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_cert_cb(context->ssl_ctx, select_certificate, context);
+    if (context->alpn) SSL_CTX_set_alpn_select_cb(context->ssl_ctx, select_alpn, context);
+    return context;
+}
+
+ctls_context *ctls_client_context_new(const char *ca_file, int verify, const unsigned char *alpn, size_t alpn_len,
+                                      char *err, size_t err_len) {
+    ctls_context *context = calloc(1, sizeof *context);
+    if (!context) return NULL;
+    context->ssl_ctx = new_ssl_ctx(0, 12, err, err_len);
+    if (!context->ssl_ctx) { free(context); return NULL; }
+    context->verify = verify;
+    if (verify) {
+        int ok = ca_file ? SSL_CTX_load_verify_locations(context->ssl_ctx, ca_file, NULL)
+                         : SSL_CTX_set_default_verify_paths(context->ssl_ctx);
+        if (!ok) { write_error(err, err_len, "cannot load the CA certificates", ca_file); ctls_context_free(context); return NULL; }
+        SSL_CTX_set_verify(context->ssl_ctx, SSL_VERIFY_PEER, NULL);
+    }
+    if (!copy_alpn(context, alpn, alpn_len) ||
+        (context->alpn && SSL_CTX_set_alpn_protos(context->ssl_ctx, context->alpn, (unsigned int)context->alpn_len) != 0)) {
+        ctls_context_free(context);
+        return NULL;
+    }
+    return context;
+}
+
+void ctls_context_free(ctls_context *context) {
+    if (!context) return;
+    if (context->ssl_ctx) SSL_CTX_free(context->ssl_ctx);
+    for (int i = 0; i < context->certificate_count; i++) free_certificate(&context->certificates[i]);
+    free(context->certificates);
+    free(context->alpn);
+    free(context);
+}
+
+int ctls_context_certificate_count(const ctls_context *context) { return context->certificate_count; }
+
+size_t ctls_context_certificate_names(const ctls_context *context, int index, char *out, size_t out_len) {
+    if (index < 0 || index >= context->certificate_count || out_len == 0) return 0;
+    size_t used = 0;
+    out[0] = 0;
+    GENERAL_NAMES *names = X509_get_ext_d2i(context->certificates[index].leaf, NID_subject_alt_name, NULL, NULL);
+    if (!names) return 0;
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *name = sk_GENERAL_NAME_value(names, i);
+        char text[64];
+        const char *piece = NULL;
+        if (name->type == GEN_DNS) {
+            piece = (const char *)ASN1_STRING_get0_data(name->d.dNSName);
+        } else if (name->type == GEN_IPADD) {
+            const unsigned char *ip = ASN1_STRING_get0_data(name->d.iPAddress);
+            int len = ASN1_STRING_length(name->d.iPAddress);
+            if (len == 4) {
+                snprintf(text, sizeof text, "%u.%u.%u.%u", ip[0], ip[1], ip[2], ip[3]);
+                piece = text;
+            } else if (len == 16) {
+                size_t at = 0;
+                for (int j = 0; j < 16; j += 2) at += (size_t)snprintf(text + at, sizeof text - at, j ? ":%x" : "%x", (ip[j] << 8) | ip[j + 1]);
+                piece = text;
+            }
+        }
+        if (!piece) continue;
+        int n = snprintf(out + used, out_len - used, "%s%s", used ? "," : "", piece);
+        if (n < 0 || (size_t)n >= out_len - used) break;
+        used += (size_t)n;
+    }
+    GENERAL_NAMES_free(names);
+    return used;
+}
+
+int64_t ctls_context_certificate_not_after(const ctls_context *context, int index) {
+    if (index < 0 || index >= context->certificate_count) return 0;
+    const ASN1_TIME *t = X509_get0_notAfter(context->certificates[index].leaf);
+    struct tm tm;
+    if (!ASN1_TIME_to_tm(t, &tm)) return 0;
+    return (int64_t)timegm(&tm);
+}
+
+ctls_session *ctls_session_new(ctls_context *context, int is_server, const char *server_name) {
+    ctls_session *session = calloc(1, sizeof *session);
+    if (!session) return NULL;
+    session->context = context;
+    session->ssl = SSL_new(context->ssl_ctx);
+    session->input = BIO_new(BIO_s_mem());
+    session->output = BIO_new(BIO_s_mem());
+    if (!session->ssl || !session->input || !session->output) {
+        if (session->ssl) SSL_free(session->ssl);
+        if (session->input) BIO_free(session->input);
+        if (session->output) BIO_free(session->output);
+        free(session);
+        ERR_clear_error();
+        return NULL;
+    }
+    /* An empty input BIO means "wait for more", not end of file. */
+    BIO_set_mem_eof_return(session->input, -1);
+    BIO_set_mem_eof_return(session->output, -1);
+    SSL_set_bio(session->ssl, session->input, session->output); /* the SSL owns both from here */
+    if (is_server) {
+        SSL_set_accept_state(session->ssl);
+    } else {
+        SSL_set_connect_state(session->ssl);
+        if (server_name) {
+            SSL_set_tlsext_host_name(session->ssl, server_name);
+            if (context->verify) SSL_set1_host(session->ssl, server_name);
+        }
+    }
+    return session;
+}
+
+void ctls_session_free(ctls_session *session) {
+    if (!session) return;
+    SSL_free(session->ssl);
+    free(session);
+}
+
+int ctls_session_feed(ctls_session *session, const void *bytes, size_t count) {
+    while (count > 0) {
+        int chunk = count > 0x40000000 ? 0x40000000 : (int)count;
+        int n = BIO_write(session->input, bytes, chunk);
+        if (n <= 0) { ERR_clear_error(); return -1; }
+        bytes = (const char *)bytes + n;
+        count -= (size_t)n;
+    }
+    return 0;
+}
+
+static void note_failure(ctls_session *session, const char *what) {
+    session->failed = 1;
+    unsigned long code = ERR_get_error();
+    if (code) {
+        char reason[200];
+        ERR_error_string_n(code, reason, sizeof reason);
+        snprintf(session->error, sizeof session->error, "%s: %s", what, reason);
+    } else {
+        snprintf(session->error, sizeof session->error, "%s", what);
+    }
+    ERR_clear_error();
+}
+
+int ctls_session_handshake(ctls_session *session) {
+    if (session->failed) return CTLS_HANDSHAKE_FAILED;
+    ERR_clear_error(); /* the error queue is per thread, and a worker interleaves sessions */
+    int rc = SSL_do_handshake(session->ssl);
+    if (rc == 1) return CTLS_HANDSHAKE_DONE;
+    int e = SSL_get_error(session->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ) return CTLS_HANDSHAKE_WANT_INPUT;
+    note_failure(session, "TLS handshake failed");
+    return CTLS_HANDSHAKE_FAILED;
+}
+
+long ctls_session_read(ctls_session *session, void *buffer, size_t capacity) {
+    if (session->failed) return CTLS_READ_FAILED;
+    ERR_clear_error();
+    size_t n = 0;
+    int rc = SSL_read_ex(session->ssl, buffer, capacity, &n);
+    if (rc == 1) return (long)n;
+    int e = SSL_get_error(session->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ) return CTLS_READ_WANT_INPUT;
+    if (e == SSL_ERROR_ZERO_RETURN) return CTLS_READ_CLOSED;
+    note_failure(session, "TLS read failed");
+    return CTLS_READ_FAILED;
+}
+
+int ctls_session_write(ctls_session *session, const void *bytes, size_t count) {
+    if (session->failed) return -1;
+    if (count == 0) return 0;
+    ERR_clear_error();
+    size_t n = 0;
+    /* Memory BIOs take everything: without partial writes SSL_write_ex writes all or fails. */
+    if (SSL_write_ex(session->ssl, bytes, count, &n) != 1 || n != count) {
+        note_failure(session, "TLS write failed");
+        return -1;
+    }
+    return 0;
+}
+
+void ctls_session_close_notify(ctls_session *session) {
+    if (session->failed || session->close_notify_sent || !SSL_is_init_finished(session->ssl)) return;
+    session->close_notify_sent = 1;
+    ERR_clear_error();
+    SSL_shutdown(session->ssl); /* queues the alert; the peer's answer is not awaited */
+    ERR_clear_error();
+}
+
+size_t ctls_session_output(ctls_session *session, const void **bytes) {
+    char *data = NULL;
+    long n = BIO_get_mem_data(session->output, &data);
+    *bytes = data;
+    return n > 0 ? (size_t)n : 0;
+}
+
+void ctls_session_output_sent(ctls_session *session) {
+    (void)BIO_reset(session->output);
+}
+
+int ctls_session_has_buffered_input(const ctls_session *session) {
+    return SSL_pending(session->ssl) > 0 || BIO_ctrl_pending(session->input) > 0;
+}
+
+const char *ctls_session_version(const ctls_session *session) { return SSL_get_version(session->ssl); }
+
+const char *ctls_session_cipher(const ctls_session *session) {
+    const char *name = SSL_get_cipher_name(session->ssl);
+    return name ? name : "";
+}
+
+size_t ctls_session_alpn(const ctls_session *session, const unsigned char **protocol) {
+    unsigned int len = 0;
+    SSL_get0_alpn_selected(session->ssl, protocol, &len);
+    return len;
+}
+
+const char *ctls_session_server_name(const ctls_session *session) {
+    return SSL_get_servername(session->ssl, TLSEXT_NAMETYPE_host_name);
+}
+
+int ctls_session_resumed(const ctls_session *session) { return SSL_session_reused(session->ssl); }
+
+const char *ctls_session_error(const ctls_session *session) { return session->error; }

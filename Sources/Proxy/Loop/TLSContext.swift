@@ -1,0 +1,81 @@
+import CTLS
+import Glibc
+
+/// What a TLS listener or TLS client is configured with, built once and shared (read-only) by
+/// every worker loop: certificates picked by SNI, protocol versions, ALPN. A reload builds a new
+/// one; sessions already made keep theirs alive by reference.
+///
+/// Wraps the engine's C context (`CTLS`, the only code that knows the TLS library).
+/// Threading: immutable after `init`; sessions may be made from it on any thread.
+public final class TLSContext: @unchecked Sendable {
+    let context: OpaquePointer
+    public let isServer: Bool
+
+    /// A server context from PEM files: each `cert` holds a chain (leaf first), `key` its key.
+    /// `minVersion` is "1.2" or "1.3"; `alpn` the protocols offered, most preferred first.
+    /// Throws a one-line reason naming the file at fault.
+    public init(certificates: [(cert: String, key: String)], minVersion: String = "1.2", alpn: [String] = ["http/1.1"]) throws(TLSSetupError) {
+        let wire = Self.alpnWire(alpn)
+        var err = [CChar](repeating: 0, count: 512)
+        let made: OpaquePointer? = withCStrings(certificates.map(\.cert)) { certs in
+            withCStrings(certificates.map(\.key)) { keys in
+                wire.withUnsafeBufferPointer { a in
+                    ctls_server_context_new(certs, keys, Int32(certificates.count), minVersion == "1.3" ? 13 : 12,
+                                            a.baseAddress, a.count, &err, err.count)
+                }
+            }
+        }
+        guard let made else { throw TLSSetupError(message: String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)) }
+        context = made
+        isServer = true
+    }
+
+    /// A client context: `caFile` (PEM) or the system's store; `verify: false` accepts any peer.
+    public init(clientCAFile caFile: String?, verify: Bool = true, alpn: [String] = ["http/1.1"]) throws(TLSSetupError) {
+        let wire = Self.alpnWire(alpn)
+        var err = [CChar](repeating: 0, count: 512)
+        let made = wire.withUnsafeBufferPointer { a in
+            ctls_client_context_new(caFile, verify ? 1 : 0, a.baseAddress, a.count, &err, err.count)
+        }
+        guard let made else { throw TLSSetupError(message: String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)) }
+        context = made
+        isServer = false
+    }
+
+    deinit { ctls_context_free(context) }
+
+    /// The certificates' subject alternative names and expiry (seconds since the epoch), in the
+    /// order given: what `proxy --check` prints.
+    public var certificates: [(names: [String], notAfter: Int64)] {
+        (0..<Int(ctls_context_certificate_count(context))).map { i in
+            var buf = [CChar](repeating: 0, count: 4096)
+            let n = ctls_context_certificate_names(context, Int32(i), &buf, buf.count)
+            let text = String(decoding: buf.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return (text.isEmpty ? [] : text.split(separator: ",").map(String.init), ctls_context_certificate_not_after(context, Int32(i)))
+        }
+    }
+
+    /// ALPN's wire format: each name prefixed by its length.
+    static func alpnWire(_ names: [String]) -> [UInt8] {
+        var wire: [UInt8] = []
+        for name in names where !name.isEmpty && name.utf8.count < 256 {
+            wire.append(UInt8(name.utf8.count))
+            wire.append(contentsOf: name.utf8)
+        }
+        return wire
+    }
+}
+
+/// Why a TLS context could not be built (a file, a key, a setting), in one line.
+public struct TLSSetupError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public var description: String { message }
+}
+
+/// Calls `body` with a C array of C strings for `strings`, valid during the call.
+private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+    let copies = strings.map { strdup($0) }
+    defer { copies.forEach { free($0) } }
+    let pointers = copies.map { UnsafePointer<CChar>($0) }
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}

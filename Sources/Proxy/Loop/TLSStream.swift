@@ -1,0 +1,292 @@
+import CTLS
+import Glibc
+
+/// A `ByteStream` that speaks TLS over a `TCPStream`: ciphertext from the socket's reads goes
+/// into the engine, plaintext comes out through `onRead`; plaintext written goes out as
+/// ciphertext through the socket's write path (and its congestion and drain). The engine never
+/// touches the socket, so nothing blocks and no thread is added.
+///
+/// - The handshake starts at once and has its own deadline; until it completes nothing is
+///   delivered, and plaintext written meanwhile waits. `onHandshake` reports the outcome once.
+/// - Output the engine makes at any time (handshake records, session tickets, alerts, key
+///   updates) is flushed after every engine call.
+/// - Plaintext the engine still holds when reading is paused (a record decrypts to more than
+///   the reader took before pausing) is delivered from a deferred callback after the resume:
+///   the socket raises no event for bytes already read.
+/// - Reading from the socket follows the reader's wishes once the handshake is done, so the
+///   engine's input buffer stays bounded by one socket read.
+/// - `close()` sends one close_notify after a completed handshake (never during one or after a
+///   failure), then closes the socket. An end of input without close_notify is reported as an
+///   orderly end: HTTP framing says whether a message was complete.
+///
+/// Threading: loop thread only.
+public final class TLSStream: ByteStream {
+    public let transport: TCPStream
+    /// Keeps the engine's context alive as long as the session made from it.
+    public let context: TLSContext
+    private let session: OpaquePointer
+    /// The handshake deadline, then the deferred delivery of plaintext held across a pause.
+    private let timer: Timer
+
+    public var onRead: ((UnsafeRawBufferPointer) -> Void)?
+    public var onReadEnd: ((Int32) -> Void)?
+    public var onWriteError: ((Int32) -> Void)?
+    public var onDrain: (() -> Void)?
+    /// The handshake completed (nil) or failed (the reason); called once, before any read.
+    public var onHandshake: ((String?) -> Void)?
+
+    public private(set) var isHandshakeDone = false
+    public private(set) var bytesWritten: UInt64 = 0
+    public private(set) var bytesRead: UInt64 = 0
+    /// When the stream was made (loop milliseconds): the handshake's duration is measured from it.
+    public let startedAtMs: UInt64
+
+    private var wantsRead = false
+    private var readPauses: UInt8 = 0
+    private var failed = false
+    private var writeFailed = false
+    /// The socket's end of input, held until the plaintext before it was delivered.
+    private var transportEnd: Int32?
+    private var endDelivered = false
+    /// Plaintext written before the handshake completed.
+    private var earlyOutput: [UInt8] = []
+
+    /// A server-side (`context.isServer`) or client-side session on `transport`, which is
+    /// connected (or accepted) and owned from here on. A client sends `serverName` as SNI.
+    public init(transport: TCPStream, context: TLSContext, serverName: String? = nil, handshakeTimeoutMs: UInt64) throws(UVError) {
+        guard let session = ctls_session_new(context.context, context.isServer ? 1 : 0, serverName) else {
+            throw UVError(UVError.outOfMemory)
+        }
+        self.transport = transport
+        self.context = context
+        self.session = session
+        timer = Timer(loop: transport.loop)
+        startedAtMs = transport.loop.now
+        transport.onRead = { [unowned self] bytes in self.ciphertextArrived(bytes) }
+        transport.onReadEnd = { [unowned self] code in self.transportEnded(code) }
+        transport.onWriteError = { [unowned self] code in self.writeFailedNow(code) }
+        transport.onDrain = { [unowned self] in self.onDrain?() }
+        timer.onFire = { [unowned self] in self.timerFired() }
+        if handshakeTimeoutMs > 0 { timer.start(timeoutMs: handshakeTimeoutMs) }
+        if !context.isServer { advanceHandshake() }  // the ClientHello goes out now
+        transport.startReading()
+    }
+
+    deinit {
+        if !transport.isClosing { transport.close() }
+        timer.close()
+        ctls_session_free(session)
+    }
+
+    // MARK: Facts about the session (after the handshake)
+
+    public var version: String { String(cString: ctls_session_version(session)) }
+    public var cipher: String { String(cString: ctls_session_cipher(session)) }
+    public var serverName: String? { ctls_session_server_name(session).map { String(cString: $0) } }
+    public var isResumed: Bool { ctls_session_resumed(session) != 0 }
+    public var negotiatedProtocol: [UInt8] {
+        var p: UnsafePointer<UInt8>?
+        let n = ctls_session_alpn(session, &p)
+        guard let p, n > 0 else { return [] }
+        return Array(UnsafeBufferPointer(start: p, count: n))
+    }
+
+    // MARK: Input
+
+    private func ciphertextArrived(_ bytes: UnsafeRawBufferPointer) {
+        if failed { return }
+        if ctls_session_feed(session, bytes.baseAddress, bytes.count) != 0 { return fail("out of memory for TLS input") }
+        if !isHandshakeDone { advanceHandshake() }
+        if isHandshakeDone { deliver() }
+    }
+
+    private func advanceHandshake() {
+        let rc = ctls_session_handshake(session)
+        flushOutput()
+        switch rc {
+        case Int32(CTLS_HANDSHAKE_DONE):
+            isHandshakeDone = true
+            timer.stop()
+            onHandshake?(nil)
+            onHandshake = nil
+            if !earlyOutput.isEmpty {
+                let early = earlyOutput
+                earlyOutput = []
+                early.withUnsafeBytes { write($0) }
+            }
+            updateTransportReading()
+        case Int32(CTLS_HANDSHAKE_WANT_INPUT):
+            break
+        default:
+            fail(String(cString: ctls_session_error(session)))
+        }
+    }
+
+    /// Decrypts into the loop's read buffer (the ciphertext there was copied into the engine
+    /// already) and hands plaintext on while the reader wants it.
+    private func deliver() {
+        let loop = transport.loop
+        while wantsRead && readPauses == 0 && !failed && !transport.isClosing && !endDelivered {
+            let n = ctls_session_read(session, loop.readBuffer, loop.readBufferSize)
+            flushOutput()  // tickets, key updates, alerts
+            if n > 0 {
+                bytesRead &+= UInt64(n)
+                onRead?(UnsafeRawBufferPointer(start: loop.readBuffer, count: n))
+                continue
+            }
+            switch Int32(n) {
+            case Int32(CTLS_READ_WANT_INPUT):
+                if let end = transportEnd { endInput(end) }
+                return
+            case Int32(CTLS_READ_CLOSED):
+                return endInput(UVError.eof)
+            default:
+                return fail(String(cString: ctls_session_error(session)))
+            }
+        }
+    }
+
+    private func transportEnded(_ code: Int32) {
+        if failed || endDelivered { return }
+        if !isHandshakeDone { return fail(code == UVError.eof ? "the peer closed during the TLS handshake" : "the connection failed during the TLS handshake: \(UVError(code))") }
+        transportEnd = code
+        deliver()
+    }
+
+    private func endInput(_ code: Int32) {
+        guard !endDelivered else { return }
+        endDelivered = true
+        transport.pauseReading(.backpressure)
+        onReadEnd?(code)
+    }
+
+    /// A failed handshake or a broken record: the alert (if any) goes out, the reader hears of
+    /// it as the end of its input, and the session is not used again.
+    private func fail(_ reason: String) {
+        guard !failed else { return }
+        failed = true
+        flushOutput()
+        timer.stop()
+        if let onHandshake {
+            self.onHandshake = nil
+            onHandshake(reason)
+        }
+        if !endDelivered {
+            endDelivered = true
+            transport.pauseReading(.backpressure)
+            onReadEnd?(UVError.protocolError)
+        }
+    }
+
+    private func timerFired() {
+        if !isHandshakeDone {
+            fail("the TLS handshake did not complete in time")
+        } else {
+            deliver()
+        }
+    }
+
+    // MARK: Reading control
+
+    public func startReading() {
+        wantsRead = true
+        readingChanged()
+    }
+
+    public func pauseReading(_ reason: ReadPause) {
+        readPauses |= reason.rawValue
+        readingChanged()
+    }
+
+    public func resumeReading(_ reason: ReadPause) {
+        readPauses &= ~reason.rawValue
+        readingChanged()
+    }
+
+    public var isReadPaused: Bool { readPauses != 0 }
+
+    private func readingChanged() {
+        updateTransportReading()
+        // Plaintext (or the end) already inside the engine raises no socket event: deliver it
+        // on the next loop turn, never from inside this call.
+        if isHandshakeDone && wantsRead && readPauses == 0 && !endDelivered
+            && (ctls_session_has_buffered_input(session) != 0 || transportEnd != nil) && !timer.isActive {
+            timer.start(timeoutMs: 0)
+        }
+    }
+
+    /// During the handshake the socket is always read; afterwards only while the reader reads.
+    private func updateTransportReading() {
+        if !isHandshakeDone || (wantsRead && readPauses == 0) {
+            transport.resumeReading(.backpressure)
+        } else {
+            transport.pauseReading(.backpressure)
+        }
+    }
+
+    // MARK: Output
+
+    public func write(_ b0: UnsafeRawBufferPointer, _ b1: UnsafeRawBufferPointer,
+                      _ b2: UnsafeRawBufferPointer, _ b3: UnsafeRawBufferPointer) {
+        guard !failed, !writeFailed, !transport.isClosing else { return }
+        let total = b0.count + b1.count + b2.count + b3.count
+        guard total > 0 else { return }
+        guard isHandshakeDone else {
+            for b in [b0, b1, b2, b3] where b.count > 0 { earlyOutput.append(contentsOf: b) }
+            return
+        }
+        bytesWritten &+= UInt64(total)
+        for b in [b0, b1, b2, b3] where b.count > 0 {
+            if ctls_session_write(session, b.baseAddress, b.count) != 0 {
+                failed = true
+                writeFailedNow(UVError.protocolError)
+                return
+            }
+        }
+        flushOutput()
+    }
+
+    private func flushOutput() {
+        var bytes: UnsafeRawPointer?
+        let n = ctls_session_output(session, &bytes)
+        guard n > 0, let bytes else { return }
+        transport.write(UnsafeRawBufferPointer(start: bytes, count: n))
+        ctls_session_output_sent(session)
+    }
+
+    private func writeFailedNow(_ code: Int32) {
+        guard !writeFailed else { return }
+        writeFailed = true
+        onWriteError?(code)
+    }
+
+    public var isCongested: Bool { transport.isCongested }
+    public var hasWriteFailed: Bool { writeFailed || transport.hasWriteFailed }
+
+    public var hasPendingInputOrEOF: Bool {
+        ctls_session_has_buffered_input(session) != 0 || transportEnd != nil || transport.hasPendingInputOrEOF
+    }
+
+    // MARK: Ending
+
+    public func shutdown(_ completion: @escaping (Int32) -> Void) {
+        if isHandshakeDone && !failed { ctls_session_close_notify(session); flushOutput() }
+        transport.shutdown(completion)
+    }
+
+    public func close() {
+        guard !transport.isClosing else { return }
+        if isHandshakeDone && !failed { ctls_session_close_notify(session); flushOutput() }
+        onRead = nil
+        onReadEnd = nil
+        onWriteError = nil
+        onDrain = nil
+        onHandshake = nil
+        timer.stop()
+        transport.close()
+    }
+
+    public var isClosing: Bool { transport.isClosing }
+    public var peerAddress: SocketAddress? { transport.peerAddress }
+    public func setNoDelay(_ on: Bool) { transport.setNoDelay(on) }
+}
