@@ -34,8 +34,7 @@ public final class TCPStream: Handle, ConnectingStream {
     private var congested = false
     private var writeFailed = false
 
-    private var wantsRead = false
-    private var readPauses: UInt8 = 0
+    private var readWish = ReadWish()
     private var reading = false
 
     private var onConnect: ((Int32) -> Void)?
@@ -101,29 +100,29 @@ public final class TCPStream: Handle, ConnectingStream {
     // MARK: Reading
 
     public func startReading() {
-        wantsRead = true
+        readWish.start()
         updateReading()
     }
 
     public func stopReading() {
-        wantsRead = false
+        readWish.stop()
         updateReading()
     }
 
     public func pauseReading(_ reason: ReadPause) {
-        readPauses |= reason.rawValue
+        readWish.pause(reason)
         updateReading()
     }
 
     public func resumeReading(_ reason: ReadPause) {
-        readPauses &= ~reason.rawValue
+        readWish.resume(reason)
         updateReading()
     }
 
-    public var isReadPaused: Bool { readPauses != 0 }
+    public var isReadPaused: Bool { readWish.isPaused }
 
     private func updateReading() {
-        let should = wantsRead && readPauses == 0 && !isClosing
+        let should = readWish.wantsInput && !isClosing
         guard should != reading else { return }
         reading = should
         if should {
@@ -142,7 +141,7 @@ public final class TCPStream: Handle, ConnectingStream {
                         me.bytesRead &+= UInt64(nread)
                         me.onRead?(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
                     } else if nread < 0 {
-                        me.wantsRead = false
+                        me.readWish.stop()
                         me.updateReading()
                         me.onReadEnd?(Int32(nread))
                     }

@@ -41,8 +41,7 @@ public final class TLSStream: ByteStream {
     /// When the stream was made (loop milliseconds): the handshake's duration is measured from it.
     public let startedAtMs: UInt64
 
-    private var wantsRead = false
-    private var readPauses: UInt8 = 0
+    private var readWish = ReadWish()
     private var failed = false
     private var writeFailed = false
     /// The socket's end of input, held until the plaintext before it was delivered.
@@ -126,7 +125,7 @@ public final class TLSStream: ByteStream {
     /// already) and hands plaintext on while the reader wants it.
     private func deliver() {
         let loop = transport.loop
-        while wantsRead && readPauses == 0 && !failed && !transport.isClosing && !endDelivered {
+        while readWish.wantsInput && !failed && !transport.isClosing && !endDelivered {
             let n = ctls_session_read(session, loop.readBuffer, loop.readBufferSize)
             flushOutput()  // tickets, key updates, alerts
             if n > 0 {
@@ -189,27 +188,27 @@ public final class TLSStream: ByteStream {
     // MARK: Reading control
 
     public func startReading() {
-        wantsRead = true
+        readWish.start()
         readingChanged()
     }
 
     public func pauseReading(_ reason: ReadPause) {
-        readPauses |= reason.rawValue
+        readWish.pause(reason)
         readingChanged()
     }
 
     public func resumeReading(_ reason: ReadPause) {
-        readPauses &= ~reason.rawValue
+        readWish.resume(reason)
         readingChanged()
     }
 
-    public var isReadPaused: Bool { readPauses != 0 }
+    public var isReadPaused: Bool { readWish.isPaused }
 
     private func readingChanged() {
         updateTransportReading()
         // Plaintext (or the end) already inside the engine raises no socket event: deliver it
         // on the next loop turn, never from inside this call.
-        if isHandshakeDone && wantsRead && readPauses == 0 && !endDelivered
+        if isHandshakeDone && readWish.wantsInput && !endDelivered
             && (ctls_session_has_buffered_input(session) != 0 || transportEnd != nil) && !timer.isActive {
             timer.start(timeoutMs: 0)
         }
@@ -217,7 +216,7 @@ public final class TLSStream: ByteStream {
 
     /// During the handshake the socket is always read; afterwards only while the reader reads.
     private func updateTransportReading() {
-        if !isHandshakeDone || (wantsRead && readPauses == 0) {
+        if !isHandshakeDone || readWish.wantsInput {
             transport.resumeReading(.backpressure)
         } else {
             transport.pauseReading(.backpressure)
@@ -232,18 +231,23 @@ public final class TLSStream: ByteStream {
         let total = b0.count + b1.count + b2.count + b3.count
         guard total > 0 else { return }
         guard isHandshakeDone else {
-            for b in [b0, b1, b2, b3] where b.count > 0 { earlyOutput.append(contentsOf: b) }
+            earlyOutput.append(contentsOf: b0); earlyOutput.append(contentsOf: b1)
+            earlyOutput.append(contentsOf: b2); earlyOutput.append(contentsOf: b3)
             return
         }
         bytesWritten &+= UInt64(total)
-        for b in [b0, b1, b2, b3] where b.count > 0 {
-            if ctls_session_write(session, b.baseAddress, b.count) != 0 {
-                failed = true
-                writeFailedNow(UVError.protocolError)
-                return
-            }
+        // Each buffer in turn (no array per write); the first failure ends the stream's output.
+        guard encrypt(b0), encrypt(b1), encrypt(b2), encrypt(b3) else {
+            failed = true
+            writeFailedNow(UVError.protocolError)
+            return
         }
         flushOutput()
+    }
+
+    /// Hands `bytes` to the engine; false when it failed.
+    private func encrypt(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        bytes.isEmpty || ctls_session_write(session, bytes.baseAddress, bytes.count) == 0
     }
 
     private func flushOutput() {

@@ -89,3 +89,18 @@ public struct ReadPause: OptionSet, Sendable {
     /// its answers is not given more to answer (resumed from `onDrain`).
     public static let outputQueued = ReadPause(rawValue: 4)
 }
+
+/// A stream's reader's wishes: reading started (and not stopped) and which pause reasons are set.
+/// Every transport keeps one and reads while `wantsInput`.
+public struct ReadWish {
+    public private(set) var started = false
+    private var pauses: UInt8 = 0
+    public init() {}
+    public mutating func start() { started = true }
+    public mutating func stop() { started = false }
+    public mutating func pause(_ reason: ReadPause) { pauses |= reason.rawValue }
+    public mutating func resume(_ reason: ReadPause) { pauses &= ~reason.rawValue }
+    public var isPaused: Bool { pauses != 0 }
+    /// Started and no pause reason set.
+    public var wantsInput: Bool { started && pauses == 0 }
+}

@@ -34,8 +34,7 @@ public final class MemoryStream: ConnectingStream {
     private var inbound: [[UInt8]] = []
     private var inboundEnd: Int32?
     private var endDelivered = false
-    private var wantsRead = false
-    private var pauses: UInt8 = 0
+    private var readWish = ReadWish()
     private var congested = false
     private var writeFailed = false
     private var pendingShutdown: ((Int32) -> Void)?
@@ -91,18 +90,18 @@ public final class MemoryStream: ConnectingStream {
     // MARK: ByteStream
 
     public func startReading() {
-        wantsRead = true
+        readWish.start()
         scheduleDelivery()
     }
 
-    public func pauseReading(_ reason: ReadPause) { pauses |= reason.rawValue }
+    public func pauseReading(_ reason: ReadPause) { readWish.pause(reason) }
 
     public func resumeReading(_ reason: ReadPause) {
-        pauses &= ~reason.rawValue
+        readWish.resume(reason)
         scheduleDelivery()
     }
 
-    public var isReadPaused: Bool { pauses != 0 }
+    public var isReadPaused: Bool { readWish.isPaused }
 
     public func write(_ b0: UnsafeRawBufferPointer, _ b1: UnsafeRawBufferPointer,
                       _ b2: UnsafeRawBufferPointer, _ b3: UnsafeRawBufferPointer) {
@@ -157,7 +156,7 @@ public final class MemoryStream: ConnectingStream {
 
     // MARK: Internals
 
-    private var isReading: Bool { wantsRead && pauses == 0 && !isClosing && !endDelivered }
+    private var isReading: Bool { readWish.wantsInput && !isClosing && !endDelivered }
 
     private var deliveryScheduled = false
 
@@ -185,7 +184,7 @@ public final class MemoryStream: ConnectingStream {
                 chunk.withUnsafeBytes { onRead?($0) }
             } else if let code = inboundEnd, !endDelivered {
                 endDelivered = true
-                wantsRead = false
+                readWish.stop()
                 onReadEnd?(code)
             } else {
                 break
