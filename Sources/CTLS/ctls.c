@@ -1,10 +1,14 @@
 /* The TLS engine over OpenSSL 3 (see include/ctls.h for the contract). */
 #include "ctls.h"
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,7 +94,92 @@ static int load_certificate(struct ctls_certificate *c, const char *cert_file, c
         snprintf(err, err_len, "%s: the key does not match the certificate %s", key_file, cert_file);
         return 0;
     }
+    if (X509_cmp_current_time(X509_get0_notAfter(c->leaf)) < 0) {
+        char when[64] = "";
+        BIO *b = BIO_new(BIO_s_mem());
+        if (b) {
+            ASN1_TIME_print(b, X509_get0_notAfter(c->leaf));
+            int n = BIO_read(b, when, (int)sizeof when - 1);
+            when[n > 0 ? n : 0] = 0;
+            BIO_free(b);
+        }
+        snprintf(err, err_len, "%s: the certificate expired (notAfter %s); renew it", cert_file, when);
+        return 0;
+    }
+    GENERAL_NAMES *names = X509_get_ext_d2i(c->leaf, NID_subject_alt_name, NULL, NULL);
+    if (!names) {
+        ERR_clear_error();
+        snprintf(err, err_len, "%s: the certificate has no subjectAltName; clients ignore the common name, "
+                 "so it matches no host (reissue it with the names in subjectAltName)", cert_file);
+        return 0;
+    }
+    GENERAL_NAMES_free(names);
     return 1;
+}
+
+/* Session ticket keys, shared by every server context of the process (so any worker resumes a
+ * session another made, and a reload's new contexts keep accepting old tickets) and rotated by
+ * ctls_ticket_keys_rotate. Only handshakes take the lock. */
+struct ticket_key {
+    unsigned char name[16];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+};
+enum { TICKET_KEYS = 3 }; /* the current key, and two earlier ones still accepted */
+static struct ticket_key ticket_keys[TICKET_KEYS];
+static int ticket_key_count;
+static pthread_rwlock_t ticket_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+int ctls_ticket_keys_rotate(void) {
+    struct ticket_key fresh;
+    if (RAND_bytes(fresh.name, sizeof fresh.name) != 1 || RAND_bytes(fresh.aes, sizeof fresh.aes) != 1 ||
+        RAND_bytes(fresh.hmac, sizeof fresh.hmac) != 1) {
+        ERR_clear_error();
+        return -1;
+    }
+    pthread_rwlock_wrlock(&ticket_lock);
+    memmove(&ticket_keys[1], &ticket_keys[0], sizeof ticket_keys[0] * (TICKET_KEYS - 1));
+    ticket_keys[0] = fresh;
+    if (ticket_key_count < TICKET_KEYS) ticket_key_count++;
+    pthread_rwlock_unlock(&ticket_lock);
+    OPENSSL_cleanse(&fresh, sizeof fresh);
+    return 0;
+}
+
+static int init_ticket_crypto(const struct ticket_key *key, unsigned char *iv, EVP_CIPHER_CTX *cipher,
+                              EVP_MAC_CTX *mac, int encrypt) {
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)key->hmac, sizeof key->hmac),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (!EVP_MAC_CTX_set_params(mac, params)) return 0;
+    return encrypt ? EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, key->aes, iv)
+                   : EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, key->aes, iv);
+}
+
+static int ticket_key_callback(SSL *ssl, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *cipher,
+                               EVP_MAC_CTX *mac, int encrypt) {
+    (void)ssl;
+    int result = 0;
+    pthread_rwlock_rdlock(&ticket_lock);
+    if (encrypt) {
+        if (ticket_key_count > 0 && RAND_bytes(iv, EVP_CIPHER_iv_length(EVP_aes_256_cbc())) == 1) {
+            memcpy(key_name, ticket_keys[0].name, 16);
+            result = init_ticket_crypto(&ticket_keys[0], iv, cipher, mac, 1) ? 1 : -1;
+        } else {
+            result = -1;
+        }
+    } else {
+        for (int i = 0; i < ticket_key_count; i++) {
+            if (memcmp(key_name, ticket_keys[i].name, 16) != 0) continue;
+            /* 2: valid, but made with an older key, so the client gets a fresh ticket. */
+            result = init_ticket_crypto(&ticket_keys[i], iv, cipher, mac, 0) ? (i == 0 ? 1 : 2) : -1;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&ticket_lock);
+    return result; /* 0 when decrypting: an unknown key, so a full handshake */
 }
 
 static void free_certificate(struct ctls_certificate *c) {
@@ -142,7 +231,7 @@ static int copy_alpn(ctls_context *context, const unsigned char *alpn, size_t al
 
 ctls_context *ctls_server_context_new(const char *const *cert_files, const char *const *key_files, int count,
                                       int min_version, const unsigned char *alpn, size_t alpn_len,
-                                      char *err, size_t err_len) {
+                                      long ticket_lifetime_s, char *err, size_t err_len) {
     if (count < 1) { snprintf(err, err_len, "no certificate given"); return NULL; }
     ctls_context *context = calloc(1, sizeof *context);
     if (!context) return NULL;
@@ -160,6 +249,15 @@ ctls_context *ctls_server_context_new(const char *const *cert_files, const char 
     if (!context->ssl_ctx || !copy_alpn(context, alpn, alpn_len)) { ctls_context_free(context); return NULL; }
     /* Stateless resumption (tickets) only: OpenSSL's session cache is locked across threads. */
     SSL_CTX_set_session_cache_mode(context->ssl_ctx, SSL_SESS_CACHE_OFF);
+    pthread_rwlock_rdlock(&ticket_lock);
+    int have_keys = ticket_key_count > 0;
+    pthread_rwlock_unlock(&ticket_lock);
+    if (!have_keys) ctls_ticket_keys_rotate();
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(context->ssl_ctx, ticket_key_callback);
+    /* One TLS 1.3 ticket per handshake (OpenSSL sends two by default): a client resumes with one. */
+    SSL_CTX_set_num_tickets(context->ssl_ctx, 1);
+    if (ticket_lifetime_s > 0) SSL_CTX_set_timeout(context->ssl_ctx, ticket_lifetime_s);
+    else SSL_CTX_set_options(context->ssl_ctx, SSL_OP_NO_TICKET);
     SSL_CTX_set_cert_cb(context->ssl_ctx, select_certificate, context);
     if (context->alpn) SSL_CTX_set_alpn_select_cb(context->ssl_ctx, select_alpn, context);
     return context;

@@ -33,7 +33,27 @@ enum ProxyCommand {
         }
         if options.check {
             print(options.targets.isEmpty ? "\(options.configPath): OK" : "--to: OK")
-            print("listen: \(config.listen)")
+            for (i, listener) in config.listeners.enumerated() {
+                guard let tls = listener.tls else {
+                    print("listen: \(listener.address)" + (listener.redirectToHTTPS ? " (redirects to https)" : ""))
+                    continue
+                }
+                print("listen: \(listener.address) https, TLS \(tls.minVersion)+, alpn \(tls.alpn.joined(separator: ","))"
+                    + (tls.hsts.map { ", hsts \"\($0)\"" } ?? "") + ", handshake timeout \(tls.handshakeTimeoutMs) ms")
+                let context: TLSContext
+                do {
+                    context = try TLSContext(certificates: tls.certificates.map { ($0.cert, $0.key) }, minVersion: tls.minVersion, alpn: tls.alpn)
+                } catch {
+                    Log.plain("proxy: \(options.configPath): listen[\(i)].tls: \(error.message)")
+                    return 1
+                }
+                let now = Int64(time(nil))
+                for (files, facts) in zip(tls.certificates, context.certificates) {
+                    let days = (facts.notAfter - now) / 86400
+                    print("  certificate \(files.cert): \(facts.names.joined(separator: ", ")); expires \(Self.utc(facts.notAfter)) (in \(days) days)")
+                    if days < 14 { Log.warning("\(files.cert) expires in \(days) days") }
+                }
+            }
             let workers = Supervisor.workerCount(config)
             print("workers: \(workers)\(config.workers == 0 ? " (one per CPU)" : ""), shutdown grace \(config.shutdownGraceMs) ms")
             for upstream in config.allUpstreams {
@@ -66,5 +86,15 @@ enum ProxyCommand {
         }
         let fdLimit = DescriptorLimit.raiseToHard()
         return Supervisor.run(config: config, options: options, fdLimit: fdLimit)
+    }
+
+    /// `2027-03-01 12:00:00 UTC`.
+    static func utc(_ seconds: Int64) -> String {
+        var t = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        var buffer = [CChar](repeating: 0, count: 32)
+        let n = strftime(&buffer, buffer.count, "%Y-%m-%d %H:%M:%S UTC", &parts)
+        return String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

@@ -86,6 +86,15 @@ final class ManagedProcess: @unchecked Sendable {
 
     var pid: Int32 { process.processIdentifier }
 
+    /// The ports of the listeners after the first, from the start line's `; also on ADDR` parts.
+    var otherListenerPorts: [UInt16] {
+        guard let line = log.split(separator: "\n").first(where: { $0.contains("listening on ") }) else { return [] }
+        return line.components(separatedBy: "; also on ").dropFirst().compactMap { part in
+            let addr = part.split(separator: " ").first.map(String.init) ?? ""
+            return addr.lastIndex(of: ":").flatMap { UInt16(addr[addr.index(after: $0)...]) }
+        }
+    }
+
     func signal(_ sig: Int32) { kill(pid, sig) }
 
     func stop() {

@@ -284,6 +284,46 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
         #expect(configError(json)?.problem.contains(reason) == true)
     }
 
+    @Test func listenTakesAListOfListenersWithTLS() throws {
+        let config = try ConfigLoader.parse(Array(withBackend(#"""
+            "listen": [":8080", {"address": "127.0.0.1:8081", "redirect_to_https": true},
+                       {"address": ":8443", "tls": {"certificates": [{"cert": "certs/a.pem", "key": "/abs/a.key"}],
+                        "min_version": "1.3", "alpn": ["http/1.1"], "hsts": "max-age=60", "handshake_timeout_ms": 2000}}]
+            """#).utf8), file: "/etc/proxy/config.json")
+        #expect(config.listeners.count == 3)
+        #expect(config.listen == ListenAddress(host: "0.0.0.0", port: 8080))
+        #expect(config.listeners[1].redirectToHTTPS && config.listeners[1].tls == nil)
+        let tls = try #require(config.listeners[2].tls)
+        // Relative to the config file's directory; absolute kept.
+        #expect(tls.certificates == [CertificateFiles(cert: "/etc/proxy/certs/a.pem", key: "/abs/a.key")])
+        #expect(tls.minVersion == "1.3" && tls.hsts == "max-age=60" && tls.handshakeTimeoutMs == 2000)
+        #expect(config.firstTLSListener == 2)
+        // The string form is one cleartext listener, as before.
+        #expect(try load(withBackend(#""listen": ":9000""#)).listeners == [ListenerConfig(address: ListenAddress(host: "0.0.0.0", port: 9000))])
+    }
+
+    @Test func badListenersAreExplained() {
+        let cert = #"{"cert": "a.pem", "key": "a.key"}"#
+        expectError(withBackend(#""listen": [{"address": ":80", "redirect_to_https": true}]"#),
+                    field: "listen[0].redirect_to_https", problem: "there is no TLS listener to redirect to; add one with a \"tls\" object")
+        expectError(withBackend(#""listen": [{"adress": ":80"}]"#), field: "listen[0].adress", problem: #"unknown key; did you mean "address"?"#)
+        expectError(withBackend(#""listen": [{"tls": {"certificates": [\#(cert)]}}]"#), field: "listen[0].address",
+                    problem: "missing; every listener needs its address")
+        expectError(withBackend(#""listen": [{"address": ":443", "tls": {}}]"#), field: "listen[0].tls.certificates",
+                    problem: "missing; a TLS listener needs at least one certificate")
+        expectError(withBackend(#""listen": [{"address": ":443", "tls": {"certificates": [\#(cert)], "min_version": "1.1"}}]"#),
+                    field: "listen[0].tls.min_version",
+                    problem: #"expected "1.2" (TLS 1.2 and 1.3) or "1.3" (TLS 1.3 only), got "1.1"; older versions are not offered"#)
+        expectError(withBackend(#""listen": [{"address": ":443", "tls": {"certificates": [\#(cert)], "alpn": ["h3"]}}]"#),
+                    field: "listen[0].tls.alpn[0]", problem: #""h3" is not a protocol this proxy speaks; it offers "http/1.1""#)
+        expectError(withBackend(#""listen": [{"address": ":443", "tls": {"certificates": [{"cert": "a.pem"}]}}]"#),
+                    field: "listen[0].tls.certificates[0].key", problem: "missing; the private key file (PEM)")
+        expectError(withBackend(#""listen": [":80", ":80"]"#), field: "listen[1].address", problem: #""0.0.0.0:80" is already listen[0]"#)
+        expectError(withBackend(#""listen": []"#), field: "listen", problem: "at least one listener is required")
+        expectError(withBackend(#""listen": [{"address": ":443", "tls": {"certificates": [\#(cert)], "hsts": "1 year"}}]"#),
+                    field: "listen[0].tls.hsts", problem: #"expected a Strict-Transport-Security value starting with "max-age=", got "1 year""#)
+    }
+
     @Test("Listen must be a string")
     func listenMustBeAString() {
         expectError(withBackend(#""listen": 8080"#), field: "listen", problem: "expected a string, got a number (8080)")

@@ -35,9 +35,9 @@ struct ObservabilityUnitTests {
     @Test func combinedLineLayout() throws {
         let raw = Array("GET /p?a=\"b\" HTTP/1.1\r\nHost: x\r\nUser-Agent: agent \\ \"q\"\r\nReferer: http://r/\r\n\r\n".utf8)
         let r = try parsedRequest(raw)
-        let out = format { AccessLogFormatter.combined(entry(), r, upstream: upstream, backend: nil, time: clock, into: &$0) }
+        let out = format { AccessLogFormatter.combined(entry(), r, upstream: upstream, backend: nil, tls: nil, time: clock, into: &$0) }
         #expect(String(decoding: out, as: UTF8.self) == """
-            10.1.2.3 - - [27/Nov/2026:13:36:11 +0000] "GET /p?a=\\x22b\\x22 HTTP/1.1" 200 1234 "http://r/" "agent \\x5C \\x22q\\x22" request_id=abc-1 upstream="api \\x22v2\\x22" backend=- backend_addr=- upstream_time=0.000987 request_time=1.234567
+            10.1.2.3 - - [27/Nov/2026:13:36:11 +0000] "GET /p?a=\\x22b\\x22 HTTP/1.1" 200 1234 "http://r/" "agent \\x5C \\x22q\\x22" request_id=abc-1 upstream="api \\x22v2\\x22" backend=- backend_addr=- upstream_time=0.000987 request_time=1.234567 tls_version=- tls_cipher=- sni=-
 
             """)
     }
@@ -48,9 +48,23 @@ struct ObservabilityUnitTests {
         e.requestID = []
         // A stale head from an earlier request must not show.
         let stale = try parsedRequest(Array("GET /old HTTP/1.1\r\nHost: x\r\nUser-Agent: old\r\n\r\n".utf8))
-        let out = format { AccessLogFormatter.combined(e, stale, upstream: nil, backend: nil, time: clock, into: &$0) }
+        let out = format { AccessLogFormatter.combined(e, stale, upstream: nil, backend: nil, tls: nil, time: clock, into: &$0) }
         #expect(String(decoding: out, as: UTF8.self)
-            == "10.1.2.3 - - [27/Nov/2026:13:36:11 +0000] \"-\" 400 1234 \"-\" \"-\" request_id=- upstream=- backend=- backend_addr=- upstream_time=- request_time=1.234567\n")
+            == "10.1.2.3 - - [27/Nov/2026:13:36:11 +0000] \"-\" 400 1234 \"-\" \"-\" request_id=- upstream=- backend=- backend_addr=- upstream_time=- request_time=1.234567 tls_version=- tls_cipher=- sni=-\n")
+    }
+
+    @Test func tlsFieldsInBothFormats() throws {
+        let r = try parsedRequest(Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        let tls = TLSSessionFacts(version: "TLSv1.3", cipher: "TLS_AES_128_GCM_SHA256", serverName: "a\"b.test")
+        let line = String(decoding: format { AccessLogFormatter.combined(entry(), r, upstream: nil, backend: nil, tls: tls, time: clock, into: &$0) }, as: UTF8.self)
+        #expect(line.hasSuffix(" tls_version=TLSv1.3 tls_cipher=TLS_AES_128_GCM_SHA256 sni=a\\x22b.test\n"), "\(line)")
+        let json = format { AccessLogFormatter.json(entry(), r, upstream: nil, backend: nil, tls: tls, time: clock, into: &$0) }
+        let object = try #require(JSONSerialization.jsonObject(with: Data(json)) as? [String: Any])
+        #expect(object["tls_version"] as? String == "TLSv1.3" && object["tls_cipher"] as? String == "TLS_AES_128_GCM_SHA256")
+        #expect(object["sni"] as? String == "a\"b.test")
+        let plain = format { AccessLogFormatter.json(entry(), r, upstream: nil, backend: nil, tls: nil, time: clock, into: &$0) }
+        let cleartext = try #require(JSONSerialization.jsonObject(with: Data(plain)) as? [String: Any])
+        #expect(cleartext["tls_version"] is NSNull && cleartext["sni"] is NSNull)
     }
 
     @Test func jsonLineIsValidJSONForEveryByte() throws {
@@ -59,7 +73,7 @@ struct ObservabilityUnitTests {
         agent += (0x20...0x7E).map { UInt8($0) } + (0x80...0xFF).map { UInt8($0) }
         let raw = Array("POST /j HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\nUser-Agent: ".utf8) + agent + Array("\r\n\r\n".utf8)
         let r = try parsedRequest(raw)
-        let out = format { AccessLogFormatter.json(entry(), r, upstream: upstream, backend: nil, time: clock, into: &$0) }
+        let out = format { AccessLogFormatter.json(entry(), r, upstream: upstream, backend: nil, tls: nil, time: clock, into: &$0) }
         #expect(out.last == UInt8(ascii: "\n") && out.dropLast().allSatisfy { $0 >= 0x20 && $0 < 0x7F }, "one ASCII line")
         let object = try #require(JSONSerialization.jsonObject(with: Data(out)) as? [String: Any])
         #expect(object["time"] as? String == "2026-11-27T13:36:11.195Z")

@@ -21,7 +21,7 @@ import TestSupport
             port = listener.localAddress!.port
             listener.onAccept = { [unowned self] tcp in
                 let s = try! TLSStream(transport: tcp, context: context, handshakeTimeoutMs: handshakeTimeoutMs)
-                s.onHandshake = { [unowned self] failure in self.serverHandshakes.append(failure) }
+                s.onHandshake = { [unowned self] outcome in self.serverHandshakes.append(outcome.failureReason) }
                 self.servers.append(s)
             }
         }
@@ -34,7 +34,7 @@ import TestSupport
             try tcp.connect(to: SocketAddress(ip: "127.0.0.1", port: port)!) { rc in
                 guard rc == 0 else { outcome = .some("connect failed \(rc)"); return }
                 stream = try! TLSStream(transport: tcp, context: context, serverName: serverName, handshakeTimeoutMs: 5000)
-                stream!.onHandshake = { outcome = .some($0) }
+                stream!.onHandshake = { outcome = .some($0.failureReason) }
             }
             return ({ stream }, { outcome })
         }
@@ -122,7 +122,7 @@ import TestSupport
         resumer.close()
     }
 
-    @Test func aSilentClientTimesOutAndPlainHTTPFailsTheHandshake() throws {
+    @Test func aSilentClientTimesOutPlainHTTPIsRecognisedAndGarbageFails() throws {
         let certs = try TestCertificates()
         defer { certs.remove() }
         let server = try TLSContext(certificates: [try certs.leaf("s", names: ["localhost"])])
@@ -144,6 +144,23 @@ import TestSupport
         defer { Glibc.close(plain) }
         _ = "GET / HTTP/1.1\r\nHost: x\r\n\r\n".withCString { send(plain, $0, strlen($0), 0) }
         pair.spin { pair.serverHandshakes.count == 2 }
+        #expect(pair.serverHandshakes.last == .some("plain HTTP"))
+        // Plain HTTP passes through unencrypted, so the HTTP layer can answer it readably.
+        var received: [UInt8] = []
+        pair.servers[1].onRead = { received.append(contentsOf: $0) }
+        pair.servers[1].startReading()
+        pair.spin { received.count >= 27 }
+        #expect(String(decoding: received, as: UTF8.self) == "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        pair.servers[1].write(Array("HTTP/1.1 400 Bad Request\r\n\r\n".utf8))
+        var answer = [UInt8](repeating: 0, count: 64)
+        var got = 0
+        pair.spin { got = recv(plain, &answer, 64, Int32(MSG_DONTWAIT)); return got > 0 }
+        #expect(String(decoding: answer.prefix(max(got, 0)), as: UTF8.self).hasPrefix("HTTP/1.1 400"))
+
+        let garbage = try #require(connectToLoopback(pair.port))
+        defer { Glibc.close(garbage) }
+        _ = "\u{1}\u{2}\u{3}\u{4}\u{5}garbage".withCString { send(garbage, $0, strlen($0), 0) }
+        pair.spin { pair.serverHandshakes.count == 3 }
         let reason = try #require(pair.serverHandshakes.last ?? nil)
         #expect(reason.contains("TLS handshake failed"), "\(reason)")
     }
@@ -161,5 +178,16 @@ import TestSupport
         let context = try TLSContext(certificates: [a, b])
         #expect(context.certificates.map(\.names) == [["a.test"], ["b.test"]])
         #expect(context.certificates[0].notAfter > Int64(Date().timeIntervalSince1970))
+    }
+}
+
+extension TLSHandshakeOutcome {
+    /// nil for a completed handshake; "plain HTTP", or the failure's reason.
+    var failureReason: String? {
+        switch self {
+        case .done: nil
+        case .plaintextHTTP: "plain HTTP"
+        case .failed(let failure): failure.reason
+        }
     }
 }

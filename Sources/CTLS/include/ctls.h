@@ -39,11 +39,22 @@ enum {
  * match exactly, else the first that matches by wildcard, else the first. `min_version` is 12
  * (TLS 1.2 and 1.3) or 13 (1.3 only). `alpn` is the protocols offered, in the wire format
  * (length-prefixed names), in preference order; a client offering none of them gets no ALPN.
+ * Sessions resume through tickets sealed with the process-wide ticket keys (see
+ * ctls_ticket_keys_rotate), valid for `ticket_lifetime_s`; 0 turns resumption off.
+ * A certificate that is expired or names no host (no subjectAltName) is refused.
  * On failure returns NULL and writes a one-line reason (naming the file) into `err`.
  */
 ctls_context *ctls_server_context_new(const char *const *cert_files, const char *const *key_files, int count,
                                       int min_version, const unsigned char *alpn, size_t alpn_len,
-                                      char *err, size_t err_len);
+                                      long ticket_lifetime_s, char *err, size_t err_len);
+
+/*
+ * Makes a new session ticket key the one new tickets are sealed with; the two before it still
+ * open tickets (which are then renewed). Shared by every server context of the process, so a
+ * ticket from one worker or from before a reload resumes anywhere. Returns 0, or -1 when no
+ * random bytes could be had. The first server context makes the first key.
+ */
+int ctls_ticket_keys_rotate(void);
 
 /*
  * A client context: `ca_file` (PEM) or, when NULL, the system's store; `verify` 0 turns

@@ -36,11 +36,11 @@ final class AccessLogBuffer {
     }
 
     /// `request` is `inout` only to pass the connection's stored head by address; not modified.
-    func write(_ entry: AccessLogEntry, upstream: Upstream?, backend: Backend?, request: inout RequestHead) {
+    func write(_ entry: AccessLogEntry, upstream: Upstream?, backend: Backend?, tls: TLSSessionFacts?, request: inout RequestHead) {
         clock.update(nowMs: Platform.wallClockMs())
         switch format {
-        case .combined: AccessLogFormatter.combined(entry, request, upstream: upstream, backend: backend, time: clock, into: &bytes)
-        case .json: AccessLogFormatter.json(entry, request, upstream: upstream, backend: backend, time: clock, into: &bytes)
+        case .combined: AccessLogFormatter.combined(entry, request, upstream: upstream, backend: backend, tls: tls, time: clock, into: &bytes)
+        case .json: AccessLogFormatter.json(entry, request, upstream: upstream, backend: backend, tls: tls, time: clock, into: &bytes)
         }
         lines += 1
         if bytes.count >= bufferBytes {

@@ -22,7 +22,7 @@ struct AccessLogEntry {
 ///
 /// `combined` is nginx's and Apache's format, then `key=value` fields for the request id, the
 /// upstream and backend, and the two durations in seconds:
-/// `127.0.0.1 - - [27/Nov/2026:13:29:20 +0000] "GET /a HTTP/1.1" 200 512 "-" "curl/8.5.0" request_id=… upstream="default" backend="b1" backend_addr=127.0.0.1:3001 upstream_time=0.000871 request_time=0.001034`.
+/// `127.0.0.1 - - [27/Nov/2026:13:29:20 +0000] "GET /a HTTP/1.1" 200 512 "-" "curl/8.5.0" request_id=… upstream="default" backend="b1" backend_addr=127.0.0.1:3001 upstream_time=0.000871 request_time=0.001034 tls_version=- tls_cipher=- sni=-`.
 /// Bytes outside printable ASCII, `"` and `\` in request text are written `\xHH`, as nginx does,
 /// so a line is always one line. `json` writes one object per line; bytes that are not printable
 /// ASCII become `\u00hh` (the byte as Latin-1), so every line is valid JSON whatever a client sent.
@@ -34,7 +34,7 @@ enum AccessLogFormatter {
     /// optional class reference in a struct cost a generic value-witness copy and a retain per
     /// line (~500 instructions per line in callgrind); a parameter is borrowed.
     static func combined(_ e: AccessLogEntry, _ request: RequestHead, upstream: Upstream?, backend: Backend?,
-                         time: AccessLogClock, into out: inout ByteBuffer) {
+                         tls: TLSSessionFacts?, time: AccessLogClock, into out: inout ByteBuffer) {
         let parsed = e.requestParsed
         out.append(contentsOf: e.client)
         out.append(" - - [")
@@ -69,11 +69,12 @@ enum AccessLogFormatter {
         if let t = e.upstreamMicros { out.appendSeconds(micros: t) } else { out.append(UInt8(ascii: "-")) }
         out.append(" request_time=")
         out.appendSeconds(micros: e.durationMicros)
+        if let tls { out.append(contentsOf: tls.combined) } else { out.append(contentsOf: TLSSessionFacts.cleartextCombined) }
         out.append(UInt8(ascii: "\n"))
     }
 
     static func json(_ e: AccessLogEntry, _ request: RequestHead, upstream: Upstream?, backend: Backend?,
-                     time: AccessLogClock, into out: inout ByteBuffer) {
+                     tls: TLSSessionFacts?, time: AccessLogClock, into out: inout ByteBuffer) {
         let parsed = e.requestParsed
         out.append("{\"time\":\"")
         out.append(contentsOf: time.iso8601)
@@ -117,6 +118,7 @@ enum AccessLogFormatter {
         headerForJSON("user-agent", request, parsed: parsed, into: &out)
         out.append(",\"referer\":")
         headerForJSON("referer", request, parsed: parsed, into: &out)
+        if let tls { out.append(contentsOf: tls.json) } else { out.append(contentsOf: TLSSessionFacts.cleartextJSON) }
         out.append("}\n")
     }
 

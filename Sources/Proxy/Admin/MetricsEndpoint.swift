@@ -90,6 +90,22 @@ enum MetricsEndpoint {
         text.sample("proxy_rejections_total", "reason=\"other\"", w.sum(WorkerStats.rejected + WorkerStats.rejectionCodes.count))
         text.sample("proxy_rejections_total", "reason=\"max_connections\"", w.sum(WorkerStats.connectionsRefused))
 
+        text.family("proxy_tls_handshakes_total", "counter",
+                    "TLS handshakes on the listeners, by result (ok, failed, timeout, closed by the client, plain_http sent to the TLS port).")
+        for result in WorkerStats.TLSResult.allCases {
+            text.sample("proxy_tls_handshakes_total", "result=\"\(result.label)\"", w.sum(WorkerStats.tlsHandshakes + result.rawValue))
+        }
+        text.family("proxy_tls_handshakes_by_version_total", "counter", "Completed TLS handshakes, by protocol version.")
+        for (i, name) in WorkerStats.tlsVersionNames.enumerated() {
+            text.sample("proxy_tls_handshakes_by_version_total", "version=\"\(name)\"", w.sum(WorkerStats.tlsVersions + i))
+        }
+        text.family("proxy_tls_handshakes_resumed_total", "counter", "Completed TLS handshakes, full or resumed (session ticket).")
+        text.sample("proxy_tls_handshakes_resumed_total", "resumed=\"false\"", w.sum(WorkerStats.tlsResumed))
+        text.sample("proxy_tls_handshakes_resumed_total", "resumed=\"true\"", w.sum(WorkerStats.tlsResumed + 1))
+        text.family("proxy_tls_handshake_duration_seconds", "histogram", "Time from accepting a TLS connection to its completed handshake.")
+        text.histogram("proxy_tls_handshake_duration_seconds", "",
+                       RequestTotals(w, histogram: WorkerStats.tlsHandshakeDuration, sum: WorkerStats.tlsHandshakeDurationSum, withResponses: false))
+
         let reloads = metrics.reloadCount
         text.family("proxy_config_reloads_total", "counter", "Configuration reloads (SIGHUP), by result.")
         text.sample("proxy_config_reloads_total", "result=\"success\"", reloads.succeeded)
@@ -123,14 +139,16 @@ struct Exposition {
     /// Cumulative `_bucket` lines, `_sum` in seconds and `_count`.
     mutating func histogram(_ name: String, _ labels: String, _ totals: RequestTotals) {
         var cumulative: UInt64 = 0
+        let bucketLabels = labels.isEmpty ? "" : labels + ","
+        let own = labels.isEmpty ? "" : "{\(labels)}"
         for (i, bound) in RequestStats.boundsMicros.enumerated() {
             cumulative &+= totals.buckets[i]
-            out += "\(name)_bucket{\(labels),le=\"\(Self.seconds(bound))\"} \(cumulative)\n"
+            out += "\(name)_bucket{\(bucketLabels)le=\"\(Self.seconds(bound))\"} \(cumulative)\n"
         }
         cumulative &+= totals.buckets[RequestStats.bucketCount - 1]
-        out += "\(name)_bucket{\(labels),le=\"+Inf\"} \(cumulative)\n"
-        out += "\(name)_sum{\(labels)} \(Double(totals.sumMicros) / 1e6)\n"
-        out += "\(name)_count{\(labels)} \(cumulative)\n"
+        out += "\(name)_bucket{\(bucketLabels)le=\"+Inf\"} \(cumulative)\n"
+        out += "\(name)_sum\(own) \(Double(totals.sumMicros) / 1e6)\n"
+        out += "\(name)_count\(own) \(cumulative)\n"
     }
 
     /// Microseconds as a decimal number of seconds without exponent (`0.00025`, `1`, `60`).

@@ -378,12 +378,7 @@ extension ProxyConfig: ConfigSection {
         [
             ConfigField(key: "listen", example: JSONValue.quoted(defaults.listen.description)) {
                 config, value, at throws(ConfigError) in
-                let text = try at.string(value)
-                do throws(AddressSyntaxError) {
-                    config.listen = try ListenAddress.parseExplained(text)
-                } catch {
-                    throw at.error("expected \(ListenAddress.expectedForms), got \(JSONValue.quoted(text)): \(error.problem)")
-                }
+                config.listeners = try ListenerEntry.decodeList(value, at: at)
             },
             ConfigField(key: "backends", example: BackendEntry.listExample) { config, value, at throws(ConfigError) in
                 config.backends = try BackendEntry.decodeList(value, at: at)
@@ -405,6 +400,7 @@ extension ProxyConfig: ConfigSection {
                 config.accessLog = try AccessLogConfig.decodeOrOff(value, at: at)
             },
             .section("admin", \.admin),
+            .integer("tls_ticket_key_rotation_s", \.tlsTicketKeyRotationS, 0...604_800),
         ]
     }
 }

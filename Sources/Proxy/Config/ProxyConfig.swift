@@ -4,8 +4,9 @@ import Glibc
 /// worker thread as is. Every setting has a default; only `backends` must be given. The JSON
 /// mapping and validation live in `ConfigLoader`.
 public struct ProxyConfig: Sendable, Equatable {
-    /// Where clients connect.
-    public var listen: ListenAddress
+    /// Where clients connect, and what is spoken there (never empty; `listen` is the first's
+    /// address).
+    public var listeners: [ListenerConfig]
     /// The upstream servers requests are balanced across: the pool named `default`, which gets
     /// every request no route matches. May be empty when `upstreams` and `routes` are given.
     public var backends: [BackendConfig]
@@ -29,6 +30,9 @@ public struct ProxyConfig: Sendable, Equatable {
     public var accessLog: AccessLogConfig
     /// The proxy's own endpoints: health, metrics, status page.
     public var admin: AdminConfig
+    /// How often TLS session tickets get a fresh key (the two before it still resume, so a
+    /// ticket lives up to twice this); 0: tickets (resumption) off.
+    public var tlsTicketKeyRotationS = 3600
 
     /// All defaults and no backends (a loaded config always has at least one).
     public init(
@@ -51,7 +55,7 @@ public struct ProxyConfig: Sendable, Equatable {
         self.routes = routes
         self.workers = workers
         self.shutdownGraceMs = shutdownGraceMs
-        self.listen = listen
+        self.listeners = [ListenerConfig(address: listen)]
         self.backends = backends
         self.healthCheck = healthCheck
         self.timeouts = timeouts

@@ -94,14 +94,15 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
     /// Most pipelined input buffered before the client's reading is paused.
     private static var pendingLimit: Int { 64 * 1024 }
 
-    init(server: ProxyServer, client: Client, isAdminListener: Bool, exchangeStates: ExchangeStatePool) {
+    init(server: ProxyServer, client: Client, isAdminListener: Bool, listener: ListenerRole = .cleartext,
+         tls: TLSSessionFacts? = nil, exchangeStates: ExchangeStatePool) {
         self.server = server
         self.exchangeStates = exchangeStates
         self.client = client
         settings = server.settings
         timer = Timer(loop: server.loop)
         exchange = ProxyExchange(server: server, settings: settings, detached: exchangeStates.detached,
-                                 peerAddress: client.peerAddress, isAdminListener: isAdminListener)
+                                 peerAddress: client.peerAddress, isAdminListener: isAdminListener, listener: listener, tls: tls)
         exchange.setDownstream(self)
     }
 
@@ -240,6 +241,10 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
                     // The request's clock starts at its first byte (nginx's $request_time too).
                     x.pointee.requestStartNs = Platform.monotonicNanos()
                     x.pointee.bytesSentAtStart = client.bytesWritten
+                    if exchange.listener.tls != nil && exchange.tls == nil {
+                        // The TLS stream found plain HTTP where its handshake should be.
+                        return rejectRequest(HTTPParseError(status: 400, reason: "The plain HTTP request was sent to an HTTPS port; use https:// here"))
+                    }
                     if input[0] == 0x16 {
                         // A TLS record (handshake) where a request line should start: the client
                         // speaks https:// to a cleartext port. Say so now rather than waiting
@@ -402,7 +407,8 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
         }
         x.pointee.toClient.removeAll()
         x.pointee.rewriter.writeClientResponse(&head, framing: clientFraming, clientVersionMinor: x.pointee.request.versionMinor,
-                                               closeAfter: closeAfter, requestID: x.pointee.requestID, into: &x.pointee.toClient)
+                                               closeAfter: closeAfter, requestID: x.pointee.requestID,
+                                               addedField: exchange.listener.hstsField, into: &x.pointee.toClient)
     }
 
     func sendResponseBody(_ data: UnsafeRawBufferPointer) {
@@ -438,7 +444,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
     func sendLocalReply(_ reply: LocalReply, keepAlive: Bool) {
         x.pointee.toClient.removeAll()
         HTTP1LocalReplyWriter.write(reply, keepAlive: keepAlive, headOnly: x.pointee.request.isHEAD,
-                                    requestID: x.pointee.requestID, into: &x.pointee.toClient)
+                                    requestID: x.pointee.requestID, addedField: exchange.listener.hstsField, into: &x.pointee.toClient)
         flushToClient()
     }
 

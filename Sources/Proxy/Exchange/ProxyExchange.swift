@@ -36,6 +36,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     let peerIsIPv6: Bool
     /// The request came through `admin.listen`.
     let isAdminListener: Bool
+    /// What the client connected to (TLS, redirect, HSTS), and what its TLS handshake settled
+    /// (nil on cleartext, and for plain HTTP sent to a TLS listener).
+    let listener: ListenerRole
+    let tls: TLSSessionFacts?
     /// The peer is this machine (127.0.0.0/8, ::1): it may read metrics and the status page.
     let isLoopbackPeer: Bool
 
@@ -46,8 +50,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
     /// `detached`: what `x` points to while no state is held (the pool's; never used).
     init(server: ProxyServer, settings: ServerSettings, detached: UnsafeMutablePointer<ExchangeState>,
-         peerAddress: SocketAddress?, isAdminListener: Bool) {
+         peerAddress: SocketAddress?, isAdminListener: Bool, listener: ListenerRole = .cleartext, tls: TLSSessionFacts? = nil) {
         self.server = server
+        self.listener = listener
+        self.tls = tls
         self.settings = settings
         x = detached
         let ip = peerAddress?.ipString ?? "unknown"
@@ -93,6 +99,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         if let reply = server.answerLocally(&x.pointee.request, adminListener: isAdminListener, loopbackPeer: isLoopbackPeer) {
             return answer(reply)
         }
+        if let port = listener.redirectPort { return answer(HTTPSRedirect.reply(for: x.pointee.request, port: port)) }
 
         // Routes match the normal form of the path (`PathNormalizer`: what a backend that resolves
         // `..`, `//` and escapes sees), not the raw bytes. `*` (OPTIONS) has no path.
@@ -294,7 +301,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x.pointee.rewriter.writeUpstreamRequest(&x.pointee.request, framing: framing, peerIP: peerIP, peerIsIPv6: peerIsIPv6,
                                       defaultHost: currentBackend.authorityBytes, target: x.pointee.forwardTarget,
                                       hostOverride: hostOverride, forwardedPrefix: x.pointee.route?.forwardedPrefix ?? [],
-                                      upgrade: x.pointee.machine.wantsUpgrade, requestID: x.pointee.requestID, into: &x.pointee.toUpstream)
+                                      upgrade: x.pointee.machine.wantsUpgrade, requestID: x.pointee.requestID,
+                                      secure: tls != nil, into: &x.pointee.toUpstream)
         if !x.pointee.machine.requestComplete {
             // Body bytes that arrived before the connection go out behind the head.
             down { $0.upstreamReadyForBody() }
@@ -821,6 +829,6 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         log.write(AccessLogEntry(client: peerIP, requestParsed: x.pointee.requestParsed, status: status,
                                  bytesSent: down { $0.responseBytesSent }, durationMicros: micros,
                                  upstreamMicros: upstreamMicros, requestID: x.pointee.requestParsed ? x.pointee.requestID : []),
-                  upstream: routed, backend: backend, request: &x.pointee.request)
+                  upstream: routed, backend: backend, tls: tls, request: &x.pointee.request)
     }
 }

@@ -12,16 +12,19 @@ public final class TLSContext: @unchecked Sendable {
     public let isServer: Bool
 
     /// A server context from PEM files: each `cert` holds a chain (leaf first), `key` its key.
-    /// `minVersion` is "1.2" or "1.3"; `alpn` the protocols offered, most preferred first.
-    /// Throws a one-line reason naming the file at fault.
-    public init(certificates: [(cert: String, key: String)], minVersion: String = "1.2", alpn: [String] = ["http/1.1"]) throws(TLSSetupError) {
+    /// `minVersion` is "1.2" or "1.3"; `alpn` the protocols offered, most preferred first;
+    /// tickets (sealed with the process-wide keys, `rotateTicketKeys`) stay valid for
+    /// `ticketLifetimeS` seconds, 0 turning resumption off. An expired certificate or one without
+    /// subjectAltName is refused. Throws a one-line reason naming the file at fault.
+    public init(certificates: [(cert: String, key: String)], minVersion: String = "1.2", alpn: [String] = ["http/1.1"],
+                ticketLifetimeS: Int = 7200) throws(TLSSetupError) {
         let wire = Self.alpnWire(alpn)
         var err = [CChar](repeating: 0, count: 512)
         let made: OpaquePointer? = withCStrings(certificates.map(\.cert)) { certs in
             withCStrings(certificates.map(\.key)) { keys in
                 wire.withUnsafeBufferPointer { a in
                     ctls_server_context_new(certs, keys, Int32(certificates.count), minVersion == "1.3" ? 13 : 12,
-                                            a.baseAddress, a.count, &err, err.count)
+                                            a.baseAddress, a.count, ticketLifetimeS, &err, err.count)
                 }
             }
         }
@@ -43,6 +46,13 @@ public final class TLSContext: @unchecked Sendable {
     }
 
     deinit { ctls_context_free(context) }
+
+    /// Seals new session tickets with a fresh key from now on; tickets sealed with the two keys
+    /// before it still resume. The keys are the process's (every worker, every reload), so this
+    /// is called from one place: the supervisor's timer.
+    public static func rotateTicketKeys() {
+        if ctls_ticket_keys_rotate() != 0 { Log.warning("TLS: no random bytes for a new session ticket key; the old one stays") }
+    }
 
     /// The certificates' subject alternative names and expiry (seconds since the epoch), in the
     /// order given: what `proxy --check` prints.

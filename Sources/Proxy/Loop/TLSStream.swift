@@ -19,6 +19,10 @@ import Glibc
 ///   failure), then closes the socket. An end of input without close_notify is reported as an
 ///   orderly end: HTTP framing says whether a message was complete.
 ///
+/// - A server stream whose first bytes are plain HTTP (a request line where a TLS record should
+///   start) reports `.plaintextHTTP` and then passes bytes through unencrypted, so the HTTP
+///   connection can answer with a readable `400` instead of a silent close.
+///
 /// Threading: loop thread only.
 public final class TLSStream: ByteStream {
     public let transport: TCPStream
@@ -32,8 +36,8 @@ public final class TLSStream: ByteStream {
     public var onReadEnd: ((Int32) -> Void)?
     public var onWriteError: ((Int32) -> Void)?
     public var onDrain: (() -> Void)?
-    /// The handshake completed (nil) or failed (the reason); called once, before any read.
-    public var onHandshake: ((String?) -> Void)?
+    /// How the handshake ended; called once, before any read.
+    public var onHandshake: ((TLSHandshakeOutcome) -> Void)?
 
     public private(set) var isHandshakeDone = false
     public private(set) var bytesWritten: UInt64 = 0
@@ -49,6 +53,12 @@ public final class TLSStream: ByteStream {
     private var endDelivered = false
     /// Plaintext written before the handshake completed.
     private var earlyOutput: [UInt8] = []
+    /// The peer spoke plain HTTP: bytes pass through unencrypted (see the type's comment).
+    public private(set) var isPlaintextHTTP = false
+    /// Plain HTTP bytes read before the reader took them (the first read, in that mode).
+    private var plaintextInput: [UInt8] = []
+    /// Nothing was fed to the engine yet: the first byte decides whether this is TLS at all.
+    private var sawFirstByte = false
 
     /// A server-side (`context.isServer`) or client-side session on `transport`, which is
     /// connected (or accepted) and owned from here on. A client sends `serverName` as SNI.
@@ -94,6 +104,22 @@ public final class TLSStream: ByteStream {
 
     private func ciphertextArrived(_ bytes: UnsafeRawBufferPointer) {
         if failed { return }
+        if isPlaintextHTTP { return passPlaintext(bytes) }
+        if !sawFirstByte, let first = bytes.first {
+            sawFirstByte = true
+            // A TLS record starts with its content type (22, handshake); an HTTP request with a
+            // method's capital letter.
+            if context.isServer && first >= UInt8(ascii: "A") && first <= UInt8(ascii: "Z") {
+                isPlaintextHTTP = true
+                timer.stop()
+                plaintextInput.append(contentsOf: bytes)
+                let report = onHandshake
+                onHandshake = nil
+                report?(.plaintextHTTP)
+                readingChanged()
+                return
+            }
+        }
         if ctls_session_feed(session, bytes.baseAddress, bytes.count) != 0 { return fail("out of memory for TLS input") }
         if !isHandshakeDone { advanceHandshake() }
         if isHandshakeDone { deliver() }
@@ -106,8 +132,10 @@ public final class TLSStream: ByteStream {
         case Int32(CTLS_HANDSHAKE_DONE):
             isHandshakeDone = true
             timer.stop()
-            onHandshake?(nil)
+            let report = onHandshake
             onHandshake = nil
+            report?(.done)
+            if transport.isClosing { return }
             if !earlyOutput.isEmpty {
                 let early = earlyOutput
                 earlyOutput = []
@@ -119,6 +147,27 @@ public final class TLSStream: ByteStream {
         default:
             fail(String(cString: ctls_session_error(session)))
         }
+    }
+
+    /// Plain HTTP mode: bytes go to the reader as they are, the first read's once it reads.
+    private func passPlaintext(_ bytes: UnsafeRawBufferPointer) {
+        guard readWish.wantsInput, !endDelivered else {
+            plaintextInput.append(contentsOf: bytes)
+            transport.pauseReading(.backpressure)
+            return
+        }
+        bytesRead &+= UInt64(bytes.count)
+        onRead?(bytes)
+    }
+
+    private func deliverPlaintext() {
+        while readWish.wantsInput && !endDelivered && !transport.isClosing && !plaintextInput.isEmpty {
+            let held = plaintextInput
+            plaintextInput = []
+            bytesRead &+= UInt64(held.count)
+            held.withUnsafeBytes { onRead?($0) }
+        }
+        if plaintextInput.isEmpty, let end = transportEnd, readWish.wantsInput { endInput(end) }
     }
 
     /// Decrypts into the loop's read buffer (the ciphertext there was copied into the engine
@@ -147,7 +196,14 @@ public final class TLSStream: ByteStream {
 
     private func transportEnded(_ code: Int32) {
         if failed || endDelivered { return }
-        if !isHandshakeDone { return fail(code == UVError.eof ? "the peer closed during the TLS handshake" : "the connection failed during the TLS handshake: \(UVError(code))") }
+        if isPlaintextHTTP {
+            transportEnd = code
+            return deliverPlaintext()
+        }
+        if !isHandshakeDone {
+            return fail(code == UVError.eof ? "the peer closed during the TLS handshake" : "the connection failed during the TLS handshake: \(UVError(code))",
+                        kind: .peerClosed)
+        }
         transportEnd = code
         deliver()
     }
@@ -161,16 +217,16 @@ public final class TLSStream: ByteStream {
 
     /// A failed handshake or a broken record: the alert (if any) goes out, the reader hears of
     /// it as the end of its input, and the session is not used again.
-    private func fail(_ reason: String) {
+    private func fail(_ reason: String, kind: TLSHandshakeFailure.Kind = .protocolError) {
         guard !failed else { return }
         failed = true
         flushOutput()
         timer.stop()
         if let onHandshake {
             self.onHandshake = nil
-            onHandshake(reason)
+            onHandshake(.failed(TLSHandshakeFailure(kind: kind, reason: reason)))
         }
-        if !endDelivered {
+        if !endDelivered && !transport.isClosing {
             endDelivered = true
             transport.pauseReading(.backpressure)
             onReadEnd?(UVError.protocolError)
@@ -178,8 +234,9 @@ public final class TLSStream: ByteStream {
     }
 
     private func timerFired() {
+        if isPlaintextHTTP { return deliverPlaintext() }
         if !isHandshakeDone {
-            fail("the TLS handshake did not complete in time")
+            fail("the TLS handshake did not complete in time", kind: .timeout)
         } else {
             deliver()
         }
@@ -205,6 +262,13 @@ public final class TLSStream: ByteStream {
     public var isReadPaused: Bool { readWish.isPaused }
 
     private func readingChanged() {
+        if isPlaintextHTTP {
+            if readWish.wantsInput { transport.resumeReading(.backpressure) } else { transport.pauseReading(.backpressure) }
+            if readWish.wantsInput && (!plaintextInput.isEmpty || transportEnd != nil) && !endDelivered && !timer.isActive {
+                timer.start(timeoutMs: 0)
+            }
+            return
+        }
         updateTransportReading()
         // Plaintext (or the end) already inside the engine raises no socket event: deliver it
         // on the next loop turn, never from inside this call.
@@ -230,6 +294,10 @@ public final class TLSStream: ByteStream {
         guard !failed, !writeFailed, !transport.isClosing else { return }
         let total = b0.count + b1.count + b2.count + b3.count
         guard total > 0 else { return }
+        if isPlaintextHTTP {
+            bytesWritten &+= UInt64(total)
+            return transport.write(b0, b1, b2, b3)
+        }
         guard isHandshakeDone else {
             earlyOutput.append(contentsOf: b0); earlyOutput.append(contentsOf: b1)
             earlyOutput.append(contentsOf: b2); earlyOutput.append(contentsOf: b3)
@@ -268,7 +336,7 @@ public final class TLSStream: ByteStream {
     public var hasWriteFailed: Bool { writeFailed || transport.hasWriteFailed }
 
     public var hasPendingInputOrEOF: Bool {
-        ctls_session_has_buffered_input(session) != 0 || transportEnd != nil || transport.hasPendingInputOrEOF
+        !plaintextInput.isEmpty || ctls_session_has_buffered_input(session) != 0 || transportEnd != nil || transport.hasPendingInputOrEOF
     }
 
     // MARK: Ending
@@ -293,4 +361,25 @@ public final class TLSStream: ByteStream {
     public var isClosing: Bool { transport.isClosing }
     public var peerAddress: SocketAddress? { transport.peerAddress }
     public func setNoDelay(_ on: Bool) { transport.setNoDelay(on) }
+}
+
+/// How a server's TLS handshake ended (`TLSStream.onHandshake`).
+public enum TLSHandshakeOutcome: Equatable, Sendable {
+    case done
+    /// The client sent plain HTTP; the stream passes it through so it can be answered.
+    case plaintextHTTP
+    case failed(TLSHandshakeFailure)
+}
+
+public struct TLSHandshakeFailure: Equatable, Sendable {
+    public enum Kind: Sendable {
+        /// A bad ClientHello, no common version or cipher, a broken record, a refused certificate.
+        case protocolError
+        /// `handshake_timeout_ms` passed.
+        case timeout
+        /// The peer closed or reset the connection before the handshake completed.
+        case peerClosed
+    }
+    public let kind: Kind
+    public let reason: String
 }

@@ -17,7 +17,31 @@ enum WorkerStats {
     /// Requests refused by the proxy itself, by status (`rejectionCodes`, then any other).
     static let rejected = retries + 1
     static let rejectionCodes: [UInt16] = [400, 405, 408, 413, 414, 431, 501, 505]
-    static let size = rejected + rejectionCodes.count + 1
+    /// TLS handshakes by outcome (`TLSResult`), completed ones by version (1.2, 1.3, other) and
+    /// by full or resumed, and the completed ones' duration histogram (`RequestStats` buckets).
+    static let tlsHandshakes = rejected + rejectionCodes.count + 1
+    static let tlsVersions = tlsHandshakes + TLSResult.allCases.count
+    static let tlsVersionNames = ["1.2", "1.3", "other"]
+    static let tlsResumed = tlsVersions + tlsVersionNames.count
+    static let tlsHandshakeDuration = tlsResumed + 2
+    static let tlsHandshakeDurationSum = tlsHandshakeDuration + RequestStats.bucketCount
+    static let size = tlsHandshakeDurationSum + 1
+
+    /// How a TLS handshake on a listener ended; the raw value is the offset from `tlsHandshakes`.
+    enum TLSResult: Int, CaseIterable {
+        case ok, failed, timeout, closed, plaintextHTTP
+
+        /// The `result` label.
+        var label: String {
+            switch self {
+            case .ok: "ok"
+            case .failed: "failed"
+            case .timeout: "timeout"
+            case .closed: "closed"
+            case .plaintextHTTP: "plain_http"
+            }
+        }
+    }
 
     static func rejectionIndex(_ status: UInt16) -> Int {
         rejected + (rejectionCodes.firstIndex(of: status) ?? rejectionCodes.count)

@@ -44,7 +44,8 @@ public struct HeaderRewriter {
     public mutating func writeUpstreamRequest(_ head: inout RequestHead, framing: OutgoingFraming,
                                               peerIP: [UInt8], peerIsIPv6: Bool? = nil, defaultHost: [UInt8] = [], target: Range<Int>? = nil,
                                               hostOverride: [UInt8]? = nil, forwardedPrefix: [UInt8] = [],
-                                              upgrade: Bool = false, requestID: [UInt8] = [], into out: inout ByteBuffer) {
+                                              upgrade: Bool = false, requestID: [UInt8] = [], secure: Bool = false,
+                                              into out: inout ByteBuffer) {
         let b = head.bytes
         out.append(b, head.method)
         out.append(UInt8(ascii: " "))
@@ -104,7 +105,7 @@ public struct HeaderRewriter {
         out.append(contentsOf: peerIP)
         out.append("\r\nX-Real-IP: ")
         out.append(contentsOf: peerIP)
-        out.append("\r\nX-Forwarded-Proto: http\r\n")
+        out.append(secure ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n")
         if let host = head.hostField {
             out.append("X-Forwarded-Host: ")
             out.append(b, head.fields[host].value)
@@ -114,7 +115,8 @@ public struct HeaderRewriter {
         let ipv6 = peerIsIPv6 ?? peerIP.contains(UInt8(ascii: ":"))
         out.append(ipv6 ? "Forwarded: for=\"[" : "Forwarded: for=")
         out.append(contentsOf: peerIP)
-        out.append(ipv6 ? "]\";proto=http" : ";proto=http")
+        out.append(ipv6 ? "]\";proto=" : ";proto=")
+        out.append(secure ? "https" : "http")
         if let host = head.hostField {
             out.append(";host=\"")
             out.append(b, head.fields[host].value)
@@ -175,13 +177,15 @@ public struct HeaderRewriter {
     ///   (adds `Connection: close`); otherwise HTTP/1.0 clients get `Connection: keep-alive`.
     public mutating func writeClientResponse(_ head: inout ResponseHead, framing: OutgoingFraming,
                                              clientVersionMinor: UInt8, closeAfter: Bool, requestID: [UInt8] = [],
-                                             into out: inout ByteBuffer) {
+                                             addedField: [UInt8]? = nil, into out: inout ByteBuffer) {
         let b = head.bytes
         writeStatusLine(head, into: &out)
         collectConnectionTokens(b, head.fields, namesOthers: head.connectionNamesOthers)
         for field in head.fields {
             let name = field.name
             if isHopByHop(b, name) || isConnectionNamed(b, name) { continue }
+            // The listener's `hsts` policy replaces what the backend said.
+            if addedField != nil && name.count == 25 && b.equalsIgnoringCase(name, "strict-transport-security") { continue }
             if b.equalsIgnoringCase(name, "transfer-encoding") { continue }
             if !requestID.isEmpty && name.count == 12 && b.equalsIgnoringCase(name, "x-request-id") { continue }
             if b.equalsIgnoringCase(name, "content-length") {
@@ -194,6 +198,7 @@ public struct HeaderRewriter {
         }
         appendFraming(framing, into: &out)
         appendRequestID(requestID, into: &out)
+        if let addedField { out.append(contentsOf: addedField) }
         if closeAfter {
             out.append("Connection: close\r\n")
         } else if clientVersionMinor == 0 {

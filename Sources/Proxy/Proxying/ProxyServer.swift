@@ -13,10 +13,8 @@ public final class ProxyServer {
     public let workerCount: Int
     /// The configuration new exchanges start with.
     private(set) var settings: ServerSettings
-    private var listener: TCPListener?
-    /// The listening socket from `ListenSockets`, owned here. libuv gets a duplicate, so that
-    /// accepting can pause (closing libuv's handle) and resume without losing the socket.
-    private var listenDescriptor: Int32 = -1
+    /// One entry per `config.listeners` address, in that order.
+    private var listeners: [WorkerListener] = []
     private let acceptResumer: Timer
     /// While `max_connections` is reached and a connection waits: looks for room again (a client
     /// closing on another worker frees it without telling this one).
@@ -83,7 +81,7 @@ public final class ProxyServer {
     /// Serves the admin endpoints on `descriptor` (`admin.listen`, adopted and owned from here).
     public func startAdmin(listeningOn descriptor: Int32) throws(ProxyStartError) {
         let listener = TCPListener(loop: loop)
-        listener.onAccept = { [unowned self] stream in self.accept(stream, admin: true) }
+        listener.onAccept = { [unowned self] stream in self.adopt(stream, admin: true, exchangeStates: self.exchangeStates) }
         listener.onAcceptError = { [unowned self] code in self.warnAtMostEverySecond("admin accept failed: \(UVError(code))") }
         do {
             try listener.adopt(descriptor: descriptor)
@@ -95,11 +93,11 @@ public final class ProxyServer {
     }
 
 
-    /// Starts accepting on `descriptor` (a bound, listening socket from `ListenSockets`, which
-    /// the server now owns) and sweeping idle pooled connections.
-    public func start(listeningOn descriptor: Int32) throws(ProxyStartError) {
-        listenDescriptor = descriptor  // owned from here on, even if the listener fails
-        listener = try makeListener(descriptor)
+    /// Starts accepting on `descriptors` (bound, listening sockets from `ListenSockets`, one per
+    /// entry of `config.listeners`, which the server now owns) and sweeping idle pooled connections.
+    public func start(listeningOn descriptors: [Int32]) throws(ProxyStartError) {
+        listeners = descriptors.enumerated().map { WorkerListener(index: $0.offset, descriptor: $0.element) }  // owned from here on
+        for l in listeners { l.handle = try makeListener(l) }
         acceptResumer.onFire = { [unowned self] in self.resumeAccepting() }
         roomWatcher.onFire = { [unowned self] in self.acceptWaitingIfRoom() }
         poolSweeper.onFire = { [unowned self] in
@@ -111,43 +109,53 @@ public final class ProxyServer {
         restartPoolSweeper()
     }
 
-    /// A libuv listener on a duplicate of `descriptor`.
-    private func makeListener(_ descriptor: Int32) throws(ProxyStartError) -> TCPListener {
-        let duplicate = fcntl(descriptor, F_DUPFD_CLOEXEC, 0)
+    /// Starts accepting on one listening socket (`ListenSockets`, owned here).
+    public func start(listeningOn descriptor: Int32) throws(ProxyStartError) {
+        try start(listeningOn: [descriptor])
+    }
+
+    /// A libuv listener on a duplicate of `listener`'s descriptor.
+    private func makeListener(_ listener: WorkerListener) throws(ProxyStartError) -> TCPListener {
+        let duplicate = fcntl(listener.descriptor, F_DUPFD_CLOEXEC, 0)
         guard duplicate >= 0 else {
             throw ProxyStartError(message: "worker \(worker): cannot duplicate the listening socket: \(UVError(-errno))")
         }
-        let listener = TCPListener(loop: loop)
-        listener.onAccept = { [unowned self] stream in self.accept(stream, admin: false) }
-        listener.onAcceptError = { [unowned self] code in self.acceptFailed(code) }
-        listener.shouldAccept = { [unowned self] in self.hasRoomForAClient() }
+        let handle = TCPListener(loop: loop)
+        handle.onAccept = { [unowned self, unowned listener] stream in self.accept(stream, on: listener.index) }
+        handle.onAcceptError = { [unowned self] code in self.acceptFailed(code) }
+        handle.shouldAccept = { [unowned self] in self.hasRoomForAClient() }
         do {
-            try listener.adopt(descriptor: duplicate)
+            try handle.adopt(descriptor: duplicate)
         } catch {
-            listener.close()  // and with it the duplicate (see `adopt`)
+            handle.close()  // and with it the duplicate (see `adopt`)
             throw ProxyStartError(message: "worker \(worker): cannot accept on the listening socket: \(error)")
         }
-        return listener
+        return handle
     }
 
     /// Out of descriptors (EMFILE, ENFILE) and libuv's reserve descriptor is gone too — another
     /// thread of this process took the slot it freed. libuv would retry `accept` at once, forever,
-    /// inside one callback; instead accepting pauses (new connections wait in the kernel's queue)
-    /// and resumes shortly, as nginx does.
+    /// inside one callback; instead accepting pauses on every listener (new connections wait in
+    /// the kernel's queue) and resumes shortly, as nginx does.
     private func acceptFailed(_ code: Int32) {
         warnAtMostEverySecond("accept failed: \(UVError(code)) — raise the file-descriptor limit or lower limits.max_connections")
-        guard code == -EMFILE || code == -ENFILE, let paused = listener else { return }
-        paused.close()
-        listener = nil
+        guard code == -EMFILE || code == -ENFILE else { return }
+        for l in listeners {
+            l.handle?.close()
+            l.handle = nil
+        }
         acceptResumer.start(timeoutMs: 100)
     }
 
     private func resumeAccepting() {
-        guard listener == nil, !isDraining, listenDescriptor >= 0 else { return }
-        do {
-            listener = try makeListener(listenDescriptor)
-        } catch {
-            acceptResumer.start(timeoutMs: 100)  // still no descriptor to spare
+        guard !isDraining else { return }
+        for l in listeners where l.handle == nil && l.descriptor >= 0 {
+            do {
+                l.handle = try makeListener(l)
+            } catch {
+                acceptResumer.start(timeoutMs: 100)  // still no descriptor to spare
+                return
+            }
         }
     }
 
@@ -165,23 +173,27 @@ public final class ProxyServer {
         return false
     }
 
+    private var hasPendingAccept: Bool { listeners.contains { $0.handle?.hasPending == true } }
+
     private func acceptWaitingIfRoom() {
-        guard let listener, listener.hasPending else { return roomWatcher.stop() }
+        guard hasPendingAccept else { return roomWatcher.stop() }
         guard connectionCount.hasRoom(limit: settings.maxConnections) else { return }
         roomWatcher.stop()
-        listener.acceptPending()
+        for l in listeners {
+            guard let handle = l.handle, handle.hasPending else { continue }
+            guard connectionCount.hasRoom(limit: settings.maxConnections) else { return roomWatcher.start(timeoutMs: 20, repeatMs: 20) }
+            handle.acceptPending()
+        }
     }
 
-    /// Closes libuv's listener and the socket itself: no more connections on this worker.
+    /// Closes libuv's listeners and the sockets themselves: no more connections on this worker.
     private func stopAccepting() {
-        listener?.close()
-        listener = nil
+        for l in listeners { l.close() }
+        listeners = []
         roomWatcher.stop()
         adminListener?.close()
         adminListener = nil
         acceptResumer.stop()
-        if listenDescriptor >= 0 { _ = close(listenDescriptor) }
-        listenDescriptor = -1
     }
 
     private func restartPoolSweeper() {
@@ -191,13 +203,13 @@ public final class ProxyServer {
 
     /// Switches new exchanges to `generation`. Exchanges in flight finish with the backend and
     /// settings they started with; idle pooled connections to removed backends are closed. A
-    /// `listening` descriptor (the `listen` address changed) is adopted before the old listener
-    /// closes, so there is no moment without one.
-    /// Returns a problem to report, if the new listener could not be opened (the worker then
-    /// keeps accepting on the old address).
-    public func apply(_ generation: ConfigGeneration, listening descriptor: Int32?) -> String? {
+    /// `listening` descriptor (a listener's address changed; keyed by the listener's index) is
+    /// adopted before that listener's old socket closes, so there is no moment without one.
+    /// Returns a problem to report, if a new listener could not be opened (the worker then
+    /// keeps accepting on that listener's old address).
+    public func apply(_ generation: ConfigGeneration, listening descriptors: [Int: Int32] = [:]) -> String? {
         guard generation.number > settings.generation else {
-            if let descriptor { _ = close(descriptor) }
+            for d in descriptors.values { _ = close(d) }
             return nil
         }
         let old = settings.backends
@@ -208,38 +220,108 @@ public final class ProxyServer {
             b.pool.closeAll()
         }
         restartPoolSweeper()
-        guard let descriptor else { return nil }
-        guard !isDraining else {
-            _ = close(descriptor)
-            return nil
+        var problems: [String] = []
+        for (index, descriptor) in descriptors.sorted(by: { $0.key < $1.key }) {
+            guard !isDraining, index < listeners.count else {
+                _ = close(descriptor)
+                continue
+            }
+            let moved = WorkerListener(index: index, descriptor: descriptor)
+            do {
+                moved.handle = try makeListener(moved)
+                listeners[index].close()
+                listeners[index] = moved
+            } catch {
+                moved.close()
+                problems.append("\(error.message); this worker keeps accepting on listen[\(index)]'s old address")
+            }
         }
-        do {
-            let replacement = try makeListener(descriptor)
-            stopAccepting()
-            listener = replacement
-            listenDescriptor = descriptor
-            return nil
-        } catch {
-            _ = close(descriptor)
-            return "\(error.message); this worker keeps accepting on the old address"
-        }
+        return problems.isEmpty ? nil : problems.joined(separator: "; ")
     }
 
-    private func accept(_ stream: TCPStream, admin: Bool) {
-        // The admin listener is exempt: a proxy at its limit is exactly when /_metrics is wanted.
+    private func accept(_ stream: TCPStream, on index: Int) {
         // The main listener asked `hasRoomForAClient` first; workers accepting in the same instant
         // may overshoot the limit by one each (`ConnectionBudget.reserve` leaves room for that)
         // rather than close a connection the kernel already handed over.
-        adopt(stream, admin: admin, exchangeStates: exchangeStates)
+        let role = index < settings.listeners.count ? settings.listeners[index] : ListenerRole.cleartext
+        if let context = role.tls {
+            startHandshake(stream, context: context, role: role)
+        } else {
+            adopt(stream, admin: false, exchangeStates: exchangeStates, listener: role)
+        }
+    }
+
+    /// Connections whose TLS handshake is under way; adopted by an HTTP connection once it is done.
+    private var handshaking: [ObjectIdentifier: TLSStream] = [:]
+
+    /// Wraps an accepted connection in TLS; it counts against `max_connections` from now on, and
+    /// becomes an HTTP connection only once the handshake is done (so the protocol ALPN chose can
+    /// pick the connection type, and a stalled handshake never holds request state).
+    private func startHandshake(_ stream: TCPStream, context: TLSContext, role: ListenerRole) {
+        let tls: TLSStream
+        do {
+            tls = try TLSStream(transport: stream, context: context, handshakeTimeoutMs: role.handshakeTimeoutMs)
+        } catch {
+            stream.close()
+            return
+        }
+        connectionCount.add()
+        stats.add(WorkerStats.connectionsAccepted)
+        let id = ObjectIdentifier(tls)
+        handshaking[id] = tls
+        tls.onHandshake = { [unowned self, unowned tls] outcome in
+            self.handshaking[id] = nil
+            self.recordHandshake(tls, outcome)
+            switch outcome {
+            case .done, .plaintextHTTP:
+                self.adopt(tls, admin: false, exchangeStates: self.exchangeStates, listener: role,
+                           tls: outcome == .done ? TLSSessionFacts(tls) : nil, counted: true)
+            case .failed:
+                tls.close()
+                self.connectionCount.release()
+                if self.hasPendingAccept { self.acceptWaitingIfRoom() }
+                if self.isDraining && self.activeClients == 0 && self.handshaking.isEmpty { self.finishDrain() }
+            }
+        }
+    }
+
+    private func recordHandshake(_ tls: TLSStream, _ outcome: TLSHandshakeOutcome) {
+        switch outcome {
+        case .done:
+            stats.add(WorkerStats.tlsHandshakes + WorkerStats.TLSResult.ok.rawValue)
+            let version = tls.version
+            stats.add(WorkerStats.tlsVersions + (version == "TLSv1.3" ? 1 : version == "TLSv1.2" ? 0 : 2))
+            stats.add(WorkerStats.tlsResumed + (tls.isResumed ? 1 : 0))
+            let micros = (loop.now &- tls.startedAtMs) &* 1000
+            stats.add(WorkerStats.tlsHandshakeDuration + RequestStats.bucket(micros: micros))
+            stats.add(WorkerStats.tlsHandshakeDurationSum, micros)
+        case .plaintextHTTP:
+            stats.add(WorkerStats.tlsHandshakes + WorkerStats.TLSResult.plaintextHTTP.rawValue)
+        case .failed(let failure):
+            let result: WorkerStats.TLSResult = switch failure.kind {
+            case .protocolError: .failed
+            case .timeout: .timeout
+            case .peerClosed: .closed
+            }
+            stats.add(WorkerStats.tlsHandshakes + result.rawValue)
+        }
     }
 
     /// Serves a client on `stream` (accepted here, or made up by a test) from now on. Generic over
     /// the transport: the proxy calls it with `TCPStream`, the tests with `MemoryStream`.
-    func adopt<Client: ByteStream>(_ stream: Client, admin: Bool, exchangeStates: ExchangeStatePool) {
-        if !admin { connectionCount.add() }
-        let connection = HTTP1ServerConnection(server: self, client: stream, isAdminListener: admin, exchangeStates: exchangeStates)
+    /// `listener` is what the client connected to; `tls` what its handshake settled. `counted`:
+    /// the connection was counted against `max_connections` already (at its TLS accept).
+    func adopt<Client: ByteStream>(_ stream: Client, admin: Bool, exchangeStates: ExchangeStatePool,
+                                   listener: ListenerRole = .cleartext, tls: TLSSessionFacts? = nil, counted: Bool = false) {
+        if !admin && !counted {
+            connectionCount.add()
+            stats.add(WorkerStats.connectionsAccepted)
+        } else if admin {
+            stats.add(WorkerStats.connectionsAccepted)
+        }
+        let connection = HTTP1ServerConnection(server: self, client: stream, isAdminListener: admin, listener: listener, tls: tls,
+                                               exchangeStates: exchangeStates)
         activeClients += 1
-        stats.add(WorkerStats.connectionsAccepted)
         stats.set(WorkerStats.clientsOpen, UInt64(activeClients))
         clients[ObjectIdentifier(connection)] = connection
         connection.start()
@@ -257,8 +339,8 @@ public final class ProxyServer {
         stats.set(WorkerStats.clientsOpen, UInt64(activeClients))
         if !connection.isAdminListener { connectionCount.release() }
         clients[ObjectIdentifier(connection)] = nil
-        if listener?.hasPending == true { acceptWaitingIfRoom() }
-        if isDraining && activeClients == 0 { finishDrain() }
+        if hasPendingAccept { acceptWaitingIfRoom() }
+        if isDraining && activeClients == 0 && handshaking.isEmpty { finishDrain() }
     }
 
     private var openTunnels = 0
@@ -331,7 +413,17 @@ public final class ProxyServer {
         onDrained = drained
         stopAccepting()
         for c in Array(clients.values) { c.closeIfIdle() }
+        closeHandshaking()
         if activeClients == 0 { finishDrain() }
+    }
+
+    /// Handshakes under way are dropped at shutdown: no request has started on them.
+    private func closeHandshaking() {
+        for tls in handshaking.values {
+            tls.close()
+            connectionCount.release()
+        }
+        handshaking = [:]
     }
 
     private func finishDrain() {
@@ -355,9 +447,32 @@ public final class ProxyServer {
         roomWatcher.close()
         poolSweeper.close()
         for c in Array(clients.values) { c.forceClose() }
+        closeHandshaking()
         accessLog?.close()
         accessLog = nil
         for b in settings.backends { b.pool.closeAll() }
+    }
+}
+
+/// One listening address on one worker: the socket from `ListenSockets` (owned here) and libuv's
+/// handle on a duplicate of it, so accepting can pause (closing the handle) and resume without
+/// losing the socket. Threading: the worker's loop.
+private final class WorkerListener {
+    /// Its place in `config.listeners`: which `ListenerRole` its connections get.
+    let index: Int
+    var descriptor: Int32
+    var handle: TCPListener?
+
+    init(index: Int, descriptor: Int32) {
+        self.index = index
+        self.descriptor = descriptor
+    }
+
+    func close() {
+        handle?.close()
+        handle = nil
+        if descriptor >= 0 { _ = Glibc.close(descriptor) }
+        descriptor = -1
     }
 }
 

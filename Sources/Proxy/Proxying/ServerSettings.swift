@@ -10,9 +10,16 @@ public struct ConfigGeneration: Sendable {
     /// `limits.max_connections` in force: the configured one, or the one the supervisor derived
     /// from the descriptor limit (`ConnectionBudget`).
     public let maxConnections: Int
+    /// One per entry of `config.listeners`: the TLS context of a TLS listener (built by the
+    /// supervisor from the certificate files), nil for cleartext ones. Empty: all cleartext.
+    public let tls: [TLSContext?]
+    /// The port `redirect_to_https` points at: the first TLS listener's bound port.
+    public let httpsPort: UInt16?
 
     public init(number: Int, config: ProxyConfig, backends: [SharedBackend], upstreams: [SharedUpstream],
-                maxConnections: Int? = nil) {
+                maxConnections: Int? = nil, tls: [TLSContext?] = [], httpsPort: UInt16? = nil) {
+        self.tls = tls
+        self.httpsPort = httpsPort
         self.number = number
         self.config = config
         self.backends = backends
@@ -44,6 +51,8 @@ final class ServerSettings {
     let allowField: String?
     /// The proxy's own paths (`admin`), as bytes.
     let adminPaths: AdminPaths
+    /// What each listener (by its index in `config.listeners`) speaks.
+    let listeners: [ListenerRole]
     /// `/_status`'s page for this configuration's JSON path: built on first request, then reused.
     private(set) lazy var statusPage: [UInt8] = StatusEndpoint.page(jsonPath: adminPaths.statusJSONPath ?? "")
 
@@ -72,6 +81,9 @@ final class ServerSettings {
         headLimits = HeadLimits(config.limits)
         allowedMethods = config.limits.allowedMethods.map { Array($0.utf8) }
         adminPaths = AdminPaths(config.admin)
+        listeners = config.listeners.enumerated().map { i, listener in
+            ListenerRole(listener, tls: i < generation.tls.count ? generation.tls[i] : nil, httpsPort: generation.httpsPort)
+        }
         allowField = config.limits.allowedMethods.isEmpty ? nil : config.limits.allowedMethods.joined(separator: ", ")
     }
 }

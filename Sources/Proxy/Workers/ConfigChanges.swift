@@ -5,13 +5,22 @@ struct ConfigChanges {
     var reordered = false
     /// Names of the other settings that differ, in config-file vocabulary.
     var settings: [String] = []
-    var listen: (from: ListenAddress, to: ListenAddress)?
+    /// Listeners whose address changed, by index in `listeners` (the list's length is kept by
+    /// the supervisor).
+    var moved: [(index: Int, from: ListenAddress, to: ListenAddress)] = []
+    /// TLS listeners' certificates were read again (a reload always does).
+    var certificatesReloaded = false
 
     init(from old: ProxyConfig, oldBackends: [SharedBackend], to new: ProxyConfig, newBackends: [SharedBackend]) {
         added = newBackends.filter { b in !oldBackends.contains { $0 === b } }.map(\.config)
         removed = oldBackends.filter { b in !newBackends.contains { $0 === b } }.map(\.config)
         reordered = added.isEmpty && removed.isEmpty && !zip(oldBackends, newBackends).allSatisfy { $0 === $1 }
-        if old.listen != new.listen { listen = (old.listen, new.listen) }
+        for (i, (a, b)) in zip(old.listeners, new.listeners).enumerated() where a.address != b.address {
+            moved.append((i, a.address, b.address))
+        }
+        let settingsOf = { (l: ListenerConfig) in ListenerConfig(address: ListenAddress(host: "", port: 0), tls: l.tls, redirectToHTTPS: l.redirectToHTTPS) }
+        if old.listeners.map(settingsOf) != new.listeners.map(settingsOf) { settings.append("listen") }
+        certificatesReloaded = new.listeners.contains { $0.tls != nil }
         if old.healthCheck != new.healthCheck { settings.append("health_check") }
         if old.routes != new.routes { settings.append("routes") }
         if old.pathNormalization != new.pathNormalization { settings.append("path_normalization") }
@@ -26,7 +35,7 @@ struct ConfigChanges {
         if old.admin != new.admin { settings.append("admin") }
     }
 
-    var isEmpty: Bool { added.isEmpty && removed.isEmpty && !reordered && settings.isEmpty && listen == nil }
+    var isEmpty: Bool { added.isEmpty && removed.isEmpty && !reordered && settings.isEmpty && moved.isEmpty && !certificatesReloaded }
 
     /// The health checker restarts (and probes at once) when what it probes or how changed.
     var affectsHealthChecks: Bool {
@@ -40,8 +49,9 @@ struct ConfigChanges {
         if !added.isEmpty { parts.append("backends added \(list(added))") }
         if !removed.isEmpty { parts.append("backends removed \(list(removed))") }
         if reordered { parts.append("backends reordered") }
-        if let listen { parts.append("listen \(listen.from) -> \(listen.to)") }
+        for m in moved { parts.append(m.index == 0 ? "listen \(m.from) -> \(m.to)" : "listen[\(m.index)] \(m.from) -> \(m.to)") }
         if !settings.isEmpty { parts.append("changed \(settings.joined(separator: ", "))") }
+        if certificatesReloaded { parts.append("certificates reloaded") }
         return parts.isEmpty ? "no changes" : parts.joined(separator: "; ")
     }
 }

@@ -16,7 +16,10 @@ public final class Supervisor {
     private let workerCount: Int
     private var config: ProxyConfig
     private var generation: ConfigGeneration
-    private var listenAddress: SocketAddress
+    /// Where each listener is bound (real ports for `:0`), in `config.listeners` order.
+    private var listenAddresses: [SocketAddress]
+    /// Seals TLS session tickets with a fresh key every `tls_ticket_key_rotation_s`.
+    private var ticketRotation: Timer?
     /// One per upstream (each has its own health check settings).
     private var healthCheckers: [HealthChecker] = []
     private var threads: [NativeThread] = []
@@ -34,8 +37,8 @@ public final class Supervisor {
     private var stoppedWorkers = 0
     private var phase = Phase.starting
     private var exitCode: Int32 = 0
-    /// The listening sockets opened at start; `serve` hands one to each worker.
-    private let startSockets: ListenSockets
+    /// The listening sockets opened at start, per listener; `serve` hands one of each to each worker.
+    private let startSockets: [ListenSockets]
     /// Reloads handed to the workers and not yet confirmed by all of them, by generation.
     private var unconfirmedReloads: [Int: UnconfirmedReload] = [:]
     /// A SIGHUP that arrived while starting: applied once every worker runs.
@@ -98,27 +101,54 @@ public final class Supervisor {
         let budget = ConnectionBudget.effective(config.limits, fdLimit: fdLimit, workers: workerCount,
                                                 backends: config.allBackends.count)
         if let warning = budget.warning { Log.warning(warning) }
-        generation = ConfigGeneration(number: 1, config: config, backends: backends,
-                                      upstreams: SharedUpstream.list(for: config, workers: workerCount),
-                                      maxConnections: budget.maxConnections)
-        metrics = ProxyMetrics(workers: workerCount, accessLog: accessLog)
-        switch AccessLogWriter.open(config.accessLog.destination) {
-        case .success(let opened): try accessLog.use(opened, maxPendingBytes: config.accessLog.maxPendingBytes)
-        case .failure(let error): throw ProxyStartError(message: "\(options.configPath): \(error)")
+        // Certificates first: a broken one stops the start before any socket is bound.
+        var contexts: [TLSContext?] = []
+        for (i, listener) in config.listeners.enumerated() {
+            do throws(TLSSetupError) {
+                contexts.append(try listener.tls.map { tls throws(TLSSetupError) in try Self.makeContext(tls, config: config) })
+            } catch {
+                throw ProxyStartError(message: "\(options.configPath): listen[\(i)].tls: \(error.message)")
+            }
         }
-        let sockets = try ListenSockets.open(config.listen, count: workerCount, exclusive: true)
+        var sockets: [ListenSockets] = []
+        for (i, listener) in config.listeners.enumerated() {
+            do {
+                sockets.append(try ListenSockets.open(listener.address, count: workerCount, exclusive: true))
+            } catch {
+                sockets.forEach { $0.closeAll() }
+                throw config.listeners.count == 1 ? error : ProxyStartError(message: "\(options.configPath): listen[\(i)]: \(error.message)")
+            }
+        }
         if let admin = config.admin.listen {
             do {
                 adminSocket = try ListenSockets.open(admin, count: 1, exclusive: true)
             } catch {
-                sockets.closeAll()
+                sockets.forEach { $0.closeAll() }
                 throw ProxyStartError(message: "\(options.configPath): admin.listen: \(error.message)")
             }
         } else {
             adminSocket = nil
         }
-        listenAddress = sockets.address
+        let bound = sockets.map(\.address)
+        listenAddresses = bound
         startSockets = sockets
+        generation = ConfigGeneration(number: 1, config: config, backends: backends,
+                                      upstreams: SharedUpstream.list(for: config, workers: workerCount),
+                                      maxConnections: budget.maxConnections, tls: contexts,
+                                      httpsPort: config.firstTLSListener.map { bound[$0].port })
+        metrics = ProxyMetrics(workers: workerCount, accessLog: accessLog)
+        switch AccessLogWriter.open(config.accessLog.destination) {
+        case .success(let opened):
+            do { try accessLog.use(opened, maxPendingBytes: config.accessLog.maxPendingBytes) } catch {
+                sockets.forEach { $0.closeAll() }
+                adminSocket?.closeAll()
+                throw error
+            }
+        case .failure(let error):
+            sockets.forEach { $0.closeAll() }
+            adminSocket?.closeAll()
+            throw ProxyStartError(message: "\(options.configPath): \(error)")
+        }
         reportWakeup = Wakeup(loop: loop)
         healthCheckers = makeHealthCheckers(config, backends)
     }
@@ -134,7 +164,7 @@ public final class Supervisor {
         for index in 0..<workerCount {
             let inbox = Mailbox<WorkerMessage>()
             let launch = WorkerLaunch(index: index, count: workerCount, generation: generation,
-                                      descriptor: sockets.descriptors[index], inbox: inbox, reports: reports,
+                                      descriptors: sockets.map { $0.descriptors[index] }, inbox: inbox, reports: reports,
                                       connectionCount: connectionCount, metrics: metrics,
                                       adminDescriptor: index == 0 ? adminSocket?.descriptors[0] : nil)
             do {
@@ -142,13 +172,16 @@ public final class Supervisor {
                 inboxes.append(inbox)
             } catch {
                 Log.plain("proxy: \(error)")
-                for fd in sockets.descriptors[index...] { _ = Glibc.close(fd) }
+                for listener in sockets { for fd in listener.descriptors[index...] { _ = Glibc.close(fd) } }
                 exitCode = 1
                 stopWorkers()
                 break
             }
         }
-        if threads.isEmpty { finish() } else { healthCheckers.forEach { $0.start() } }
+        if threads.isEmpty { finish() } else {
+            healthCheckers.forEach { $0.start() }
+            startTicketRotation()
+        }
         loop.run()
         for t in threads { t.join() }
         accessLog.stop()  // after the workers flushed their buffers
@@ -174,9 +207,13 @@ public final class Supervisor {
                 if startedWorkers == workerCount && phase == .starting {
                     phase = .running
                     // Tests and scripts wait for this exact line (it carries the real port for `:0`).
-                    print("proxy: listening on \(listenAddress) (\(config.allBackends.count) backends, "
+                    print("proxy: listening on \(listenAddresses[0])\(config.listeners[0].tls != nil ? " (https)" : "") "
+                        + "(\(config.allBackends.count) backends, "
                         + "\(workerCount) worker\(workerCount == 1 ? "" : "s"), fd limit \(fdLimit), "
                         + "max connections \(generation.maxConnections))"
+                        + zip(config.listeners, listenAddresses).dropFirst().map { l, a in
+                            "; also on \(a)\(l.tls != nil ? " (https)" : l.redirectToHTTPS ? " (redirects to https)" : "")"
+                        }.joined()
                         + (adminSocket.map { "; admin on \($0.address)" } ?? ""))
                     Platform.flushStandardOutput()
                     if reloadWhenRunning { reload() }
@@ -208,6 +245,8 @@ public final class Supervisor {
 
     /// Every worker has stopped: close the supervisor's own handles so `loop.run()` returns.
     private func finish() {
+        ticketRotation?.close()
+        ticketRotation = nil
         resolver.cancelAll()
         healthCheckers.forEach { $0.stop() }
         reports.detach()
@@ -284,11 +323,16 @@ public final class Supervisor {
             notes.append("workers stays \(workerCount) until a restart")
         }
         next.workers = config.workers
-        // What needs a lookup: backends not kept as they are, and a new listen address.
+        if next.listeners.count != config.listeners.count {
+            notes.append("listeners stay \(config.listeners.map(\.address.description).joined(separator: ", ")) until a restart "
+                + "(adding or removing one needs it)")
+            next.listeners = config.listeners
+        }
+        // What needs a lookup: backends not kept as they are, and listen addresses that moved.
         let unresolved = next.allBackends.filter { b in !generation.backends.contains { $0.isSame(as: b) } }
-        let listenMoved = next.listen != config.listen
+        let moved = zip(config.listeners, next.listeners).enumerated().filter { $0.element.0.address != $0.element.1.address }.map(\.offset)
         let names = unresolved.map { (host: $0.host, port: $0.port) }
-            + (listenMoved ? [(host: next.listen.host, port: next.listen.port)] : [])
+            + moved.map { (host: next.listeners[$0].address.host, port: next.listeners[$0].address.port) }
         resolver.resolve(names) { [unowned self, next, notes] results in
             if self.reloadAgain {
                 // A newer SIGHUP: what this one read may be out of date already.
@@ -303,14 +347,14 @@ public final class Supervisor {
                 case .failure(let error): return self.keepConfiguration("\(path): backends: \(error)")
                 }
             }
-            var newListenAddress: SocketAddress?
-            if listenMoved, let result = results.last {
+            var newAddresses: [Int: SocketAddress] = [:]
+            for (index, result) in zip(moved, results.suffix(moved.count)) {
                 switch result {
-                case .success(let address): newListenAddress = address
-                case .failure(let error): return self.keepConfiguration("\(path): listen: \(error)")
+                case .success(let address): newAddresses[index] = address
+                case .failure(let error): return self.keepConfiguration("\(path): listen[\(index)]: \(error)")
                 }
             }
-            self.apply(next, notes: notes, resolved: addresses, newListenAddress: newListenAddress)
+            self.apply(next, notes: notes, resolved: addresses, newListenAddresses: newAddresses)
         }
     }
 
@@ -323,9 +367,10 @@ public final class Supervisor {
     }
 
     /// The second half of a reload, once every new host name is resolved: `resolved` holds the
-    /// address of each backend (by id) that is not kept as it was, `newListenAddress` the new
-    /// `listen` address when it moved.
-    private func apply(_ next: ProxyConfig, notes: [String], resolved: [String: SocketAddress], newListenAddress: SocketAddress?) {
+    /// address of each backend (by id) that is not kept as it was, `newListenAddresses` the new
+    /// address of each listener (by index) that moved.
+    private func apply(_ next: ProxyConfig, notes: [String], resolved: [String: SocketAddress], newListenAddresses: [Int: SocketAddress]) {
+        var notes = notes
         let path = options.configPath
         var backends: [SharedBackend] = []
         for b in next.allBackends {
@@ -347,41 +392,61 @@ public final class Supervisor {
             Log.info("reload: \(path): no changes" + notes.map { "; \($0)" }.joined())
             return
         }
-        var sockets: ListenSockets?
-        if changes.listen != nil {
+        // Certificates are read again on every reload (renewed files, same config). One that
+        // cannot be used keeps the listener's previous certificates, said in the log.
+        var contexts: [TLSContext?] = []
+        for (i, listener) in next.listeners.enumerated() {
+            guard let tls = listener.tls else { contexts.append(nil); continue }
+            do throws(TLSSetupError) {
+                contexts.append(try Self.makeContext(tls, config: next))
+            } catch {
+                let previous = i < generation.tls.count ? generation.tls[i] : nil
+                guard let previous else { return keepConfiguration("\(path): listen[\(i)].tls: \(error.message)") }
+                Log.error("reload: \(path): listen[\(i)].tls: \(error.message); the previous certificates stay in use")
+                notes.append("listen[\(i)] keeps its previous certificates")
+                contexts.append(previous)
+            }
+        }
+        var sockets: [Int: ListenSockets] = [:]
+        for m in changes.moved {
             do {
                 // Another port: check that nobody listens there (see `ListenSockets.open`). The same
                 // port on another host address may overlap the proxy's own sockets: no check.
-                sockets = try ListenSockets.open(next.listen, resolved: newListenAddress, count: workerCount,
-                                                 exclusive: next.listen.port != config.listen.port)
+                sockets[m.index] = try ListenSockets.open(m.to, resolved: newListenAddresses[m.index], count: workerCount,
+                                                          exclusive: m.to.port != m.from.port)
             } catch {
+                sockets.values.forEach { $0.closeAll() }
                 return keepConfiguration("\(error)")
             }
         }
         // The last step that can fail: the new log destination (after everything else, so a
         // failed reload never leaves the log switched to a configuration that did not apply).
         if let problem = reopenAccessLog(next.accessLog, reportingFailure: false) {
-            sockets?.closeAll()
+            sockets.values.forEach { $0.closeAll() }
             return keepConfiguration("\(path): \(problem)")
         }
+        var addresses = listenAddresses
+        for (index, opened) in sockets { addresses[index] = opened.address }
         if let warning = budget.warning { Log.warning(warning) }
         config = next
         generation = ConfigGeneration(number: generation.number + 1, config: next, backends: backends,
                                       upstreams: SharedUpstream.list(for: next, workers: workerCount, previous: generation.upstreams),
-                                      maxConnections: budget.maxConnections)
+                                      maxConnections: budget.maxConnections, tls: contexts,
+                                      httpsPort: next.firstTLSListener.map { addresses[$0].port })
         var pending = UnconfirmedReload(
             summary: "reload: \(path): generation \(generation.number): \(changes.summary)"
-                + (sockets.map { " (now listening on \($0.address))" } ?? "") + notes.map { "; \($0)" }.joined(),
+                + sockets.sorted { $0.key < $1.key }.map { " (now listening on \($0.value.address))" }.joined()
+                + notes.map { "; \($0)" }.joined(),
             waitingFor: 0)
         for (index, inbox) in inboxes.enumerated() {
-            let descriptor = sockets?.descriptors[index]
-            if inbox.post(.apply(generation, listening: descriptor)) {
+            let descriptors = sockets.mapValues { $0.descriptors[index] }
+            if inbox.post(.apply(generation, listening: descriptors)) {
                 pending.waitingFor += 1
-            } else if let descriptor {
-                _ = Glibc.close(descriptor)
+            } else {
+                descriptors.values.forEach { _ = Glibc.close($0) }
             }
         }
-        if let sockets { listenAddress = sockets.address }
+        listenAddresses = addresses
         if changes.affectsHealthChecks {
             healthCheckers.forEach { $0.stop() }
             healthCheckers = makeHealthCheckers(next, backends)
@@ -409,6 +474,23 @@ public final class Supervisor {
         }
         if let problem, reportingFailure { Log.error("access log: \(problem); lines keep going to the previous destination") }
         return problem
+    }
+
+    /// A listener's TLS context from its certificate files.
+    private static func makeContext(_ tls: ListenerTLSConfig, config: ProxyConfig) throws(TLSSetupError) -> TLSContext {
+        try TLSContext(certificates: tls.certificates.map { ($0.cert, $0.key) }, minVersion: tls.minVersion, alpn: tls.alpn,
+                       ticketLifetimeS: config.tlsTicketKeyRotationS * 2)
+    }
+
+    /// Rotates the session ticket keys every `tls_ticket_key_rotation_s` while TLS listeners exist
+    /// (the keys live for the process, so tickets survive reloads).
+    private func startTicketRotation() {
+        guard config.listeners.contains(where: { $0.tls != nil }), config.tlsTicketKeyRotationS > 0 else { return }
+        let timer = Timer(loop: loop)
+        let ms = UInt64(config.tlsTicketKeyRotationS) * 1000
+        timer.onFire = { TLSContext.rotateTicketKeys() }
+        timer.start(timeoutMs: ms, repeatMs: ms)
+        ticketRotation = timer
     }
 
     /// One checker per upstream, over that upstream's shared backends (matched by id, which the

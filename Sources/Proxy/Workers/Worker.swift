@@ -2,9 +2,9 @@ import Glibc
 
 /// What the supervisor tells a worker.
 public enum WorkerMessage: Sendable {
-    /// A reload: switch new exchanges to this configuration; adopt the listening socket, if the
-    /// `listen` address changed.
-    case apply(ConfigGeneration, listening: Int32?)
+    /// A reload: switch new exchanges to this configuration; adopt the listening sockets of the
+    /// listeners (by index in `listeners`) whose address changed.
+    case apply(ConfigGeneration, listening: [Int: Int32])
     /// Graceful shutdown: stop accepting, finish what is in flight, then stop.
     case drain
     /// Close everything now (the grace period is over, or start-up failed).
@@ -25,8 +25,8 @@ struct WorkerLaunch: Sendable {
     let index: Int
     let count: Int
     let generation: ConfigGeneration
-    /// This worker's listening socket (from `ListenSockets`).
-    let descriptor: Int32
+    /// This worker's listening sockets (from `ListenSockets`), one per entry of `listeners`.
+    let descriptors: [Int32]
     let inbox: Mailbox<WorkerMessage>
     let reports: Mailbox<WorkerReport>
     let connectionCount: ConnectionCount
@@ -63,7 +63,7 @@ final class Worker {
 
     private func serve() {
         do {
-            try server.start(listeningOn: launch.descriptor)
+            try server.start(listeningOn: launch.descriptors)
             if let admin = launch.adminDescriptor { try server.startAdmin(listeningOn: admin) }
         } catch {
             launch.reports.post(.failed(worker: launch.index, message: error.message))
@@ -83,12 +83,12 @@ final class Worker {
     private func handleMessages() {
         for message in launch.inbox.takeAll() {
             switch message {
-            case .apply(let generation, let descriptor):
+            case .apply(let generation, let descriptors):
                 var problem: String?
                 if stopped || server.isDraining {
-                    if let descriptor { closeDescriptor(descriptor) }
+                    descriptors.values.forEach(closeDescriptor)
                 } else {
-                    problem = server.apply(generation, listening: descriptor)
+                    problem = server.apply(generation, listening: descriptors)
                 }
                 launch.reports.post(.applied(worker: launch.index, generation: generation.number, problem: problem))
             case .drain:
@@ -104,7 +104,7 @@ final class Worker {
         guard !stopped else { return }
         stopped = true
         server.shutdown()
-        for case .apply(_, let descriptor?) in launch.inbox.detach() { closeDescriptor(descriptor) }
+        for case .apply(_, let descriptors) in launch.inbox.detach() { descriptors.values.forEach(closeDescriptor) }
         loop.closeAllHandles()
     }
 
