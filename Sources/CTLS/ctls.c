@@ -8,6 +8,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,7 @@ struct ctls_session {
     ctls_context *context;
     int failed;
     int close_notify_sent;
+    SSL_SESSION *resumption; /* a client's newest resumable session, until taken */
     char error[256];
 };
 
@@ -74,7 +76,8 @@ static SSL_CTX *new_ssl_ctx(int is_server, int min_version, char *err, size_t er
     return ctx;
 }
 
-static int load_certificate(struct ctls_certificate *c, const char *cert_file, const char *key_file, char *err, size_t err_len) {
+static int load_certificate(struct ctls_certificate *c, const char *cert_file, const char *key_file, int require_san,
+                            char *err, size_t err_len) {
     FILE *f = fopen(cert_file, "r");
     if (!f) { snprintf(err, err_len, "%s: cannot open the certificate file", cert_file); return 0; }
     c->leaf = PEM_read_X509(f, NULL, NULL, NULL);
@@ -106,14 +109,14 @@ static int load_certificate(struct ctls_certificate *c, const char *cert_file, c
         snprintf(err, err_len, "%s: the certificate expired (notAfter %s); renew it", cert_file, when);
         return 0;
     }
-    GENERAL_NAMES *names = X509_get_ext_d2i(c->leaf, NID_subject_alt_name, NULL, NULL);
-    if (!names) {
+    GENERAL_NAMES *names = require_san ? X509_get_ext_d2i(c->leaf, NID_subject_alt_name, NULL, NULL) : NULL;
+    if (require_san && !names) {
         ERR_clear_error();
         snprintf(err, err_len, "%s: the certificate has no subjectAltName; clients ignore the common name, "
                  "so it matches no host (reissue it with the names in subjectAltName)", cert_file);
         return 0;
     }
-    GENERAL_NAMES_free(names);
+    if (names) GENERAL_NAMES_free(names);
     return 1;
 }
 
@@ -240,7 +243,7 @@ ctls_context *ctls_server_context_new(const char *const *cert_files, const char 
     if (!context->certificates) { free(context); return NULL; }
     context->certificate_count = count;
     for (int i = 0; i < count; i++) {
-        if (!load_certificate(&context->certificates[i], cert_files[i], key_files[i], err, err_len)) {
+        if (!load_certificate(&context->certificates[i], cert_files[i], key_files[i], 1, err, err_len)) {
             ctls_context_free(context);
             return NULL;
         }
@@ -263,8 +266,18 @@ ctls_context *ctls_server_context_new(const char *const *cert_files, const char 
     return context;
 }
 
+/* A client session became resumable (TLS 1.3: a ticket arrived after the handshake): keep the
+ * newest, for ctls_session_take_resumption. */
+static int client_session_ready(SSL *ssl, SSL_SESSION *sess) {
+    ctls_session *session = SSL_get_app_data(ssl);
+    if (!session) return 0;
+    if (session->resumption) SSL_SESSION_free(session->resumption);
+    session->resumption = sess;
+    return 1; /* the reference is ours now */
+}
+
 ctls_context *ctls_client_context_new(const char *ca_file, int verify, const unsigned char *alpn, size_t alpn_len,
-                                      char *err, size_t err_len) {
+                                      const char *cert_file, const char *key_file, char *err, size_t err_len) {
     ctls_context *context = calloc(1, sizeof *context);
     if (!context) return NULL;
     context->ssl_ctx = new_ssl_ctx(0, 12, err, err_len);
@@ -276,6 +289,23 @@ ctls_context *ctls_client_context_new(const char *ca_file, int verify, const uns
         if (!ok) { write_error(err, err_len, "cannot load the CA certificates", ca_file); ctls_context_free(context); return NULL; }
         SSL_CTX_set_verify(context->ssl_ctx, SSL_VERIFY_PEER, NULL);
     }
+    if (cert_file && key_file) {
+        /* A client certificate (mutual TLS): loaded and checked like a server's. */
+        context->certificates = calloc(1, sizeof *context->certificates);
+        if (!context->certificates) { ctls_context_free(context); return NULL; }
+        context->certificate_count = 1;
+        if (!load_certificate(&context->certificates[0], cert_file, key_file, 0, err, err_len) ||
+            SSL_CTX_use_cert_and_key(context->ssl_ctx, context->certificates[0].leaf, context->certificates[0].key,
+                                     context->certificates[0].chain, 1) != 1) {
+            if (err && !err[0]) write_error(err, err_len, "cannot use the client certificate", cert_file);
+            ctls_context_free(context);
+            return NULL;
+        }
+    }
+    /* Sessions resume per backend: the caller keeps the newest one a connection got and offers it
+     * on the next connection (nginx's proxy_ssl_session_reuse, HAProxy's ssl-reuse). */
+    SSL_CTX_set_session_cache_mode(context->ssl_ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(context->ssl_ctx, client_session_ready);
     if (!copy_alpn(context, alpn, alpn_len) ||
         (context->alpn && SSL_CTX_set_alpn_protos(context->ssl_ctx, context->alpn, (unsigned int)context->alpn_len) != 0)) {
         ctls_context_free(context);
@@ -355,13 +385,20 @@ ctls_session *ctls_session_new(ctls_context *context, int is_server, const char 
     BIO_set_mem_eof_return(session->input, -1);
     BIO_set_mem_eof_return(session->output, -1);
     SSL_set_bio(session->ssl, session->input, session->output); /* the SSL owns both from here */
+    SSL_set_app_data(session->ssl, session);
     if (is_server) {
         SSL_set_accept_state(session->ssl);
     } else {
         SSL_set_connect_state(session->ssl);
         if (server_name) {
-            SSL_set_tlsext_host_name(session->ssl, server_name);
-            if (context->verify) SSL_set1_host(session->ssl, server_name);
+            unsigned char ip[16];
+            int is_ip = inet_pton(AF_INET, server_name, ip) == 1 || inet_pton(AF_INET6, server_name, ip) == 1;
+            /* SNI carries host names only (RFC 6066 §3); an IP address is checked against IP SANs. */
+            if (!is_ip) SSL_set_tlsext_host_name(session->ssl, server_name);
+            if (context->verify) {
+                if (is_ip) X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(session->ssl), server_name);
+                else SSL_set1_host(session->ssl, server_name);
+            }
         }
     }
     return session;
@@ -369,6 +406,7 @@ ctls_session *ctls_session_new(ctls_context *context, int is_server, const char 
 
 void ctls_session_free(ctls_session *session) {
     if (!session) return;
+    if (session->resumption) SSL_SESSION_free(session->resumption);
     SSL_free(session->ssl);
     free(session);
 }
@@ -477,3 +515,35 @@ const char *ctls_session_server_name(const ctls_session *session) {
 int ctls_session_resumed(const ctls_session *session) { return SSL_session_reused(session->ssl); }
 
 const char *ctls_session_error(const ctls_session *session) { return session->error; }
+
+void *ctls_session_take_resumption(ctls_session *session) {
+    SSL_SESSION *taken = session->resumption;
+    session->resumption = NULL;
+    return taken;
+}
+
+void ctls_resumption_free(void *resumption) {
+    if (resumption) SSL_SESSION_free(resumption);
+}
+
+void ctls_session_resume(ctls_session *session, void *resumption) {
+    if (resumption) SSL_set_session(session->ssl, resumption);
+}
+
+int ctls_session_peek(ctls_session *session) {
+    if (session->failed) return -1;
+    ERR_clear_error();
+    unsigned char byte;
+    size_t n = 0;
+    int rc = SSL_peek_ex(session->ssl, &byte, 1, &n);
+    if (rc == 1) return 1;
+    int e = SSL_get_error(session->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ) return 0;
+    if (e == SSL_ERROR_ZERO_RETURN) return -1;
+    note_failure(session, "TLS read failed");
+    return -1;
+}
+
+int ctls_session_received_close_notify(const ctls_session *session) {
+    return (SSL_get_shutdown(session->ssl) & SSL_RECEIVED_SHUTDOWN) != 0;
+}

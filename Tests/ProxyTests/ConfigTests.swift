@@ -174,7 +174,7 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
 
     @Test("Bad backend URLs are explained", arguments: [
         ("localhost:3001", #"expected an http URL like "http://localhost:3001", got "localhost:3001" (add "http://" in front)"#),
-        ("https://localhost:3001", "TLS to backends is not supported yet; use http://"),
+        ("gopher://localhost:3001", "unsupported scheme \"gopher\"; use http:// or https://"),
         ("ftp://files", #"unsupported scheme "ftp"; use http://"#),
         ("http://localhost:3001/api", #"cannot have a path ("/api")"#),
         ("http://localhost:3001?x=1", "cannot have a query or fragment"),
@@ -322,6 +322,26 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
         expectError(withBackend(#""listen": []"#), field: "listen", problem: "at least one listener is required")
         expectError(withBackend(#""listen": [{"address": ":443", "tls": {"certificates": [\#(cert)], "hsts": "1 year"}}]"#),
                     field: "listen[0].tls.hsts", problem: #"expected a Strict-Transport-Security value starting with "max-age=", got "1 year""#)
+    }
+
+@Test func backendTLSSettingsAreChecked() throws {
+        func error(_ json: String) -> String {
+            do { _ = try ConfigLoader.parse(Array(json.utf8), file: "/etc/p/config.json"); return "loaded" } catch { return error.description }
+        }
+        #expect(error(#"{"backends":[{"url":"http://a:1","tls":{"verify":false}}]}"#)
+            .contains("backends[0].tls: TLS settings for an http:// backend; use an https:// URL"))
+        #expect(error(#"{"backends":[{"url":"https://a","tls":{"cert":"c.pem"}}]}"#).contains("backends[0].tls.key: a client certificate needs both"))
+        #expect(error(#"{"backends":[{"url":"https://a","tls":{"verfy":false}}]}"#).contains("did you mean \"verify\"?"))
+        let config = try ConfigLoader.parse(Array(#"""
+            {"backends":[{"url":"https://a"},{"url":"https://b:8443","tls":{"verify":false}},{"url":"http://c"}],
+             "backend_tls":{"ca":"ca.pem"},
+             "upstreams":{"u":{"tls":{"server_name":"u.internal"},"backends":[{"url":"https://u"}]}},
+             "routes":[{"path":"/u","upstream":"u"}]}
+            """#.utf8), file: "/etc/p/config.json")
+        #expect(config.backends[0].port == 443 && config.backends[0].tls == BackendTLSConfig(ca: "/etc/p/ca.pem"))
+        #expect(config.backends[1].tls == BackendTLSConfig(verify: false), "a backend's own tls replaces backend_tls")
+        #expect(config.backends[2].tls == nil)
+        #expect(config.upstreams[0].backends[0].tls == BackendTLSConfig(serverName: "u.internal"))
     }
 
     @Test("Listen must be a string")
@@ -738,7 +758,9 @@ struct RoutingConfigTests {
         let ids = clash.allBackends.map(\.id)
         #expect(Set(ids).count == ids.count, "\(ids)")
         #expect(commandLineErrorText(["--to", "http://a:1", "--host-header", "a b"])?.contains("--host-header expects") == true)
-        #expect(throws: CommandLineError.self) { try QuickStart.config(try CommandLineOptions.parse(["--to", "https://x"])) }
+        // An https:// dev server gets TLS, verified against the system's store.
+        let secure = try QuickStart.config(try CommandLineOptions.parse(["--to", "https://x"]))
+        #expect(secure.backends.first?.port == 443 && secure.backends.first?.tls == BackendTLSConfig())
     }
 
     private func commandLineErrorText(_ arguments: [String]) -> String? {

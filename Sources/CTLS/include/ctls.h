@@ -58,10 +58,11 @@ int ctls_ticket_keys_rotate(void);
 
 /*
  * A client context: `ca_file` (PEM) or, when NULL, the system's store; `verify` 0 turns
- * verification off. `alpn` as above (what the client offers).
+ * verification off. `alpn` as above (what the client offers). `cert_file` and `key_file`
+ * (both or neither) are a client certificate for servers that ask for one (mutual TLS).
  */
 ctls_context *ctls_client_context_new(const char *ca_file, int verify, const unsigned char *alpn, size_t alpn_len,
-                                      char *err, size_t err_len);
+                                      const char *cert_file, const char *key_file, char *err, size_t err_len);
 
 void ctls_context_free(ctls_context *context);
 
@@ -112,6 +113,26 @@ const char *ctls_session_cipher(const ctls_session *session);
 size_t ctls_session_alpn(const ctls_session *session, const unsigned char **protocol);
 const char *ctls_session_server_name(const ctls_session *session);
 int ctls_session_resumed(const ctls_session *session);
+
+/*
+ * Client resumption. A session that became resumable (a ticket) is kept by the session until
+ * taken: ctls_session_take_resumption returns it (or NULL), owned by the caller, who frees it
+ * with ctls_resumption_free or offers it to a new session of the same context before its
+ * handshake with ctls_session_resume (which takes its own reference).
+ */
+void *ctls_session_take_resumption(ctls_session *session);
+void ctls_resumption_free(void *resumption);
+void ctls_session_resume(ctls_session *session, void *resumption);
+
+/*
+ * Processes what was fed without taking plaintext: 1 when plaintext is waiting, 0 when nothing
+ * (post-handshake messages such as tickets were absorbed), -1 when the peer closed or the session
+ * failed. Tells an idle connection that only got a ticket from one that got data or a close.
+ */
+int ctls_session_peek(ctls_session *session);
+
+/* The peer's close_notify arrived (an end of input with it is orderly; without, a truncation). */
+int ctls_session_received_close_notify(const ctls_session *session);
 
 /* Why the last call failed, one line (valid until the next call on the session). */
 const char *ctls_session_error(const ctls_session *session);

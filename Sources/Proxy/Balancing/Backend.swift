@@ -18,6 +18,9 @@ public final class Backend {
     /// Set when a reload removed the backend: exchanges still running finish here, but their
     /// connections are closed instead of pooled.
     var isRetired = false
+    /// An `https://` backend's newest resumable TLS session on this worker: the next connection
+    /// offers it and resumes instead of a full handshake.
+    var tlsResumption: TLSResumption?
 
     public init(shared: SharedBackend, worker: Int, pool: UpstreamPool) {
         self.shared = shared

@@ -16,6 +16,10 @@ public final class SharedBackend: Sendable {
     /// `host:port` as written in the URL: the Host header of health probes and of HTTP/1.0
     /// requests that came without one.
     public let authority: String
+    /// The TLS client context of an `https://` backend (nil for `http://`), and the name its
+    /// connections send as SNI and verify: `tls.server_name`, else the URL's host.
+    public let tls: TLSContext?
+    public let tlsServerName: String
     /// One slot per worker, indexed by worker number.
     public let counters: [WorkerCounters]
     /// Requests and latencies per worker (`RequestStats`, backend layout), indexed by worker.
@@ -26,10 +30,18 @@ public final class SharedBackend: Sendable {
 
     /// `inheriting` carries the health state over from the entry a reload replaces (same URL,
     /// another id or position), so a backend known to be down does not get traffic again.
-    public init(config: BackendConfig, address: SocketAddress, workers: Int, inheriting previous: SharedBackend? = nil) {
+    public init(config: BackendConfig, address: SocketAddress, workers: Int, inheriting previous: SharedBackend? = nil,
+                tls: TLSContext? = nil) {
         self.config = config
         self.address = address
-        authority = AddressSyntax.join(host: config.host, port: config.port)
+        self.tls = tls
+        tlsServerName = config.tls?.serverName ?? config.host
+        // The scheme's default port is left out, as a browser would.
+        if config.tls != nil && config.port == 443 {
+            authority = config.host.contains(":") ? "[\(config.host)]" : config.host
+        } else {
+            authority = AddressSyntax.join(host: config.host, port: config.port)
+        }
         counters = (0..<max(workers, 1)).map { _ in WorkerCounters() }
         stats = (0..<max(workers, 1)).map { _ in CounterSlab(count: RequestStats.backendSize) }
         healthy = Atomic(previous?.isHealthy ?? true)

@@ -69,6 +69,12 @@ public enum ConfigLoader {
             throw ConfigError(file: file, field: "", problem: error.message, line: error.line, column: error.column)
         }
         var config = try ProxyConfig.decode(document, at: root)
+        if case .object(let members) = document, let backends = members.first(where: { $0.0 == "backends" })?.1,
+           config.backendTLS != BackendTLSConfig() {
+            // Again, now that `backend_tls` (which may come later in the file) is known.
+            config.backends = try BackendEntry.decodeList(backends, at: root.member("backends", example: BackendEntry.listExample),
+                                                          defaultTLS: config.backendTLS)
+        }
         if case .object(let members) = document, let upstreams = members.first(where: { $0.0 == "upstreams" })?.1 {
             // Again, now that the top-level health_check (which may come later in the file) is
             // known: each upstream's own health_check starts from it.
@@ -401,6 +407,9 @@ extension ProxyConfig: ConfigSection {
             },
             .section("admin", \.admin),
             .integer("tls_ticket_key_rotation_s", \.tlsTicketKeyRotationS, 0...604_800),
+            ConfigField(key: "backend_tls", example: BackendTLSConfig.example) { config, value, at throws(ConfigError) in
+                config.backendTLS = try BackendTLSConfig.decode(value, at: at)
+            },
         ]
     }
 }
@@ -540,6 +549,46 @@ extension ConfigLocation {
     }
 }
 
+extension BackendTLSConfig: ConfigSection {
+    static var defaults: BackendTLSConfig { BackendTLSConfig() }
+
+    static var fields: [ConfigField<BackendTLSConfig>] {
+        func path(_ key: String, _ keyPath: WritableKeyPath<BackendTLSConfig, String?>, _ example: String) -> ConfigField<BackendTLSConfig> {
+            ConfigField(key: key, example: JSONValue.quoted(example)) { tls, value, at throws(ConfigError) in
+                if case .null = value { tls[keyPath: keyPath] = nil; return }
+                let text = try at.string(value)
+                guard !text.isEmpty else { throw at.error("must not be empty (leave it out instead)") }
+                tls[keyPath: keyPath] = CertificateEntry.resolve(text, against: at.file)
+            }
+        }
+        return [
+            path("ca", \.ca, "certs/backend-ca.pem"),
+            ConfigField(key: "verify", example: "true") { tls, value, at throws(ConfigError) in
+                guard case .bool(let on) = value else { throw at.error("expected true or false") }
+                tls.verify = on
+            },
+            ConfigField(key: "server_name", example: "\"api.internal\"") { tls, value, at throws(ConfigError) in
+                let name = try at.string(value)
+                guard !name.isEmpty, name.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+                    throw at.error("expected a host name, got \(JSONValue.quoted(name))")
+                }
+                tls.serverName = name
+            },
+            path("cert", \.cert, "certs/client.pem"),
+            path("key", \.key, "certs/client.key"),
+        ]
+    }
+
+    static func decode(_ value: JSONValue, at location: ConfigLocation) throws(ConfigError) -> BackendTLSConfig {
+        let tls = try decode(value, at: location, startingFrom: defaults)
+        if (tls.cert == nil) != (tls.key == nil) {
+            throw location.member(tls.cert == nil ? "cert" : "key", example: tls.cert == nil ? "\"certs/client.pem\"" : "\"certs/client.key\"")
+                .error("a client certificate needs both \"cert\" and \"key\"")
+        }
+        return tls
+    }
+}
+
 extension PoolConfig: ConfigSection {
     static var defaults: PoolConfig { PoolConfig() }
 
@@ -557,11 +606,14 @@ extension PoolConfig: ConfigSection {
 struct BackendEntry: ConfigSection {
     var id: String?
     var url: String?
-    var address: (host: String, port: UInt16)?
+    var address: (host: String, port: UInt16, tls: Bool)?
+    var tls: BackendTLSConfig?
 
     static var defaults: BackendEntry { BackendEntry() }
 
     static let urlExample = "\"http://127.0.0.1:3001\""
+    /// The smallest entry (what most backends need); `tls` is for `https://` ones.
+    static var example: String { "{\"id\": \"backend1\", \"url\": \(urlExample)}" }
 
     static var fields: [ConfigField<BackendEntry>] {
         [
@@ -583,6 +635,9 @@ struct BackendEntry: ConfigSection {
                 }
                 entry.url = url
             },
+            ConfigField(key: "tls", example: BackendTLSConfig.example) { entry, value, at throws(ConfigError) in
+                entry.tls = try BackendTLSConfig.decode(value, at: at)
+            },
         ]
     }
 
@@ -591,8 +646,10 @@ struct BackendEntry: ConfigSection {
 
     /// Reads the `backends` array: every entry needs a URL, ids default to `backend<N>` (1-based,
     /// matching how people count servers) and must be unique, since they name backends in logs.
+    /// `defaultTLS` is what an `https://` backend without its own `tls` gets (the upstream's
+    /// `tls`, or `backend_tls` for the top-level list).
     static func decodeList(_ value: JSONValue, at location: ConfigLocation,
-                           defaultIDPrefix: String = "backend") throws(ConfigError) -> [BackendConfig] {
+                           defaultIDPrefix: String = "backend", defaultTLS: BackendTLSConfig = BackendTLSConfig()) throws(ConfigError) -> [BackendConfig] {
         guard case .array(let elements) = value else {
             var problem = "expected an array of backends, got \(value.summary)"
             if case .object = value { problem += "; wrap it in [ ]" }
@@ -619,7 +676,12 @@ struct BackendEntry: ConfigSection {
                     : "\(JSONValue.quoted(id)) is \(owner); ids must be unique")
             }
             firstUse[id] = (index, entry.id == nil)
-            backends.append(BackendConfig(id: id, url: url, host: address.host, port: address.port))
+            if entry.tls != nil && !address.tls {
+                throw elementLocation.member("tls", example: BackendTLSConfig.example)
+                    .error("TLS settings for an http:// backend; use an https:// URL to speak TLS to it")
+            }
+            backends.append(BackendConfig(id: id, url: url, host: address.host, port: address.port,
+                                          tls: address.tls ? entry.tls ?? defaultTLS : nil))
         }
         return backends
     }
@@ -629,10 +691,14 @@ struct BackendEntry: ConfigSection {
 struct UpstreamEntry: ConfigSection {
     var backends: JSONValue?
     var healthCheck: JSONValue?
+    var tls: BackendTLSConfig?
 
     static var defaults: UpstreamEntry { UpstreamEntry() }
     static var fields: [ConfigField<UpstreamEntry>] {
         [
+            ConfigField(key: "tls", example: BackendTLSConfig.example) { entry, value, at throws(ConfigError) in
+                entry.tls = try BackendTLSConfig.decode(value, at: at)  // for its https:// backends
+            },
             ConfigField(key: "backends", example: BackendEntry.listExample) { entry, value, _ throws(ConfigError) in
                 entry.backends = value  // decoded once the upstream's name is known (default ids)
             },
@@ -659,7 +725,8 @@ struct UpstreamEntry: ConfigSection {
             let entry = try decode(member, at: at)
             let backendsAt = at.member("backends", example: BackendEntry.listExample)
             guard let list = entry.backends else { throw backendsAt.error("missing; an upstream needs its backends") }
-            let backends = try BackendEntry.decodeList(list, at: backendsAt, defaultIDPrefix: name)
+            let backends = try BackendEntry.decodeList(list, at: backendsAt, defaultIDPrefix: name,
+                                                       defaultTLS: entry.tls ?? BackendTLSConfig())
             guard !backends.isEmpty else { throw backendsAt.error("at least one backend is required") }
             var health = baseHealth
             if let json = entry.healthCheck {

@@ -33,6 +33,8 @@ public struct ProxyConfig: Sendable, Equatable {
     /// How often TLS session tickets get a fresh key (the two before it still resume, so a
     /// ticket lives up to twice this); 0: tickets (resumption) off.
     public var tlsTicketKeyRotationS = 3600
+    /// TLS settings for the top-level `backends` that are `https://`.
+    public var backendTLS = BackendTLSConfig()
 
     /// All defaults and no backends (a loaded config always has at least one).
     public init(
@@ -120,31 +122,32 @@ public struct BackendConfig: Sendable, Equatable {
     /// Host name or IP address (IPv6 without brackets) to connect to.
     public var host: String
     public var port: UInt16
+    /// How to speak TLS to an `https://` backend; nil for `http://`.
+    public var tls: BackendTLSConfig?
 
-    public init(id: String, url: String, host: String, port: UInt16) {
+    public init(id: String, url: String, host: String, port: UInt16, tls: BackendTLSConfig? = nil) {
+        self.tls = tls
         self.id = id
         self.url = url
         self.host = host
         self.port = port
     }
 
-    /// Splits `http://host[:port][/]` into host and port (default 80).
+    /// Splits `http://host[:port][/]` (default port 80) or `https://…` (443) into host, port and
+    /// whether it speaks TLS.
     ///
     /// Anything the proxy would silently ignore or misuse is rejected instead: a path (requests are
     /// forwarded with their own path), a query or fragment, credentials, and other schemes — `https`
     /// in particular, since connecting in plain text to a TLS port would fail confusingly later.
-    static func parseURL(_ url: String) throws(AddressSyntaxError) -> (host: String, port: UInt16) {
+    static func parseURL(_ url: String) throws(AddressSyntaxError) -> (host: String, port: UInt16, tls: Bool) {
         guard let schemeEnd = url.firstRange(of: "://") else {
             let hint = url.contains("/") || url.isEmpty ? "" : " (add \"http://\" in front)"
             throw AddressSyntaxError(
                 "expected an http URL like \"http://localhost:3001\", got \(JSONValue.quoted(url))\(hint)")
         }
         let scheme = url[..<schemeEnd.lowerBound].lowercased()
-        guard scheme == "http" else {
-            if scheme == "https" {
-                throw AddressSyntaxError("TLS to backends is not supported yet; use http://")
-            }
-            throw AddressSyntaxError("unsupported scheme \(JSONValue.quoted(scheme)); use http://")
+        guard scheme == "http" || scheme == "https" else {
+            throw AddressSyntaxError("unsupported scheme \(JSONValue.quoted(scheme)); use http:// or https://")
         }
         let rest = url[schemeEnd.upperBound...]
         let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
@@ -161,7 +164,29 @@ public struct BackendConfig: Sendable, Equatable {
             throw AddressSyntaxError("credentials in a backend URL (\"user@\") are not supported")
         }
         let (host, port) = try AddressSyntax.hostAndPort(authority, allowZeroPort: false)
-        return (host, port ?? 80)
+        return (host, port ?? (scheme == "https" ? 443 : 80), scheme == "https")
+    }
+}
+
+/// How the proxy speaks TLS to a backend (`tls` on a backend or upstream, `backend_tls` for the
+/// top-level backends). Paths are relative to the config file's directory.
+public struct BackendTLSConfig: Sendable, Hashable {
+    /// CA certificates (PEM) to verify the backend against; nil: the system's store.
+    public var ca: String?
+    /// false accepts any certificate (logged as a warning at start and reload).
+    public var verify: Bool
+    /// The name sent as SNI and verified; nil: the URL's host.
+    public var serverName: String?
+    /// A client certificate and key for backends that require one (mutual TLS).
+    public var cert: String?
+    public var key: String?
+
+    public init(ca: String? = nil, verify: Bool = true, serverName: String? = nil, cert: String? = nil, key: String? = nil) {
+        self.ca = ca
+        self.verify = verify
+        self.serverName = serverName
+        self.cert = cert
+        self.key = key
     }
 }
 

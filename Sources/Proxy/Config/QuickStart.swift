@@ -34,14 +34,15 @@ public enum QuickStart {
             let name = path.isEmpty ? UpstreamConfig.defaultName : uniqueName(for: path, taken: &names)
             var backends: [BackendConfig] = []
             for (i, url) in urls.enumerated() {
-                let address: (host: String, port: UInt16)
+                let address: (host: String, port: UInt16, tls: Bool)
                 do throws(AddressSyntaxError) {
                     address = try BackendConfig.parseURL(url)
                 } catch {
                     throw CommandLineError("--to \(path.isEmpty ? url : "\(path)=\(url)"): \(error.problem)")
                 }
                 let id = path.isEmpty ? "backend\(i + 1)" : "\(name)\(i + 1)"
-                backends.append(BackendConfig(id: id, url: url, host: address.host, port: address.port))
+                backends.append(BackendConfig(id: id, url: url, host: address.host, port: address.port,
+                                              tls: address.tls ? BackendTLSConfig() : nil))
             }
             if path.isEmpty {
                 config.backends = backends

@@ -262,9 +262,12 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// Records why the current backend could not be reached and lets its connection go.
     private func noteConnectFailure(_ error: UVError) {
         let backend = currentBackend
-        x.pointee.lastConnectFailure = "Bad Gateway: cannot connect to backend \(backend.id) (\(backend.address)): \(error.name)"
+        // A TLS backend's handshake is part of connecting: its reason says more than EPROTO.
+        let tlsReason = error.code == UVError.protocolError ? (x.pointee.upstream?.stream as? TLSStream)?.failureReason : nil
+        let what = tlsReason.map { "TLS handshake failed: \($0)" }
+        x.pointee.lastConnectFailure = "Bad Gateway: cannot connect to backend \(backend.id) (\(backend.address)): \(what ?? error.name)"
         x.pointee.failedAttempts.append(ErrorPage.Attempt(backend: backend.id, url: backend.url, address: backend.address.description,
-                                          problem: ErrorPage.explain(error, url: backend.url)))
+                                          problem: what ?? ErrorPage.explain(error, url: backend.url)))
         releaseUpstream(reusable: false, outcome: .connectFailure)
     }
 

@@ -101,7 +101,8 @@ enum ProbeOutcome: Equatable {
 
 /// One probe: connect, send the request, read the status line, close.
 final class HealthProbe {
-    private let stream: TCPStream
+    /// TCP, or TLS over it for an `https://` backend (the handshake is part of connecting).
+    private let stream: any ConnectingStream
     private let timer: Timer
     private let backend: SharedBackend
     /// `nil`: connect-only probe.
@@ -113,7 +114,13 @@ final class HealthProbe {
     init(loop: EventLoop, backend: SharedBackend, path: String?, timeoutMs: Int) {
         self.backend = backend
         self.timeoutMs = timeoutMs
-        stream = TCPStream(loop: loop)
+        let tcp = TCPStream(loop: loop)
+        if let context = backend.tls,
+           let tls = try? TLSStream(connecting: tcp, context: context, serverName: backend.tlsServerName, handshakeTimeoutMs: 0) {
+            stream = tls
+        } else {
+            stream = tcp
+        }
         timer = Timer(loop: loop)
         request = path.map { path in Array("GET \(path) HTTP/1.1\r\nHost: \(backend.authority)\r\nUser-Agent: swift-proxy-health-check\r\nConnection: close\r\n\r\n".utf8) }
     }
@@ -133,6 +140,9 @@ final class HealthProbe {
         do {
             // Out of descriptors, `uv_tcp_connect` fails here, creating the socket (EMFILE).
             try stream.connect(to: backend.address) { [self] status in
+                if status == UVError.protocolError, let reason = (stream as? TLSStream)?.failureReason {
+                    return finish(false, "TLS: \(reason)")
+                }
                 guard status == 0 else { return finish(.error(status, during: "connect")) }
                 guard let request else { return finish(true, nil) }  // connect-only
                 stream.startReading()

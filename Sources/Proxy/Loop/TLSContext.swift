@@ -33,12 +33,14 @@ public final class TLSContext: @unchecked Sendable {
         isServer = true
     }
 
-    /// A client context: `caFile` (PEM) or the system's store; `verify: false` accepts any peer.
-    public init(clientCAFile caFile: String?, verify: Bool = true, alpn: [String] = ["http/1.1"]) throws(TLSSetupError) {
+    /// A client context: `caFile` (PEM) or the system's store; `verify: false` accepts any peer;
+    /// `certificate` a client certificate and key for servers that ask for one (mutual TLS).
+    public init(clientCAFile caFile: String?, verify: Bool = true, alpn: [String] = ["http/1.1"],
+                certificate: (cert: String, key: String)? = nil) throws(TLSSetupError) {
         let wire = Self.alpnWire(alpn)
         var err = [CChar](repeating: 0, count: 512)
         let made = wire.withUnsafeBufferPointer { a in
-            ctls_client_context_new(caFile, verify ? 1 : 0, a.baseAddress, a.count, &err, err.count)
+            ctls_client_context_new(caFile, verify ? 1 : 0, a.baseAddress, a.count, certificate?.cert, certificate?.key, &err, err.count)
         }
         guard let made else { throw TLSSetupError(message: String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)) }
         context = made
@@ -74,6 +76,24 @@ public final class TLSContext: @unchecked Sendable {
         }
         return wire
     }
+}
+
+/// A client's resumable TLS session (a ticket from the server), offered by the next connection
+/// to the same backend so it resumes instead of paying a full handshake. Made from one
+/// `TLSContext` and only offered to sessions of that context.
+///
+/// Threading: immutable; owned by one worker's loop.
+public final class TLSResumption {
+    let pointer: UnsafeMutableRawPointer
+    /// The context it came from (a session of another context cannot resume it).
+    let context: TLSContext
+
+    init(_ pointer: UnsafeMutableRawPointer, context: TLSContext) {
+        self.pointer = pointer
+        self.context = context
+    }
+
+    deinit { ctls_resumption_free(pointer) }
 }
 
 /// Why a TLS context could not be built (a file, a key, a setting), in one line.

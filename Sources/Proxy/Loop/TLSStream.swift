@@ -1,4 +1,5 @@
 import CTLS
+import CUV
 import Glibc
 
 /// A `ByteStream` that speaks TLS over a `TCPStream`: ciphertext from the socket's reads goes
@@ -24,7 +25,7 @@ import Glibc
 ///   connection can answer with a readable `400` instead of a silent close.
 ///
 /// Threading: loop thread only.
-public final class TLSStream: ByteStream {
+public final class TLSStream: ConnectingStream {
     public let transport: TCPStream
     /// Keeps the engine's context alive as long as the session made from it.
     public let context: TLSContext
@@ -62,13 +63,24 @@ public final class TLSStream: ByteStream {
 
     /// A server-side (`context.isServer`) or client-side session on `transport`, which is
     /// connected (or accepted) and owned from here on. A client sends `serverName` as SNI.
-    public init(transport: TCPStream, context: TLSContext, serverName: String? = nil, handshakeTimeoutMs: UInt64) throws(UVError) {
+    public convenience init(transport: TCPStream, context: TLSContext, serverName: String? = nil, handshakeTimeoutMs: UInt64) throws(UVError) {
+        try self.init(connecting: transport, context: context, serverName: serverName, handshakeTimeoutMs: handshakeTimeoutMs)
+        begin()
+    }
+
+    /// A client session on `transport`, which is not connected yet: `connect(to:_:)` connects it
+    /// and completes once the TLS handshake did. `resumption` (a ticket an earlier connection to
+    /// the same server got, from this context) is offered to resume instead of a full handshake.
+    public init(connecting transport: TCPStream, context: TLSContext, serverName: String?, handshakeTimeoutMs: UInt64,
+                resumption: TLSResumption? = nil) throws(UVError) {
         guard let session = ctls_session_new(context.context, context.isServer ? 1 : 0, serverName) else {
             throw UVError(UVError.outOfMemory)
         }
+        if let resumption, resumption.context === context { ctls_session_resume(session, resumption.pointer) }
         self.transport = transport
         self.context = context
         self.session = session
+        self.handshakeTimeoutMs = handshakeTimeoutMs
         timer = Timer(loop: transport.loop)
         startedAtMs = transport.loop.now
         transport.onRead = { [unowned self] bytes in self.ciphertextArrived(bytes) }
@@ -76,9 +88,38 @@ public final class TLSStream: ByteStream {
         transport.onWriteError = { [unowned self] code in self.writeFailedNow(code) }
         transport.onDrain = { [unowned self] in self.onDrain?() }
         timer.onFire = { [unowned self] in self.timerFired() }
+    }
+
+    private let handshakeTimeoutMs: UInt64
+    /// The caller of `connect(to:_:)`, told once the handshake is done (0) or failed.
+    private var connectCompletion: ((Int32) -> Void)?
+    /// Why the handshake or the session failed, for messages (nil while it has not).
+    public private(set) var failureReason: String?
+    /// A client's session became resumable (a ticket arrived): keep it for the next connection.
+    public var onResumption: ((TLSResumption) -> Void)?
+
+    /// Starts the handshake on the connected transport.
+    private func begin() {
         if handshakeTimeoutMs > 0 { timer.start(timeoutMs: handshakeTimeoutMs) }
         if !context.isServer { advanceHandshake() }  // the ClientHello goes out now
         transport.startReading()
+    }
+
+    /// Reports the handshake's end to whoever waits for it (once).
+    private func reportHandshake(_ outcome: TLSHandshakeOutcome) {
+        let report = onHandshake
+        onHandshake = nil
+        let completion = connectCompletion
+        connectCompletion = nil
+        report?(outcome)
+        if let completion { completion(outcome == .done ? 0 : UVError.protocolError) }
+    }
+
+    /// Hands a resumable session the engine got (a client's ticket) to `onResumption`.
+    @inline(__always)
+    private func takeResumption() {
+        guard let onResumption, let taken = ctls_session_take_resumption(session) else { return }
+        onResumption(TLSResumption(taken, context: context))
     }
 
     deinit {
@@ -113,9 +154,7 @@ public final class TLSStream: ByteStream {
                 isPlaintextHTTP = true
                 timer.stop()
                 plaintextInput.append(contentsOf: bytes)
-                let report = onHandshake
-                onHandshake = nil
-                report?(.plaintextHTTP)
+                reportHandshake(.plaintextHTTP)
                 readingChanged()
                 return
             }
@@ -123,6 +162,7 @@ public final class TLSStream: ByteStream {
         if ctls_session_feed(session, bytes.baseAddress, bytes.count) != 0 { return fail("out of memory for TLS input") }
         if !isHandshakeDone { advanceHandshake() }
         if isHandshakeDone { deliver() }
+        takeResumption()
     }
 
     private func advanceHandshake() {
@@ -132,9 +172,7 @@ public final class TLSStream: ByteStream {
         case Int32(CTLS_HANDSHAKE_DONE):
             isHandshakeDone = true
             timer.stop()
-            let report = onHandshake
-            onHandshake = nil
-            report?(.done)
+            reportHandshake(.done)
             if transport.isClosing { return }
             if !earlyOutput.isEmpty {
                 let early = earlyOutput
@@ -184,7 +222,7 @@ public final class TLSStream: ByteStream {
             }
             switch Int32(n) {
             case Int32(CTLS_READ_WANT_INPUT):
-                if let end = transportEnd { endInput(end) }
+                if let end = transportEnd { endInput(truncationAware(end)) }
                 return
             case Int32(CTLS_READ_CLOSED):
                 return endInput(UVError.eof)
@@ -208,6 +246,15 @@ public final class TLSStream: ByteStream {
         deliver()
     }
 
+    /// A server that closes without close_notify may have cut its response short: for a client
+    /// that is a broken end (a close-delimited body must not pass as complete). Clients of the
+    /// proxy often skip close_notify; HTTP framing tells whether their request was whole.
+    private func truncationAware(_ code: Int32) -> Int32 {
+        guard code == UVError.eof, !context.isServer, ctls_session_received_close_notify(session) == 0 else { return code }
+        failureReason = "the server closed the connection without a TLS close_notify"
+        return UVError.protocolError
+    }
+
     private func endInput(_ code: Int32) {
         guard !endDelivered else { return }
         endDelivered = true
@@ -220,11 +267,11 @@ public final class TLSStream: ByteStream {
     private func fail(_ reason: String, kind: TLSHandshakeFailure.Kind = .protocolError) {
         guard !failed else { return }
         failed = true
+        failureReason = reason
         flushOutput()
         timer.stop()
-        if let onHandshake {
-            self.onHandshake = nil
-            onHandshake(.failed(TLSHandshakeFailure(kind: kind, reason: reason)))
+        if onHandshake != nil || connectCompletion != nil {
+            reportHandshake(.failed(TLSHandshakeFailure(kind: kind, reason: reason)))
         }
         if !endDelivered && !transport.isClosing {
             endDelivered = true
@@ -336,7 +383,31 @@ public final class TLSStream: ByteStream {
     public var hasWriteFailed: Bool { writeFailed || transport.hasWriteFailed }
 
     public var hasPendingInputOrEOF: Bool {
-        !plaintextInput.isEmpty || ctls_session_has_buffered_input(session) != 0 || transportEnd != nil || transport.hasPendingInputOrEOF
+        if !plaintextInput.isEmpty || transportEnd != nil || failed { return true }
+        if isHandshakeDone && !context.isServer { return absorbWaitingInput() }
+        return ctls_session_has_buffered_input(session) != 0 || transport.hasPendingInputOrEOF
+    }
+
+    /// An idle client connection (pooled, not reading) decides whether it is stale: what waits on
+    /// the socket is read into the engine and processed without taking plaintext, so a TLS 1.3
+    /// ticket or key update that arrived while idle does not count — data or a close does.
+    private func absorbWaitingInput() -> Bool {
+        let loop = transport.loop
+        while true {
+            let n = recv(transport.fileDescriptor, loop.readBuffer, loop.readBufferSize, Int32(MSG_DONTWAIT))
+            if n > 0 {
+                if ctls_session_feed(session, loop.readBuffer, n) != 0 { return true }
+                continue
+            }
+            if n == 0 { transportEnd = UVError.eof; return true }
+            if errno == EINTR { continue }
+            if errno != EAGAIN && errno != EWOULDBLOCK { transportEnd = -errno; return true }
+            break
+        }
+        let state = ctls_session_peek(session)
+        flushOutput()
+        takeResumption()
+        return state != 0
     }
 
     // MARK: Ending
@@ -354,11 +425,34 @@ public final class TLSStream: ByteStream {
         onWriteError = nil
         onDrain = nil
         onHandshake = nil
+        onResumption = nil
+        connectCompletion = nil
         timer.stop()
         transport.close()
     }
 
     public var isClosing: Bool { transport.isClosing }
+
+    /// Whether input from the socket's current poll batch (or buffered in the engine) waits; for
+    /// a client it is the idle check of `hasPendingInputOrEOF` when the socket is in the batch.
+    public var hasPendingInputInCurrentPoll: Bool {
+        if !plaintextInput.isEmpty || transportEnd != nil || failed { return true }
+        if isHandshakeDone && !context.isServer {
+            return transport.hasPendingInputInCurrentPoll ? absorbWaitingInput() : ctls_session_has_buffered_input(session) != 0
+        }
+        return ctls_session_has_buffered_input(session) != 0 || transport.hasPendingInputInCurrentPoll
+    }
+
+    /// Connects the transport, then runs the client handshake; `completion` gets 0 once it is
+    /// done, the connect's error, or `UVError.protocolError` when TLS failed (`failureReason`).
+    public func connect(to address: SocketAddress, _ completion: @escaping (Int32) -> Void) throws(UVError) {
+        try transport.connect(to: address) { [unowned self] status in
+            guard status == 0 else { return completion(status) }
+            guard !self.transport.isClosing else { return }
+            self.connectCompletion = completion
+            self.begin()
+        }
+    }
     public var peerAddress: SocketAddress? { transport.peerAddress }
     public func setNoDelay(_ on: Bool) { transport.setNoDelay(on) }
 }

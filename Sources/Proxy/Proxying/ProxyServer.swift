@@ -30,7 +30,16 @@ public final class ProxyServer {
 
     func makeUpstreamStream(for backend: Backend) -> any ConnectingStream {
         if let upstreamStreams { return upstreamStreams(backend) }
-        return TCPStream(loop: loop)
+        let tcp = TCPStream(loop: loop)
+        guard let context = backend.shared.tls else { return tcp }
+        // The handshake is part of connecting: `timeouts.connect_ms` bounds both (the exchange's deadline).
+        // The only failure is the engine out of memory, where any Swift allocation traps as well.
+        guard let tls = try? TLSStream(connecting: tcp, context: context, serverName: backend.shared.tlsServerName,
+                                       handshakeTimeoutMs: 0, resumption: backend.tlsResumption) else {
+            fatalError("out of memory for a TLS session")
+        }
+        tls.onResumption = { [unowned backend] resumption in backend.tlsResumption = resumption }
+        return tls
     }
     /// Open client connections of all workers together, against `limits.max_connections`.
     private let connectionCount: ConnectionCount

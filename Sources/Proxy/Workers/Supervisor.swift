@@ -90,10 +90,17 @@ public final class Supervisor {
         var backends: [SharedBackend] = []
         // Start-up resolves host names synchronously (blocking getaddrinfo): no loop runs yet, so
         // nothing can stall. Reloads resolve with `resolver`, off the loop.
+        var clientContexts: [BackendTLSConfig: TLSContext] = [:]
         for b in config.allBackends {
+            let tls: TLSContext?
+            do throws(TLSSetupError) {
+                tls = try Self.backendContext(b, cache: &clientContexts)
+            } catch {
+                throw ProxyStartError(message: "\(options.configPath): backend \(b.id) (\(b.url)): tls: \(error.message)")
+            }
             do {
                 backends.append(SharedBackend(config: b, address: try SocketAddress.resolve(host: b.host, port: b.port),
-                                              workers: workerCount))
+                                              workers: workerCount, tls: tls))
             } catch {
                 throw ProxyStartError(message: "\(options.configPath): backends: \(error)")
             }
@@ -373,15 +380,22 @@ public final class Supervisor {
         var notes = notes
         let path = options.configPath
         var backends: [SharedBackend] = []
+        var clientContexts: [BackendTLSConfig: TLSContext] = [:]
         for b in next.allBackends {
             if let kept = generation.backends.first(where: { $0.isSame(as: b) }) {
                 backends.append(kept)
                 continue
             }
             guard let address = resolved[b.id] else { return keepConfiguration("\(path): backends: \(b.id) was not resolved") }
+            let tls: TLSContext?
+            do throws(TLSSetupError) {
+                tls = try Self.backendContext(b, cache: &clientContexts)
+            } catch {
+                return keepConfiguration("\(path): backend \(b.id) (\(b.url)): tls: \(error.message)")
+            }
             // Renamed or moved (default ids follow the position): keep what its probes found.
             let previous = generation.backends.first { $0.hasSameAddress(as: b) }
-            backends.append(SharedBackend(config: b, address: address, workers: workerCount, inheriting: previous))
+            backends.append(SharedBackend(config: b, address: address, workers: workerCount, inheriting: previous, tls: tls))
         }
         let budget = ConnectionBudget.effective(next.limits, fdLimit: fdLimit, workers: workerCount,
                                                 backends: next.allBackends.count)
@@ -474,6 +488,20 @@ public final class Supervisor {
         }
         if let problem, reportingFailure { Log.error("access log: \(problem); lines keep going to the previous destination") }
         return problem
+    }
+
+    /// An `https://` backend's client context (nil for `http://`), shared by backends with the
+    /// same settings; `verify: false` is said as a warning.
+    private static func backendContext(_ b: BackendConfig, cache: inout [BackendTLSConfig: TLSContext]) throws(TLSSetupError) -> TLSContext? {
+        guard let settings = b.tls else { return nil }
+        if !settings.verify {
+            Log.warning("backend \(b.id) (\(b.url)): tls.verify is false: its certificate is not checked, so anyone on the path can impersonate it")
+        }
+        if let made = cache[settings] { return made }
+        let certificate = settings.cert.flatMap { cert in settings.key.map { (cert: cert, key: $0) } }
+        let made = try TLSContext(clientCAFile: settings.ca, verify: settings.verify, alpn: ["http/1.1"], certificate: certificate)
+        cache[settings] = made
+        return made
     }
 
     /// A listener's TLS context from its certificate files.
