@@ -18,13 +18,13 @@ deps:
 	fi
 
 ## What the tests need beyond the toolchain: Debian's chromium (the status page's browser test)
-## and wrk (the many-connections tests), curl (HTTPS tests), installed when missing. (Python packages go into
+## and wrk (the many-connections tests), curl and certutil (HTTPS tests), installed when missing. (Python packages go into
 ## .build/pyenv from PyPI when a test needs them.)
 test-deps:
-	@if ! command -v chromium >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then \
-		echo "installing chromium, wrk and curl for the tests…"; \
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 || ! command -v certutil >/dev/null 2>&1; then \
+		echo "installing chromium, wrk, curl and libnss3-tools for the tests…"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium wrk curl >/dev/null; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium wrk curl libnss3-tools >/dev/null; \
 	fi
 
 build: deps

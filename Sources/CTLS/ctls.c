@@ -1,5 +1,6 @@
 /* The TLS engine over OpenSSL 3 (see include/ctls.h for the contract). */
 #include "ctls.h"
+#include "ctls_internal.h"
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -15,34 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-struct ctls_certificate {
-    X509 *leaf;
-    EVP_PKEY *key;
-    STACK_OF(X509) *chain; /* intermediates, may be empty */
-};
-
-struct ctls_context {
-    SSL_CTX *ssl_ctx;
-    int is_server;
-    int verify;
-    struct ctls_certificate *certificates;
-    int certificate_count;
-    unsigned char *alpn;
-    size_t alpn_len;
-};
-
-struct ctls_session {
-    SSL *ssl;
-    BIO *input;  /* ciphertext from the peer, read by OpenSSL */
-    BIO *output; /* ciphertext for the peer, written by OpenSSL */
-    ctls_context *context;
-    int failed;
-    int close_notify_sent;
-    SSL_SESSION *resumption; /* a client's newest resumable session, until taken */
-    char error[256];
-};
-
-static void write_error(char *err, size_t err_len, const char *what, const char *file) {
+void write_error(char *err, size_t err_len, const char *what, const char *file) {
     if (!err || err_len == 0) return;
     unsigned long code = ERR_peek_last_error();
     char reason[160] = "";
@@ -61,7 +35,7 @@ static const char *const tls12_ciphers =
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
-static SSL_CTX *new_ssl_ctx(int is_server, int min_version, char *err, size_t err_len) {
+SSL_CTX *new_ssl_ctx(int is_server, int min_version, char *err, size_t err_len) {
     SSL_CTX *ctx = SSL_CTX_new(is_server ? TLS_server_method() : TLS_client_method());
     if (!ctx) { write_error(err, err_len, "cannot create a TLS context", NULL); return NULL; }
     SSL_CTX_set_min_proto_version(ctx, min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
@@ -76,25 +50,36 @@ static SSL_CTX *new_ssl_ctx(int is_server, int min_version, char *err, size_t er
     return ctx;
 }
 
-static int load_certificate(struct ctls_certificate *c, const char *cert_file, const char *key_file, int require_san,
+/* Never prompts for a passphrase (OpenSSL's default would read the terminal and block): an
+ * encrypted key simply fails to load. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u) {
+    (void)buf; (void)size; (void)rwflag; (void)u;
+    return 0;
+}
+
+int load_certificate(struct ctls_certificate *c, const char *cert_file, const char *key_file, int require_san,
                             char *err, size_t err_len) {
     FILE *f = fopen(cert_file, "r");
     if (!f) { snprintf(err, err_len, "%s: cannot open the certificate file", cert_file); return 0; }
-    c->leaf = PEM_read_X509(f, NULL, NULL, NULL);
+    c->leaf = PEM_read_X509(f, NULL, no_passphrase, NULL);
     if (!c->leaf) { fclose(f); write_error(err, err_len, "no PEM certificate in the file", cert_file); return 0; }
     c->chain = sk_X509_new_null();
     X509 *extra;
-    while ((extra = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) sk_X509_push(c->chain, extra);
+    while ((extra = PEM_read_X509(f, NULL, no_passphrase, NULL)) != NULL) sk_X509_push(c->chain, extra);
     ERR_clear_error(); /* the loop ends on a "no start line" error */
     fclose(f);
     f = fopen(key_file, "r");
     if (!f) { snprintf(err, err_len, "%s: cannot open the key file", key_file); return 0; }
-    c->key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    c->key = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
     fclose(f);
     if (!c->key) { write_error(err, err_len, "no PEM private key in the file (or it is encrypted)", key_file); return 0; }
     if (X509_check_private_key(c->leaf, c->key) != 1) {
         ERR_clear_error();
         snprintf(err, err_len, "%s: the key does not match the certificate %s", key_file, cert_file);
+        return 0;
+    }
+    if (X509_cmp_current_time(X509_get0_notBefore(c->leaf)) > 0) {
+        snprintf(err, err_len, "%s: the certificate is not valid yet (notBefore is in the future; check the clock)", cert_file);
         return 0;
     }
     if (X509_cmp_current_time(X509_get0_notAfter(c->leaf)) < 0) {
@@ -185,7 +170,7 @@ static int ticket_key_callback(SSL *ssl, unsigned char key_name[16], unsigned ch
     return result; /* 0 when decrypting: an unknown key, so a full handshake */
 }
 
-static void free_certificate(struct ctls_certificate *c) {
+void free_certificate(struct ctls_certificate *c) {
     if (c->leaf) X509_free(c->leaf);
     if (c->key) EVP_PKEY_free(c->key);
     if (c->chain) sk_X509_pop_free(c->chain, X509_free);
@@ -223,7 +208,7 @@ static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *out_l
     return SSL_TLSEXT_ERR_OK;
 }
 
-static int copy_alpn(ctls_context *context, const unsigned char *alpn, size_t alpn_len) {
+int copy_alpn(ctls_context *context, const unsigned char *alpn, size_t alpn_len) {
     if (!alpn || alpn_len == 0) return 1;
     context->alpn = malloc(alpn_len);
     if (!context->alpn) return 0;
@@ -251,6 +236,12 @@ ctls_context *ctls_server_context_new(const char *const *cert_files, const char 
     context->ssl_ctx = new_ssl_ctx(1, min_version, err, err_len);
     if (!context->ssl_ctx || !copy_alpn(context, alpn, alpn_len)) { ctls_context_free(context); return NULL; }
     /* Stateless resumption (tickets) only: OpenSSL's session cache is locked across threads. */
+    configure_server_ctx(context, ticket_lifetime_s);
+    SSL_CTX_set_cert_cb(context->ssl_ctx, select_certificate, context);
+    return context;
+}
+
+void configure_server_ctx(ctls_context *context, long ticket_lifetime_s) {
     SSL_CTX_set_session_cache_mode(context->ssl_ctx, SSL_SESS_CACHE_OFF);
     pthread_rwlock_rdlock(&ticket_lock);
     int have_keys = ticket_key_count > 0;
@@ -259,11 +250,13 @@ ctls_context *ctls_server_context_new(const char *const *cert_files, const char 
     SSL_CTX_set_tlsext_ticket_key_evp_cb(context->ssl_ctx, ticket_key_callback);
     /* One TLS 1.3 ticket per handshake (OpenSSL sends two by default): a client resumes with one. */
     SSL_CTX_set_num_tickets(context->ssl_ctx, 1);
-    if (ticket_lifetime_s > 0) SSL_CTX_set_timeout(context->ssl_ctx, ticket_lifetime_s);
-    else SSL_CTX_set_options(context->ssl_ctx, SSL_OP_NO_TICKET);
-    SSL_CTX_set_cert_cb(context->ssl_ctx, select_certificate, context);
+    if (ticket_lifetime_s > 0) {
+        SSL_CTX_set_timeout(context->ssl_ctx, ticket_lifetime_s);
+    } else {
+        SSL_CTX_set_options(context->ssl_ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(context->ssl_ctx, 0); /* no TLS 1.3 tickets either */
+    }
     if (context->alpn) SSL_CTX_set_alpn_select_cb(context->ssl_ctx, select_alpn, context);
-    return context;
 }
 
 /* A client session became resumable (TLS 1.3: a ticket arrived after the handshake): keep the
@@ -320,6 +313,7 @@ void ctls_context_free(ctls_context *context) {
     for (int i = 0; i < context->certificate_count; i++) free_certificate(&context->certificates[i]);
     free(context->certificates);
     free(context->alpn);
+    if (context->local) local_ca_free(context->local);
     free(context);
 }
 
@@ -487,8 +481,40 @@ size_t ctls_session_output(ctls_session *session, const void **bytes) {
     return n > 0 ? (size_t)n : 0;
 }
 
+/* A memory BIO keeps its largest size and zeroes all of it on every reset: one that grew (bulk
+ * data) is replaced by an empty one instead, so an idle connection holds no big buffers. */
+enum { BIO_KEEP_MAX = 4096 };
+
+static BIO *fresh_memory_bio(void) {
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio) BIO_set_mem_eof_return(bio, -1);
+    return bio;
+}
+
+static size_t bio_capacity(BIO *bio) {
+    BUF_MEM *bm = NULL;
+    BIO_get_mem_ptr(bio, &bm);
+    return bm ? bm->max : 0;
+}
+
 void ctls_session_output_sent(ctls_session *session) {
+    if (bio_capacity(session->output) > BIO_KEEP_MAX) {
+        BIO *fresh = fresh_memory_bio();
+        if (fresh) {
+            SSL_set0_wbio(session->ssl, fresh); /* frees the old one */
+            session->output = fresh;
+            return;
+        }
+    }
     (void)BIO_reset(session->output);
+}
+
+void ctls_session_trim_input(ctls_session *session) {
+    if (BIO_ctrl_pending(session->input) > 0 || bio_capacity(session->input) <= BIO_KEEP_MAX) return;
+    BIO *fresh = fresh_memory_bio();
+    if (!fresh) return;
+    SSL_set0_rbio(session->ssl, fresh);
+    session->input = fresh;
 }
 
 int ctls_session_has_buffered_input(const ctls_session *session) {

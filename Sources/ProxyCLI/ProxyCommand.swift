@@ -7,6 +7,14 @@ import Proxy
 enum ProxyCommand {
     static func run(arguments: [String]) -> Int32 {
         cuv_line_buffer_stdout()
+        if let first = arguments.first, first == "trust" || first == "untrust" {
+            let rest = Array(arguments.dropFirst())
+            guard rest.isEmpty || rest == ["--no-system"] else {
+                Log.plain("proxy \(first): unexpected \(rest.joined(separator: " ")); the only option is --no-system (leave the system store alone)")
+                return 2
+            }
+            return LocalTrust.run(trust: first == "trust", system: rest.isEmpty)
+        }
         let options: CommandLineOptions
         do {
             options = try CommandLineOptions.parse(arguments)
@@ -36,6 +44,11 @@ enum ProxyCommand {
             for (i, listener) in config.listeners.enumerated() {
                 guard let tls = listener.tls else {
                     print("listen: \(listener.address)" + (listener.redirectToHTTPS ? " (redirects to https)" : ""))
+                    continue
+                }
+                if tls.isLocal {
+                    print("listen: \(listener.address) https, certificates from the local CA in \(LocalCertificateAuthority.directory()) "
+                        + "(issued per name; `proxy trust` makes browsers accept it)")
                     continue
                 }
                 print("listen: \(listener.address) https, TLS \(tls.minVersion)+, alpn \(tls.alpn.joined(separator: ","))"

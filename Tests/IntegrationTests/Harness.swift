@@ -28,9 +28,13 @@ final class ManagedProcess: @unchecked Sendable {
     private var captured = ""
 
     /// `executable` is a product name, or a full path with `absolute`.
-    init(_ executable: String, _ arguments: [String], absolute: Bool = false) throws {
+    /// `environment` adds to (or replaces entries of) the test's own environment.
+    init(_ executable: String, _ arguments: [String], absolute: Bool = false, environment: [String: String] = [:]) throws {
         process.executableURL = absolute ? URL(fileURLWithPath: executable) : productsDirectory.appendingPathComponent(executable)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         process.standardOutput = output
         process.standardError = output
         try process.run()

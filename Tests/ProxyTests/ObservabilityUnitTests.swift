@@ -57,7 +57,7 @@ struct ObservabilityUnitTests {
         let r = try parsedRequest(Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
         let tls = TLSSessionFacts(version: "TLSv1.3", cipher: "TLS_AES_128_GCM_SHA256", serverName: "a\"b.test")
         let line = String(decoding: format { AccessLogFormatter.combined(entry(), r, upstream: nil, backend: nil, tls: tls, time: clock, into: &$0) }, as: UTF8.self)
-        #expect(line.hasSuffix(" tls_version=TLSv1.3 tls_cipher=TLS_AES_128_GCM_SHA256 sni=a\\x22b.test\n"), "\(line)")
+        #expect(line.hasSuffix(" tls_version=TLSv1.3 tls_cipher=TLS_AES_128_GCM_SHA256 sni=\"a\\x22b.test\"\n"), "\(line)")
         let json = format { AccessLogFormatter.json(entry(), r, upstream: nil, backend: nil, tls: tls, time: clock, into: &$0) }
         let object = try #require(JSONSerialization.jsonObject(with: Data(json)) as? [String: Any])
         #expect(object["tls_version"] as? String == "TLSv1.3" && object["tls_cipher"] as? String == "TLS_AES_128_GCM_SHA256")

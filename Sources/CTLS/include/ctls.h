@@ -66,6 +66,24 @@ ctls_context *ctls_client_context_new(const char *ca_file, int verify, const uns
 
 void ctls_context_free(ctls_context *context);
 
+/*
+ * Local HTTPS for development. ctls_local_ca_create makes a CA: an ECDSA P-256 root valid for
+ * `days`, written to `cert_file` and `key_file` (mode 0600). Returns 0, or -1 with a reason.
+ *
+ * ctls_local_server_context_new is a server context whose certificates that CA issues on
+ * demand, one leaf per SNI name: each of `names` and any name under `.localhost` gets its own
+ * (browsers do not honour wildcards under `localhost`); anything else, and clients sending no
+ * SNI, get the `localhost` leaf (which also names 127.0.0.1 and ::1). Leaves live `leaf_days`
+ * and are reissued when a quarter of that is left. Other parameters as for
+ * ctls_server_context_new.
+ */
+int ctls_local_ca_create(const char *cert_file, const char *key_file, const char *common_name, int days,
+                         char *err, size_t err_len);
+ctls_context *ctls_local_server_context_new(const char *ca_cert_file, const char *ca_key_file,
+                                            const char *const *names, int name_count, int leaf_days, int min_version,
+                                            const unsigned char *alpn, size_t alpn_len, long ticket_lifetime_s,
+                                            char *err, size_t err_len);
+
 /* Facts about the server context's certificate `index`, for `proxy --check` and errors. */
 int ctls_context_certificate_count(const ctls_context *context);
 /* Subject alternative names (DNS and IP), comma-separated, into `out`; returns its length. */
@@ -102,6 +120,10 @@ void ctls_session_close_notify(ctls_session *session);
  */
 size_t ctls_session_output(ctls_session *session, const void **bytes);
 void ctls_session_output_sent(ctls_session *session);
+
+/* Gives back the input buffer's memory once everything fed was consumed (call when a read
+ * drained it: an idle connection then holds no large buffer). */
+void ctls_session_trim_input(ctls_session *session);
 
 /* Input is buffered that a read could turn into plaintext without more from the peer. */
 int ctls_session_has_buffered_input(const ctls_session *session);

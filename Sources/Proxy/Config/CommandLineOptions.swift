@@ -21,6 +21,8 @@ public struct CommandLineOptions: Sendable, Equatable {
     /// `--upstream-ms`, `--response-idle-ms`, `--event-stream-idle-ms` for the `--to` gateway
     /// (the config file's `timeouts` keys).
     public var timeouts = RouteTimeoutsConfig()
+    /// `--https`: the `--to` gateway serves HTTPS from the local CA (`"tls": "local"`).
+    public var https = false
     /// `--check`: validate the config and exit instead of serving.
     public var check: Bool = false
     public var help: Bool = false
@@ -40,7 +42,10 @@ public struct CommandLineOptions: Sendable, Equatable {
     public static let usage = """
         usage: proxy [--config PATH] [--listen ADDR] [--workers N] [--check] [--help]
                proxy --to [PATH=]URL [--to …] [--listen ADDR] [--host-header POLICY] [--strip-prefix]
-                     [--upstream-ms MS] [--response-idle-ms MS] [--event-stream-idle-ms MS]
+                     [--https] [--upstream-ms MS] [--response-idle-ms MS] [--event-stream-idle-ms MS]
+               proxy trust | untrust [--no-system]
+                     install or remove the local CA (--https, "tls": "local") in the system
+                     store and the browsers' (NSS) databases; --no-system: browsers only
 
           -c, --config PATH   JSON config file to load (default: \(defaultConfigPath))
               --listen ADDR   where to accept clients, overriding the config's "listen":
@@ -54,6 +59,8 @@ public struct CommandLineOptions: Sendable, Equatable {
               --host-header P the Host the --to backends get: preserve (default), backend (their
                               own host:port; Vite and other dev servers want it) or a value
               --strip-prefix  --to /api=URL forwards /api/users as /users
+              --https         --to: serve HTTPS with certificates from a local CA the proxy
+                              makes on first use (run `proxy trust` once so browsers accept it)
               --upstream-ms MS          --to: the whole wait for a response head (default 30000;
                                         raise it for long polls)
               --response-idle-ms MS     --to: the longest silence inside a response body (60000)
@@ -77,7 +84,7 @@ public struct CommandLineOptions: Sendable, Equatable {
 
     /// The long options, in the order suggestions prefer.
     private static let longOptions = ["--config", "--listen", "--workers", "--to", "--host-header", "--strip-prefix",
-                                      "--upstream-ms", "--response-idle-ms", "--event-stream-idle-ms", "--check", "--help"]
+                                      "--upstream-ms", "--response-idle-ms", "--event-stream-idle-ms", "--https", "--check", "--help"]
 
     /// Parses the arguments after the program name.
     ///
@@ -165,11 +172,12 @@ public struct CommandLineOptions: Sendable, Equatable {
                 case "backend": .backend
                 default: .literal(text)
                 }
-            default:  // --check, --help, --strip-prefix: flags
+            default:  // --check, --help, --strip-prefix, --https: flags
                 if inlineValue != nil { throw CommandLineError("\(option) takes no value") }
                 switch option {
                 case "--check": options.check = true
                 case "--strip-prefix": options.stripPrefix = true
+                case "--https": options.https = true
                 default: options.help = true
                 }
             }
@@ -180,6 +188,9 @@ public struct CommandLineOptions: Sendable, Equatable {
         if options.targets.isEmpty && options.timeouts != RouteTimeoutsConfig() {
             throw CommandLineError("--upstream-ms, --response-idle-ms and --event-stream-idle-ms apply to --to targets; "
                 + "in a config file use \"timeouts\" (top level or on a route)")
+        }
+        if options.targets.isEmpty && options.https {
+            throw CommandLineError("--https applies to --to targets; in a config file use a listener with \"tls\": \"local\"")
         }
         if options.targets.isEmpty && (options.hostHeader != nil || options.stripPrefix) {
             throw CommandLineError("--host-header and --strip-prefix apply to --to targets; in a config file use "

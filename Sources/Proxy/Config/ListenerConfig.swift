@@ -39,6 +39,16 @@ public struct ListenerTLSConfig: Sendable, Equatable {
     public var hsts: String?
     /// A client that has not finished its handshake by then is closed.
     public var handshakeTimeoutMs: Int
+    /// `"tls": "local"`: certificates from the per-user local CA (`LocalCertificateAuthority`),
+    /// issued per SNI name; `certificates` is empty then.
+    public var isLocal = false
+
+    /// `"tls": "local"`.
+    public static var local: ListenerTLSConfig {
+        var tls = ListenerTLSConfig(certificates: [])
+        tls.isLocal = true
+        return tls
+    }
 
     public init(certificates: [CertificateFiles], minVersion: String = "1.2", alpn: [String] = ["http/1.1"],
                 hsts: String? = nil, handshakeTimeoutMs: Int = 10000) {
@@ -63,6 +73,15 @@ extension ProxyConfig {
 
     /// The port HTTPS redirects point at: the first TLS listener's.
     var firstTLSListener: Int? { listeners.firstIndex { $0.tls != nil } }
+
+    /// The host names the routes name exactly: a local-CA listener issues each its own leaf.
+    public var routeHostNames: [String] {
+        var names: [String] = []
+        for route in routes {
+            if case .exact(let name) = route.host, !names.contains(name) { names.append(name) }
+        }
+        return names
+    }
 }
 
 // MARK: - Decoding
@@ -84,9 +103,12 @@ struct ListenerEntry: ConfigSection {
             },
             ConfigField(key: "tls", example: ListenerTLSConfig.example) { entry, value, at throws(ConfigError) in
                 if case .string(let word) = value {
-                    throw at.error(word == "local"
-                        ? "\"local\" (certificates from a local development CA) is not available in this version; give \"certificates\""
-                        : "expected an object like \(ListenerTLSConfig.example), got \(JSONValue.quoted(word))")
+                    guard word == "local" else {
+                        throw at.error("expected \"local\" (certificates from the proxy's local development CA) or an object like "
+                            + "\(ListenerTLSConfig.example), got \(JSONValue.quoted(word))")
+                    }
+                    entry.tls = .local
+                    return
                 }
                 let tls = try ListenerTLSConfig.decode(value, at: at)
                 guard !tls.certificates.isEmpty else {

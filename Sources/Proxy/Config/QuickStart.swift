@@ -12,6 +12,7 @@ public enum QuickStart {
     public static func config(_ options: CommandLineOptions) throws(CommandLineError) -> ProxyConfig {
         var config = ProxyConfig(listen: options.listen ?? ListenAddress(host: ListenAddress.allInterfaces, port: 8080),
                                  healthCheck: healthCheck)
+        if options.https { config.listeners[0].tls = .local }
         var byPath: [(path: String, urls: [String])] = []
         for target in options.targets {
             var path = ""

@@ -245,7 +245,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
                         // The TLS stream found plain HTTP where its handshake should be.
                         return rejectRequest(HTTPParseError(status: 400, reason: "The plain HTTP request was sent to an HTTPS port; use https:// here"))
                     }
-                    if input[0] == 0x16 {
+                    if input[0] == 0x16 && exchange.listener.tls == nil {
                         // A TLS record (handshake) where a request line should start: the client
                         // speaks https:// to a cleartext port. Say so now rather than waiting
                         // out client_header_ms for a line end that never comes.
@@ -472,8 +472,8 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
         let phrase = StatusText.reason(error.status)
         let text = error.reason.hasPrefix(phrase) ? error.reason : "\(phrase): \(error.reason)"
         x.pointee.toClient.removeAll()
-        HTTP1LocalReplyWriter.write(.text(error.status, text),
-                                    keepAlive: false, headOnly: false, requestID: [], into: &x.pointee.toClient)
+        HTTP1LocalReplyWriter.write(.text(error.status, text), keepAlive: false, headOnly: false, requestID: [],
+                                    addedField: exchange.listener.hstsField, into: &x.pointee.toClient)
         flushToClient()
         exchange.abandon()
         countTraffic()

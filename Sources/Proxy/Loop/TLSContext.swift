@@ -47,6 +47,12 @@ public final class TLSContext: @unchecked Sendable {
         isServer = false
     }
 
+    /// Takes ownership of a context the engine made.
+    init(adopting context: OpaquePointer, isServer: Bool) {
+        self.context = context
+        self.isServer = isServer
+    }
+
     deinit { ctls_context_free(context) }
 
     /// Seals new session tickets with a fresh key from now on; tickets sealed with the two keys
@@ -103,7 +109,7 @@ public struct TLSSetupError: Error, CustomStringConvertible, Sendable {
 }
 
 /// Calls `body` with a C array of C strings for `strings`, valid during the call.
-private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
     let copies = strings.map { strdup($0) }
     defer { copies.forEach { free($0) } }
     let pointers = copies.map { UnsafePointer<CChar>($0) }

@@ -48,6 +48,8 @@ public final class TLSStream: ConnectingStream {
 
     private var readWish = ReadWish()
     private var failed = false
+    /// Encryption failed inside `write`: `onWriteError` fires from the timer, on the loop.
+    private var writeErrorPending = false
     private var writeFailed = false
     /// The socket's end of input, held until the plaintext before it was delivered.
     private var transportEnd: Int32?
@@ -189,7 +191,7 @@ public final class TLSStream: ConnectingStream {
 
     /// Plain HTTP mode: bytes go to the reader as they are, the first read's once it reads.
     private func passPlaintext(_ bytes: UnsafeRawBufferPointer) {
-        guard readWish.wantsInput, !endDelivered else {
+        guard readWish.wantsInput, !endDelivered, plaintextInput.isEmpty else {
             plaintextInput.append(contentsOf: bytes)
             transport.pauseReading(.backpressure)
             return
@@ -222,6 +224,7 @@ public final class TLSStream: ConnectingStream {
             }
             switch Int32(n) {
             case Int32(CTLS_READ_WANT_INPUT):
+                ctls_session_trim_input(session)
                 if let end = transportEnd { endInput(truncationAware(end)) }
                 return
             case Int32(CTLS_READ_CLOSED):
@@ -281,6 +284,10 @@ public final class TLSStream: ConnectingStream {
     }
 
     private func timerFired() {
+        if writeErrorPending {
+            writeErrorPending = false
+            return writeFailedNow(UVError.protocolError)
+        }
         if isPlaintextHTTP { return deliverPlaintext() }
         if !isHandshakeDone {
             fail("the TLS handshake did not complete in time", kind: .timeout)
@@ -338,7 +345,7 @@ public final class TLSStream: ConnectingStream {
 
     public func write(_ b0: UnsafeRawBufferPointer, _ b1: UnsafeRawBufferPointer,
                       _ b2: UnsafeRawBufferPointer, _ b3: UnsafeRawBufferPointer) {
-        guard !failed, !writeFailed, !transport.isClosing else { return }
+        guard !failed, !writeFailed, !writeErrorPending, !transport.isClosing else { return }
         let total = b0.count + b1.count + b2.count + b3.count
         guard total > 0 else { return }
         if isPlaintextHTTP {
@@ -351,10 +358,12 @@ public final class TLSStream: ConnectingStream {
             return
         }
         bytesWritten &+= UInt64(total)
-        // Each buffer in turn (no array per write); the first failure ends the stream's output.
+        // Each buffer in turn (no array per write); the first failure ends the stream's output,
+        // reported from the loop (never from inside `write`, as with every other stream).
         guard encrypt(b0), encrypt(b1), encrypt(b2), encrypt(b3) else {
-            failed = true
-            writeFailedNow(UVError.protocolError)
+            failureReason = String(cString: ctls_session_error(session))
+            writeErrorPending = true
+            timer.start(timeoutMs: 0)
             return
         }
         flushOutput()
@@ -380,7 +389,7 @@ public final class TLSStream: ConnectingStream {
     }
 
     public var isCongested: Bool { transport.isCongested }
-    public var hasWriteFailed: Bool { writeFailed || transport.hasWriteFailed }
+    public var hasWriteFailed: Bool { writeFailed || writeErrorPending || transport.hasWriteFailed }
 
     public var hasPendingInputOrEOF: Bool {
         if !plaintextInput.isEmpty || transportEnd != nil || failed { return true }

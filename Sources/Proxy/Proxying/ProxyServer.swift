@@ -184,11 +184,18 @@ public final class ProxyServer {
 
     private var hasPendingAccept: Bool { listeners.contains { $0.handle?.hasPending == true } }
 
+    /// Which listener a freed slot goes to first: rotated, so a flooded listener cannot starve
+    /// the others.
+    private var nextPendingListener = 0
+
     private func acceptWaitingIfRoom() {
         guard hasPendingAccept else { return roomWatcher.stop() }
         guard connectionCount.hasRoom(limit: settings.maxConnections) else { return }
         roomWatcher.stop()
-        for l in listeners {
+        let count = listeners.count
+        nextPendingListener = (nextPendingListener + 1) % max(count, 1)
+        for step in 0..<count {
+            let l = listeners[(nextPendingListener + step) % count]
             guard let handle = l.handle, handle.hasPending else { continue }
             guard connectionCount.hasRoom(limit: settings.maxConnections) else { return roomWatcher.start(timeoutMs: 20, repeatMs: 20) }
             handle.acceptPending()

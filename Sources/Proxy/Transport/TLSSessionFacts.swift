@@ -4,8 +4,9 @@
 ///
 /// Threading: immutable; the worker's loop.
 final class TLSSessionFacts {
-    /// ` tls_version=TLSv1.3 tls_cipher=TLS_AES_128_GCM_SHA256 sni=example.com` (escaped as
-    /// nginx does; `-` for no SNI).
+    /// ` tls_version=TLSv1.3 tls_cipher=TLS_AES_128_GCM_SHA256 sni="example.com"` (the SNI is the
+    /// client's text: quoted and escaped as nginx does, so it cannot pose as further fields; `-`
+    /// for none).
     let combined: [UInt8]
     /// `,"tls_version":"TLSv1.3","tls_cipher":"…","sni":"example.com"` (`null` for no SNI).
     let json: [UInt8]
@@ -18,7 +19,14 @@ final class TLSSessionFacts {
         var line = ByteBuffer(capacity: 256)
         Self.combinedField(" tls_version=", version, into: &line)
         Self.combinedField(" tls_cipher=", cipher, into: &line)
-        Self.combinedField(" sni=", serverName, into: &line)
+        if let serverName, !serverName.isEmpty {
+            line.append(" sni=\"")
+            let bytes = Array(serverName.utf8)
+            bytes.withBytes(0..<bytes.count) { line.appendEscapedForCombined($0) }
+            line.append(UInt8(ascii: "\""))
+        } else {
+            line.append(" sni=-")
+        }
         combined = line.array
         var json = ByteBuffer(capacity: 256)
         Self.jsonField(",\"tls_version\":", version, into: &json)

@@ -33,6 +33,7 @@ struct ConfigChanges {
         if old.shutdownGraceMs != new.shutdownGraceMs { settings.append("shutdown_grace_ms") }
         if old.accessLog != new.accessLog { settings.append("access_log") }
         if old.admin != new.admin { settings.append("admin") }
+        if old.tlsTicketKeyRotationS != new.tlsTicketKeyRotationS { settings.append("tls_ticket_key_rotation_s") }
     }
 
     var isEmpty: Bool { added.isEmpty && removed.isEmpty && !reordered && settings.isEmpty && moved.isEmpty && !certificatesReloaded }

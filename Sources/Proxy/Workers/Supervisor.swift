@@ -117,6 +117,10 @@ public final class Supervisor {
                 throw ProxyStartError(message: "\(options.configPath): listen[\(i)].tls: \(error.message)")
             }
         }
+        if config.listeners.contains(where: { $0.tls?.isLocal == true }) {
+            Log.info("local HTTPS: certificates issued per name by the local CA in \(LocalCertificateAuthority.directory()); "
+                + "run `proxy trust` once so browsers and curl accept them")
+        }
         var sockets: [ListenSockets] = []
         for (i, listener) in config.listeners.enumerated() {
             do {
@@ -442,6 +446,7 @@ public final class Supervisor {
         var addresses = listenAddresses
         for (index, opened) in sockets { addresses[index] = opened.address }
         if let warning = budget.warning { Log.warning(warning) }
+        let previousRotation = config.tlsTicketKeyRotationS
         config = next
         generation = ConfigGeneration(number: generation.number + 1, config: next, backends: backends,
                                       upstreams: SharedUpstream.list(for: next, workers: workerCount, previous: generation.upstreams),
@@ -461,6 +466,7 @@ public final class Supervisor {
             }
         }
         listenAddresses = addresses
+        if changes.settings.contains("listen") || previousRotation != next.tlsTicketKeyRotationS { startTicketRotation() }
         if changes.affectsHealthChecks {
             healthCheckers.forEach { $0.stop() }
             healthCheckers = makeHealthCheckers(next, backends)
@@ -506,13 +512,20 @@ public final class Supervisor {
 
     /// A listener's TLS context from its certificate files.
     private static func makeContext(_ tls: ListenerTLSConfig, config: ProxyConfig) throws(TLSSetupError) -> TLSContext {
-        try TLSContext(certificates: tls.certificates.map { ($0.cert, $0.key) }, minVersion: tls.minVersion, alpn: tls.alpn,
+        if tls.isLocal {
+            return try TLSContext(localCAIn: LocalCertificateAuthority.directory(), names: config.routeHostNames,
+                                  minVersion: tls.minVersion, alpn: tls.alpn, ticketLifetimeS: config.tlsTicketKeyRotationS * 2)
+        }
+        return try TLSContext(certificates: tls.certificates.map { ($0.cert, $0.key) }, minVersion: tls.minVersion, alpn: tls.alpn,
                        ticketLifetimeS: config.tlsTicketKeyRotationS * 2)
     }
 
     /// Rotates the session ticket keys every `tls_ticket_key_rotation_s` while TLS listeners exist
     /// (the keys live for the process, so tickets survive reloads).
+    /// Called at start and after each reload (a reload may add TLS or change the period).
     private func startTicketRotation() {
+        ticketRotation?.close()
+        ticketRotation = nil
         guard config.listeners.contains(where: { $0.tls != nil }), config.tlsTicketKeyRotationS > 0 else { return }
         let timer = Timer(loop: loop)
         let ms = UInt64(config.tlsTicketKeyRotationS) * 1000
