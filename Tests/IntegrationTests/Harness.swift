@@ -149,9 +149,11 @@ func startBackend(port: UInt16 = 0) throws -> ManagedProcess {
 }
 
 /// Starts the proxy with a config (JSON text) written to a temporary file.
-/// ThreadSanitizer's shadow memory multiplies a process's resident size; absolute memory bounds
-/// scale by this under `make test-tsan` (growth checks do not).
-let sanitizerMemoryFactor = ProcessInfo.processInfo.environment["TSAN_OPTIONS"] != nil ? 8 : 1
+/// ThreadSanitizer's shadow memory multiplies a process's resident size, and AddressSanitizer's
+/// quarantine (256 MiB of freed blocks held back) adds to it: absolute memory bounds scale by this
+/// under `make test-tsan` and `make test-asan` (growth checks do not).
+let sanitizerMemoryFactor = ProcessInfo.processInfo.environment["TSAN_OPTIONS"] != nil ? 8
+    : ProcessInfo.processInfo.environment["LSAN_OPTIONS"] != nil ? 10 : 1
 
 /// Starts the proxy on a free port with `workers` loops: two by default, so every integration
 /// test also exercises more than one worker (and ThreadSanitizer sees them in `make test-tsan`).

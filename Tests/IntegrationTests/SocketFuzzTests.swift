@@ -91,3 +91,73 @@ struct SplitMix64 {
         return bytes
     }
 }
+
+/// The TLS listener under seeded garbage: real ClientHellos truncated and mutated, random
+/// records, plaintext. Every connection is answered with an alert, a 400 or a close; the proxy
+/// keeps serving HTTPS and gives every descriptor back.
+@Suite(.timeLimit(.minutes(3)))
+struct TLSSocketFuzzTests {
+    @Test func survivesMutatedHandshakesAndRecords() throws {
+        let certs = try TestCertificates()
+        defer { certs.remove() }
+        let leaf = try certs.leaf("site", names: ["localhost"])
+        let backend = try startBackend()
+        let proxy = try startProxy(config: """
+            {"backends":[{"url":"http://127.0.0.1:\(backend.port)"}],
+             "listen":["127.0.0.1:0", {"address":"127.0.0.1:0","tls":{"certificates":[{"cert":"\(leaf.cert)","key":"\(leaf.key)"}],
+                                                                     "handshake_timeout_ms":300}}],
+             "timeouts":{"client_header_ms":500}}
+            """)
+        let port = try #require(proxy.otherListenerPorts.first)
+        func https(_ path: String) -> String {
+            TLSListenerTests.shell("curl -sS --max-time 5 --cacert \(certs.caFile) --resolve localhost:\(port):127.0.0.1 "
+                + "-o /dev/null -w '%{http_code}' https://localhost:\(port)\(path)").output
+        }
+        #expect(https("/warm") == "200")
+        // A real ClientHello (Python's ssl through memory BIOs: no network), the seed of mutations.
+        let hello = TLSListenerTests.shell("""
+            python3 -c 'import ssl
+            c = ssl.create_default_context(); i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+            s = c.wrap_bio(i, o, server_hostname="localhost")
+            try: s.do_handshake()
+            except ssl.SSLWantReadError: pass
+            print(o.read().hex())'
+            """).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let seed = stride(from: 0, to: hello.count - 1, by: 2).compactMap { i -> UInt8? in
+            let start = hello.index(hello.startIndex, offsetBy: i)
+            return UInt8(hello[start..<hello.index(start, offsetBy: 2)], radix: 16)
+        }
+        #expect(seed.count > 100 && seed.first == 0x16, "a ClientHello record: \(hello.prefix(40))")
+        usleep(400_000)
+        let baselineFDs = proxy.openFDs
+        var rng = SplitMix64(seed: 0x7157_f022)
+        let deadline = Date().addingTimeInterval(45)
+        var sent = 0
+        while sent < 1000 && Date() < deadline {
+            var input: [UInt8]
+            switch rng.below(5) {
+            case 0: input = Array(seed.prefix(1 + rng.below(seed.count)))  // truncated
+            case 1:
+                input = seed
+                for _ in 0..<(1 + rng.below(6)) { input[rng.below(input.count)] = UInt8(truncatingIfNeeded: rng.next()) }
+            case 2:  // a random record header and body
+                let length = rng.below(20000)
+                input = [UInt8([20, 21, 22, 23, 24][rng.below(5)]), 3, UInt8(rng.below(5)), UInt8(length >> 8), UInt8(length & 0xff)]
+                input += (0..<min(length, 2000)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            case 3: input = seed + (0..<rng.below(3000)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }  // hello, then garbage
+            default: input = (0..<(1 + rng.below(600))).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            }
+            guard let c = try? TestConnection(port: port, timeoutSeconds: 1) else { continue }
+            c.setTimeout(seconds: 0, microseconds: 100_000)
+            try? c.send(input)
+            if rng.below(4) != 0 { c.shutdownWrite() }
+            _ = c.readToEnd()
+            sent += 1
+        }
+        print("TLS socket fuzz: \(sent) inputs")
+        #expect(sent >= 500)
+        #expect(proxy.process.isRunning, "proxy died: \(proxy.log.suffix(2000))")
+        #expect(https("/after-fuzz") == "200")
+        #expect(eventually(5) { proxy.openFDs <= baselineFDs + 1 }, "fds \(proxy.openFDs) vs baseline \(baselineFDs)")
+    }
+}

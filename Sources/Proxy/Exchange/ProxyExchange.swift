@@ -608,9 +608,11 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         case .failed:
             break
         }
+        // A TLS backend's failure (an alert: a refused client certificate, a broken record) says more than EPROTO.
+        let tlsReason = code == UVError.protocolError ? (x.pointee.upstream?.stream as? TLSStream)?.failureReason : nil
         let reason = code == UVError.eof
             ? "Bad Gateway: backend \(backendID) closed the connection before a complete response"
-            : "Bad Gateway: backend \(backendID) failed: \(UVError(code).name)"
+            : "Bad Gateway: backend \(backendID) failed: \(tlsReason.map { "TLS: \($0)" } ?? UVError(code).name)"
         upstreamFailed(status: 502, reason: reason)
     }
 

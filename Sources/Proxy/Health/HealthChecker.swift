@@ -134,7 +134,10 @@ final class HealthProbe {
             evaluate(final: false)
         }
         stream.onReadEnd = { [self] code in
-            if code == UVError.eof { evaluate(final: true) } else { finish(.error(code, during: "read")) }
+            if code == UVError.eof { return evaluate(final: true) }
+            // TLS 1.3 servers refuse a client certificate after the client's handshake is done.
+            if code == UVError.protocolError, let reason = (stream as? TLSStream)?.failureReason { return finish(false, "TLS: \(reason)") }
+            finish(.error(code, during: "read"))
         }
         stream.onWriteError = { [self] code in finish(.error(code, during: "write")) }
         do {
