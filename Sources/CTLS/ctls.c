@@ -401,6 +401,7 @@ ctls_session *ctls_session_new(ctls_context *context, int is_server, const char 
 void ctls_session_free(ctls_session *session) {
     if (!session) return;
     if (session->resumption) SSL_SESSION_free(session->resumption);
+    free(session->error);
     SSL_free(session->ssl);
     free(session);
 }
@@ -416,15 +417,23 @@ int ctls_session_feed(ctls_session *session, const void *bytes, size_t count) {
     return 0;
 }
 
+static void note_error(ctls_session *session, const char *what, const char *reason) {
+    enum { ERROR_LEN = 256 };
+    if (!session->error) session->error = malloc(ERROR_LEN);
+    if (!session->error) return;
+    if (reason) snprintf(session->error, ERROR_LEN, "%s: %s", what, reason);
+    else snprintf(session->error, ERROR_LEN, "%s", what);
+}
+
 static void note_failure(ctls_session *session, const char *what) {
     session->failed = 1;
     unsigned long code = ERR_get_error();
     if (code) {
         char reason[200];
         ERR_error_string_n(code, reason, sizeof reason);
-        snprintf(session->error, sizeof session->error, "%s: %s", what, reason);
+        note_error(session, what, reason);
     } else {
-        snprintf(session->error, sizeof session->error, "%s", what);
+        note_error(session, what, NULL);
     }
     ERR_clear_error();
 }
@@ -483,7 +492,7 @@ size_t ctls_session_output(ctls_session *session, const void **bytes) {
 
 /* A memory BIO keeps its largest size and zeroes all of it on every reset: one that grew (bulk
  * data) is replaced by an empty one instead, so an idle connection holds no big buffers. */
-enum { BIO_KEEP_MAX = 4096 };
+enum { BIO_KEEP_MAX = 1024 };
 
 static BIO *fresh_memory_bio(void) {
     BIO *bio = BIO_new(BIO_s_mem());
@@ -540,7 +549,7 @@ const char *ctls_session_server_name(const ctls_session *session) {
 
 int ctls_session_resumed(const ctls_session *session) { return SSL_session_reused(session->ssl); }
 
-const char *ctls_session_error(const ctls_session *session) { return session->error; }
+const char *ctls_session_error(const ctls_session *session) { return session->error ? session->error : ""; }
 
 void *ctls_session_take_resumption(ctls_session *session) {
     SSL_SESSION *taken = session->resumption;

@@ -30,7 +30,7 @@ struct ctls_session {
     int failed;
     int close_notify_sent;
     SSL_SESSION *resumption; /* a client's newest resumable session, until taken */
-    char error[256];
+    char *error; /* why it failed, once it did (allocated then: most sessions never fail) */
 };
 
 struct local_ca;

@@ -401,17 +401,29 @@ public final class TLSStream: ConnectingStream {
     /// the socket is read into the engine and processed without taking plaintext, so a TLS 1.3
     /// ticket or key update that arrived while idle does not count — data or a close does.
     private func absorbWaitingInput() -> Bool {
-        let loop = transport.loop
-        while true {
-            let n = recv(transport.fileDescriptor, loop.readBuffer, loop.readBufferSize, Int32(MSG_DONTWAIT))
-            if n > 0 {
-                if ctls_session_feed(session, loop.readBuffer, n) != 0 { return true }
-                continue
+        // Not the loop's read buffer: this runs inside other streams' read callbacks (a pooled
+        // connection taken while a client's request is being handled), whose bytes live there.
+        // A peek first, so the usual case (nothing waiting) needs no buffer at all.
+        var byte: UInt8 = 0
+        let peeked = recv(transport.fileDescriptor, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        if peeked == 0 { transportEnd = UVError.eof; return true }
+        if peeked < 0 {
+            if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR { transportEnd = -errno; return true }
+        } else {
+            let size = 16 * 1024
+            let scratch = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
+            defer { scratch.deallocate() }
+            while true {
+                let n = recv(transport.fileDescriptor, scratch, size, Int32(MSG_DONTWAIT))
+                if n > 0 {
+                    if ctls_session_feed(session, scratch, n) != 0 { return true }
+                    continue
+                }
+                if n == 0 { transportEnd = UVError.eof; return true }
+                if errno == EINTR { continue }
+                if errno != EAGAIN && errno != EWOULDBLOCK { transportEnd = -errno; return true }
+                break
             }
-            if n == 0 { transportEnd = UVError.eof; return true }
-            if errno == EINTR { continue }
-            if errno != EAGAIN && errno != EWOULDBLOCK { transportEnd = -errno; return true }
-            break
         }
         let state = ctls_session_peek(session)
         flushOutput()

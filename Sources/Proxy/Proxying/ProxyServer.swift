@@ -291,7 +291,7 @@ public final class ProxyServer {
             switch outcome {
             case .done, .plaintextHTTP:
                 self.adopt(tls, admin: false, exchangeStates: self.exchangeStates, listener: role,
-                           tls: outcome == .done ? TLSSessionFacts(tls) : nil, counted: true)
+                           tls: outcome == .done ? self.sessionFacts(tls) : nil, counted: true)
             case .failed:
                 tls.close()
                 self.connectionCount.release()
@@ -299,6 +299,21 @@ public final class ProxyServer {
                 if self.isDraining && self.activeClients == 0 && self.handshaking.isEmpty { self.finishDrain() }
             }
         }
+    }
+
+    /// The access log's TLS fields, shared by every connection that settled the same version,
+    /// cipher and SNI (nearly all of them): nothing per connection. Bounded: a flood of distinct
+    /// SNI names starts the table over.
+    private var sessionFactsTable: [String: TLSSessionFacts] = [:]
+
+    private func sessionFacts(_ tls: TLSStream) -> TLSSessionFacts {
+        let version = tls.version, cipher = tls.cipher, name = tls.serverName
+        let key = version + "\u{0}" + cipher + "\u{0}" + (name ?? "")
+        if let known = sessionFactsTable[key] { return known }
+        if sessionFactsTable.count >= 256 { sessionFactsTable.removeAll(keepingCapacity: true) }
+        let facts = TLSSessionFacts(version: version, cipher: cipher, serverName: name)
+        sessionFactsTable[key] = facts
+        return facts
     }
 
     private func recordHandshake(_ tls: TLSStream, _ outcome: TLSHandshakeOutcome) {
