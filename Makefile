@@ -6,7 +6,7 @@ SWIFT ?= swift
 ## 0.96× CPU per request and 8.5 MB instead of 11.2 MB RSS at start (README, Performance).
 RELEASE_FLAGS := -c release --static-swift-stdlib
 
-.PHONY: run test test-deps test-asan test-tsan soak build release deps clean check-config bench bench-quick
+.PHONY: run test test-deps test-asan test-tsan soak build release deps clean check-config bench bench-quick bench-tls
 
 ## Install libuv's and OpenSSL's headers (and the openssl tool the TLS tests make certificates with)
 ## when missing (Debian/Ubuntu), as root or through sudo.
@@ -65,6 +65,12 @@ test-tsan: deps test-deps
 ## BENCH_ARGS passes options to Benchmarks/bench.py (see --help), e.g. BENCH_ARGS="--rounds 3 --duration 3".
 bench: release
 	python3 Benchmarks/bench.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" $(BENCH_ARGS)
+	python3 Benchmarks/tls_bench.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" $(TLS_BENCH_ARGS)
+
+## The TLS section of `make bench` alone (about 3 minutes; installs nghttp2-client, h2o and caddy
+## when missing): this proxy against nginx, HAProxy, h2o and Caddy terminating TLS.
+bench-tls: release
+	python3 Benchmarks/tls_bench.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" $(TLS_BENCH_ARGS)
 
 ## About a minute: one round of figures 1 (c64 requests/s, latency, CPU) and 7 (system calls).
 bench-quick: release

@@ -69,9 +69,11 @@ def which(cmd: str) -> str | None:
     return shutil.which(cmd, path=SEARCH_PATH)
 
 
-def ensure_tools() -> None:
-    """Install what is missing with apt-get (as root or through sudo)."""
-    missing = sorted({pkg for cmd, pkg in TOOLS.items() if which(cmd) is None})
+def ensure_tools(tools: dict[str, str] | None = None) -> None:
+    """Install what is missing with apt-get (as root or through sudo); `tools` maps a command to
+    its Debian package (default: this benchmark's)."""
+    tools = tools if tools is not None else TOOLS
+    missing = sorted({pkg for cmd, pkg in tools.items() if which(cmd) is None})
     if not missing:
         return
     log(f"installing {' '.join(missing)} …")
@@ -82,7 +84,7 @@ def ensure_tools() -> None:
                        stdout=subprocess.DEVNULL, timeout=600)
     if r.returncode != 0:
         sys.exit(f"bench: apt-get install {' '.join(missing)} failed")
-    still = [cmd for cmd in TOOLS if which(cmd) is None and cmd != "gnuplot"]
+    still = [cmd for cmd in tools if which(cmd) is None and cmd != "gnuplot"]
     if still:
         sys.exit(f"bench: still missing after install: {', '.join(still)}")
 

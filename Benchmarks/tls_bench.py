@@ -33,6 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench import ensure_tools  # noqa: E402  (the HTTP benchmark's installer)
+
 TOOLS = {"h2load": "nghttp2-client", "nginx": "nginx-light", "haproxy": "haproxy", "h2o": "h2o", "caddy": "caddy",
          "curl": "curl", "openssl": "openssl", "taskset": "util-linux"}
 PROXY_CPU, LOAD_CPU = "0", "1"
@@ -40,18 +43,6 @@ PROXY_CPU, LOAD_CPU = "0", "1"
 
 def log(msg):
     print(f"tls-bench: {msg}", file=sys.stderr, flush=True)
-
-
-def ensure_tools():
-    missing = sorted({pkg for cmd, pkg in TOOLS.items() if shutil.which(cmd) is None})
-    if not missing:
-        return
-    log(f"installing {' '.join(missing)} …")
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(sudo + ["apt-get", "update", "-qq"], env=env, check=False, timeout=300)
-    if subprocess.run(sudo + ["apt-get", "install", "-y", "-qq"] + missing, env=env, stdout=subprocess.DEVNULL, timeout=900).returncode:
-        sys.exit(f"tls-bench: apt-get install {' '.join(missing)} failed")
 
 
 def free_port():
@@ -394,7 +385,7 @@ def main():
     p.add_argument("--idle", type=int, default=2000)
     p.add_argument("--json", type=Path, help="write the medians here")
     args = p.parse_args()
-    ensure_tools()
+    ensure_tools(TOOLS)
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

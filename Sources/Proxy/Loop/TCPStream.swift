@@ -10,7 +10,7 @@ import Glibc
 ///
 /// After `close()` no callback fires any more, though libuv may still complete requests.
 /// Threading: loop thread only.
-public final class TCPStream: Handle, ConnectingStream {
+public final class TCPStream: Handle, ConnectingStream, ReadWishDriven {
     let tcp: UnsafeMutablePointer<uv_tcp_t>
     var stream: UnsafeMutablePointer<uv_stream_t> { cuv_tcp_as_stream(tcp) }
 
@@ -34,7 +34,7 @@ public final class TCPStream: Handle, ConnectingStream {
     private var congested = false
     private var writeFailed = false
 
-    private var readWish = ReadWish()
+    public var readWish = ReadWish()
     private var reading = false
 
     private var onConnect: ((Int32) -> Void)?
@@ -99,29 +99,12 @@ public final class TCPStream: Handle, ConnectingStream {
 
     // MARK: Reading
 
-    public func startReading() {
-        readWish.start()
-        updateReading()
-    }
-
     public func stopReading() {
         readWish.stop()
-        updateReading()
+        readWishChanged()
     }
 
-    public func pauseReading(_ reason: ReadPause) {
-        readWish.pause(reason)
-        updateReading()
-    }
-
-    public func resumeReading(_ reason: ReadPause) {
-        readWish.resume(reason)
-        updateReading()
-    }
-
-    public var isReadPaused: Bool { readWish.isPaused }
-
-    private func updateReading() {
+    public func readWishChanged() {
         let should = readWish.wantsInput && !isClosing
         guard should != reading else { return }
         reading = should
@@ -142,7 +125,7 @@ public final class TCPStream: Handle, ConnectingStream {
                         me.onRead?(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
                     } else if nread < 0 {
                         me.readWish.stop()
-                        me.updateReading()
+                        me.readWishChanged()
                         me.onReadEnd?(Int32(nread))
                     }
                 }

@@ -25,7 +25,7 @@ import Glibc
 ///   connection can answer with a readable `400` instead of a silent close.
 ///
 /// Threading: loop thread only.
-public final class TLSStream: ConnectingStream {
+public final class TLSStream: ConnectingStream, ReadWishDriven {
     public let transport: TCPStream
     /// Keeps the engine's context alive as long as the session made from it.
     public let context: TLSContext
@@ -46,7 +46,7 @@ public final class TLSStream: ConnectingStream {
     /// When the stream was made (loop milliseconds): the handshake's duration is measured from it.
     public let startedAtMs: UInt64
 
-    private var readWish = ReadWish()
+    public var readWish = ReadWish()
     private var failed = false
     /// Encryption failed inside `write`: `onWriteError` fires from the timer, on the loop.
     private var writeErrorPending = false
@@ -157,7 +157,7 @@ public final class TLSStream: ConnectingStream {
                 timer.stop()
                 plaintextInput.append(contentsOf: bytes)
                 reportHandshake(.plaintextHTTP)
-                readingChanged()
+                readWishChanged()
                 return
             }
         }
@@ -298,24 +298,7 @@ public final class TLSStream: ConnectingStream {
 
     // MARK: Reading control
 
-    public func startReading() {
-        readWish.start()
-        readingChanged()
-    }
-
-    public func pauseReading(_ reason: ReadPause) {
-        readWish.pause(reason)
-        readingChanged()
-    }
-
-    public func resumeReading(_ reason: ReadPause) {
-        readWish.resume(reason)
-        readingChanged()
-    }
-
-    public var isReadPaused: Bool { readWish.isPaused }
-
-    private func readingChanged() {
+    public func readWishChanged() {
         if isPlaintextHTTP {
             if readWish.wantsInput { transport.resumeReading(.backpressure) } else { transport.pauseReading(.backpressure) }
             if readWish.wantsInput && (!plaintextInput.isEmpty || transportEnd != nil) && !endDelivered && !timer.isActive {

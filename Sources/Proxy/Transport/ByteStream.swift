@@ -90,6 +90,34 @@ public struct ReadPause: OptionSet, Sendable {
     public static let outputQueued = ReadPause(rawValue: 4)
 }
 
+/// A stream that keeps its reader's wishes in a `ReadWish` and acts on every change of them in
+/// one place (`readWishChanged`): the reading-control half of `ByteStream`, written once for
+/// `TCPStream` and `TLSStream`.
+public protocol ReadWishDriven: AnyObject {
+    var readWish: ReadWish { get set }
+    /// Start or stop reading (and deliver what is held) to match `readWish`.
+    func readWishChanged()
+}
+
+extension ReadWishDriven {
+    public func startReading() {
+        readWish.start()
+        readWishChanged()
+    }
+
+    public func pauseReading(_ reason: ReadPause) {
+        readWish.pause(reason)
+        readWishChanged()
+    }
+
+    public func resumeReading(_ reason: ReadPause) {
+        readWish.resume(reason)
+        readWishChanged()
+    }
+
+    public var isReadPaused: Bool { readWish.isPaused }
+}
+
 /// A stream's reader's wishes: reading started (and not stopped) and which pause reasons are set.
 /// Every transport keeps one and reads while `wantsInput`.
 public struct ReadWish {
