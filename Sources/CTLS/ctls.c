@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <arpa/inet.h>
@@ -15,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+static void watch_messages(int write_p, int version, int content_type, const void *buf, size_t len, SSL *ssl, void *arg);
 
 void write_error(char *err, size_t err_len, const char *what, const char *file) {
     if (!err || err_len == 0) return;
@@ -42,6 +45,7 @@ SSL_CTX *new_ssl_ctx(int is_server, int min_version, char *err, size_t err_len) 
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     /* Idle connections give their record buffers back (about 34 KiB each). */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_msg_callback(ctx, watch_messages);
     if (!SSL_CTX_set_cipher_list(ctx, tls12_ciphers)) {
         write_error(err, err_len, "cannot set the TLS 1.2 cipher list", NULL);
         SSL_CTX_free(ctx);
@@ -177,9 +181,86 @@ void free_certificate(struct ctls_certificate *c) {
 }
 
 /* Picks the certificate for the client's SNI (exact names first, then wildcards, else the first). */
+/* A host name as SNI may carry it: letters, digits, '-', '_' and dots between non-empty labels
+ * of at most 63 characters. Anything else (a leading dot, which OpenSSL would match as "any
+ * subdomain", spaces, quotes) counts as no SNI. */
+static int valid_host_name(const char *name, size_t len) {
+    if (len == 0 || len > 253) return 0;
+    size_t label = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (c == '.') {
+            if (label == 0) return 0;
+            label = 0;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) return 0;
+        if (++label > 63) return 0;
+    }
+    return label > 0;
+}
+
+const char *ctls_session_sni(const SSL *ssl) {
+    const ctls_session *session = SSL_get_app_data(ssl);
+    return session ? session->server_name : NULL;
+}
+
+/* Before session resumption is considered: the SNI is read, normalised and checked, and made the
+ * session id context, so a session (ticket) resumes only under the name it was made for
+ * (RFC 6066 §3: a server must not resume a session for another name). */
+static int read_client_hello(SSL *ssl, int *alert, void *arg) {
+    (void)alert; (void)arg;
+    ctls_session *session = SSL_get_app_data(ssl);
+    if (!session) return SSL_CLIENT_HELLO_SUCCESS;
+    const unsigned char *ext;
+    size_t ext_len;
+    char name[256] = "";
+    /* server_name: list length (2), then entries of type (1), length (2), name; the first host_name counts. */
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &ext_len) && ext_len >= 5) {
+        size_t list = ((size_t)ext[0] << 8) | ext[1];
+        if (ext[2] == TLSEXT_NAMETYPE_host_name && list + 2 <= ext_len) {
+            size_t n = ((size_t)ext[3] << 8) | ext[4];
+            if (n + 5 <= ext_len && n < sizeof name) {
+                for (size_t i = 0; i < n; i++) {
+                    char c = (char)ext[5 + i];
+                    name[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+                }
+                if (n > 0 && name[n - 1] == '.') n--; /* "example.com." is "example.com" */
+                name[n] = 0;
+                if (!valid_host_name(name, n)) name[0] = 0;
+            }
+        }
+    }
+    free(session->server_name);
+    session->server_name = name[0] ? strdup(name) : NULL;
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)name, strlen(name), digest);
+    SSL_set_session_id_context(ssl, digest, sizeof digest);
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* TLS 1.3 KeyUpdate messages cost the receiver a key derivation each: more than 100 in a second
+ * (HAProxy's default limit) ends the session. */
+static void watch_messages(int write_p, int version, int content_type, const void *buf, size_t len, SSL *ssl, void *arg) {
+    (void)version; (void)arg;
+    if (write_p || content_type != SSL3_RT_HANDSHAKE || len < 1 || ((const unsigned char *)buf)[0] != SSL3_MT_KEY_UPDATE) return;
+    ctls_session *session = SSL_get_app_data(ssl);
+    if (!session) return;
+    long now = (long)time(NULL);
+    if (now != session->key_update_second) {
+        session->key_update_second = now;
+        session->key_updates = 0;
+    }
+    if (++session->key_updates > 100 && !session->failed) {
+        session->failed = 1;
+        free(session->error);
+        session->error = strdup("too many TLS KeyUpdate messages (more than 100 in a second)");
+    }
+}
+
 static int select_certificate(SSL *ssl, void *arg) {
     ctls_context *context = arg;
-    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    const char *name = ctls_session_sni(ssl);
     int chosen = 0;
     if (name && context->certificate_count > 1) {
         size_t len = strlen(name);
@@ -242,6 +323,7 @@ ctls_context *ctls_server_context_new(const char *const *cert_files, const char 
 }
 
 void configure_server_ctx(ctls_context *context, long ticket_lifetime_s) {
+    SSL_CTX_set_client_hello_cb(context->ssl_ctx, read_client_hello, NULL);
     SSL_CTX_set_session_cache_mode(context->ssl_ctx, SSL_SESS_CACHE_OFF);
     pthread_rwlock_rdlock(&ticket_lock);
     int have_keys = ticket_key_count > 0;
@@ -360,25 +442,139 @@ int64_t ctls_context_certificate_not_after(const ctls_context *context, int inde
     return (int64_t)timegm(&tm);
 }
 
+/*
+ * Input and output. No memory BIOs: they copy every byte once more and keep their largest size
+ * per connection. Input is *lent*: ctls_session_feed points the session at the caller's bytes
+ * (libuv's read buffer) and OpenSSL reads its records straight from there; what it has not taken
+ * when the caller is done is copied into `kept` (ctls_session_release_input) and freed as soon as
+ * it is consumed, so an idle connection holds no input buffer. Output goes into one buffer per
+ * thread: the caller drains it after every call (ctls_session_output / _output_sent), before
+ * any other session of the thread runs, so connections need no output buffer of their own.
+ */
+enum { KEPT_MAX = 1 << 20 }; /* more unconsumed input than this is an abuse: the session fails */
+
+static _Thread_local struct {
+    unsigned char *data;
+    size_t len, cap;
+    const ctls_session *owner;
+} output_buffer;
+
+/* Before a call that may produce output: the thread's buffer belongs to `session` from here on
+ * (what another session left undrained — only after its own failure — is dropped). */
+static void claim_output(const ctls_session *session) {
+    if (output_buffer.owner != session) {
+        output_buffer.len = 0;
+        output_buffer.owner = session;
+    }
+}
+
+static int input_read(BIO *bio, char *out, size_t size, size_t *read_bytes) {
+    ctls_session *session = BIO_get_data(bio);
+    size_t got = 0;
+    if (session->kept_end > session->kept_start) {
+        size_t n = session->kept_end - session->kept_start;
+        if (n > size) n = size;
+        memcpy(out, session->kept + session->kept_start, n);
+        session->kept_start += n;
+        got = n;
+        if (session->kept_start == session->kept_end) {
+            free(session->kept);
+            session->kept = NULL;
+            session->kept_start = session->kept_end = 0;
+        }
+    }
+    if (got < size && session->lent_len > 0) {
+        size_t n = session->lent_len;
+        if (n > size - got) n = size - got;
+        memcpy(out + got, session->lent, n);
+        session->lent += n;
+        session->lent_len -= n;
+        got += n;
+    }
+    BIO_clear_retry_flags(bio);
+    if (got == 0) {
+        BIO_set_retry_read(bio); /* nothing now: "want read", not end of file */
+        *read_bytes = 0;
+        return 0;
+    }
+    *read_bytes = got;
+    return 1;
+}
+
+static int output_write(BIO *bio, const char *data, size_t len, size_t *written) {
+    ctls_session *session = BIO_get_data(bio);
+    claim_output(session);
+    if (output_buffer.len + len > output_buffer.cap) {
+        size_t cap = output_buffer.cap ? output_buffer.cap : 16384;
+        while (cap < output_buffer.len + len) cap *= 2;
+        unsigned char *grown = realloc(output_buffer.data, cap);
+        if (!grown) { *written = 0; return 0; }
+        output_buffer.data = grown;
+        output_buffer.cap = cap;
+    }
+    memcpy(output_buffer.data + output_buffer.len, data, len);
+    output_buffer.len += len;
+    *written = len;
+    return 1;
+}
+
+static long input_ctrl(BIO *bio, int cmd, long num, void *ptr) {
+    (void)num; (void)ptr;
+    ctls_session *session = BIO_get_data(bio);
+    switch (cmd) {
+    case BIO_CTRL_PENDING: return (long)(session->kept_end - session->kept_start + session->lent_len);
+    case BIO_CTRL_FLUSH: return 1;
+    default: return 0;
+    }
+}
+
+static long output_ctrl(BIO *bio, int cmd, long num, void *ptr) {
+    (void)bio; (void)num; (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int bio_create(BIO *bio) {
+    BIO_set_init(bio, 1);
+    return 1;
+}
+
+static BIO_METHOD *input_method, *output_method;
+static pthread_once_t methods_once = PTHREAD_ONCE_INIT;
+
+static void make_methods(void) {
+    input_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "ctls input");
+    output_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "ctls output");
+    if (input_method) {
+        BIO_meth_set_read_ex(input_method, input_read);
+        BIO_meth_set_ctrl(input_method, input_ctrl);
+        BIO_meth_set_create(input_method, bio_create);
+    }
+    if (output_method) {
+        BIO_meth_set_write_ex(output_method, output_write);
+        BIO_meth_set_ctrl(output_method, output_ctrl);
+        BIO_meth_set_create(output_method, bio_create);
+    }
+}
+
 ctls_session *ctls_session_new(ctls_context *context, int is_server, const char *server_name) {
+    pthread_once(&methods_once, make_methods);
+    if (!input_method || !output_method) return NULL;
     ctls_session *session = calloc(1, sizeof *session);
     if (!session) return NULL;
     session->context = context;
     session->ssl = SSL_new(context->ssl_ctx);
-    session->input = BIO_new(BIO_s_mem());
-    session->output = BIO_new(BIO_s_mem());
-    if (!session->ssl || !session->input || !session->output) {
+    BIO *input = BIO_new(input_method), *output = BIO_new(output_method);
+    if (!session->ssl || !input || !output) {
         if (session->ssl) SSL_free(session->ssl);
-        if (session->input) BIO_free(session->input);
-        if (session->output) BIO_free(session->output);
+        if (input) BIO_free(input);
+        if (output) BIO_free(output);
         free(session);
         ERR_clear_error();
         return NULL;
     }
-    /* An empty input BIO means "wait for more", not end of file. */
-    BIO_set_mem_eof_return(session->input, -1);
-    BIO_set_mem_eof_return(session->output, -1);
-    SSL_set_bio(session->ssl, session->input, session->output); /* the SSL owns both from here */
+    BIO_set_data(input, session);
+    BIO_set_data(output, session);
+    SSL_set_bio(session->ssl, input, output); /* the SSL owns both from here */
     SSL_set_app_data(session->ssl, session);
     if (is_server) {
         SSL_set_accept_state(session->ssl);
@@ -400,20 +596,41 @@ ctls_session *ctls_session_new(ctls_context *context, int is_server, const char 
 
 void ctls_session_free(ctls_session *session) {
     if (!session) return;
+    if (output_buffer.owner == session) { output_buffer.owner = NULL; output_buffer.len = 0; }
     if (session->resumption) SSL_SESSION_free(session->resumption);
     free(session->error);
+    free(session->server_name);
     SSL_free(session->ssl);
+    free(session->kept);
     free(session);
 }
 
-int ctls_session_feed(ctls_session *session, const void *bytes, size_t count) {
-    while (count > 0) {
-        int chunk = count > 0x40000000 ? 0x40000000 : (int)count;
-        int n = BIO_write(session->input, bytes, chunk);
-        if (n <= 0) { ERR_clear_error(); return -1; }
-        bytes = (const char *)bytes + n;
-        count -= (size_t)n;
+int ctls_session_release_input(ctls_session *session) {
+    if (session->lent_len == 0) return 0;
+    size_t held = session->kept_end - session->kept_start;
+    if (held + session->lent_len > KEPT_MAX) {
+        session->lent_len = 0;
+        session->failed = 1;
+        return -1;
     }
+    if (session->kept_start > 0) { /* compact: what is left moves to the front */
+        memmove(session->kept, session->kept + session->kept_start, held);
+        session->kept_start = 0;
+        session->kept_end = held;
+    }
+    unsigned char *grown = realloc(session->kept, held + session->lent_len);
+    if (!grown) { session->lent_len = 0; session->failed = 1; return -1; }
+    memcpy(grown + held, session->lent, session->lent_len);
+    session->kept = grown;
+    session->kept_end = held + session->lent_len;
+    session->lent_len = 0;
+    return 0;
+}
+
+int ctls_session_feed(ctls_session *session, const void *bytes, size_t count) {
+    if (ctls_session_release_input(session) != 0) return -1; /* an earlier loan not given back */
+    session->lent = bytes;
+    session->lent_len = count;
     return 0;
 }
 
@@ -440,6 +657,7 @@ static void note_failure(ctls_session *session, const char *what) {
 
 int ctls_session_handshake(ctls_session *session) {
     if (session->failed) return CTLS_HANDSHAKE_FAILED;
+    claim_output(session);
     ERR_clear_error(); /* the error queue is per thread, and a worker interleaves sessions */
     int rc = SSL_do_handshake(session->ssl);
     if (rc == 1) return CTLS_HANDSHAKE_DONE;
@@ -451,6 +669,7 @@ int ctls_session_handshake(ctls_session *session) {
 
 long ctls_session_read(ctls_session *session, void *buffer, size_t capacity) {
     if (session->failed) return CTLS_READ_FAILED;
+    claim_output(session);
     ERR_clear_error();
     size_t n = 0;
     int rc = SSL_read_ex(session->ssl, buffer, capacity, &n);
@@ -465,6 +684,7 @@ long ctls_session_read(ctls_session *session, void *buffer, size_t capacity) {
 int ctls_session_write(ctls_session *session, const void *bytes, size_t count) {
     if (session->failed) return -1;
     if (count == 0) return 0;
+    claim_output(session);
     ERR_clear_error();
     size_t n = 0;
     /* Memory BIOs take everything: without partial writes SSL_write_ex writes all or fails. */
@@ -478,56 +698,31 @@ int ctls_session_write(ctls_session *session, const void *bytes, size_t count) {
 void ctls_session_close_notify(ctls_session *session) {
     if (session->failed || session->close_notify_sent || !SSL_is_init_finished(session->ssl)) return;
     session->close_notify_sent = 1;
+    claim_output(session);
     ERR_clear_error();
     SSL_shutdown(session->ssl); /* queues the alert; the peer's answer is not awaited */
     ERR_clear_error();
 }
 
 size_t ctls_session_output(ctls_session *session, const void **bytes) {
-    char *data = NULL;
-    long n = BIO_get_mem_data(session->output, &data);
-    *bytes = data;
-    return n > 0 ? (size_t)n : 0;
-}
-
-/* A memory BIO keeps its largest size and zeroes all of it on every reset: one that grew (bulk
- * data) is replaced by an empty one instead, so an idle connection holds no big buffers. */
-enum { BIO_KEEP_MAX = 1024 };
-
-static BIO *fresh_memory_bio(void) {
-    BIO *bio = BIO_new(BIO_s_mem());
-    if (bio) BIO_set_mem_eof_return(bio, -1);
-    return bio;
-}
-
-static size_t bio_capacity(BIO *bio) {
-    BUF_MEM *bm = NULL;
-    BIO_get_mem_ptr(bio, &bm);
-    return bm ? bm->max : 0;
+    if (output_buffer.owner != session || output_buffer.len == 0) { *bytes = NULL; return 0; }
+    *bytes = output_buffer.data;
+    return output_buffer.len;
 }
 
 void ctls_session_output_sent(ctls_session *session) {
-    if (bio_capacity(session->output) > BIO_KEEP_MAX) {
-        BIO *fresh = fresh_memory_bio();
-        if (fresh) {
-            SSL_set0_wbio(session->ssl, fresh); /* frees the old one */
-            session->output = fresh;
-            return;
-        }
+    if (output_buffer.owner != session) return;
+    output_buffer.len = 0;
+    /* A burst (bulk data) may have grown it: do not keep more than a few records' worth. */
+    if (output_buffer.cap > (1 << 18)) {
+        free(output_buffer.data);
+        output_buffer.data = NULL;
+        output_buffer.cap = 0;
     }
-    (void)BIO_reset(session->output);
-}
-
-void ctls_session_trim_input(ctls_session *session) {
-    if (BIO_ctrl_pending(session->input) > 0 || bio_capacity(session->input) <= BIO_KEEP_MAX) return;
-    BIO *fresh = fresh_memory_bio();
-    if (!fresh) return;
-    SSL_set0_rbio(session->ssl, fresh);
-    session->input = fresh;
 }
 
 int ctls_session_has_buffered_input(const ctls_session *session) {
-    return SSL_pending(session->ssl) > 0 || BIO_ctrl_pending(session->input) > 0;
+    return SSL_pending(session->ssl) > 0 || session->kept_end > session->kept_start || session->lent_len > 0;
 }
 
 const char *ctls_session_version(const ctls_session *session) { return SSL_get_version(session->ssl); }
@@ -544,7 +739,8 @@ size_t ctls_session_alpn(const ctls_session *session, const unsigned char **prot
 }
 
 const char *ctls_session_server_name(const ctls_session *session) {
-    return SSL_get_servername(session->ssl, TLSEXT_NAMETYPE_host_name);
+    /* A server's is what its ClientHello said (OpenSSL reports none for a resumed TLS 1.2 session). */
+    return session->server_name ? session->server_name : SSL_get_servername(session->ssl, TLSEXT_NAMETYPE_host_name);
 }
 
 int ctls_session_resumed(const ctls_session *session) { return SSL_session_reused(session->ssl); }
@@ -567,6 +763,7 @@ void ctls_session_resume(ctls_session *session, void *resumption) {
 
 int ctls_session_peek(ctls_session *session) {
     if (session->failed) return -1;
+    claim_output(session);
     ERR_clear_error();
     unsigned char byte;
     size_t n = 0;
@@ -581,4 +778,16 @@ int ctls_session_peek(ctls_session *session) {
 
 int ctls_session_received_close_notify(const ctls_session *session) {
     return (SSL_get_shutdown(session->ssl) & SSL_RECEIVED_SHUTDOWN) != 0;
+}
+
+int ctls_session_key_update(ctls_session *session) {
+    if (session->failed || !SSL_is_init_finished(session->ssl)) return -1;
+    claim_output(session);
+    ERR_clear_error();
+    /* Scheduled, then written out by a handshake step (it would otherwise wait for the next write). */
+    if (SSL_key_update(session->ssl, SSL_KEY_UPDATE_NOT_REQUESTED) != 1 || SSL_do_handshake(session->ssl) != 1) {
+        ERR_clear_error();
+        return -1;
+    }
+    return 0;
 }

@@ -24,14 +24,24 @@ struct ctls_context {
 
 struct ctls_session {
     SSL *ssl;
-    BIO *input;  /* ciphertext from the peer, read by OpenSSL */
-    BIO *output; /* ciphertext for the peer, written by OpenSSL */
+    /* Ciphertext from the peer (see "Input and output" in ctls.c): what the caller lent for the
+     * current call sequence, then what was kept of earlier input (read first). */
+    const unsigned char *lent;
+    size_t lent_len;
+    unsigned char *kept;
+    size_t kept_start, kept_end;
     ctls_context *context;
     int failed;
     int close_notify_sent;
     SSL_SESSION *resumption; /* a client's newest resumable session, until taken */
     char *error; /* why it failed, once it did (allocated then: most sessions never fail) */
+    char *server_name;   /* the client's SNI, lower-case without a trailing dot, when a valid host name */
+    long key_update_second; /* KeyUpdate messages received in that second (a flood ends the session) */
+    int key_updates;
 };
+
+/* The server session's SNI as checked and normalised in the ClientHello callback; NULL if none. */
+const char *ctls_session_sni(const SSL *ssl);
 
 struct local_ca;
 void local_ca_free(struct local_ca *ca);

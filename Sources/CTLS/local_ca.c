@@ -142,25 +142,20 @@ static int has_suffix(const char *name, const char *suffix) {
     return n > s && strcasecmp(name + n - s, suffix) == 0;
 }
 
-/* Which leaf a client's SNI gets: its own for configured names and *.localhost, else localhost's. */
+/* Which leaf a client's SNI gets: its own for configured names and *.localhost, else localhost's.
+ * `sni` was checked and normalised already (ctls_session_sni: a valid host name, lower-case). */
 static const char *leaf_name_for(const struct local_ca *ca, const char *sni) {
     if (!sni || strlen(sni) > NAME_MAX_LEN) return "localhost";
     for (int i = 0; i < ca->name_count; i++)
         if (strcasecmp(sni, ca->names[i]) == 0) return ca->names[i];
-    if (has_suffix(sni, ".localhost")) {
-        /* Only host-name characters: the name goes into a certificate. */
-        for (const char *p = sni; *p; p++)
-            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
-                return "localhost";
-        return sni;
-    }
+    if (has_suffix(sni, ".localhost")) return sni;
     return "localhost";
 }
 
 static int select_local_certificate(SSL *ssl, void *arg) {
     ctls_context *context = arg;
     struct local_ca *ca = context->local;
-    const char *name = leaf_name_for(ca, SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name));
+    const char *name = leaf_name_for(ca, ctls_session_sni(ssl));
     time_t now = time(NULL);
     /* Renewed when less than a quarter of its life is left. */
     time_t renew_margin = (time_t)ca->leaf_days * 86400 / 4;

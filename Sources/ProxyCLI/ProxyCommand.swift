@@ -40,18 +40,19 @@ enum ProxyCommand {
             return options.targets.isEmpty ? 1 : 2
         }
         if options.check {
-            print(options.targets.isEmpty ? "\(options.configPath): OK" : "--to: OK")
+            // Certificates first: "OK" is printed only for a configuration that would start.
+            var listenLines: [String] = []
             for (i, listener) in config.listeners.enumerated() {
                 guard let tls = listener.tls else {
-                    print("listen: \(listener.address)" + (listener.redirectToHTTPS ? " (redirects to https)" : ""))
+                    listenLines.append("listen: \(listener.address)" + (listener.redirectToHTTPS ? " (redirects to https)" : ""))
                     continue
                 }
                 if tls.isLocal {
-                    print("listen: \(listener.address) https, certificates from the local CA in \(LocalCertificateAuthority.directory()) "
+                    listenLines.append("listen: \(listener.address) https, certificates from the local CA in \(LocalCertificateAuthority.directory()) "
                         + "(issued per name; `proxy trust` makes browsers accept it)")
                     continue
                 }
-                print("listen: \(listener.address) https, TLS \(tls.minVersion)+, alpn \(tls.alpn.joined(separator: ","))"
+                listenLines.append("listen: \(listener.address) https, TLS \(tls.minVersion)+, alpn \(tls.alpn.joined(separator: ","))"
                     + (tls.hsts.map { ", hsts \"\($0)\"" } ?? "") + ", handshake timeout \(tls.handshakeTimeoutMs) ms")
                 let context: TLSContext
                 do {
@@ -63,10 +64,12 @@ enum ProxyCommand {
                 let now = Int64(time(nil))
                 for (files, facts) in zip(tls.certificates, context.certificates) {
                     let days = (facts.notAfter - now) / 86400
-                    print("  certificate \(files.cert): \(facts.names.joined(separator: ", ")); expires \(Self.utc(facts.notAfter)) (in \(days) days)")
+                    listenLines.append("  certificate \(files.cert): \(facts.names.joined(separator: ", ")); expires \(Self.utc(facts.notAfter)) (in \(days) days)")
                     if days < 14 { Log.warning("\(files.cert) expires in \(days) days") }
                 }
             }
+            print(options.targets.isEmpty ? "\(options.configPath): OK" : "--to: OK")
+            for line in listenLines { print(line) }
             let workers = Supervisor.workerCount(config)
             print("workers: \(workers)\(config.workers == 0 ? " (one per CPU)" : ""), shutdown grace \(config.shutdownGraceMs) ms")
             for upstream in config.allUpstreams {

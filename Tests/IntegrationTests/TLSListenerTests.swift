@@ -98,6 +98,10 @@ import Testing
         let redirect = try http.request("POST", "/a/b?c=d", body: Array("x".utf8))
         #expect(redirect.status == 308)
         #expect(redirect.header("Location") == "https://test.local:\(s.httpsPort)/a/b?c=d")
+        // An absolute-form target keeps its path and query in the redirect.
+        let absolute = try TestConnection(port: s.httpPort)
+        try absolute.send("GET http://good.test/x/y?q=1 HTTP/1.1\r\nHost: good.test\r\n\r\n")
+        #expect(try absolute.readResponse().header("Location") == "https://good.test:\(s.httpsPort)/x/y?q=1")
         let again = try TestConnection(port: s.httpPort)
         try again.send("GET / HTTP/1.1\r\nHost: [::1]:\(s.httpPort)\r\n\r\n")
         #expect(try again.readResponse().header("Location") == "https://[::1]:\(s.httpsPort)/")
@@ -110,6 +114,7 @@ import Testing
         try plain.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         let refused = String(decoding: plain.readToEnd(), as: UTF8.self)
         #expect(refused.hasPrefix("HTTP/1.1 400 ") && refused.contains("plain HTTP request was sent to an HTTPS port"), "\(refused)")
+        #expect(!refused.contains("Strict-Transport-Security"), "no HSTS over cleartext (RFC 6797 §7.2)")
 
         // The access log says which TLS each request came over.
         var lines: [[String: Any]] = []
@@ -138,11 +143,14 @@ import Testing
         defer { s.stop() }
         let session = s.certs.directory + "/session.pem"
         let request = "printf 'GET /_health HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n'"
-        func handshake(_ options: String) -> String {
-            Self.shell("\(request) | openssl s_client -ign_eof -connect 127.0.0.1:\(s.httpsPort) -servername localhost "
+        func handshake(_ options: String, name: String = "localhost") -> String {
+            Self.shell("\(request) | openssl s_client -ign_eof -connect 127.0.0.1:\(s.httpsPort) -servername \(name) "
                 + "-CAfile \(s.certs.caFile) \(options) 2>&1").output
         }
         let first = handshake("-alpn http/1.1 -sess_out \(session)")
+        // Not under another name (RFC 6066 §3); the same name in another case or with a trailing dot is the same.
+        #expect(handshake("-sess_in \(session)", name: "other.test").contains("New, TLSv1.3"))
+        #expect(handshake("-sess_in \(session)", name: "LOCALHOST.").contains("Reused, TLSv1.3"))
         #expect(first.contains("New, TLSv1.3") && first.contains("ALPN protocol: http/1.1") && first.contains("Verify return code: 0 (ok)"), "\(first)")
         // SO_REUSEPORT spreads these over both workers: every one resumes with the one ticket.
         for i in 0..<6 {
@@ -163,7 +171,7 @@ import Testing
             #expect(refused.contains("alert protocol version"), "\(old): \(refused)")
         }
         let metrics = try get(s.httpPort, "/_metrics").text
-        #expect(metrics.contains("proxy_tls_handshakes_resumed_total{resumed=\"true\"} 8"), "\(metrics)")
+        #expect(metrics.contains("proxy_tls_handshakes_resumed_total{resumed=\"true\"} 9"), "\(metrics)")
     }
 
     @Test func aReloadSwapsCertificatesAndABrokenOneKeepsThePrevious() throws {
@@ -246,6 +254,7 @@ import Testing
         for (cert, key, reason) in cases {
             let r = check(cert, key)
             #expect(r.status == 1 && r.output.contains("listen[1].tls: ") && r.output.contains(reason), "\(reason): \(r.output)")
+            #expect(!r.output.contains(": OK"), "no OK before the failure")
             // And a real start refuses too, before binding anything.
             let config = Self.tlsConfig(backend: 9, certificates: [(cert, key)], logFile: "stdout")
             let file = writeTempFile(config, suffix: ".json")

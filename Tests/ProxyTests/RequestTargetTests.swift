@@ -31,6 +31,9 @@ struct RequestTargetTests {
         #expect(try forwarded("http://example.com/p?q=1") == "/p?q=1")
         #expect(try forwarded("HTTP://example.com:8080?q") == "?q")
         #expect(try forwarded("http://example.com") == "/")
+        // https:// too: what clients send to a TLS listener.
+        #expect(try forwarded("https://example.com/s?x") == "/s?x")
+        #expect(try authority("HTTPS://example.com:8443/") == "example.com:8443")
     }
 
     @Test func anAbsoluteTargetCarriesItsAuthority() throws {
@@ -59,7 +62,7 @@ struct RequestTargetTests {
         #expect(throws: HTTPParseError(status: 400, reason: "request target climbs above \"/\" with \"..\"")) { try form("GET", target) }
     }
 
-    @Test(arguments: ["example.com:443", "relative/path", "ftp://h/x", "http:///nohost"])
+    @Test(arguments: ["example.com:443", "relative/path", "ftp://h/x", "http:///nohost", "https:///nohost", "httpx://h/"])
     func refusesOtherTargetForms(_ target: String) {
         #expect(throws: HTTPParseError.self) { try form("GET", target) }
     }

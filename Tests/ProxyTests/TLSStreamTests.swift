@@ -122,6 +122,33 @@ import TestSupport
         resumer.close()
     }
 
+    @Test func aKeyUpdateFloodEndsTheSessionButAFewAreFine() throws {
+        let certs = try TestCertificates()
+        defer { certs.remove() }
+        let pair = try Pair(server: try TLSContext(certificates: [try certs.leaf("s", names: ["localhost"])]))
+        defer { pair.close() }
+        let context = try TLSContext(clientCAFile: certs.caFile)
+        for (updates, survives) in [(20, true), (150, false)] {
+            let c = try pair.client(context, serverName: "localhost")
+            pair.spin { c.handshake() != nil && pair.servers.count == pair.serverHandshakes.count && !pair.servers.isEmpty }
+            let client = try #require(c.stream()), s = try #require(pair.servers.last)
+            var received: [UInt8] = [], end: Int32?
+            s.onRead = { received.append(contentsOf: $0) }
+            s.onReadEnd = { end = $0 }
+            s.startReading()
+            for _ in 0..<updates { #expect(client.sendKeyUpdate()) }
+            client.write(Array("after".utf8))
+            pair.spin { received.count >= 5 || end != nil }
+            if survives {
+                #expect(String(decoding: received, as: UTF8.self) == "after" && end == nil, "\(updates) key updates")
+            } else {
+                #expect(end == UVError.protocolError, "\(updates) key updates end the session")
+                #expect(s.failureReason?.contains("too many TLS KeyUpdate") == true, "\(s.failureReason ?? "-")")
+            }
+            client.close()
+        }
+    }
+
     @Test func aSilentClientTimesOutPlainHTTPIsRecognisedAndGarbageFails() throws {
         let certs = try TestCertificates()
         defer { certs.remove() }

@@ -98,8 +98,14 @@ int64_t ctls_context_certificate_not_after(const ctls_context *context, int inde
 ctls_session *ctls_session_new(ctls_context *context, int is_server, const char *server_name);
 void ctls_session_free(ctls_session *session);
 
-/* Ciphertext received from the peer, copied in. Returns 0, or -1 when memory ran out. */
+/*
+ * Ciphertext received from the peer, *lent*: the session reads it in place during the calls that
+ * follow, until ctls_session_release_input, which copies what is left unread into the session
+ * (call it before the bytes' memory is reused). Returns 0, or -1 when memory ran out or more than
+ * 1 MiB would be left unread (an abusive peer; the session has failed).
+ */
 int ctls_session_feed(ctls_session *session, const void *bytes, size_t count);
+int ctls_session_release_input(ctls_session *session);
 
 /* Advances the handshake with what was fed. */
 int ctls_session_handshake(ctls_session *session);
@@ -116,14 +122,11 @@ void ctls_session_close_notify(ctls_session *session);
 /*
  * Ciphertext waiting to go to the peer: a pointer to it and its length (0: none), valid until
  * the next call on the session. Call ctls_session_output_sent once it was handed on.
- * Every other call may produce output (handshake records, tickets, alerts): check after each.
+ * Every other call may produce output (handshake records, tickets, alerts): drain it after each,
+ * before any other session of the same thread is called (the output buffer is the thread's).
  */
 size_t ctls_session_output(ctls_session *session, const void **bytes);
 void ctls_session_output_sent(ctls_session *session);
-
-/* Gives back the input buffer's memory once everything fed was consumed (call when a read
- * drained it: an idle connection then holds no large buffer). */
-void ctls_session_trim_input(ctls_session *session);
 
 /* Input is buffered that a read could turn into plaintext without more from the peer. */
 int ctls_session_has_buffered_input(const ctls_session *session);
@@ -152,6 +155,11 @@ void ctls_session_resume(ctls_session *session, void *resumption);
  * failed. Tells an idle connection that only got a ticket from one that got data or a close.
  */
 int ctls_session_peek(ctls_session *session);
+
+/* Sends a TLS 1.3 KeyUpdate (new traffic keys for what this side sends); 0, or -1 when the
+ * session cannot (TLS 1.2, before the handshake, after a failure). A peer receiving more than
+ * 100 in a second ends the session. */
+int ctls_session_key_update(ctls_session *session);
 
 /* The peer's close_notify arrived (an end of input with it is orderly; without, a truncation). */
 int ctls_session_received_close_notify(const ctls_session *session);

@@ -41,6 +41,10 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
     /// The connection came through `admin.listen`.
     var isAdminListener: Bool { exchange.isAdminListener }
 
+    /// The listener's HSTS field, on connections that really are TLS (RFC 6797 §7.2: never over
+    /// cleartext, such as the 400 for plain HTTP sent to the TLS port).
+    private var hstsField: [UInt8]? { exchange.tls != nil ? exchange.listener.hstsField : nil }
+
     private enum Phase {
         /// Waiting for (the rest of) a request head.
         case head
@@ -408,7 +412,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
         x.pointee.toClient.removeAll()
         x.pointee.rewriter.writeClientResponse(&head, framing: clientFraming, clientVersionMinor: x.pointee.request.versionMinor,
                                                closeAfter: closeAfter, requestID: x.pointee.requestID,
-                                               addedField: exchange.listener.hstsField, into: &x.pointee.toClient)
+                                               addedField: hstsField, into: &x.pointee.toClient)
     }
 
     func sendResponseBody(_ data: UnsafeRawBufferPointer) {
@@ -444,7 +448,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
     func sendLocalReply(_ reply: LocalReply, keepAlive: Bool) {
         x.pointee.toClient.removeAll()
         HTTP1LocalReplyWriter.write(reply, keepAlive: keepAlive, headOnly: x.pointee.request.isHEAD,
-                                    requestID: x.pointee.requestID, addedField: exchange.listener.hstsField, into: &x.pointee.toClient)
+                                    requestID: x.pointee.requestID, addedField: hstsField, into: &x.pointee.toClient)
         flushToClient()
     }
 
@@ -473,7 +477,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
         let text = error.reason.hasPrefix(phrase) ? error.reason : "\(phrase): \(error.reason)"
         x.pointee.toClient.removeAll()
         HTTP1LocalReplyWriter.write(.text(error.status, text), keepAlive: false, headOnly: false, requestID: [],
-                                    addedField: exchange.listener.hstsField, into: &x.pointee.toClient)
+                                    addedField: hstsField, into: &x.pointee.toClient)
         flushToClient()
         exchange.abandon()
         countTraffic()

@@ -2,8 +2,9 @@
 /// same host and target over HTTPS. 308 (not 301) keeps the method and body of a POST.
 enum HTTPSRedirect {
     /// `https://HOST[:PORT]TARGET` from the request's Host (its port replaced by `port`, left out
-    /// when 443) and its target; a `400` when there is no usable Host to send the client to.
-    static func reply(for request: RequestHead, port: UInt16) -> LocalReply {
+    /// when 443) and `target` (the origin-form part of the request's target); a `400` when there
+    /// is no usable Host to send the client to.
+    static func reply(for request: RequestHead, target targetRange: Range<Int>, port: UInt16) -> LocalReply {
         guard let i = request.hostField else {
             return .text(400, "Bad Request: this listener redirects to HTTPS, which needs the request's Host")
         }
@@ -20,10 +21,12 @@ enum HTTPSRedirect {
         }
         var location = "https://" + String(decoding: host, as: UTF8.self)
         if port != 443 { location += ":\(port)" }
-        let target = b[request.target]
-        // Origin-form keeps its path and query; anything else (`*`, absolute-form) goes to `/`.
+        let target = b[targetRange]
+        // Keeps the path and query; `*` (and an absolute-form target without a path) goes to `/`.
         if target.first == UInt8(ascii: "/") {
             location += String(decoding: target, as: UTF8.self)
+        } else if target.first == UInt8(ascii: "?") {
+            location += "/" + String(decoding: target, as: UTF8.self)
         } else {
             location += "/"
         }

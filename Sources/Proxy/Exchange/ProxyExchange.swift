@@ -99,7 +99,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         if let reply = server.answerLocally(&x.pointee.request, adminListener: isAdminListener, loopbackPeer: isLoopbackPeer) {
             return answer(reply)
         }
-        if let port = listener.redirectPort { return answer(HTTPSRedirect.reply(for: x.pointee.request, port: port)) }
+        if let port = listener.redirectPort {
+            // `forwardTarget`: the origin-form part of an absolute-form target (admit set it).
+            return answer(HTTPSRedirect.reply(for: x.pointee.request, target: x.pointee.forwardTarget ?? x.pointee.request.target, port: port))
+        }
 
         // Routes match the normal form of the path (`PathNormalizer`: what a backend that resolves
         // `..`, `//` and escapes sees), not the raw bytes. `*` (OPTIONS) has no path.
@@ -264,7 +267,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         let backend = currentBackend
         // A TLS backend's handshake is part of connecting: its reason says more than EPROTO.
         let tlsReason = error.code == UVError.protocolError ? (x.pointee.upstream?.stream as? TLSStream)?.failureReason : nil
-        let what = tlsReason.map { "TLS handshake failed: \($0)" }
+        let what = tlsReason.map { $0.hasPrefix("TLS handshake failed") ? $0 : "TLS handshake failed: \($0)" }
         x.pointee.lastConnectFailure = "Bad Gateway: cannot connect to backend \(backend.id) (\(backend.address)): \(what ?? error.name)"
         x.pointee.failedAttempts.append(ErrorPage.Attempt(backend: backend.id, url: backend.url, address: backend.address.description,
                                           problem: what ?? ErrorPage.explain(error, url: backend.url)))

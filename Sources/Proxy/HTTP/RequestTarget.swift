@@ -2,7 +2,7 @@
 /// dot-segment check the proxy makes on what it forwards.
 ///
 /// Accepted: origin-form (`/path?query`), `*` for OPTIONS, and absolute-form
-/// (`http://host/path`, forwarded as its origin-form part; its authority stands for `Host`,
+/// (`http://host/path` or `https://…`, forwarded as its origin-form part; its authority stands for `Host`,
 /// RFC 9112 §3.2.2). Everything else — authority-form (CONNECT), relative paths, other schemes,
 /// userinfo (`http://user@host/`) — is refused. Routing looks at the normal form of the path
 /// (`PathNormalizer`), but the target is forwarded byte-exact by default, because the backend must
@@ -37,10 +37,14 @@ public enum RequestTarget {
             try checkDotSegments(b, t)
             return .path(t)
         }
-        // absolute-form: http://authority[/path][?query]
-        let scheme = t.lowerBound..<min(t.lowerBound + 7, t.upperBound)
-        guard b.equalsIgnoringCase(scheme, "http://") else {
-            throw HTTPParseError(status: 400, reason: "request target must start with \"/\" or \"http://\"")
+        // absolute-form: http://authority[/path][?query] (or https://, which clients send to a
+        // TLS listener; the scheme only names how the client reached the proxy)
+        var scheme = t.lowerBound..<min(t.lowerBound + 7, t.upperBound)
+        if !b.equalsIgnoringCase(scheme, "http://") {
+            scheme = t.lowerBound..<min(t.lowerBound + 8, t.upperBound)
+            guard b.equalsIgnoringCase(scheme, "https://") else {
+                throw HTTPParseError(status: 400, reason: "request target must start with \"/\", \"http://\" or \"https://\"")
+            }
         }
         var i = scheme.upperBound
         while i < t.upperBound && b[i] != UInt8(ascii: "/") && b[i] != UInt8(ascii: "?") { i += 1 }

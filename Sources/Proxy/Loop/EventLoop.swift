@@ -15,6 +15,9 @@ public final class EventLoop {
     /// The shared read buffer.
     let readBuffer: UnsafeMutableRawPointer
     let readBufferSize: Int
+    /// Where TLS streams decrypt into (`readBufferSize` bytes): the ciphertext they decrypt is
+    /// read in place from `readBuffer`, so plaintext needs a buffer of its own.
+    let plaintextBuffer: UnsafeMutableRawPointer
 
     public init(readBufferSize: Int = 64 * 1024) {
         cuv_ignore_sigpipe()
@@ -23,6 +26,7 @@ public final class EventLoop {
         precondition(rc == 0, "uv_loop_init failed: \(UVError(rc))")
         self.readBufferSize = readBufferSize
         readBuffer = .allocate(byteCount: readBufferSize, alignment: 16)
+        plaintextBuffer = .allocate(byteCount: readBufferSize, alignment: 16)
     }
 
     deinit {
@@ -32,6 +36,7 @@ public final class EventLoop {
         uv_loop_close(uvLoop)
         uvLoop.deallocate()
         readBuffer.deallocate()
+        plaintextBuffer.deallocate()
     }
 
     /// Runs until no active handle is left (or `stop()`).

@@ -138,7 +138,10 @@ public final class TCPStream: Handle, ConnectingStream, ReadWishDriven {
     // MARK: Writing
 
     /// Writes up to four buffers as one gathered write. Nothing is retained from the caller's
-    /// buffers after the call returns.
+    /// buffers after the call returns. Inlined: it is on every request's path, and with callers
+    /// in several streams (TLS too) the compiler would otherwise outline it (+170 instructions
+    /// per proxied request in callgrind).
+    @inline(__always)
     public func write(_ b0: UnsafeRawBufferPointer,
                       _ b1: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
                       _ b2: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
@@ -149,12 +152,11 @@ public final class TCPStream: Handle, ConnectingStream, ReadWishDriven {
         bytesWritten &+= UInt64(total)
         withUnsafeTemporaryAllocation(of: uv_buf_t.self, capacity: 4) { bufs in
             var n = 0
-            func add(_ b: UnsafeRawBufferPointer) {
-                guard b.count > 0 else { return }
-                bufs[n] = uv_buf_init(UnsafeMutableRawPointer(mutating: b.baseAddress!).assumingMemoryBound(to: CChar.self), UInt32(b.count))
-                n += 1
-            }
-            add(b0); add(b1); add(b2); add(b3)
+            // Written out rather than a nested function: that became an outlined closure call per buffer.
+            if b0.count > 0 { bufs[n] = Self.uvBuf(b0); n += 1 }
+            if b1.count > 0 { bufs[n] = Self.uvBuf(b1); n += 1 }
+            if b2.count > 0 { bufs[n] = Self.uvBuf(b2); n += 1 }
+            if b3.count > 0 { bufs[n] = Self.uvBuf(b3); n += 1 }
             var written = 0
             if queuedBytes == 0 {
                 let rc = uv_try_write(stream, bufs.baseAddress!, UInt32(n))
@@ -167,6 +169,11 @@ public final class TCPStream: Handle, ConnectingStream, ReadWishDriven {
         }
     }
 
+
+    @inline(__always)
+    private static func uvBuf(_ b: UnsafeRawBufferPointer) -> uv_buf_t {
+        uv_buf_init(UnsafeMutableRawPointer(mutating: b.baseAddress!).assumingMemoryBound(to: CChar.self), UInt32(b.count))
+    }
 
     private func enqueue(bufs: UnsafeMutableBufferPointer<uv_buf_t>, count: Int, skipping: Int, total: Int) {
         let remaining = total - skipping

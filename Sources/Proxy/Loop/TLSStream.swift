@@ -143,6 +143,15 @@ public final class TLSStream: ConnectingStream, ReadWishDriven {
         return Array(UnsafeBufferPointer(start: p, count: n))
     }
 
+    /// Sends a TLS 1.3 KeyUpdate (fresh keys for this side's output); false when it cannot.
+    @discardableResult
+    public func sendKeyUpdate() -> Bool {
+        guard isHandshakeDone, !failed else { return false }
+        let ok = ctls_session_key_update(session) == 0
+        flushOutput()
+        return ok
+    }
+
     // MARK: Input
 
     private func ciphertextArrived(_ bytes: UnsafeRawBufferPointer) {
@@ -161,7 +170,10 @@ public final class TLSStream: ConnectingStream, ReadWishDriven {
                 return
             }
         }
-        if ctls_session_feed(session, bytes.baseAddress, bytes.count) != 0 { return fail("out of memory for TLS input") }
+        // The engine reads these bytes in place (libuv's read buffer); what it leaves is copied
+        // into the session before this callback returns and the buffer is reused.
+        if ctls_session_feed(session, bytes.baseAddress, bytes.count) != 0 { return fail("too much TLS input left unread") }
+        defer { if ctls_session_release_input(session) != 0 { fail("too much TLS input left unread") } }
         if !isHandshakeDone { advanceHandshake() }
         if isHandshakeDone { deliver() }
         takeResumption()
@@ -215,16 +227,15 @@ public final class TLSStream: ConnectingStream, ReadWishDriven {
     private func deliver() {
         let loop = transport.loop
         while readWish.wantsInput && !failed && !transport.isClosing && !endDelivered {
-            let n = ctls_session_read(session, loop.readBuffer, loop.readBufferSize)
+            let n = ctls_session_read(session, loop.plaintextBuffer, loop.readBufferSize)
             flushOutput()  // tickets, key updates, alerts
             if n > 0 {
                 bytesRead &+= UInt64(n)
-                onRead?(UnsafeRawBufferPointer(start: loop.readBuffer, count: n))
+                onRead?(UnsafeRawBufferPointer(start: loop.plaintextBuffer, count: n))
                 continue
             }
             switch Int32(n) {
             case Int32(CTLS_READ_WANT_INPUT):
-                ctls_session_trim_input(session)
                 if let end = transportEnd { endInput(truncationAware(end)) }
                 return
             case Int32(CTLS_READ_CLOSED):
@@ -399,7 +410,8 @@ public final class TLSStream: ConnectingStream, ReadWishDriven {
             while true {
                 let n = recv(transport.fileDescriptor, scratch, size, Int32(MSG_DONTWAIT))
                 if n > 0 {
-                    if ctls_session_feed(session, scratch, n) != 0 { return true }
+                    // Kept by the session at once: the scratch is read into again.
+                    if ctls_session_feed(session, scratch, n) != 0 || ctls_session_release_input(session) != 0 { return true }
                     continue
                 }
                 if n == 0 { transportEnd = UVError.eof; return true }

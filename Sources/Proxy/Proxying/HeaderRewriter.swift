@@ -115,8 +115,7 @@ public struct HeaderRewriter {
         let ipv6 = peerIsIPv6 ?? peerIP.contains(UInt8(ascii: ":"))
         out.append(ipv6 ? "Forwarded: for=\"[" : "Forwarded: for=")
         out.append(contentsOf: peerIP)
-        out.append(ipv6 ? "]\";proto=" : ";proto=")
-        out.append(secure ? "https" : "http")
+        out.append(ipv6 ? (secure ? "]\";proto=https" : "]\";proto=http") : (secure ? ";proto=https" : ";proto=http"))
         if let host = head.hostField {
             out.append(";host=\"")
             out.append(b, head.fields[host].value)
@@ -181,11 +180,12 @@ public struct HeaderRewriter {
         let b = head.bytes
         writeStatusLine(head, into: &out)
         collectConnectionTokens(b, head.fields, namesOthers: head.connectionNamesOthers)
+        let replacesSTS = addedField != nil
         for field in head.fields {
             let name = field.name
             if isHopByHop(b, name) || isConnectionNamed(b, name) { continue }
             // The listener's `hsts` policy replaces what the backend said.
-            if addedField != nil && name.count == 25 && b.equalsIgnoringCase(name, "strict-transport-security") { continue }
+            if replacesSTS && name.count == 25 && b.equalsIgnoringCase(name, "strict-transport-security") { continue }
             if b.equalsIgnoringCase(name, "transfer-encoding") { continue }
             if !requestID.isEmpty && name.count == 12 && b.equalsIgnoringCase(name, "x-request-id") { continue }
             if b.equalsIgnoringCase(name, "content-length") {
