@@ -18,6 +18,7 @@
 #include <time.h>
 
 static void watch_messages(int write_p, int version, int content_type, const void *buf, size_t len, SSL *ssl, void *arg);
+static void note_error(ctls_session *session, const char *what, const char *reason);
 
 void write_error(char *err, size_t err_len, const char *what, const char *file) {
     if (!err || err_len == 0) return;
@@ -252,9 +253,8 @@ static void watch_messages(int write_p, int version, int content_type, const voi
         session->key_updates = 0;
     }
     if (++session->key_updates > 100 && !session->failed) {
-        session->failed = 1;
-        free(session->error);
-        session->error = strdup("too many TLS KeyUpdate messages (more than 100 in a second)");
+        session->failed = 1; /* input_read gives OpenSSL nothing more; the call in progress reports the failure */
+        note_error(session, "too many TLS KeyUpdate messages (more than 100 in a second)", NULL);
     }
 }
 
@@ -471,6 +471,12 @@ static void claim_output(const ctls_session *session) {
 static int input_read(BIO *bio, char *out, size_t size, size_t *read_bytes) {
     ctls_session *session = BIO_get_data(bio);
     size_t got = 0;
+    if (session->failed) { /* nothing more for a session that failed (a KeyUpdate flood) */
+        BIO_clear_retry_flags(bio);
+        BIO_set_retry_read(bio);
+        *read_bytes = 0;
+        return 0;
+    }
     if (session->kept_end > session->kept_start) {
         size_t n = session->kept_end - session->kept_start;
         if (n > size) n = size;
@@ -501,12 +507,30 @@ static int input_read(BIO *bio, char *out, size_t size, size_t *read_bytes) {
     return 1;
 }
 
+/* The thread's output buffer is freed when the thread ends (a worker stopping). */
+static pthread_key_t output_key;
+static pthread_once_t output_key_once = PTHREAD_ONCE_INIT;
+
+static void free_output_buffer(void *unused) {
+    (void)unused;
+    free(output_buffer.data);
+    output_buffer.data = NULL;
+    output_buffer.cap = output_buffer.len = 0;
+    output_buffer.owner = NULL;
+}
+
+static void make_output_key(void) { pthread_key_create(&output_key, free_output_buffer); }
+
 static int output_write(BIO *bio, const char *data, size_t len, size_t *written) {
     ctls_session *session = BIO_get_data(bio);
     claim_output(session);
     if (output_buffer.len + len > output_buffer.cap) {
         size_t cap = output_buffer.cap ? output_buffer.cap : 16384;
         while (cap < output_buffer.len + len) cap *= 2;
+        if (!output_buffer.data) {
+            pthread_once(&output_key_once, make_output_key);
+            pthread_setspecific(output_key, &output_buffer); /* any non-NULL value: the destructor runs */
+        }
         unsigned char *grown = realloc(output_buffer.data, cap);
         if (!grown) { *written = 0; return 0; }
         output_buffer.data = grown;
@@ -607,6 +631,7 @@ void ctls_session_free(ctls_session *session) {
 
 int ctls_session_release_input(ctls_session *session) {
     if (session->lent_len == 0) return 0;
+    if (session->failed) { session->lent_len = 0; return 0; } /* nothing will read it */
     size_t held = session->kept_end - session->kept_start;
     if (held + session->lent_len > KEPT_MAX) {
         session->lent_len = 0;
@@ -634,9 +659,11 @@ int ctls_session_feed(ctls_session *session, const void *bytes, size_t count) {
     return 0;
 }
 
+/* The first reason a session failed is the one kept (later failures follow from it). */
 static void note_error(ctls_session *session, const char *what, const char *reason) {
     enum { ERROR_LEN = 256 };
-    if (!session->error) session->error = malloc(ERROR_LEN);
+    if (session->error) return;
+    session->error = malloc(ERROR_LEN);
     if (!session->error) return;
     if (reason) snprintf(session->error, ERROR_LEN, "%s: %s", what, reason);
     else snprintf(session->error, ERROR_LEN, "%s", what);
@@ -660,6 +687,7 @@ int ctls_session_handshake(ctls_session *session) {
     claim_output(session);
     ERR_clear_error(); /* the error queue is per thread, and a worker interleaves sessions */
     int rc = SSL_do_handshake(session->ssl);
+    if (session->failed) return CTLS_HANDSHAKE_FAILED; /* failed inside the call (a callback) */
     if (rc == 1) return CTLS_HANDSHAKE_DONE;
     int e = SSL_get_error(session->ssl, rc);
     if (e == SSL_ERROR_WANT_READ) return CTLS_HANDSHAKE_WANT_INPUT;
@@ -673,6 +701,7 @@ long ctls_session_read(ctls_session *session, void *buffer, size_t capacity) {
     ERR_clear_error();
     size_t n = 0;
     int rc = SSL_read_ex(session->ssl, buffer, capacity, &n);
+    if (session->failed) return CTLS_READ_FAILED; /* failed inside the call (a KeyUpdate flood) */
     if (rc == 1) return (long)n;
     int e = SSL_get_error(session->ssl, rc);
     if (e == SSL_ERROR_WANT_READ) return CTLS_READ_WANT_INPUT;
@@ -687,9 +716,10 @@ int ctls_session_write(ctls_session *session, const void *bytes, size_t count) {
     claim_output(session);
     ERR_clear_error();
     size_t n = 0;
-    /* Memory BIOs take everything: without partial writes SSL_write_ex writes all or fails. */
+    /* The output BIO takes everything: without partial writes SSL_write_ex writes all or fails. */
     if (SSL_write_ex(session->ssl, bytes, count, &n) != 1 || n != count) {
         note_failure(session, "TLS write failed");
+        if (output_buffer.owner == session) output_buffer.len = 0; /* nothing of a failed session goes out */
         return -1;
     }
     return 0;
@@ -739,8 +769,10 @@ size_t ctls_session_alpn(const ctls_session *session, const unsigned char **prot
 }
 
 const char *ctls_session_server_name(const ctls_session *session) {
-    /* A server's is what its ClientHello said (OpenSSL reports none for a resumed TLS 1.2 session). */
-    return session->server_name ? session->server_name : SSL_get_servername(session->ssl, TLSEXT_NAMETYPE_host_name);
+    /* A server's is what its ClientHello said, checked (OpenSSL reports none for a resumed TLS 1.2
+     * session, and the raw bytes of an invalid one); a client's is what it sent. */
+    if (session->context->is_server) return session->server_name;
+    return SSL_get_servername(session->ssl, TLSEXT_NAMETYPE_host_name);
 }
 
 int ctls_session_resumed(const ctls_session *session) { return SSL_session_reused(session->ssl); }
@@ -768,6 +800,7 @@ int ctls_session_peek(ctls_session *session) {
     unsigned char byte;
     size_t n = 0;
     int rc = SSL_peek_ex(session->ssl, &byte, 1, &n);
+    if (session->failed) return -1;
     if (rc == 1) return 1;
     int e = SSL_get_error(session->ssl, rc);
     if (e == SSL_ERROR_WANT_READ) return 0;
