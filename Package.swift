@@ -20,9 +20,14 @@ let package = Package(
             pkgConfig: "libuv",
             providers: [.apt(["libuv1-dev"])]
         ),
-        // The TLS engine: a small C interface (include/ctls.h) over OpenSSL 3, the only code that
-        // knows the library (Debian `libssl-dev`).
-        .target(name: "CTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        // OpenSSL 3 (headers and libraries through pkg-config), and the TLS engine over it: a small
+        // C interface (CTLS/include/ctls.h), the only code that knows the library.
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .target(name: "CTLS", dependencies: ["COpenSSL"]),
         .target(name: "Proxy", dependencies: ["CUV", "CTLS"], swiftSettings: hotPathSettings),
         .target(name: "TestBackendKit", dependencies: ["Proxy"], swiftSettings: hotPathSettings),
         .executableTarget(name: "ProxyCLI", dependencies: ["Proxy"], swiftSettings: hotPathSettings),

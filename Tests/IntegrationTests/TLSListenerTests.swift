@@ -125,7 +125,8 @@ import Testing
         }, "\(lines.count) lines")
         let api = lines.first { $0["target"] as? String == "/py" }
         #expect(api?["tls_version"] as? String == "TLSv1.3" && api?["sni"] as? String == "api.test", "\(String(describing: api))")
-        #expect((api?["tls_cipher"] as? String ?? "").hasPrefix("TLS_"))
+        let cipher = api?["tls_cipher"] as? String ?? ""
+        #expect(cipher.hasPrefix("TLS_"), "\(cipher)")
         let cleartext = lines.first { $0["status"] as? Int == 308 }
         #expect(cleartext?["tls_version"] is NSNull && cleartext?["sni"] is NSNull)
 
