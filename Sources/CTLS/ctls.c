@@ -17,6 +17,13 @@
 #include <string.h>
 #include <time.h>
 
+/* The error queue is per thread and a worker interleaves sessions: it is emptied before each
+ * call whose failure we read. ERR_clear_error itself walks every slot (≈400 instructions in
+ * OpenSSL 3), so only when something is queued. */
+static inline void clear_errors(void) {
+    if (ERR_peek_error() != 0) ERR_clear_error();
+}
+
 static void watch_messages(int write_p, int version, int content_type, const void *buf, size_t len, SSL *ssl, void *arg);
 static void note_error(ctls_session *session, const char *what, const char *reason);
 
@@ -685,7 +692,7 @@ static void note_failure(ctls_session *session, const char *what) {
 int ctls_session_handshake(ctls_session *session) {
     if (session->failed) return CTLS_HANDSHAKE_FAILED;
     claim_output(session);
-    ERR_clear_error(); /* the error queue is per thread, and a worker interleaves sessions */
+    clear_errors();
     int rc = SSL_do_handshake(session->ssl);
     if (session->failed) return CTLS_HANDSHAKE_FAILED; /* failed inside the call (a callback) */
     if (rc == 1) return CTLS_HANDSHAKE_DONE;
@@ -698,7 +705,7 @@ int ctls_session_handshake(ctls_session *session) {
 long ctls_session_read(ctls_session *session, void *buffer, size_t capacity) {
     if (session->failed) return CTLS_READ_FAILED;
     claim_output(session);
-    ERR_clear_error();
+    clear_errors();
     size_t n = 0;
     int rc = SSL_read_ex(session->ssl, buffer, capacity, &n);
     if (session->failed) return CTLS_READ_FAILED; /* failed inside the call (a KeyUpdate flood) */
@@ -714,7 +721,7 @@ int ctls_session_write(ctls_session *session, const void *bytes, size_t count) {
     if (session->failed) return -1;
     if (count == 0) return 0;
     claim_output(session);
-    ERR_clear_error();
+    clear_errors();
     size_t n = 0;
     /* The output BIO takes everything: without partial writes SSL_write_ex writes all or fails. */
     if (SSL_write_ex(session->ssl, bytes, count, &n) != 1 || n != count) {
@@ -729,7 +736,7 @@ void ctls_session_close_notify(ctls_session *session) {
     if (session->failed || session->close_notify_sent || !SSL_is_init_finished(session->ssl)) return;
     session->close_notify_sent = 1;
     claim_output(session);
-    ERR_clear_error();
+    clear_errors();
     SSL_shutdown(session->ssl); /* queues the alert; the peer's answer is not awaited */
     ERR_clear_error();
 }
@@ -796,7 +803,7 @@ void ctls_session_resume(ctls_session *session, void *resumption) {
 int ctls_session_peek(ctls_session *session) {
     if (session->failed) return -1;
     claim_output(session);
-    ERR_clear_error();
+    clear_errors();
     unsigned char byte;
     size_t n = 0;
     int rc = SSL_peek_ex(session->ssl, &byte, 1, &n);
@@ -816,7 +823,7 @@ int ctls_session_received_close_notify(const ctls_session *session) {
 int ctls_session_key_update(ctls_session *session) {
     if (session->failed || !SSL_is_init_finished(session->ssl)) return -1;
     claim_output(session);
-    ERR_clear_error();
+    clear_errors();
     /* Scheduled, then written out by a handshake step (it would otherwise wait for the next write). */
     if (SSL_key_update(session->ssl, SSL_KEY_UPDATE_NOT_REQUESTED) != 1 || SSL_do_handshake(session->ssl) != 1) {
         ERR_clear_error();

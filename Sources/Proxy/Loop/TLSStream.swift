@@ -232,6 +232,10 @@ public final class TLSStream: ConnectingStream, ReadWishDriven {
             if n > 0 {
                 bytesRead &+= UInt64(n)
                 onRead?(UnsafeRawBufferPointer(start: loop.plaintextBuffer, count: n))
+                // Nothing left to decrypt (no plaintext inside the engine, no input it has not
+                // read: it never reads ahead of a record): another read could only say "want
+                // input", so it is not made. An end of input still has to be seen.
+                if transportEnd == nil && ctls_session_has_buffered_input(session) == 0 { return }
                 continue
             }
             switch Int32(n) {
