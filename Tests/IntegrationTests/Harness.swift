@@ -391,6 +391,9 @@ final class ScriptedOrigin: @unchecked Sendable {
         let fd: Int32
         /// Requests seen on this connection so far, this one included.
         var requestCount = 0
+        /// Bytes that arrived after the head in the same reads (body bytes the handler reads
+        /// itself from `fd` come after these).
+        var readAfterHead: [UInt8] = []
         init(fd: Int32) { self.fd = fd }
 
         func send(_ text: String) { send(Array(text.utf8)) }
@@ -450,6 +453,7 @@ final class ScriptedOrigin: @unchecked Sendable {
                 _requests.append(line)
                 if conn.requestCount == 1 { _connections += 1 }
                 lock.unlock()
+                conn.readAfterHead = data
                 next = handler(conn, head)
                 if next == .close { break loop }
                 if next == .holdOpen { data.removeAll(); break }

@@ -25,6 +25,54 @@ struct ResourceLimitUnitTests {
         #expect(UVError(UVError.tooManyOpenFiles).localResourceProblem?.contains("out of file descriptors") == true)
     }
 
+    /// Idle pooled connections hold descriptors, so they count against `limits.max_connections`
+    /// (summed over workers) and give way to clients: the oldest is closed first, and while a
+    /// client waits on another worker none is pooled.
+    @Test func idlePooledConnectionsCountAgainstTheClientLimitAndGiveWay() {
+        let count = ConnectionCount(workers: 2)
+        let loop = EventLoop()
+        let shared = SharedBackend(config: BackendConfig(id: "b1", url: "http://127.0.0.1:1", host: "127.0.0.1", port: 1),
+                                   address: SocketAddress(ip: "127.0.0.1", port: 1)!, workers: 2)
+        let backend = Backend(shared: shared, worker: 0, pool: UpstreamPool(maxIdle: 10, idleTimeoutMs: 10_000))
+        let tally = IdleUpstreamTally(worker: 0, shared: count)
+        let otherWorker = IdleUpstreamTally(worker: 1, shared: count)
+        backend.pool.tally = tally
+        func pooled(at now: UInt64) -> UpstreamConnection {
+            let c = UpstreamConnection(backend: backend, stream: TCPStream(loop: loop))
+            backend.pool.put(c, now: now)
+            return c
+        }
+        let first = pooled(at: 1)
+        _ = pooled(at: 2)
+        count.add()  // one client
+        #expect(tally.count == 2 && backend.pool.idleCount == 2)
+        #expect(!count.hasRoom(limit: 3), "1 client + 2 idle fill a limit of 3")
+        #expect(count.clientsHaveRoom(limit: 3), "the idle connections are what is in the way")
+        #expect(count.hasRoom(limit: 4))
+        otherWorker.adjust(by: 1)
+        #expect(!count.hasRoom(limit: 4), "another worker's idle connections count too")
+        #expect(backend.pool.oldestIdleSince == 1)
+        backend.pool.closeOldest()
+        #expect(first.isClosed, "the least recently pooled goes first")
+        #expect(tally.count == 1 && count.hasRoom(limit: 4))
+        count.idleConnectionsWanted = true
+        #expect(tally.isWanted)
+        let refused = pooled(at: 3)
+        #expect(refused.isClosed && backend.pool.idleCount == 1, "nothing is pooled while a client waits for room")
+        count.idleConnectionsWanted = false
+        _ = pooled(at: 4)
+        #expect(tally.count == 2)
+        backend.pool.tally = nil
+        #expect(tally.count == 0, "a pool that leaves the worker takes its part of the count with it")
+        backend.pool.tally = tally
+        #expect(tally.count == 2)
+        backend.pool.closeAll()
+        #expect(tally.count == 0 && count.hasRoom(limit: 3) && !count.hasRoom(limit: 2), "1 client + the other worker's 1")
+        otherWorker.adjust(by: -1)
+        count.release()
+        for _ in 0..<10 { _ = loop.runOnce(wait: false) }  // the closes complete
+    }
+
     @Test func aProbeThatCannotOpenASocketGivesNoVerdict() {
         #expect(ProbeOutcome.error(UVError.tooManyOpenFiles, during: "connect")
             == .noVerdict("connect: the proxy is out of file descriptors (EMFILE: its own limit, ulimit -n)"))

@@ -224,12 +224,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             let conn = UpstreamConnection(backend: backend, stream: server.makeUpstreamStream(for: backend))
             attach(conn, pooled: false)
             do {
-                // Strong captures (a weak one would give both objects a side table: slower ARC on
-                // every request after): the closure is dropped when it runs or the stream closes.
-                try conn.stream.connect(to: backend.address) { [self, conn] status in
-                    guard hasState && x.pointee.upstream === conn else { return }
-                    if status == 0 { self.upstreamConnected() } else { self.connectFailed(UVError(status)) }
-                }
+                try startConnecting(conn, to: backend)
             } catch {
                 let problem = error.localResourceProblem
                 switch x.pointee.machine.connectFailed(isLocalResourceProblem: problem != nil) {
@@ -240,6 +235,25 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             }
             down { $0.armExchangeDeadline(inMs: UInt64(max(settings.config.timeouts.connectMs, 1))) }
             return
+        }
+    }
+
+    /// Starts connecting `conn`. Out of descriptors (EMFILE), an idle pooled connection of this
+    /// worker gives up its descriptor and the connect is tried again: a kept-alive connection
+    /// nobody uses is worth less than a request.
+    private func startConnecting(_ conn: UpstreamConnection, to backend: Backend) throws(UVError) {
+        while true {
+            do {
+                // Strong captures (a weak one would give both objects a side table: slower ARC on
+                // every request after): the closure is dropped when it runs or the stream closes.
+                try conn.stream.connect(to: backend.address) { [self, conn] status in
+                    guard hasState && x.pointee.upstream === conn else { return }
+                    if status == 0 { self.upstreamConnected() } else { self.connectFailed(UVError(status)) }
+                }
+                return
+            } catch {
+                guard error.code == UVError.tooManyOpenFiles, server.closeOldestIdleUpstream() else { throw error }
+            }
         }
     }
 

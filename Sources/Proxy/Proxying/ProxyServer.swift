@@ -41,8 +41,11 @@ public final class ProxyServer {
         tls.onResumption = { [unowned backend] resumption in backend.tlsResumption = resumption }
         return tls
     }
-    /// Open client connections of all workers together, against `limits.max_connections`.
+    /// Open client connections and idle pooled connections of all workers together, against
+    /// `limits.max_connections`.
     private let connectionCount: ConnectionCount
+    /// This worker's idle pooled upstream connections, published into `connectionCount`.
+    private let idleTally: IdleUpstreamTally
     /// The process's metrics, and this worker's slab of them (`WorkerStats`).
     let metrics: ProxyMetrics
     let stats: CounterSlab
@@ -67,11 +70,18 @@ public final class ProxyServer {
         self.connectionCount = connectionCount
         self.metrics = metrics
         stats = metrics.workers[worker]
+        idleTally = IdleUpstreamTally(worker: worker, shared: connectionCount)
         settings = ServerSettings(generation, worker: worker, previous: [])
         poolSweeper = Timer(loop: loop)
         acceptResumer = Timer(loop: loop)
         roomWatcher = Timer(loop: loop)
         configureAccessLog()
+        adoptPools()
+    }
+
+    /// Counts every pool of `settings` in this worker's idle tally (pools kept across a reload already are).
+    private func adoptPools() {
+        for b in settings.backends where b.pool.tally !== idleTally { b.pool.tally = idleTally }
     }
 
     /// Creates, reconfigures or drops the access log buffer to match `settings`.
@@ -112,6 +122,9 @@ public final class ProxyServer {
         poolSweeper.onFire = { [unowned self] in
             let now = self.loop.now
             for b in self.settings.backends { b.pool.sweep(now: now) }
+            if self.connectionCount.idleConnectionsWanted {  // a client waits on another worker
+                for b in self.settings.backends { b.pool.closeAll() }
+            }
             for u in self.settings.upstreams { u.noticeHealthChanges() }
             self.exchangeStates.trim()
         }
@@ -174,12 +187,42 @@ public final class ProxyServer {
     /// soon as a client closes — at once when it closes on this worker, within `roomWatcher`'s
     /// period when on another. The connections held keep being served meanwhile.
     private func hasRoomForAClient() -> Bool {
-        if connectionCount.hasRoom(limit: settings.maxConnections) { return true }
+        if makeRoomForAClient() { return true }
         stats.add(WorkerStats.connectionsRefused)
         warnAtMostEverySecond("limits.max_connections (\(settings.maxConnections)) reached: new connections wait "
             + "in the listen queue until one closes")
         roomWatcher.start(timeoutMs: 20, repeatMs: 20)
         return false
+    }
+
+    /// Whether one more client fits under `limits.max_connections`. Idle pooled connections count
+    /// against it (they hold descriptors: `ConnectionCount`) and give way to clients: at the limit
+    /// this worker closes its least recently used ones; when those held by other workers are in
+    /// the way, it asks them to close theirs (they do on their next sweep) until it finds room.
+    private func makeRoomForAClient() -> Bool {
+        let limit = settings.maxConnections
+        while !connectionCount.hasRoom(limit: limit) {
+            guard closeOldestIdleUpstream() else {
+                if connectionCount.clientsHaveRoom(limit: limit) { connectionCount.idleConnectionsWanted = true }
+                return false
+            }
+        }
+        if connectionCount.idleConnectionsWanted { connectionCount.idleConnectionsWanted = false }
+        return true
+    }
+
+    /// Closes this worker's least recently pooled idle upstream connection; false when it has none.
+    func closeOldestIdleUpstream() -> Bool {
+        guard idleTally.count > 0 else { return false }
+        var oldest: UpstreamPool?
+        for b in settings.backends {
+            guard let since = b.pool.oldestIdleSince else { continue }
+            if let o = oldest, let s = o.oldestIdleSince, s <= since { continue }
+            oldest = b.pool
+        }
+        guard let oldest else { return false }
+        oldest.closeOldest()
+        return true
     }
 
     private var hasPendingAccept: Bool { listeners.contains { $0.handle?.hasPending == true } }
@@ -190,14 +233,14 @@ public final class ProxyServer {
 
     private func acceptWaitingIfRoom() {
         guard hasPendingAccept else { return roomWatcher.stop() }
-        guard connectionCount.hasRoom(limit: settings.maxConnections) else { return }
+        guard makeRoomForAClient() else { return }
         roomWatcher.stop()
         let count = listeners.count
         nextPendingListener = (nextPendingListener + 1) % max(count, 1)
         for step in 0..<count {
             let l = listeners[(nextPendingListener + step) % count]
             guard let handle = l.handle, handle.hasPending else { continue }
-            guard connectionCount.hasRoom(limit: settings.maxConnections) else { return roomWatcher.start(timeoutMs: 20, repeatMs: 20) }
+            guard makeRoomForAClient() else { return roomWatcher.start(timeoutMs: 20, repeatMs: 20) }
             handle.acceptPending()
         }
     }
@@ -231,6 +274,7 @@ public final class ProxyServer {
         let old = settings.backends
         settings = ServerSettings(generation, worker: worker, previous: old)
         configureAccessLog()
+        adoptPools()
         for b in old where !settings.backends.contains(where: { $0 === b }) {
             b.isRetired = true
             b.pool.closeAll()
@@ -511,20 +555,4 @@ public struct ProxyStartError: Error, CustomStringConvertible {
     public var message: String
     public init(message: String) { self.message = message }
     public var description: String { message }
-}
-
-/// Open client connections across all workers, for `limits.max_connections` (a limit for the
-/// whole proxy, like HAProxy's `maxconn`, not per worker). One atomic add per connection, never
-/// per request. Threading: `Sendable`, shared by every worker.
-public final class ConnectionCount: Sendable {
-    private let open = Atomic<Int>(0)
-
-    public init() {}
-
-    /// Whether fewer than `limit` are open (asked before accepting; `add` counts the connection).
-    func hasRoom(limit: Int) -> Bool { open.load(ordering: .relaxed) < limit }
-
-    func add() { open.wrappingAdd(1, ordering: .relaxed) }
-
-    func release() { open.wrappingSubtract(1, ordering: .relaxed) }
 }

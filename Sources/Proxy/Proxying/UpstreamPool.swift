@@ -8,13 +8,30 @@
 /// Threading: loop thread only.
 public final class UpstreamPool {
     private var idle: [UpstreamConnection] = [] {
-        didSet { counter?.idlePooled.store(idle.count, ordering: .relaxed) }
+        didSet {
+            let n = idle.count
+            counter?.idlePooled.store(n, ordering: .relaxed)
+            if n != reportedToTally {
+                tally?.adjust(by: n - reportedToTally)
+                reportedToTally = n
+            }
+        }
     }
+    /// The part of `tally` that is this pool's.
+    private var reportedToTally = 0
     /// Changed by a reload; applies to connections pooled from then on.
     public internal(set) var maxIdle: Int
     public internal(set) var idleTimeoutMs: UInt64
     /// Where the idle count is published for `/_health` (summed over workers).
     var counter: WorkerCounters?
+    /// The worker's idle connections over all its pools, counted against `limits.max_connections`
+    /// (`ConnectionCount`). Set by `ProxyServer` when it adopts the pool.
+    var tally: IdleUpstreamTally? {
+        didSet {
+            oldValue?.adjust(by: -reportedToTally)
+            tally?.adjust(by: reportedToTally)
+        }
+    }
 
     public init(maxIdle: Int, idleTimeoutMs: UInt64) {
         self.maxIdle = maxIdle
@@ -49,7 +66,8 @@ public final class UpstreamPool {
     /// `backendKeepAliveMs` is the backend's announced `Keep-Alive: timeout`, if any.
     func put(_ c: UpstreamConnection, now: UInt64, backendKeepAliveMs: UInt64? = nil) {
         c.owner = nil
-        guard idle.count < maxIdle, !c.isClosed, !c.backend.isRetired else { c.close(); return }
+        // While a client waits for room that idle connections hold, none is kept (`ConnectionCount`).
+        guard idle.count < maxIdle, !c.isClosed, !c.backend.isRetired, tally?.isWanted != true else { c.close(); return }
         c.idleSince = now
         // Give up a connection a second before the backend would, to stay clear of its timer.
         c.idleLimitMs = min(idleTimeoutMs, backendKeepAliveMs.map { $0 > 1000 ? $0 - 1000 : 0 } ?? .max)
@@ -75,6 +93,18 @@ public final class UpstreamPool {
         }
     }
 
+    /// When the least recently pooled connection became idle, if there is one (`closeOldest` picks
+    /// among pools by it).
+    var oldestIdleSince: UInt64? { idle.first?.idleSince }
+
+    /// Closes the least recently pooled connection, to give its descriptor to a client.
+    func closeOldest() {
+        guard !idle.isEmpty else { return }
+        let c = idle.removeFirst()
+        c.isInPool = false
+        c.close()
+    }
+
     public func closeAll() {
         for c in idle { c.isInPool = false; c.close() }
         idle.removeAll()
@@ -85,4 +115,26 @@ public final class UpstreamPool {
         c.isInPool = false
         idle.remove(at: i)
     }
+}
+
+/// One worker's idle pooled upstream connections over all its pools, published to the
+/// `ConnectionCount` every worker shares (one plain store into this worker's slot per change).
+/// Threading: loop thread only.
+final class IdleUpstreamTally {
+    private(set) var count = 0
+    private let worker: Int
+    private let shared: ConnectionCount
+
+    init(worker: Int, shared: ConnectionCount) {
+        self.worker = worker
+        self.shared = shared
+    }
+
+    func adjust(by delta: Int) {
+        count += delta
+        shared.publishIdle(worker: worker, count: count)
+    }
+
+    /// Whether a client waits for room that idle connections hold (`ConnectionCount.idleConnectionsWanted`).
+    var isWanted: Bool { shared.idleConnectionsWanted }
 }

@@ -25,7 +25,7 @@ public final class Supervisor {
     private var threads: [NativeThread] = []
     private var inboxes: [Mailbox<WorkerMessage>] = []
     private let reports = Mailbox<WorkerReport>()
-    private let connectionCount = ConnectionCount()
+    private let connectionCount: ConnectionCount
     private let accessLog = AccessLogWriter()
     private let metrics: ProxyMetrics
     /// `admin.listen`'s socket, handed to worker 0; where it listens (for the start line).
@@ -86,6 +86,7 @@ public final class Supervisor {
         self.options = options
         self.fdLimit = fdLimit
         workerCount = Self.workerCount(config)
+        connectionCount = ConnectionCount(workers: workerCount)
         resolver = HostResolver(loop: loop)
         var backends: [SharedBackend] = []
         // Start-up resolves host names synchronously (blocking getaddrinfo): no loop runs yet, so
