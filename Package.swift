@@ -28,7 +28,14 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .target(name: "CTLS", dependencies: ["COpenSSL"]),
-        .target(name: "Proxy", dependencies: ["CUV", "CTLS"], swiftSettings: hotPathSettings),
+        // nghttp2 as the HTTP/2 frame codec (HPACK, frames, flow-control bookkeeping), wrapped by
+        // Sources/Proxy/Loop/HTTP2FrameCodec.swift; connections and streams are ours.
+        .systemLibrary(
+            name: "CNGHTTP2",
+            pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"])]
+        ),
+        .target(name: "Proxy", dependencies: ["CUV", "CTLS", "CNGHTTP2"], swiftSettings: hotPathSettings),
         .target(name: "TestBackendKit", dependencies: ["Proxy"], swiftSettings: hotPathSettings),
         .executableTarget(name: "ProxyCLI", dependencies: ["Proxy"], swiftSettings: hotPathSettings),
         .executableTarget(name: "TestBackend", dependencies: ["TestBackendKit"], swiftSettings: hotPathSettings),

@@ -315,7 +315,7 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
                     field: "listen[0].tls.min_version",
                     problem: #"expected "1.2" (TLS 1.2 and 1.3) or "1.3" (TLS 1.3 only), got "1.1"; older versions are not offered"#)
         expectError(withBackend(#""listen": [{"address": ":443", "tls": {"certificates": [\#(cert)], "alpn": ["h3"]}}]"#),
-                    field: "listen[0].tls.alpn[0]", problem: #""h3" is not a protocol this proxy speaks; it offers "http/1.1""#)
+                    field: "listen[0].tls.alpn[0]", problem: #""h3" is not a protocol this proxy speaks; it offers "h2", "http/1.1""#)
         expectError(withBackend(#""listen": [{"address": ":443", "tls": {"certificates": [{"cert": "a.pem"}]}}]"#),
                     field: "listen[0].tls.certificates[0].key", problem: "missing; the private key file (PEM)")
         expectError(withBackend(#""listen": [":80", ":80"]"#), field: "listen[1].address", problem: #""0.0.0.0:80" is already listen[0]"#)
@@ -435,7 +435,7 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
     @Test("An unknown key with no close match lists the valid keys")
     func unknownKeyWithoutSuggestionListsKeys() {
         expectError(withBackend(#""threads": 4"#), field: "threads",
-                    problem: #"unknown key; expected one of "listen", "backends", "health_check", "timeouts", "limits", "pool", "upstreams", "routes", "path_normalization", "workers", "shutdown_grace_ms""#)
+                    problem: #"unknown key; expected one of "listen", "backends", "health_check", "timeouts", "limits", "pool", "http2", "upstreams", "routes", "path_normalization", "workers", "shutdown_grace_ms""#)
     }
 
     // MARK: Loading files

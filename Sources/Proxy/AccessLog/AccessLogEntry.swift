@@ -44,7 +44,7 @@ enum AccessLogFormatter {
             request.bytes.withBytes(request.method) { out.appendEscapedForCombined($0) }
             out.append(UInt8(ascii: " "))
             request.bytes.withBytes(request.target) { out.appendEscapedForCombined($0) }
-            out.append(request.versionMinor == 1 ? " HTTP/1.1\" " : " HTTP/1.0\" ")
+            out.append(request.isHTTP2 ? " HTTP/2.0\" " : request.versionMinor == 1 ? " HTTP/1.1\" " : " HTTP/1.0\" ")
         } else {
             out.append("-\" ")
         }
@@ -85,7 +85,7 @@ enum AccessLogFormatter {
         out.append(",\"target\":")
         if parsed { quotedJSON(request.bytes, request.target, into: &out) } else { out.append("null") }
         out.append(",\"protocol\":")
-        if parsed { out.append(request.versionMinor == 1 ? "\"HTTP/1.1\"" : "\"HTTP/1.0\"") } else { out.append("null") }
+        if parsed { out.append(request.isHTTP2 ? "\"HTTP/2.0\"" : request.versionMinor == 1 ? "\"HTTP/1.1\"" : "\"HTTP/1.0\"") } else { out.append("null") }
         out.append(",\"status\":")
         out.appendDecimal(UInt64(e.status))
         out.append(",\"bytes_sent\":")

@@ -393,6 +393,7 @@ extension ProxyConfig: ConfigSection {
             .section("timeouts", \.timeouts),
             .section("limits", \.limits),
             .section("pool", \.pool),
+            .section("http2", \.http2),
             ConfigField(key: "upstreams", example: UpstreamEntry.mapExample) { config, value, at throws(ConfigError) in
                 config.upstreams = try UpstreamEntry.decodeMap(value, at: at)
             },
@@ -586,6 +587,31 @@ extension BackendTLSConfig: ConfigSection {
                 .error("a client certificate needs both \"cert\" and \"key\"")
         }
         return tls
+    }
+}
+
+extension HTTP2Config: ConfigSection {
+    static var defaults: HTTP2Config { HTTP2Config() }
+
+    static var fields: [ConfigField<HTTP2Config>] {
+        [
+            ConfigField(key: "h2c", example: "true") { config, value, at throws(ConfigError) in
+                guard case .bool(let on) = value else { throw at.error("expected true or false, got \(value.summary)") }
+                config.h2c = on
+            },
+            .integer("max_concurrent_streams", \.maxConcurrentStreams, 1...10_000),
+            // RFC 9113 §6.5.2: windows are at most 2^31 - 1; below 16 KiB a frame cannot be filled.
+            .integer("stream_window_bytes", \.streamWindowBytes, 16_384...2_147_483_647),
+            .integer("connection_window_bytes", \.connectionWindowBytes, 65_535...2_147_483_647),
+            .integer("max_header_list_bytes", \.maxHeaderListBytes, 1024...maxBytes),
+            .integer("idle_timeout_ms", \.idleTimeoutMs, 1...maxMilliseconds),
+            .integer("reset_burst", \.resetBurst, 1...1_000_000),
+            .integer("resets_per_s", \.resetsPerSecond, 1...1_000_000),
+            .integer("max_continuation_frames", \.maxContinuationFrames, 1...1000),
+            .integer("max_queued_control_frames", \.maxQueuedControlFrames, 1...1_000_000),
+            .integer("max_glitches", \.maxGlitches, 1...1_000_000),
+            .integer("max_control_frames_per_s", \.maxControlFramesPerS, 1...1_000_000),
+        ]
     }
 }
 

@@ -33,7 +33,7 @@ public struct ListenerTLSConfig: Sendable, Equatable {
     public var certificates: [CertificateFiles]
     /// `"1.2"` (TLS 1.2 and 1.3) or `"1.3"`.
     public var minVersion: String
-    /// ALPN protocols offered, most preferred first.
+    /// ALPN protocols offered, most preferred first (default `["h2", "http/1.1"]`).
     public var alpn: [String]
     /// The `Strict-Transport-Security` value added to responses over this listener; nil: none.
     public var hsts: String?
@@ -50,7 +50,7 @@ public struct ListenerTLSConfig: Sendable, Equatable {
         return tls
     }
 
-    public init(certificates: [CertificateFiles], minVersion: String = "1.2", alpn: [String] = ["http/1.1"],
+    public init(certificates: [CertificateFiles], minVersion: String = "1.2", alpn: [String] = ["h2", "http/1.1"],
                 hsts: String? = nil, handshakeTimeoutMs: Int = 10000) {
         self.certificates = certificates
         self.minVersion = minVersion
@@ -60,7 +60,7 @@ public struct ListenerTLSConfig: Sendable, Equatable {
     }
 
     /// The protocols this proxy can speak after a TLS handshake.
-    static let supportedALPN = ["http/1.1"]
+    static let supportedALPN = ["h2", "http/1.1"]
 }
 
 extension ProxyConfig {
@@ -198,8 +198,8 @@ extension ListenerTLSConfig: ConfigSection {
                 }
                 tls.minVersion = text
             },
-            ConfigField(key: "alpn", example: "[\"http/1.1\"]") { tls, value, at throws(ConfigError) in
-                guard case .array(let items) = value, !items.isEmpty else { throw at.error("expected a non-empty list such as [\"http/1.1\"]") }
+            ConfigField(key: "alpn", example: "[\"h2\", \"http/1.1\"]") { tls, value, at throws(ConfigError) in
+                guard case .array(let items) = value, !items.isEmpty else { throw at.error("expected a non-empty list such as [\"h2\", \"http/1.1\"]") }
                 var names: [String] = []
                 for (i, item) in items.enumerated() {
                     let itemAt = at.element(i, example: "\"http/1.1\"")

@@ -35,6 +35,8 @@ public struct ProxyConfig: Sendable, Equatable {
     public var tlsTicketKeyRotationS = 3600
     /// TLS settings for the top-level `backends` that are `https://`.
     public var backendTLS = BackendTLSConfig()
+    /// HTTP/2 towards clients.
+    public var http2 = HTTP2Config()
 
     /// All defaults and no backends (a loaded config always has at least one).
     public init(

@@ -108,6 +108,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
         exchange = ProxyExchange(server: server, settings: settings, detached: exchangeStates.detached,
                                  peerAddress: client.peerAddress, isAdminListener: isAdminListener, listener: listener, tls: tls)
         exchange.setDownstream(self)
+        probingForH2C = listener.tls == nil && server.settings.config.http2.h2c
     }
 
     func start() {
@@ -129,6 +130,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
 
     private func clientRead(_ bytes: UnsafeRawBufferPointer) {
         lastClientActivity = server.loop.now
+        if probingForH2C { return probeForH2C(bytes) }
         switch phase {
         case .head, .exchange:
             handleClientBytes(bytes)
@@ -314,6 +316,54 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
         case .tunnel, .closed:
             break  // a tunnel's ends are handled above
         }
+    }
+
+    // MARK: - Prior-knowledge HTTP/2 (h2c)
+
+    /// The connection's first bytes are still being compared with the HTTP/2 preface (cleartext
+    /// listeners with `http2.h2c`).
+    private var probingForH2C = false
+    /// The first bytes while they are a proper prefix of the preface (it came in pieces).
+    private var h2cProbe: [UInt8] = []
+
+    /// An HTTP/1 request goes on as one; the 24-byte HTTP/2 preface hands the client over to an
+    /// `HTTP2ServerConnection` (with everything read so far). Only the first bytes are looked at;
+    /// a request line never begins like the preface (`PRI` is no method anyone sends).
+    private func probeForH2C(_ bytes: UnsafeRawBufferPointer) {
+        let preface = HTTP2FrameCodec.preface
+        if h2cProbe.isEmpty {
+            let n = min(bytes.count, preface.count)
+            guard bytes.prefix(n).elementsEqual(preface.prefix(n)) else {
+                probingForH2C = false
+                return clientRead(bytes)
+            }
+            if bytes.count >= preface.count { return switchToHTTP2(bytes) }
+            h2cProbe = Array(bytes)
+            return
+        }
+        h2cProbe.append(contentsOf: bytes)
+        let n = min(h2cProbe.count, preface.count)
+        guard h2cProbe.prefix(n).elementsEqual(preface.prefix(n)) else {
+            probingForH2C = false
+            let buffered = h2cProbe
+            h2cProbe = []
+            return buffered.withUnsafeBytes { clientRead($0) }
+        }
+        if h2cProbe.count >= preface.count {
+            let buffered = h2cProbe
+            h2cProbe = []
+            buffered.withUnsafeBytes { switchToHTTP2($0) }
+        }
+    }
+
+    /// Gives the client stream to an HTTP/2 connection; this one is done (it held no exchange
+    /// state yet: nothing before the preface was a request).
+    private func switchToHTTP2(_ initial: UnsafeRawBufferPointer) {
+        probingForH2C = false
+        phase = .closed
+        disarm()
+        timer.close()
+        server.switchToHTTP2(from: self, client: client, listener: exchange.listener, isAdminListener: isAdminListener, initial: initial)
     }
 
     // MARK: - Handing requests to the exchange

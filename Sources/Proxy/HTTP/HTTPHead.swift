@@ -69,8 +69,11 @@ public struct RequestHead: Sendable {
     public var bytes: [UInt8]
     public var method: Range<Int>
     public var target: Range<Int>
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1 (and for HTTP/2, whose requests are read as HTTP/1.1 heads:
+    /// `HTTP2RequestHeadBuilder`).
     public var versionMinor: UInt8
+    /// The request came over HTTP/2 (the access log says `HTTP/2.0`). Cleared by the parser.
+    public var isHTTP2 = false
     public var fields: [HeaderField]
     /// `.none`, `.contentLength` or `.chunked` (never `.untilClose` for a request).
     public var framing: BodyFraming

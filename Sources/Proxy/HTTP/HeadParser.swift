@@ -44,6 +44,7 @@ public enum HeadParser {
             return (line, summary)
         }
         head.method = line.method
+        head.isHTTP2 = false
         head.target = line.target
         head.versionMinor = line.versionMinor
         let http11 = line.versionMinor == 1

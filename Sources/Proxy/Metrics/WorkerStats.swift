@@ -25,7 +25,13 @@ enum WorkerStats {
     static let tlsResumed = tlsVersions + tlsVersionNames.count
     static let tlsHandshakeDuration = tlsResumed + 2
     static let tlsHandshakeDurationSum = tlsHandshakeDuration + RequestStats.bucketCount
-    static let size = tlsHandshakeDurationSum + 1
+    /// HTTP/2: connections (a total and an open gauge), streams opened by clients, and
+    /// connections ended for abusing the protocol (floods, resets, glitches).
+    static let http2Connections = tlsHandshakeDurationSum + 1
+    static let http2ConnectionsOpen = http2Connections + 1
+    static let http2Streams = http2ConnectionsOpen + 1
+    static let http2AbusiveConnections = http2Streams + 1
+    static let size = http2AbusiveConnections + 1
 
     /// How a TLS handshake on a listener ended; the raw value is the offset from `tlsHandshakes`.
     enum TLSResult: Int, CaseIterable {

@@ -183,11 +183,7 @@ public struct HeaderRewriter {
         let replacesSTS = addedField != nil
         for field in head.fields {
             let name = field.name
-            if isHopByHop(b, name) || isConnectionNamed(b, name) { continue }
-            // The listener's `hsts` policy replaces what the backend said.
-            if replacesSTS && name.count == 25 && b.equalsIgnoringCase(name, "strict-transport-security") { continue }
-            if b.equalsIgnoringCase(name, "transfer-encoding") { continue }
-            if !requestID.isEmpty && name.count == 12 && b.equalsIgnoringCase(name, "x-request-id") { continue }
+            guard isEndToEndForClient(b, name, replacesSTS: replacesSTS, replacesRequestID: !requestID.isEmpty) else { continue }
             if b.equalsIgnoringCase(name, "content-length") {
                 // A body-less response to HEAD, or a 304, keeps the length of the body it
                 // describes; 1xx and 204 must not carry one at all (RFC 9110 §8.6).
@@ -205,6 +201,45 @@ public struct HeaderRewriter {
             out.append("Connection: keep-alive\r\n")
         }
         out.append("\r\n")
+    }
+
+    /// Whether a field of a backend's response goes on to the client, whatever protocol carries
+    /// it: not hop-by-hop or named by `Connection`, not `Transfer-Encoding`, not a
+    /// `Strict-Transport-Security` the listener's `hsts` replaces, not an `X-Request-Id` the
+    /// proxy sets. `Content-Length` is left to the caller (it depends on the client's framing).
+    @inline(__always)
+    private func isEndToEndForClient(_ b: [UInt8], _ name: Range<Int>, replacesSTS: Bool, replacesRequestID: Bool) -> Bool {
+        if isHopByHop(b, name) || isConnectionNamed(b, name) { return false }
+        if replacesSTS && name.count == 25 && b.equalsIgnoringCase(name, "strict-transport-security") { return false }
+        if name.count == 17 && b.equalsIgnoringCase(name, "transfer-encoding") { return false }
+        if replacesRequestID && name.count == 12 && b.equalsIgnoringCase(name, "x-request-id") { return false }
+        return true
+    }
+
+    /// The fields of a backend's response for an HTTP/2 client (RFC 9113 §8.2.2: no
+    /// connection-specific fields, lowercase names), then the proxy's `x-request-id` and the
+    /// listener's `strict-transport-security`. `Content-Length` stays when it describes the body
+    /// (or, for HEAD and 304, the body it stands for), never on 1xx and 204.
+    public mutating func collectHTTP2ResponseFields(_ head: ResponseHead, interim: Bool, requestID: [UInt8], hsts: [UInt8]?,
+                                                    into list: inout HTTP2FieldList) {
+        let b = head.bytes
+        collectConnectionTokens(b, head.fields, namesOthers: head.connectionNamesOthers)
+        for field in head.fields {
+            let name = field.name
+            guard isEndToEndForClient(b, name, replacesSTS: hsts != nil, replacesRequestID: !requestID.isEmpty) else { continue }
+            if name.count == 14 && b.equalsIgnoringCase(name, "content-length") {
+                guard !interim, head.status >= 200, head.status != 204 else { continue }
+                switch head.framing {
+                case .none, .contentLength: break
+                case .chunked, .untilClose: continue
+                }
+            }
+            if interim && isFramingField(b, name) { continue }
+            list.append(lowercasedName: b, name, value: b, field.value)
+        }
+        if interim { return }
+        if !requestID.isEmpty { list.append(name: "x-request-id", value: requestID) }
+        if let hsts { list.append(name: "strict-transport-security", value: hsts) }
     }
 
     /// Appends an interim (1xx) response for the client: status line and end-to-end fields.

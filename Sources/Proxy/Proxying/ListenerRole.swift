@@ -11,12 +11,15 @@ final class ListenerRole: Sendable {
     let redirectPort: UInt16?
     /// `Strict-Transport-Security: …\r\n`, added to responses on a TLS listener with `hsts`.
     let hstsField: [UInt8]?
+    /// The same field's value alone, for HTTP/2 responses.
+    let hstsValue: [UInt8]?
 
     init(_ listener: ListenerConfig, tls: TLSContext?, httpsPort: UInt16?) {
         self.tls = tls
         handshakeTimeoutMs = UInt64(listener.tls?.handshakeTimeoutMs ?? 10000)
         redirectPort = listener.redirectToHTTPS && tls == nil ? httpsPort ?? 443 : nil
         hstsField = tls != nil ? listener.tls?.hsts.map { Array("Strict-Transport-Security: \($0)\r\n".utf8) } : nil
+        hstsValue = tls != nil ? listener.tls?.hsts.map { Array($0.utf8) } : nil
     }
 
     /// A cleartext listener that is neither TLS nor redirecting (tests; the admin listener).

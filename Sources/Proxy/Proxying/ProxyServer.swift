@@ -335,7 +335,8 @@ public final class ProxyServer {
             switch outcome {
             case .done, .plaintextHTTP:
                 self.adopt(tls, admin: false, exchangeStates: self.exchangeStates, listener: role,
-                           tls: outcome == .done ? self.sessionFacts(tls) : nil, counted: true)
+                           tls: outcome == .done ? self.sessionFacts(tls) : nil, counted: true,
+                           http2: outcome == .done && tls.negotiatedProtocol == Self.h2)
             case .failed:
                 tls.close()
                 self.connectionCount.release()
@@ -387,12 +388,22 @@ public final class ProxyServer {
     /// `listener` is what the client connected to; `tls` what its handshake settled. `counted`:
     /// the connection was counted against `max_connections` already (at its TLS accept).
     func adopt<Client: ByteStream>(_ stream: Client, admin: Bool, exchangeStates: ExchangeStatePool,
-                                   listener: ListenerRole = .cleartext, tls: TLSSessionFacts? = nil, counted: Bool = false) {
+                                   listener: ListenerRole = .cleartext, tls: TLSSessionFacts? = nil, counted: Bool = false,
+                                   http2: Bool = false) {
         if !admin && !counted {
             connectionCount.add()
             stats.add(WorkerStats.connectionsAccepted)
         } else if admin {
             stats.add(WorkerStats.connectionsAccepted)
+        }
+        if http2 {
+            // ALPN chose h2 in the TLS handshake.
+            let connection = HTTP2ServerConnection(server: self, client: stream, isAdminListener: admin, listener: listener, tls: tls)
+            activeClients += 1
+            stats.set(WorkerStats.clientsOpen, UInt64(activeClients))
+            clients[ObjectIdentifier(connection)] = connection
+            connection.start()
+            return
         }
         let connection = HTTP1ServerConnection(server: self, client: stream, isAdminListener: admin, listener: listener, tls: tls,
                                                exchangeStates: exchangeStates)
@@ -410,12 +421,84 @@ public final class ProxyServer {
     }
 
     func clientClosed<Client>(_ connection: HTTP1ServerConnection<Client>) {
+        clientClosed(connection, isAdminListener: connection.isAdminListener)
+    }
+
+    /// A client connection (of either protocol) closed: it leaves the table and the count.
+    func clientClosed(_ connection: any DownstreamConnectionControl, isAdminListener: Bool) {
         activeClients -= 1
         stats.set(WorkerStats.clientsOpen, UInt64(activeClients))
-        if !connection.isAdminListener { connectionCount.release() }
+        if !isAdminListener { connectionCount.release() }
         clients[ObjectIdentifier(connection)] = nil
         if hasPendingAccept { acceptWaitingIfRoom() }
         if isDraining && activeClients == 0 && handshaking.isEmpty { finishDrain() }
+    }
+
+    /// An HTTP/1 connection recognised the h2c preface (prior knowledge): the client stream goes
+    /// over to an HTTP/2 connection, with the bytes read so far. The HTTP/1 connection has let go
+    /// of the stream (its callbacks are replaced here) and of its table entry.
+    func switchToHTTP2<Client: ByteStream>(from old: HTTP1ServerConnection<Client>, client: Client, listener: ListenerRole,
+                                           isAdminListener: Bool, initial: UnsafeRawBufferPointer) {
+        clients[ObjectIdentifier(old)] = nil
+        let connection = HTTP2ServerConnection(server: self, client: client, isAdminListener: isAdminListener, listener: listener, tls: nil)
+        clients[ObjectIdentifier(connection)] = connection
+        connection.start(initial: initial)
+    }
+
+    // MARK: HTTP/2 output batching
+
+    /// HTTP/2 connections with frames to write: flushed together once per loop iteration, so
+    /// what all their streams produced in one iteration leaves in one write per connection.
+    private var http2Flushes: [HTTP2ServerConnection] = []
+    /// Made on first use (a proxy without HTTP/2 clients has none); closed by `shutdown`.
+    private var http2FlushHook: LoopIdle?
+
+    /// The ALPN name of HTTP/2 over TLS.
+    private static let h2: [UInt8] = Array("h2".utf8)
+
+    func scheduleHTTP2Flush(_ connection: HTTP2ServerConnection) {
+        http2Flushes.append(connection)
+        if http2FlushHook == nil {
+            let hook = LoopIdle(loop: loop)
+            hook.onFire = { [unowned self] in self.runHTTP2Flushes() }
+            http2FlushHook = hook
+        }
+        http2FlushHook!.start()
+    }
+
+    private func runHTTP2Flushes() {
+        var due: [HTTP2ServerConnection] = []
+        swap(&due, &http2Flushes)
+        for connection in due { connection.flushNow() }
+        if http2Flushes.isEmpty {
+            http2FlushHook?.stop()
+            due.removeAll(keepingCapacity: true)
+            swap(&due, &http2Flushes)  // keep the capacity
+        }
+    }
+
+    private var openHTTP2Connections = 0
+    func http2ConnectionOpened() {
+        openHTTP2Connections += 1
+        stats.set(WorkerStats.http2ConnectionsOpen, UInt64(openHTTP2Connections))
+    }
+    func http2ConnectionClosed() {
+        openHTTP2Connections -= 1
+        stats.set(WorkerStats.http2ConnectionsOpen, UInt64(openHTTP2Connections))
+    }
+
+    /// When the last HTTP/2 abuse warning was logged, and how many were not since.
+    private var http2WarningAtMs: UInt64 = 0
+    private var http2WarningsSuppressed = 0
+
+    /// Logs a connection ended for abuse, at most once every 10 s per worker (with a count of the rest).
+    func warnAboutHTTP2Abuse(_ message: String) {
+        let now = loop.now
+        if http2WarningAtMs != 0 && now &- http2WarningAtMs < 10_000 { http2WarningsSuppressed += 1; return }
+        let more = http2WarningsSuppressed > 0 ? " (and \(http2WarningsSuppressed) more such connections since the last line)" : ""
+        Log.warning(message + more)
+        http2WarningAtMs = now
+        http2WarningsSuppressed = 0
     }
 
     private var openTunnels = 0
@@ -522,6 +605,9 @@ public final class ProxyServer {
         roomWatcher.close()
         poolSweeper.close()
         for c in Array(clients.values) { c.forceClose() }
+        http2FlushHook?.close()
+        http2FlushHook = nil
+        http2Flushes.removeAll()
         closeHandshaking()
         accessLog?.close()
         accessLog = nil

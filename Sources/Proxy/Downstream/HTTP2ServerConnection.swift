@@ -1,0 +1,355 @@
+/// One HTTP/2 client connection (ALPN `h2` after a TLS handshake, or prior-knowledge h2c on a
+/// cleartext listener): nghttp2 (`HTTP2FrameCodec`) reads and writes the frames; this type owns
+/// the rest — the stream table (each stream an `HTTP2Stream` running its own exchange), when to
+/// read and when to write, the idle deadline, drain with GOAWAY, and the defences against
+/// clients that abuse the protocol.
+///
+/// Output is batched: whatever streams and frames produce during one loop iteration is written
+/// once, at the start of the next (`ProxyServer.scheduleHTTP2Flush`, a libuv idle handle). While
+/// the client does not read (its stream is congested) nothing more is taken from nghttp2 and the
+/// client's input is paused too, so a client cannot make the proxy queue answers without bound:
+/// every stream then stops at its response buffer limit and stops reading its backend.
+///
+/// Abuse ends a connection with GOAWAY ENHANCE_YOUR_CALM once it caused `http2.max_glitches`
+/// "glitches": streams it resets while their exchange runs (Rapid Reset), frames and header
+/// blocks nghttp2 had to refuse (each makes the proxy reset a stream: MadeYouReset), oversized
+/// header lists, and control frames beyond `http2.max_control_frames_per_s`. nghttp2 itself
+/// ends SETTINGS/PING floods (`max_queued_control_frames`), over-long CONTINUATION chains and
+/// RST_STREAM rates beyond `reset_burst`/`resets_per_s`.
+///
+/// Lifetime: held by the server's client table until it closes, and by its client stream's
+/// callbacks (a cycle broken when the stream closes). Threading: loop thread only.
+final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnectionControl {
+    let server: ProxyServer
+    let client: any ByteStream
+    let isAdminListener: Bool
+    let listener: ListenerRole
+    let tls: TLSSessionFacts?
+    let peerAddress: SocketAddress?
+    private var codec: HTTP2FrameCodec!
+    private var streams: [Int32: HTTP2Stream] = [:]
+    private let limits: HTTP2Config
+    private let timer: Timer
+
+    private enum Phase { case open, closing, closed }
+    private var phase = Phase.open
+    /// A GOAWAY went out for a drain: the connection closes once its streams are done.
+    private var draining = false
+    private var drainLastStreamID: Int32 = .max
+
+    /// A flush is scheduled with the server (`flushNow` runs at the next loop iteration).
+    private var flushScheduled = false
+    /// Streams whose held request body can go out now (delivered during the flush).
+    private var bodyDeliveries: [HTTP2Stream] = []
+    /// Frames taken from nghttp2, written as one buffer.
+    private var output = ByteBuffer(capacity: 16 * 1024)
+
+    private var glitches = 0
+    private var controlFrames = 0
+    private var controlWindowStart: UInt64 = 0
+    private var reportedAbuse = false
+
+    private var bytesSentCounted: UInt64 = 0
+    private var bytesReceivedCounted: UInt64 = 0
+
+    init(server: ProxyServer, client: any ByteStream, isAdminListener: Bool, listener: ListenerRole, tls: TLSSessionFacts?) {
+        self.server = server
+        self.client = client
+        self.isAdminListener = isAdminListener
+        self.listener = listener
+        self.tls = tls
+        peerAddress = client.peerAddress
+        limits = server.settings.config.http2
+        timer = Timer(loop: server.loop)
+        codec = HTTP2FrameCodec(delegate: self, limits: HTTP2SessionLimits(
+            maxConcurrentStreams: UInt32(limits.maxConcurrentStreams), initialStreamWindow: UInt32(limits.streamWindowBytes),
+            connectionWindow: UInt32(limits.connectionWindowBytes), maxHeaderListBytes: UInt32(limits.maxHeaderListBytes),
+            resetBurst: UInt64(limits.resetBurst), resetsPerSecond: UInt64(limits.resetsPerSecond),
+            maxContinuations: limits.maxContinuationFrames, maxOutboundAcks: limits.maxQueuedControlFrames))
+    }
+
+    /// Starts reading; `initial` holds bytes already read from the client (an h2c preface the
+    /// HTTP/1 connection recognised, and whatever came with it).
+    func start(initial: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
+        server.stats.add(WorkerStats.http2Connections)
+        server.http2ConnectionOpened()
+        client.setNoDelay()
+        client.onRead = { [self] bytes in clientRead(bytes) }
+        client.onReadEnd = { [self] _ in teardown() }
+        client.onWriteError = { [self] _ in teardown() }
+        client.onDrain = { [self] in scheduleFlush() }
+        timer.onFire = { [self] in timerFired() }
+        armIdle()
+        if !initial.isEmpty { clientRead(initial) }
+        scheduleFlush()  // the server's SETTINGS
+        client.startReading()
+    }
+
+    // MARK: - Input
+
+    private func clientRead(_ bytes: UnsafeRawBufferPointer) {
+        guard phase == .open else { return }
+        if !codec.receive(bytes) {
+            // A connection error: nghttp2 queued a GOAWAY saying so; send it, then close.
+            if codec.failure?.contains("flood") == true || codec.failure?.contains("Flood") == true { reportAbuse(codec.failure ?? "flood") }
+            writeOutput()
+            return closeAfterOutput()
+        }
+        scheduleFlush()
+    }
+
+    // MARK: - Output
+
+    func scheduleFlush() {
+        guard !flushScheduled, phase != .closed else { return }
+        flushScheduled = true
+        server.scheduleHTTP2Flush(self)
+    }
+
+    /// Runs once per loop iteration when scheduled: held request bodies go out to their
+    /// backends, then the frames every stream produced go to the client in one write.
+    func flushNow() {
+        flushScheduled = false
+        guard phase != .closed else { return }
+        if !bodyDeliveries.isEmpty {
+            let due = bodyDeliveries
+            bodyDeliveries.removeAll(keepingCapacity: true)
+            for stream in due { stream.deliverPendingBody() }
+        }
+        writeOutput()
+        guard phase == .open else { return }
+        if !codec.isAlive || (draining && streams.isEmpty && !codec.wantsToWrite) { closeAfterOutput() }
+    }
+
+    private func writeOutput() {
+        guard phase != .closed else { return }
+        while !client.isCongested {
+            while output.count < 64 * 1024 {
+                let frames = codec.takeOutput()
+                if frames.isEmpty { break }
+                output.append(raw: frames)
+            }
+            if output.isEmpty { break }
+            output.withUnsafeBytes { client.write($0) }
+            output.removeAll(retainedCapacity: 64 * 1024)
+        }
+        // A client that does not read its answers is not read either (`onDrain` resumes).
+        if client.isCongested { client.pauseReading(.outputQueued) } else { client.resumeReading(.outputQueued) }
+        countTraffic()
+    }
+
+    // MARK: - Codec events
+
+    func codecStreamOpened(_ id: Int32) {
+        if draining && id > drainLastStreamID {
+            codec.reset(id, errorCode: HTTP2FrameCodec.refusedStream)
+            return
+        }
+        let stream = HTTP2Stream(id: id, connection: self, settings: server.settings)
+        streams[id] = stream
+        server.stats.add(WorkerStats.http2Streams)
+        timer.stop()
+    }
+
+    func codecField(_ id: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, trailers: Bool) -> Bool {
+        // Trailer fields of a request are not forwarded (the backend hop is HTTP/1.1 without them).
+        guard !trailers, let stream = streams[id] else { return true }
+        stream.builder.add(name: name, value: value, maxListBytes: limits.maxHeaderListBytes)
+        return true
+    }
+
+    func codecHeadersComplete(_ id: Int32, endStream: Bool, trailers: Bool) {
+        guard let stream = streams[id] else { return }
+        if trailers {
+            if endStream { stream.requestBodyEnded() }
+        } else {
+            stream.headersComplete(endStream: endStream)
+        }
+    }
+
+    func codecData(_ id: Int32, _ data: UnsafeRawBufferPointer) {
+        if let stream = streams[id] { stream.receiveBody(data) } else { consume(id, data.count) }
+    }
+
+    func codecRequestEnded(_ id: Int32) {
+        streams[id]?.requestBodyEnded()
+    }
+
+    func codecStreamClosed(_ id: Int32, errorCode: UInt32) {
+        guard let stream = streams.removeValue(forKey: id) else { return }
+        stream.closed(errorCode: errorCode)
+        if streams.isEmpty {
+            armIdle()
+            if draining { scheduleFlush() }
+        }
+    }
+
+    func codecFrameReceived(type: UInt8, flags: UInt8, stream: Int32, length: Int) {
+        switch type {
+        case HTTP2FrameCodec.rstStreamFrame:
+            // A stream reset while the proxy still works on it: the cost Rapid Reset exploits.
+            if let s = streams[stream], s.began, !s.exchangeFinished { noteGlitch() }
+            countControlFrame()
+        case HTTP2FrameCodec.settingsFrame, HTTP2FrameCodec.pingFrame:
+            if flags & 0x1 == 0 { countControlFrame() }  // not an ACK
+        case HTTP2FrameCodec.priorityFrame, HTTP2FrameCodec.windowUpdateFrame:
+            countControlFrame()
+        case HTTP2FrameCodec.dataFrame:
+            if length == 0 && flags & 0x1 == 0 { countControlFrame() }  // empty DATA without END_STREAM
+        default:
+            break
+        }
+    }
+
+    func codecInvalidFrame(type: UInt8, stream: Int32) {
+        noteGlitch()
+    }
+
+    func codecResponseBody(_ id: Int32, into buffer: UnsafeMutableRawBufferPointer) -> (count: Int, end: Bool)? {
+        guard let stream = streams[id] else { return (0, true) }
+        return stream.takeResponseBody(into: buffer)
+    }
+
+    // MARK: - For streams
+
+    func consume(_ id: Int32, _ count: Int) {
+        codec.consume(id, count)
+        scheduleFlush()
+    }
+
+    func submitResponse(_ id: Int32, status: UInt16, fields: HTTP2FieldList, hasBody: Bool) {
+        _ = codec.submitResponse(id, status: status, fields: fields.fields, in: fields.bytes, hasBody: hasBody)
+        scheduleFlush()
+    }
+
+    func submitInterim(_ id: Int32, status: UInt16, fields: HTTP2FieldList) {
+        codec.submitInterim(id, status: status, fields: fields.fields, in: fields.bytes)
+        scheduleFlush()
+    }
+
+    func resumeBody(_ id: Int32) {
+        codec.resumeBody(id)
+        scheduleFlush()
+    }
+
+    func resetStream(_ id: Int32, errorCode: UInt32) {
+        codec.reset(id, errorCode: errorCode)
+        scheduleFlush()
+    }
+
+    func scheduleBodyDelivery(_ stream: HTTP2Stream) {
+        bodyDeliveries.append(stream)
+        scheduleFlush()
+    }
+
+    /// A stream's exchange is over (its response may still be going out).
+    func exchangeFinished(_ stream: HTTP2Stream) {
+        scheduleFlush()
+    }
+
+    // MARK: - Abuse
+
+    /// One more protocol glitch; past `max_glitches` the connection ends.
+    func noteGlitch() {
+        glitches += 1
+        guard glitches > limits.maxGlitches, phase == .open else { return }
+        reportAbuse("\(glitches) protocol glitches (resets of streams in flight, refused frames, oversized headers, control-frame floods) passed http2.max_glitches \(limits.maxGlitches)")
+        codec.terminate(errorCode: HTTP2FrameCodec.enhanceYourCalm)
+        scheduleFlush()
+    }
+
+    private func countControlFrame() {
+        let now = server.loop.now
+        if now &- controlWindowStart >= 1000 {
+            controlWindowStart = now
+            controlFrames = 0
+        }
+        controlFrames += 1
+        if controlFrames > limits.maxControlFramesPerS { noteGlitch() }
+    }
+
+    private func reportAbuse(_ why: String) {
+        guard !reportedAbuse else { return }
+        reportedAbuse = true
+        server.stats.add(WorkerStats.http2AbusiveConnections)
+        let peer = peerAddress?.ipString ?? "unknown"
+        server.warnAboutHTTP2Abuse("HTTP/2 client \(peer): \(why); connection ended with GOAWAY")
+    }
+
+    // MARK: - Timers, drain and closing
+
+    private enum TimerPurpose { case none, idle, flush }
+    private var timerPurpose = TimerPurpose.none
+
+    private func armIdle() {
+        timerPurpose = .idle
+        timer.start(timeoutMs: UInt64(limits.idleTimeoutMs))
+    }
+
+    private func timerFired() {
+        switch timerPurpose {
+        case .none:
+            break
+        case .idle:
+            guard streams.isEmpty, phase == .open else { return }
+            codec.goAway(errorCode: HTTP2FrameCodec.noError)
+            draining = true
+            drainLastStreamID = codec.lastStreamID
+            writeOutput()
+            closeAfterOutput()
+        case .flush:
+            teardown()
+        }
+    }
+
+    /// Graceful shutdown or reload: GOAWAY naming the last stream taken; streams up to it finish,
+    /// later ones are refused (the client retries them elsewhere), then the connection closes.
+    func closeIfIdle() {
+        guard phase == .open, !draining else { return }
+        draining = true
+        drainLastStreamID = codec.lastStreamID
+        codec.goAway(errorCode: HTTP2FrameCodec.noError, lastStreamID: drainLastStreamID)
+        scheduleFlush()
+    }
+
+    func forceClose() { teardown() }
+
+    /// Everything queued goes out, then FIN; a client that does not read cannot hold the
+    /// connection beyond `idle_timeout_ms`.
+    private func closeAfterOutput() {
+        guard phase == .open else { return }
+        phase = .closing
+        abandonStreams()
+        client.resumeReading(.outputQueued)
+        client.shutdown { [self] _ in teardown() }
+        timerPurpose = .flush
+        timer.start(timeoutMs: UInt64(limits.idleTimeoutMs))
+    }
+
+    private func abandonStreams() {
+        let open = streams
+        streams.removeAll()
+        for stream in open.values { stream.closed(errorCode: HTTP2FrameCodec.cancel) }
+        bodyDeliveries.removeAll()
+    }
+
+    private func teardown() {
+        guard phase != .closed else { return }
+        phase = .closed
+        abandonStreams()
+        countTraffic()
+        timerPurpose = .none
+        timer.close()
+        client.close()
+        server.http2ConnectionClosed()
+        server.clientClosed(self, isAdminListener: isAdminListener)
+    }
+
+    private func countTraffic() {
+        let sent = client.bytesWritten, received = client.bytesRead
+        server.stats.add(WorkerStats.bytesSent, sent &- bytesSentCounted)
+        server.stats.add(WorkerStats.bytesReceived, received &- bytesReceivedCounted)
+        bytesSentCounted = sent
+        bytesReceivedCounted = received
+    }
+}

@@ -1,0 +1,311 @@
+import CNGHTTP2
+
+/// What an HTTP/2 server connection hears from its `HTTP2FrameCodec`. Every call is made
+/// synchronously from inside `receive` (frames read) or `takeOutput` (the body provider), on the
+/// loop thread; none of them may call `receive` or `takeOutput` again.
+protocol HTTP2FrameCodecDelegate: AnyObject {
+    /// A client opened `stream` with a HEADERS frame (its fields follow).
+    func codecStreamOpened(_ stream: Int32)
+    /// One header field of `stream`'s request head (`trailers`: of its trailer section), as
+    /// nghttp2 checked it (no CR, LF or NUL; lowercase names; pseudo-fields first). Returns false
+    /// to reset the stream.
+    func codecField(_ stream: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, trailers: Bool) -> Bool
+    /// The whole header block of `stream` arrived (`endStream`: the request has no body).
+    func codecHeadersComplete(_ stream: Int32, endStream: Bool, trailers: Bool)
+    /// Request body bytes of `stream` (flow control: the window reopens only through `consume`).
+    func codecData(_ stream: Int32, _ data: UnsafeRawBufferPointer)
+    /// The request body of `stream` ended (END_STREAM on DATA).
+    func codecRequestEnded(_ stream: Int32)
+    /// `stream` is closed (`errorCode` 0: normally; otherwise reset by either side).
+    func codecStreamClosed(_ stream: Int32, errorCode: UInt32)
+    /// A frame of `type` arrived on the connection (for flood accounting: SETTINGS, PING,
+    /// RST_STREAM, WINDOW_UPDATE, PRIORITY, empty DATA).
+    func codecFrameReceived(type: UInt8, flags: UInt8, stream: Int32, length: Int)
+    /// The client broke the protocol in a way nghttp2 answered with a stream or connection error.
+    func codecInvalidFrame(type: UInt8, stream: Int32)
+    /// Fills `buffer` with response body bytes of `stream`: how many, and whether the body ends
+    /// with them. `nil`: nothing to send yet (the stream is deferred until `resumeBody`).
+    func codecResponseBody(_ stream: Int32, into buffer: UnsafeMutableRawBufferPointer) -> (count: Int, end: Bool)?
+}
+
+/// The limits an HTTP/2 session is created with (from the `http2` config object).
+struct HTTP2SessionLimits {
+    var maxConcurrentStreams: UInt32
+    var initialStreamWindow: UInt32
+    var connectionWindow: UInt32
+    var maxHeaderListBytes: UInt32
+    /// Client RST_STREAM frames: a burst, then so many per second (nghttp2's Rapid Reset limit).
+    var resetBurst: UInt64
+    var resetsPerSecond: UInt64
+    /// CONTINUATION frames allowed in one header block.
+    var maxContinuations: Int
+    /// SETTINGS/PING acknowledgements queued before the connection is ended as a flood.
+    var maxOutboundAcks: Int
+}
+
+/// nghttp2 as an HTTP/2 server-side frame codec: bytes in (`receive`), frames out (`takeOutput`),
+/// HPACK, stream states, flow-control bookkeeping and the HTTP messaging checks (pseudo-fields,
+/// connection-specific fields refused, content-length against DATA). It owns no socket, timer or
+/// buffer of ours: the connection decides when to read, when to write and what streams do.
+///
+/// Flow control is manual (`no_auto_window_update`): a stream's window reopens only when the
+/// connection calls `consume` — once the bytes reached the backend.
+///
+/// Ownership: one per HTTP/2 connection, which holds it strongly and is its delegate (held
+/// unretained: the connection outlives it). Threading: the connection's loop thread only.
+final class HTTP2FrameCodec {
+    private var session: OpaquePointer?
+    unowned(unsafe) var delegate: HTTP2FrameCodecDelegate
+
+    /// nghttp2's callbacks, the same for every session (it copies them at creation; never
+    /// written after this initialiser, so every worker thread may read it).
+    nonisolated(unsafe) private static let callbacks: OpaquePointer = makeCallbacks()
+
+    init(delegate: HTTP2FrameCodecDelegate, limits: HTTP2SessionLimits) {
+        self.delegate = delegate
+        var option: OpaquePointer?
+        nghttp2_option_new(&option)
+        nghttp2_option_set_no_auto_window_update(option, 1)
+        nghttp2_option_set_max_outbound_ack(option, max(limits.maxOutboundAcks, 1))
+        nghttp2_option_set_stream_reset_rate_limit(option, limits.resetBurst, limits.resetsPerSecond)
+        nghttp2_option_set_max_continuations(option, max(limits.maxContinuations, 1))
+        // The client's SETTINGS_MAX_CONCURRENT_STREAMS does not bound a server's own streams (it
+        // opens none); ours is announced below and enforced by nghttp2.
+        var s: OpaquePointer?
+        let rc = nghttp2_session_server_new2(&s, Self.callbacks, Unmanaged.passUnretained(self).toOpaque(), option)
+        nghttp2_option_del(option)
+        precondition(rc == 0, "nghttp2_session_server_new2 failed: out of memory")
+        session = s
+        var settings = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: limits.maxConcurrentStreams),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: limits.initialStreamWindow),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: limits.maxHeaderListBytes),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0),
+        ]
+        _ = nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+        if limits.connectionWindow > 65_535 {
+            _ = nghttp2_session_set_local_window_size(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(clamping: limits.connectionWindow))
+        }
+    }
+
+    deinit { nghttp2_session_del(session) }
+
+    /// Feeds bytes read from the client (the 24-byte preface first). Returns false when the
+    /// connection must end: a connection error (nghttp2 queued a GOAWAY to send first) or a
+    /// flood; `failure` then says why.
+    func receive(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return true }
+        let n = nghttp2_session_mem_recv(session, base.assumingMemoryBound(to: UInt8.self), bytes.count)
+        if n < 0 {
+            failure = Self.describe(Int32(n))
+            return false
+        }
+        return true
+    }
+
+    /// Why `receive` failed, in words.
+    private(set) var failure: String?
+
+    /// The next frames to write, or an empty buffer when there is nothing to send. Valid until
+    /// the next call into the codec: write (copy) it before. Response bodies are pulled from the
+    /// delegate here.
+    func takeOutput() -> UnsafeRawBufferPointer {
+        var data: UnsafePointer<UInt8>?
+        let n = nghttp2_session_mem_send(session, &data)
+        guard n > 0, let data else {
+            if n < 0 { failure = Self.describe(Int32(n)) }
+            return UnsafeRawBufferPointer(start: nil, count: 0)
+        }
+        return UnsafeRawBufferPointer(start: data, count: n)
+    }
+
+    /// Whether the session still wants to read or write anything (false once a GOAWAY went out
+    /// with no stream left, or after a fatal error).
+    var isAlive: Bool { nghttp2_session_want_read(session) != 0 || nghttp2_session_want_write(session) != 0 }
+    var wantsToWrite: Bool { nghttp2_session_want_write(session) != 0 }
+
+    /// The highest stream id the connection handed to its delegate (the GOAWAY's last stream).
+    var lastStreamID: Int32 { nghttp2_session_get_last_proc_stream_id(session) }
+
+    // MARK: Responses
+
+    /// Submits a response head: `fields` holds name/value pairs (lowercase names) as ranges into
+    /// `bytes`. `hasBody`: DATA follows, pulled through `codecResponseBody`; otherwise the
+    /// HEADERS frame ends the stream.
+    func submitResponse(_ stream: Int32, status: UInt16, fields: [(name: Range<Int>, value: Range<Int>)], in bytes: [UInt8],
+                        hasBody: Bool) -> Bool {
+        withFields(status: status, fields, in: bytes) { nva, count in
+            if hasBody {
+                var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: Self.readBody)
+                return nghttp2_submit_response(session, stream, nva, count, &provider) == 0
+            }
+            return nghttp2_submit_response(session, stream, nva, count, nil) == 0
+        }
+    }
+
+    /// Submits an interim (1xx) head on `stream`; the final one follows.
+    func submitInterim(_ stream: Int32, status: UInt16, fields: [(name: Range<Int>, value: Range<Int>)], in bytes: [UInt8]) {
+        _ = withFields(status: status, fields, in: bytes) { nva, count in
+            nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, nil, nva, count, nil) >= 0
+        }
+    }
+
+    /// `:status` and `fields` as nghttp2 name/value pairs, valid during `body` (nghttp2 copies
+    /// them when a frame is submitted).
+    private func withFields(status: UInt16, _ fields: [(name: Range<Int>, value: Range<Int>)], in bytes: [UInt8],
+                            _ body: (UnsafePointer<nghttp2_nv>, Int) -> Bool) -> Bool {
+        var statusText: (UInt8, UInt8, UInt8) = (UInt8(48 + status / 100 % 10), UInt8(48 + status / 10 % 10), UInt8(48 + status % 10))
+        return bytes.withUnsafeBufferPointer { b in
+            withUnsafeMutableBytes(of: &statusText) { st in
+                let base = UnsafeMutablePointer(mutating: b.baseAddress ?? UnsafePointer(Self.statusName))
+                var nva = [nghttp2_nv]()
+                nva.reserveCapacity(fields.count + 1)
+                nva.append(Self.nv(Self.statusName, st.baseAddress!.assumingMemoryBound(to: UInt8.self), 7, 3))
+                for f in fields {
+                    nva.append(Self.nv(base + f.name.lowerBound, base + f.value.lowerBound, f.name.count, f.value.count))
+                }
+                return nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
+            }
+        }
+    }
+
+    /// More response body bytes (or its end) are ready for `stream`, deferred until now.
+    func resumeBody(_ stream: Int32) {
+        _ = nghttp2_session_resume_data(session, stream)
+    }
+
+    /// `count` request body bytes of `stream` reached the backend: reopen that much window
+    /// (stream and connection).
+    func consume(_ stream: Int32, _ count: Int) {
+        // The connection's window gets them back even when the stream is gone already.
+        guard count > 0 else { return }
+        _ = nghttp2_session_consume(session, stream, count)
+    }
+
+    /// Resets `stream` with `errorCode` (RFC 9113 §7: 0x8 CANCEL, 0x2 INTERNAL_ERROR, …).
+    func reset(_ stream: Int32, errorCode: UInt32) {
+        _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, errorCode)
+    }
+
+    /// Sends GOAWAY: no stream above `lastStreamID` will be processed; streams at or below it
+    /// finish. `errorCode` 0 for a graceful end, 0xb ENHANCE_YOUR_CALM for abuse.
+    func goAway(errorCode: UInt32, lastStreamID: Int32? = nil, debug: String = "") {
+        var text = Array(debug.utf8.prefix(256))
+        _ = text.withUnsafeMutableBufferPointer { d in
+            nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), lastStreamID ?? self.lastStreamID, errorCode,
+                                  d.baseAddress, d.count)
+        }
+    }
+
+    /// GOAWAY with `errorCode`, after which the session wants nothing more once it is sent.
+    func terminate(errorCode: UInt32) {
+        _ = nghttp2_session_terminate_session(session, errorCode)
+    }
+
+    /// Error codes (RFC 9113 §7).
+    static let noError: UInt32 = 0x0
+    static let protocolError: UInt32 = 0x1
+    static let internalError: UInt32 = 0x2
+    static let refusedStream: UInt32 = 0x7
+    static let cancel: UInt32 = 0x8
+    static let enhanceYourCalm: UInt32 = 0xb
+
+    /// Frame types (RFC 9113 §6).
+    static let dataFrame: UInt8 = 0x0
+    static let headersFrame: UInt8 = 0x1
+    static let priorityFrame: UInt8 = 0x2
+    static let rstStreamFrame: UInt8 = 0x3
+    static let settingsFrame: UInt8 = 0x4
+    static let pingFrame: UInt8 = 0x6
+    static let windowUpdateFrame: UInt8 = 0x8
+
+    /// The 24 bytes every HTTP/2 connection begins with (RFC 9113 §3.4).
+    static let preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+
+    // MARK: nghttp2 glue
+
+    /// ":status", never written after this initialiser (nghttp2 only reads it).
+    nonisolated(unsafe) private static let statusName: UnsafeMutablePointer<UInt8> = {
+        let p = UnsafeMutablePointer<UInt8>.allocate(capacity: 7)
+        for (i, c) in ":status".utf8.enumerated() { p[i] = c }
+        return p
+    }()
+
+    private static func nv(_ name: UnsafeMutablePointer<UInt8>, _ value: UnsafeMutablePointer<UInt8>, _ nameLength: Int,
+                           _ valueLength: Int) -> nghttp2_nv {
+        nghttp2_nv(name: name, value: value, namelen: nameLength, valuelen: valueLength, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+    }
+
+    private static func describe(_ code: Int32) -> String {
+        String(cString: nghttp2_strerror(code))
+    }
+
+    @inline(__always)
+    private static func codec(_ userData: UnsafeMutableRawPointer?) -> HTTP2FrameCodec {
+        Unmanaged<HTTP2FrameCodec>.fromOpaque(userData!).takeUnretainedValue()
+    }
+
+    private static let readBody: nghttp2_data_source_read_callback = { _, stream, buffer, length, flags, _, userData in
+        let me = HTTP2FrameCodec.codec(userData)
+        guard let got = me.delegate.codecResponseBody(stream, into: UnsafeMutableRawBufferPointer(start: buffer, count: length)) else {
+            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+        }
+        if got.end { flags!.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue) }
+        return got.count
+    }
+
+    private static func makeCallbacks() -> OpaquePointer {
+        var cbs: OpaquePointer?
+        nghttp2_session_callbacks_new(&cbs)
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs) { _, frame, userData in
+            guard let frame, frame.pointee.hd.type == HTTP2FrameCodec.headersFrame,
+                  frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
+            HTTP2FrameCodec.codec(userData).delegate.codecStreamOpened(frame.pointee.hd.stream_id)
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_header_callback(cbs) { _, frame, name, nameLength, value, valueLength, _, userData in
+            guard let frame, frame.pointee.hd.type == HTTP2FrameCodec.headersFrame else { return 0 }
+            let trailers = frame.pointee.headers.cat == NGHTTP2_HCAT_HEADERS
+            let ok = HTTP2FrameCodec.codec(userData).delegate.codecField(frame.pointee.hd.stream_id,
+                                                         name: UnsafeRawBufferPointer(start: name, count: nameLength),
+                                                         value: UnsafeRawBufferPointer(start: value, count: valueLength),
+                                                         trailers: trailers)
+            return ok ? 0 : Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+        }
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs) { _, frame, userData in
+            guard let frame else { return 0 }
+            let me = HTTP2FrameCodec.codec(userData)
+            let type = frame.pointee.hd.type, flags = frame.pointee.hd.flags, stream = frame.pointee.hd.stream_id
+            let endStream = flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+            switch type {
+            case HTTP2FrameCodec.headersFrame:
+                let cat = frame.pointee.headers.cat
+                if cat == NGHTTP2_HCAT_REQUEST {
+                    me.delegate.codecHeadersComplete(stream, endStream: endStream, trailers: false)
+                } else if cat == NGHTTP2_HCAT_HEADERS {
+                    me.delegate.codecHeadersComplete(stream, endStream: endStream, trailers: true)
+                }
+            case HTTP2FrameCodec.dataFrame:
+                me.delegate.codecFrameReceived(type: type, flags: flags, stream: stream, length: frame.pointee.hd.length)
+                if endStream { me.delegate.codecRequestEnded(stream) }
+            default:
+                me.delegate.codecFrameReceived(type: type, flags: flags, stream: stream, length: frame.pointee.hd.length)
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs) { _, _, stream, data, length, userData in
+            HTTP2FrameCodec.codec(userData).delegate.codecData(stream, UnsafeRawBufferPointer(start: data, count: length))
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs) { _, stream, errorCode, userData in
+            HTTP2FrameCodec.codec(userData).delegate.codecStreamClosed(stream, errorCode: errorCode)
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs) { _, frame, _, userData in
+            guard let frame else { return 0 }
+            HTTP2FrameCodec.codec(userData).delegate.codecInvalidFrame(type: frame.pointee.hd.type, stream: frame.pointee.hd.stream_id)
+            return 0
+        }
+        return cbs!
+    }
+}
