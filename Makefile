@@ -18,13 +18,14 @@ deps:
 	fi
 
 ## What the tests need beyond the toolchain: Debian's chromium (the status page's browser test)
-## and wrk (the many-connections tests), curl and certutil (HTTPS tests), installed when missing. (Python packages go into
+## and wrk (the many-connections tests), curl and certutil (HTTPS tests), nghttp and h2load
+## (HTTP/2 tests), installed when missing. (Python packages go into
 ## .build/pyenv from PyPI when a test needs them.)
 test-deps:
-	@if ! command -v chromium >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 || ! command -v certutil >/dev/null 2>&1; then \
-		echo "installing chromium, wrk, curl and libnss3-tools for the tests…"; \
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 || ! command -v certutil >/dev/null 2>&1 || ! command -v h2load >/dev/null 2>&1; then \
+		echo "installing chromium, wrk, curl, libnss3-tools and nghttp2-client for the tests…"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium wrk curl libnss3-tools >/dev/null; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium wrk curl libnss3-tools nghttp2-client >/dev/null; \
 	fi
 
 build: deps

@@ -65,6 +65,12 @@ enum MetricsEndpoint {
         let scalars: [(String, String, String, UInt64)] = [
             ("proxy_client_connections", "gauge", "Open client connections.", w.sum(WorkerStats.clientsOpen)),
             ("proxy_tunnels", "gauge", "Open tunnels (WebSockets and other protocol switches).", w.sum(WorkerStats.tunnelsOpen)),
+            ("proxy_http2_connections", "gauge", "Open HTTP/2 client connections (h2 and h2c).", w.sum(WorkerStats.http2ConnectionsOpen)),
+            ("proxy_http2_connections_total", "counter", "HTTP/2 client connections opened.", w.sum(WorkerStats.http2Connections)),
+            ("proxy_http2_streams_total", "counter", "HTTP/2 streams clients opened (each one request).", w.sum(WorkerStats.http2Streams)),
+            ("proxy_http2_abusive_connections_total", "counter",
+             "HTTP/2 connections ended with GOAWAY for abusing the protocol (floods, resets, glitches past http2.max_glitches).",
+             w.sum(WorkerStats.http2AbusiveConnections)),
             ("proxy_client_connections_accepted_total", "counter", "Client connections accepted.",
              w.sum(WorkerStats.connectionsAccepted)),
             ("proxy_client_bytes_received_total", "counter", "Bytes read from clients.", w.sum(WorkerStats.bytesReceived)),

@@ -14,7 +14,8 @@ enum StatusEndpoint {
         let w = metrics.workers
         var j = "{\"time_ms\":\(Platform.wallClockMs()),\"uptime_s\":\(metrics.uptimeSeconds),\"workers\":\(workers),"
         j += "\"generation\":\(settings.generation),"
-        j += "\"connections\":{\"clients\":\(w.sum(WorkerStats.clientsOpen)),\"tunnels\":\(w.sum(WorkerStats.tunnelsOpen))},"
+        j += "\"connections\":{\"clients\":\(w.sum(WorkerStats.clientsOpen)),\"tunnels\":\(w.sum(WorkerStats.tunnelsOpen)),"
+        j += "\"http2\":\(w.sum(WorkerStats.http2ConnectionsOpen)),\"http2_streams_total\":\(w.sum(WorkerStats.http2Streams))},"
         // µs × 1000 written as "seconds" is the bound in milliseconds.
         j += "\"buckets_ms\":[" + RequestStats.boundsMicros.map { Exposition.seconds($0 * 1000) }.joined(separator: ",") + "],"
         j += "\"unrouted\":\(stats(RequestTotals(w))),"

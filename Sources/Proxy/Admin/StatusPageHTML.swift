@@ -71,6 +71,7 @@ enum StatusPageHTML {
       <span class="stat">uptime <b id="uptime">–</b></span>
       <span class="stat">clients <b id="clients">–</b></span>
       <span class="stat">tunnels <b id="tunnels">–</b></span>
+      <span class="stat">HTTP/2 <b id="http2">–</b></span>
       <span class="stat">req/s <b id="total-rps">–</b></span>
       <span class="stat">requests <b id="total-requests">–</b></span>
       <span class="stat">unrouted <b id="unrouted">–</b></span>
@@ -187,6 +188,7 @@ enum StatusPageHTML {
       setText('uptime', uptime(cur.uptime_s));
       setText('clients', num((cur.connections || {}).clients));
       setText('tunnels', num((cur.connections || {}).tunnels));
+      setText('http2', num((cur.connections || {}).http2));
       setText('unrouted', total((cur.unrouted || {}).responses));
 
       const prevUps = new Map(((prev && prev.upstreams) || []).map(u => [u.name, u]));

@@ -61,6 +61,9 @@ final class HTTP2FrameCodec {
     /// written after this initialiser, so every worker thread may read it).
     nonisolated(unsafe) private static let callbacks: OpaquePointer = makeCallbacks()
 
+    /// The highest stream id a client HEADERS frame carried (see `checkNewStreamID`).
+    private var highestHeadersStreamID: Int32 = 0
+
     init(delegate: HTTP2FrameCodecDelegate, limits: HTTP2SessionLimits) {
         self.delegate = delegate
         var option: OpaquePointer?
@@ -254,9 +257,25 @@ final class HTTP2FrameCodec {
         return got.count
     }
 
+    /// RFC 9113 §5.1.1: a new stream's id must be higher than every id the client used before;
+    /// a lower one is a connection error (PROTOCOL_ERROR). nghttp2 silently ignores a HEADERS
+    /// frame on a lower id it no longer knows: caught here, before it is read.
+    private func checkNewStreamID(_ id: Int32) {
+        if id > highestHeadersStreamID {
+            highestHeadersStreamID = id
+        } else if id & 1 == 1 && nghttp2_session_find_stream(session, id) == nil {
+            _ = nghttp2_session_terminate_session(session, UInt32(HTTP2FrameCodec.protocolError))
+        }
+    }
+
     private static func makeCallbacks() -> OpaquePointer {
         var cbs: OpaquePointer?
         nghttp2_session_callbacks_new(&cbs)
+        nghttp2_session_callbacks_set_on_begin_frame_callback(cbs) { _, hd, userData in
+            guard let hd, hd.pointee.type == HTTP2FrameCodec.headersFrame else { return 0 }
+            HTTP2FrameCodec.codec(userData).checkNewStreamID(hd.pointee.stream_id)
+            return 0
+        }
         nghttp2_session_callbacks_set_on_begin_headers_callback(cbs) { _, frame, userData in
             guard let frame, frame.pointee.hd.type == HTTP2FrameCodec.headersFrame,
                   frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }

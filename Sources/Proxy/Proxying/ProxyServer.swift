@@ -272,9 +272,16 @@ public final class ProxyServer {
             return nil
         }
         let old = settings.backends
+        let oldHTTP2 = settings.config.http2
         settings = ServerSettings(generation, worker: worker, previous: old)
         configureAccessLog()
         adoptPools()
+        if settings.config.http2 != oldHTTP2 {
+            // HTTP/2 connections announced their limits (SETTINGS, windows) when they opened: a
+            // GOAWAY lets their streams finish and the clients reconnect under the new ones.
+            // (New streams on kept connections pick up every other change, as HTTP/1 requests do.)
+            for case let c as HTTP2ServerConnection in clients.values { c.closeIfIdle() }
+        }
         for b in old where !settings.backends.contains(where: { $0 === b }) {
             b.isRetired = true
             b.pool.closeAll()
