@@ -40,6 +40,20 @@ import Testing
         }
     }
 
+    /// Runs `Python/h2_probe.py SCENARIO PORT ARGS…` (raw frames with the `h2` package) and
+    /// returns its JSON line.
+    static func probe(_ scenario: String, _ port: UInt16, _ args: String...) throws -> [String: Any] {
+        let python = try testPython(["h2": "h2"])
+        let script = packageRoot.appendingPathComponent("Tests/IntegrationTests/Python/h2_probe.py").path
+        var output = ""
+        let status = run(python, [script, scenario, String(port)] + args, output: &output)
+        let line = output.split(separator: "\n").last { $0.hasPrefix("{") }.map(String.init) ?? ""
+        guard status == 0, let json = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            throw HarnessError("h2_probe.py \(scenario) failed (\(status)): \(output)")
+        }
+        return json
+    }
+
     @Test func h2cWithPriorKnowledgeAndHTTP1ShareOnePort() throws {
         let s = try Cleartext()
         defer { s.stop() }
@@ -155,5 +169,102 @@ import Testing
         try? FileManager.default.removeItem(atPath: out + ".code")
         #expect(code == "200", "the stream in flight finished after the GOAWAY: \(code)")
         #expect(eventually(10) { !s.proxy.process.isRunning }, "the proxy exits once its last stream is done")
+    }
+
+    @Test func interleavedStreamsSlowReadersAndBigUploadsAreFlowControlled() throws {
+        // Small windows, so flow control is exercised hard.
+        let s = try Cleartext(extra: #","http2":{"stream_window_bytes":16384,"connection_window_bytes":65535}"#)
+        defer { s.stop() }
+        let many = try Self.probe("concurrent", s.port, "100", "300000")
+        #expect(many["ok"] as? Int == 100, "100 streams of 300 kB up and down, interleaved: \(many)")
+        let slow = try Self.probe("slow-reader", s.port)
+        #expect(slow["others_ok"] as? Int == 20, "a stream whose reader stalls does not stall the others: \(slow)")
+        #expect((slow["others_max_ms"] as? Double ?? 1e9) < 2000, "\(slow)")
+        #expect(slow["a_received"] as? Int == 65535, "the stalled stream got its window and no more: \(slow)")
+        for variant in ["cl", "nocl"] {
+            let up = try variant == "cl" ? Self.probe("big-upload", s.port, "5242880") : Self.probe("big-upload", s.port, "5242880", "nocl")
+            #expect(up["status"] as? Int == 200 && up["body_bytes"] as? Int == 5_242_880 && up["fnv_ok"] as? Bool == true, "\(up)")
+            #expect((up["window_updates"] as? Int ?? 0) > 100, "a 5 MiB body through a 16 KiB window: \(up)")
+        }
+        #expect(s.proxy.process.isRunning)
+    }
+
+    @Test func resetsMidUploadAndMidDownloadReleaseTheBackendConnection() throws {
+        let s = try Cleartext()
+        defer { s.stop() }
+        for scenario in ["reset-upload", "reset-download"] {
+            let r = try Self.probe(scenario, s.port)
+            #expect(r["after_status"] as? Int == 200, "\(scenario): the connection goes on: \(r)")
+            #expect(eventually(5) { ((try? get(s.port, "/_health").json["backends"] as? [[String: Any]])?.first?["active_connections"] as? Int) == 0 },
+                    "\(scenario): the reset stream's backend connection was released")
+        }
+        #expect(s.proxy.process.isRunning)
+    }
+
+    @Test(arguments: ["crlf-value", "lf-name", "nul-value", "crlf-path", "space-path", "transfer-encoding", "cl-mismatch",
+                      "cl-mismatch-more", "uppercase-name", "pseudo-after-regular", "authority-host-disagree",
+                      "connection-header", "te-gzip", "duplicate-path", "no-authority"])
+    func smugglingAttemptsNeverReachTheBackend(_ attempt: String) throws {
+        let s = try Cleartext(workers: 1)
+        defer { s.stop() }
+        let r = try Self.probe("smuggle", s.port, attempt)
+        let refused = r["reset"] is Int || (r["status"] as? Int).map { $0 >= 400 && $0 < 500 } == true
+        #expect(refused, "\(attempt) is refused (a reset or a 4xx): \(r)")
+        #expect(r["echo_headers"] == nil, "\(attempt) never reached the backend: \(r)")
+        #expect(r["after_status"] as? Int == 200, "the connection goes on: \(r)")
+        #expect(s.proxy.process.isRunning)
+    }
+
+    @Test func aWellFormedRequestWithSplitCookiesAndOnlyAHostFieldIsForwarded() throws {
+        let s = try Cleartext(workers: 1)
+        defer { s.stop() }
+        let cookies = try Self.probe("smuggle", s.port, "split-cookie")
+        #expect((cookies["echo_headers"] as? [String: Any])?["cookie"] as? String == "a=1; b=2", "\(cookies)")
+        let host = try Self.probe("smuggle", s.port, "host-only")
+        #expect((host["echo_headers"] as? [String: Any])?["host"] as? String == "h.example", "\(host)")
+        let connect = try Self.probe("smuggle", s.port, "connect-method")
+        #expect(connect["status"] as? Int == 501, "\(connect)")
+    }
+
+    @Test(arguments: [("rapid-reset", "5000"), ("settings", "100000"), ("ping", "100000"), ("continuation", "100"),
+                      ("empty-data", "10000"), ("window-update", "10000"), ("invalid-frames", "2000"), ("invalid-headers", "2000")])
+    func floodsEndTheConnectionWithGoaway(_ kind: String, _ count: String) throws {
+        let s = try Cleartext(workers: 1)
+        defer { s.stop() }
+        let r = try Self.probe("flood", s.port, kind, count)
+        #expect(r["closed"] as? Bool == true, "\(kind): the connection is ended: \(r)")
+        // Floods the client reads nothing of may see a reset before the GOAWAY arrives.
+        let unread = kind == "settings" || kind == "ping"
+        #expect(r["goaway"] is Int || unread, "\(kind): with a GOAWAY saying why: \(r)")
+        if let code = r["goaway"] as? Int { #expect(code != 0, "\(kind): an error code: \(r)") }
+        #expect((r["seconds"] as? Double ?? 99) < 8, "\(kind): promptly: \(r)")
+        // The proxy is unharmed: the next client is served.
+        #expect(try get(s.port, "/echo/after-\(kind)").status == 200)
+        #expect(s.proxy.process.isRunning)
+    }
+
+    @Test func theGlitchLimitEndsAConnectionThatKeepsMakingTheProxyResetStreams() throws {
+        let s = try Cleartext(extra: #","http2":{"max_glitches":20}"#, workers: 1)
+        defer { s.stop() }
+        for kind in ["invalid-headers", "rapid-reset"] {
+            let r = try Self.probe("flood", s.port, kind, "50")
+            #expect(r["goaway"] as? Int == 11, "\(kind): ENHANCE_YOUR_CALM after 20 glitches: \(r)")
+        }
+        let metrics = try get(s.port, "/_metrics").text
+        #expect(metrics.contains("proxy_http2_abusive_connections_total ") && !metrics.contains("proxy_http2_abusive_connections_total 0\n"))
+        #expect(s.proxy.log.contains("passed http2.max_glitches 20"), "\(s.proxy.log)")
+    }
+
+    @Test func headerListsOverTheLimitGet431AndIdleConnectionsGetGoaway() throws {
+        let s = try Cleartext(extra: #","http2":{"idle_timeout_ms":1000,"max_header_list_bytes":8192}"#, workers: 1)
+        defer { s.stop() }
+        let small = try Self.probe("headers-size", s.port, "1000")
+        #expect(small["status"] as? Int == 200, "\(small)")
+        let big = try Self.probe("headers-size", s.port, "20000")
+        #expect(big["status"] as? Int == 431 && (big["body"] as? String ?? "").contains("http2.max_header_list_bytes"), "\(big)")
+        #expect(big["after_status"] as? Int == 200, "\(big)")
+        let idle = try Self.probe("idle", s.port, "1")
+        #expect(idle["goaway"] as? Int == 0 && idle["closed"] as? Bool == true, "\(idle)")
+        #expect((idle["seconds"] as? Double ?? 99) < 4, "\(idle)")
     }
 }

@@ -90,9 +90,11 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     private func clientRead(_ bytes: UnsafeRawBufferPointer) {
         guard phase == .open else { return }
         if !codec.receive(bytes) {
-            // A connection error: nghttp2 queued a GOAWAY saying so; send it, then close.
-            if codec.failure?.contains("flood") == true || codec.failure?.contains("Flood") == true { reportAbuse(codec.failure ?? "flood") }
-            writeOutput()
+            // Fatal (a flood, too many CONTINUATION frames, a bad preface): nghttp2 sends nothing
+            // more, so the GOAWAY saying why is written here — after whole frames only: what was
+            // taken from nghttp2 before has all been written — and the connection closes.
+            if codec.failureIsAbuse { reportAbuse(codec.failure ?? "HTTP/2 flood") }
+            client.write(codec.fatalGoAwayFrame)
             return closeAfterOutput()
         }
         scheduleFlush()
@@ -121,8 +123,10 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
         if !codec.isAlive || (draining && streams.isEmpty && !codec.wantsToWrite) { closeAfterOutput() }
     }
 
+    /// Writes what nghttp2 has to send. Only while open: once closing, the FIN follows what was
+    /// written (after a fatal error nghttp2's queue must not be sent at all).
     private func writeOutput() {
-        guard phase != .closed else { return }
+        guard phase == .open else { return }
         while !client.isCongested {
             while output.count < 64 * 1024 {
                 let frames = codec.takeOutput()

@@ -93,21 +93,41 @@ final class HTTP2FrameCodec {
 
     deinit { nghttp2_session_del(session) }
 
-    /// Feeds bytes read from the client (the 24-byte preface first). Returns false when the
-    /// connection must end: a connection error (nghttp2 queued a GOAWAY to send first) or a
-    /// flood; `failure` then says why.
+    /// Feeds bytes read from the client (the 24-byte preface first). Returns false on a fatal
+    /// error: nghttp2 will send nothing more (not even a GOAWAY: `fatalGoAwayFrame` is one to
+    /// send instead); `failure` says why, `failureIsAbuse` whether it was a flood.
     func receive(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard let base = bytes.baseAddress, !bytes.isEmpty else { return true }
         let n = nghttp2_session_mem_recv(session, base.assumingMemoryBound(to: UInt8.self), bytes.count)
         if n < 0 {
+            failureCode = Int32(n)
             failure = Self.describe(Int32(n))
             return false
         }
         return true
     }
 
-    /// Why `receive` failed, in words.
+    /// Why `receive` failed, in words, and nghttp2's code for it.
     private(set) var failure: String?
+    private var failureCode: Int32 = 0
+
+    /// The fatal error was abuse: a SETTINGS/PING flood (acknowledgements the client does not
+    /// read), or more CONTINUATION frames than allowed in one header block.
+    var failureIsAbuse: Bool {
+        failureCode == NGHTTP2_ERR_FLOODED.rawValue || failureCode == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS.rawValue
+            || failureCode == NGHTTP2_ERR_TOO_MANY_SETTINGS.rawValue
+    }
+
+    /// A GOAWAY frame for a fatal error, written by hand (nghttp2's session sends nothing more
+    /// after one): ENHANCE_YOUR_CALM for abuse, PROTOCOL_ERROR otherwise; the last stream is
+    /// the last one handed to the connection.
+    var fatalGoAwayFrame: [UInt8] {
+        let code = failureIsAbuse ? Self.enhanceYourCalm : Self.protocolError
+        let last = UInt32(bitPattern: lastStreamID)
+        return [0, 0, 8, 0x7, 0, 0, 0, 0, 0,
+                UInt8(last >> 24 & 0x7f), UInt8(last >> 16 & 0xff), UInt8(last >> 8 & 0xff), UInt8(last & 0xff),
+                UInt8(code >> 24), UInt8(code >> 16 & 0xff), UInt8(code >> 8 & 0xff), UInt8(code & 0xff)]
+    }
 
     /// The next frames to write, or an empty buffer when there is nothing to send. Valid until
     /// the next call into the codec: write (copy) it before. Response bodies are pulled from the
@@ -116,7 +136,10 @@ final class HTTP2FrameCodec {
         var data: UnsafePointer<UInt8>?
         let n = nghttp2_session_mem_send(session, &data)
         guard n > 0, let data else {
-            if n < 0 { failure = Self.describe(Int32(n)) }
+            if n < 0 {
+                failureCode = Int32(n)
+                failure = Self.describe(Int32(n))
+            }
             return UnsafeRawBufferPointer(start: nil, count: 0)
         }
         return UnsafeRawBufferPointer(start: data, count: n)

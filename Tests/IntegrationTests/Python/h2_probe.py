@@ -24,12 +24,20 @@ Every wait is bounded: about 20 s per scenario (`idle`: SECONDS + 10).
   h2_probe.py smuggle PORT CASE          one request with crafted headers (see smuggle_headers),
                                          then GET /echo/after if the connection lives on
       {"case", "status", "reset", "goaway", "body", "echo_headers", "echo_path", "after_status"}
-  h2_probe.py flood PORT KIND COUNT      KIND: rapid-reset, settings, ping, continuation,
-                                         empty-data, window-update, invalid-frames (hand-built
-                                         frames); then reads until the connection closes or 10 s
+  h2_probe.py flood PORT KIND COUNT      COUNT abusive units, frames built by hand, then reads
+                                         until the connection closes or 10 s. KIND: rapid-reset
+                                         (HEADERS + RST_STREAM), settings, ping, continuation (one
+                                         HEADERS, COUNT CONTINUATIONs, END_HEADERS on the last),
+                                         empty-data, window-update (increment 1 on stream 0),
+                                         invalid-frames (new stream + WINDOW_UPDATE 0 on it),
+                                         invalid-data (new stream + DATA after its END_STREAM),
+                                         invalid-headers (new stream with an upper-case name).
+                                         settings and ping do not read while sending and use a
+                                         4 KiB SO_RCVBUF (env H2_PROBE_RCVBUF; 0: the system's)
       {"kind", "sent", "goaway", "closed", "seconds", "resets", ...}
-  h2_probe.py goaway-wait PORT           GET /echo/1, then waits up to 15 s for GOAWAY and close
-      {"first_status", "goaway", "last_stream_id", "closed", ...}
+  h2_probe.py goaway-wait PORT [PATH]    GET /echo/1, then (with PATH) a GET of PATH left in
+                                         flight, then waits up to 15 s for GOAWAY and close
+      {"first_status", "goaway", "last_stream_id", "closed", "inflight", ...}
   h2_probe.py idle PORT SECONDS          settings only, then waits up to SECONDS + 5 s
       {"goaway", "closed", "seconds", ...}
   h2_probe.py headers-size PORT BYTES    GET /echo/headers with x-h-0..x-h-k (100-byte values)
@@ -375,7 +383,7 @@ def big_upload(out, port, size, mode="cl"):
     e = s.echo() or {}
     out.update({"status": s.status, "reset": s.reset, "body_bytes": e.get("body_bytes"),
                 "fnv_ok": e.get("body_fnv1a") is not None and int(e["body_fnv1a"], 16) == h,
-                "window_updates": c.window_updates, "sent": size - (len(c.uploads[sid].data) - c.uploads[sid].sent) if sid in c.uploads else size,
+                "window_updates": c.window_updates,
                 "backend_content_length": e.get("headers", {}).get("content-length"),
                 "backend_transfer_encoding": e.get("headers", {}).get("transfer-encoding"),
                 "seconds": round(time.monotonic() - t0, 3)})
@@ -449,10 +457,7 @@ def smuggle_headers(port, case):
 
 def smuggle(out, port, case):
     out["case"] = case
-    spec = smuggle_headers(int(port), case)
-    if spec is None:
-        raise ValueError(f"unknown smuggle case {case}")
-    headers, body = spec
+    headers, body = smuggle_headers(port, case)
     c = Client(port, config=h2.config.H2Configuration(
         client_side=True, header_encoding=None, validate_outbound_headers=False,
         normalize_outbound_headers=False, validate_inbound_headers=False))
@@ -552,12 +557,16 @@ class Raw:
         return self.enc.encode([(":method", method), (":scheme", "http"), (":authority", f"{HOST}:{port}"), (":path", path)])
 
 
+FLOOD_KINDS = ("rapid-reset", "settings", "ping", "continuation", "empty-data", "window-update",
+               "invalid-frames", "invalid-data", "invalid-headers")
+
+
 def flood(out, port, kind, count):
     port, count = int(port), int(count)
     out["kind"] = kind
     # The settings and ping floods do not read while sending; a small receive buffer makes the
     # acknowledgements back up at the proxy sooner.
-    r = Raw(port, rcvbuf=4096 if kind in ("settings", "ping") else None)
+    r = Raw(port, rcvbuf=int(os.environ.get("H2_PROBE_RCVBUF", "4096")) if kind in ("settings", "ping") else None)
     reads = kind not in ("settings", "ping")
 
     def units():
@@ -588,8 +597,15 @@ def flood(out, port, kind, count):
                 sid = 1 + 2 * i
                 yield frame(HEADERS, END_STREAM | END_HEADERS, sid, r.headers(f"/echo/{i}", port=port)) + \
                     frame(WINDOW_UPDATE, 0, sid, (0).to_bytes(4, "big"))
-        else:
-            raise ValueError(f"unknown flood kind {kind}")
+        elif kind == "invalid-data":
+            for i in range(count):
+                sid = 1 + 2 * i
+                yield frame(HEADERS, END_STREAM | END_HEADERS, sid, r.headers(f"/echo/{i}", port=port)) + \
+                    frame(DATA, 0, sid, b"x")
+        elif kind == "invalid-headers":
+            for i in range(count):
+                yield frame(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i, r.enc.encode(
+                    [(":method", "GET"), (":scheme", "http"), (":authority", f"{HOST}:{port}"), (":path", f"/echo/{i}"), ("X-Bad", "1")]))
 
     t0 = time.monotonic()
     stop_sending = t0 + min(8, max(1, left() - 11))
@@ -615,7 +631,7 @@ def flood(out, port, kind, count):
         r.read(min(0.5, end - time.monotonic()))
     stop = r.closed_at or time.monotonic()
     out.update({"sent": sent, "goaway": r.goaway, "last_stream_id": r.last_stream_id, "closed": r.closed,
-                "seconds": round(stop - t0, 3), "resets": r.resets, "statuses": r.statuses,
+                "seconds": round(stop - t0, 3), "resets": r.resets, "statuses": r.statuses, "frames_in": r.frames_in,
                 "goaway_ms": round((r.goaway_at - t0) * 1000) if r.goaway_at else None})
     if r.peer_reset:
         out["peer_reset"] = True
@@ -623,12 +639,15 @@ def flood(out, port, kind, count):
         out["send_error"] = r.send_error
 
 
-def goaway_wait(out, port):
+def goaway_wait(out, port, path=None):
     c = Client(port)
     out["first_status"] = c.get("/echo/1").status
     t0 = time.monotonic()
+    sid = c.request("GET", path) if path else None
     c.wait(lambda: False, min(15, left() - 0.5))
     out["seconds"] = round(time.monotonic() - t0, 3)
+    if sid:
+        out["inflight"] = stream_result(c.streams[sid])
     c.report(out, t0)
     out.setdefault("last_stream_id", None)
 
@@ -676,8 +695,10 @@ def main():
         print(__doc__, file=sys.stderr)
         return 2
     name, port, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-    if name == "idle":
-        deadline = time.monotonic() + float(args[0]) + 10
+    if (name == "smuggle" and smuggle_headers(port, args[0]) is None) or (name == "flood" and args[0] not in FLOOD_KINDS):
+        print(f"unknown {name} case {args[0]}", file=sys.stderr)
+        return 2
+    deadline = time.monotonic() + (float(args[0]) + 10 if name == "idle" else 20)
     out = {"scenario": name}
     try:
         SCENARIOS[name][0](out, port, *args)
