@@ -28,6 +28,12 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     let peerAddress: SocketAddress?
     private var codec: HTTP2FrameCodec!
     private var streams: [Int32: HTTP2Stream] = [:]
+    /// Streams kept for the next ones (`HTTP2Stream.open`), at most `maxSpareStreams`.
+    private var spareStreams: [HTTP2Stream] = []
+    /// The stream the last codec event was for: a request's fields, its DATA frames and the
+    /// body reads of its response come in runs for one stream, so most lookups skip the table.
+    private var cachedID: Int32 = 0
+    private var cachedStream: HTTP2Stream?
     private let limits: HTTP2Config
     private let timer: Timer
 
@@ -41,8 +47,6 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     private var flushScheduled = false
     /// Streams whose held request body can go out now (delivered during the flush).
     private var bodyDeliveries: [HTTP2Stream] = []
-    /// Frames taken from nghttp2, written as one buffer.
-    private var output = ByteBuffer(capacity: 16 * 1024)
 
     private var glitches = 0
     private var controlFrames = 0
@@ -127,15 +131,19 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     /// written (after a fatal error nghttp2's queue must not be sent at all).
     private func writeOutput() {
         guard phase == .open else { return }
+        // Frames are gathered in the worker's scratch buffer (shared by its connections: flushes
+        // run one after the other) and written as one; the stream copies what it cannot send now.
+        // An idle connection holds no output buffer of its own.
+        let scratch = server.http2Output
         while !client.isCongested {
-            while output.count < 64 * 1024 {
+            while scratch.bytes.count < 64 * 1024 {
                 let frames = codec.takeOutput()
                 if frames.isEmpty { break }
-                output.append(raw: frames)
+                scratch.bytes.append(raw: frames)
             }
-            if output.isEmpty { break }
-            output.withUnsafeBytes { client.write($0) }
-            output.removeAll(retainedCapacity: 64 * 1024)
+            if scratch.bytes.isEmpty { break }
+            scratch.bytes.withUnsafeBytes { client.write($0) }
+            scratch.bytes.removeAll(retainedCapacity: 256 * 1024)
         }
         // A client that does not read its answers is not read either (`onDrain` resumes).
         if client.isCongested { client.pauseReading(.outputQueued) } else { client.resumeReading(.outputQueued) }
@@ -149,21 +157,24 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
             codec.reset(id, errorCode: HTTP2FrameCodec.refusedStream)
             return
         }
-        let stream = HTTP2Stream(id: id, connection: self, settings: server.settings)
+        let stream = spareStreams.popLast() ?? HTTP2Stream(connection: self, settings: server.settings)
+        stream.open(id: id, settings: server.settings)
         streams[id] = stream
+        cachedID = id
+        cachedStream = stream
         server.stats.add(WorkerStats.http2Streams)
         timer.stop()
     }
 
     func codecField(_ id: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, trailers: Bool) -> Bool {
         // Trailer fields of a request are not forwarded (the backend hop is HTTP/1.1 without them).
-        guard !trailers, let stream = streams[id] else { return true }
+        guard !trailers, let stream = stream(id) else { return true }
         stream.builder.add(name: name, value: value, maxListBytes: limits.maxHeaderListBytes)
         return true
     }
 
     func codecHeadersComplete(_ id: Int32, endStream: Bool, trailers: Bool) {
-        guard let stream = streams[id] else { return }
+        guard let stream = stream(id) else { return }
         if trailers {
             if endStream { stream.requestBodyEnded() }
         } else {
@@ -172,16 +183,22 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     }
 
     func codecData(_ id: Int32, _ data: UnsafeRawBufferPointer) {
-        if let stream = streams[id] { stream.receiveBody(data) } else { consume(id, data.count) }
+        if let stream = stream(id) { stream.receiveBody(data) } else { consume(id, data.count) }
     }
 
     func codecRequestEnded(_ id: Int32) {
-        streams[id]?.requestBodyEnded()
+        stream(id)?.requestBodyEnded()
     }
 
     func codecStreamClosed(_ id: Int32, errorCode: UInt32) {
         guard let stream = streams.removeValue(forKey: id) else { return }
+        if cachedID == id { cachedStream = nil; cachedID = 0 }
         stream.closed(errorCode: errorCode)
+        if phase == .open && spareStreams.count < Self.maxSpareStreams {
+            spareStreams.append(stream)
+        } else {
+            stream.dispose()
+        }
         if streams.isEmpty {
             armIdle()
             if draining { scheduleFlush() }
@@ -192,7 +209,7 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
         switch type {
         case HTTP2FrameCodec.rstStreamFrame:
             // A stream reset while the proxy still works on it: the cost Rapid Reset exploits.
-            if let s = streams[stream], s.began, !s.exchangeFinished { noteGlitch() }
+            if let s = self.stream(stream), s.began, !s.exchangeFinished { noteGlitch() }
             countControlFrame()
         case HTTP2FrameCodec.settingsFrame, HTTP2FrameCodec.pingFrame:
             if flags & 0x1 == 0 { countControlFrame() }  // not an ACK
@@ -210,8 +227,23 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     }
 
     func codecResponseBody(_ id: Int32, into buffer: UnsafeMutableRawBufferPointer) -> (count: Int, end: Bool)? {
-        guard let stream = streams[id] else { return (0, true) }
+        guard let stream = stream(id) else { return (0, true) }
         return stream.takeResponseBody(into: buffer)
+    }
+
+    /// Spare stream objects a connection keeps: enough for a browser's burst of requests
+    /// without allocating, few enough that an idle connection holds little.
+    static let maxSpareStreams = 16
+
+    @inline(__always)
+    private func stream(_ id: Int32) -> HTTP2Stream? {
+        if id == cachedID, let s = cachedStream { return s }
+        let s = streams[id]
+        if let s {
+            cachedID = id
+            cachedStream = s
+        }
+        return s
     }
 
     // MARK: - For streams
@@ -333,7 +365,14 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     private func abandonStreams() {
         let open = streams
         streams.removeAll()
-        for stream in open.values { stream.closed(errorCode: HTTP2FrameCodec.cancel) }
+        cachedStream = nil
+        cachedID = 0
+        for stream in open.values {
+            stream.closed(errorCode: HTTP2FrameCodec.cancel)
+            stream.dispose()
+        }
+        for stream in spareStreams { stream.dispose() }
+        spareStreams.removeAll()
         bodyDeliveries.removeAll()
     }
 

@@ -12,11 +12,13 @@
 ///   `responseBufferLimit` unsent bytes (`isResponseCongested`), and is told to go on once the
 ///   codec took them (`responseSinkDrained`), so one slow stream never stalls the others.
 ///
-/// Lifetime: created when the client opens the stream, owned by the connection's stream table
-/// until nghttp2 reports the stream closed. The `ExchangeState` is held from the end of the
-/// request's header block until the exchange ends. Threading: loop thread only.
+/// Lifetime: owned by the connection's stream table from when the client opens the stream until
+/// nghttp2 reports it closed, then kept by the connection for its next stream (`open` starts it
+/// over: an HTTP/2 request costs no new stream, exchange or timer object, and no buffer that a
+/// previous request already grew). The `ExchangeState` is held from the end of the request's
+/// header block until the exchange ends. Threading: loop thread only.
 final class HTTP2Stream: ExchangeDownstream {
-    let id: Int32
+    private(set) var id: Int32 = 0
     /// The connection that owns this stream (which outlives it: it tears its streams down first).
     unowned(unsafe) let connection: HTTP2ServerConnection
     let exchange: ProxyExchange<HTTP2Stream>
@@ -35,7 +37,7 @@ final class HTTP2Stream: ExchangeDownstream {
     private var unconsumed = 0
     private var lastActivity: UInt64 = 0
     /// When the client opened the stream: the request's clock starts there.
-    private let startNs = Platform.monotonicNanos()
+    private var startNs: UInt64 = 0
 
     // The response.
     private var headSubmitted = false
@@ -61,8 +63,7 @@ final class HTTP2Stream: ExchangeDownstream {
     private var timer: Timer?
     private var deadline: UInt64 = 0
 
-    init(id: Int32, connection: HTTP2ServerConnection, settings: ServerSettings) {
-        self.id = id
+    init(connection: HTTP2ServerConnection, settings: ServerSettings) {
         self.connection = connection
         self.settings = settings
         let server = connection.server
@@ -70,7 +71,37 @@ final class HTTP2Stream: ExchangeDownstream {
                                  peerAddress: connection.peerAddress, isAdminListener: connection.isAdminListener,
                                  listener: connection.listener, tls: connection.tls)
         exchange.setDownstream(self)
-        lastActivity = server.loop.now
+    }
+
+    /// Starts the stream over for a new request on stream `id` (a fresh object, or one the
+    /// connection kept from an earlier stream).
+    func open(id: Int32, settings: ServerSettings) {
+        self.id = id
+        self.settings = settings
+        builder.reset()
+        requestEnded = false
+        began = false
+        bodyPaused = false
+        unconsumed = 0
+        lastActivity = connection.server.loop.now
+        startNs = Platform.monotonicNanos()
+        headSubmitted = false
+        pendingStatus = 0
+        pendingHasBody = false
+        pendingFields.removeAll()
+        if responseBody.capacity > Self.responseBufferLimit { responseBody = [] } else { responseBody.removeAll(keepingCapacity: true) }
+        responseBodyOffset = 0
+        responseEnded = false
+        bodyDeferred = false
+        bodyBytesSent = 0
+        exchangeFinished = false
+        deadline = 0
+    }
+
+    /// The connection is done with this object for good (it closes, or keeps enough spares).
+    func dispose() {
+        timer?.close()
+        timer = nil
     }
 
     // MARK: - From the connection (codec events)
@@ -170,8 +201,7 @@ final class HTTP2Stream: ExchangeDownstream {
             exchange.abandon()
         }
         finishExchange()
-        timer?.close()
-        timer = nil
+        disarm()
     }
 
     // MARK: - ExchangeDownstream: the request side
@@ -259,7 +289,7 @@ final class HTTP2Stream: ExchangeDownstream {
     }
 
     func appendResponseBody(_ data: UnsafeRawBufferPointer) {
-        responseBody.append(contentsOf: data)
+        responseBody.append(raw: data)
         bodyBytesSent += UInt64(data.count)
     }
 
@@ -311,7 +341,7 @@ final class HTTP2Stream: ExchangeDownstream {
             for i in lower.indices where lower[i] >= 65 && lower[i] <= 90 { lower[i] |= 0x20 }
             pendingFields.append(lowercasedName: lower, 0..<lower.count, value: Array(field.value.utf8), 0..<field.value.utf8.count)
         }
-        if exchange.hasState && !x.pointee.requestID.isEmpty { pendingFields.append(name: "x-request-id", value: x.pointee.requestID) }
+        if exchange.hasState && !x.pointee.requestID.isEmpty { pendingFields.append(name: "x-request-id", value: x.pointee.requestID, neverIndexed: true) }
         if connection.tls != nil, let hsts = connection.listener.hstsValue { pendingFields.append(name: "strict-transport-security", value: hsts) }
         pendingStatus = reply.status
         responseBody.removeAll(keepingCapacity: true)

@@ -11,35 +11,40 @@
 /// them must be there, and the header list has a size limit (RFC 9113 §6.5.2 counting).
 ///
 /// Threading: a value owned by one stream, loop thread only.
-struct HTTP2RequestHeadBuilder {
+struct HTTP2RequestHeadBuilder: ~Copyable {
     /// The first problem found; the request is answered with it once its header block ended.
     private(set) var problem: HTTPParseError?
     /// RFC 9113 §6.5.2 size of the header list so far.
     private(set) var listBytes = 0
 
-    private var method: [UInt8] = []
-    private var path: [UInt8] = []
-    private var authority: [UInt8] = []
+    /// The pseudo-fields' and `host`'s values, one after the other; where each one is.
+    private var values = ByteBuffer(capacity: 256)
+    private var method: Range<Int> = 0..<0
+    private var path: Range<Int> = 0..<0
+    private var authority: Range<Int> = 0..<0
+    private var host: Range<Int>?
     private var hasScheme = false
-    private var host: [UInt8]?
-    private var cookies: [UInt8] = []
+    /// Cookie crumbs joined with "; ".
+    private var cookies = ByteBuffer(capacity: 64)
     /// The regular fields as HTTP/1.1 field lines.
-    private var lines: [UInt8] = []
+    private var lines = ByteBuffer(capacity: 512)
     private var hasContentLength = false
 
     init() {}
 
-    /// Forgets everything (the builder is reused by the stream's next request).
+    /// Forgets everything (the builder is reused by the stream's next request). Buffers that
+    /// grew past a few KiB are let go.
     mutating func reset() {
         problem = nil
         listBytes = 0
-        method.removeAll(keepingCapacity: true)
-        path.removeAll(keepingCapacity: true)
-        authority.removeAll(keepingCapacity: true)
-        hasScheme = false
+        values.removeAll(retainedCapacity: 4096)
+        method = 0..<0
+        path = 0..<0
+        authority = 0..<0
         host = nil
-        cookies.removeAll(keepingCapacity: true)
-        lines.removeAll(keepingCapacity: true)
+        hasScheme = false
+        cookies.removeAll(retainedCapacity: 4096)
+        lines.removeAll(retainedCapacity: 4096)
         hasContentLength = false
     }
 
@@ -55,9 +60,9 @@ struct HTTP2RequestHeadBuilder {
         guard Self.isValidName(name) else { return fail("a header field name is not a lowercase token") }
         guard Self.isValidValue(value) else { return fail("a header field value holds CR, LF or NUL") }
         if name.first == UInt8(ascii: ":") {
-            if Self.equals(name, ":method") { method = Array(value) }
-            else if Self.equals(name, ":path") { path = Array(value) }
-            else if Self.equals(name, ":authority") { authority = Array(value) }
+            if Self.equals(name, ":method") { method = keep(value) }
+            else if Self.equals(name, ":path") { path = keep(value) }
+            else if Self.equals(name, ":authority") { authority = keep(value) }
             else if Self.equals(name, ":scheme") { hasScheme = true }
             else { fail("unknown pseudo-header field \(String(decoding: name, as: UTF8.self))") }
             return
@@ -65,12 +70,12 @@ struct HTTP2RequestHeadBuilder {
         switch name.count {
         case 4 where Self.equals(name, "host"):
             if host != nil { return fail("more than one host field") }
-            host = Array(value)
+            host = keep(value)
             return
         case 6 where Self.equals(name, "cookie"):
             // RFC 9113 §8.2.3: crumbs are joined with "; " for an HTTP/1.1 hop.
-            if !cookies.isEmpty { cookies.append(contentsOf: "; ".utf8) }
-            cookies.append(contentsOf: value)
+            if !cookies.isEmpty { cookies.append("; ") }
+            cookies.append(raw: value)
             return
         case 2 where Self.equals(name, "te"):
             guard Self.equals(value, "trailers") else { return fail("TE other than \"trailers\"") }
@@ -88,10 +93,17 @@ struct HTTP2RequestHeadBuilder {
         default:
             break
         }
-        lines.append(contentsOf: name)
-        lines.append(contentsOf: ": ".utf8)
-        lines.append(contentsOf: value)
-        lines.append(contentsOf: "\r\n".utf8)
+        lines.append(raw: name)
+        lines.append(": ")
+        lines.append(raw: value)
+        lines.append("\r\n")
+    }
+
+    /// Copies a pseudo-field's (or host's) value into `values`; where it is.
+    private mutating func keep(_ value: UnsafeRawBufferPointer) -> Range<Int> {
+        let start = values.count
+        values.append(raw: value)
+        return start..<values.count
     }
 
     /// The header block ended: writes the HTTP/1.1 head into `head.bytes` and parses it.
@@ -100,32 +112,40 @@ struct HTTP2RequestHeadBuilder {
     func build(into head: inout RequestHead, hasBody: Bool, limits: HeadLimits) throws(HTTPParseError) {
         if let problem { throw problem }
         if method.isEmpty { throw Self.badRequest("no :method") }
-        if Self.equals(method, "CONNECT") {
+        let isConnect = values.withUnsafeBytes { Self.equals(UnsafeRawBufferPointer(rebasing: $0[method]), "CONNECT") }
+        if isConnect {
             throw HTTPParseError(status: 501, reason: "Not Implemented: CONNECT over HTTP/2 is not supported by this proxy")
         }
         if path.isEmpty || !hasScheme { throw Self.badRequest("a request needs :scheme and :path") }
-        if let host, !authority.isEmpty, host != authority {
-            throw Self.badRequest(":authority and Host disagree")
+        let hostValue: Range<Int>
+        if let host {
+            if !authority.isEmpty && !values.withUnsafeBytes({ $0[host].elementsEqual($0[authority]) }) {
+                throw Self.badRequest(":authority and Host disagree")
+            }
+            hostValue = authority.isEmpty ? host : authority
+        } else {
+            hostValue = authority
         }
-        let hostValue = authority.isEmpty ? (host ?? []) : authority
         if hostValue.isEmpty { throw Self.badRequest("no :authority or Host") }
 
         head.bytes.removeAll(keepingCapacity: true)
-        head.bytes.reserveCapacity(method.count + path.count + hostValue.count + lines.count + cookies.count + 64)
-        head.bytes.append(contentsOf: method)
-        head.bytes.append(UInt8(ascii: " "))
-        head.bytes.append(contentsOf: path)
-        head.bytes.append(contentsOf: " HTTP/1.1\r\nHost: ".utf8)
-        head.bytes.append(contentsOf: hostValue)
-        head.bytes.append(contentsOf: "\r\n".utf8)
-        head.bytes.append(contentsOf: lines)
-        if !cookies.isEmpty {
-            head.bytes.append(contentsOf: "cookie: ".utf8)
-            head.bytes.append(contentsOf: cookies)
-            head.bytes.append(contentsOf: "\r\n".utf8)
+        head.bytes.reserveCapacity(values.count + lines.count + cookies.count + 64)
+        values.withUnsafeBytes { v in
+            head.bytes.append(raw: UnsafeRawBufferPointer(rebasing: v[method]))
+            head.bytes.append(" ")
+            head.bytes.append(raw: UnsafeRawBufferPointer(rebasing: v[path]))
+            head.bytes.append(" HTTP/1.1\r\nHost: ")
+            head.bytes.append(raw: UnsafeRawBufferPointer(rebasing: v[hostValue]))
+            head.bytes.append("\r\n")
         }
-        if hasBody && !hasContentLength { head.bytes.append(contentsOf: "transfer-encoding: chunked\r\n".utf8) }
-        head.bytes.append(contentsOf: "\r\n".utf8)
+        lines.withUnsafeBytes { head.bytes.append(raw: $0) }
+        if !cookies.isEmpty {
+            head.bytes.append("cookie: ")
+            cookies.withUnsafeBytes { head.bytes.append(raw: $0) }
+            head.bytes.append("\r\n")
+        }
+        if hasBody && !hasContentLength { head.bytes.append("transfer-encoding: chunked\r\n") }
+        head.bytes.append("\r\n")
         try HeadParser.parseRequest(into: &head, limits: limits)
         head.isHTTP2 = true
     }
@@ -145,25 +165,28 @@ struct HTTP2RequestHeadBuilder {
         return true
     }
 
-    private static func equals(_ bytes: [UInt8], _ text: StaticString) -> Bool {
-        bytes.withUnsafeBytes { equals($0, text) }
-    }
-
     /// A field name (or a pseudo-field's): lowercase token characters (RFC 9110 §5.6.2), with
     /// one leading colon for pseudo-fields.
     private static func isValidName(_ name: UnsafeRawBufferPointer) -> Bool {
-        guard !name.isEmpty else { return false }
-        for (i, c) in name.enumerated() {
-            if c == UInt8(ascii: ":") && i == 0 { continue }
-            switch c {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"): continue
-            case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
-                 UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
-                 UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): continue
-            default: return false
+        guard let first = name.first else { return false }
+        return lowercaseTokenTable.withUnsafeBufferPointer { table in
+            for (i, c) in name.enumerated() where table[Int(c)] == 0 {
+                if i == 0 && first == UInt8(ascii: ":") { continue }
+                return false
             }
+            return true
         }
-        return true
+    }
+
+    /// 1 for the bytes of a lowercase token (RFC 9110 §5.6.2 `tchar` without A–Z).
+    private static let lowercaseTokenTable: [UInt8] = (0..<256).map { c in
+        switch UInt8(c) {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"): 1
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
+             UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
+             UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): 1
+        default: 0
+        }
     }
 
     private static func isValidValue(_ value: UnsafeRawBufferPointer) -> Bool {

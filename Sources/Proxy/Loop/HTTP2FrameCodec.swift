@@ -158,7 +158,7 @@ final class HTTP2FrameCodec {
     /// Submits a response head: `fields` holds name/value pairs (lowercase names) as ranges into
     /// `bytes`. `hasBody`: DATA follows, pulled through `codecResponseBody`; otherwise the
     /// HEADERS frame ends the stream.
-    func submitResponse(_ stream: Int32, status: UInt16, fields: [(name: Range<Int>, value: Range<Int>)], in bytes: [UInt8],
+    func submitResponse(_ stream: Int32, status: UInt16, fields: [(name: Range<Int>, value: Range<Int>, neverIndexed: Bool)], in bytes: [UInt8],
                         hasBody: Bool) -> Bool {
         withFields(status: status, fields, in: bytes) { nva, count in
             if hasBody {
@@ -170,7 +170,7 @@ final class HTTP2FrameCodec {
     }
 
     /// Submits an interim (1xx) head on `stream`; the final one follows.
-    func submitInterim(_ stream: Int32, status: UInt16, fields: [(name: Range<Int>, value: Range<Int>)], in bytes: [UInt8]) {
+    func submitInterim(_ stream: Int32, status: UInt16, fields: [(name: Range<Int>, value: Range<Int>, neverIndexed: Bool)], in bytes: [UInt8]) {
         _ = withFields(status: status, fields, in: bytes) { nva, count in
             nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, nil, nva, count, nil) >= 0
         }
@@ -178,7 +178,7 @@ final class HTTP2FrameCodec {
 
     /// `:status` and `fields` as nghttp2 name/value pairs, valid during `body` (nghttp2 copies
     /// them when a frame is submitted).
-    private func withFields(status: UInt16, _ fields: [(name: Range<Int>, value: Range<Int>)], in bytes: [UInt8],
+    private func withFields(status: UInt16, _ fields: [(name: Range<Int>, value: Range<Int>, neverIndexed: Bool)], in bytes: [UInt8],
                             _ body: (UnsafePointer<nghttp2_nv>, Int) -> Bool) -> Bool {
         var statusText: (UInt8, UInt8, UInt8) = (UInt8(48 + status / 100 % 10), UInt8(48 + status / 10 % 10), UInt8(48 + status % 10))
         return bytes.withUnsafeBufferPointer { b in
@@ -188,7 +188,8 @@ final class HTTP2FrameCodec {
                 nva.reserveCapacity(fields.count + 1)
                 nva.append(Self.nv(Self.statusName, st.baseAddress!.assumingMemoryBound(to: UInt8.self), 7, 3))
                 for f in fields {
-                    nva.append(Self.nv(base + f.name.lowerBound, base + f.value.lowerBound, f.name.count, f.value.count))
+                    nva.append(Self.nv(base + f.name.lowerBound, base + f.value.lowerBound, f.name.count, f.value.count,
+                                       neverIndexed: f.neverIndexed))
                 }
                 return nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
             }
@@ -258,8 +259,9 @@ final class HTTP2FrameCodec {
     }()
 
     private static func nv(_ name: UnsafeMutablePointer<UInt8>, _ value: UnsafeMutablePointer<UInt8>, _ nameLength: Int,
-                           _ valueLength: Int) -> nghttp2_nv {
-        nghttp2_nv(name: name, value: value, namelen: nameLength, valuelen: valueLength, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+                           _ valueLength: Int, neverIndexed: Bool = false) -> nghttp2_nv {
+        nghttp2_nv(name: name, value: value, namelen: nameLength, valuelen: valueLength,
+                   flags: UInt8(neverIndexed ? NGHTTP2_NV_FLAG_NO_INDEX.rawValue : NGHTTP2_NV_FLAG_NONE.rawValue))
     }
 
     private static func describe(_ code: Int32) -> String {

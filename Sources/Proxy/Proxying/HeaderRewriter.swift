@@ -235,10 +235,11 @@ public struct HeaderRewriter {
                 }
             }
             if interim && isFramingField(b, name) { continue }
-            list.append(lowercasedName: b, name, value: b, field.value)
+            list.append(lowercasedName: b, name, value: b, field.value,
+                        neverIndexed: name.count == 10 && b.equalsIgnoringCase(name, "set-cookie"))
         }
         if interim { return }
-        if !requestID.isEmpty { list.append(name: "x-request-id", value: requestID) }
+        if !requestID.isEmpty { list.append(name: "x-request-id", value: requestID, neverIndexed: true) }
         if let hsts { list.append(name: "strict-transport-security", value: hsts) }
     }
 

@@ -484,6 +484,9 @@ public final class ProxyServer {
         }
     }
 
+    /// Where an HTTP/2 connection gathers its frames for one write (`HTTP2ServerConnection.writeOutput`).
+    let http2Output = HTTP2OutputBuffer()
+
     private var openHTTP2Connections = 0
     func http2ConnectionOpened() {
         openHTTP2Connections += 1
@@ -648,4 +651,10 @@ public struct ProxyStartError: Error, CustomStringConvertible {
     public var message: String
     public init(message: String) { self.message = message }
     public var description: String { message }
+}
+
+/// A worker's scratch buffer for HTTP/2 output: filled and written within one flush, so every
+/// connection of the worker can use the same one. Threading: its worker's loop only.
+final class HTTP2OutputBuffer {
+    var bytes = ByteBuffer(capacity: 64 * 1024)
 }
