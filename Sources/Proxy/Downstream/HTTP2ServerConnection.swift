@@ -28,6 +28,9 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     let peerAddress: SocketAddress?
     private var codec: HTTP2FrameCodec!
     private var streams: [Int32: HTTP2Stream] = [:]
+    /// Streams whose header block is complete and that are not closed yet: while there is one,
+    /// the connection is busy (no idle deadline).
+    private var activeStreams = 0
     /// Streams kept for the next ones (`HTTP2Stream.open`), at most `maxSpareStreams`.
     private var spareStreams: [HTTP2Stream] = []
     /// The stream the last codec event was for: a request's fields, its DATA frames and the
@@ -49,6 +52,10 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     private var bodyDeliveries: [HTTP2Stream] = []
 
     private var glitches = 0
+    /// Glitches halve every `glitchHalfLifeMs`: the limit is on a rate, so a long-lived browser
+    /// connection that cancels a stream now and then is never ended for it.
+    private var glitchesHalvedAt: UInt64 = 0
+    private static let glitchHalfLifeMs: UInt64 = 60_000
     private var controlFrames = 0
     private var controlWindowStart: UInt64 = 0
     private var reportedAbuse = false
@@ -79,7 +86,7 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
         server.http2ConnectionOpened()
         client.setNoDelay()
         client.onRead = { [self] bytes in clientRead(bytes) }
-        client.onReadEnd = { [self] _ in teardown() }
+        client.onReadEnd = { [self] code in clientEnded(code) }
         client.onWriteError = { [self] _ in teardown() }
         client.onDrain = { [self] in scheduleFlush() }
         timer.onFire = { [self] in timerFired() }
@@ -87,6 +94,17 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
         if !initial.isEmpty { clientRead(initial) }
         scheduleFlush()  // the server's SETTINGS
         client.startReading()
+        // An h2c connection that began (from HTTP/1) while the server drains is drained too.
+        if server.isDraining { closeIfIdle() }
+    }
+
+    /// The client's end of input. After an orderly FIN, streams already sent finish (a client
+    /// may half-close once it sent its requests); a reset ends everything.
+    private func clientEnded(_ code: Int32) {
+        guard code == UVError.eof, activeStreams > 0, phase == .open else { return teardown() }
+        draining = true
+        drainLastStreamID = codec.lastStreamID
+        scheduleFlush()
     }
 
     // MARK: - Input
@@ -124,7 +142,7 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
         }
         writeOutput()
         guard phase == .open else { return }
-        if !codec.isAlive || (draining && streams.isEmpty && !codec.wantsToWrite) { closeAfterOutput() }
+        if !codec.isAlive || (draining && activeStreams == 0 && !codec.wantsToWrite) { closeAfterOutput() }
     }
 
     /// Writes what nghttp2 has to send. Only while open: once closing, the FIN follows what was
@@ -163,7 +181,9 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
         cachedID = id
         cachedStream = stream
         server.stats.add(WorkerStats.http2Streams)
-        timer.stop()
+        // A header block must complete within client_header_ms (an idle connection has no
+        // busier deadline running): one left open would otherwise hold the connection.
+        if activeStreams == 0 { armIdle(ms: server.settings.config.timeouts.clientHeaderMs) }
     }
 
     func codecField(_ id: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, trailers: Bool) -> Bool {
@@ -178,6 +198,10 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
         if trailers {
             if endStream { stream.requestBodyEnded() }
         } else {
+            activeStreams += 1
+            stream.isActive = true
+            timerPurpose = .none
+            timer.stop()
             stream.headersComplete(endStream: endStream)
         }
     }
@@ -193,13 +217,17 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     func codecStreamClosed(_ id: Int32, errorCode: UInt32) {
         guard let stream = streams.removeValue(forKey: id) else { return }
         if cachedID == id { cachedStream = nil; cachedID = 0 }
+        if stream.isActive {
+            stream.isActive = false
+            activeStreams -= 1
+        }
         stream.closed(errorCode: errorCode)
         if phase == .open && spareStreams.count < Self.maxSpareStreams {
             spareStreams.append(stream)
         } else {
             stream.dispose()
         }
-        if streams.isEmpty {
+        if activeStreams == 0 {
             armIdle()
             if draining { scheduleFlush() }
         }
@@ -213,8 +241,13 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
             countControlFrame()
         case HTTP2FrameCodec.settingsFrame, HTTP2FrameCodec.pingFrame:
             if flags & 0x1 == 0 { countControlFrame() }  // not an ACK
-        case HTTP2FrameCodec.priorityFrame, HTTP2FrameCodec.windowUpdateFrame:
+        case HTTP2FrameCodec.priorityFrame:
             countControlFrame()
+        case HTTP2FrameCodec.windowUpdateFrame:
+            // A client that reads fast sends one or two per DATA frame it gets (Go's refreshes
+            // every 4 KiB): those are not counted. Tiny increments are (a flood of them costs the
+            // proxy a frame each and buys the client nothing); zero is an invalid frame.
+            if length < 1024 { countControlFrame() }
         case HTTP2FrameCodec.dataFrame:
             if length == 0 && flags & 0x1 == 0 { countControlFrame() }  // empty DATA without END_STREAM
         default:
@@ -229,6 +262,16 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     func codecResponseBody(_ id: Int32, into buffer: UnsafeMutableRawBufferPointer) -> (count: Int, end: Bool)? {
         guard let stream = stream(id) else { return (0, true) }
         return stream.takeResponseBody(into: buffer)
+    }
+
+    func codecResponseEnded(_ id: Int32) {
+        // RFC 9113 §8.1: the response is complete while the client still sends its body (the
+        // proxy answered early): RST_STREAM(NO_ERROR) tells it to stop, and ends the stream.
+        if let stream = stream(id), !stream.requestEnded { codec.reset(id, errorCode: HTTP2FrameCodec.noError) }
+    }
+
+    func codecResponseFailed(_ id: Int32) {
+        stream(id)?.responseFailed()
     }
 
     /// Spare stream objects a connection keeps: enough for a browser's burst of requests
@@ -253,9 +296,10 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
         scheduleFlush()
     }
 
-    func submitResponse(_ id: Int32, status: UInt16, fields: HTTP2FieldList, hasBody: Bool) {
-        _ = codec.submitResponse(id, status: status, fields: fields.fields, in: fields.bytes, hasBody: hasBody)
+    /// Returns false when nghttp2 refused the head (the stream is gone, or the head is unusable).
+    func submitResponse(_ id: Int32, status: UInt16, fields: HTTP2FieldList, hasBody: Bool) -> Bool {
         scheduleFlush()
+        return codec.submitResponse(id, status: status, fields: fields.fields, in: fields.bytes, hasBody: hasBody)
     }
 
     func submitInterim(_ id: Int32, status: UInt16, fields: HTTP2FieldList) {
@@ -287,6 +331,13 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
 
     /// One more protocol glitch; past `max_glitches` the connection ends.
     func noteGlitch() {
+        let now = server.loop.now
+        if glitchesHalvedAt == 0 { glitchesHalvedAt = now }
+        while glitches > 0 && now &- glitchesHalvedAt >= Self.glitchHalfLifeMs {
+            glitches /= 2
+            glitchesHalvedAt += Self.glitchHalfLifeMs
+        }
+        if glitches == 0 { glitchesHalvedAt = now }
         glitches += 1
         guard glitches > limits.maxGlitches, phase == .open else { return }
         reportAbuse("\(glitches) protocol glitches (resets of streams in flight, refused frames, oversized headers, control-frame floods) passed http2.max_glitches \(limits.maxGlitches)")
@@ -317,9 +368,9 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     private enum TimerPurpose { case none, idle, flush }
     private var timerPurpose = TimerPurpose.none
 
-    private func armIdle() {
+    private func armIdle(ms: Int? = nil) {
         timerPurpose = .idle
-        timer.start(timeoutMs: UInt64(limits.idleTimeoutMs))
+        timer.start(timeoutMs: UInt64(max(ms ?? limits.idleTimeoutMs, 1)))
     }
 
     private func timerFired() {
@@ -327,7 +378,7 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
         case .none:
             break
         case .idle:
-            guard streams.isEmpty, phase == .open else { return }
+            guard activeStreams == 0, phase == .open else { return }
             codec.goAway(errorCode: HTTP2FrameCodec.noError)
             draining = true
             drainLastStreamID = codec.lastStreamID

@@ -31,6 +31,11 @@ final class HTTP2Stream: ExchangeDownstream {
     private(set) var requestEnded = false
     /// The exchange was started (header block complete and accepted).
     private(set) var began = false
+    /// Counted in the connection's active streams (header block complete, not closed yet).
+    var isActive = false
+    /// When nghttp2 last took response body bytes (the client's window let them out): a
+    /// stream whose client keeps its window shut is cut after `response_idle_ms` of that.
+    private var lastBodyTakenAt: UInt64 = 0
     /// The exchange paused the request body (its backend is not reading).
     private var bodyPaused = false
     /// Request body bytes received and not yet given back to the client's window.
@@ -96,6 +101,8 @@ final class HTTP2Stream: ExchangeDownstream {
         bodyBytesSent = 0
         exchangeFinished = false
         deadline = 0
+        isActive = false
+        lastBodyTakenAt = lastActivity
     }
 
     /// The connection is done with this object for good (it closes, or keeps enough spares).
@@ -202,6 +209,17 @@ final class HTTP2Stream: ExchangeDownstream {
         }
         finishExchange()
         disarm()
+        // Whatever the stream still held of the request body goes back to the connection's
+        // window (nghttp2 does not return it when a stream closes).
+        consumeAll()
+        if responseBody.capacity > Self.responseBufferLimit { responseBody = [] }
+    }
+
+    /// nghttp2 could not send this stream's response head: the stream ends (RST_STREAM).
+    func responseFailed() {
+        connection.resetStream(id, errorCode: HTTP2FrameCodec.internalError)
+        if exchange.hasState && exchange.isRunning { exchange.abandon() }
+        finishExchange()
     }
 
     // MARK: - ExchangeDownstream: the request side
@@ -230,7 +248,7 @@ final class HTTP2Stream: ExchangeDownstream {
         x.pointee.responseStatus = error.status
         let phrase = StatusText.reason(error.status)
         let text = error.reason.hasPrefix(phrase) ? error.reason : "\(phrase): \(error.reason)"
-        submitLocalReply(.text(error.status, text), headOnly: false)
+        submitLocalReply(.text(error.status, text), headOnly: x.pointee.requestParsed && x.pointee.request.isHEAD)
         exchange.abandon()
         finishExchange()
         consumeAll()
@@ -259,7 +277,10 @@ final class HTTP2Stream: ExchangeDownstream {
         pool.recycle(x, idle: false)
         exchange.x = pool.detached
         exchange.hasState = false
-        if requestEnded { consumeAll() }
+        // Body bytes held for the backend are dropped with the state: their window reopens.
+        consumeAll()
+        // A response still being sent keeps a send deadline (the client must open its window).
+        if responseBody.count > responseBodyOffset { setDeadline(in: UInt64(max(settings.config.timeouts.responseIdleMs, 1))) }
         connection.exchangeFinished(self)
     }
 
@@ -306,6 +327,7 @@ final class HTTP2Stream: ExchangeDownstream {
 
     func discardBufferedResponse() {
         if !headSubmitted { pendingStatus = 0 }
+        bodyBytesSent &-= UInt64(responseBody.count - responseBodyOffset)
         responseBody.removeAll(keepingCapacity: true)
         responseBodyOffset = 0
     }
@@ -324,8 +346,10 @@ final class HTTP2Stream: ExchangeDownstream {
         guard !headSubmitted, pendingStatus != 0 else { return }
         headSubmitted = true
         let hasBody = pendingHasBody || responseBody.count > responseBodyOffset
-        connection.submitResponse(id, status: pendingStatus, fields: pendingFields, hasBody: hasBody)
         if !hasBody { responseEnded = true }
+        if !connection.submitResponse(id, status: pendingStatus, fields: pendingFields, hasBody: hasBody) {
+            connection.resetStream(id, errorCode: HTTP2FrameCodec.internalError)
+        }
     }
 
     private func submitLocalReply(_ reply: LocalReply, headOnly: Bool) {
@@ -375,8 +399,14 @@ final class HTTP2Stream: ExchangeDownstream {
             buffer.baseAddress!.copyMemory(from: src.baseAddress! + responseBodyOffset, byteCount: n)
         }
         responseBodyOffset += n
+        lastBodyTakenAt = connection.server.loop.now
         if responseBodyOffset == responseBody.count {
             responseBody.removeAll(keepingCapacity: responseBody.capacity <= 2 * Self.responseBufferLimit)
+            responseBodyOffset = 0
+        } else if responseBodyOffset >= Self.responseBufferLimit {
+            // Sent bytes are dropped from the front: the buffer holds at most the unsent limit
+            // and one backend read, however long the response.
+            responseBody.removeFirst(responseBodyOffset)
             responseBodyOffset = 0
         }
         let end = responseEnded && responseBody.count == responseBodyOffset
@@ -415,7 +445,19 @@ final class HTTP2Stream: ExchangeDownstream {
         let now = connection.server.loop.now
         if now < deadline { return setDeadline(in: deadline - now) }
         deadline = 0
-        exchange.deadlineReached()
+        // A client that keeps its window shut on a stream with unsent bytes: the send timeout.
+        let sendLimit = UInt64(max(settings.config.timeouts.responseIdleMs, 1))
+        if responseBody.count > responseBodyOffset && now &- lastBodyTakenAt >= sendLimit {
+            connection.resetStream(id, errorCode: HTTP2FrameCodec.cancel)
+            if exchange.hasState && exchange.isRunning { exchange.abandon() }
+            finishExchange()
+            return
+        }
+        if exchange.hasState && exchange.isRunning {
+            exchange.deadlineReached()
+        } else if responseBody.count > responseBodyOffset {
+            setDeadline(in: sendLimit - (now &- lastBodyTakenAt))
+        }
         connection.scheduleFlush()
     }
 }

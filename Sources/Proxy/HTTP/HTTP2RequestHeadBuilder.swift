@@ -23,7 +23,7 @@ struct HTTP2RequestHeadBuilder: ~Copyable {
     private var path: Range<Int> = 0..<0
     private var authority: Range<Int> = 0..<0
     private var host: Range<Int>?
-    private var hasScheme = false
+    private var scheme: Range<Int>?
     /// Cookie crumbs joined with "; ".
     private var cookies = ByteBuffer(capacity: 64)
     /// The regular fields as HTTP/1.1 field lines.
@@ -42,7 +42,7 @@ struct HTTP2RequestHeadBuilder: ~Copyable {
         path = 0..<0
         authority = 0..<0
         host = nil
-        hasScheme = false
+        scheme = nil
         cookies.removeAll(retainedCapacity: 4096)
         lines.removeAll(retainedCapacity: 4096)
         hasContentLength = false
@@ -63,7 +63,7 @@ struct HTTP2RequestHeadBuilder: ~Copyable {
             if Self.equals(name, ":method") { method = keep(value) }
             else if Self.equals(name, ":path") { path = keep(value) }
             else if Self.equals(name, ":authority") { authority = keep(value) }
-            else if Self.equals(name, ":scheme") { hasScheme = true }
+            else if Self.equals(name, ":scheme") { scheme = keep(value) }
             else { fail("unknown pseudo-header field \(String(decoding: name, as: UTF8.self))") }
             return
         }
@@ -116,7 +116,14 @@ struct HTTP2RequestHeadBuilder: ~Copyable {
         if isConnect {
             throw HTTPParseError(status: 501, reason: "Not Implemented: CONNECT over HTTP/2 is not supported by this proxy")
         }
-        if path.isEmpty || !hasScheme { throw Self.badRequest("a request needs :scheme and :path") }
+        guard let scheme, !path.isEmpty else { throw Self.badRequest("a request needs :scheme and :path") }
+        // RFC 9113 §8.3.1: this proxy serves http and https only (another scheme would let
+        // :path carry an absolute URI of its choosing).
+        let knownScheme = values.withUnsafeBytes { v in
+            let s = UnsafeRawBufferPointer(rebasing: v[scheme])
+            return Self.equals(s, "https") || Self.equals(s, "http")
+        }
+        if !knownScheme { throw Self.badRequest(":scheme is neither http nor https") }
         let hostValue: Range<Int>
         if let host {
             if !authority.isEmpty && !values.withUnsafeBytes({ $0[host].elementsEqual($0[authority]) }) {

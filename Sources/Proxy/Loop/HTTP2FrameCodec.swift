@@ -19,13 +19,19 @@ protocol HTTP2FrameCodecDelegate: AnyObject {
     /// `stream` is closed (`errorCode` 0: normally; otherwise reset by either side).
     func codecStreamClosed(_ stream: Int32, errorCode: UInt32)
     /// A frame of `type` arrived on the connection (for flood accounting: SETTINGS, PING,
-    /// RST_STREAM, WINDOW_UPDATE, PRIORITY, empty DATA).
+    /// RST_STREAM, WINDOW_UPDATE, PRIORITY, empty DATA). `length` is the payload's length; for
+    /// WINDOW_UPDATE, the window increment.
     func codecFrameReceived(type: UInt8, flags: UInt8, stream: Int32, length: Int)
     /// The client broke the protocol in a way nghttp2 answered with a stream or connection error.
     func codecInvalidFrame(type: UInt8, stream: Int32)
     /// Fills `buffer` with response body bytes of `stream`: how many, and whether the body ends
     /// with them. `nil`: nothing to send yet (the stream is deferred until `resumeBody`).
     func codecResponseBody(_ stream: Int32, into buffer: UnsafeMutableRawBufferPointer) -> (count: Int, end: Bool)?
+    /// The response of `stream` ended: a frame with END_STREAM was just serialised for it.
+    func codecResponseEnded(_ stream: Int32)
+    /// A HEADERS frame of `stream` could not be sent (nghttp2 dropped it, e.g. too large to
+    /// encode): the stream will never get its response.
+    func codecResponseFailed(_ stream: Int32)
 }
 
 /// The limits an HTTP/2 session is created with (from the `http2` config object).
@@ -61,8 +67,11 @@ final class HTTP2FrameCodec {
     /// written after this initialiser, so every worker thread may read it).
     nonisolated(unsafe) private static let callbacks: OpaquePointer = makeCallbacks()
 
-    /// The highest stream id a client HEADERS frame carried (see `checkNewStreamID`).
+    /// The highest stream id a client HEADERS frame carried, and the ids it skipped (at most
+    /// `maxGaps` runs; see `checkNewStreamID`).
     private var highestHeadersStreamID: Int32 = 0
+    private var skippedIDs: [ClosedRange<Int32>] = []
+    private static let maxGaps = 16
 
     init(delegate: HTTP2FrameCodecDelegate, limits: HTTP2SessionLimits) {
         self.delegate = delegate
@@ -283,12 +292,17 @@ final class HTTP2FrameCodec {
     }
 
     /// RFC 9113 §5.1.1: a new stream's id must be higher than every id the client used before;
-    /// a lower one is a connection error (PROTOCOL_ERROR). nghttp2 silently ignores a HEADERS
-    /// frame on a lower id it no longer knows: caught here, before it is read.
+    /// one it skipped (never opened) is a connection error (PROTOCOL_ERROR). nghttp2 silently
+    /// ignores a HEADERS frame on a lower id it no longer knows: caught here, before it is read.
+    /// Ids that were opened once and are forgotten now (trailers after the proxy reset that
+    /// stream) are left to nghttp2, which ignores them, as its authors advise.
     private func checkNewStreamID(_ id: Int32) {
         if id > highestHeadersStreamID {
+            if id > highestHeadersStreamID + 2 && skippedIDs.count < Self.maxGaps {
+                skippedIDs.append((highestHeadersStreamID + 2)...(id - 2))
+            }
             highestHeadersStreamID = id
-        } else if id & 1 == 1 && nghttp2_session_find_stream(session, id) == nil {
+        } else if id & 1 == 1 && nghttp2_session_find_stream(session, id) == nil && skippedIDs.contains(where: { $0.contains(id) }) {
             _ = nghttp2_session_terminate_session(session, UInt32(HTTP2FrameCodec.protocolError))
         }
     }
@@ -332,6 +346,9 @@ final class HTTP2FrameCodec {
             case HTTP2FrameCodec.dataFrame:
                 me.delegate.codecFrameReceived(type: type, flags: flags, stream: stream, length: frame.pointee.hd.length)
                 if endStream { me.delegate.codecRequestEnded(stream) }
+            case HTTP2FrameCodec.windowUpdateFrame:
+                me.delegate.codecFrameReceived(type: type, flags: flags, stream: stream,
+                                               length: Int(frame.pointee.window_update.window_size_increment))
             default:
                 me.delegate.codecFrameReceived(type: type, flags: flags, stream: stream, length: frame.pointee.hd.length)
             }
@@ -343,6 +360,20 @@ final class HTTP2FrameCodec {
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(cbs) { _, stream, errorCode, userData in
             HTTP2FrameCodec.codec(userData).delegate.codecStreamClosed(stream, errorCode: errorCode)
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_frame_send_callback(cbs) { _, frame, userData in
+            guard let frame else { return 0 }
+            let type = frame.pointee.hd.type
+            if (type == HTTP2FrameCodec.dataFrame || type == HTTP2FrameCodec.headersFrame)
+                && frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 {
+                HTTP2FrameCodec.codec(userData).delegate.codecResponseEnded(frame.pointee.hd.stream_id)
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_frame_not_send_callback(cbs) { _, frame, _, userData in
+            guard let frame, frame.pointee.hd.type == HTTP2FrameCodec.headersFrame else { return 0 }
+            HTTP2FrameCodec.codec(userData).delegate.codecResponseFailed(frame.pointee.hd.stream_id)
             return 0
         }
         nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs) { _, frame, _, userData in
