@@ -20,10 +20,10 @@ import Testing
         var port: UInt16 { proxy.port }
         var url: String { "http://127.0.0.1:\(proxy.port)" }
 
-        init(extra: String = "", workers: Int = 2) throws {
+        init(extra: String = "", workers: Int = 2, responseIdleMs: Int = 60000) throws {
             backend = try startBackend()
             logFile = NSTemporaryDirectory() + "proxy-h2-log-\(UUID().uuidString).json"
-            proxy = try startProxy(config: proxyConfig(backends: [backend.port], extra: """
+            proxy = try startProxy(config: proxyConfig(backends: [backend.port], responseIdleMs: responseIdleMs, extra: """
                 ,"access_log":{"path":"\(logFile)","format":"json"}\(extra)
                 """), workers: workers)
         }
@@ -266,5 +266,39 @@ import Testing
         let idle = try Self.probe("idle", s.port, "1")
         #expect(idle["goaway"] as? Int == 0 && idle["closed"] as? Bool == true, "\(idle)")
         #expect((idle["seconds"] as? Double ?? 99) < 4, "\(idle)")
+    }
+
+    /// Regressions from the review of the HTTP/2 connection: each was a way for one client to
+    /// stall a connection, hold backend connections, or grow the proxy's memory.
+    @Test func cancelledUploadsHalfOpenStreamsShutWindowsAndSlowReadersLeaveNothingBehind() throws {
+        // response_idle_ms 2000; client_header_ms is the harness's 5000.
+        let s = try Cleartext(extra: #","http2":{"idle_timeout_ms":2000}"#, workers: 1, responseIdleMs: 2000)
+        defer { s.stop() }
+        // Request body bytes of cancelled uploads go back to the connection window.
+        let resets = try Self.probe("resets-then-upload", s.port, "6", "1000000")
+        #expect(resets["final_status"] as? Int == 200 && resets["final_body_bytes"] as? Int == 1_000_000, "\(resets)")
+        // A response that ends before the request body does is followed by RST_STREAM(NO_ERROR).
+        let half = try Self.probe("half-open", s.port, "/_health")
+        #expect(half["status"] as? Int == 200 && half["rst_code"] as? Int == 0 && half["rst_after_response"] as? Bool == true, "\(half)")
+        // A header block left open ends the connection after client_header_ms.
+        let partial = try Self.probe("partial-headers", s.port)
+        #expect(partial["closed"] as? Bool == true && (partial["seconds"] as? Double ?? 99) < 8, "\(partial)")
+        // Streams whose client never opens its window are reset after response_idle_ms and
+        // their backend connections released.
+        let shut = try Self.probe("zero-window", s.port, "10")
+        #expect(shut["resets"] as? Int == 10 && (shut["seconds"] as? Double ?? 99) < 8, "\(shut)")
+        #expect(eventually(5) { ((try? get(s.port, "/_health").json["backends"] as? [[String: Any]])?.first?["active_connections"] as? Int) == 0 })
+        #expect(s.proxy.process.isRunning)
+    }
+
+    @Test func aSlowReaderOfALongResponseCostsNoMoreMemoryThanItsBuffer() throws {
+        let s = try Cleartext(workers: 1)
+        defer { s.stop() }
+        setenv("H2_PROBE_PID", String(s.proxy.pid), 1)
+        defer { unsetenv("H2_PROBE_PID") }
+        let r = try Self.probe("slow-download", s.port, "40000000")
+        #expect(r["complete"] as? Bool == true, "\(r)")
+        let start = r["rss_start_kb"] as? Int ?? 0, peak = r["rss_max_kb"] as? Int ?? Int.max
+        #expect(peak - start < 16_384 * sanitizerMemoryFactor, "40 MB at 8 MB/s through a 16 KiB window: RSS \(start) -> \(peak) kB")
     }
 }

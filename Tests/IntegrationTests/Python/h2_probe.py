@@ -2,7 +2,8 @@
 TCP to 127.0.0.1:PORT. Runs one scenario and prints one JSON line of what happened; the exit
 status is 0 whenever the script itself ran (the JSON says how the proxy behaved, with an "error"
 field when something unexpected happened), nonzero only when the script crashed or was misused.
-Every wait is bounded: about 20 s per scenario (`idle`: SECONDS + 10).
+Every wait is bounded: about 20 s per scenario (`idle`: SECONDS + 10; `resets-then-upload`:
+N / 2 + 20; `slow-download`: 40).
 
   h2_probe.py concurrent PORT N SIZE     N streams at once: even ones POST SIZE random bytes to
                                          /echo/i (interleaved, flow-controlled), odd ones GET
@@ -43,6 +44,28 @@ Every wait is bounded: about 20 s per scenario (`idle`: SECONDS + 10).
   h2_probe.py headers-size PORT BYTES    GET /echo/headers with x-h-0..x-h-k (100-byte values)
                                          adding up to about BYTES
       {"status", "reset", "goaway", "fields", "header_list_bytes", ...}
+  h2_probe.py resets-then-upload PORT N SIZE  N times: POST /upload (content-length 10000000),
+                                         what the windows allow up to 240000 bytes, RST_STREAM
+                                         CANCEL; then POST /echo/final of SIZE bytes,
+                                         flow-controlled (up to 15 s), on the same connection
+      {"resets", "final_status", "final_body_bytes", "connection_window_at_end", "seconds", ...}
+  h2_probe.py half-open PORT PATH        GET PATH without END_STREAM (the body never comes), then
+                                         reads up to 8 s (until RST_STREAM or close)
+      {"status", "response_ended", "rst_code", "rst_after_response", "goaway", "closed",
+       "seconds_to_rst"}
+  h2_probe.py partial-headers PORT       one HEADERS without END_HEADERS and no CONTINUATION,
+                                         then reads until close or 10 s
+      {"goaway", "closed", "seconds"}
+  h2_probe.py zero-window PORT N         SETTINGS_INITIAL_WINDOW_SIZE 0 and no WINDOW_UPDATE
+                                         ever; N GET /stream?bytes=1000000000, then reads until
+                                         all N are reset or 15 s
+      {"streams", "headers", "resets", "reset_codes", "seconds", "closed", ...}
+  h2_probe.py slow-download PORT BYTES   SETTINGS_INITIAL_WINDOW_SIZE 16384; GET
+                                         /stream?bytes=BYTES read at about 8 MB/s (each DATA frame
+                                         acknowledged after its share of the pace) until BYTES or
+                                         30 s; with env H2_PROBE_PID, samples that process's VmRSS
+                                         at the start, about every second and at the end
+      {"received", "complete", "seconds", "rss_start_kb", "rss_max_kb", "rss_end_kb", ...}
 
 GOAWAY frames are taken out of the byte stream before h2 sees them (h2 would refuse every
 later frame), so responses still in flight after a graceful GOAWAY are read normally.
@@ -477,7 +500,7 @@ def smuggle(out, port, case):
 class Raw:
     """A hand-driven connection for the floods: frames built byte by byte, HPACK by `hpack`."""
 
-    def __init__(self, port, rcvbuf=None):
+    def __init__(self, port, rcvbuf=None, settings=b"", window_increment=1 << 30):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -488,7 +511,9 @@ class Raw:
         self.closed = self.peer_reset = False
         self.goaway = self.last_stream_id = self.goaway_at = self.closed_at = self.send_error = None
         self.resets, self.statuses, self.settings_seen, self.frames_in = 0, {}, False, 0
-        self.send(PREFACE + frame(SETTINGS, 0, 0) + frame(WINDOW_UPDATE, 0, 0, (1 << 30).to_bytes(4, "big")))
+        self.status_of, self.watch = {}, None  # watch(type, flags, stream id, payload): every frame
+        self.send(PREFACE + frame(SETTINGS, 0, 0, settings) +
+                  (frame(WINDOW_UPDATE, 0, 0, window_increment.to_bytes(4, "big")) if window_increment else b""))
         end = time.monotonic() + 5
         while not self.settings_seen and not self.closed and time.monotonic() < end:
             self.read(0.5)
@@ -551,7 +576,10 @@ class Raw:
                 except Exception as e:  # noqa: BLE001 - reported, not fatal
                     status = f"hpack error {type(e).__name__}"
                 self.statuses[status] = self.statuses.get(status, 0) + 1
+                self.status_of.setdefault(sid, status)
                 self.block = None
+        if self.watch:
+            self.watch(ftype, flags, sid, payload)
 
     def headers(self, path, method="GET", port=0):
         return self.enc.encode([(":method", method), (":scheme", "http"), (":authority", f"{HOST}:{port}"), (":path", path)])
@@ -682,10 +710,178 @@ def headers_size(out, port, size):
     c.report(out)
 
 
+def resets_then_upload(out, port, n, size):
+    n, size = int(n), int(size)
+    c = Client(port)
+    sent = []
+    for _ in range(n):
+        sid = c.request("POST", "/upload", body=b"x" * 240000, end=False, cl=False,
+                        headers=[("content-length", "10000000")])
+        up = c.uploads[sid]
+        c.push()  # what the windows allow now; no waiting for WINDOW_UPDATE
+        sent.append(up.sent)
+        c.conn.reset_stream(sid, CANCEL)
+        c.uploads.pop(sid, None)
+        c.flush()
+        c.wait(lambda: False, 0.5)  # WINDOW_UPDATEs for the discarded bytes come back meanwhile
+        if c.closed or c.goaways:
+            break
+    out.update({"resets": len(sent), "upload_sent": sent,
+                "connection_window_at_end": c.conn.outbound_flow_control_window})
+    t0 = time.monotonic()
+    sid = c.request("POST", "/echo/final", body=os.urandom(size))
+    up = c.uploads[sid]
+    c.wait(lambda: c.streams[sid].done, min(15, left() - 0.5))
+    s = c.streams[sid]
+    e = s.echo() if s.ended else None
+    out.update({"final_status": s.status, "final_reset": s.reset,
+                "final_body_bytes": e.get("body_bytes") if e else None,
+                "final_sent": up.sent,
+                "seconds": round(time.monotonic() - t0, 3)})
+    if not s.done:
+        out["error"] = "final upload did not complete"
+    c.report(out)
+
+
+def status_int(status):
+    return int(status) if status and status.isdigit() else status
+
+
+def read_until(r, pred, seconds):
+    """Reads r until pred(), close, or `seconds`; returns the time spent."""
+    t0 = time.monotonic()
+    end = t0 + min(seconds, max(0, left() - 0.5))
+    while not pred() and not r.closed and time.monotonic() < end:
+        r.read(min(0.5, end - time.monotonic()))
+    return time.monotonic() - t0
+
+
+def half_open(out, port, path):
+    r = Raw(int(port))
+    seen = {"ended": False, "rst": None, "rst_after": False, "rst_at": None}
+
+    def watch(ftype, flags, sid, payload):
+        if sid != 1:
+            return
+        if ftype in (HEADERS, DATA) and flags & END_STREAM:
+            seen["ended"] = True
+        elif ftype == RST_STREAM and seen["rst"] is None:
+            seen.update(rst=int.from_bytes(payload[:4], "big"), rst_after=seen["ended"], rst_at=time.monotonic())
+    r.watch = watch
+    t0 = time.monotonic()
+    r.send(frame(HEADERS, END_HEADERS, 1, r.headers(path, port=port)))  # no END_STREAM, no body ever
+    read_until(r, lambda: seen["rst"] is not None, 8)
+    out.update({"status": status_int(r.status_of.get(1)),
+                "response_ended": seen["ended"], "rst_code": seen["rst"], "rst_after_response": seen["rst_after"],
+                "goaway": r.goaway, "closed": r.closed,
+                "seconds_to_rst": round(seen["rst_at"] - t0, 3) if seen["rst_at"] else None})
+    if r.peer_reset:
+        out["peer_reset"] = True
+
+
+def partial_headers(out, port):
+    r = Raw(int(port))
+    t0 = time.monotonic()
+    r.send(frame(HEADERS, END_STREAM, 1, r.headers("/echo/partial", port=port)))  # no END_HEADERS
+    read_until(r, lambda: False, 10)
+    out.update({"goaway": r.goaway, "last_stream_id": r.last_stream_id, "closed": r.closed,
+                "seconds": round((r.closed_at or time.monotonic()) - t0, 3)})
+    if r.peer_reset:
+        out["peer_reset"] = True
+
+
+def zero_window(out, port, n):
+    n = int(n)
+    r = Raw(int(port), settings=(4).to_bytes(2, "big") + (0).to_bytes(4, "big"), window_increment=0)
+    codes, last = {}, [None]
+
+    def watch(ftype, flags, sid, payload):
+        if ftype == RST_STREAM:
+            codes.setdefault(sid, int.from_bytes(payload[:4], "big"))
+            last[0] = time.monotonic()
+    r.watch = watch
+    t0 = time.monotonic()
+    r.send(b"".join(frame(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i, r.headers("/stream?bytes=1000000000", port=port))
+                    for i in range(n)))
+    waited = read_until(r, lambda: len(codes) >= n, 15)
+    out.update({"streams": n, "headers": sum(r.statuses.values()), "statuses": r.statuses, "resets": len(codes),
+                "reset_codes": sorted(set(codes.values())),
+                "seconds": round(last[0] - t0 if len(codes) >= n else waited, 3),
+                "goaway": r.goaway, "closed": r.closed})
+    if r.peer_reset:
+        out["peer_reset"] = True
+
+
+def rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def slow_download(out, port, total):
+    total, pid = int(total), os.environ.get("H2_PROBE_PID")
+    rate = 8e6  # bytes per second
+    samples = []
+
+    def sample():
+        if pid:
+            samples.append(rss_kb(pid))
+    r = Raw(int(port), settings=(4).to_bytes(2, "big") + (16384).to_bytes(4, "big"), window_increment=MIB)
+    got = {"n": 0, "ended": False, "reset": None}
+    t0 = time.monotonic()
+
+    def watch(ftype, flags, sid, payload):
+        if sid != 1:
+            return
+        if ftype == DATA:
+            got["n"] += len(payload)
+            if flags & END_STREAM:
+                got["ended"] = True
+            if payload:
+                pause = t0 + got["n"] / rate - time.monotonic()  # about 2 ms per 16 KB frame
+                if pause > 0:
+                    time.sleep(pause)
+                inc = len(payload).to_bytes(4, "big")
+                r.send(frame(WINDOW_UPDATE, 0, 1, inc) + frame(WINDOW_UPDATE, 0, 0, inc))
+        elif ftype == HEADERS and flags & END_STREAM:
+            got["ended"] = True
+        elif ftype == RST_STREAM:
+            got["reset"] = int.from_bytes(payload[:4], "big")
+    r.watch = watch
+    sample()
+    r.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, r.headers(f"/stream?bytes={total}", port=port)))
+    end = t0 + min(30, max(0, left() - 1))
+    next_sample = time.monotonic() + 1
+    while not (got["ended"] or got["reset"] is not None or got["n"] >= total) and not r.closed \
+            and time.monotonic() < end:
+        r.read(min(0.5, max(0.01, end - time.monotonic())))
+        if time.monotonic() >= next_sample:
+            sample()
+            next_sample += 1
+    seconds = time.monotonic() - t0
+    sample()
+    known = [x for x in samples if x is not None]
+    out.update({"received": got["n"], "complete": got["n"] >= total, "seconds": round(seconds, 3),
+                "mb_per_s": round(got["n"] / seconds / 1e6, 2) if seconds > 0 else None,
+                "status": status_int(r.status_of.get(1)), "reset": got["reset"],
+                "rss_start_kb": samples[0] if samples else None, "rss_max_kb": max(known) if known else None,
+                "rss_end_kb": samples[-1] if samples else None, "rss_samples": len(known),
+                "goaway": r.goaway, "closed": r.closed})
+    if r.peer_reset:
+        out["peer_reset"] = True
+
+
 SCENARIOS = {
     "concurrent": (concurrent, 2), "slow-reader": (slow_reader, 0), "big-upload": (big_upload, 1),
     "reset-upload": (reset_upload, 0), "reset-download": (reset_download, 0), "smuggle": (smuggle, 1),
     "flood": (flood, 2), "goaway-wait": (goaway_wait, 0), "idle": (idle, 1), "headers-size": (headers_size, 1),
+    "resets-then-upload": (resets_then_upload, 2), "half-open": (half_open, 1), "partial-headers": (partial_headers, 0),
+    "zero-window": (zero_window, 1), "slow-download": (slow_download, 1),
 }
 
 
@@ -698,7 +894,9 @@ def main():
     if (name == "smuggle" and smuggle_headers(port, args[0]) is None) or (name == "flood" and args[0] not in FLOOD_KINDS):
         print(f"unknown {name} case {args[0]}", file=sys.stderr)
         return 2
-    deadline = time.monotonic() + (float(args[0]) + 10 if name == "idle" else 20)
+    budget = {"idle": lambda: float(args[0]) + 10, "resets-then-upload": lambda: int(args[0]) / 2 + 20,
+              "slow-download": lambda: 40}.get(name, lambda: 20)()
+    deadline = time.monotonic() + budget
     out = {"scenario": name}
     try:
         SCENARIOS[name][0](out, port, *args)
