@@ -6,7 +6,7 @@ SWIFT ?= swift
 ## 0.96× CPU per request and 8.5 MB instead of 11.2 MB RSS at start (README, Performance).
 RELEASE_FLAGS := -c release --static-swift-stdlib
 
-.PHONY: run test test-deps test-asan test-tsan soak build release deps clean check-config bench bench-quick bench-tls
+.PHONY: run test test-deps test-asan test-tsan soak build release deps clean check-config bench bench-quick bench-tls bench-h2 h2spec
 
 ## Install libuv's, OpenSSL's and nghttp2's headers (and the openssl tool the TLS tests make
 ## certificates with) when missing (Debian/Ubuntu), as root or through sudo.
@@ -67,6 +67,21 @@ test-tsan: deps test-deps
 bench: release
 	python3 Benchmarks/bench.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" $(BENCH_ARGS)
 	python3 Benchmarks/tls_bench.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" $(TLS_BENCH_ARGS)
+	python3 Benchmarks/h2_bench.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" $(H2_BENCH_ARGS)
+
+## The HTTP/2 section of `make bench` alone (about 4 minutes; installs nghttp2-client,
+## nghttp2-proxy and h2o when missing): h2load against this proxy, nginx, HAProxy, h2o and nghttpx,
+## over TLS and h2c, at 10 and 100 streams per connection.
+bench-h2: release
+	python3 Benchmarks/h2_bench.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" $(H2_BENCH_ARGS)
+
+## HTTP/2 conformance: h2spec (146 cases) against the proxy over TLS and over h2c. Needs an h2spec
+## binary (H2SPEC=path), or its source (H2SPEC_SRC=a checkout of summerwind/h2spec) to build
+## offline with Debian's Go packages (installed when missing).
+H2SPEC ?=
+H2SPEC_SRC ?=
+h2spec: release
+	@Scripts/h2spec.sh "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" "$(H2SPEC)" "$(H2SPEC_SRC)"
 
 ## The TLS section of `make bench` alone (about 3 minutes; installs nghttp2-client, h2o and caddy
 ## when missing): this proxy against nginx, HAProxy, h2o and Caddy terminating TLS.

@@ -301,4 +301,59 @@ import Testing
         let start = r["rss_start_kb"] as? Int ?? 0, peak = r["rss_max_kb"] as? Int ?? Int.max
         #expect(peak - start < 16_384 * sanitizerMemoryFactor, "40 MB at 8 MB/s through a 16 KiB window: RSS \(start) -> \(peak) kB")
     }
+
+    /// A page and its resources loaded by headless Chromium through the proxy over HTTPS: every
+    /// one of them reports `nextHopProtocol == "h2"` (the page writes what the browser's
+    /// Resource Timing saw into its DOM, which Chromium dumps).
+    @Test func chromiumLoadsAPageAndItsResourcesOverH2() throws {
+        let site = NSTemporaryDirectory() + "proxy-h2-site-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: site, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: site) }
+        try Data("body { color: #333 }\n".utf8).write(to: URL(fileURLWithPath: site + "/style.css"))
+        try Data("window.appLoaded = true;\n".utf8).write(to: URL(fileURLWithPath: site + "/app.js"))
+        try Data(#"<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>"#.utf8).write(to: URL(fileURLWithPath: site + "/dot.svg"))
+        try Data("""
+            <!doctype html><html><head><link rel="stylesheet" href="/style.css"><script src="/app.js"></script></head>
+            <body><img src="/dot.svg"><pre id="out">pending</pre><script>
+            addEventListener('load', async () => {
+              await fetch('/data.json').then(r => r.text());
+              const nav = performance.getEntriesByType('navigation')[0];
+              const res = performance.getEntriesByType('resource').map(e => new URL(e.name).pathname + '=' + e.nextHopProtocol);
+              document.getElementById('out').textContent = 'page=' + nav.nextHopProtocol + ' ' + res.sort().join(' ');
+            });
+            </script></body></html>
+            """.utf8).write(to: URL(fileURLWithPath: site + "/index.html"))
+        try Data(#"{"ok": true}"#.utf8).write(to: URL(fileURLWithPath: site + "/data.json"))
+        // A static origin: Python's http.server on a free port, saying where it listens.
+        let origin = try ManagedProcess("/usr/bin/python3", ["-c", """
+            import functools, http.server, sys
+            h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
+            h.func.log_message = lambda *a: None
+            s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), h)
+            print("listening on 127.0.0.1:%d" % s.server_address[1], flush=True)
+            s.serve_forever()
+            """, site], absolute: true)
+        defer { origin.stop() }
+        let certs = try TestCertificates()
+        defer { certs.remove() }
+        let leaf = try certs.leaf("site", names: ["localhost"])
+        let proxy = try startProxy(config: """
+            {"backends":[{"url":"http://127.0.0.1:\(origin.port)"}],"health_check":{"path":"/index.html","interval_ms":200},
+             "listen":["127.0.0.1:0",{"address":"127.0.0.1:0","tls":{"certificates":[{"cert":"\(leaf.cert)","key":"\(leaf.key)"}]}}]}
+            """)
+        defer { proxy.stop() }
+        let https = try #require(proxy.otherListenerPorts.first, "\(proxy.log)")
+        let profile = site + "/chromium"
+        var dom = ""
+        for _ in 0..<2 where !dom.contains("page=h2") {  // a cold Chromium start can miss the budget once
+            dom = Self.shell("HOME=\(site) timeout 90 chromium --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage "
+                + "--ignore-certificate-errors --user-data-dir=\(profile) --virtual-time-budget=10000 --dump-dom "
+                + "'https://localhost:\(https)/index.html' 2>/dev/null").output
+        }
+        #expect(dom.contains("page=h2"), "the page itself came over h2: \(dom.suffix(600))")
+        for resource in ["/app.js=h2", "/data.json=h2", "/dot.svg=h2", "/style.css=h2"] {
+            #expect(dom.contains(resource), "\(resource): \(dom.suffix(600))")
+        }
+        #expect(proxy.process.isRunning)
+    }
 }
