@@ -56,7 +56,26 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
             path: "/health", intervalMs: 5000, timeoutMs: 2000, healthyThreshold: 2, unhealthyThreshold: 3))
         #expect(config.timeouts == TimeoutsConfig(connectMs: 5000, upstreamMs: 30000, clientHeaderMs: 10000, idleMs: 60000))
         #expect(config.limits == LimitsConfig(maxHeadBytes: 32768, maxTargetBytes: 8192, maxHeaderCount: 100))
-        #expect(config.pool == PoolConfig(idleTimeoutMs: 4000, maxIdlePerBackend: 1024))
+        #expect(config.pool == PoolConfig(idleTimeoutMs: 4000, maxIdlePerBackend: 100_000))
+        #expect(config.http2 == HTTP2Config())
+        #expect(config.http2.h2c && config.http2.maxConcurrentStreams == 100 && config.http2.streamWindowBytes == 262_144
+            && config.http2.connectionWindowBytes == 1_048_576 && config.http2.maxHeaderListBytes == 65536
+            && config.http2.maxGlitches == 1000)
+    }
+
+    @Test func theHTTP2SectionIsReadAndCheckedField() throws {
+        let config = try load(#"{"backends":[{"url":"http://a:1"}],"http2":{"h2c":false,"max_concurrent_streams":20,"stream_window_bytes":65536,"connection_window_bytes":2000000,"max_header_list_bytes":8192,"idle_timeout_ms":5000,"reset_burst":10,"resets_per_s":5,"max_continuation_frames":4,"max_queued_control_frames":50,"max_glitches":30,"max_control_frames_per_s":200}}"#)
+        #expect(!config.http2.h2c && config.http2.maxConcurrentStreams == 20 && config.http2.streamWindowBytes == 65536
+            && config.http2.connectionWindowBytes == 2_000_000 && config.http2.maxHeaderListBytes == 8192
+            && config.http2.idleTimeoutMs == 5000 && config.http2.resetBurst == 10 && config.http2.resetsPerSecond == 5
+            && config.http2.maxContinuationFrames == 4 && config.http2.maxQueuedControlFrames == 50
+            && config.http2.maxGlitches == 30 && config.http2.maxControlFramesPerS == 200)
+        expectError(#"{"backends":[{"url":"http://a:1"}],"http2":{"max_concurent_streams":5}}"#, field: "http2.max_concurent_streams",
+                    problem: #"did you mean "max_concurrent_streams"?"#, example: #""max_concurrent_streams": 100"#)
+        expectError(#"{"backends":[{"url":"http://a:1"}],"http2":{"stream_window_bytes":100}}"#, field: "http2.stream_window_bytes",
+                    problem: "must be at least 16384, got 100")
+        expectError(#"{"backends":[{"url":"http://a:1"}],"http2":{"h2c":"yes"}}"#, field: "http2.h2c",
+                    problem: #"expected true or false, got a string"#)
     }
 
     @Test("The default config has no backends and the documented defaults")
