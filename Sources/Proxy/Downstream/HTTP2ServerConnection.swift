@@ -163,8 +163,16 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
             scratch.bytes.withUnsafeBytes { client.write($0) }
             scratch.bytes.removeAll(retainedCapacity: 256 * 1024)
         }
-        // A client that does not read its answers is not read either (`onDrain` resumes).
-        if client.isCongested { client.pauseReading(.outputQueued) } else { client.resumeReading(.outputQueued) }
+        // A client that does not read its answers is not read either (`onDrain` resumes), and one
+        // that reads nothing for `idle_timeout_ms` is closed: its streams' resets cannot even be
+        // written to it, so nothing else would end them.
+        if client.isCongested {
+            client.pauseReading(.outputQueued)
+            armSendStall()
+        } else {
+            client.resumeReading(.outputQueued)
+            sendStallTimer?.stop()
+        }
         countTraffic()
     }
 
@@ -187,9 +195,30 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     }
 
     func codecField(_ id: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, trailers: Bool) -> Bool {
+        guard let stream = stream(id) else { return true }
+        // Header lists (trailers too) are counted as they are decoded: past the limit each further
+        // `max_header_list_bytes` is a glitch and the stream is reset, so an HPACK reference bomb
+        // (a few bytes that decode to megabytes of fields) ends the connection at once.
+        let size = name.count + value.count + 32
+        let before = stream.headerListBytes
+        stream.headerListBytes += size
+        let limit = limits.maxHeaderListBytes
+        if stream.headerListBytes > limit {
+            if before <= limit || before / limit != stream.headerListBytes / limit { noteGlitch() }
+            // The request head answers 431 once complete. Twice the limit we announced
+            // (SETTINGS_MAX_HEADER_LIST_SIZE) is no client's mistake: the connection ends.
+            if stream.headerListBytes > 2 * limit {
+                if phase == .open && codec.isAlive {
+                    reportAbuse("a header list of over \(2 * limit) bytes (http2.max_header_list_bytes \(limit)): an HPACK bomb")
+                    codec.terminate(errorCode: HTTP2FrameCodec.enhanceYourCalm)
+                    scheduleFlush()
+                }
+                return false
+            }
+            if trailers { return false }
+        }
         // Trailer fields of a request are not forwarded (the backend hop is HTTP/1.1 without them).
-        guard !trailers, let stream = stream(id) else { return true }
-        stream.builder.add(name: name, value: value, maxListBytes: limits.maxHeaderListBytes)
+        if !trailers { stream.builder.add(name: name, value: value, maxListBytes: limit) }
         return true
     }
 
@@ -368,6 +397,21 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     private enum TimerPurpose { case none, idle, flush }
     private var timerPurpose = TimerPurpose.none
 
+    /// Runs while the client's output queue is over its high-water mark.
+    private var sendStallTimer: Timer?
+
+    private func armSendStall() {
+        if sendStallTimer == nil {
+            let t = Timer(loop: server.loop)
+            t.onFire = { [unowned self] in
+                guard self.phase != .closed, self.client.isCongested else { return }
+                self.teardown()
+            }
+            sendStallTimer = t
+        }
+        if sendStallTimer?.isActive == false { sendStallTimer?.start(timeoutMs: UInt64(max(limits.idleTimeoutMs, 1))) }
+    }
+
     private func armIdle(ms: Int? = nil) {
         timerPurpose = .idle
         timer.start(timeoutMs: UInt64(max(ms ?? limits.idleTimeoutMs, 1)))
@@ -434,6 +478,8 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
         countTraffic()
         timerPurpose = .none
         timer.close()
+        sendStallTimer?.close()
+        sendStallTimer = nil
         client.close()
         server.http2ConnectionClosed()
         server.clientClosed(self, isAdminListener: isAdminListener)

@@ -23,6 +23,8 @@ final class HTTP2Stream: ExchangeDownstream {
     unowned(unsafe) let connection: HTTP2ServerConnection
     let exchange: ProxyExchange<HTTP2Stream>
     var builder = HTTP2RequestHeadBuilder()
+    /// RFC 9113 §6.5.2 size of the header and trailer lists decoded so far (`codecField`).
+    var headerListBytes = 0
     private var settings: ServerSettings
 
     private var x: UnsafeMutablePointer<ExchangeState> { exchange.x }
@@ -84,6 +86,7 @@ final class HTTP2Stream: ExchangeDownstream {
         self.id = id
         self.settings = settings
         builder.reset()
+        headerListBytes = 0
         requestEnded = false
         began = false
         bodyPaused = false
@@ -399,7 +402,9 @@ final class HTTP2Stream: ExchangeDownstream {
             buffer.baseAddress!.copyMemory(from: src.baseAddress! + responseBodyOffset, byteCount: n)
         }
         responseBodyOffset += n
-        lastBodyTakenAt = connection.server.loop.now
+        // Progress for the send timeout: a real read (1 KiB or the rest), not a window opened a
+        // byte at a time to keep a stream (and its backend connection) alive.
+        if n >= 1024 || responseEnded && responseBody.count == responseBodyOffset { lastBodyTakenAt = connection.server.loop.now }
         if responseBodyOffset == responseBody.count {
             responseBody.removeAll(keepingCapacity: responseBody.capacity <= 2 * Self.responseBufferLimit)
             responseBodyOffset = 0

@@ -153,6 +153,10 @@ struct HTTP2RequestHeadBuilder: ~Copyable {
         }
         if hasBody && !hasContentLength { head.bytes.append("transfer-encoding: chunked\r\n") }
         head.bytes.append("\r\n")
+        // The HTTP/1 head limit applies to the head as the backend gets it.
+        if head.bytes.count > limits.maxHeadBytes {
+            throw HTTPParseError(status: 431, reason: "Request Header Fields Too Large: the request head is over \(limits.maxHeadBytes) bytes (limits.max_head_bytes)")
+        }
         try HeadParser.parseRequest(into: &head, limits: limits)
         head.isHTTP2 = true
     }

@@ -67,7 +67,7 @@ final class HTTP2FrameCodec {
     /// written after this initialiser, so every worker thread may read it).
     nonisolated(unsafe) private static let callbacks: OpaquePointer = makeCallbacks()
 
-    /// The highest stream id a client HEADERS frame carried, and the ids it skipped (at most
+    /// The highest stream id a client HEADERS frame carried, and the ids it skipped (the last
     /// `maxGaps` runs; see `checkNewStreamID`).
     private var highestHeadersStreamID: Int32 = 0
     private var skippedIDs: [ClosedRange<Int32>] = []
@@ -297,12 +297,18 @@ final class HTTP2FrameCodec {
     /// Ids that were opened once and are forgotten now (trailers after the proxy reset that
     /// stream) are left to nghttp2, which ignores them, as its authors advise.
     private func checkNewStreamID(_ id: Int32) {
+        // Client streams are odd; an even id is nghttp2's to refuse (this runs before it looks).
+        guard id & 1 == 1 else { return }
         if id > highestHeadersStreamID {
-            if id > highestHeadersStreamID + 2 && skippedIDs.count < Self.maxGaps {
-                skippedIDs.append((highestHeadersStreamID + 2)...(id - 2))
+            // The next id the client could have used; ids are odd, so `id > next` means
+            // `next <= id - 2`. (`highest` is odd and below `id`, so `+ 2` cannot overflow.)
+            let next = highestHeadersStreamID == 0 ? 1 : highestHeadersStreamID + 2
+            if id > next {
+                if skippedIDs.count == Self.maxGaps { skippedIDs.removeFirst() }
+                skippedIDs.append(next...(id - 2))
             }
             highestHeadersStreamID = id
-        } else if id & 1 == 1 && nghttp2_session_find_stream(session, id) == nil && skippedIDs.contains(where: { $0.contains(id) }) {
+        } else if nghttp2_session_find_stream(session, id) == nil && skippedIDs.contains(where: { $0.contains(id) }) {
             _ = nghttp2_session_terminate_session(session, UInt32(HTTP2FrameCodec.protocolError))
         }
     }
