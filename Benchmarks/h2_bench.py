@@ -25,7 +25,6 @@ import re
 import signal
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench import ensure_tools  # noqa: E402
-from tls_bench import (LOAD_CPU, PROXY_CPU, Target, cpu_ticks, free_port, log, pin, rss_kib)  # noqa: E402
+from tls_bench import (LOAD_CPU, PROXY_CPU, Target, cpu_ticks, free_port, pin, report, rss_kib,  # noqa: E402
+                       run_rounds)
 
 TOOLS = {"h2load": "nghttp2-client", "nghttpx": "nghttp2-proxy", "nginx": "nginx-light", "haproxy": "haproxy",
          "h2o": "h2o", "curl": "curl", "openssl": "openssl", "taskset": "util-linux"}
@@ -272,50 +272,14 @@ def main():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    names = [n for n in args.only.split(",") if n]
-    results = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="h2-bench-") as tmp:
         ctx = Context(args, Path(tmp))
         try:
-            for round_ in range(args.rounds):
-                for name in names:
-                    t = TARGETS[name](name, ctx)
-                    log(f"h2 round {round_ + 1}/{args.rounds}: {name}")
-                    try:
-                        t.start()
-                        results[name].append(measure(t, ctx))
-                    except Exception as e:  # one anchor failing must not lose the others' figures
-                        log(f"{name}: {e}")
-                    finally:
-                        t.stop()
+            results = run_rounds(args, TARGETS, ctx, measure, "h2 round")
         finally:
             os.killpg(ctx.origin.pid, signal.SIGTERM)
-    medians = {n: {k: statistics.median([r[k] for r in rs]) for k in rs[0]} for n, rs in results.items() if rs}
-    width = 50
-    print(f"\nHTTP/2 (ECDSA P-256, 1 worker each, HTTP/1.1 origin; proxy on CPU {PROXY_CPU}, load on CPU {LOAD_CPU}; "
-          f"medians of {args.rounds} round(s))")
-    print("| figure".ljust(width) + " | " + " | ".join(n.rjust(9) for n in medians) + " |")
-    print("|" + "-" * (width - 1) + "|" + "|".join("-" * 11 for _ in medians) + "|")
-    for key, label, _ in ROWS:
-        cells = []
-        for n in medians:
-            v = medians[n].get(key, float("nan"))
-            cells.append((f"{v:.0f}" if v >= 100 else f"{v:.2f}").rjust(9))
-        print(f"| {label}".ljust(width) + " | " + " | ".join(cells) + " |")
-    if "ours" in medians:
-        anchors = [n for n in medians if n != "ours"]
-        print()
-        for key, label, check, better in TARGET_CHECKS:
-            if not anchors:
-                break
-            values = {n: medians[n][key] for n in anchors}
-            best_name = max(values, key=values.get) if better == "high" else min(values, key=values.get)
-            ours, best = medians["ours"][key], values[best_name]
-            verdict = "met" if check(ours, best) else "NOT met"
-            print(f"target {label}: {verdict} (ours {ours:.2f}, best anchor {best_name} {best:.2f}, ratio {ours / best:.2f})")
-    if args.json:
-        args.json.write_text(json.dumps(medians, indent=1))
-
+    report(f"HTTP/2 (ECDSA P-256, 1 worker each, HTTP/1.1 origin; proxy on CPU {PROXY_CPU}, load on CPU {LOAD_CPU}; "
+           f"medians of {args.rounds} round(s))", results, ROWS, TARGET_CHECKS, args.json, width=50)
 
 if __name__ == "__main__":
     main()

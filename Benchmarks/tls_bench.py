@@ -389,31 +389,44 @@ def main():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    names = [n for n in args.only.split(",") if n]
-    results = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="tls-bench-") as tmp:
         ctx = Context(args, Path(tmp))
         try:
-            for round_ in range(args.rounds):
-                for name in names:
-                    t = TARGETS[name](name, ctx)
-                    log(f"round {round_ + 1}/{args.rounds}: {name}")
-                    try:
-                        t.start()
-                        results[name].append(measure(t, ctx))
-                    except Exception as e:  # one anchor failing must not lose the others' figures
-                        log(f"{name}: {e}")
-                    finally:
-                        t.stop()
+            results = run_rounds(args, TARGETS, ctx, measure, "round")
         finally:
             os.killpg(ctx.origin.pid, signal.SIGTERM)
             os.killpg(ctx.sink.pid, signal.SIGTERM)
+    report(f"TLS (ECDSA P-256, 1 worker each, proxy on CPU {PROXY_CPU}, load on CPU {LOAD_CPU}; medians of {args.rounds} round(s))",
+           results, ROWS, TARGET_CHECKS, args.json, width=54)
+
+
+def run_rounds(args, targets, ctx, measure, label):
+    """Runs `measure` on each target of `args.only`, `args.rounds` times; one failing target
+    does not lose the others' figures. Returns {name: [figures per round]}."""
+    names = [n for n in args.only.split(",") if n]
+    results = {n: [] for n in names}
+    for round_ in range(args.rounds):
+        for name in names:
+            t = targets[name](name, ctx)
+            log(f"{label} {round_ + 1}/{args.rounds}: {name}")
+            try:
+                t.start()
+                results[name].append(measure(t, ctx))
+            except Exception as e:
+                log(f"{name}: {e}")
+            finally:
+                t.stop()
+    return results
+
+
+def report(title, results, rows, checks, json_path, width):
+    """Prints the medians as a Markdown table and each target's verdict against the best anchor
+    in the same run; writes the medians to `json_path` if given."""
     medians = {n: {k: statistics.median([r[k] for r in rs]) for k in rs[0]} for n, rs in results.items() if rs}
-    width = 54
-    print(f"\nTLS (ECDSA P-256, 1 worker each, proxy on CPU {PROXY_CPU}, load on CPU {LOAD_CPU}; medians of {args.rounds} round(s))")
+    print(f"\n{title}")
     print("| figure".ljust(width) + " | " + " | ".join(n.rjust(9) for n in medians) + " |")
     print("|" + "-" * (width - 1) + "|" + "|".join("-" * 11 for _ in medians) + "|")
-    for key, label, _ in ROWS:
+    for key, label, _ in rows:
         cells = []
         for n in medians:
             v = medians[n].get(key, float("nan"))
@@ -422,7 +435,7 @@ def main():
     if "ours" in medians:
         anchors = [n for n in medians if n != "ours"]
         print()
-        for key, label, check, better in TARGET_CHECKS:
+        for key, label, check, better in checks:
             if not anchors:
                 break
             values = {n: medians[n][key] for n in anchors}
@@ -430,9 +443,8 @@ def main():
             ours, best = medians["ours"][key], values[best_name]
             verdict = "met" if check(ours, best) else "NOT met"
             print(f"target {label}: {verdict} (ours {ours:.2f}, best anchor {best_name} {best:.2f}, ratio {ours / best:.2f})")
-    if args.json:
-        args.json.write_text(json.dumps(medians, indent=1))
-
+    if json_path:
+        json_path.write_text(json.dumps(medians, indent=1))
 
 if __name__ == "__main__":
     main()

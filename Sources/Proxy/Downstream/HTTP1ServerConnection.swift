@@ -76,9 +76,8 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
     /// client's version when the head goes out).
     private var clientFraming = HeaderRewriter.OutgoingFraming.none
 
-    // Accounting: client traffic already added to the worker's byte counters.
-    private var bytesSentCounted: UInt64 = 0
-    private var bytesReceivedCounted: UInt64 = 0
+    /// Client traffic already added to the worker's byte counters.
+    private var traffic = ClientTraffic()
 
     private enum TimerPurpose {
         case none, clientHeader, idle
@@ -637,14 +636,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
         server.clientClosed(self)
     }
 
-    /// Adds the client traffic since the last call to the worker's byte counters.
-    private func countTraffic() {
-        let sent = client.bytesWritten, received = client.bytesRead
-        server.stats.add(WorkerStats.bytesSent, sent &- bytesSentCounted)
-        server.stats.add(WorkerStats.bytesReceived, received &- bytesReceivedCounted)
-        bytesSentCounted = sent
-        bytesReceivedCounted = received
-    }
+    private func countTraffic() { traffic.count(client, into: server.stats) }
 
     // MARK: - Timers
 

@@ -60,8 +60,8 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     private var controlWindowStart: UInt64 = 0
     private var reportedAbuse = false
 
-    private var bytesSentCounted: UInt64 = 0
-    private var bytesReceivedCounted: UInt64 = 0
+    /// Client traffic already added to the worker's byte counters.
+    private var traffic = ClientTraffic()
 
     init(server: ProxyServer, client: any ByteStream, isAdminListener: Bool, listener: ListenerRole, tls: TLSSessionFacts?) {
         self.server = server
@@ -485,11 +485,5 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
         server.clientClosed(self, isAdminListener: isAdminListener)
     }
 
-    private func countTraffic() {
-        let sent = client.bytesWritten, received = client.bytesRead
-        server.stats.add(WorkerStats.bytesSent, sent &- bytesSentCounted)
-        server.stats.add(WorkerStats.bytesReceived, received &- bytesReceivedCounted)
-        bytesSentCounted = sent
-        bytesReceivedCounted = received
-    }
+    private func countTraffic() { traffic.count(client, into: server.stats) }
 }

@@ -403,21 +403,23 @@ public final class ProxyServer {
         } else if admin {
             stats.add(WorkerStats.connectionsAccepted)
         }
-        if http2 {
-            // ALPN chose h2 in the TLS handshake.
+        if http2 {  // ALPN chose h2 in the TLS handshake
             let connection = HTTP2ServerConnection(server: self, client: stream, isAdminListener: admin, listener: listener, tls: tls)
-            activeClients += 1
-            stats.set(WorkerStats.clientsOpen, UInt64(activeClients))
-            clients[ObjectIdentifier(connection)] = connection
+            clientOpened(connection)
             connection.start()
-            return
+        } else {
+            let connection = HTTP1ServerConnection(server: self, client: stream, isAdminListener: admin, listener: listener, tls: tls,
+                                                   exchangeStates: exchangeStates)
+            clientOpened(connection)
+            connection.start()
         }
-        let connection = HTTP1ServerConnection(server: self, client: stream, isAdminListener: admin, listener: listener, tls: tls,
-                                               exchangeStates: exchangeStates)
+    }
+
+    /// A client connection (of either protocol) joins the table and the count.
+    private func clientOpened(_ connection: any DownstreamConnectionControl) {
         activeClients += 1
         stats.set(WorkerStats.clientsOpen, UInt64(activeClients))
         clients[ObjectIdentifier(connection)] = connection
-        connection.start()
     }
 
     private func warnAtMostEverySecond(_ message: String) {
@@ -497,34 +499,26 @@ public final class ProxyServer {
         stats.set(WorkerStats.http2ConnectionsOpen, UInt64(openHTTP2Connections))
     }
 
-    /// When the last HTTP/2 abuse warning was logged, and how many were not since.
-    private var http2WarningAtMs: UInt64 = 0
-    private var http2WarningsSuppressed = 0
+    private var http2AbuseWarning = RateLimitedWarning()
 
     /// Logs a connection ended for abuse, at most once every 10 s per worker (with a count of the rest).
     func warnAboutHTTP2Abuse(_ message: String) {
-        let now = loop.now
-        if http2WarningAtMs != 0 && now &- http2WarningAtMs < 10_000 { http2WarningsSuppressed += 1; return }
-        let more = http2WarningsSuppressed > 0 ? " (and \(http2WarningsSuppressed) more such connections since the last line)" : ""
-        Log.warning(message + more)
-        http2WarningAtMs = now
-        http2WarningsSuppressed = 0
+        http2AbuseWarning.log(now: loop.now) { n in
+            message + (n > 0 ? " (and \(n) more such connections since the last line)" : "")
+        }
     }
 
     private var openTunnels = 0
-    /// When the last "TLS on a cleartext listener" warning was logged, and how many were not.
-    private var tlsWarningAtMs: UInt64 = 0
-    private var tlsWarningsSuppressed = 0
+    /// The "TLS on a cleartext listener" warning.
+    private var tlsOnCleartextWarning = RateLimitedWarning()
 
     /// Logs that a client sent a TLS handshake to this cleartext listener — at most once every 10 s
     /// per worker (with a count of the rest), so a scanner cannot flood standard error.
     func noteTLSOnCleartextListener(from peer: [UInt8]) {
-        let now = loop.now
-        if tlsWarningAtMs != 0 && now &- tlsWarningAtMs < 10_000 { tlsWarningsSuppressed += 1; return }
-        let more = tlsWarningsSuppressed > 0 ? " (and \(tlsWarningsSuppressed) more since the last such line)" : ""
-        Log.warning("a TLS handshake from \(String(decoding: peer, as: UTF8.self)) arrived on a cleartext listener: answered 400 and closed\(more); clients must use http:// here")
-        tlsWarningAtMs = now
-        tlsWarningsSuppressed = 0
+        tlsOnCleartextWarning.log(now: loop.now) { n in
+            let more = n > 0 ? " (and \(n) more since the last such line)" : ""
+            return "a TLS handshake from \(String(decoding: peer, as: UTF8.self)) arrived on a cleartext listener: answered 400 and closed\(more); clients must use http:// here"
+        }
     }
 
     func tunnelOpened() {
