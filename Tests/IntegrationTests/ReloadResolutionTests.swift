@@ -52,7 +52,9 @@ struct ReloadResolutionTests {
         let seenDown = eventually(1.5) { backendStates(proxy.port)["b1"] == false }
         #expect(seenDown, "b1 is seen down within 1.5 s of dying, while the lookup is still under way")
         #expect(!proxy.log.contains("generation 2"), "the reload waits for the lookup: \(proxy.log)")
-        #expect(eventually(6) { proxy.log.contains("generation 2: ") }, "\(proxy.log)")
+        // Generous: under TSan beside a 1,500-connection load test the 3 s lookup and the reload took
+        // longer than 6 s (CI, stop 21). What this test pins is the order, not the speed.
+        #expect(eventually(20) { proxy.log.contains("generation 2: ") }, "\(proxy.log)")
         #expect(Date().timeIntervalSince(sighup) > 2.5, "the shim really delayed the lookup")
         #expect(proxy.log.contains("backends added b2 (http://slow.example:\(b2.port))"), "\(proxy.log)")
         #expect(eventually { (try? get(proxy.port, "/b2").json["backend"] as? String) == "backend-\(b2.port)" })
