@@ -27,7 +27,7 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     let tls: TLSSessionFacts?
     let peerAddress: SocketAddress?
     private var codec: HTTP2FrameCodec!
-    private var streams: [Int32: HTTP2Stream] = [:]
+    private var streams = HTTP2StreamTable<HTTP2Stream>()
     /// Streams whose header block is complete and that are not closed yet: while there is one,
     /// the connection is busy (no idle deadline).
     private var activeStreams = 0
@@ -142,7 +142,8 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
         }
         writeOutput()
         guard phase == .open else { return }
-        if !codec.isAlive || (draining && activeStreams == 0 && !codec.wantsToWrite) { closeAfterOutput() }
+        if !codec.isAlive || (draining && activeStreams == 0 && !codec.wantsToWrite) { return closeAfterOutput() }
+        if activeStreams == 0 && !client.isCongested { codec.releaseIdleMemory() }
     }
 
     /// Writes what nghttp2 has to send. Only while open: once closing, the FIN follows what was
@@ -185,7 +186,7 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
         }
         let stream = spareStreams.popLast() ?? HTTP2Stream(connection: self, settings: server.settings)
         stream.open(id: id, settings: server.settings)
-        streams[id] = stream
+        streams.insert(stream, for: id)
         cachedID = id
         cachedStream = stream
         server.stats.add(WorkerStats.http2Streams)
@@ -244,7 +245,7 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     }
 
     func codecStreamClosed(_ id: Int32, errorCode: UInt32) {
-        guard let stream = streams.removeValue(forKey: id) else { return }
+        guard let stream = streams.remove(id) else { return }
         if cachedID == id { cachedStream = nil; cachedID = 0 }
         if stream.isActive {
             stream.isActive = false
@@ -326,13 +327,13 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     }
 
     /// Returns false when nghttp2 refused the head (the stream is gone, or the head is unusable).
-    func submitResponse(_ id: Int32, status: UInt16, fields: HTTP2FieldList, hasBody: Bool) -> Bool {
+    func submitResponse(_ id: Int32, status: UInt16, fields: borrowing HTTP2FieldList, hasBody: Bool) -> Bool {
         scheduleFlush()
-        return codec.submitResponse(id, status: status, fields: fields.fields, in: fields.bytes, hasBody: hasBody)
+        return fields.withUnsafeBytes { codec.submitResponse(id, status: status, fields: fields.fields, in: $0, hasBody: hasBody) }
     }
 
-    func submitInterim(_ id: Int32, status: UInt16, fields: HTTP2FieldList) {
-        codec.submitInterim(id, status: status, fields: fields.fields, in: fields.bytes)
+    func submitInterim(_ id: Int32, status: UInt16, fields: borrowing HTTP2FieldList) {
+        fields.withUnsafeBytes { codec.submitInterim(id, status: status, fields: fields.fields, in: $0) }
         scheduleFlush()
     }
 
@@ -458,11 +459,10 @@ final class HTTP2ServerConnection: HTTP2FrameCodecDelegate, DownstreamConnection
     }
 
     private func abandonStreams() {
-        let open = streams
-        streams.removeAll()
+        let open = streams.removeAll()
         cachedStream = nil
         cachedID = 0
-        for stream in open.values {
+        for stream in open {
             stream.closed(errorCode: HTTP2FrameCodec.cancel)
             stream.dispose()
         }

@@ -364,9 +364,8 @@ final class HTTP2Stream: ExchangeDownstream {
         pendingFields.append(name: "content-length", value: String(reply.body.count))
         pendingFields.append(name: "cache-control", value: Array("no-store".utf8))
         for field in reply.fields {
-            var lower = [UInt8](UnsafeBufferPointer(start: field.name.utf8Start, count: field.name.utf8CodeUnitCount))
-            for i in lower.indices where lower[i] >= 65 && lower[i] <= 90 { lower[i] |= 0x20 }
-            pendingFields.append(lowercasedName: lower, 0..<lower.count, value: Array(field.value.utf8), 0..<field.value.utf8.count)
+            let name = [UInt8](UnsafeBufferPointer(start: field.name.utf8Start, count: field.name.utf8CodeUnitCount))
+            pendingFields.append(lowercasedName: name, 0..<name.count, value: Array(field.value.utf8), 0..<field.value.utf8.count)
         }
         if exchange.hasState && !x.pointee.requestID.isEmpty { pendingFields.append(name: "x-request-id", value: x.pointee.requestID, neverIndexed: true) }
         if connection.tls != nil, let hsts = connection.listener.hstsValue { pendingFields.append(name: "strict-transport-security", value: hsts) }

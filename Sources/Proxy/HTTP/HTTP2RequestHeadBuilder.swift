@@ -1,3 +1,5 @@
+import Glibc
+
 /// Turns an HTTP/2 request's header fields into the `RequestHead` the rest of the proxy works on:
 /// an HTTP/1.1 head (`METHOD PATH HTTP/1.1`, `Host` from `:authority`, the regular fields,
 /// cookie crumbs joined), read back by `HeadParser` — so an HTTP/2 request meets exactly the
@@ -135,24 +137,42 @@ struct HTTP2RequestHeadBuilder: ~Copyable {
         }
         if hostValue.isEmpty { throw Self.badRequest("no :authority or Host") }
 
-        head.bytes.removeAll(keepingCapacity: true)
-        head.bytes.reserveCapacity(values.count + lines.count + cookies.count + 64)
-        values.withUnsafeBytes { v in
-            head.bytes.append(raw: UnsafeRawBufferPointer(rebasing: v[method]))
-            head.bytes.append(" ")
-            head.bytes.append(raw: UnsafeRawBufferPointer(rebasing: v[path]))
-            head.bytes.append(" HTTP/1.1\r\nHost: ")
-            head.bytes.append(raw: UnsafeRawBufferPointer(rebasing: v[hostValue]))
-            head.bytes.append("\r\n")
+        // Written in one pass into a new array of the exact size: one allocation, and a
+        // `memcpy` per piece (appending to the old array cost ~250 instructions per piece).
+        let requestLineEnd: StaticString = " HTTP/1.1\r\nHost: "
+        let cookieName: StaticString = "cookie: "
+        let chunked: StaticString = "transfer-encoding: chunked\r\n"
+        let addsChunked = hasBody && !hasContentLength
+        let total = method.count + 1 + path.count + requestLineEnd.utf8CodeUnitCount + hostValue.count + 2 + lines.count
+            + (cookies.isEmpty ? 0 : cookieName.utf8CodeUnitCount + cookies.count + 2)
+            + (addsChunked ? chunked.utf8CodeUnitCount : 0) + 2
+        head.bytes = [UInt8](unsafeUninitializedCapacity: total) { out, written in
+            var at = out.baseAddress!
+            func put(_ piece: UnsafeRawBufferPointer) {
+                guard let source = piece.baseAddress, piece.count > 0 else { return }
+                memcpy(at, source, piece.count)
+                at += piece.count
+            }
+            func put(_ literal: StaticString) { put(UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount)) }
+            let crlf: StaticString = "\r\n"
+            values.withUnsafeBytes { v in
+                put(UnsafeRawBufferPointer(rebasing: v[method]))
+                put(" ")
+                put(UnsafeRawBufferPointer(rebasing: v[path]))
+                put(requestLineEnd)
+                put(UnsafeRawBufferPointer(rebasing: v[hostValue]))
+                put(crlf)
+            }
+            lines.withUnsafeBytes { put($0) }
+            if !cookies.isEmpty {
+                put(cookieName)
+                cookies.withUnsafeBytes { put($0) }
+                put(crlf)
+            }
+            if addsChunked { put(chunked) }
+            put(crlf)
+            written = at - out.baseAddress!
         }
-        lines.withUnsafeBytes { head.bytes.append(raw: $0) }
-        if !cookies.isEmpty {
-            head.bytes.append("cookie: ")
-            cookies.withUnsafeBytes { head.bytes.append(raw: $0) }
-            head.bytes.append("\r\n")
-        }
-        if hasBody && !hasContentLength { head.bytes.append("transfer-encoding: chunked\r\n") }
-        head.bytes.append("\r\n")
         // The HTTP/1 head limit applies to the head as the backend gets it.
         if head.bytes.count > limits.maxHeadBytes {
             throw HTTPParseError(status: 431, reason: "Request Header Fields Too Large: the request head is over \(limits.maxHeadBytes) bytes (limits.max_head_bytes)")
@@ -179,25 +199,23 @@ struct HTTP2RequestHeadBuilder: ~Copyable {
     /// A field name (or a pseudo-field's): lowercase token characters (RFC 9110 §5.6.2), with
     /// one leading colon for pseudo-fields.
     private static func isValidName(_ name: UnsafeRawBufferPointer) -> Bool {
-        guard let first = name.first else { return false }
-        return lowercaseTokenTable.withUnsafeBufferPointer { table in
-            for (i, c) in name.enumerated() where table[Int(c)] == 0 {
-                if i == 0 && first == UInt8(ascii: ":") { continue }
-                return false
-            }
-            return true
+        guard let base = name.baseAddress, name.count > 0 else { return false }
+        var i = base.load(as: UInt8.self) == UInt8(ascii: ":") ? 1 : 0
+        while i < name.count {
+            if !isLowercaseTokenByte(base.load(fromByteOffset: i, as: UInt8.self)) { return false }
+            i += 1
         }
+        return true
     }
 
-    /// 1 for the bytes of a lowercase token (RFC 9110 §5.6.2 `tchar` without A–Z).
-    private static let lowercaseTokenTable: [UInt8] = (0..<256).map { c in
-        switch UInt8(c) {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"): 1
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
-             UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
-             UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): 1
-        default: 0
-        }
+    /// RFC 9110 §5.6.2 `tchar` without A–Z, as two 64-bit masks (bytes 0–63 and 64–127):
+    /// `!#$%&'*+-.^_`|~`, digits and lowercase letters.
+    @inline(__always)
+    private static func isLowercaseTokenByte(_ c: UInt8) -> Bool {
+        let lowMask: UInt64 = 0x03ff_6cfa_0000_0000, highMask: UInt64 = 0x57ff_ffff_c000_0000
+        if c < 64 { return lowMask >> UInt64(c) & 1 != 0 }
+        if c < 128 { return highMask >> UInt64(c &- 64) & 1 != 0 }
+        return false
     }
 
     private static func isValidValue(_ value: UnsafeRawBufferPointer) -> Bool {

@@ -213,6 +213,29 @@ public func asciiLower(_ b: UInt8) -> UInt8 {
     (b &- 65) < 26 ? b | 0x20 : b
 }
 
+/// Copies `count` bytes from `source` to `destination`, ASCII upper case made lower case, eight
+/// bytes at a time (field names for HTTP/2, which must be lowercase). Bytes of 0x80 and above
+/// are copied unchanged.
+func copyLowercasingASCII(_ source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer, count: Int) {
+    let ones: UInt64 = 0x0101_0101_0101_0101
+    var i = 0
+    while i + 8 <= count {
+        let w = source.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+        let low7 = w & (0x7f &* ones)
+        // High bit of each byte: set where the byte (without its own high bit) is >= "A", and
+        // where it is > "Z"; no carry crosses a byte (0x7f + 0x3f < 0x100).
+        let atLeastA = low7 &+ (0x3f &* ones)
+        let aboveZ = low7 &+ (0x25 &* ones)
+        let upper = atLeastA & ~aboveZ & ~w & (0x80 &* ones)
+        destination.storeBytes(of: w | (upper >> 2), toByteOffset: i, as: UInt64.self)
+        i += 8
+    }
+    while i < count {
+        destination.storeBytes(of: asciiLower(source.load(fromByteOffset: i, as: UInt8.self)), toByteOffset: i, as: UInt8.self)
+        i += 1
+    }
+}
+
 @inlinable @inline(__always)
 func memcmpEqual(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
     var i = 0

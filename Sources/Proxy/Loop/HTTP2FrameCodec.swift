@@ -1,4 +1,5 @@
 import CNGHTTP2
+import Glibc
 
 /// What an HTTP/2 server connection hears from its `HTTP2FrameCodec`. Every call is made
 /// synchronously from inside `receive` (frames read) or `takeOutput` (the body provider), on the
@@ -75,6 +76,7 @@ final class HTTP2FrameCodec {
 
     init(delegate: HTTP2FrameCodecDelegate, limits: HTTP2SessionLimits) {
         self.delegate = delegate
+        pairs = .allocate(capacity: 16)
         var option: OpaquePointer?
         nghttp2_option_new(&option)
         nghttp2_option_set_no_auto_window_update(option, 1)
@@ -84,9 +86,11 @@ final class HTTP2FrameCodec {
         // The client's SETTINGS_MAX_CONCURRENT_STREAMS does not bound a server's own streams (it
         // opens none); ours is announced below and enforced by nghttp2.
         var s: OpaquePointer?
-        let rc = nghttp2_session_server_new2(&s, Self.callbacks, Unmanaged.passUnretained(self).toOpaque(), option)
+        var allocator = nghttp2_mem(mem_user_data: UnsafeMutableRawPointer(frameBuffer), malloc: Self.allocate, free: Self.release,
+                                    calloc: Self.allocateZeroed, realloc: Self.reallocate)
+        let rc = nghttp2_session_server_new3(&s, Self.callbacks, Unmanaged.passUnretained(self).toOpaque(), option, &allocator)
         nghttp2_option_del(option)
-        precondition(rc == 0, "nghttp2_session_server_new2 failed: out of memory")
+        precondition(rc == 0, "nghttp2_session_server_new3 failed: out of memory")
         session = s
         var settings = [
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: limits.maxConcurrentStreams),
@@ -100,7 +104,12 @@ final class HTTP2FrameCodec {
         }
     }
 
-    deinit { nghttp2_session_del(session) }
+    deinit {
+        nghttp2_session_del(session)
+        pairs.deallocate()
+        statusDigits.deallocate()
+        frameBuffer.deallocate()
+    }
 
     /// Feeds bytes read from the client (the 24-byte preface first). Returns false on a fatal
     /// error: nghttp2 will send nothing more (not even a GOAWAY: `fatalGoAwayFrame` is one to
@@ -151,7 +160,76 @@ final class HTTP2FrameCodec {
             }
             return UnsafeRawBufferPointer(start: nil, count: 0)
         }
+        if n > Self.pageSize { frameBufferTouched = true }
         return UnsafeRawBufferPointer(start: data, count: n)
+    }
+
+    // MARK: Memory of an idle session
+
+    /// nghttp2's outbound frame buffer (16,394 bytes, for the session's life): the one block of
+    /// `minimumSize` bytes or more it allocates. Kept in plain memory that nghttp2's allocator
+    /// callbacks reach without touching a Swift object (no reference counting per allocation).
+    fileprivate struct FrameBuffer {
+        var block: UnsafeMutableRawPointer?
+        var size = 0
+        static let minimumSize = 16 * 1024
+    }
+    private let frameBuffer: UnsafeMutablePointer<FrameBuffer> = {
+        let p = UnsafeMutablePointer<FrameBuffer>.allocate(capacity: 1)
+        p.initialize(to: FrameBuffer())
+        return p
+    }()
+    /// A frame bigger than a page was written into the frame buffer since its pages were last
+    /// given back.
+    private var frameBufferTouched = false
+    private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+    /// The connection has no stream left and its output was written: the frame buffer's contents
+    /// are dead, so its whole pages go back to the kernel (they read as zeros when next touched).
+    /// An idle connection then holds the page or so of it that small frames use, not 16 KiB; a
+    /// connection that only ever sent small frames pays no system call.
+    func releaseIdleMemory() {
+        guard frameBufferTouched, !wantsToWrite else { return }
+        frameBufferTouched = false
+        Self.releasePages(frameBuffer)
+    }
+
+    private static func releasePages(_ buffer: UnsafeMutablePointer<FrameBuffer>) {
+        guard let block = buffer.pointee.block else { return }
+        let page = UInt(pageSize)
+        let first = (UInt(bitPattern: block) + page - 1) & ~(page - 1)
+        let end = (UInt(bitPattern: block) + UInt(buffer.pointee.size)) & ~(page - 1)
+        if end > first { _ = madvise(UnsafeMutableRawPointer(bitPattern: first), Int(end - first), MADV_DONTNEED) }
+    }
+
+    // nghttp2's allocator: the C library's, watching for the frame buffer, whose pages are
+    // released as soon as it is allocated (a new session has written nothing in it). Called on
+    // the loop thread from inside nghttp2 (and from `nghttp2_session_del` in `deinit`).
+    private static func noteAllocation(_ block: UnsafeMutableRawPointer?, size: Int, _ buffer: UnsafeMutableRawPointer?) {
+        guard let block, size >= FrameBuffer.minimumSize else { return }
+        let b = buffer!.assumingMemoryBound(to: FrameBuffer.self)
+        b.pointee = FrameBuffer(block: block, size: size)
+        releasePages(b)
+    }
+    private static func noteRelease(_ block: UnsafeMutableRawPointer?, _ buffer: UnsafeMutableRawPointer?) {
+        let b = buffer!.assumingMemoryBound(to: FrameBuffer.self)
+        if let block, block == b.pointee.block { b.pointee = FrameBuffer() }
+    }
+    private static let allocate: nghttp2_malloc = { size, buffer in
+        let block = malloc(size)
+        noteAllocation(block, size: size, buffer)
+        return block
+    }
+    private static let release: nghttp2_free = { block, buffer in
+        noteRelease(block, buffer)
+        free(block)
+    }
+    private static let allocateZeroed: nghttp2_calloc = { count, size, _ in calloc(count, size) }
+    private static let reallocate: nghttp2_realloc = { block, size, buffer in
+        noteRelease(block, buffer)
+        let moved = realloc(block, size)
+        noteAllocation(moved, size: size, buffer)
+        return moved
     }
 
     /// Whether the session still wants to read or write anything (false once a GOAWAY went out
@@ -167,42 +245,51 @@ final class HTTP2FrameCodec {
     /// Submits a response head: `fields` holds name/value pairs (lowercase names) as ranges into
     /// `bytes`. `hasBody`: DATA follows, pulled through `codecResponseBody`; otherwise the
     /// HEADERS frame ends the stream.
-    func submitResponse(_ stream: Int32, status: UInt16, fields: [(name: Range<Int>, value: Range<Int>, neverIndexed: Bool)], in bytes: [UInt8],
-                        hasBody: Bool) -> Bool {
-        withFields(status: status, fields, in: bytes) { nva, count in
-            if hasBody {
-                var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: Self.readBody)
-                return nghttp2_submit_response(session, stream, nva, count, &provider) == 0
-            }
-            return nghttp2_submit_response(session, stream, nva, count, nil) == 0
+    func submitResponse(_ stream: Int32, status: UInt16, fields: [(name: Range<Int>, value: Range<Int>, neverIndexed: Bool)],
+                        in bytes: UnsafeRawBufferPointer, hasBody: Bool) -> Bool {
+        let count = fillPairs(status: status, fields, in: bytes)
+        if hasBody {
+            var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: Self.readBody)
+            return nghttp2_submit_response(session, stream, pairs, count, &provider) == 0
         }
+        return nghttp2_submit_response(session, stream, pairs, count, nil) == 0
     }
 
     /// Submits an interim (1xx) head on `stream`; the final one follows.
-    func submitInterim(_ stream: Int32, status: UInt16, fields: [(name: Range<Int>, value: Range<Int>, neverIndexed: Bool)], in bytes: [UInt8]) {
-        _ = withFields(status: status, fields, in: bytes) { nva, count in
-            nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, nil, nva, count, nil) >= 0
-        }
+    func submitInterim(_ stream: Int32, status: UInt16, fields: [(name: Range<Int>, value: Range<Int>, neverIndexed: Bool)],
+                       in bytes: UnsafeRawBufferPointer) {
+        let count = fillPairs(status: status, fields, in: bytes)
+        _ = nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, nil, pairs, count, nil)
     }
 
-    /// `:status` and `fields` as nghttp2 name/value pairs, valid during `body` (nghttp2 copies
-    /// them when a frame is submitted).
-    private func withFields(status: UInt16, _ fields: [(name: Range<Int>, value: Range<Int>, neverIndexed: Bool)], in bytes: [UInt8],
-                            _ body: (UnsafePointer<nghttp2_nv>, Int) -> Bool) -> Bool {
-        var statusText: (UInt8, UInt8, UInt8) = (UInt8(48 + status / 100 % 10), UInt8(48 + status / 10 % 10), UInt8(48 + status % 10))
-        return bytes.withUnsafeBufferPointer { b in
-            withUnsafeMutableBytes(of: &statusText) { st in
-                let base = UnsafeMutablePointer(mutating: b.baseAddress ?? UnsafePointer(Self.statusName))
-                var nva = [nghttp2_nv]()
-                nva.reserveCapacity(fields.count + 1)
-                nva.append(Self.nv(Self.statusName, st.baseAddress!.assumingMemoryBound(to: UInt8.self), 7, 3))
-                for f in fields {
-                    nva.append(Self.nv(base + f.name.lowerBound, base + f.value.lowerBound, f.name.count, f.value.count,
-                                       neverIndexed: f.neverIndexed))
-                }
-                return nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
-            }
+    /// nghttp2 name/value pairs for the head being submitted: reused for every head (nghttp2
+    /// copies them when a frame is submitted), grown when a head has more fields.
+    private var pairs: UnsafeMutablePointer<nghttp2_nv>
+    private var pairCapacity = 16
+    /// The three digits of the status being submitted (the pairs point here).
+    private let statusDigits = UnsafeMutablePointer<UInt8>.allocate(capacity: 3)
+
+    /// Writes `:status` and `fields` into `pairs`; returns how many. The pairs point into
+    /// `bytes` and `statusDigits`: valid until `bytes` changes.
+    private func fillPairs(status: UInt16, _ fields: [(name: Range<Int>, value: Range<Int>, neverIndexed: Bool)],
+                           in bytes: UnsafeRawBufferPointer) -> Int {
+        if fields.count + 1 > pairCapacity {
+            pairs.deallocate()
+            pairCapacity = max(fields.count + 1, pairCapacity * 2)
+            pairs = .allocate(capacity: 16)
         }
+        statusDigits[0] = UInt8(48 + status / 100 % 10)
+        statusDigits[1] = UInt8(48 + status / 10 % 10)
+        statusDigits[2] = UInt8(48 + status % 10)
+        pairs[0] = Self.nv(Self.statusName, statusDigits, 7, 3)
+        let base = UnsafeMutablePointer(mutating: (bytes.baseAddress ?? UnsafeRawPointer(statusDigits)).assumingMemoryBound(to: UInt8.self))
+        var i = 1
+        for f in fields {
+            pairs[i] = Self.nv(base + f.name.lowerBound, base + f.value.lowerBound, f.name.count, f.value.count,
+                               neverIndexed: f.neverIndexed)
+            i += 1
+        }
+        return i
     }
 
     /// More response body bytes (or its end) are ready for `stream`, deferred until now.
