@@ -222,6 +222,14 @@ final class BackendConnection {
                 finishResponse()
             }
             t.start(timeoutMs: ms)
+        case "/headers":
+            // `n` response fields `X-Field-<i>` of `size` bytes each, and a short body.
+            let n = min(Int(query["n"] ?? "20") ?? 20, 1000), size = min(Int(query["size"] ?? "10") ?? 10, 8192)
+            var head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
+            for i in 0..<n { head += "X-Field-\(i): " + String(repeating: Character(UnicodeScalar(UInt8(97 + i % 26))), count: size) + "\r\n" }
+            head += closeAfter ? "Connection: close\r\n\r\nOK\n" : "\r\nOK\n"
+            stream.write(Array(head.utf8))
+            finishResponse()
         case "/status":
             sendEcho(status: UInt16(query["code"] ?? "200") ?? 200)
         case "/silent":

@@ -130,8 +130,11 @@ import Testing
         #expect(health.output.hasPrefix("HTTP/2 200") && health.output.contains("\"status\":\"healthy\""), "\(health.output)")
         let status = h2("/_status")
         #expect(status.output.hasPrefix("HTTP/2 200") && status.output.contains("<html"), "\(status.output.prefix(300))")
-        let tooBig = h2("/echo/big", "--data-binary @/etc/services")
-        #expect(tooBig.output.hasPrefix("HTTP/2 413"), "\(tooBig.output.prefix(300))")
+        // nghttp, not curl: curl 7.88 sometimes reports the RST_STREAM(NO_ERROR) that follows an
+        // early answer to an upload it is still sending as a framing error (exit 92) and drops
+        // the response it already has (RFC 9113 §8.1 makes that reset the right way to stop it).
+        let tooBig = Self.shell("nghttp -nv --timeout=10 -d /etc/services '\(s.url)/echo/big' 2>&1")
+        #expect(tooBig.output.contains(":status: 413"), "\(tooBig.output.suffix(600))")
         let dead = h2("/dead/x", "-H 'accept: text/html'")
         #expect(dead.output.hasPrefix("HTTP/2 50"), "\(dead.output.prefix(300))")
         #expect(dead.output.contains("content-type: text/html"), "the HTML error page: \(dead.output.prefix(300))")
@@ -213,6 +216,42 @@ import Testing
         #expect(r["echo_headers"] == nil, "\(attempt) never reached the backend: \(r)")
         #expect(r["after_status"] as? Int == 200, "the connection goes on: \(r)")
         #expect(s.proxy.process.isRunning)
+    }
+
+    /// Response heads of more fields than the codec's first name/value array holds (16), on one
+    /// connection (the array grows, then is reused for smaller and larger heads), cross intact.
+    /// (nghttp: curl 7.88 cannot reuse a prior-knowledge h2c connection — HAProxy fails it too.)
+    @Test func responsesWithManyFieldsCrossIntact() throws {
+        let s = try Cleartext(workers: 1)
+        defer { s.stop() }
+        let sizes = [17, 40, 100, 17]
+        let urls = sizes.enumerated().map { "'\(s.url)/headers?n=\($1)&size=30&u=\($0)'" }.joined(separator: " ")
+        let r = Self.shell("nghttp -nv --timeout=10 \(urls) 2>&1")
+        // `[  0.001] recv (stream_id=13) x-field-0: aaa…`
+        let fields = r.output.split(separator: "\n").compactMap { line -> String? in
+            guard line.contains(" recv (stream_id="), let at = line.range(of: ") x-field-") else { return nil }
+            return String(line[line.index(at.lowerBound, offsetBy: 2)...])
+        }
+        #expect(r.status == 0 && fields.count == sizes.reduce(0, +), "\(fields.count) fields: \(r.output.suffix(600))")
+        for n in Set(sizes) {
+            for i in 0..<n {
+                let letter = Character(UnicodeScalar(UInt8(97 + i % 26)))
+                let expected = "x-field-\(i): " + String(repeating: letter, count: 30)
+                #expect(fields.filter { $0 == expected }.count == sizes.filter { $0 > i }.count, "\(expected)")
+            }
+        }
+    }
+
+    /// A long header literal split over two reads, on a connection that went idle after DATA
+    /// frames over a page (when the proxy gives its frame buffer's pages back): nothing but the
+    /// frame buffer's pages are released, so the half-decoded literal survives.
+    @Test func aLongLiteralSplitAcrossReadsAfterABigResponseArrivesIntact() throws {
+        let s = try Cleartext(workers: 1)
+        defer { s.stop() }
+        let r = try Self.probe("late-literal", s.port)
+        #expect(r["first_bytes"] as? Int == 60000, "\(r)")
+        #expect(r["status"] as? String == "200" && r["resets"] as? Int == 0, "\(r)")
+        #expect(r["cookie_intact"] as? Bool == true, "\(r)")
     }
 
     @Test func aWellFormedRequestWithSplitCookiesAndOnlyAHostFieldIsForwarded() throws {

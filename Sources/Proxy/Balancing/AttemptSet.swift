@@ -30,3 +30,12 @@ public struct AttemptSet: Sendable {
         if !high.isEmpty { high.removeAll(keepingCapacity: true) }
     }
 }
+
+extension Array where Element == Backend {
+    /// Whether `self[index]` may take an attempt of a request that already tried `tried`:
+    /// it exists, is healthy and was not tried yet. What every policy asks of a candidate.
+    @inline(__always)
+    func canTake(_ index: Int, _ tried: AttemptSet) -> Bool {
+        index < count && self[index].isHealthy && !tried.contains(index)
+    }
+}

@@ -37,6 +37,9 @@ public final class Backend {
     public var url: String { shared.url }
     public var address: SocketAddress { shared.address }
 
+    /// Its share relative to the upstream's other backends (`weight`).
+    public var weight: Int { shared.config.weight }
+
     /// The health checker's current verdict.
     public var isHealthy: Bool { shared.isHealthy }
 

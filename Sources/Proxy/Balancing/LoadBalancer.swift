@@ -16,29 +16,81 @@ enum AttemptOutcome: Equatable {
 
 /// The balancer of one upstream on one worker: it picks a backend for each attempt and hears what
 /// became of it — `started` when a request goes to a backend, `finished` with the outcome and the
-/// time to the response head, `healthChanged` when the active checks change a verdict. Policies
-/// (issue 15: least request, p2c EWMA, consistent hashing, outlier detection) are cases of
-/// `Policy` dispatched by `switch` — no existential on the request path.
+/// time to the response head, `healthChanged` when the active checks change a verdict.
 ///
-/// In-flight counts are this worker's view (`Backend.activeRequests`, published for `/_health`);
-/// the summed counters across workers are for reporting. Threading: one worker's loop.
+/// The policy (`BalancePolicy`) is chosen by a `switch`, and the state of the stateful ones is
+/// kept in optionals of this struct, mutated in place — no existential and no enum payload copied
+/// out and back (which would copy its arrays) on the request path. Round-robin is always there:
+/// it is a policy, and what the hashing policies fall back to for a request without its key.
+///
+/// In-flight counts are this worker's view (`Backend.activeRequests`, published for `/_health`):
+/// reading the other workers' counters would put a cross-core cache miss per backend on every
+/// pick, and with connections spread over workers by the kernel each worker's share of a
+/// backend's load tracks the whole. The summed counters are for reporting.
+/// Threading: one worker's loop.
 struct LoadBalancer {
-    enum Policy {
-        case roundRobin(RoundRobinBalancer)
+    let policy: BalancePolicy
+    /// What the hashing policies hash (nil for the others), and the header, cookie or query
+    /// parameter name in it as bytes.
+    let hashKey: HashKey?
+    let keyName: [UInt8]
+    private var roundRobin: RoundRobinBalancer
+    private var p2c: P2CEWMABalancer?
+    private var ring: RingHashBalancer?
+    private var maglev: MaglevBalancer?
+    private var random = BalancerRandom()
+
+    /// Plain round-robin (tests, and pools built without a config).
+    init() {
+        policy = .roundRobin
+        hashKey = nil
+        keyName = []
+        roundRobin = RoundRobinBalancer()
     }
 
-    private(set) var policy: Policy
-
-    init(_ policy: Policy = .roundRobin(RoundRobinBalancer())) { self.policy = policy }
-
-    /// A healthy backend not yet tried for this request, or nil when there is none.
-    mutating func pick(from backends: [Backend], excluding tried: AttemptSet) -> Int? {
-        switch policy {
-        case .roundRobin(var rr):
-            let picked = rr.pick(from: backends, excluding: tried)
-            policy = .roundRobin(rr)
-            return picked
+    init(_ config: BalanceConfig, backends: [Backend]) {
+        policy = config.policy
+        hashKey = config.policy.hashes ? config.hashKey : nil
+        switch hashKey {
+        case .header(let name), .cookie(let name), .query(let name): keyName = Array(name.utf8)
+        case .clientIP, .path, nil: keyName = []
         }
+        let weights = backends.map(\.weight)
+        roundRobin = RoundRobinBalancer(weights: weights)
+        switch config.policy {
+        case .p2cEWMA: p2c = P2CEWMABalancer(count: backends.count, now: Platform.monotonicNanos())
+        case .ringHash: ring = RingHashBalancer(ids: backends.map(\.id), weights: weights)
+        case .maglev: maglev = MaglevBalancer(ids: backends.map(\.id), weights: weights, healthy: backends.map(\.isHealthy))
+        case .roundRobin, .leastRequest, .random: break
+        }
+    }
+
+    /// A healthy backend not yet tried for this request, or nil when there is none. `key`: the
+    /// hash of the request's `hash_key` (`RequestHashKey`), for the hashing policies; without
+    /// it they go round-robin.
+    mutating func pick(from backends: [Backend], excluding tried: AttemptSet, key: UInt64? = nil) -> Int? {
+        switch policy {
+        case .roundRobin:
+            return roundRobin.pick(from: backends, excluding: tried)
+        case .leastRequest:
+            return LeastRequestBalancer().pick(from: backends, excluding: tried, random: &random)
+        case .random:
+            return RandomBalancer().pick(from: backends, excluding: tried, random: &random)
+        case .p2cEWMA:
+            return p2c!.pick(from: backends, excluding: tried, random: &random, now: Platform.monotonicNanos())
+        case .ringHash:
+            guard let key else { return roundRobin.pick(from: backends, excluding: tried) }
+            return ring!.pick(key: key, from: backends, excluding: tried)
+        case .maglev:
+            guard let key else { return roundRobin.pick(from: backends, excluding: tried) }
+            return maglev!.pick(key: key, from: backends, excluding: tried)
+        }
+    }
+
+    /// The hash of `head`'s key, when this policy hashes one and the request carries it.
+    func key(of head: RequestHead, clientIP: [UInt8]) -> UInt64? {
+        guard let hashKey else { return nil }
+        return RequestHashKey.hash(hashKey, name: keyName, head: head, clientIP: clientIP)
     }
 
     /// Whether any backend is healthy at all (a 503 "no healthy backend" rather than a 502).
@@ -54,19 +106,22 @@ struct LoadBalancer {
 
     /// The request that `started` on `backends[index]` is done with it. `headMicros`: the time from
     /// the pick to the response head, when one came.
-    func finished(_ index: Int, of backends: [Backend], outcome: AttemptOutcome, headMicros: UInt64?) {
+    mutating func finished(_ index: Int, of backends: [Backend], outcome: AttemptOutcome, headMicros: UInt64?) {
         backends[index].activeRequests -= 1
-        switch policy {
-        case .roundRobin:
-            break  // round-robin learns nothing from outcomes
+        guard policy == .p2cEWMA else { return }  // the others learn nothing from outcomes
+        switch outcome {
+        case .response:
+            if let headMicros { p2c!.observe(index, micros: headMicros, failed: false, now: Platform.monotonicNanos()) }
+        case .connectFailure, .upstreamFailure, .timeout:
+            p2c!.observe(index, micros: nil, failed: true, now: Platform.monotonicNanos())
+        case .notTheBackend:
+            break
         }
     }
 
-    /// The active health checks changed the verdict on `backends[index]`.
-    mutating func healthChanged(_ index: Int, healthy: Bool) {
-        switch policy {
-        case .roundRobin:
-            break  // picks skip unhealthy backends whatever the policy
-        }
+    /// The active health checks changed the verdict on `backends[index]`. Picks skip unhealthy
+    /// backends whatever the policy; Maglev rebuilds its table over the healthy ones.
+    mutating func healthChanged(_ index: Int, healthy: Bool, backends: [Backend]) {
+        if maglev != nil { maglev!.rebuild(healthy: backends.map(\.isHealthy)) }
     }
 }

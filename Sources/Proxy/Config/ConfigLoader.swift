@@ -81,6 +81,7 @@ public enum ConfigLoader {
             config.upstreams = try UpstreamEntry.decodeMap(upstreams, at: root.member("upstreams", example: UpstreamEntry.mapExample),
                                                            baseHealth: config.healthCheck)
         }
+        try config.balance.check(at: root)
         try checkRouting(config, at: root)
         try checkAccessLog(config.accessLog, at: root)
         return config
@@ -390,6 +391,12 @@ extension ProxyConfig: ConfigSection {
                 config.backends = try BackendEntry.decodeList(value, at: at)
             },
             .section("health_check", \.healthCheck),
+            ConfigField(key: "balance", example: BalanceConfig.policyExample) { config, value, at throws(ConfigError) in
+                config.balance.policy = try BalanceConfig.decodePolicy(value, at: at)
+            },
+            ConfigField(key: "hash_key", example: BalanceConfig.hashKeyExample) { config, value, at throws(ConfigError) in
+                config.balance.hashKey = try BalanceConfig.decodeHashKey(value, at: at)
+            },
             .section("timeouts", \.timeouts),
             .section("limits", \.limits),
             .section("pool", \.pool),
@@ -634,6 +641,7 @@ struct BackendEntry: ConfigSection {
     var url: String?
     var address: (host: String, port: UInt16, tls: Bool)?
     var tls: BackendTLSConfig?
+    var weight = 1
 
     static var defaults: BackendEntry { BackendEntry() }
 
@@ -664,6 +672,7 @@ struct BackendEntry: ConfigSection {
             ConfigField(key: "tls", example: BackendTLSConfig.example) { entry, value, at throws(ConfigError) in
                 entry.tls = try BackendTLSConfig.decode(value, at: at)
             },
+            .integer("weight", \.weight, 1...BalanceConfig.maxWeight),
         ]
     }
 
@@ -707,7 +716,7 @@ struct BackendEntry: ConfigSection {
                     .error("TLS settings for an http:// backend; use an https:// URL to speak TLS to it")
             }
             backends.append(BackendConfig(id: id, url: url, host: address.host, port: address.port,
-                                          tls: address.tls ? entry.tls ?? defaultTLS : nil))
+                                          tls: address.tls ? entry.tls ?? defaultTLS : nil, weight: entry.weight))
         }
         return backends
     }
@@ -718,6 +727,7 @@ struct UpstreamEntry: ConfigSection {
     var backends: JSONValue?
     var healthCheck: JSONValue?
     var tls: BackendTLSConfig?
+    var balance = BalanceConfig()
 
     static var defaults: UpstreamEntry { UpstreamEntry() }
     static var fields: [ConfigField<UpstreamEntry>] {
@@ -730,6 +740,12 @@ struct UpstreamEntry: ConfigSection {
             },
             ConfigField(key: "health_check", example: HealthCheckConfig.example) { entry, value, _ throws(ConfigError) in
                 entry.healthCheck = value  // decoded on top of the top-level health_check
+            },
+            ConfigField(key: "balance", example: BalanceConfig.policyExample) { entry, value, at throws(ConfigError) in
+                entry.balance.policy = try BalanceConfig.decodePolicy(value, at: at)
+            },
+            ConfigField(key: "hash_key", example: BalanceConfig.hashKeyExample) { entry, value, at throws(ConfigError) in
+                entry.balance.hashKey = try BalanceConfig.decodeHashKey(value, at: at)
             },
         ]
     }
@@ -759,7 +775,8 @@ struct UpstreamEntry: ConfigSection {
                 health = try HealthCheckConfig.decode(json, at: at.member("health_check", example: HealthCheckConfig.example),
                                                       startingFrom: baseHealth)
             }
-            upstreams.append(UpstreamConfig(name: name, backends: backends, healthCheck: health))
+            try entry.balance.check(at: at)
+            upstreams.append(UpstreamConfig(name: name, backends: backends, healthCheck: health, balance: entry.balance))
         }
         return upstreams
     }
@@ -852,5 +869,41 @@ struct RouteEntry: ConfigSection {
             routes.append(entry.route)
         }
         return routes
+    }
+}
+
+extension BalanceConfig {
+    static let maxWeight = 1000
+    static let policyExample = "\"least_request\""
+    static let hashKeyExample = "\"client_ip\""
+
+    static func decodePolicy(_ value: JSONValue, at: ConfigLocation) throws(ConfigError) -> BalancePolicy {
+        let text = try at.string(value)
+        if let policy = BalancePolicy(rawValue: text) { return policy }
+        let names = BalancePolicy.allCases.map(\.rawValue)
+        var problem = "unknown policy \(JSONValue.quoted(text)); expected one of " + names.map { JSONValue.quoted($0) }.joined(separator: ", ")
+        if let match = Suggestion.closest(to: text, among: names) { problem += "; \(Suggestion.didYouMean(match))" }
+        throw at.error(problem)
+    }
+
+    static func decodeHashKey(_ value: JSONValue, at: ConfigLocation) throws(ConfigError) -> HashKey {
+        let text = try at.string(value)
+        switch HashKey.parse(text) {
+        case .success(let key): return key
+        case .failure:
+            throw at.error("expected \"client_ip\", \"path\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\", got \(JSONValue.quoted(text))")
+        }
+    }
+
+    /// `hash_key` goes with the hashing policies, and they need it.
+    func check(at location: ConfigLocation) throws(ConfigError) {
+        if policy.hashes && hashKey == nil {
+            throw location.member("hash_key", example: Self.hashKeyExample)
+                .error("\"balance\": \(JSONValue.quoted(policy.rawValue)) hashes a key of each request; say which one")
+        }
+        if !policy.hashes, let hashKey {
+            throw location.member("hash_key", example: Self.hashKeyExample)
+                .error("\(JSONValue.quoted(hashKey.description)) is only used by \"balance\": \"ring_hash\" or \"maglev\" (this upstream balances \(JSONValue.quoted(policy.rawValue)))")
+        }
     }
 }

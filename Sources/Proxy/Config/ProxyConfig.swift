@@ -12,6 +12,8 @@ public struct ProxyConfig: Sendable, Equatable {
     public var backends: [BackendConfig]
     /// The default pool's health check, and the base every named upstream's own one starts from.
     public var healthCheck: HealthCheckConfig
+    /// How the default pool balances (`balance`, `hash_key` at top level).
+    public var balance = BalanceConfig()
     /// Named pools, for `routes`.
     public var upstreams: [UpstreamConfig]
     public var routes: [RouteConfig]
@@ -126,9 +128,12 @@ public struct BackendConfig: Sendable, Equatable {
     public var port: UInt16
     /// How to speak TLS to an `https://` backend; nil for `http://`.
     public var tls: BackendTLSConfig?
+    /// Its share of the upstream's requests relative to the others (`weight`, default 1).
+    public var weight: Int
 
-    public init(id: String, url: String, host: String, port: UInt16, tls: BackendTLSConfig? = nil) {
+    public init(id: String, url: String, host: String, port: UInt16, tls: BackendTLSConfig? = nil, weight: Int = 1) {
         self.tls = tls
+        self.weight = weight
         self.id = id
         self.url = url
         self.host = host

@@ -4,11 +4,14 @@ public struct UpstreamConfig: Sendable, Equatable {
     public var name: String
     public var backends: [BackendConfig]
     public var healthCheck: HealthCheckConfig
+    /// How requests are spread over the backends (`balance`, `hash_key`).
+    public var balance: BalanceConfig
 
-    public init(name: String, backends: [BackendConfig], healthCheck: HealthCheckConfig) {
+    public init(name: String, backends: [BackendConfig], healthCheck: HealthCheckConfig, balance: BalanceConfig = BalanceConfig()) {
         self.name = name
         self.backends = backends
         self.healthCheck = healthCheck
+        self.balance = balance
     }
 
     /// The name of the pool made of the top-level `backends`.
@@ -156,7 +159,7 @@ extension ProxyConfig {
     public var allUpstreams: [UpstreamConfig] {
         let named = upstreams
         guard !backends.isEmpty else { return named }
-        return [UpstreamConfig(name: UpstreamConfig.defaultName, backends: backends, healthCheck: healthCheck)] + named
+        return [UpstreamConfig(name: UpstreamConfig.defaultName, backends: backends, healthCheck: healthCheck, balance: balance)] + named
     }
 
     /// Every backend of every pool.

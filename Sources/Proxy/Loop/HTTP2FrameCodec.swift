@@ -88,7 +88,9 @@ final class HTTP2FrameCodec {
         var s: OpaquePointer?
         var allocator = nghttp2_mem(mem_user_data: UnsafeMutableRawPointer(frameBuffer), malloc: Self.allocate, free: Self.release,
                                     calloc: Self.allocateZeroed, realloc: Self.reallocate)
+        frameBuffer.pointee.noting = true
         let rc = nghttp2_session_server_new3(&s, Self.callbacks, Unmanaged.passUnretained(self).toOpaque(), option, &allocator)
+        frameBuffer.pointee.noting = false
         nghttp2_option_del(option)
         precondition(rc == 0, "nghttp2_session_server_new3 failed: out of memory")
         session = s
@@ -166,12 +168,16 @@ final class HTTP2FrameCodec {
 
     // MARK: Memory of an idle session
 
-    /// nghttp2's outbound frame buffer (16,394 bytes, for the session's life): the one block of
-    /// `minimumSize` bytes or more it allocates. Kept in plain memory that nghttp2's allocator
-    /// callbacks reach without touching a Swift object (no reference counting per allocation).
+    /// nghttp2's outbound frame buffer (16,394 bytes, for the session's life): the block of
+    /// `minimumSize` bytes or more that nghttp2 allocates (with `realloc(NULL, …)`) while the
+    /// session is created — nothing else is ever noted: other large blocks (a long HPACK literal,
+    /// a grown queue) hold live data. Kept in plain memory that nghttp2's allocator callbacks
+    /// reach without touching a Swift object (no reference counting per allocation).
     fileprivate struct FrameBuffer {
         var block: UnsafeMutableRawPointer?
         var size = 0
+        /// Only during `nghttp2_session_server_new3`.
+        var noting = false
         static let minimumSize = 16 * 1024
     }
     private let frameBuffer: UnsafeMutablePointer<FrameBuffer> = {
@@ -204,32 +210,35 @@ final class HTTP2FrameCodec {
 
     // nghttp2's allocator: the C library's, watching for the frame buffer, whose pages are
     // released as soon as it is allocated (a new session has written nothing in it). Called on
-    // the loop thread from inside nghttp2 (and from `nghttp2_session_del` in `deinit`).
+    // the loop thread from inside nghttp2 (and from `nghttp2_session_del` in `deinit`); only
+    // `realloc` and `free` look at the record (nghttp2 allocates its buffers with `realloc`).
     private static func noteAllocation(_ block: UnsafeMutableRawPointer?, size: Int, _ buffer: UnsafeMutableRawPointer?) {
         guard let block, size >= FrameBuffer.minimumSize else { return }
         let b = buffer!.assumingMemoryBound(to: FrameBuffer.self)
-        b.pointee = FrameBuffer(block: block, size: size)
+        guard b.pointee.noting, b.pointee.block == nil else { return }
+        b.pointee.block = block
+        b.pointee.size = size
         releasePages(b)
     }
     private static func noteRelease(_ block: UnsafeMutableRawPointer?, _ buffer: UnsafeMutableRawPointer?) {
         let b = buffer!.assumingMemoryBound(to: FrameBuffer.self)
-        if let block, block == b.pointee.block { b.pointee = FrameBuffer() }
+        if let block, block == b.pointee.block { b.pointee.block = nil; b.pointee.size = 0 }
     }
-    private static let allocate: nghttp2_malloc = { size, buffer in
-        let block = malloc(size)
-        noteAllocation(block, size: size, buffer)
-        return block
-    }
+    private static let allocate: nghttp2_malloc = { size, _ in malloc(size) }
     private static let release: nghttp2_free = { block, buffer in
         noteRelease(block, buffer)
         free(block)
     }
     private static let allocateZeroed: nghttp2_calloc = { count, size, _ in calloc(count, size) }
     private static let reallocate: nghttp2_realloc = { block, size, buffer in
-        noteRelease(block, buffer)
-        let moved = realloc(block, size)
-        noteAllocation(moved, size: size, buffer)
-        return moved
+        guard block == nil else {
+            // A block that grows keeps its contents: never released. (The frame buffer does not grow.)
+            noteRelease(block, buffer)
+            return realloc(block, size)
+        }
+        let fresh = realloc(nil, size)
+        noteAllocation(fresh, size: size, buffer)
+        return fresh
     }
 
     /// Whether the session still wants to read or write anything (false once a GOAWAY went out
@@ -276,7 +285,7 @@ final class HTTP2FrameCodec {
         if fields.count + 1 > pairCapacity {
             pairs.deallocate()
             pairCapacity = max(fields.count + 1, pairCapacity * 2)
-            pairs = .allocate(capacity: 16)
+            pairs = .allocate(capacity: pairCapacity)
         }
         statusDigits[0] = UInt8(48 + status / 100 % 10)
         statusDigits[1] = UInt8(48 + status / 10 % 10)

@@ -74,7 +74,8 @@ final class ServerSettings {
         }
         self.backends = backends
         let upstreams = zip(config.allUpstreams, generation.upstreams).map { u, shared in
-            Upstream(shared: shared, worker: worker, backends: u.backends.compactMap { b in backends.first { $0.id == b.id } })
+            Upstream(shared: shared, worker: worker, backends: u.backends.compactMap { b in backends.first { $0.id == b.id } },
+                     balance: u.balance)
         }
         self.upstreams = upstreams
         router = Router(config) { name in upstreams.firstIndex { $0.name == name } }

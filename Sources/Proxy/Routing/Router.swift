@@ -166,11 +166,11 @@ struct Router {
 }
 
 /// One pool as a worker sees it: its backends (with this worker's pools) and this worker's
-/// round-robin position. Threading: one worker's loop.
+/// balancer. Threading: one worker's loop.
 final class Upstream {
     let name: String
     let backends: [Backend]
-    var balancer = LoadBalancer()
+    var balancer: LoadBalancer
     /// The health verdicts `balancer` was last told of (`noticeHealthChanges`).
     private var knownHealth: [Bool]
     let shared: SharedUpstream
@@ -179,13 +179,14 @@ final class Upstream {
     /// The name as the access log writes it.
     let logName: LogName
 
-    init(shared: SharedUpstream, worker: Int, backends: [Backend]) {
+    init(shared: SharedUpstream, worker: Int, backends: [Backend], balance: BalanceConfig = BalanceConfig()) {
         self.shared = shared
         name = shared.name
         logName = LogName(shared.name)
         stats = shared.stats[worker]
         self.backends = backends
         knownHealth = backends.map(\.isHealthy)
+        balancer = LoadBalancer(balance, backends: backends)
     }
 
     /// Tells the balancer of verdicts the active checks changed since the last call (the
@@ -195,7 +196,7 @@ final class Upstream {
         var changed: [Int] = []
         for (i, b) in backends.enumerated() where b.isHealthy != knownHealth[i] {
             knownHealth[i] = b.isHealthy
-            balancer.healthChanged(i, healthy: knownHealth[i])
+            balancer.healthChanged(i, healthy: knownHealth[i], backends: backends)
             changed.append(i)
         }
         return changed

@@ -60,6 +60,10 @@ N / 2 + 20; `slow-download`: 40).
                                          ever; N GET /stream?bytes=1000000000, then reads until
                                          all N are reset or 15 s
       {"streams", "headers", "resets", "reset_codes", "seconds", "closed", ...}
+  h2_probe.py late-literal PORT          GET /stream?bytes=60000, a pause, then a request with a
+                                         12,000-byte cookie whose header block is split in
+                                         HEADERS and (0.3 s later) CONTINUATION
+      {"first_bytes", "status", "resets", "closed", "cookie_intact", ...}
   h2_probe.py slow-download PORT BYTES   SETTINGS_INITIAL_WINDOW_SIZE 16384; GET
                                          /stream?bytes=BYTES read at about 8 MB/s (each DATA frame
                                          acknowledged after its share of the pace) until BYTES or
@@ -790,6 +794,42 @@ def partial_headers(out, port):
         out["peer_reset"] = True
 
 
+def late_literal(out, port):
+    """A 60,000-byte response (DATA frames over a page), a pause (the connection is idle), then
+    a request whose header block carries a 12,000-byte cookie literal, sent as HEADERS and,
+    after another pause, CONTINUATION: the decoder holds the half-decoded literal across reads."""
+    r = Raw(int(port))
+    got = {1: bytearray(), 3: bytearray()}
+    ended = set()
+
+    def watch(ftype, flags, sid, payload):
+        if ftype == DATA and sid in got:
+            got[sid].extend(payload)
+            if flags & END_STREAM:
+                ended.add(sid)
+
+    r.watch = watch
+    r.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, r.headers("/stream?bytes=60000", port=port)))
+    read_until(r, lambda: 1 in ended, 10)
+    out["first_bytes"] = len(got[1])
+    time.sleep(0.3)
+    rng = random.Random(7)
+    cookie = "c=" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(12000))
+    block = r.enc.encode([(":method", "GET"), (":scheme", "http"), (":authority", f"{HOST}:{port}"),
+                          (":path", "/echo/late"), ("cookie", cookie)])
+    half = len(block) // 2
+    r.send(frame(HEADERS, END_STREAM, 3, block[:half]))
+    read_until(r, lambda: False, 0.3)
+    r.send(frame(CONTINUATION, END_HEADERS, 3, block[half:]))
+    read_until(r, lambda: 3 in ended or r.resets > 0, 10)
+    out.update({"status": r.status_of.get(3), "resets": r.resets, "closed": r.closed, "block_bytes": len(block)})
+    try:
+        echo = json.loads(bytes(got[3]))
+        out["cookie_intact"] = (echo.get("headers") or {}).get("cookie") == cookie
+    except ValueError:
+        out["cookie_intact"] = False
+
+
 def zero_window(out, port, n):
     n = int(n)
     r = Raw(int(port), settings=(4).to_bytes(2, "big") + (0).to_bytes(4, "big"), window_increment=0)
@@ -881,7 +921,7 @@ SCENARIOS = {
     "reset-upload": (reset_upload, 0), "reset-download": (reset_download, 0), "smuggle": (smuggle, 1),
     "flood": (flood, 2), "goaway-wait": (goaway_wait, 0), "idle": (idle, 1), "headers-size": (headers_size, 1),
     "resets-then-upload": (resets_then_upload, 2), "half-open": (half_open, 1), "partial-headers": (partial_headers, 0),
-    "zero-window": (zero_window, 1), "slow-download": (slow_download, 1),
+    "zero-window": (zero_window, 1), "slow-download": (slow_download, 1), "late-literal": (late_literal, 0),
 }
 
 

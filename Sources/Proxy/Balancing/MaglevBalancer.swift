@@ -1,0 +1,79 @@
+/// Consistent hashing through a Maglev lookup table (Eisenbud et al., NSDI 2016; weighted as
+/// Envoy does): each healthy backend walks its own permutation of the `tableSize` slots
+/// (offset and skip from two hashes of its id) taking the next free one in turns, heavier
+/// backends more often, until the table is full. A request's key picks a slot: one lookup, no
+/// search. When a backend leaves, the table is rebuilt over the rest and about 1/n of the
+/// slots change owner (a little more than a ring moves, in exchange for a flat lookup).
+///
+/// The table holds only healthy backends (`rebuild` on every verdict change). A backend this
+/// request already tried is skipped by looking at the slots after the key's one.
+///
+/// Memory: `tableSize` 16-bit entries (128 KiB) per upstream per worker.
+/// Threading: a value, one loop.
+struct MaglevBalancer {
+    /// A prime well above 100 × the backends (the paper's guidance for even shares); Envoy's default.
+    static let tableSize = 65_537
+
+    private var table: [UInt16] = []
+    private let offsets: [Int]
+    private let skips: [Int]
+    private let weights: [Int]
+
+    init(ids: [String], weights: [Int], healthy: [Bool]) {
+        let m = UInt64(Self.tableSize)
+        offsets = ids.map { Int(StableHash.hash($0, seed: 0x6d61_676c_6576) % m) }
+        skips = ids.map { Int(StableHash.hash($0, seed: 0x736b_6970) % (m - 1)) + 1 }
+        self.weights = weights.map { max($0, 1) }
+        rebuild(healthy: healthy)
+    }
+
+    /// Refills the table over the backends marked healthy (empty when none is).
+    mutating func rebuild(healthy: [Bool]) {
+        let m = Self.tableSize
+        let members = (0..<min(healthy.count, offsets.count, Int(UInt16.max))).filter { healthy[$0] }
+        guard !members.isEmpty else { table = []; return }
+        var filled = [UInt16](repeating: UInt16.max, count: m)
+        var next = [Int](repeating: 0, count: offsets.count)
+        var credit = [Double](repeating: 0, count: offsets.count)
+        let heaviest = Double(members.map { weights[$0] }.max()!)
+        var count = 0
+        while true {
+            for i in members {
+                // Weighted turns: a backend of weight w places an entry in w/heaviest of the rounds.
+                credit[i] += Double(weights[i]) / heaviest
+                guard credit[i] >= 1 else { continue }
+                credit[i] -= 1
+                var slot = (offsets[i] + next[i] * skips[i]) % m
+                while filled[slot] != UInt16.max {
+                    next[i] += 1
+                    slot = (offsets[i] + next[i] * skips[i]) % m
+                }
+                filled[slot] = UInt16(i)
+                next[i] += 1
+                count += 1
+                if count == m { table = filled; return }
+            }
+        }
+    }
+
+    func pick(key: UInt64, from backends: [Backend], excluding tried: AttemptSet) -> Int? {
+        guard !table.isEmpty else { return nil }
+        var slot = Int(key % UInt64(table.count))
+        // The key's slot; for a retry (or a verdict not yet rebuilt in), the next slots that name
+        // a usable backend. Bounded: a full lap finds every backend in the table.
+        for _ in 0..<table.count {
+            let owner = Int(table[slot])
+            if backends.canTake(owner, tried) { return owner }
+            slot += 1
+            if slot == table.count { slot = 0 }
+        }
+        return nil
+    }
+
+    /// How many slots each backend owns (tests and `/_status`).
+    func shares(count: Int) -> [Int] {
+        var shares = [Int](repeating: 0, count: count)
+        for owner in table where Int(owner) < count { shares[Int(owner)] += 1 }
+        return shares
+    }
+}

@@ -1,0 +1,63 @@
+/// The hash of a request's `hash_key` (`StableHash`), for `ring_hash` and `maglev`: nil when the
+/// request does not carry the key (no such field, cookie or query parameter), which sends it
+/// round-robin. Values are hashed as sent — no decoding, no case folding — so one client's key
+/// always lands on one backend.
+///
+/// Threading: pure functions over the request head.
+enum RequestHashKey {
+    /// `name`: the header, cookie or query parameter name as bytes (`LoadBalancer.keyName`),
+    /// lowercase for a header.
+    static func hash(_ key: HashKey, name: [UInt8], head: RequestHead, clientIP: [UInt8]) -> UInt64? {
+        let b = head.bytes
+        switch key {
+        case .clientIP:
+            return clientIP.withUnsafeBytes { StableHash.hash($0) }
+        case .path:
+            let t = head.target
+            var end = t.lowerBound
+            while end < t.upperBound && b[end] != UInt8(ascii: "?") { end += 1 }
+            return StableHash.hash(b, t.lowerBound..<end)
+        case .header:
+            for field in head.fields where field.name.count == name.count && equalsLowercase(b, field.name, name) {
+                return StableHash.hash(b, field.value)
+            }
+            return nil
+        case .cookie:
+            for field in head.fields where field.name.count == 6 && b.equalsIgnoringCase(field.name, "cookie") {
+                if let value = pairValue(b, field.value, separator: UInt8(ascii: ";"), name: name) { return StableHash.hash(b, value) }
+            }
+            return nil
+        case .query:
+            let t = head.target
+            var start = t.lowerBound
+            while start < t.upperBound && b[start] != UInt8(ascii: "?") { start += 1 }
+            guard start < t.upperBound else { return nil }
+            guard let value = pairValue(b, (start + 1)..<t.upperBound, separator: UInt8(ascii: "&"), name: name) else { return nil }
+            return StableHash.hash(b, value)
+        }
+    }
+
+    /// In `list` (`a=1; b=2` or `a=1&b=2`), the value of the first `name=` element; spaces
+    /// around elements are skipped.
+    static func pairValue(_ b: [UInt8], _ list: Range<Int>, separator: UInt8, name: [UInt8]) -> Range<Int>? {
+        var i = list.lowerBound
+        while i < list.upperBound {
+            while i < list.upperBound && (b[i] == UInt8(ascii: " ") || b[i] == UInt8(ascii: "\t")) { i += 1 }
+            var end = i
+            while end < list.upperBound && b[end] != separator { end += 1 }
+            // Element i..<end: does it start with "name="?
+            if end - i > name.count && b[i + name.count] == UInt8(ascii: "=") {
+                var same = true
+                for k in 0..<name.count where b[i + k] != name[k] { same = false; break }
+                if same { return (i + name.count + 1)..<end }
+            }
+            i = end + 1
+        }
+        return nil
+    }
+
+    private static func equalsLowercase(_ b: [UInt8], _ range: Range<Int>, _ lower: [UInt8]) -> Bool {
+        for k in 0..<lower.count where asciiLower(b[range.lowerBound + k]) != lower[k] { return false }
+        return true
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import Testing
+
+/// Balancing policies end to end: weights honoured by round-robin, a hash key keeping each
+/// client on one backend across workers, and only the keys of a backend that goes down moving.
+@Suite(.serialized) struct BalancingTests {
+    /// Backends with these weights behind a proxy balancing with `balance` (JSON members).
+    private func start(weights: [Int], balance: String, workers: Int) throws -> (backends: [ManagedProcess], proxy: ManagedProcess) {
+        let backends = try weights.map { _ in try startBackend() }
+        let list = zip(backends, weights).enumerated().map { i, bw in
+            "{\"id\":\"b\(i + 1)\",\"url\":\"http://127.0.0.1:\(bw.0.port)\",\"weight\":\(bw.1)}"
+        }
+        let config = """
+            {"backends":[\(list.joined(separator: ","))],\(balance),
+             "health_check":{"path":"/health","interval_ms":100,"timeout_ms":500,"healthy_threshold":1,"unhealthy_threshold":1},
+             "access_log":null}
+            """
+        return (backends, try startProxy(config: config, workers: workers))
+    }
+
+    private func servedBy(_ port: UInt16, _ path: String = "/", headers: [String: String] = [:]) throws -> Int {
+        let r = try get(port, path, headers: headers)
+        guard r.status == 200, let p = r.json["port"] as? Int else { throw HarnessError("unexpected answer \(r.status): \(r.text)") }
+        return p
+    }
+
+    @Test func weightedRoundRobinGivesEachBackendItsShare() throws {
+        let (backends, proxy) = try start(weights: [3, 1, 1], balance: "\"balance\":\"round_robin\"", workers: 1)
+        defer { proxy.stop(); backends.forEach { $0.stop() } }
+        var counts: [Int: Int] = [:]
+        for _ in 0..<50 { counts[try servedBy(proxy.port), default: 0] += 1 }
+        #expect(backends.map { counts[Int($0.port)] ?? 0 } == [30, 10, 10], "\(counts)")
+    }
+
+    @Test(arguments: ["maglev", "ring_hash"])
+    func aHashKeyKeepsEachClientOnOneBackendAndOnlyTheKeysOfALostBackendMove(_ policy: String) throws {
+        let (backends, proxy) = try start(weights: [1, 1, 1], balance: "\"balance\":\"\(policy)\",\"hash_key\":\"header:X-User\"", workers: 2)
+        defer { proxy.stop(); backends.forEach { $0.stop() } }
+        var home: [String: Int] = [:]
+        for u in 0..<30 {
+            let user = "user-\(u)"
+            // Fresh connections land on either worker: both send the user to one backend.
+            let seen = Set(try (0..<3).map { _ in try servedBy(proxy.port, headers: ["X-User": user]) })
+            #expect(seen.count == 1, "\(user) went to \(seen)")
+            home[user] = seen.first
+        }
+        #expect(Set(home.values).count == 3, "30 users spread over the three backends: \(home)")
+        // Without the key: round-robin.
+        let keyless = Set(try (0..<6).map { _ in try servedBy(proxy.port) })
+        #expect(keyless.count >= 2)
+        // Backend 2 goes away: its users move, nobody else does.
+        let lost = Int(backends[1].port)
+        backends[1].stop()
+        #expect(try eventually(5) { try servedBy(proxy.port, headers: ["X-User": home.first { $0.value == lost }!.key]) != lost })
+        for (user, port) in home {
+            let now = try servedBy(proxy.port, headers: ["X-User": user])
+            if port == lost { #expect(now != lost) } else { #expect(now == port, "\(user) moved from \(port) to \(now)") }
+        }
+    }
+}
