@@ -58,3 +58,38 @@ import Testing
         }
     }
 }
+
+/// Passive health end to end: a backend that passes its health checks but resets every request
+/// is ejected after `consecutive_failures`, shows as ejected, and comes back when it is due.
+@Suite(.serialized) struct OutlierDetectionTests {
+    @Test func aFlakyBackendIsEjectedAndReturns() throws {
+        let good = try startBackend()
+        let flaky = ScriptedOrigin { conn, _ in conn.reset(); return .close }
+        defer { good.stop(); flaky.stop() }
+        let config = """
+            {"backends":[{"id":"good","url":"http://127.0.0.1:\(good.port)"},{"id":"flaky","url":"http://127.0.0.1:\(flaky.port)"}],
+             "health_check":{"path":"/health","interval_ms":60000,"timeout_ms":500},
+             "outlier_detection":{"consecutive_failures":3,"base_ejection_ms":700},
+             "pool":{"idle_timeout_ms":200},"limits":{"max_upstream_attempts":1},"access_log":null}
+            """
+        let proxy = try startProxy(config: config, workers: 1)
+        defer { proxy.stop() }
+        var failed = 0
+        for _ in 0..<20 { if try get(proxy.port, "/").status != 200 { failed += 1 } }
+        #expect(failed == 3, "three failed attempts, then only the good backend")
+        let health = try get(proxy.port, "/_health").json
+        let flakyEntry = (health["backends"] as? [[String: Any]])?.first { $0["id"] as? String == "flaky" }
+        #expect(flakyEntry?["ejected"] as? Bool == true && flakyEntry?["healthy"] as? Bool == true, "\(health)")
+        let metrics = try get(proxy.port, "/_metrics").text
+        #expect(metrics.contains("proxy_backend_ejected{upstream=\"default\",backend=\"flaky\"} 1"), "\(metrics.prefix(300))")
+        #expect(metrics.contains("proxy_backend_ejections_total{upstream=\"default\",backend=\"flaky\"} 1"))
+        // Due after 700 ms (the worker's sweep, every 50 ms here, ends it): the flaky one gets
+        // requests again.
+        #expect(try eventually(5) {
+            (try get(proxy.port, "/_health").json["backends"] as? [[String: Any]])?.first { $0["id"] as? String == "flaky" }?["ejected"] as? Bool == false
+        })
+        var again = 0
+        for _ in 0..<4 { if try get(proxy.port, "/").status != 200 { again += 1 } }
+        #expect(again >= 1, "back in rotation")
+    }
+}

@@ -59,9 +59,9 @@ import Testing
         list[1].activeRequests = 8  // 8 / 2 = 4 > 3
         #expect(lb.pick(from: list, excluding: AttemptSet()) == 0)
         for b in list { b.activeRequests = 0 }
-        // All idle: every one is a tie, picked about equally often.
-        let c = counts(3, 9000) { lb.pick(from: list, excluding: AttemptSet()) }
-        #expect(c.allSatisfy { $0 > 2600 && $0 < 3400 }, "\(c)")
+        // All idle: every one is a tie, broken in proportion to weight (1 : 2 : 1).
+        let c = counts(3, 8000) { lb.pick(from: list, excluding: AttemptSet()) }
+        #expect(abs(c[0] - 2000) < 300 && abs(c[1] - 4000) < 400 && abs(c[2] - 2000) < 300, "\(c)")
         takeDown(list[1])
         #expect(counts(3, 300) { lb.pick(from: list, excluding: AttemptSet()) }[1] == 0)
     }
@@ -147,7 +147,7 @@ import Testing
         #expect(ks.prefix(2000).map { other.pick(from: list, excluding: AttemptSet(), key: $0)! } == Array(before.prefix(2000)))
         // Backend 4 goes down.
         takeDown(list[4])
-        lb.healthChanged(4, healthy: false, backends: list)
+        lb.availabilityChanged(backends: list)
         let after = ks.map { lb.pick(from: list, excluding: AttemptSet(), key: $0)! }
         let moved = zip(before, after).filter { $0 != $1 }
         #expect(!after.contains(4))
@@ -174,9 +174,10 @@ import Testing
 
     @Test func removingABackendFromTheConfigMovesOnlyItsKeysOnTheRing() {
         let ten = backends(Array(repeating: 1, count: 10))
-        let ring10 = RingHashBalancer(ids: ten.map(\.id), weights: ten.map(\.weight))
+        let ring10 = RingHashBalancer(names: ten.map(\.url), weights: ten.map { $0.shared.config.weight })
         let nine = Array(ten[0..<4]) + Array(ten[5...])
-        let ring9 = RingHashBalancer(ids: nine.map(\.id), weights: nine.map(\.weight))
+        // Positions shift (backend 5 is now at index 4): the ring goes by URL, not position.
+        let ring9 = RingHashBalancer(names: nine.map(\.url), weights: nine.map { $0.shared.config.weight })
         var moved = 0
         let ks = keys(20000)
         for k in ks {
@@ -185,6 +186,29 @@ import Testing
             if a != b { moved += 1; #expect(a == "b4") }
         }
         #expect(Double(moved) <= 0.12 * Double(ks.count))
+    }
+
+    @Test func maglevDoesNotDependOnTheOrderOfTheBackends() {
+        let list = backends([1, 2, 1, 1, 3])
+        let reversed = Array(list.reversed())
+        let a = MaglevBalancer(names: list.map(\.url), weights: list.map { $0.shared.config.weight }, healthy: list.map { _ in true })
+        let b = MaglevBalancer(names: reversed.map(\.url), weights: reversed.map { $0.shared.config.weight }, healthy: reversed.map { _ in true })
+        for k in keys(3000) {
+            #expect(list[a.pick(key: k, from: list, excluding: AttemptSet())!].url == reversed[b.pick(key: k, from: reversed, excluding: AttemptSet())!].url)
+        }
+    }
+
+    @Test func aStaleOrExhaustedMaglevTableFallsBackToRoundRobin() {
+        let list = backends([1, 1, 1])
+        var lb = LoadBalancer(BalanceConfig(policy: .maglev, hashKey: .clientIP), backends: list)
+        var tried = AttemptSet()
+        for i in 0..<3 { takeDown(list[i]) }
+        lb.availabilityChanged(backends: list)  // an empty table
+        _ = list[1].shared.recordProbe(ok: true, problem: nil, healthyThreshold: 1, unhealthyThreshold: 1)
+        // Backend 1 is back but the table is not rebuilt yet (that happens on the sweep).
+        #expect(lb.pick(from: list, excluding: tried, key: 42) == 1)
+        tried.insert(1)
+        #expect(lb.pick(from: list, excluding: tried, key: 42) == nil)
     }
 
     @Test func aRequestWithoutItsKeyGoesRoundRobin() throws {
@@ -206,7 +230,7 @@ import Testing
             case .header(let n), .cookie(let n), .query(let n): Array(n.utf8)
             default: []
             }
-            return RequestHashKey.hash(k, name: name, head: head, clientIP: ip)
+            return RequestHashKey.hash(k, name: name, head: head, target: head.target, clientIP: ip)
         }
         #expect(key(.clientIP) == StableHash.hash("192.0.2.7"))
         #expect(key(.path) == StableHash.hash("/cart/items"))
@@ -218,6 +242,19 @@ import Testing
         #expect(key(.header("x-missing")) == nil)
         #expect(key(.cookie("sr")) == nil, "a prefix of a cookie name is not the cookie")
         #expect(key(.query("sess")) == nil)
+        let empty = try HeadParser.parseRequest(Array("GET /?session=&a=1 HTTP/1.1\r\nHost: shop\r\nX-User:\r\nCookie: srv=\r\n\r\n".utf8),
+                                                limits: HeadLimits())
+        for k in [HashKey.header("x-user"), .cookie("srv"), .query("session")] {
+            let name: [UInt8] = switch k {
+            case .header(let n), .cookie(let n), .query(let n): Array(n.utf8)
+            default: []
+            }
+            #expect(RequestHashKey.hash(k, name: name, head: empty, target: empty.target, clientIP: ip) == nil, "an empty \(k) is no key")
+        }
+        // An absolute-form request hashes its path as routing sees it.
+        let absolute = try HeadParser.parseRequest(Array("GET http://shop/cart/items?x=1 HTTP/1.1\r\nHost: shop\r\n\r\n".utf8), limits: HeadLimits())
+        let origin = absolute.bytes.firstRange(of: Array("/cart".utf8))!.lowerBound..<absolute.target.upperBound
+        #expect(RequestHashKey.hash(.path, name: [], head: absolute, target: origin, clientIP: ip) == StableHash.hash("/cart/items"))
     }
 
     @Test func stableHashIsTheSameEverywhere() {
@@ -225,6 +262,94 @@ import Testing
         #expect(StableHash.hash("") == StableHash.mix(0xcbf2_9ce4_8422_2325))
         #expect(StableHash.hash("b0-0") == StableHash.hash(Array("b0-0".utf8), 0..<4))
         #expect(StableHash.hash("a") != StableHash.hash("b"))
+    }
+
+    // MARK: passive health
+
+    private func outlier(_ failures: Int, baseMs: Int = 1000, maxPercent: Int = 50) -> BalanceConfig {
+        var c = BalanceConfig(policy: .roundRobin)
+        c.outlierDetection.consecutiveFailures = failures
+        c.outlierDetection.baseEjectionMs = baseMs
+        c.outlierDetection.maxEjectionPercent = maxPercent
+        return c
+    }
+
+    private func attempt(_ lb: inout LoadBalancer, _ i: Int, _ list: [Backend], _ outcome: AttemptOutcome) {
+        lb.started(i, of: list)
+        lb.finished(i, of: list, outcome: outcome, headMicros: 100)
+    }
+
+    @Test func failuresInARowEjectABackendAndASuccessEndsTheStreak() {
+        let list = backends([1, 1, 1, 1])
+        var lb = LoadBalancer(outlier(3), backends: list)
+        attempt(&lb, 0, list, .connectFailure)
+        attempt(&lb, 0, list, .response(status: 503))
+        attempt(&lb, 0, list, .response(status: 404))  // an answer: the streak ends
+        attempt(&lb, 0, list, .upstreamFailure)
+        attempt(&lb, 0, list, .timeout)
+        #expect(!list[0].shared.isEjected && list[0].shared.consecutiveFailures == 2)
+        attempt(&lb, 0, list, .notTheBackend)  // not counted either way
+        attempt(&lb, 0, list, .response(status: 500))
+        #expect(list[0].shared.isEjected && list[0].shared.ejections == 1)
+        #expect(!list[0].isAvailable && list[0].isHealthy)
+        #expect(counts(4, 300) { lb.pick(from: list, excluding: AttemptSet()) }[0] == 0)
+        #expect(lb.anyHealthy(list))
+    }
+
+    @Test func neverMoreThanMaxEjectionPercentAndNeverTheOnlyBackend() {
+        let list = backends([1, 1, 1, 1])
+        var lb = LoadBalancer(outlier(1, maxPercent: 50), backends: list)
+        for i in 0..<4 { attempt(&lb, i, list, .connectFailure) }
+        #expect(list.filter { $0.shared.isEjected }.count == 2, "50 % of four")
+        let one = backends([1])
+        var single = LoadBalancer(outlier(1, maxPercent: 50), backends: one)
+        for _ in 0..<10 { attempt(&single, 0, one, .connectFailure) }
+        #expect(!one[0].shared.isEjected, "half of one backend rounds down to none")
+        var off = LoadBalancer(outlier(0), backends: list)
+        let fresh = backends([1, 1])
+        for _ in 0..<10 { attempt(&off, 0, fresh, .connectFailure) }
+        #expect(!fresh[0].shared.isEjected, "consecutive_failures 0 turns it off")
+    }
+
+    @Test func ejectionsEndWhenDueLongerEachTimeOrWhenTheActiveCheckPasses() {
+        let list = backends([1, 1])
+        let upstream = Upstream(shared: SharedUpstream(name: "u", workers: 1), worker: 0, backends: list, balance: outlier(2, baseMs: 1000))
+        let shared = list[0].shared
+        #expect(shared.eject(nowNs: 0, baseMs: 1000) == 1000)
+        #expect(shared.eject(nowNs: 0, baseMs: 1000) == nil, "one ejection at a time")
+        #expect(upstream.noticeHealthChanges(nowNs: 500_000_000) == [0], "the balancer hears of the ejection")
+        #expect(upstream.noticeHealthChanges(nowNs: 1_000_000_001) == [0], "and of its end")
+        #expect(!shared.isEjected)
+        // Ejected again without a success in between: twice as long.
+        #expect(shared.eject(nowNs: 2_000_000_000, baseMs: 1000) == 2000)
+        #expect(!shared.endEjection(nowNs: 3_000_000_000))
+        #expect(shared.endEjection(nowNs: 4_000_000_000))
+        // A success outside an ejection starts the count over.
+        shared.noteSuccess()
+        #expect(shared.eject(nowNs: 5_000_000_000, baseMs: 1000) == 1000)
+        // The active check passing (after a failure) ends it at once.
+        _ = shared.recordProbe(ok: false, problem: "x", healthyThreshold: 1, unhealthyThreshold: 1)
+        _ = shared.recordProbe(ok: true, problem: nil, healthyThreshold: 1, unhealthyThreshold: 1)
+        #expect(!shared.isEjected)
+    }
+
+    @Test func outlierDetectionIsConfigured() throws {
+        let config = try ConfigLoader.parse(Array(#"""
+            {"backends": [{"url": "http://a:1"}], "outlier_detection": {"consecutive_failures": 3, "base_ejection_ms": 500},
+             "upstreams": {"api": {"backends": [{"url": "http://c:1"}], "outlier_detection": {"consecutive_failures": 0}}},
+             "routes": [{"path": "/api", "upstream": "api"}]}
+            """#.utf8), file: "config.json")
+        let top = config.allUpstreams[0].balance.outlierDetection
+        #expect(top.consecutiveFailures == 3 && top.baseEjectionMs == 500 && top.maxEjectionPercent == 50)
+        #expect(!config.allUpstreams[1].balance.outlierDetection.isEnabled)
+        #expect(OutlierDetectionConfig().consecutiveFailures == 5, "on by default")
+        do {
+            _ = try ConfigLoader.parse(Array(#"{"backends": [{"url": "http://a:1"}], "outlier_detection": {"max_ejection_percent": 101}}"#.utf8),
+                                       file: "config.json")
+            Issue.record("loaded")
+        } catch {
+            #expect(error.description.contains("outlier_detection.max_ejection_percent: must be at most 100, got 101"))
+        }
     }
 
     // MARK: configuration
@@ -239,6 +364,10 @@ import Testing
         #expect(config.allUpstreams[0].balance == BalanceConfig(policy: .p2cEWMA))
         #expect(config.allUpstreams[1].balance == BalanceConfig(policy: .maglev, hashKey: .cookie("srv")))
         #expect(HashKey.parse("header:X-User") == .success(.header("x-user")))
+        #expect(HashKey.parse("header:a(b)") == .failure(HashKeyError("header:a(b)")))
+        #expect(HashKey.parse("query:a&b") == .failure(HashKeyError("query:a&b")))
+        #expect(error(#"{"upstreams": {"u": {"backends": [{"url": "http://a:1"}]}}, "balance": "random", "routes": [{"path": "/", "upstream": "u"}]}"#)
+            .contains("balance: applies to the top-level \"backends\" (the default pool), and there are none"))
 
         func error(_ json: String) -> String {
             do { _ = try ConfigLoader.parse(Array(json.utf8), file: "config.json"); return "loaded" } catch { return error.description }

@@ -23,7 +23,8 @@ enum HealthEndpoint {
                 json += "\"healthy\":\(b.isHealthy),\"active_connections\":\(b.activeRequests),"
                 json += "\"idle_pooled_connections\":\(b.idlePooledConnections),"
                 json += "\"consecutive_successes\":\(record.consecutiveSuccesses),\"consecutive_failures\":\(record.consecutiveFailures),"
-                json += "\"last_error\":\(record.lastError.map(JSONText.quote) ?? "null")}"
+                json += "\"last_error\":\(record.lastError.map(JSONText.quote) ?? "null"),"
+                json += "\"ejected\":\(b.isEjected),\"ejections\":\(b.ejections),\"failed_attempts_in_a_row\":\(b.consecutiveFailures)}"
             }
         }
         json += "]}\n"

@@ -48,6 +48,14 @@ enum MetricsEndpoint {
         for u in settings.upstreams {
             for b in u.backends { text.sample("proxy_backend_up", backendLabels(u, b), UInt64(b.isHealthy ? 1 : 0)) }
         }
+        text.family("proxy_backend_ejected", "gauge", "1 while passive health (outlier_detection) has ejected the backend, else 0.")
+        for u in settings.upstreams {
+            for b in u.backends { text.sample("proxy_backend_ejected", backendLabels(u, b), UInt64(b.shared.isEjected ? 1 : 0)) }
+        }
+        text.family("proxy_backend_ejections_total", "counter", "Ejections by passive health (outlier_detection).")
+        for u in settings.upstreams {
+            for b in u.backends { text.sample("proxy_backend_ejections_total", backendLabels(u, b), UInt64(b.shared.ejections)) }
+        }
         text.family("proxy_backend_probe_failures_total", "counter", "Failed health probes.")
         for u in settings.upstreams {
             for b in u.backends { text.sample("proxy_backend_probe_failures_total", backendLabels(u, b), b.shared.probeRecord.failures) }

@@ -226,7 +226,13 @@ enum StatusPageHTML {
             health.appendChild(document.createTextNode(' '));
             health.appendChild(el('span', 'why', b.last_error));
           }
-          if (num(b.probe_failures)) health.title = 'probe failures: ' + num(b.probe_failures);
+          if (b.healthy && b.ejected) {
+            health.appendChild(document.createTextNode(' '));
+            health.appendChild(el('span', 'badge down', 'EJECTED'));
+          }
+          if (num(b.probe_failures) || num(b.ejections)) {
+            health.title = 'probe failures: ' + num(b.probe_failures) + ', ejections: ' + num(b.ejections);
+          }
           cells(tr, s, bounds);
           body.appendChild(tr);
         }

@@ -33,9 +33,10 @@ public struct AttemptSet: Sendable {
 
 extension Array where Element == Backend {
     /// Whether `self[index]` may take an attempt of a request that already tried `tried`:
-    /// it exists, is healthy and was not tried yet. What every policy asks of a candidate.
+    /// it exists, is available (healthy, not ejected) and was not tried yet. What every policy
+    /// asks of a candidate.
     @inline(__always)
     func canTake(_ index: Int, _ tried: AttemptSet) -> Bool {
-        index < count && self[index].isHealthy && !tried.contains(index)
+        index < count && self[index].isAvailable && !tried.contains(index)
     }
 }

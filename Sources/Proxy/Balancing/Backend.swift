@@ -37,11 +37,11 @@ public final class Backend {
     public var url: String { shared.url }
     public var address: SocketAddress { shared.address }
 
-    /// Its share relative to the upstream's other backends (`weight`).
-    public var weight: Int { shared.config.weight }
-
     /// The health checker's current verdict.
     public var isHealthy: Bool { shared.isHealthy }
+
+    /// Healthy and not ejected by passive health: what the balancer may pick.
+    public var isAvailable: Bool { shared.isAvailable }
 
     /// Requests this worker is forwarding to this backend; published for `/_health`.
     public var activeRequests = 0 {

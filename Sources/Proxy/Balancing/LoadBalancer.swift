@@ -30,10 +30,16 @@ enum AttemptOutcome: Equatable {
 /// Threading: one worker's loop.
 struct LoadBalancer {
     let policy: BalancePolicy
+    /// Passive health: when failures in a row eject a backend.
+    let outlier: OutlierDetectionConfig
+    /// The upstream's name, for log lines.
+    let upstreamName: String
     /// What the hashing policies hash (nil for the others), and the header, cookie or query
     /// parameter name in it as bytes.
     let hashKey: HashKey?
     let keyName: [UInt8]
+    /// Each backend's weight, by index.
+    let weights: [Int]
     private var roundRobin: RoundRobinBalancer
     private var p2c: P2CEWMABalancer?
     private var ring: RingHashBalancer?
@@ -43,24 +49,32 @@ struct LoadBalancer {
     /// Plain round-robin (tests, and pools built without a config).
     init() {
         policy = .roundRobin
+        weights = []
+        outlier = OutlierDetectionConfig()
+        upstreamName = UpstreamConfig.defaultName
         hashKey = nil
         keyName = []
         roundRobin = RoundRobinBalancer()
     }
 
-    init(_ config: BalanceConfig, backends: [Backend]) {
+    /// `weights`: the configured weight of each backend (by default, the one each backend was
+    /// created with; a reload that changes only weights keeps the backends and passes new ones).
+    init(_ config: BalanceConfig, backends: [Backend], weights: [Int]? = nil, upstreamName: String = UpstreamConfig.defaultName) {
         policy = config.policy
+        outlier = config.outlierDetection
+        self.upstreamName = upstreamName
         hashKey = config.policy.hashes ? config.hashKey : nil
         switch hashKey {
         case .header(let name), .cookie(let name), .query(let name): keyName = Array(name.utf8)
         case .clientIP, .path, nil: keyName = []
         }
-        let weights = backends.map(\.weight)
+        let weights = weights ?? backends.map { $0.shared.config.weight }
+        self.weights = weights
         roundRobin = RoundRobinBalancer(weights: weights)
         switch config.policy {
         case .p2cEWMA: p2c = P2CEWMABalancer(count: backends.count, now: Platform.monotonicNanos())
-        case .ringHash: ring = RingHashBalancer(ids: backends.map(\.id), weights: weights)
-        case .maglev: maglev = MaglevBalancer(ids: backends.map(\.id), weights: weights, healthy: backends.map(\.isHealthy))
+        case .ringHash: ring = RingHashBalancer(names: backends.map(\.url), weights: weights)
+        case .maglev: maglev = MaglevBalancer(names: backends.map(\.url), weights: weights, healthy: backends.map(\.isAvailable))
         case .roundRobin, .leastRequest, .random: break
         }
     }
@@ -73,24 +87,26 @@ struct LoadBalancer {
         case .roundRobin:
             return roundRobin.pick(from: backends, excluding: tried)
         case .leastRequest:
-            return LeastRequestBalancer().pick(from: backends, excluding: tried, random: &random)
+            return LeastRequestBalancer().pick(from: backends, weights: weights, excluding: tried, random: &random)
         case .random:
-            return RandomBalancer().pick(from: backends, excluding: tried, random: &random)
+            return RandomBalancer().pick(from: backends, weights: weights, excluding: tried, random: &random)
         case .p2cEWMA:
-            return p2c!.pick(from: backends, excluding: tried, random: &random, now: Platform.monotonicNanos())
+            return p2c!.pick(from: backends, weights: weights, excluding: tried, random: &random, now: Platform.monotonicNanos())
         case .ringHash:
-            guard let key else { return roundRobin.pick(from: backends, excluding: tried) }
-            return ring!.pick(key: key, from: backends, excluding: tried)
+            if let key, let picked = ring!.pick(key: key, from: backends, excluding: tried) { return picked }
+            return roundRobin.pick(from: backends, excluding: tried)
         case .maglev:
-            guard let key else { return roundRobin.pick(from: backends, excluding: tried) }
-            return maglev!.pick(key: key, from: backends, excluding: tried)
+            // A table that gives nothing (stale until the next sweep, or every member tried):
+            // round-robin over what is available.
+            if let key, let picked = maglev!.pick(key: key, from: backends, excluding: tried) { return picked }
+            return roundRobin.pick(from: backends, excluding: tried)
         }
     }
 
     /// The hash of `head`'s key, when this policy hashes one and the request carries it.
-    func key(of head: RequestHead, clientIP: [UInt8]) -> UInt64? {
+    func key(of head: RequestHead, target: Range<Int>? = nil, clientIP: [UInt8]) -> UInt64? {
         guard let hashKey else { return nil }
-        return RequestHashKey.hash(hashKey, name: keyName, head: head, clientIP: clientIP)
+        return RequestHashKey.hash(hashKey, name: keyName, head: head, target: target ?? head.target, clientIP: clientIP)
     }
 
     /// Whether any backend is healthy at all (a 503 "no healthy backend" rather than a 502).
@@ -108,20 +124,44 @@ struct LoadBalancer {
     /// the pick to the response head, when one came.
     mutating func finished(_ index: Int, of backends: [Backend], outcome: AttemptOutcome, headMicros: UInt64?) {
         backends[index].activeRequests -= 1
+        if outlier.isEnabled { notePassiveHealth(index, backends, outcome) }
         guard policy == .p2cEWMA else { return }  // the others learn nothing from outcomes
         switch outcome {
-        case .response:
+        case .response(let status) where status < 500:
             if let headMicros { p2c!.observe(index, micros: headMicros, failed: false, now: Platform.monotonicNanos()) }
-        case .connectFailure, .upstreamFailure, .timeout:
+        case .response, .connectFailure, .upstreamFailure, .timeout:
+            // A 5xx counts as a failure: a broken backend answering fast must not look fast.
             p2c!.observe(index, micros: nil, failed: true, now: Platform.monotonicNanos())
         case .notTheBackend:
             break
         }
     }
 
-    /// The active health checks changed the verdict on `backends[index]`. Picks skip unhealthy
-    /// backends whatever the policy; Maglev rebuilds its table over the healthy ones.
-    mutating func healthChanged(_ index: Int, healthy: Bool, backends: [Backend]) {
-        if maglev != nil { maglev!.rebuild(healthy: backends.map(\.isHealthy)) }
+    /// Whether some backends may take requests changed: the active checks' verdict, or an
+    /// ejection by passive health that began or ended (told once per worker sweep). Picks skip
+    /// unavailable backends whatever the policy; Maglev rebuilds its table over the available ones.
+    mutating func availabilityChanged(backends: [Backend]) {
+        if maglev != nil { maglev!.rebuild(healthy: backends.map(\.isAvailable)) }
+    }
+
+    /// Passive health: a failed attempt (refused or failed connection, reset, timeout, 5xx)
+    /// lengthens the backend's streak of failures — kept across workers in `SharedBackend` —
+    /// and at `consecutive_failures` ejects it, unless that would take out more than
+    /// `max_ejection_percent` of the upstream. Any other answer ends the streak.
+    private func notePassiveHealth(_ index: Int, _ backends: [Backend], _ outcome: AttemptOutcome) {
+        let shared = backends[index].shared
+        switch outcome {
+        case .response(let status) where status < 500:
+            shared.noteSuccess()
+        case .response, .connectFailure, .upstreamFailure, .timeout:
+            guard shared.noteFailure() >= outlier.consecutiveFailures, !shared.isEjected else { return }
+            let ejected = backends.reduce(0) { $0 + ($1.shared.isEjected ? 1 : 0) }
+            guard (ejected + 1) * 100 <= outlier.maxEjectionPercent * backends.count else { return }
+            if let ms = shared.eject(nowNs: Platform.monotonicNanos(), baseMs: outlier.baseEjectionMs) {
+                Log.warning("backend \(shared.id) of upstream \(upstreamName) ejected for \(ms) ms after \(outlier.consecutiveFailures) failed attempts in a row (outlier_detection)")
+            }
+        case .notTheBackend:
+            break
+        }
     }
 }

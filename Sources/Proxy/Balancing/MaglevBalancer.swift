@@ -5,32 +5,43 @@
 /// search. When a backend leaves, the table is rebuilt over the rest and about 1/n of the
 /// slots change owner (a little more than a ring moves, in exchange for a flat lookup).
 ///
-/// The table holds only healthy backends (`rebuild` on every verdict change). A backend this
-/// request already tried is skipped by looking at the slots after the key's one.
+/// The table holds only available backends (`rebuild` when availability changes, once per
+/// worker sweep). A backend this request already tried is skipped by looking at the next slots,
+/// a bounded number of them; when they give nothing (a stale table, every member tried) the
+/// caller goes round-robin. Permutations come from hashes of the backends' URLs, and members
+/// take their turns in the order of those hashes: the table does not depend on ids (which
+/// default from positions) nor on the order of the list.
 ///
 /// Memory: `tableSize` 16-bit entries (128 KiB) per upstream per worker.
 /// Threading: a value, one loop.
 struct MaglevBalancer {
     /// A prime well above 100 × the backends (the paper's guidance for even shares); Envoy's default.
     static let tableSize = 65_537
+    /// Slots looked at past the key's one before giving up.
+    static let scanLimit = 4096
 
     private var table: [UInt16] = []
     private let offsets: [Int]
     private let skips: [Int]
     private let weights: [Int]
 
-    init(ids: [String], weights: [Int], healthy: [Bool]) {
+    /// Member order for filling: by the hash of the name.
+    private let fillOrder: [Int]
+
+    init(names: [String], weights: [Int], healthy: [Bool]) {
         let m = UInt64(Self.tableSize)
-        offsets = ids.map { Int(StableHash.hash($0, seed: 0x6d61_676c_6576) % m) }
-        skips = ids.map { Int(StableHash.hash($0, seed: 0x736b_6970) % (m - 1)) + 1 }
+        offsets = names.map { Int(StableHash.hash($0, seed: 0x6d61_676c_6576) % m) }
+        skips = names.map { Int(StableHash.hash($0, seed: 0x736b_6970) % (m - 1)) + 1 }
         self.weights = weights.map { max($0, 1) }
+        let order = names.map { StableHash.hash($0) }
+        fillOrder = names.indices.sorted { order[$0] != order[$1] ? order[$0] < order[$1] : $0 < $1 }
         rebuild(healthy: healthy)
     }
 
     /// Refills the table over the backends marked healthy (empty when none is).
     mutating func rebuild(healthy: [Bool]) {
         let m = Self.tableSize
-        let members = (0..<min(healthy.count, offsets.count, Int(UInt16.max))).filter { healthy[$0] }
+        let members = fillOrder.filter { $0 < min(healthy.count, Int(UInt16.max)) && healthy[$0] }
         guard !members.isEmpty else { table = []; return }
         var filled = [UInt16](repeating: UInt16.max, count: m)
         var next = [Int](repeating: 0, count: offsets.count)
@@ -60,8 +71,9 @@ struct MaglevBalancer {
         guard !table.isEmpty else { return nil }
         var slot = Int(key % UInt64(table.count))
         // The key's slot; for a retry (or a verdict not yet rebuilt in), the next slots that name
-        // a usable backend. Bounded: a full lap finds every backend in the table.
-        for _ in 0..<table.count {
+        // a usable backend — at most `scanLimit` of them (slots of different members interleave,
+        // so that many cover every member many times over).
+        for _ in 0..<min(table.count, Self.scanLimit) {
             let owner = Int(table[slot])
             if backends.canTake(owner, tried) { return owner }
             slot += 1

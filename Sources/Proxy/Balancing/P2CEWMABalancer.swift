@@ -11,8 +11,9 @@ import Glibc
 /// - it also decays toward zero while the backend gets no answers (read as
 ///   `estimate × e^(-Δt/τ)`), so a backend that was slow once is tried again later rather than
 ///   starved for ever;
-/// - an unmeasured backend starts at 1 ms; a failed attempt (refused, reset, timed out) counts
-///   as twice the estimate and at least 50 ms, so a backend that fails fast does not look fast.
+/// - an unmeasured backend starts at 1 ms; a failed attempt (refused, reset, timed out, or a
+///   5xx answer) counts as twice the current estimate and at least 50 ms, so a backend that
+///   fails fast does not look fast; no estimate exceeds 10 s.
 ///
 /// Threading: a value, one loop.
 struct P2CEWMABalancer {
@@ -22,36 +23,37 @@ struct P2CEWMABalancer {
     static let decayNs = 10e9
     static let initialMicros = 1_000.0
     static let failureFloorMicros = 50_000.0
+    /// No estimate goes above 10 s (a run of failures must not starve a backend for minutes,
+    /// and stays finite).
+    static let ceilingMicros = 10_000_000.0
 
     init(count: Int, now: UInt64) {
         estimate = Array(repeating: Self.initialMicros, count: count)
         updatedAt = Array(repeating: now, count: count)
     }
 
-    func pick(from backends: [Backend], excluding tried: AttemptSet, random: inout BalancerRandom, now: UInt64) -> Int? {
-        let n = min(backends.count, estimate.count)
-        var eligible = 0
-        for i in 0..<n where backends.canTake(i, tried) { eligible += 1 }
-        guard eligible > 0 else { return nil }
-        // Two distinct ordinals among the eligible backends, then their indices.
-        let first = random.below(eligible)
-        var second = eligible > 1 ? random.below(eligible - 1) : first
-        if eligible > 1 && second >= first { second += 1 }
-        var a = -1, b = -1, ordinal = 0
-        for i in 0..<n where backends.canTake(i, tried) {
-            if ordinal == first { a = i }
-            if ordinal == second { b = i }
-            ordinal += 1
+    func pick(from backends: [Backend], weights: [Int], excluding tried: AttemptSet, random: inout BalancerRandom, now: UInt64) -> Int? {
+        // Two distinct available backends, uniformly, in one pass (reservoir of two): a verdict
+        // another thread changes meanwhile cannot leave a choice unfilled.
+        var a = -1, b = -1, seen = 0
+        for i in 0..<min(backends.count, estimate.count, weights.count) where backends.canTake(i, tried) {
+            seen += 1
+            if seen == 1 { a = i } else if seen == 2 { b = i } else {
+                let slot = random.below(seen)
+                if slot == 0 { a = i } else if slot == 1 { b = i }
+            }
         }
-        if a == b { return a }
+        guard a >= 0 else { return nil }
+        guard b >= 0 else { return a }
+        if random.below(2) == 0 { swap(&a, &b) }
         // Costs within 1 % are a tie, which goes to `a` (itself a uniform draw): estimates of
         // equally fast backends differ by their decay since their last answers, which must not
         // decide.
-        return cost(b, backends, now) * 1.01 < cost(a, backends, now) ? b : a
+        return cost(b, backends, weights, now) * 1.01 < cost(a, backends, weights, now) ? b : a
     }
 
-    private func cost(_ i: Int, _ backends: [Backend], _ now: UInt64) -> Double {
-        current(i, now) * Double(backends[i].activeRequests + 1) / Double(backends[i].weight)
+    private func cost(_ i: Int, _ backends: [Backend], _ weights: [Int], _ now: UInt64) -> Double {
+        current(i, now) * Double(backends[i].activeRequests + 1) / Double(weights[i])
     }
 
     /// The estimate of backend `i` at `now`, decayed since its last update.
@@ -64,13 +66,15 @@ struct P2CEWMABalancer {
     mutating func observe(_ i: Int, micros: UInt64?, failed: Bool, now: UInt64) {
         guard i < estimate.count else { return }
         let elapsed = now > updatedAt[i] ? Double(now - updatedAt[i]) : 0
-        let previous = estimate[i]
-        let sample = failed ? max(previous * 2, Self.failureFloorMicros) : Double(micros ?? 0)
-        if sample > previous {
+        // What the estimate reads as now (decayed since the last answer): the base a failure
+        // doubles, so failures spread over time do not compound without end.
+        let decayed = current(i, now)
+        let sample = min(failed ? max(decayed * 2, Self.failureFloorMicros) : Double(micros ?? 0), Self.ceilingMicros)
+        if sample > decayed {
             estimate[i] = sample
         } else {
             let w = exp(-elapsed / Self.decayNs)
-            estimate[i] = previous * w + sample * (1 - w)
+            estimate[i] = estimate[i] * w + sample * (1 - w)
         }
         updatedAt[i] = now
     }

@@ -1,15 +1,13 @@
-/// A random healthy backend, in proportion to weight.
+/// A random available backend, in proportion to weight: one pass of weighted reservoir sampling
+/// (a verdict that changes meanwhile cannot leave the pick without an answer).
 /// Threading: a value, one loop.
 struct RandomBalancer {
-    func pick(from backends: [Backend], excluding tried: AttemptSet, random: inout BalancerRandom) -> Int? {
-        var total = 0
-        for i in 0..<backends.count where backends.canTake(i, tried) { total += backends[i].weight }
-        guard total > 0 else { return nil }
-        var point = random.below(total)
-        for i in 0..<backends.count where backends.canTake(i, tried) {
-            point -= backends[i].weight
-            if point < 0 { return i }
+    func pick(from backends: [Backend], weights: [Int], excluding tried: AttemptSet, random: inout BalancerRandom) -> Int? {
+        var chosen = -1, total = 0
+        for i in 0..<min(backends.count, weights.count) where backends.canTake(i, tried) {
+            total += weights[i]
+            if random.below(total) < weights[i] { chosen = i }
         }
-        return nil
+        return chosen >= 0 ? chosen : nil
     }
 }

@@ -1,38 +1,42 @@
 /// The hash of a request's `hash_key` (`StableHash`), for `ring_hash` and `maglev`: nil when the
-/// request does not carry the key (no such field, cookie or query parameter), which sends it
-/// round-robin. Values are hashed as sent — no decoding, no case folding — so one client's key
+/// request does not carry the key (no such field, cookie or query parameter, or an empty
+/// value — all those would pile onto one backend), which sends it round-robin. Values are hashed as sent — no decoding, no case folding — so one client's key
 /// always lands on one backend.
 ///
 /// Threading: pure functions over the request head.
 enum RequestHashKey {
     /// `name`: the header, cookie or query parameter name as bytes (`LoadBalancer.keyName`),
     /// lowercase for a header.
-    static func hash(_ key: HashKey, name: [UInt8], head: RequestHead, clientIP: [UInt8]) -> UInt64? {
+    /// `target`: the origin-form target (`/path?query`; for an absolute-form request, its part
+    /// after the authority), as routing sees it.
+    static func hash(_ key: HashKey, name: [UInt8], head: RequestHead, target t: Range<Int>, clientIP: [UInt8]) -> UInt64? {
         let b = head.bytes
         switch key {
         case .clientIP:
             return clientIP.withUnsafeBytes { StableHash.hash($0) }
         case .path:
-            let t = head.target
             var end = t.lowerBound
-            while end < t.upperBound && b[end] != UInt8(ascii: "?") { end += 1 }
+            while end < t.upperBound && b[end] != UInt8(ascii: "?") && b[end] != UInt8(ascii: "#") { end += 1 }
             return StableHash.hash(b, t.lowerBound..<end)
         case .header:
             for field in head.fields where field.name.count == name.count && equalsLowercase(b, field.name, name) {
-                return StableHash.hash(b, field.value)
+                return field.value.isEmpty ? nil : StableHash.hash(b, field.value)
             }
             return nil
         case .cookie:
             for field in head.fields where field.name.count == 6 && b.equalsIgnoringCase(field.name, "cookie") {
-                if let value = pairValue(b, field.value, separator: UInt8(ascii: ";"), name: name) { return StableHash.hash(b, value) }
+                if let value = pairValue(b, field.value, separator: UInt8(ascii: ";"), name: name) {
+                    return value.isEmpty ? nil : StableHash.hash(b, value)
+                }
             }
             return nil
         case .query:
-            let t = head.target
             var start = t.lowerBound
             while start < t.upperBound && b[start] != UInt8(ascii: "?") { start += 1 }
             guard start < t.upperBound else { return nil }
-            guard let value = pairValue(b, (start + 1)..<t.upperBound, separator: UInt8(ascii: "&"), name: name) else { return nil }
+            var end = start + 1
+            while end < t.upperBound && b[end] != UInt8(ascii: "#") { end += 1 }
+            guard let value = pairValue(b, (start + 1)..<end, separator: UInt8(ascii: "&"), name: name), !value.isEmpty else { return nil }
             return StableHash.hash(b, value)
         }
     }

@@ -1,31 +1,40 @@
-/// Consistent hashing on a ring (Ketama-style): every backend owns points on a 64-bit circle —
-/// `160 × weight` of them — and a request goes to the owner of the first point at or after the
-/// hash of its key, or the next healthy, untried owner after it. When a backend leaves (down,
-/// or removed by a reload) only the keys on its points move; the others keep their backend.
+/// Consistent hashing on a ring (Ketama-style): every backend owns points on a 64-bit circle, in
+/// proportion to its weight, and a request goes to the owner of the first point at or after the
+/// hash of its key, or the next available, untried owner after it. When a backend leaves (down,
+/// ejected, or removed by a reload) only the keys on its points move; the others keep theirs.
 ///
-/// Points are hashes of `id-k` (`StableHash`): every worker and every proxy process builds the
-/// same ring. Threading: a value, one loop.
+/// Points are hashes of `URL-k` (`StableHash`), not of ids (which default from list positions):
+/// every worker and every proxy process builds the same ring whatever the order or names of the
+/// backends. Weights are divided by their greatest common divisor, and the ring holds at most
+/// `maxPoints` points (160 per unit of weight below that).
+/// Threading: a value, one loop.
 struct RingHashBalancer {
     private(set) var points: [UInt64] = []
     private var owners: [Int32] = []
 
     static let pointsPerWeight = 160
+    static let maxPoints = 16_384
 
-    init(ids: [String], weights: [Int]) {
+    init(names: [String], weights: [Int]) {
+        let g = weights.reduce(0) { gcd($0, max($1, 1)) }
+        let units = weights.map { max($0, 1) / max(g, 1) }
+        let total = max(units.reduce(0, +), 1)
+        let perUnit = max(1, min(Self.pointsPerWeight, Self.maxPoints / total))
         var ring: [(point: UInt64, owner: Int32)] = []
-        for (i, id) in ids.enumerated() {
-            let count = Self.pointsPerWeight * max(weights[i], 1)
-            ring.reserveCapacity(ring.count + count)
-            for k in 0..<count { ring.append((StableHash.hash("\(id)-\(k)"), Int32(i))) }
+        ring.reserveCapacity(total * perUnit)
+        for (i, name) in names.enumerated() {
+            for k in 0..<(units[i] * perUnit) { ring.append((StableHash.hash("\(name)-\(k)"), Int32(i))) }
         }
-        // Ties (two ids hashing to one point) go to the lower index: the same on every worker.
-        ring.sort { $0.point != $1.point ? $0.point < $1.point : $0.owner < $1.owner }
+        // Ties (two names hashing to one point) go to the lower hash of the name: the same on
+        // every worker whatever the order.
+        let nameHash = names.map { StableHash.hash($0) }
+        ring.sort { $0.point != $1.point ? $0.point < $1.point : nameHash[Int($0.owner)] < nameHash[Int($1.owner)] }
         points = ring.map(\.point)
         owners = ring.map(\.owner)
     }
 
     func pick(key: UInt64, from backends: [Backend], excluding tried: AttemptSet) -> Int? {
-        guard !points.isEmpty else { return nil }
+        guard !points.isEmpty, (0..<backends.count).contains(where: { backends.canTake($0, tried) }) else { return nil }
         // First point >= key (wrapping to the start).
         var low = 0, high = points.count
         while low < high {
@@ -41,4 +50,10 @@ struct RingHashBalancer {
         }
         return nil
     }
+}
+
+func gcd(_ a: Int, _ b: Int) -> Int {
+    var (x, y) = (a, b)
+    while y != 0 { (x, y) = (y, x % y) }
+    return x
 }

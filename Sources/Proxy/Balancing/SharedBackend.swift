@@ -78,7 +78,62 @@ public final class SharedBackend: Sendable {
         }
         guard nowHealthy != wasHealthy else { return nil }
         healthy.store(nowHealthy, ordering: .relaxed)
+        if nowHealthy { _ = endEjection(nowNs: 0, force: true) }
         return nowHealthy ? .up : .down
+    }
+
+    // MARK: Passive health (outlier detection)
+    //
+    // Every worker reports its attempts here; the first to see the streak reach the limit ejects
+    // the backend (a compare-and-exchange, so one ejection per streak), and the workers' sweeps
+    // end it when it is due. Relaxed atomics: the request path reads one flag.
+
+    private let failureStreak = Atomic<Int>(0)
+    private let ejectedFlag = Atomic<Bool>(false)
+    private let ejectedUntilNs = Atomic<UInt64>(0)
+    /// Ejections in a row (the next one lasts this many + 1 base times, up to 10); back to 0
+    /// after a success outside an ejection.
+    private let ejectionStreak = Atomic<Int>(0)
+    private let ejectionsTotal = Atomic<Int>(0)
+
+    /// Passive health has taken this backend out for now.
+    public var isEjected: Bool { ejectedFlag.load(ordering: .relaxed) }
+    /// The active check's verdict and not ejected: what the balancer may pick.
+    public var isAvailable: Bool { healthy.load(ordering: .relaxed) && !ejectedFlag.load(ordering: .relaxed) }
+    /// Times ejected since start (or since this backend entered the config).
+    public var ejections: Int { ejectionsTotal.load(ordering: .relaxed) }
+    /// Failed attempts in a row, as passive health counts them.
+    public var consecutiveFailures: Int { failureStreak.load(ordering: .relaxed) }
+
+    /// An attempt got an answer that is not a 5xx. Writes only when there is a streak to end
+    /// (the common case costs one load, and the cache line stays shared between workers).
+    func noteSuccess() {
+        if failureStreak.load(ordering: .relaxed) != 0 { failureStreak.store(0, ordering: .relaxed) }
+        if ejectionStreak.load(ordering: .relaxed) != 0 && !isEjected { ejectionStreak.store(0, ordering: .relaxed) }
+    }
+
+    /// An attempt failed; returns the streak, this one included.
+    func noteFailure() -> Int {
+        failureStreak.wrappingAdd(1, ordering: .relaxed).newValue
+    }
+
+    /// Ejects the backend until `nowNs` + `baseMs` × (ejections in a row, capped at 10). Returns
+    /// the ejection's length in ms, or nil when another worker ejected it first.
+    func eject(nowNs: UInt64, baseMs: Int) -> Int? {
+        guard ejectedFlag.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return nil }
+        let times = min(ejectionStreak.wrappingAdd(1, ordering: .relaxed).newValue, 10)
+        let ms = baseMs * times
+        ejectedUntilNs.store(nowNs + UInt64(ms) * 1_000_000, ordering: .relaxed)
+        ejectionsTotal.wrappingAdd(1, ordering: .relaxed)
+        failureStreak.store(0, ordering: .relaxed)
+        return ms
+    }
+
+    /// Ends an ejection that is due at `nowNs` (or at once with `force`, when the active check
+    /// just passed). Returns whether this call ended it.
+    func endEjection(nowNs: UInt64, force: Bool = false) -> Bool {
+        guard isEjected, force || nowNs >= ejectedUntilNs.load(ordering: .relaxed) else { return false }
+        return ejectedFlag.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged
     }
 
     /// Requests in flight to this backend, summed over all workers.
@@ -87,7 +142,12 @@ public final class SharedBackend: Sendable {
     public var idlePooledConnections: Int { counters.reduce(0) { $0 + $1.idlePooled.load(ordering: .relaxed) } }
 
     /// Same backend as far as a reload is concerned: its pool and health carry over.
-    func isSame(as other: BackendConfig) -> Bool { config == other }
+    /// (The weight is not part of it: it belongs to the balancer, which every reload rebuilds.)
+    func isSame(as other: BackendConfig) -> Bool {
+        var mine = config
+        mine.weight = other.weight
+        return mine == other
+    }
 
     /// Same server under another name or position: its health carries over.
     func hasSameAddress(as other: BackendConfig) -> Bool { config.host == other.host && config.port == other.port }

@@ -1,9 +1,12 @@
-/// How an upstream spreads requests over its backends: `"balance"` and `"hash_key"` in an
-/// upstream object (at top level for the default pool, as `health_check`).
+/// How an upstream spreads requests over its backends: `"balance"`, `"hash_key"` and
+/// `"outlier_detection"` in an upstream object (at top level for the default pool, as
+/// `health_check`).
 public struct BalanceConfig: Sendable, Equatable {
     public var policy: BalancePolicy
     /// What `ring_hash` and `maglev` hash; required by them, refused by the others.
     public var hashKey: HashKey?
+    /// Passive health (`"outlier_detection"`).
+    public var outlierDetection = OutlierDetectionConfig()
 
     public init(policy: BalancePolicy = .roundRobin, hashKey: HashKey? = nil) {
         self.policy = policy
@@ -66,9 +69,14 @@ public enum HashKey: Sendable, Equatable, CustomStringConvertible {
         }
         guard let colon = text.firstIndex(of: ":") else { return .failure(HashKeyError(text)) }
         let kind = text[..<colon], name = String(text[text.index(after: colon)...])
-        guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ";") && $0 != UInt8(ascii: "=") }) else {
-            return .failure(HashKeyError(text))
-        }
+        // Header and cookie names are tokens (RFC 9110 §5.6.2, RFC 6265 §4.1.1); a query
+        // parameter name is anything but the separators.
+        let token = "!#$%&'*+-.^_`|~".utf8
+        let isToken = { (c: UInt8) in (c >= 0x30 && c <= 0x39) || (c | 0x20 >= 0x61 && c | 0x20 <= 0x7A) || token.contains(c) }
+        let fits: (UInt8) -> Bool = kind == "query"
+            ? { $0 > 0x20 && $0 < 0x7F && !"&=#;+".utf8.contains($0) }
+            : isToken
+        guard !name.isEmpty, name.utf8.allSatisfy(fits) else { return .failure(HashKeyError(text)) }
         switch kind {
         case "header": return .success(.header(name.lowercased()))
         case "cookie": return .success(.cookie(name))
@@ -81,4 +89,21 @@ public enum HashKey: Sendable, Equatable, CustomStringConvertible {
 public struct HashKeyError: Error, Sendable, Equatable {
     public let text: String
     init(_ text: String) { self.text = text }
+}
+
+/// Passive health (`"outlier_detection"`, per upstream and at top level): a backend whose
+/// attempts fail `consecutive_failures` times in a row — refused or failed connections, resets,
+/// timeouts, 5xx answers — is ejected for `base_ejection_ms` × the times it has been ejected in a
+/// row (capped at 10×), but never more than `max_ejection_percent` of an upstream's backends at
+/// once (rounded down: a one-backend upstream never ejects it). A success of the active health
+/// check ends an ejection early, as Envoy's `successful_active_health_check_uneject_host`.
+/// `consecutive_failures: 0` turns it off.
+public struct OutlierDetectionConfig: Sendable, Equatable {
+    public var consecutiveFailures = 5
+    public var baseEjectionMs = 30_000
+    public var maxEjectionPercent = 50
+
+    public init() {}
+
+    public var isEnabled: Bool { consecutiveFailures > 0 }
 }

@@ -82,6 +82,11 @@ public enum ConfigLoader {
                                                            baseHealth: config.healthCheck)
         }
         try config.balance.check(at: root)
+        if config.backends.isEmpty && (config.balance.policy != .roundRobin || config.balance.hashKey != nil) {
+            // The top-level policy is the default pool's; upstreams do not inherit it.
+            throw root.member("balance", example: BalanceConfig.policyExample)
+                .error("applies to the top-level \"backends\" (the default pool), and there are none; set \"balance\" in each upstream")
+        }
         try checkRouting(config, at: root)
         try checkAccessLog(config.accessLog, at: root)
         return config
@@ -397,6 +402,7 @@ extension ProxyConfig: ConfigSection {
             ConfigField(key: "hash_key", example: BalanceConfig.hashKeyExample) { config, value, at throws(ConfigError) in
                 config.balance.hashKey = try BalanceConfig.decodeHashKey(value, at: at)
             },
+            .section("outlier_detection", \.balance.outlierDetection),
             .section("timeouts", \.timeouts),
             .section("limits", \.limits),
             .section("pool", \.pool),
@@ -622,6 +628,18 @@ extension HTTP2Config: ConfigSection {
     }
 }
 
+extension OutlierDetectionConfig: ConfigSection {
+    static var defaults: OutlierDetectionConfig { OutlierDetectionConfig() }
+
+    static var fields: [ConfigField<OutlierDetectionConfig>] {
+        [
+            .integer("consecutive_failures", \.consecutiveFailures, 0...1_000_000),
+            .integer("base_ejection_ms", \.baseEjectionMs, 1...maxMilliseconds),
+            .integer("max_ejection_percent", \.maxEjectionPercent, 0...100),
+        ]
+    }
+}
+
 extension PoolConfig: ConfigSection {
     static var defaults: PoolConfig { PoolConfig() }
 
@@ -747,6 +765,7 @@ struct UpstreamEntry: ConfigSection {
             ConfigField(key: "hash_key", example: BalanceConfig.hashKeyExample) { entry, value, at throws(ConfigError) in
                 entry.balance.hashKey = try BalanceConfig.decodeHashKey(value, at: at)
             },
+            .section("outlier_detection", \.balance.outlierDetection),
         ]
     }
 

@@ -199,7 +199,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                                     reason: (x.pointee.lastConnectFailure ?? "Bad Gateway: no backend could be reached")
                                     + " (gave up after \(x.pointee.machine.attempts) attempts: limits.max_upstream_attempts)")
             }
-            let key = group.balancer.hashKey == nil ? nil : group.balancer.key(of: x.pointee.request, clientIP: peerIP)
+            let key = group.balancer.hashKey == nil ? nil
+                : group.balancer.key(of: x.pointee.request, target: x.pointee.forwardTarget ?? x.pointee.request.target, clientIP: peerIP)
             guard let index = group.balancer.pick(from: group.backends, excluding: x.pointee.triedBackends, key: key) else {
                 let giveUp = x.pointee.machine.noBackend(anyHealthy: group.balancer.anyHealthy(group.backends),
                                                          triedAny: !x.pointee.triedBackends.isEmpty)

@@ -74,8 +74,8 @@ final class ServerSettings {
         }
         self.backends = backends
         let upstreams = zip(config.allUpstreams, generation.upstreams).map { u, shared in
-            Upstream(shared: shared, worker: worker, backends: u.backends.compactMap { b in backends.first { $0.id == b.id } },
-                     balance: u.balance)
+            let members = u.backends.compactMap { b in backends.first { $0.id == b.id }.map { ($0, b.weight) } }
+            return Upstream(shared: shared, worker: worker, backends: members.map(\.0), balance: u.balance, weights: members.map(\.1))
         }
         self.upstreams = upstreams
         router = Router(config) { name in upstreams.firstIndex { $0.name == name } }

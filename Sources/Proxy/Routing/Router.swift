@@ -171,7 +171,7 @@ final class Upstream {
     let name: String
     let backends: [Backend]
     var balancer: LoadBalancer
-    /// The health verdicts `balancer` was last told of (`noticeHealthChanges`).
+    /// The availability `balancer` was last told of (`noticeHealthChanges`).
     private var knownHealth: [Bool]
     let shared: SharedUpstream
     /// This worker's slab in `shared.stats`: requests routed here that got no backend.
@@ -179,26 +179,30 @@ final class Upstream {
     /// The name as the access log writes it.
     let logName: LogName
 
-    init(shared: SharedUpstream, worker: Int, backends: [Backend], balance: BalanceConfig = BalanceConfig()) {
+    init(shared: SharedUpstream, worker: Int, backends: [Backend], balance: BalanceConfig = BalanceConfig(), weights: [Int]? = nil) {
         self.shared = shared
         name = shared.name
         logName = LogName(shared.name)
         stats = shared.stats[worker]
         self.backends = backends
-        knownHealth = backends.map(\.isHealthy)
-        balancer = LoadBalancer(balance, backends: backends)
+        knownHealth = backends.map(\.isAvailable)
+        balancer = LoadBalancer(balance, backends: backends, weights: weights, upstreamName: shared.name)
     }
 
-    /// Tells the balancer of verdicts the active checks changed since the last call (the
-    /// worker calls it on its sweep timer: no cost per request). Returns the backends that changed.
+    /// Ends the ejections that are due, then tells the balancer of availability changes since
+    /// the last call — verdicts of the active checks, ejections begun or ended (the worker
+    /// calls it on its sweep timer: no cost per request). Returns the backends that changed.
     @discardableResult
-    func noticeHealthChanges() -> [Int] {
+    func noticeHealthChanges(nowNs: UInt64 = Platform.monotonicNanos()) -> [Int] {
         var changed: [Int] = []
-        for (i, b) in backends.enumerated() where b.isHealthy != knownHealth[i] {
-            knownHealth[i] = b.isHealthy
-            balancer.healthChanged(i, healthy: knownHealth[i], backends: backends)
+        for b in backends where b.shared.endEjection(nowNs: nowNs) {
+            Log.info("backend \(b.id) of upstream \(name) is back from its ejection (outlier_detection)")
+        }
+        for (i, b) in backends.enumerated() where b.isAvailable != knownHealth[i] {
+            knownHealth[i] = b.isAvailable
             changed.append(i)
         }
+        if !changed.isEmpty { balancer.availabilityChanged(backends: backends) }
         return changed
     }
 }

@@ -27,6 +27,7 @@ struct ConfigChanges {
         if old.allUpstreams != new.allUpstreams && !(old.upstreams.isEmpty && new.upstreams.isEmpty) {
             settings.append("upstreams")  // names, members or health checks of the pools
         }
+        if old.balance != new.balance && !new.backends.isEmpty { settings.append("balance") }
         if old.timeouts != new.timeouts { settings.append("timeouts") }
         if old.limits != new.limits { settings.append("limits") }
         if old.pool != new.pool { settings.append("pool") }
