@@ -93,3 +93,76 @@ import Testing
         #expect(again >= 1, "back in rotation")
     }
 }
+
+/// Retries end to end: a 503 or a reset sent to another backend for a GET, never for a POST with
+/// a body, and the budget capping them under a failing backend.
+@Suite(.serialized) struct RetryTests {
+    private func config(_ ports: [UInt16], retries: String, extra: String = "") -> String {
+        let list = ports.enumerated().map { "{\"id\":\"b\($0.offset + 1)\",\"url\":\"http://127.0.0.1:\($0.element)\"}" }
+        return """
+            {"backends":[\(list.joined(separator: ","))],"retries":\(retries),
+             "outlier_detection":{"consecutive_failures":0},
+             "health_check":{"path":"/health","interval_ms":60000,"timeout_ms":500},"access_log":null\(extra)}
+            """
+    }
+
+    @Test func aFailedGetGoesToAnotherBackendAndAPostWithABodyDoesNot() throws {
+        let good = try startBackend()
+        let unavailable = ScriptedOrigin { conn, _ in
+            conn.send("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+            return .keepReading
+        }
+        let resetting = ScriptedOrigin { conn, _ in conn.reset(); return .close }
+        defer { good.stop(); unavailable.stop(); resetting.stop() }
+        // The failing backend is first: round-robin on one worker sends the first request there.
+        let proxy = try startProxy(config: config([unavailable.port, good.port], retries: #"{"attempts":1,"on":["503","reset"]}"#), workers: 1)
+        defer { proxy.stop() }
+        for _ in 0..<4 {
+            let r = try get(proxy.port, "/echo")
+            #expect(r.status == 200 && r.json["port"] as? Int == Int(good.port), "\(r.status) \(r.text)")
+        }
+        // Each retry moves the rotation on to the good backend, so the next request starts at
+        // the failing one again (as nginx's round-robin with proxy_next_upstream does).
+        #expect(unavailable.requests.count == 4, "every request tried it first")
+        let metrics = try get(proxy.port, "/_metrics").text
+        #expect(metrics.contains("proxy_upstream_retried_total{upstream=\"default\",reason=\"503\"} 4"), "\(metrics)")
+
+        let resets = try startProxy(config: config([resetting.port, good.port], retries: #"{"attempts":1,"on":["reset"]}"#), workers: 1)
+        defer { resets.stop() }
+        #expect(try get(resets.port, "/a").status == 200, "a GET reset by the first backend is answered by the second")
+        // A POST with a body is never sent twice: its reset is the client's 502.
+        var statuses: [Int] = []
+        for _ in 0..<2 {
+            statuses.append(try TestConnection(port: resets.port).request("POST", "/p", body: Array("x=1".utf8)).status)
+        }
+        #expect(statuses.contains(502), "\(statuses)")
+        #expect(resetting.requests.filter { $0.hasPrefix("POST") }.count == 1, "the POST reached the resetting backend once")
+    }
+
+    @Test func theBudgetCapsRetriesUnderAFailingBackend() throws {
+        let good = try startBackend()
+        let unavailable = ScriptedOrigin { conn, _ in
+            conn.send("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+            return .keepReading
+        }
+        defer { good.stop(); unavailable.stop() }
+        let proxy = try startProxy(config: config([unavailable.port, good.port],
+                                                  retries: #"{"attempts":1,"on":["503"],"budget_percent":0,"min_retries_per_s":0}"#), workers: 1)
+        defer { proxy.stop() }
+        var served = 0, refused = 0
+        for _ in 0..<60 {
+            switch try get(proxy.port, "/").status {
+            case 200: served += 1
+            case 503: refused += 1
+            default: break
+            }
+        }
+        // Every request meets the failing backend first (see above) until the budget is spent:
+        // 10 retries (its capacity; nothing is deposited, no floor), then 503s. The rotation
+        // then alternates: a refused request leaves the next one to the good backend.
+        #expect(refused + served == 60 && refused > 20 && served >= 10 && served < 40, "served \(served), refused \(refused)")
+        let metrics = try get(proxy.port, "/_metrics").text
+        #expect(metrics.contains("proxy_upstream_retried_total{upstream=\"default\",reason=\"503\"} 10"), "\(metrics.suffix(2000))")
+        #expect(metrics.contains("proxy_upstream_retries_over_budget_total{upstream=\"default\"} \(refused)"), "\(metrics.suffix(2000))")
+    }
+}

@@ -352,6 +352,74 @@ import Testing
         }
     }
 
+    // MARK: retries
+
+    @Test func theRetryBudgetAllowsAShareOfRequestsPlusAFloor() {
+        var config = RetriesConfig()
+        config.budgetPercent = 20
+        config.minRetriesPerS = 0
+        var budget = RetryBudget(config, now: 0)
+        // Starts with its capacity (10 here: ten seconds of a zero floor, at least 10).
+        var allowed = 0
+        for _ in 0..<50 where budget.withdraw(now: 0) { allowed += 1 }
+        #expect(allowed == 10)
+        // 100 requests deposit 20 retries' worth.
+        for _ in 0..<100 { budget.requestStarted() }
+        allowed = 0
+        for _ in 0..<50 where budget.withdraw(now: 0) { allowed += 1 }
+        #expect(allowed == 10, "capped at the capacity")
+        for _ in 0..<25 { budget.requestStarted() }
+        allowed = 0
+        for _ in 0..<50 where budget.withdraw(now: 0) { allowed += 1 }
+        #expect(allowed == 5, "20 % of 25 requests")
+        // The floor refills with time.
+        config.minRetriesPerS = 10
+        var floor = RetryBudget(config, now: 0)
+        for _ in 0..<100 { _ = floor.withdraw(now: 0) }
+        let spent = floor.withdraw(now: 0)
+        let afterWait = floor.withdraw(now: 150_000_000)
+        let again = floor.withdraw(now: 150_000_000)
+        #expect(!spent)
+        #expect(afterWait, "1.5 retries after 150 ms at 10/s")
+        #expect(!again)
+    }
+
+    @Test func onlyARequestThatCanRunTwiceAndWhoseAnswerWasNotRelayedIsRetried() {
+        var m = ExchangeMachine()
+        m.begin(framing: .none, isIdempotent: true, wantsUpgrade: false)
+        _ = m.attemptStarted()
+        #expect(m.mayRetry(maxRetries: 1))
+        m.retryStarted()
+        #expect(!m.mayRetry(maxRetries: 1), "one retry allowed")
+        #expect(m.mayRetry(maxRetries: 2))
+        m.begin(framing: .contentLength(10), isIdempotent: true, wantsUpgrade: false)
+        #expect(!m.mayRetry(maxRetries: 1), "a body")
+        m.begin(framing: .none, isIdempotent: false, wantsUpgrade: false)
+        #expect(!m.mayRetry(maxRetries: 1), "POST")
+        m.begin(framing: .none, isIdempotent: true, wantsUpgrade: false)
+        _ = m.finalResponseHead(status: 200, clientKeepAlive: true, draining: false, bodyUntilCloseForClient: false)
+        #expect(!m.mayRetry(maxRetries: 1), "a response under way")
+        m.begin(framing: .none, isIdempotent: true, wantsUpgrade: false)
+        _ = m.interimResponse(maxInterim: 16, clientVersionMinor: 1)
+        #expect(!m.mayRetry(maxRetries: 1), "a 103 already relayed")
+    }
+
+    @Test func retriesAreConfigured() throws {
+        let config = try ConfigLoader.parse(Array(#"""
+            {"backends": [{"url": "http://a:1"}], "retries": {"attempts": 2, "on": ["reset", "503"], "per_try_timeout_ms": 300}}
+            """#.utf8), file: "config.json")
+        let r = config.allUpstreams[0].balance.retries
+        #expect(r.attempts == 2 && r.on == [.reset, .status503] && r.perTryTimeoutMs == 300 && r.budgetPercent == 20)
+        #expect(RetriesConfig().attempts == 1 && RetriesConfig().on == [.reset], "one retry after a reset by default")
+        do {
+            _ = try ConfigLoader.parse(Array(#"{"backends": [{"url": "http://a:1"}], "retries": {"on": ["rest"]}}"#.utf8), file: "config.json")
+            Issue.record("loaded")
+        } catch {
+            #expect(error.description.contains(#"retries.on[0]: unknown condition "rest""#) && error.description.contains(#"did you mean "reset"?"#),
+                    "\(error)")
+        }
+    }
+
     // MARK: configuration
 
     @Test func balanceHashKeyAndWeightAreConfigured() throws {

@@ -48,6 +48,19 @@ enum MetricsEndpoint {
         for u in settings.upstreams {
             for b in u.backends { text.sample("proxy_backend_up", backendLabels(u, b), UInt64(b.isHealthy ? 1 : 0)) }
         }
+        text.family("proxy_upstream_retried_total", "counter",
+                    "Requests sent to another backend after a try failed (retries), by what the try met.")
+        for u in settings.upstreams {
+            let up = Exposition.escape(u.name)
+            for (i, condition) in RetryCondition.allCases.enumerated() where condition != .connectFailure {
+                text.sample("proxy_upstream_retried_total", "upstream=\"\(up)\",reason=\"\(condition.rawValue)\"", u.shared.retryStats.sum(i))
+            }
+        }
+        text.family("proxy_upstream_retries_over_budget_total", "counter", "Retries the retry budget refused (the failure was answered).")
+        for u in settings.upstreams {
+            text.sample("proxy_upstream_retries_over_budget_total", "upstream=\"\(Exposition.escape(u.name))\"",
+                        u.shared.retryStats.sum(SharedUpstream.retriesOverBudget))
+        }
         text.family("proxy_backend_ejected", "gauge", "1 while passive health (outlier_detection) has ejected the backend, else 0.")
         for u in settings.upstreams {
             for b in u.backends { text.sample("proxy_backend_ejected", backendLabels(u, b), UInt64(b.shared.isEjected ? 1 : 0)) }

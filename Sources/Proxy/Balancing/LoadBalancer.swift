@@ -32,6 +32,9 @@ struct LoadBalancer {
     let policy: BalancePolicy
     /// Passive health: when failures in a row eject a backend.
     let outlier: OutlierDetectionConfig
+    /// Which failed tries go to another backend, and the budget that bounds them.
+    let retries: RetriesConfig
+    var retryBudget: RetryBudget
     /// The upstream's name, for log lines.
     let upstreamName: String
     /// What the hashing policies hash (nil for the others), and the header, cookie or query
@@ -51,6 +54,8 @@ struct LoadBalancer {
         policy = .roundRobin
         weights = []
         outlier = OutlierDetectionConfig()
+        retries = RetriesConfig()
+        retryBudget = RetryBudget(retries, now: Platform.monotonicNanos())
         upstreamName = UpstreamConfig.defaultName
         hashKey = nil
         keyName = []
@@ -62,6 +67,8 @@ struct LoadBalancer {
     init(_ config: BalanceConfig, backends: [Backend], weights: [Int]? = nil, upstreamName: String = UpstreamConfig.defaultName) {
         policy = config.policy
         outlier = config.outlierDetection
+        retries = config.retries
+        retryBudget = RetryBudget(config.retries, now: Platform.monotonicNanos())
         self.upstreamName = upstreamName
         hashKey = config.policy.hashes ? config.hashKey : nil
         switch hashKey {

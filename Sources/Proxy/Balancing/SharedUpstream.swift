@@ -7,10 +7,15 @@ public final class SharedUpstream: Sendable {
     public let name: String
     /// One `RequestStats` block per worker.
     let stats: [CounterSlab]
+    /// Per worker: retries sent, by `RetryCondition` (its index in `allCases`), then retries the
+    /// budget refused (`retriesOverBudget`).
+    let retryStats: [CounterSlab]
+    static let retriesOverBudget = RetryCondition.allCases.count
 
     public init(name: String, workers: Int) {
         self.name = name
         stats = (0..<max(workers, 1)).map { _ in CounterSlab(count: RequestStats.size) }
+        retryStats = (0..<max(workers, 1)).map { _ in CounterSlab(count: RetryCondition.allCases.count + 1) }
     }
 
     /// The upstreams of `config`, reusing those of `previous` by name.

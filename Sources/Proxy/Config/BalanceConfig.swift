@@ -7,6 +7,8 @@ public struct BalanceConfig: Sendable, Equatable {
     public var hashKey: HashKey?
     /// Passive health (`"outlier_detection"`).
     public var outlierDetection = OutlierDetectionConfig()
+    /// Retries of failed tries (`"retries"`).
+    public var retries = RetriesConfig()
 
     public init(policy: BalancePolicy = .roundRobin, hashKey: HashKey? = nil) {
         self.policy = policy
@@ -106,4 +108,39 @@ public struct OutlierDetectionConfig: Sendable, Equatable {
     public init() {}
 
     public var isEnabled: Bool { consecutiveFailures > 0 }
+}
+
+/// Retries of a request that went out and failed (`"retries"`, per upstream and at top level).
+/// Only for requests that can run twice harmlessly — an idempotent method and no body — and
+/// only while nothing of the response reached the client; always to a backend this request has
+/// not tried. A connect failure is not a retry: nothing was sent, so any request moves on to the
+/// next backend (up to `limits.max_upstream_attempts`), whatever `on` says.
+///
+/// The budget keeps retries from multiplying an overload (Finagle's and Linkerd's retry
+/// budget): each request deposits `budget_percent` / 100 of a retry, `min_retries_per_s` more
+/// accrue every second, a retry spends one, and at most 10 seconds' worth of the floor (and at
+/// least 10) can be saved up. Kept per upstream on each worker.
+public struct RetriesConfig: Sendable, Equatable {
+    /// Retries after the first try (0: none).
+    public var attempts = 1
+    public var on: Set<RetryCondition> = [.reset]
+    /// The response-head deadline of each try (0: `timeouts.upstream_ms` for the whole wait).
+    public var perTryTimeoutMs = 0
+    public var budgetPercent = 20
+    public var minRetriesPerS = 10
+
+    public init() {}
+}
+
+/// What a failed try must have met to be retried (`retries.on`).
+public enum RetryCondition: String, Sendable, Equatable, CaseIterable, Hashable {
+    /// Accepted for completeness: connect failures always move on to the next backend.
+    case connectFailure = "connect_failure"
+    /// The backend reset or closed the connection before a response head.
+    case reset
+    /// No response head within the (per-try) deadline.
+    case timeout
+    case status502 = "502"
+    case status503 = "503"
+    case status504 = "504"
 }

@@ -403,6 +403,7 @@ extension ProxyConfig: ConfigSection {
                 config.balance.hashKey = try BalanceConfig.decodeHashKey(value, at: at)
             },
             .section("outlier_detection", \.balance.outlierDetection),
+            .section("retries", \.balance.retries),
             .section("timeouts", \.timeouts),
             .section("limits", \.limits),
             .section("pool", \.pool),
@@ -640,6 +641,34 @@ extension OutlierDetectionConfig: ConfigSection {
     }
 }
 
+extension RetriesConfig: ConfigSection {
+    static var defaults: RetriesConfig { RetriesConfig() }
+
+    static var fields: [ConfigField<RetriesConfig>] {
+        [
+            .integer("attempts", \.attempts, 0...10),
+            ConfigField(key: "on", example: "[\"reset\", \"503\"]") { config, value, at throws(ConfigError) in
+                guard case .array(let items) = value else { throw at.error("expected a list like [\"reset\", \"503\"]") }
+                var on: Set<RetryCondition> = []
+                for (i, item) in items.enumerated() {
+                    let text = try at.element(i, example: "\"reset\"").string(item)
+                    guard let condition = RetryCondition(rawValue: text) else {
+                        let names = RetryCondition.allCases.map(\.rawValue)
+                        var problem = "unknown condition \(JSONValue.quoted(text)); expected any of " + names.map { JSONValue.quoted($0) }.joined(separator: ", ")
+                        if let match = Suggestion.closest(to: text, among: names) { problem += "; \(Suggestion.didYouMean(match))" }
+                        throw at.element(i, example: "\"reset\"").error(problem)
+                    }
+                    on.insert(condition)
+                }
+                config.on = on
+            },
+            .integer("per_try_timeout_ms", \.perTryTimeoutMs, 0...maxMilliseconds),
+            .integer("budget_percent", \.budgetPercent, 0...100),
+            .integer("min_retries_per_s", \.minRetriesPerS, 0...1_000_000),
+        ]
+    }
+}
+
 extension PoolConfig: ConfigSection {
     static var defaults: PoolConfig { PoolConfig() }
 
@@ -766,6 +795,7 @@ struct UpstreamEntry: ConfigSection {
                 entry.balance.hashKey = try BalanceConfig.decodeHashKey(value, at: at)
             },
             .section("outlier_detection", \.balance.outlierDetection),
+            .section("retries", \.balance.retries),
         ]
     }
 

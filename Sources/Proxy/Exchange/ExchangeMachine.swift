@@ -25,6 +25,8 @@ struct ExchangeMachine {
     private(set) var attempts = 0
     /// The keep-alive race was retried once (on a fresh connection).
     private(set) var hasRetried = false
+    /// Tries sent again to another backend after they failed (`retries.attempts`).
+    private(set) var retries = 0
     /// The current upstream connection came from the pool.
     private(set) var upstreamWasReused = false
     /// The current upstream connection may be pooled afterwards: it broke no framing rule.
@@ -53,6 +55,7 @@ struct ExchangeMachine {
         self.wantsUpgrade = wantsUpgrade && framing == .none
         attempts = 0
         hasRetried = false
+        retries = 0
         responseStarted = false
         responseBytesWritten = false
         closeAfterResponse = false
@@ -199,6 +202,20 @@ struct ExchangeMachine {
         case answer
         /// Part of the response is out: all the client can be told is a cut connection.
         case cutClient
+    }
+
+    /// Whether a try that failed after the request went out (reset, timeout, a 5xx head not yet
+    /// relayed) may go to another backend: the request can run twice (idempotent, no body), no
+    /// final head was relayed and no interim one either (the client saw nothing), retries are left.
+    func mayRetry(maxRetries: Int) -> Bool {
+        canRetry && !responseStarted && !responseBytesWritten && interimResponses == 0 && retries < maxRetries
+    }
+
+    /// A retry begins on another backend.
+    mutating func retryStarted() {
+        retries += 1
+        responseStarted = false
+        responseBytesWritten = false
     }
 
     /// The upstream failed (bad head, reset, timeout, bad chunked body).

@@ -199,6 +199,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                                     reason: (x.pointee.lastConnectFailure ?? "Bad Gateway: no backend could be reached")
                                     + " (gave up after \(x.pointee.machine.attempts) attempts: limits.max_upstream_attempts)")
             }
+            if x.pointee.machine.attempts == 0 { group.balancer.retryBudget.requestStarted() }
             let key = group.balancer.hashKey == nil ? nil
                 : group.balancer.key(of: x.pointee.request, target: x.pointee.forwardTarget ?? x.pointee.request.target, clientIP: peerIP)
             guard let index = group.balancer.pick(from: group.backends, excluding: x.pointee.triedBackends, key: key) else {
@@ -306,8 +307,9 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x.pointee.lastUpstreamActivity = server.loop.now
         x.pointee.machine.upstreamConnected()
         let t = timeouts
-        x.pointee.responseHeadDueAt = x.pointee.machine.requestComplete ? server.loop.now + UInt64(t.upstreamMs) : 0
-        let wait = x.pointee.machine.requestComplete ? t.upstreamMs : min(t.upstreamMs, t.clientBodyMs)
+        let headMs = responseHeadWaitMs
+        x.pointee.responseHeadDueAt = x.pointee.machine.requestComplete ? server.loop.now + UInt64(headMs) : 0
+        let wait = x.pointee.machine.requestComplete ? headMs : min(headMs, t.clientBodyMs)
         down { $0.armExchangeDeadline(inMs: UInt64(max(wait, 1))) }
 
         x.pointee.toUpstream.removeAll()
@@ -358,7 +360,42 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         flushRequestBody()
         x.pointee.machine.requestBodyFinished()
         x.pointee.lastUpstreamActivity = server.loop.now
-        if !x.pointee.machine.responseStarted { x.pointee.responseHeadDueAt = server.loop.now + UInt64(timeouts.upstreamMs) }
+        if !x.pointee.machine.responseStarted { x.pointee.responseHeadDueAt = server.loop.now + UInt64(responseHeadWaitMs) }
+    }
+
+    /// How long one try waits for its response head: `timeouts.upstream_ms`, or the upstream's
+    /// `retries.per_try_timeout_ms` when set and shorter.
+    private var responseHeadWaitMs: Int {
+        let perTry = currentUpstream.balancer.retries.perTryTimeoutMs
+        return perTry > 0 ? min(perTry, timeouts.upstreamMs) : timeouts.upstreamMs
+    }
+
+    // MARK: - Retries
+
+    /// A try failed after the request went out, in a way `retries.on` may name: sends the request
+    /// to another backend if the policy, the exchange (`mayRetry`), an untried available backend
+    /// and the budget all allow it. `outcome`: what passive health and p2c learn of the failed try.
+    private func retryElsewhere(_ condition: RetryCondition, problem: String, outcome: AttemptOutcome) -> Bool {
+        let group = currentUpstream
+        let policy = group.balancer.retries
+        guard policy.attempts > 0, policy.on.contains(condition), x.pointee.machine.mayRetry(maxRetries: policy.attempts),
+              x.pointee.machine.mayAttempt(maxAttempts: settings.config.limits.maxUpstreamAttempts),
+              group.backends.indices.contains(where: { group.backends.canTake($0, x.pointee.triedBackends) }) else { return false }
+        guard group.balancer.retryBudget.withdraw(now: Platform.monotonicNanos()) else {
+            group.retryStats.add(SharedUpstream.retriesOverBudget)
+            return false
+        }
+        group.retryStats.add(RetryCondition.allCases.firstIndex(of: condition)!)
+        if x.pointee.backendIndex >= 0 {
+            let b = currentBackend
+            x.pointee.failedAttempts.append(ErrorPage.Attempt(backend: b.id, url: b.url, address: b.address.description, problem: problem))
+        }
+        releaseUpstream(reusable: false, outcome: outcome)
+        x.pointee.machine.retryStarted()
+        x.pointee.responseHeadBytes.reset()
+        x.pointee.upstreamHeadNs = 0
+        connectUpstream()
+        return true
     }
 
     /// The request body cannot be completed (malformed, too large): what the upstream got of it
@@ -427,6 +464,12 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                     }
                     x.pointee.responseHeadBytes.reset()
                     continue
+                }
+                let status = x.pointee.response.status
+                if status >= 502 && status <= 504,
+                   retryElsewhere(status == 502 ? .status502 : status == 503 ? .status503 : .status504,
+                                  problem: "answered \(status) \(StatusText.reason(status))", outcome: .response(status: status)) {
+                    return
                 }
                 x.pointee.upstreamHeadNs = Platform.monotonicNanos()
                 x.pointee.responseStatus = x.pointee.response.status
@@ -632,6 +675,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         let reason = code == UVError.eof
             ? "Bad Gateway: backend \(backendID) closed the connection before a complete response"
             : "Bad Gateway: backend \(backendID) failed: \(tlsReason.map { "TLS: \($0)" } ?? UVError(code).name)"
+        if retryElsewhere(.reset, problem: reason, outcome: .upstreamFailure) { return }
         upstreamFailed(status: 502, reason: reason)
     }
 
@@ -711,7 +755,11 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             releaseUpstream(reusable: false, outcome: .timeout)
             cutClient()
         case .responseHeadTimedOut:
-            upstreamFailed(status: 504, reason: "Gateway Timeout: backend \(backendID) did not send a response head within \(t.upstreamMs) ms")
+            let waited = responseHeadWaitMs
+            let reason = "Gateway Timeout: backend \(backendID) did not send a response head within \(waited) ms"
+                + (waited < t.upstreamMs ? " (retries.per_try_timeout_ms)" : "")
+            if retryElsewhere(.timeout, problem: reason, outcome: .timeout) { return }
+            upstreamFailed(status: 504, reason: reason)
         }
     }
 

@@ -176,6 +176,8 @@ final class Upstream {
     let shared: SharedUpstream
     /// This worker's slab in `shared.stats`: requests routed here that got no backend.
     let stats: CounterSlab
+    /// This worker's slab in `shared.retryStats`.
+    let retryStats: CounterSlab
     /// The name as the access log writes it.
     let logName: LogName
 
@@ -184,6 +186,7 @@ final class Upstream {
         name = shared.name
         logName = LogName(shared.name)
         stats = shared.stats[worker]
+        retryStats = shared.retryStats[worker]
         self.backends = backends
         knownHealth = backends.map(\.isAvailable)
         balancer = LoadBalancer(balance, backends: backends, weights: weights, upstreamName: shared.name)
