@@ -166,3 +166,40 @@ import Testing
         #expect(metrics.contains("proxy_upstream_retries_over_budget_total{upstream=\"default\"} \(refused)"), "\(metrics.suffix(2000))")
     }
 }
+
+/// Sticky sessions end to end: the cookie a response sets keeps a client on its backend, and
+/// when that backend is gone the client is moved and told its new one.
+@Suite(.serialized) struct StickySessionTests {
+    @Test func aStickyCookieKeepsAClientOnItsBackendAndFailsOver() throws {
+        let backends = try (0..<3).map { _ in try startBackend() }
+        defer { backends.forEach { $0.stop() } }
+        let list = backends.enumerated().map { "{\"id\":\"s\($0.offset)\",\"url\":\"http://127.0.0.1:\($0.element.port)\"}" }
+        let proxy = try startProxy(config: """
+            {"backends":[\(list.joined(separator: ","))],"sticky":{"cookie":"srv","max_age_s":600},
+             "health_check":{"path":"/health","interval_ms":100,"timeout_ms":500,"healthy_threshold":1,"unhealthy_threshold":1},
+             "access_log":null}
+            """, workers: 2)
+        defer { proxy.stop() }
+        let first = try get(proxy.port, "/")
+        guard let setCookie = first.header("set-cookie"), let port = first.json["port"] as? Int else {
+            Issue.record("no Set-Cookie: \(first.headers)")
+            return
+        }
+        #expect(setCookie.hasPrefix("srv=") && setCookie.contains("; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"), "\(setCookie)")
+        #expect(!setCookie.contains("127.0.0.1") && !setCookie.contains(String(port)), "opaque: \(setCookie)")
+        let cookie = String(setCookie.split(separator: ";")[0])
+        for _ in 0..<10 {
+            let r = try get(proxy.port, "/", headers: ["Cookie": "a=1; \(cookie)"])
+            #expect(r.json["port"] as? Int == port && r.header("set-cookie") == nil, "stays on \(port): \(r.json["port"] ?? "?")")
+        }
+        // Its backend goes away: the client is moved, and given the new cookie.
+        backends.first { Int($0.port) == port }!.stop()
+        #expect(try eventually(5) { try get(proxy.port, "/", headers: ["Cookie": cookie]).status == 200 })
+        let moved = try get(proxy.port, "/", headers: ["Cookie": cookie])
+        #expect(moved.json["port"] as? Int != port)
+        #expect(moved.header("set-cookie")?.hasPrefix("srv=") == true && moved.header("set-cookie") != setCookie)
+        // A forged value is ignored (and replaced).
+        let forged = try get(proxy.port, "/", headers: ["Cookie": "srv=127.0.0.1:1"])
+        #expect(forged.status == 200 && forged.header("set-cookie") != nil)
+    }
+}

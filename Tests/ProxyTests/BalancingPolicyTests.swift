@@ -420,6 +420,17 @@ import Testing
         }
     }
 
+    @Test func stickyIsConfigured() throws {
+        let config = try ConfigLoader.parse(Array(#"{"backends": [{"url": "http://a:1"}], "sticky": {"cookie": "srv", "max_age_s": 60}}"#.utf8),
+                                            file: "config.json")
+        #expect(config.allUpstreams[0].balance.sticky == StickyConfig(cookie: "srv", maxAgeS: 60))
+        func error(_ json: String) -> String {
+            do { _ = try ConfigLoader.parse(Array(json.utf8), file: "config.json"); return "loaded" } catch { return error.description }
+        }
+        #expect(error(#"{"backends": [{"url": "http://a:1"}], "sticky": {"max_age_s": 60}}"#).contains("sticky.cookie: missing"))
+        #expect(error(#"{"backends": [{"url": "http://a:1"}], "sticky": {"cookie": "a b"}}"#).contains("sticky.cookie: a cookie name is"))
+    }
+
     // MARK: configuration
 
     @Test func balanceHashKeyAndWeightAreConfigured() throws {

@@ -43,6 +43,11 @@ struct LoadBalancer {
     let keyName: [UInt8]
     /// Each backend's weight, by index.
     let weights: [Int]
+    /// Sticky sessions: the cookie's name and each backend's value for it (the hex of a hash of
+    /// its URL: opaque, and the same in every worker and process).
+    let sticky: StickyConfig?
+    private let stickyName: [UInt8]
+    private let stickyValues: [[UInt8]]
     private var roundRobin: RoundRobinBalancer
     private var p2c: P2CEWMABalancer?
     private var ring: RingHashBalancer?
@@ -53,6 +58,9 @@ struct LoadBalancer {
     init() {
         policy = .roundRobin
         weights = []
+        sticky = nil
+        stickyName = []
+        stickyValues = []
         outlier = OutlierDetectionConfig()
         retries = RetriesConfig()
         retryBudget = RetryBudget(retries, now: Platform.monotonicNanos())
@@ -77,6 +85,9 @@ struct LoadBalancer {
         }
         let weights = weights ?? backends.map { $0.shared.config.weight }
         self.weights = weights
+        sticky = config.sticky
+        stickyName = Array((config.sticky?.cookie ?? "").utf8)
+        stickyValues = backends.map { Array(String(StableHash.hash($0.url, seed: 0x7374_6963_6b79), radix: 16).utf8) }
         roundRobin = RoundRobinBalancer(weights: weights)
         switch config.policy {
         case .p2cEWMA: p2c = P2CEWMABalancer(count: backends.count, now: Platform.monotonicNanos())
@@ -114,6 +125,27 @@ struct LoadBalancer {
     func key(of head: RequestHead, target: Range<Int>? = nil, clientIP: [UInt8]) -> UInt64? {
         guard let hashKey else { return nil }
         return RequestHashKey.hash(hashKey, name: keyName, head: head, target: target ?? head.target, clientIP: clientIP)
+    }
+
+    /// The backend the request's sticky cookie names, if any (whether or not it is available).
+    func stickyChoice(_ head: RequestHead) -> Int? {
+        guard sticky != nil else { return nil }
+        let b = head.bytes
+        for field in head.fields where field.name.count == 6 && b.equalsIgnoringCase(field.name, "cookie") {
+            guard let value = RequestHashKey.pairValue(b, field.value, separator: UInt8(ascii: ";"), name: stickyName) else { continue }
+            for (i, v) in stickyValues.enumerated() where v.count == value.count && b[value].elementsEqual(v) { return i }
+            return nil
+        }
+        return nil
+    }
+
+    /// The `Set-Cookie` value that keeps a client on `backends[index]`.
+    func stickyCookie(for index: Int) -> [UInt8] {
+        guard let sticky else { return [] }
+        var text = "\(sticky.cookie)=\(String(decoding: stickyValues[index], as: UTF8.self)); Path=/"
+        if sticky.maxAgeS > 0 { text += "; Max-Age=\(sticky.maxAgeS)" }
+        text += "; HttpOnly; SameSite=Lax"
+        return Array(text.utf8)
     }
 
     /// Whether any backend is healthy at all (a 503 "no healthy backend" rather than a 502).

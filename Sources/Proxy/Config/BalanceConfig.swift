@@ -9,6 +9,8 @@ public struct BalanceConfig: Sendable, Equatable {
     public var outlierDetection = OutlierDetectionConfig()
     /// Retries of failed tries (`"retries"`).
     public var retries = RetriesConfig()
+    /// Sticky sessions by cookie (`"sticky"`); nil: none.
+    public var sticky: StickyConfig?
 
     public init(policy: BalancePolicy = .roundRobin, hashKey: HashKey? = nil) {
         self.policy = policy
@@ -143,4 +145,18 @@ public enum RetryCondition: String, Sendable, Equatable, CaseIterable, Hashable 
     case status502 = "502"
     case status503 = "503"
     case status504 = "504"
+}
+
+/// Sticky sessions (`"sticky"`, per upstream and at top level): a cookie naming the backend that
+/// answered — an opaque value, a hash of its URL, not its address — keeps a client on it while
+/// it is available (whatever `balance` says); when it is not, the policy picks another and the
+/// cookie is replaced. `max_age_s: 0` makes it a session cookie.
+public struct StickyConfig: Sendable, Equatable {
+    public var cookie = ""
+    public var maxAgeS = 0
+
+    public init(cookie: String = "", maxAgeS: Int = 0) {
+        self.cookie = cookie
+        self.maxAgeS = maxAgeS
+    }
 }

@@ -404,6 +404,9 @@ extension ProxyConfig: ConfigSection {
             },
             .section("outlier_detection", \.balance.outlierDetection),
             .section("retries", \.balance.retries),
+            ConfigField(key: "sticky", example: StickyConfig.example) { config, value, at throws(ConfigError) in
+                config.balance.sticky = try StickyConfig.decode(value, at: at)
+            },
             .section("timeouts", \.timeouts),
             .section("limits", \.limits),
             .section("pool", \.pool),
@@ -669,6 +672,32 @@ extension RetriesConfig: ConfigSection {
     }
 }
 
+extension StickyConfig: ConfigSection {
+    static var defaults: StickyConfig { StickyConfig() }
+
+    static var fields: [ConfigField<StickyConfig>] {
+        [
+            ConfigField(key: "cookie", example: "\"srv\"") { config, value, at throws(ConfigError) in
+                let name = try at.string(value)
+                // RFC 6265 §4.1.1: a cookie name is a token.
+                let separators = "()<>@,;:\\\"/[]?={} \t".utf8
+                guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && !separators.contains($0) }) else {
+                    throw at.error("a cookie name is letters, digits and !#$%&'*+-.^_`|~, got \(JSONValue.quoted(name))")
+                }
+                config.cookie = name
+            },
+            .integer("max_age_s", \.maxAgeS, 0...400 * 24 * 3600),
+        ]
+    }
+
+    /// `{"cookie": …}` is required.
+    static func decode(_ value: JSONValue, at location: ConfigLocation) throws(ConfigError) -> StickyConfig {
+        let sticky: StickyConfig = try decode(value, at: location, startingFrom: StickyConfig())
+        if sticky.cookie.isEmpty { throw location.member("cookie", example: "\"srv\"").error("missing; name the cookie that keeps a client on its backend") }
+        return sticky
+    }
+}
+
 extension PoolConfig: ConfigSection {
     static var defaults: PoolConfig { PoolConfig() }
 
@@ -796,6 +825,9 @@ struct UpstreamEntry: ConfigSection {
             },
             .section("outlier_detection", \.balance.outlierDetection),
             .section("retries", \.balance.retries),
+            ConfigField(key: "sticky", example: StickyConfig.example) { entry, value, at throws(ConfigError) in
+                entry.balance.sticky = try StickyConfig.decode(value, at: at)
+            },
         ]
     }
 

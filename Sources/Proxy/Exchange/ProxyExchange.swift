@@ -202,7 +202,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             if x.pointee.machine.attempts == 0 { group.balancer.retryBudget.requestStarted() }
             let key = group.balancer.hashKey == nil ? nil
                 : group.balancer.key(of: x.pointee.request, target: x.pointee.forwardTarget ?? x.pointee.request.target, clientIP: peerIP)
-            guard let index = group.balancer.pick(from: group.backends, excluding: x.pointee.triedBackends, key: key) else {
+            // A sticky cookie naming an available backend not tried yet wins over the policy.
+            let sticky = group.balancer.sticky == nil ? nil : group.balancer.stickyChoice(x.pointee.request)
+                .flatMap { group.backends.canTake($0, x.pointee.triedBackends) ? $0 : nil }
+            guard let index = sticky ?? group.balancer.pick(from: group.backends, excluding: x.pointee.triedBackends, key: key) else {
                 let giveUp = x.pointee.machine.noBackend(anyHealthy: group.balancer.anyHealthy(group.backends),
                                                          triedAny: !x.pointee.triedBackends.isEmpty)
                 if giveUp == .noHealthyBackend {
@@ -368,6 +371,20 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     private var responseHeadWaitMs: Int {
         let perTry = currentUpstream.balancer.retries.perTryTimeoutMs
         return perTry > 0 ? min(perTry, timeouts.upstreamMs) : timeouts.upstreamMs
+    }
+
+    /// Sticky sessions: a response from another backend than the request's cookie names (or to a
+    /// request without one) carries the cookie naming the backend that answered.
+    private func addStickyCookieIfNeeded() {
+        guard x.pointee.backendIndex >= 0 else { return }
+        let group = currentUpstream
+        guard group.balancer.sticky != nil, group.balancer.stickyChoice(x.pointee.request) != x.pointee.backendIndex else { return }
+        let cookie = group.balancer.stickyCookie(for: x.pointee.backendIndex)
+        let nameStart = x.pointee.response.bytes.count
+        x.pointee.response.bytes.append("Set-Cookie")
+        let valueStart = x.pointee.response.bytes.count
+        x.pointee.response.bytes.append(contentsOf: cookie)
+        x.pointee.response.fields.append(HeaderField(name: nameStart..<valueStart, value: valueStart..<x.pointee.response.bytes.count))
     }
 
     // MARK: - Retries
@@ -541,6 +558,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         case .chunked, .untilClose: x.pointee.responseDecoder.reset()
         }
         let closeAfter = x.pointee.machine.closeAfterResponse
+        addStickyCookieIfNeeded()
         down { $0.sendResponseHead(&x.pointee.response, framing: x.pointee.responseFraming, closeAfter: closeAfter) }
     }
 
