@@ -203,3 +203,45 @@ import Testing
         #expect(forged.status == 200 && forged.header("set-cookie") != nil)
     }
 }
+
+/// The runtime API: drain, disable, enable and weight, from a loopback client.
+@Suite(.serialized) struct RuntimeAPITests {
+    @Test func drainDisableEnableAndWeightChangeWhereRequestsGo() throws {
+        let a = try startBackend(), b = try startBackend()
+        defer { a.stop(); b.stop() }
+        let proxy = try startProxy(config: """
+            {"backends":[{"id":"a","url":"http://127.0.0.1:\(a.port)"},{"id":"b","url":"http://127.0.0.1:\(b.port)"}],
+             "health_check":{"path":"/health","interval_ms":60000,"timeout_ms":500},"access_log":null}
+            """, workers: 1)
+        defer { proxy.stop() }
+        func ports(_ n: Int) throws -> [Int: Int] {
+            var c: [Int: Int] = [:]
+            for _ in 0..<n { c[try get(proxy.port, "/").json["port"] as? Int ?? 0, default: 0] += 1 }
+            return c
+        }
+        func admin(_ method: String, _ path: String) throws -> HTTPResponse {
+            try TestConnection(port: proxy.port).request(method, "/_admin/backends/\(path)")
+        }
+        let drained = try admin("POST", "a/drain")
+        #expect(drained.status == 200 && drained.json["state"] as? String == "draining", "\(drained.text)")
+        #expect(try ports(6) == [Int(b.port): 6])
+        #expect(try admin("POST", "a/enable").json["state"] as? String == "enabled")
+        #expect(try ports(6) == [Int(a.port): 3, Int(b.port): 3])
+        #expect(try admin("POST", "b/disable").status == 200)
+        #expect(try ports(4) == [Int(a.port): 4])
+        _ = try admin("POST", "b/enable")
+        let weighted = try admin("PUT", "a/weight/3")
+        #expect(weighted.status == 200 && weighted.json["weight"] as? Int == 3, "\(weighted.text)")
+        // Weights reach the balancer on the worker's next sweep (at least every second).
+        #expect(try eventually(5) { try ports(8) == [Int(a.port): 6, Int(b.port): 2] })
+        let health = try get(proxy.port, "/_health").json["backends"] as? [[String: Any]]
+        #expect(health?.first { $0["id"] as? String == "a" }?["weight"] as? Int == 3)
+        // Errors.
+        #expect(try admin("POST", "nope/drain").status == 404)
+        #expect(try admin("PUT", "a/weight/0").status == 400)
+        #expect(try admin("PUT", "a/weight?value=1001").status == 400)
+        #expect(try admin("POST", "a/weight/2").status == 405)
+        #expect(try admin("POST", "a/explode").status == 405)
+        #expect(try admin("PUT", "a/weight?value=2").json["weight"] as? Int == 2)
+    }
+}

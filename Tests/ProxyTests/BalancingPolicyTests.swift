@@ -289,7 +289,11 @@ import Testing
         attempt(&lb, 0, list, .timeout)
         #expect(!list[0].shared.isEjected && list[0].shared.consecutiveFailures == 2)
         attempt(&lb, 0, list, .notTheBackend)  // not counted either way
-        attempt(&lb, 0, list, .response(status: 500))
+        attempt(&lb, 0, list, .response(status: 500))  // the application's answer: ends the streak
+        #expect(!list[0].shared.isEjected && list[0].shared.consecutiveFailures == 0)
+        attempt(&lb, 0, list, .response(status: 502))
+        attempt(&lb, 0, list, .timeout)
+        attempt(&lb, 0, list, .response(status: 504))
         #expect(list[0].shared.isEjected && list[0].shared.ejections == 1)
         #expect(!list[0].isAvailable && list[0].isHealthy)
         #expect(counts(4, 300) { lb.pick(from: list, excluding: AttemptSet()) }[0] == 0)
@@ -302,9 +306,15 @@ import Testing
         for i in 0..<4 { attempt(&lb, i, list, .connectFailure) }
         #expect(list.filter { $0.shared.isEjected }.count == 2, "50 % of four")
         let one = backends([1])
-        var single = LoadBalancer(outlier(1, maxPercent: 50), backends: one)
+        var single = LoadBalancer(outlier(1, maxPercent: 100), backends: one)
         for _ in 0..<10 { attempt(&single, 0, one, .connectFailure) }
-        #expect(!one[0].shared.isEjected, "half of one backend rounds down to none")
+        #expect(!one[0].shared.isEjected, "never the last available backend, even at 100 %")
+        // One of two is down by the active check: the other is the last available one.
+        let two = backends([1, 1])
+        takeDown(two[0])
+        var pair = LoadBalancer(outlier(1, maxPercent: 100), backends: two)
+        for _ in 0..<10 { attempt(&pair, 1, two, .connectFailure) }
+        #expect(!two[1].shared.isEjected)
         var off = LoadBalancer(outlier(0), backends: list)
         let fresh = backends([1, 1])
         for _ in 0..<10 { attempt(&off, 0, fresh, .connectFailure) }

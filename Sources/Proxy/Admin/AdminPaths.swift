@@ -1,6 +1,8 @@
 /// The proxy's own endpoints.
-enum AdminEndpoint {
+enum AdminEndpoint: Equatable {
     case health, metrics, status, statusJSON
+    /// The runtime API (`POST`/`PUT` under `admin.api_path`): `rest` is the target after it.
+    case api(rest: String)
 }
 
 /// The configured admin paths as bytes, matched against request targets in place.
@@ -11,6 +13,7 @@ struct AdminPaths {
     private let metrics: [UInt8]?
     private let status: [UInt8]?
     private let statusJSON: [UInt8]?
+    private let api: [UInt8]?
     /// `admin.listen` is set: metrics and status are served there, not on the main listener.
     let hasOwnListener: Bool
     /// What the status page polls.
@@ -23,6 +26,7 @@ struct AdminPaths {
         metrics = config.metricsPath.map { Array($0.utf8) }
         status = config.statusPath.map { Array($0.utf8) }
         statusJSON = config.statusJSONPath.map { Array($0.utf8) }
+        api = config.apiPath.map { Array($0.utf8) }
         hasOwnListener = config.listen != nil
         statusJSONPath = config.statusJSONPath
         let seconds = Set(config.namedPaths.map { Array($0.path.utf8)[1] })
@@ -36,7 +40,11 @@ struct AdminPaths {
         guard t.count >= 2 else { return nil }
         // Most requests are not for the proxy: one byte rules them out.
         if let second = sharedSecondByte, b[t.lowerBound + 1] != second { return nil }
-        guard b.equals(request.method, "GET") || b.equals(request.method, "HEAD") else { return nil }
+        guard b.equals(request.method, "GET") || b.equals(request.method, "HEAD") else {
+            guard let api, b.equals(request.method, "POST") || b.equals(request.method, "PUT"), t.count > api.count,
+                  b.equals(t.lowerBound..<(t.lowerBound + api.count), api), b[t.lowerBound + api.count] == UInt8(ascii: "/") else { return nil }
+            return .api(rest: String(decoding: b[(t.lowerBound + api.count)..<t.upperBound], as: UTF8.self))
+        }
         if Self.matches(b, t, health) { return .health }
         if Self.matches(b, t, metrics) { return .metrics }
         if Self.matches(b, t, status) { return .status }

@@ -24,7 +24,8 @@ enum HealthEndpoint {
                 json += "\"idle_pooled_connections\":\(b.idlePooledConnections),"
                 json += "\"consecutive_successes\":\(record.consecutiveSuccesses),\"consecutive_failures\":\(record.consecutiveFailures),"
                 json += "\"last_error\":\(record.lastError.map(JSONText.quote) ?? "null"),"
-                json += "\"ejected\":\(b.isEjected),\"ejections\":\(b.ejections),\"failed_attempts_in_a_row\":\(b.consecutiveFailures)}"
+                json += "\"ejected\":\(b.isEjected),\"ejections\":\(b.ejections),\"failed_attempts_in_a_row\":\(b.consecutiveFailures),"
+                json += "\"state\":\"\(b.adminState)\",\"weight\":\(b.effectiveWeight)}"
             }
         }
         json += "]}\n"

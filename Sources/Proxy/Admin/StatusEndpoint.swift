@@ -30,7 +30,7 @@ enum StatusEndpoint {
                 j += "\"address\":\(JSONText.quote(b.address.description)),\"healthy\":\(b.isHealthy),"
                 j += "\"last_error\":\(record.lastError.map(JSONText.quote) ?? "null"),"
                 j += "\"active\":\(max(b.shared.activeRequests, 0)),\"idle\":\(max(b.shared.idlePooledConnections, 0)),"
-                j += "\"probe_failures\":\(record.failures),\"ejected\":\(b.shared.isEjected),\"ejections\":\(b.shared.ejections),"
+                j += "\"probe_failures\":\(record.failures),\"ejected\":\(b.shared.isEjected),\"ejections\":\(b.shared.ejections),\"state\":\"\(b.shared.adminState)\",\"weight\":\(b.shared.effectiveWeight),"
                 let totals = RequestTotals(b.shared.stats)
                 j += "\"responses\":\(responses(totals)),\"duration\":\(histogram(totals)),"
                 j += "\"upstream_duration\":\(histogram(RequestTotals.upstreamTimes(b.shared.stats)))}"

@@ -25,6 +25,12 @@ public struct AttemptSet: Sendable {
         high[word] |= 1 << UInt64(index % 64)
     }
 
+    public mutating func remove(_ index: Int) {
+        if index < 64 { low &= ~(1 << UInt64(index)); return }
+        let word = index / 64 - 1
+        if word < high.count { high[word] &= ~(1 << UInt64(index % 64)) }
+    }
+
     public mutating func removeAll() {
         low = 0
         if !high.isEmpty { high.removeAll(keepingCapacity: true) }

@@ -37,6 +37,8 @@ struct LoadBalancer {
     var retryBudget: RetryBudget
     /// The upstream's name, for log lines.
     let upstreamName: String
+    /// Serialises ejection decisions across workers (`SharedUpstream.ejectionDecision`).
+    private let ejectionDecision: Locked<Int>
     /// What the hashing policies hash (nil for the others), and the header, cookie or query
     /// parameter name in it as bytes.
     let hashKey: HashKey?
@@ -64,15 +66,18 @@ struct LoadBalancer {
         outlier = OutlierDetectionConfig()
         retries = RetriesConfig()
         retryBudget = RetryBudget(retries, now: Platform.monotonicNanos())
+        ejectionDecision = Locked(0)
         upstreamName = UpstreamConfig.defaultName
         hashKey = nil
         keyName = []
         roundRobin = RoundRobinBalancer()
     }
 
-    /// `weights`: the configured weight of each backend (by default, the one each backend was
-    /// created with; a reload that changes only weights keeps the backends and passes new ones).
-    init(_ config: BalanceConfig, backends: [Backend], weights: [Int]? = nil, upstreamName: String = UpstreamConfig.defaultName) {
+    /// `weights`: each backend's weight (by default its `effectiveWeight`: the file's, or one set
+    /// through the runtime API).
+    init(_ config: BalanceConfig, backends: [Backend], weights: [Int]? = nil, upstreamName: String = UpstreamConfig.defaultName,
+         ejectionDecision: Locked<Int> = Locked(0)) {
+        self.ejectionDecision = ejectionDecision
         policy = config.policy
         outlier = config.outlierDetection
         retries = config.retries
@@ -83,7 +88,7 @@ struct LoadBalancer {
         case .header(let name), .cookie(let name), .query(let name): keyName = Array(name.utf8)
         case .clientIP, .path, nil: keyName = []
         }
-        let weights = weights ?? backends.map { $0.shared.config.weight }
+        let weights = weights ?? backends.map(\.shared.effectiveWeight)
         self.weights = weights
         sticky = config.sticky
         stickyName = Array((config.sticky?.cookie ?? "").utf8)
@@ -148,10 +153,10 @@ struct LoadBalancer {
         return Array(text.utf8)
     }
 
-    /// Whether any backend is healthy at all (a 503 "no healthy backend" rather than a 502).
-    /// Health is the checks' verdict, the same for every policy.
+    /// Whether any backend is available at all — healthy, not ejected, not drained or disabled
+    /// (else a 503 "no healthy backend" rather than a 502).
     func anyHealthy(_ backends: [Backend]) -> Bool {
-        backends.contains { $0.isHealthy }
+        backends.contains { $0.isAvailable }
     }
 
     /// A request went to `backends[index]`.
@@ -183,20 +188,28 @@ struct LoadBalancer {
         if maglev != nil { maglev!.rebuild(healthy: backends.map(\.isAvailable)) }
     }
 
-    /// Passive health: a failed attempt (refused or failed connection, reset, timeout, 5xx)
-    /// lengthens the backend's streak of failures — kept across workers in `SharedBackend` —
-    /// and at `consecutive_failures` ejects it, unless that would take out more than
-    /// `max_ejection_percent` of the upstream. Any other answer ends the streak.
+    /// Passive health: a gateway failure (refused or failed connection, reset, timeout, or a 502,
+    /// 503 or 504 answer — Envoy's "consecutive gateway failure"; a 500 is the application's
+    /// answer, as nginx sees it) lengthens the backend's streak of failures, kept across workers
+    /// in `SharedBackend`, and at `consecutive_failures` ejects it — unless the unavailable
+    /// backends (ejected, down, drained) would then pass `max_ejection_percent` of the upstream,
+    /// or none would be left. Any other answer ends the streak.
     private func notePassiveHealth(_ index: Int, _ backends: [Backend], _ outcome: AttemptOutcome) {
         let shared = backends[index].shared
         switch outcome {
-        case .response(let status) where status < 500:
+        case .response(let status) where status < 502 || status > 504:
             shared.noteSuccess()
         case .response, .connectFailure, .upstreamFailure, .timeout:
-            guard shared.noteFailure() >= outlier.consecutiveFailures, !shared.isEjected else { return }
-            let ejected = backends.reduce(0) { $0 + ($1.shared.isEjected ? 1 : 0) }
-            guard (ejected + 1) * 100 <= outlier.maxEjectionPercent * backends.count else { return }
-            if let ms = shared.eject(nowNs: Platform.monotonicNanos(), baseMs: outlier.baseEjectionMs) {
+            guard shared.noteFailure() >= outlier.consecutiveFailures else { return }
+            let ejected: Int? = ejectionDecision.withLock { _ in
+                guard !shared.isEjected else { return nil }
+                let unavailable = backends.reduce(0) { $0 + ($1.isAvailable ? 0 : 1) }
+                guard unavailable + 1 < backends.count,
+                      (backends.reduce(0) { $0 + ($1.shared.isEjected ? 1 : 0) } + 1) * 100 <= outlier.maxEjectionPercent * backends.count
+                else { return nil }
+                return shared.eject(nowNs: Platform.monotonicNanos(), baseMs: outlier.baseEjectionMs)
+            }
+            if let ms = ejected {
                 Log.warning("backend \(shared.id) of upstream \(upstreamName) ejected for \(ms) ms after \(outlier.consecutiveFailures) failed attempts in a row (outlier_detection)")
             }
         case .notTheBackend:

@@ -45,6 +45,7 @@ public final class SharedBackend: Sendable {
         counters = (0..<max(workers, 1)).map { _ in WorkerCounters() }
         stats = (0..<max(workers, 1)).map { _ in CounterSlab(count: RequestStats.backendSize) }
         healthy = Atomic(previous?.isHealthy ?? true)
+        configuredWeight.store(config.weight, ordering: .relaxed)
         record = Locked(previous?.probeRecord ?? ProbeRecord())
     }
 
@@ -89,17 +90,52 @@ public final class SharedBackend: Sendable {
     // end it when it is due. Relaxed atomics: the request path reads one flag.
 
     private let failureStreak = Atomic<Int>(0)
-    private let ejectedFlag = Atomic<Bool>(false)
+    /// When the current ejection ends (monotonic ns); 0: not ejected. One atomic, so a sweep can
+    /// never see an ejection without its end (each change is one compare-and-exchange).
     private let ejectedUntilNs = Atomic<UInt64>(0)
     /// Ejections in a row (the next one lasts this many + 1 base times, up to 10); back to 0
     /// after a success outside an ejection.
     private let ejectionStreak = Atomic<Int>(0)
     private let ejectionsTotal = Atomic<Int>(0)
 
+    // MARK: Runtime API (`/_admin/backends/{id}/…`), until the next reload
+
+    /// `enabled`, `draining` (no new requests but those a sticky cookie sends) or `disabled`
+    /// (none at all); in-flight requests finish either way.
+    public enum AdminState: Int, Sendable { case enabled = 0, draining = 1, disabled = 2 }
+    private let adminStateRaw = Atomic<Int>(0)
+    /// A weight set at runtime (0: the configured one).
+    private let weightOverride = Atomic<Int>(0)
+    /// The configured weight: `config.weight`, or the file's after a reload that changed only it
+    /// (which keeps this instance).
+    private let configuredWeight = Atomic<Int>(1)
+    func setConfiguredWeight(_ weight: Int) { configuredWeight.store(weight, ordering: .relaxed) }
+
+    public var adminState: AdminState { AdminState(rawValue: adminStateRaw.load(ordering: .relaxed)) ?? .enabled }
+    func setAdminState(_ state: AdminState) { adminStateRaw.store(state.rawValue, ordering: .relaxed) }
+    /// The weight the balancers use: the runtime one, else the configured one.
+    public var effectiveWeight: Int {
+        let w = weightOverride.load(ordering: .relaxed)
+        return w > 0 ? w : configuredWeight.load(ordering: .relaxed)
+    }
+    func setWeight(_ weight: Int) { weightOverride.store(weight, ordering: .relaxed) }
+    /// A reload starts from the file again.
+    func resetRuntimeChanges() {
+        adminStateRaw.store(0, ordering: .relaxed)
+        weightOverride.store(0, ordering: .relaxed)
+    }
+
     /// Passive health has taken this backend out for now.
-    public var isEjected: Bool { ejectedFlag.load(ordering: .relaxed) }
+    public var isEjected: Bool { ejectedUntilNs.load(ordering: .relaxed) != 0 }
     /// The active check's verdict and not ejected: what the balancer may pick.
-    public var isAvailable: Bool { healthy.load(ordering: .relaxed) && !ejectedFlag.load(ordering: .relaxed) }
+    public var isAvailable: Bool {
+        healthy.load(ordering: .relaxed) && ejectedUntilNs.load(ordering: .relaxed) == 0 && adminStateRaw.load(ordering: .relaxed) == 0
+    }
+    /// Whether a sticky cookie may still send requests here: healthy, not ejected, not disabled
+    /// (a draining backend keeps its sessions, as HAProxy's drain).
+    public var takesStickySessions: Bool {
+        healthy.load(ordering: .relaxed) && ejectedUntilNs.load(ordering: .relaxed) == 0 && adminStateRaw.load(ordering: .relaxed) != 2
+    }
     /// Times ejected since start (or since this backend entered the config).
     public var ejections: Int { ejectionsTotal.load(ordering: .relaxed) }
     /// Failed attempts in a row, as passive health counts them.
@@ -112,28 +148,35 @@ public final class SharedBackend: Sendable {
         if ejectionStreak.load(ordering: .relaxed) != 0 && !isEjected { ejectionStreak.store(0, ordering: .relaxed) }
     }
 
-    /// An attempt failed; returns the streak, this one included.
+    /// An attempt failed; returns the streak, this one included. Failures while ejected (requests
+    /// that were in flight) are not counted: the next streak starts after the ejection.
     func noteFailure() -> Int {
-        failureStreak.wrappingAdd(1, ordering: .relaxed).newValue
+        if isEjected { return 0 }
+        return failureStreak.wrappingAdd(1, ordering: .relaxed).newValue
     }
 
-    /// Ejects the backend until `nowNs` + `baseMs` × (ejections in a row, capped at 10). Returns
-    /// the ejection's length in ms, or nil when another worker ejected it first.
+    /// Ejects the backend until `nowNs` + `baseMs` × (ejections in a row + 1, capped at 10).
+    /// Returns the ejection's length in ms, or nil when it is ejected already.
     func eject(nowNs: UInt64, baseMs: Int) -> Int? {
-        guard ejectedFlag.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return nil }
-        let times = min(ejectionStreak.wrappingAdd(1, ordering: .relaxed).newValue, 10)
+        let times = min(ejectionStreak.load(ordering: .relaxed) + 1, 10)
         let ms = baseMs * times
-        ejectedUntilNs.store(nowNs + UInt64(ms) * 1_000_000, ordering: .relaxed)
+        let until = max(nowNs &+ UInt64(ms) * 1_000_000, 1)
+        guard ejectedUntilNs.compareExchange(expected: 0, desired: until, ordering: .relaxed).exchanged else { return nil }
+        ejectionStreak.wrappingAdd(1, ordering: .relaxed)
         ejectionsTotal.wrappingAdd(1, ordering: .relaxed)
         failureStreak.store(0, ordering: .relaxed)
         return ms
     }
 
-    /// Ends an ejection that is due at `nowNs` (or at once with `force`, when the active check
-    /// just passed). Returns whether this call ended it.
+    /// Ends an ejection that is due at `nowNs` (or at once with `force`: the active check turned
+    /// the backend from down to up, or passive health was turned off). Returns whether this call
+    /// ended it.
     func endEjection(nowNs: UInt64, force: Bool = false) -> Bool {
-        guard isEjected, force || nowNs >= ejectedUntilNs.load(ordering: .relaxed) else { return false }
-        return ejectedFlag.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged
+        let until = ejectedUntilNs.load(ordering: .relaxed)
+        guard until != 0, force || nowNs >= until else { return false }
+        guard ejectedUntilNs.compareExchange(expected: until, desired: 0, ordering: .relaxed).exchanged else { return false }
+        failureStreak.store(0, ordering: .relaxed)
+        return true
     }
 
     /// Requests in flight to this backend, summed over all workers.

@@ -11,6 +11,10 @@ public final class SharedUpstream: Sendable {
     /// budget refused (`retriesOverBudget`).
     let retryStats: [CounterSlab]
     static let retriesOverBudget = RetryCondition.allCases.count
+    /// Held while a worker decides an ejection (counting the unavailable backends, then
+    /// ejecting), so two workers cannot each take out "the last half". Rare: only when a streak
+    /// reaches the limit.
+    let ejectionDecision = Locked(0)
 
     public init(name: String, workers: Int) {
         self.name = name

@@ -58,6 +58,8 @@ public struct AdminConfig: Sendable, Equatable {
     public var metricsPath: String?
     public var statusPath: String?
     public var statusJSONPath: String?
+    /// The runtime API's prefix (`/_admin/backends/{id}/drain` …); nil turns it off.
+    public var apiPath: String? = "/_admin"
 
     public init(listen: ListenAddress? = nil, healthPath: String? = "/_health", metricsPath: String? = "/_metrics",
                 statusPath: String? = "/_status", statusJSONPath: String? = "/_status.json") {
@@ -132,6 +134,7 @@ extension AdminConfig: ConfigSection {
             path("metrics_path", \.metricsPath),
             path("status_path", \.statusPath),
             path("status_json_path", \.statusJSONPath),
+            path("api_path", \.apiPath),
         ]
     }
 
@@ -158,6 +161,6 @@ extension AdminConfig: ConfigSection {
     /// Every endpoint's path with its key, for the uniqueness check.
     public var namedPaths: [(key: String, path: String)] {
         [("health_path", healthPath), ("metrics_path", metricsPath), ("status_path", statusPath),
-         ("status_json_path", statusJSONPath)].compactMap { k, p in p.map { (k, $0) } }
+         ("status_json_path", statusJSONPath), ("api_path", apiPath)].compactMap { k, p in p.map { (k, $0) } }
     }
 }

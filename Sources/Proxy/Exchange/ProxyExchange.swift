@@ -204,7 +204,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                 : group.balancer.key(of: x.pointee.request, target: x.pointee.forwardTarget ?? x.pointee.request.target, clientIP: peerIP)
             // A sticky cookie naming an available backend not tried yet wins over the policy.
             let sticky = group.balancer.sticky == nil ? nil : group.balancer.stickyChoice(x.pointee.request)
-                .flatMap { group.backends.canTake($0, x.pointee.triedBackends) ? $0 : nil }
+                .flatMap { group.backends[$0].shared.takesStickySessions && !x.pointee.triedBackends.contains($0) ? $0 : nil }
             guard let index = sticky ?? group.balancer.pick(from: group.backends, excluding: x.pointee.triedBackends, key: key) else {
                 let giveUp = x.pointee.machine.noBackend(anyHealthy: group.balancer.anyHealthy(group.backends),
                                                          triedAny: !x.pointee.triedBackends.isEmpty)
@@ -369,8 +369,13 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// How long one try waits for its response head: `timeouts.upstream_ms`, or the upstream's
     /// `retries.per_try_timeout_ms` when set and shorter.
     private var responseHeadWaitMs: Int {
-        let perTry = currentUpstream.balancer.retries.perTryTimeoutMs
-        return perTry > 0 ? min(perTry, timeouts.upstreamMs) : timeouts.upstreamMs
+        let retries = currentUpstream.balancer.retries
+        // Only a try that a timeout could send elsewhere gets the shorter deadline: an upload (or
+        // a request out of retries) keeps the whole `upstream_ms`.
+        guard retries.perTryTimeoutMs > 0, retries.on.contains(.timeout), x.pointee.machine.mayRetry(maxRetries: retries.attempts) else {
+            return timeouts.upstreamMs
+        }
+        return min(retries.perTryTimeoutMs, timeouts.upstreamMs)
     }
 
     /// Sticky sessions: a response from another backend than the request's cookie names (or to a
@@ -682,8 +687,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         case .retryOnNewConnection:
             // The keep-alive race: a pooled connection died before answering.
             server.stats.add(WorkerStats.retries)
+            // Only this backend may be picked again (its stale connection was not its failure);
+            // one that failed an earlier try of this request stays excluded.
+            if x.pointee.backendIndex >= 0 { x.pointee.triedBackends.remove(x.pointee.backendIndex) }
             releaseUpstream(reusable: false)
-            x.pointee.triedBackends.removeAll()
             return connectUpstream()
         case .failed:
             break

@@ -256,7 +256,9 @@ public final class ProxyServer {
     }
 
     private func restartPoolSweeper() {
-        let sweepMs = UInt64(max(settings.config.pool.idleTimeoutMs / 4, 50))
+        // At least every second: the sweep also ends passive-health ejections and applies
+        // runtime weight changes.
+        let sweepMs = UInt64(min(max(settings.config.pool.idleTimeoutMs / 4, 50), 1000))
         poolSweeper.start(timeoutMs: sweepMs, repeatMs: sweepMs)
     }
 
@@ -545,7 +547,7 @@ public final class ProxyServer {
             return .text(404, "Not Found: this is the proxy's admin listener; "
                 + "it serves \(settings.config.admin.namedPaths.map(\.path).joined(separator: ", "))")
         }
-        if endpoint != .health && !adminListener {
+        if case .health = endpoint {} else if !adminListener {
             if paths.hasOwnListener { return nil }
             guard loopbackPeer else {
                 return .text(403, "Forbidden: the proxy's metrics and status are served to "
@@ -564,6 +566,8 @@ public final class ProxyServer {
                               body: StatusEndpoint.json(settings, metrics: metrics, workers: workerCount))
         case .status:
             return LocalReply(status: 200, contentType: "text/html; charset=utf-8", body: settings.statusPage)
+        case .api(let rest):
+            return RuntimeAPI.answer(rest, method: request.methodString, upstreams: settings.upstreams)
         }
     }
 

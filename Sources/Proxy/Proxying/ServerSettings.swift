@@ -74,8 +74,9 @@ final class ServerSettings {
         }
         self.backends = backends
         let upstreams = zip(config.allUpstreams, generation.upstreams).map { u, shared in
-            let members = u.backends.compactMap { b in backends.first { $0.id == b.id }.map { ($0, b.weight) } }
-            return Upstream(shared: shared, worker: worker, backends: members.map(\.0), balance: u.balance, weights: members.map(\.1))
+            let members = u.backends.compactMap { b in backends.first { $0.id == b.id } }
+            return Upstream(shared: shared, worker: worker, backends: members, balance: u.balance,
+                            weights: members.map(\.shared.effectiveWeight))
         }
         self.upstreams = upstreams
         router = Router(config) { name in upstreams.firstIndex { $0.name == name } }

@@ -189,8 +189,15 @@ final class Upstream {
         retryStats = shared.retryStats[worker]
         self.backends = backends
         knownHealth = backends.map(\.isAvailable)
-        balancer = LoadBalancer(balance, backends: backends, weights: weights, upstreamName: shared.name)
+        self.balance = balance
+        balancer = LoadBalancer(balance, backends: backends, weights: weights, upstreamName: shared.name,
+                                ejectionDecision: shared.ejectionDecision)
+        // Passive health turned off (by a reload): ejections in force end now.
+        if !balance.outlierDetection.isEnabled { for b in backends { _ = b.shared.endEjection(nowNs: 0, force: true) } }
     }
+
+    /// The upstream's balancing configuration (to rebuild the balancer when weights change).
+    private let balance: BalanceConfig
 
     /// Ends the ejections that are due, then tells the balancer of availability changes since
     /// the last call — verdicts of the active checks, ejections begun or ended (the worker
@@ -206,6 +213,13 @@ final class Upstream {
             changed.append(i)
         }
         if !changed.isEmpty { balancer.availabilityChanged(backends: backends) }
+        // A weight set through the runtime API: a balancer with the new weights (its learnt
+        // state — p2c estimates, the retry budget — starts over; weights change rarely).
+        let weights = backends.map(\.shared.effectiveWeight)
+        if weights != balancer.weights {
+            balancer = LoadBalancer(balance, backends: backends, weights: weights, upstreamName: name,
+                                    ejectionDecision: shared.ejectionDecision)
+        }
         return changed
     }
 }

@@ -388,6 +388,9 @@ public final class Supervisor {
         var clientContexts: [BackendTLSConfig: TLSContext] = [:]
         for b in next.allBackends {
             if let kept = generation.backends.first(where: { $0.isSame(as: b) }) {
+                // The file's weight now, and no runtime change (`/_admin`) survives a reload.
+                kept.setConfiguredWeight(b.weight)
+                kept.resetRuntimeChanges()
                 backends.append(kept)
                 continue
             }

@@ -1,0 +1,66 @@
+/// The runtime API on the admin paths (`admin.api_path`, `/_admin` by default), for operators
+/// and deploy scripts — served where metrics are: on `admin.listen`, or to loopback clients of
+/// the main listener:
+///
+///   POST /_admin/backends/{id}/drain     no new requests (sticky sessions still come), in-flight finish
+///   POST /_admin/backends/{id}/disable   no requests at all; in-flight finish
+///   POST /_admin/backends/{id}/enable    back in rotation
+///   PUT  /_admin/backends/{id}/weight/N  (or …/weight?value=N) the weight, 1–1000
+///
+/// Answers JSON with the backend's state. Changes last until the next reload (or restart), are
+/// shared by every worker at once (state) or within a second (weights, on each worker's sweep),
+/// and are logged. Threading: called on a worker's loop; the state lives in `SharedBackend`.
+enum RuntimeAPI {
+    static func answer(_ rest: String, method: String, upstreams: [Upstream]) -> LocalReply {
+        // rest: /backends/{id}/{action}[/{value}][?value=N]
+        var path = Substring(rest)
+        var query: Substring = ""
+        if let q = path.firstIndex(of: "?") { query = path[path.index(after: q)...]; path = path[..<q] }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count >= 4, parts[0].isEmpty, parts[1] == "backends" else {
+            return json(404, #"{"error":"unknown admin path; use /backends/{id}/drain|disable|enable (POST) or /backends/{id}/weight/N (PUT)"}"#)
+        }
+        let id = String(parts[2]).removingPercentEscapes
+        let action = parts[3]
+        guard let backend = upstreams.lazy.flatMap(\.backends).first(where: { $0.id == id }) else {
+            return json(404, #"{"error":"no backend with id \#(JSONText.quote(id).dropFirst().dropLast())"}"#)
+        }
+        let shared = backend.shared
+        switch (method, action, parts.count) {
+        case ("POST", "drain", 4): shared.setAdminState(.draining)
+        case ("POST", "disable", 4): shared.setAdminState(.disabled)
+        case ("POST", "enable", 4): shared.setAdminState(.enabled)
+        case ("PUT", "weight", 4), ("PUT", "weight", 5):
+            let text = parts.count == 5 ? parts[4] : query.split(separator: "&").first { $0.hasPrefix("value=") }.map { $0.dropFirst(6) } ?? ""
+            guard let weight = Int(text), (1...BalanceConfig.maxWeight).contains(weight) else {
+                return json(400, #"{"error":"the weight is a whole number from 1 to \#(BalanceConfig.maxWeight): PUT …/weight/N or …/weight?value=N"}"#)
+            }
+            shared.setWeight(weight)
+        default:
+            return json(405, #"{"error":"use POST …/drain, …/disable, …/enable or PUT …/weight/N"}"#)
+        }
+        Log.info("admin: backend \(id) \(action == "weight" ? "weight \(shared.effectiveWeight)" : String(action)) (until the next reload)")
+        return json(200, "{\"id\":\(JSONText.quote(id)),\"state\":\"\(shared.adminState)\",\"weight\":\(shared.effectiveWeight)}")
+    }
+
+    private static func json(_ status: UInt16, _ body: String) -> LocalReply {
+        LocalReply(status: status, contentType: "application/json", body: Array((body + "\n").utf8))
+    }
+}
+
+extension String {
+    /// `%XX` decoded (ids in a URL path); malformed escapes are kept as they are.
+    fileprivate var removingPercentEscapes: String {
+        var out: [UInt8] = []
+        let b = Array(utf8)
+        var i = 0
+        while i < b.count {
+            if b[i] == UInt8(ascii: "%"), i + 2 < b.count, let v = UInt8(String(decoding: b[(i + 1)...(i + 2)], as: UTF8.self), radix: 16) {
+                out.append(v); i += 3
+            } else {
+                out.append(b[i]); i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
