@@ -441,6 +441,31 @@ import Testing
         #expect(error(#"{"backends": [{"url": "http://a:1"}], "sticky": {"cookie": "a b"}}"#).contains("sticky.cookie: a cookie name is"))
     }
 
+    @Test func slowStartRampsANewlyAvailableBackendsShare() {
+        let s = 1_000_000_000 as UInt64
+        // Off, or nobody ramping: the plain weights.
+        #expect(SlowStart.weights([2, 1], availableSince: [0, 0], now: 100 * s, slowStartMs: 0) == [2, 1])
+        #expect(SlowStart.weights([2, 1], availableSince: [0, 0], now: 100 * s, slowStartMs: 10_000) == [2, 1])
+        // Backend 1 came back 2.5 s into a 10 s ramp: a quarter of its share (weights × 100).
+        #expect(SlowStart.weights([2, 4], availableSince: [0, 100 * s], now: 102 * s + s / 2, slowStartMs: 10_000) == [200, 100])
+        // Just back: the 10 % floor.
+        #expect(SlowStart.weights([1, 1], availableSince: [0, 100 * s], now: 100 * s, slowStartMs: 10_000) == [100, 10])
+        // Done.
+        #expect(SlowStart.weights([1, 1], availableSince: [0, 100 * s], now: 111 * s, slowStartMs: 10_000) == [1, 1])
+        // Back from an ejection counts as available again.
+        let b = backends([1])
+        #expect(b[0].shared.eject(nowNs: 5 * s, baseMs: 1000) != nil)
+        #expect(b[0].shared.endEjection(nowNs: 7 * s))
+        #expect(b[0].shared.availableSince == 7 * s)
+        do {
+            _ = try ConfigLoader.parse(Array(#"{"backends": [{"url": "http://a:1"}], "balance": "maglev", "hash_key": "path", "slow_start_ms": 1000}"#.utf8),
+                                       file: "config.json")
+            Issue.record("loaded")
+        } catch {
+            #expect(error.description.contains("slow_start_ms: slow start changes shares"), "\(error)")
+        }
+    }
+
     // MARK: configuration
 
     @Test func balanceHashKeyAndWeightAreConfigured() throws {

@@ -46,6 +46,7 @@ public final class SharedBackend: Sendable {
         stats = (0..<max(workers, 1)).map { _ in CounterSlab(count: RequestStats.backendSize) }
         healthy = Atomic(previous?.isHealthy ?? true)
         configuredWeight.store(config.weight, ordering: .relaxed)
+        availableSinceNs.store(previous?.availableSince ?? Platform.monotonicNanos(), ordering: .relaxed)
         record = Locked(previous?.probeRecord ?? ProbeRecord())
     }
 
@@ -79,7 +80,10 @@ public final class SharedBackend: Sendable {
         }
         guard nowHealthy != wasHealthy else { return nil }
         healthy.store(nowHealthy, ordering: .relaxed)
-        if nowHealthy { _ = endEjection(nowNs: 0, force: true) }
+        if nowHealthy {
+            _ = endEjection(nowNs: 0, force: true)
+            noteAvailable(nowNs: Platform.monotonicNanos())
+        }
         return nowHealthy ? .up : .down
     }
 
@@ -119,6 +123,12 @@ public final class SharedBackend: Sendable {
         return w > 0 ? w : configuredWeight.load(ordering: .relaxed)
     }
     func setWeight(_ weight: Int) { weightOverride.store(weight, ordering: .relaxed) }
+    /// When the backend last became available: created, back up by the active check, or back
+    /// from an ejection (monotonic ns) — where `slow_start_ms` counts from.
+    private let availableSinceNs = Atomic<UInt64>(0)
+    public var availableSince: UInt64 { availableSinceNs.load(ordering: .relaxed) }
+    func noteAvailable(nowNs: UInt64) { availableSinceNs.store(nowNs, ordering: .relaxed) }
+
     /// A reload starts from the file again.
     func resetRuntimeChanges() {
         adminStateRaw.store(0, ordering: .relaxed)
@@ -176,6 +186,7 @@ public final class SharedBackend: Sendable {
         guard until != 0, force || nowNs >= until else { return false }
         guard ejectedUntilNs.compareExchange(expected: until, desired: 0, ordering: .relaxed).exchanged else { return false }
         failureStreak.store(0, ordering: .relaxed)
+        noteAvailable(nowNs: max(nowNs, until))
         return true
     }
 

@@ -11,6 +11,9 @@ public struct BalanceConfig: Sendable, Equatable {
     public var retries = RetriesConfig()
     /// Sticky sessions by cookie (`"sticky"`); nil: none.
     public var sticky: StickyConfig?
+    /// A backend back from down or ejection, or newly added, ramps its share up over this long
+    /// (`"slow_start_ms"`; 0: at once). Not for the hashing policies (it would move keys).
+    public var slowStartMs = 0
 
     public init(policy: BalancePolicy = .roundRobin, hashKey: HashKey? = nil) {
         self.policy = policy

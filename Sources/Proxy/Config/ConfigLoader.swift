@@ -407,6 +407,7 @@ extension ProxyConfig: ConfigSection {
             ConfigField(key: "sticky", example: StickyConfig.example) { config, value, at throws(ConfigError) in
                 config.balance.sticky = try StickyConfig.decode(value, at: at)
             },
+            .integer("slow_start_ms", \.balance.slowStartMs, 0...maxMilliseconds),
             .section("timeouts", \.timeouts),
             .section("limits", \.limits),
             .section("pool", \.pool),
@@ -828,6 +829,7 @@ struct UpstreamEntry: ConfigSection {
             ConfigField(key: "sticky", example: StickyConfig.example) { entry, value, at throws(ConfigError) in
                 entry.balance.sticky = try StickyConfig.decode(value, at: at)
             },
+            .integer("slow_start_ms", \.balance.slowStartMs, 0...maxMilliseconds),
         ]
     }
 
@@ -976,8 +978,12 @@ extension BalanceConfig {
         }
     }
 
-    /// `hash_key` goes with the hashing policies, and they need it.
+    /// `hash_key` goes with the hashing policies, and they need it; slow start does not go with them.
     func check(at location: ConfigLocation) throws(ConfigError) {
+        if policy.hashes && slowStartMs > 0 {
+            throw location.member("slow_start_ms", example: "0")
+                .error("slow start changes shares, and with \(JSONValue.quoted(policy.rawValue)) that moves keys; leave it out")
+        }
         if policy.hashes && hashKey == nil {
             throw location.member("hash_key", example: Self.hashKeyExample)
                 .error("\"balance\": \(JSONValue.quoted(policy.rawValue)) hashes a key of each request; say which one")

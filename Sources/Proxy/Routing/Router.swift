@@ -215,7 +215,8 @@ final class Upstream {
         if !changed.isEmpty { balancer.availabilityChanged(backends: backends) }
         // A weight set through the runtime API: a balancer with the new weights (its learnt
         // state — p2c estimates, the retry budget — starts over; weights change rarely).
-        let weights = backends.map(\.shared.effectiveWeight)
+        let weights = SlowStart.weights(backends.map(\.shared.effectiveWeight), availableSince: backends.map(\.shared.availableSince),
+                                        now: nowNs, slowStartMs: balance.slowStartMs)
         if weights != balancer.weights {
             balancer = LoadBalancer(balance, backends: backends, weights: weights, upstreamName: name,
                                     ejectionDecision: shared.ejectionDecision)
