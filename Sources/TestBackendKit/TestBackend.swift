@@ -318,7 +318,8 @@ final class BackendConnection {
         guard let q = target.firstIndex(of: "?") else { return (target, [:]) }
         var query: [String: String] = [:]
         for pair in target[target.index(after: q)...].split(separator: "&") {
-            let kv = pair.split(separator: "=", maxSplits: 1)
+            // `=` alone (or `=x`) has an empty name: split would give no first element.
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             query[String(kv[0])] = kv.count > 1 ? String(kv[1]) : ""
         }
         return (String(target[..<q]), query)

@@ -59,9 +59,20 @@ import Testing
         list[1].activeRequests = 8  // 8 / 2 = 4 > 3
         #expect(lb.pick(from: list, excluding: AttemptSet()) == 0)
         for b in list { b.activeRequests = 0 }
-        // All idle: every one is a tie, broken in proportion to weight (1 : 2 : 1).
-        let c = counts(3, 8000) { lb.pick(from: list, excluding: AttemptSet()) }
-        #expect(abs(c[0] - 2000) < 300 && abs(c[1] - 4000) < 400 && abs(c[2] - 2000) < 300, "\(c)")
+        // Requests that stay in flight spread in proportion to weight: (in flight + 1) ÷ weight
+        // (with plain in-flight an idle light backend would beat a busy heavy one every time).
+        for _ in 0..<400 {
+            let i = lb.pick(from: list, excluding: AttemptSet())!
+            lb.started(i, of: list)
+        }
+        #expect(list.map(\.activeRequests) == [100, 200, 100] || list.map(\.activeRequests).enumerated().allSatisfy { abs($1 - [100, 200, 100][$0]) <= 1 },
+                "\(list.map(\.activeRequests))")
+        for b in list { b.activeRequests = 0 }
+        // Idle and equal: ties, broken at random (about equally often).
+        let equal = backends([1, 1, 1])
+        var eq = LoadBalancer(BalanceConfig(policy: .leastRequest), backends: equal)
+        let c = counts(3, 9000) { eq.pick(from: equal, excluding: AttemptSet()) }
+        #expect(c.allSatisfy { $0 > 2600 && $0 < 3400 }, "\(c)")
         takeDown(list[1])
         #expect(counts(3, 300) { lb.pick(from: list, excluding: AttemptSet()) }[1] == 0)
     }
@@ -119,6 +130,16 @@ import Testing
         #expect(p.current(0, 1_000_000_000) == 90_000)
     }
 
+    @Test func p2cEWMADrawsItsCandidatesInProportionToWeight() {
+        // A canary of weight 1 beside a backend of weight 99, both equally fast and idle: the
+        // heavy one should take nearly everything (uniform draws would give the canary a share
+        // whenever it is drawn with... itself or another light one).
+        let list = backends([99, 1, 1, 1])
+        var lb = LoadBalancer(BalanceConfig(policy: .p2cEWMA), backends: list)
+        let c = counts(4, 4000) { lb.pick(from: list, excluding: AttemptSet()) }
+        #expect(c[0] > 3600, "\(c)")
+    }
+
     @Test func p2cEWMAPrefersTheLessLoadedOfEqualBackends() {
         let list = backends([1, 1])
         var lb = LoadBalancer(BalanceConfig(policy: .p2cEWMA), backends: list)
@@ -170,6 +191,22 @@ import Testing
         for k in keys(20000) { share[lb.pick(from: list, excluding: AttemptSet(), key: k)!] += 1 }
         #expect(share[0] > 4000 && share[0] < 6000 && share[1] > 4000 && share[1] < 6000 && share[2] > 8500 && share[2] < 11500,
                 "\(policy): \(share)")
+    }
+
+    @Test func skewedWeightsKeepTablesInProportionAndInBounds() {
+        // Maglev: shares in proportion to weight (one heavy, many light ones).
+        let names = (0..<301).map { "http://10.0.0.\($0):80" }
+        let weights = [1000] + Array(repeating: 1, count: 300)
+        let maglev = MaglevBalancer(names: names, weights: weights, healthy: names.map { _ in true })
+        let shares = maglev.shares(count: names.count)
+        #expect(shares.reduce(0, +) == MaglevBalancer.tableSize)
+        let expected = Double(MaglevBalancer.tableSize) * 1000 / 1300
+        #expect(abs(Double(shares[0]) - expected) <= 2, "\(shares[0]) vs \(expected)")
+        #expect(shares[1...].allSatisfy { $0 == 50 || $0 == 51 }, "\(Set(shares[1...]))")
+        // Ring: weights with no common divisor stay within the point budget, in proportion.
+        let ringNames = (0..<900).map { "http://10.1.\($0 / 250).\($0 % 250):80" }
+        let ring = RingHashBalancer(names: ringNames, weights: (0..<900).map { $0 % 2 == 0 ? 999 : 1000 })
+        #expect(ring.points.count <= RingHashBalancer.maxPoints + 900, "\(ring.points.count) points")
     }
 
     @Test func removingABackendFromTheConfigMovesOnlyItsKeysOnTheRing() {

@@ -1,5 +1,5 @@
-/// The backend with the fewest requests in flight relative to its weight (`in flight ÷ weight`,
-/// compared by cross-multiplying); ties — the usual case on a quiet worker, where every count is
+/// The backend with the fewest requests in flight relative to its weight (`(in flight + 1) ÷
+/// weight`, compared by cross-multiplying); ties — the usual case on a quiet worker, where every count is
 /// 0 — broken at random in proportion to weight, so weights hold at low load too.
 ///
 /// In flight is this worker's count (`Backend.activeRequests`): see `LoadBalancer` for why.
@@ -10,7 +10,9 @@ struct LeastRequestBalancer {
         var best = -1, tieWeight = 0
         var bestActive = 0, bestWeight = 1
         for i in 0..<min(backends.count, weights.count) where backends.canTake(i, tried) {
-            let active = backends[i].activeRequests, weight = weights[i]
+            // (in flight + 1) ÷ weight: the load the pick would make. With plain in-flight an
+            // idle light backend (0 ÷ 1) would beat a busy heavy one (1 ÷ 99) every time.
+            let active = backends[i].activeRequests + 1, weight = weights[i]
             if best < 0 || active * bestWeight < bestActive * weight {
                 best = i; bestActive = active; bestWeight = weight; tieWeight = weight
             } else if active * bestWeight == bestActive * weight {

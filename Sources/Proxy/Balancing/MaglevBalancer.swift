@@ -1,7 +1,7 @@
-/// Consistent hashing through a Maglev lookup table (Eisenbud et al., NSDI 2016; weighted as
-/// Envoy does): each healthy backend walks its own permutation of the `tableSize` slots
-/// (offset and skip from two hashes of its id) taking the next free one in turns, heavier
-/// backends more often, until the table is full. A request's key picks a slot: one lookup, no
+/// Consistent hashing through a Maglev lookup table (Eisenbud et al., NSDI 2016, weighted): each
+/// available backend walks its own permutation of the `tableSize` slots (offset and skip from
+/// two hashes of its URL) taking the next free one in turns until it holds its share of the
+/// slots, in proportion to its weight. A request's key picks a slot: one lookup, no
 /// search. When a backend leaves, the table is rebuilt over the rest and about 1/n of the
 /// slots change owner (a little more than a ring moves, in exchange for a flat lookup).
 ///
@@ -43,17 +43,29 @@ struct MaglevBalancer {
         let m = Self.tableSize
         let members = fillOrder.filter { $0 < min(healthy.count, Int(UInt16.max)) && healthy[$0] }
         guard !members.isEmpty else { table = []; return }
+        // Each member's share of the slots, in proportion to weight (the rounding remainder to
+        // the first members in fill order); then members take turns, each placing one entry per
+        // round until its share is placed. Members that are done leave the rotation, so a pool
+        // with one heavy backend and many light ones costs about one step per slot, not
+        // slots × members.
+        let total = members.reduce(0) { $0 + weights[$1] }
+        var target = [Int](repeating: 0, count: offsets.count)
+        var assigned = 0
+        for i in members {
+            target[i] = m * weights[i] / total
+            assigned += target[i]
+        }
+        var k = 0
+        while assigned < m { target[members[k % members.count]] += 1; assigned += 1; k += 1 }
         var filled = [UInt16](repeating: UInt16.max, count: m)
         var next = [Int](repeating: 0, count: offsets.count)
-        var credit = [Double](repeating: 0, count: offsets.count)
-        let heaviest = Double(members.map { weights[$0] }.max()!)
+        var placed = [Int](repeating: 0, count: offsets.count)
+        var active = members.filter { target[$0] > 0 }
         var count = 0
-        while true {
-            for i in members {
-                // Weighted turns: a backend of weight w places an entry in w/heaviest of the rounds.
-                credit[i] += Double(weights[i]) / heaviest
-                guard credit[i] >= 1 else { continue }
-                credit[i] -= 1
+        while count < m && !active.isEmpty {
+            var stillActive: [Int] = []
+            stillActive.reserveCapacity(active.count)
+            for i in active {
                 var slot = (offsets[i] + next[i] * skips[i]) % m
                 while filled[slot] != UInt16.max {
                     next[i] += 1
@@ -61,10 +73,13 @@ struct MaglevBalancer {
                 }
                 filled[slot] = UInt16(i)
                 next[i] += 1
+                placed[i] += 1
                 count += 1
-                if count == m { table = filled; return }
+                if placed[i] < target[i] { stillActive.append(i) }
             }
+            active = stillActive
         }
+        table = filled
     }
 
     func pick(key: UInt64, from backends: [Backend], excluding tried: AttemptSet) -> Int? {

@@ -33,14 +33,22 @@ struct P2CEWMABalancer {
     }
 
     func pick(from backends: [Backend], weights: [Int], excluding tried: AttemptSet, random: inout BalancerRandom, now: UInt64) -> Int? {
-        // Two distinct available backends, uniformly, in one pass (reservoir of two): a verdict
-        // another thread changes meanwhile cannot leave a choice unfilled.
-        var a = -1, b = -1, seen = 0
-        for i in 0..<min(backends.count, estimate.count, weights.count) where backends.canTake(i, tried) {
-            seen += 1
-            if seen == 1 { a = i } else if seen == 2 { b = i } else {
-                let slot = random.below(seen)
-                if slot == 0 { a = i } else if slot == 1 { b = i }
+        // Two distinct available backends in one pass (a verdict another thread changes meanwhile
+        // cannot leave a choice unfilled), drawn in proportion to weight: each candidate's key is
+        // u^(1/w) and the two largest win (Efraimidis–Spirakis weighted sampling). Drawing them
+        // uniformly would let pairs of light backends take most requests from a heavy one.
+        var a = -1, b = -1
+        var keyA = -1.0, keyB = -1.0
+        let n = min(backends.count, estimate.count, weights.count)
+        let uniform = n < 2 || !weights[0..<n].contains { $0 != weights[0] }
+        for i in 0..<n where backends.canTake(i, tried) {
+            let u = Double(random.next() >> 11) / Double(1 << 53)
+            let key = uniform ? u : pow(u, 1 / Double(weights[i]))
+            if key > keyA {
+                b = a; keyB = keyA
+                a = i; keyA = key
+            } else if key > keyB {
+                b = i; keyB = key
             }
         }
         guard a >= 0 else { return nil }

@@ -5,8 +5,8 @@
 ///
 /// Points are hashes of `URL-k` (`StableHash`), not of ids (which default from list positions):
 /// every worker and every proxy process builds the same ring whatever the order or names of the
-/// backends. Weights are divided by their greatest common divisor, and the ring holds at most
-/// `maxPoints` points (160 per unit of weight below that).
+/// backends. Weights are divided by their greatest common divisor; 160 points per unit of weight,
+/// or — when that would pass `maxPoints` — points in proportion to weight within it.
 /// Threading: a value, one loop.
 struct RingHashBalancer {
     private(set) var points: [UInt64] = []
@@ -19,11 +19,15 @@ struct RingHashBalancer {
         let g = weights.reduce(0) { gcd($0, max($1, 1)) }
         let units = weights.map { max($0, 1) / max(g, 1) }
         let total = max(units.reduce(0, +), 1)
-        let perUnit = max(1, min(Self.pointsPerWeight, Self.maxPoints / total))
+        // 160 points per unit while that fits; past `maxPoints`, points in proportion to weight
+        // (at least one per backend).
+        let counts = total * Self.pointsPerWeight <= Self.maxPoints
+            ? units.map { $0 * Self.pointsPerWeight }
+            : units.map { max(1, Int((Double(Self.maxPoints) * Double($0) / Double(total)).rounded())) }
         var ring: [(point: UInt64, owner: Int32)] = []
-        ring.reserveCapacity(total * perUnit)
+        ring.reserveCapacity(counts.reduce(0, +))
         for (i, name) in names.enumerated() {
-            for k in 0..<(units[i] * perUnit) { ring.append((StableHash.hash("\(name)-\(k)"), Int32(i))) }
+            for k in 0..<counts[i] { ring.append((StableHash.hash("\(name)-\(k)"), Int32(i))) }
         }
         // Ties (two names hashing to one point) go to the lower hash of the name: the same on
         // every worker whatever the order.
