@@ -95,7 +95,7 @@ struct LoadBalancer {
         stickyValues = backends.map { Array(String(StableHash.hash($0.url, seed: 0x7374_6963_6b79), radix: 16).utf8) }
         roundRobin = RoundRobinBalancer(weights: weights)
         switch config.policy {
-        case .p2cEWMA: p2c = P2CEWMABalancer(count: backends.count, now: Platform.monotonicNanos())
+        case .p2cEWMA: p2c = P2CEWMABalancer(count: backends.count, now: Platform.monotonicNanos(), weights: weights)
         case .ringHash: ring = RingHashBalancer(names: backends.map(\.url), weights: weights)
         case .maglev: maglev = MaglevBalancer(names: backends.map(\.url), weights: weights, healthy: backends.map(\.isAvailable))
         case .roundRobin, .leastRequest, .random: break
@@ -105,7 +105,8 @@ struct LoadBalancer {
     /// A healthy backend not yet tried for this request, or nil when there is none. `key`: the
     /// hash of the request's `hash_key` (`RequestHashKey`), for the hashing policies; without
     /// it they go round-robin.
-    mutating func pick(from backends: [Backend], excluding tried: AttemptSet, key: UInt64? = nil) -> Int? {
+    /// `now`: the loop's time in ns (p2c's clock; read when not given).
+    mutating func pick(from backends: [Backend], excluding tried: AttemptSet, key: UInt64? = nil, now: UInt64? = nil) -> Int? {
         switch policy {
         case .roundRobin:
             return roundRobin.pick(from: backends, excluding: tried)
@@ -114,7 +115,7 @@ struct LoadBalancer {
         case .random:
             return RandomBalancer().pick(from: backends, weights: weights, excluding: tried, random: &random)
         case .p2cEWMA:
-            return p2c!.pick(from: backends, weights: weights, excluding: tried, random: &random, now: Platform.monotonicNanos())
+            return p2c!.pick(from: backends, weights: weights, excluding: tried, random: &random, now: now ?? Platform.monotonicNanos())
         case .ringHash:
             if let key, let picked = ring!.pick(key: key, from: backends, excluding: tried) { return picked }
             return roundRobin.pick(from: backends, excluding: tried)
@@ -166,16 +167,16 @@ struct LoadBalancer {
 
     /// The request that `started` on `backends[index]` is done with it. `headMicros`: the time from
     /// the pick to the response head, when one came.
-    mutating func finished(_ index: Int, of backends: [Backend], outcome: AttemptOutcome, headMicros: UInt64?) {
+    mutating func finished(_ index: Int, of backends: [Backend], outcome: AttemptOutcome, headMicros: UInt64?, now: UInt64? = nil) {
         backends[index].activeRequests -= 1
         if outlier.isEnabled { notePassiveHealth(index, backends, outcome) }
         guard policy == .p2cEWMA else { return }  // the others learn nothing from outcomes
         switch outcome {
         case .response(let status) where status < 500:
-            if let headMicros { p2c!.observe(index, micros: headMicros, failed: false, now: Platform.monotonicNanos()) }
+            if let headMicros { p2c!.observe(index, micros: headMicros, failed: false, now: now ?? Platform.monotonicNanos()) }
         case .response, .connectFailure, .upstreamFailure, .timeout:
             // A 5xx counts as a failure: a broken backend answering fast must not look fast.
-            p2c!.observe(index, micros: nil, failed: true, now: Platform.monotonicNanos())
+            p2c!.observe(index, micros: nil, failed: true, now: now ?? Platform.monotonicNanos())
         case .notTheBackend:
             break
         }

@@ -38,7 +38,7 @@ struct RingHashBalancer {
     }
 
     func pick(key: UInt64, from backends: [Backend], excluding tried: AttemptSet) -> Int? {
-        guard !points.isEmpty, (0..<backends.count).contains(where: { backends.canTake($0, tried) }) else { return nil }
+        guard !points.isEmpty else { return nil }
         // First point >= key (wrapping to the start).
         var low = 0, high = points.count
         while low < high {

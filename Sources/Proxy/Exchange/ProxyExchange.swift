@@ -205,7 +205,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             // A sticky cookie naming an available backend not tried yet wins over the policy.
             let sticky = group.balancer.sticky == nil ? nil : group.balancer.stickyChoice(x.pointee.request)
                 .flatMap { group.backends[$0].shared.takesStickySessions && !x.pointee.triedBackends.contains($0) ? $0 : nil }
-            guard let index = sticky ?? group.balancer.pick(from: group.backends, excluding: x.pointee.triedBackends, key: key) else {
+            guard let index = sticky ?? group.balancer.pick(from: group.backends, excluding: x.pointee.triedBackends, key: key,
+                                                            now: server.loop.now &* 1_000_000) else {
                 let giveUp = x.pointee.machine.noBackend(anyHealthy: group.balancer.anyHealthy(group.backends),
                                                          triedAny: !x.pointee.triedBackends.isEmpty)
                 if giveUp == .noHealthyBackend {
@@ -873,7 +874,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             let head = x.pointee.upstreamHeadNs, start = x.pointee.upstreamStartNs
             let headMicros: UInt64? = head > start ? (head &- start) / 1000 : nil
             let group = currentUpstream
-            group.balancer.finished(x.pointee.backendIndex, of: group.backends, outcome: outcome, headMicros: headMicros)
+            group.balancer.finished(x.pointee.backendIndex, of: group.backends, outcome: outcome, headMicros: headMicros,
+                                    now: server.loop.now &* 1_000_000)
             x.pointee.backendIndex = -1
         }
         x.pointee.upstreamReady = false
