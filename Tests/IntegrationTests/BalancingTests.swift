@@ -245,3 +245,61 @@ import Testing
         #expect(try admin("PUT", "a/weight?value=2").json["weight"] as? Int == 2)
     }
 }
+
+/// `max_connections_per_backend` and its queue: requests beyond the limit wait and are served in
+/// turn, a full queue answers 503 at once, a wait past `queue.timeout_ms` answers 503.
+@Suite(.serialized) struct BackendQueueTests {
+    @Test func requestsBeyondTheLimitWaitThenGoOnOrAreRefused() throws {
+        let backend = try startBackend()
+        defer { backend.stop() }
+        let proxy = try startProxy(config: """
+            {"backends":[{"url":"http://127.0.0.1:\(backend.port)"}],"max_connections_per_backend":1,
+             "queue":{"max":2,"timeout_ms":3000},"retries":{"attempts":0},
+             "health_check":{"path":"/health","interval_ms":60000,"timeout_ms":2000},"access_log":null}
+            """, workers: 1)
+        defer { proxy.stop() }
+        // Four slow requests at once: one runs, two wait their turn, one finds the queue full.
+        final class Statuses: @unchecked Sendable {
+            let lock = NSLock()
+            var list: [Int] = []
+            func add(_ s: Int) { lock.lock(); list.append(s); lock.unlock() }
+            var all: [Int] { lock.lock(); defer { lock.unlock() }; return list }
+        }
+        let statuses = Statuses()
+        let group = DispatchGroup()
+        let start = Date()
+        // Threads of their own (the global queue may run only as many blocks as there are cores).
+        for i in 0..<4 {
+            group.enter()
+            Thread.detachNewThread {
+                usleep(UInt32(i) * 30_000)  // in this order
+                let s = (try? get(proxy.port, "/delay?ms=500").status) ?? -1
+                statuses.add(s)
+                group.leave()
+            }
+        }
+        #expect(group.wait(timeout: .now() + 10) == .success)
+        let got = statuses.all.sorted()
+        #expect(got == [200, 200, 200, 503], "\(got)")
+        #expect(Date().timeIntervalSince(start) >= 1.45, "the three ran one after another")
+    }
+
+    @Test func aWaitPastTheQueueTimeoutIs503() throws {
+        let backend = try startBackend()
+        defer { backend.stop() }
+        let proxy = try startProxy(config: """
+            {"backends":[{"url":"http://127.0.0.1:\(backend.port)"}],"max_connections_per_backend":1,
+             "queue":{"max":10,"timeout_ms":150},"retries":{"attempts":0},
+             "health_check":{"path":"/health","interval_ms":60000,"timeout_ms":2000},"access_log":null}
+            """, workers: 1)
+        defer { proxy.stop() }
+        let slow = DispatchGroup()
+        slow.enter()
+        Thread.detachNewThread { _ = try? get(proxy.port, "/delay?ms=800"); slow.leave() }
+        usleep(100_000)
+        let r = try get(proxy.port, "/")
+        #expect(r.status == 503 && r.text.contains("queue.timeout_ms 150"), "\(r.status) \(r.text)")
+        #expect(slow.wait(timeout: .now() + 5) == .success)
+        #expect(try get(proxy.port, "/").status == 200, "room again")
+    }
+}

@@ -39,10 +39,10 @@ public struct AttemptSet: Sendable {
 
 extension Array where Element == Backend {
     /// Whether `self[index]` may take an attempt of a request that already tried `tried`:
-    /// it exists, is available (healthy, not ejected) and was not tried yet. What every policy
-    /// asks of a candidate.
+    /// it exists, is available (healthy, not ejected), has room under its request limit and was
+    /// not tried yet. What every policy asks of a candidate.
     @inline(__always)
     func canTake(_ index: Int, _ tried: AttemptSet) -> Bool {
-        index < count && self[index].isAvailable && !tried.contains(index)
+        index < count && self[index].isAvailable && self[index].hasRoom && !tried.contains(index)
     }
 }

@@ -43,6 +43,11 @@ public final class Backend {
     /// Healthy and not ejected by passive health: what the balancer may pick.
     public var isAvailable: Bool { shared.isAvailable }
 
+    /// This worker's share of `max_connections_per_backend` (0: no limit).
+    var requestLimit = 0
+    /// Whether this worker may send it one more request.
+    @inline(__always) var hasRoom: Bool { requestLimit == 0 || activeRequests < requestLimit }
+
     /// Requests this worker is forwarding to this backend; published for `/_health`.
     public var activeRequests = 0 {
         didSet { counters.activeRequests.store(activeRequests, ordering: .relaxed) }

@@ -11,6 +11,11 @@ public struct BalanceConfig: Sendable, Equatable {
     public var retries = RetriesConfig()
     /// Sticky sessions by cookie (`"sticky"`); nil: none.
     public var sticky: StickyConfig?
+    /// Requests in flight per backend (`"max_connections_per_backend"`; 0: no limit), shared
+    /// out among the workers (each takes its ceiling of limit ÷ workers); beyond it requests
+    /// wait in `queue`.
+    public var maxConnectionsPerBackend = 0
+    public var queue = QueueConfig()
     /// A backend back from down or ejection, or newly added, ramps its share up over this long
     /// (`"slow_start_ms"`; 0: at once). Not for the hashing policies (it would move keys).
     public var slowStartMs = 0
@@ -162,4 +167,14 @@ public struct StickyConfig: Sendable, Equatable {
         self.cookie = cookie
         self.maxAgeS = maxAgeS
     }
+}
+
+/// Where requests wait while every available backend is at `max_connections_per_backend`
+/// (`"queue"`, HAProxy's server `maxconn` queue): first in, first out, at most `max` waiting per
+/// upstream on each worker (one more gets 503 at once), each for at most `timeout_ms` (then 503).
+public struct QueueConfig: Sendable, Equatable {
+    public var max = 1000
+    public var timeoutMs = 5000
+
+    public init() {}
 }

@@ -408,6 +408,8 @@ extension ProxyConfig: ConfigSection {
                 config.balance.sticky = try StickyConfig.decode(value, at: at)
             },
             .integer("slow_start_ms", \.balance.slowStartMs, 0...maxMilliseconds),
+            .integer("max_connections_per_backend", \.balance.maxConnectionsPerBackend, 0...1_000_000),
+            .section("queue", \.balance.queue),
             .section("timeouts", \.timeouts),
             .section("limits", \.limits),
             .section("pool", \.pool),
@@ -699,6 +701,17 @@ extension StickyConfig: ConfigSection {
     }
 }
 
+extension QueueConfig: ConfigSection {
+    static var defaults: QueueConfig { QueueConfig() }
+
+    static var fields: [ConfigField<QueueConfig>] {
+        [
+            .integer("max", \.max, 0...1_000_000),
+            .integer("timeout_ms", \.timeoutMs, 1...maxMilliseconds),
+        ]
+    }
+}
+
 extension PoolConfig: ConfigSection {
     static var defaults: PoolConfig { PoolConfig() }
 
@@ -830,6 +843,8 @@ struct UpstreamEntry: ConfigSection {
                 entry.balance.sticky = try StickyConfig.decode(value, at: at)
             },
             .integer("slow_start_ms", \.balance.slowStartMs, 0...maxMilliseconds),
+            .integer("max_connections_per_backend", \.balance.maxConnectionsPerBackend, 0...1_000_000),
+            .section("queue", \.balance.queue),
         ]
     }
 

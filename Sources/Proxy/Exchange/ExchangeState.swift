@@ -40,6 +40,10 @@ struct ExchangeState: ~Copyable {
     var upstream: UpstreamConnection?
     /// Backends tried for this request, and connections tried in all (`limits.max_upstream_attempts`).
     var triedBackends = AttemptSet()
+    /// The request waits in its upstream's queue under this ticket (0: it does not).
+    var queueTicket: UInt64 = 0
+    /// When it started waiting (loop ms).
+    var queuedAt: UInt64 = 0
     /// The upstream connection is ready for the request (connected, head written).
     var upstreamReady = false
     /// The exchange paused the request body (the upstream's write queue is full) and reading the
@@ -109,6 +113,7 @@ struct ExchangeState: ~Copyable {
     /// heads), so a pooled state costs a few KiB, not 64.
     mutating func readyForNextExchange() {
         requestBodyResumedAt = 0  // each exchange's stall clock starts from its own events
+        queueTicket = 0
         let keep = Self.retainedScratchBytes
         toClient.removeAll(retainedCapacity: keep)
         toUpstream.removeAll(retainedCapacity: keep)

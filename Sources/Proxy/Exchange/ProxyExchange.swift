@@ -207,6 +207,11 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                 .flatMap { group.backends[$0].shared.takesStickySessions && !x.pointee.triedBackends.contains($0) ? $0 : nil }
             guard let index = sticky ?? group.balancer.pick(from: group.backends, excluding: x.pointee.triedBackends, key: key,
                                                             now: server.loop.now &* 1_000_000) else {
+                // Every available backend not tried yet is at its request limit: wait for room.
+                if group.balance.maxConnectionsPerBackend > 0,
+                   group.backends.indices.contains(where: { group.backends[$0].isAvailable && !x.pointee.triedBackends.contains($0) }) {
+                    return waitInQueue(group)
+                }
                 let giveUp = x.pointee.machine.noBackend(anyHealthy: group.balancer.anyHealthy(group.backends),
                                                          triedAny: !x.pointee.triedBackends.isEmpty)
                 if giveUp == .noHealthyBackend {
@@ -391,6 +396,34 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         let valueStart = x.pointee.response.bytes.count
         x.pointee.response.bytes.append(contentsOf: cookie)
         x.pointee.response.fields.append(HeaderField(name: nameStart..<valueStart, value: valueStart..<x.pointee.response.bytes.count))
+    }
+
+    // MARK: - The queue (`max_connections_per_backend`)
+
+    /// Waits in `group`'s queue until a backend has room (`resumeFromQueue`), `queue.timeout_ms`
+    /// passes (503) or the queue is full (503 at once).
+    private func waitInQueue(_ group: Upstream) {
+        let finished = exchangesFinished
+        let ticket = group.enqueue { [weak self] in
+            guard let self, self.hasState, self.isRunning, self.exchangesFinished == finished, self.x.pointee.queueTicket != 0 else { return false }
+            self.x.pointee.queueTicket = 0
+            self.connectUpstream()
+            return true
+        }
+        guard let ticket else {
+            return failExchange(status: 503, reason: "Service Unavailable: every backend of upstream \(group.name) is at max_connections_per_backend (\(group.balance.maxConnectionsPerBackend)) and its queue is full (queue.max \(group.balance.queue.max))",
+                                fields: [("Retry-After", "1")])
+        }
+        x.pointee.queueTicket = ticket
+        x.pointee.queuedAt = server.loop.now
+        down { $0.armExchangeDeadline(inMs: UInt64(group.balance.queue.timeoutMs)) }
+    }
+
+    /// Leaves the queue (the exchange ends, or its wait timed out).
+    private func leaveQueue() {
+        guard x.pointee.queueTicket != 0 else { return }
+        currentUpstream.dequeue(x.pointee.queueTicket)
+        x.pointee.queueTicket = 0
     }
 
     // MARK: - Retries
@@ -754,6 +787,16 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// or one of the deadlines of a request in flight (`checkDeadlines`).
     func deadlineReached() {
         guard hasState && isRunning else { return }
+        if x.pointee.queueTicket != 0 {
+            let group = currentUpstream
+            let waited = server.loop.now &- x.pointee.queuedAt
+            if waited < UInt64(group.balance.queue.timeoutMs) {
+                return down { $0.armExchangeDeadline(inMs: UInt64(group.balance.queue.timeoutMs) - waited) }
+            }
+            leaveQueue()
+            return failExchange(status: 503, reason: "Service Unavailable: waited \(waited) ms for room on a backend of upstream \(group.name) (max_connections_per_backend \(group.balance.maxConnectionsPerBackend), queue.timeout_ms \(group.balance.queue.timeoutMs))",
+                                fields: [("Retry-After", "1")])
+        }
         if x.pointee.upstream != nil && !x.pointee.upstreamReady {
             return connectFailed(UVError(UVError.timedOut))
         }
@@ -793,6 +836,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
     /// Sends an error response for the current request and ends the exchange.
     private func failExchange(status: UInt16, reason: String, fields: [(name: StaticString, value: String)] = []) {
+        leaveQueue()
         if status == 405 || status == 413 { server.stats.add(WorkerStats.rejectionIndex(status)) }
         releaseUpstream(reusable: false)
         let reply: LocalReply
@@ -877,6 +921,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             group.balancer.finished(x.pointee.backendIndex, of: group.backends, outcome: outcome, headMicros: headMicros,
                                     now: server.loop.now &* 1_000_000)
             x.pointee.backendIndex = -1
+            // Room on that backend: the oldest waiting request goes on.
+            if group.waitingCount > 0 { group.resumeWaiting() }
         }
         x.pointee.upstreamReady = false
     }
@@ -885,6 +931,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// the server shuts down): count it, close the upstream.
     func abandon() {
         guard hasState else { return }
+        leaveQueue()
         recordExchange()
         releaseUpstream(reusable: false)
         isRunning = false

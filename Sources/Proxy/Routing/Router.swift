@@ -190,6 +190,9 @@ final class Upstream {
         self.backends = backends
         knownHealth = backends.map(\.isAvailable)
         self.balance = balance
+        let workers = max(shared.stats.count, 1)
+        let limit = balance.maxConnectionsPerBackend
+        for b in backends { b.requestLimit = limit == 0 ? 0 : (limit + workers - 1) / workers }
         balancer = LoadBalancer(balance, backends: backends, weights: weights, upstreamName: shared.name,
                                 ejectionDecision: shared.ejectionDecision)
         // Passive health turned off (by a reload): ejections in force end now.
@@ -197,7 +200,48 @@ final class Upstream {
     }
 
     /// The upstream's balancing configuration (to rebuild the balancer when weights change).
-    private let balance: BalanceConfig
+    let balance: BalanceConfig
+
+    // MARK: The queue (`max_connections_per_backend`)
+
+    /// Requests waiting for room on a backend, oldest first: each a ticket and what resumes it
+    /// (false when its exchange is gone or no longer waits). Loop thread only.
+    private var waiting: [(ticket: UInt64, resume: () -> Bool)] = []
+    private var waitingHead = 0
+    private var nextTicket: UInt64 = 1
+    var waitingCount: Int { waiting.count - waitingHead }
+
+    /// Queues a request; nil when the queue is full.
+    func enqueue(_ resume: @escaping () -> Bool) -> UInt64? {
+        guard waitingCount < balance.queue.max else { return nil }
+        let ticket = nextTicket
+        nextTicket &+= 1
+        waiting.append((ticket, resume))
+        return ticket
+    }
+
+    /// A request left the queue on its own (timed out, abandoned).
+    func dequeue(_ ticket: UInt64) {
+        if let i = waiting[waitingHead...].firstIndex(where: { $0.ticket == ticket }) {
+            waiting[i].resume = { false }
+        }
+        compact()
+    }
+
+    /// A backend got room: the oldest waiting request that still waits goes on.
+    func resumeWaiting() {
+        while waitingHead < waiting.count {
+            let next = waiting[waitingHead]
+            waitingHead += 1
+            compact()
+            if next.resume() { return }
+        }
+    }
+
+    private func compact() {
+        if waitingHead == waiting.count { waiting.removeAll(keepingCapacity: true); waitingHead = 0 }
+        else if waitingHead > 64 && waitingHead * 2 > waiting.count { waiting.removeFirst(waitingHead); waitingHead = 0 }
+    }
 
     /// Ends the ejections that are due, then tells the balancer of availability changes since
     /// the last call — verdicts of the active checks, ejections begun or ended (the worker
