@@ -77,7 +77,8 @@ enum ProxyCommand {
                 let probe = h.path.map { "GET \($0)" } ?? "connect"
                 print("upstream \(upstream.name): health check \(probe) every \(h.intervalMs) ms, timeout \(h.timeoutMs) ms, "
                     + "up after \(h.healthyThreshold), down after \(h.unhealthyThreshold)")
-                for b in upstream.backends { print("  backend \(b.id): \(b.url)") }
+                for line in upstream.balance.summary { print("  \(line)") }
+                for b in upstream.backends { print("  backend \(b.id): \(b.url)" + (b.weight != 1 ? " weight \(b.weight)" : "")) }
             }
             for line in config.routingTable { print(line) }
             let t = config.timeouts

@@ -503,6 +503,18 @@ import Testing
         }
     }
 
+    @Test func checkPrintsTheBalancingSettings() throws {
+        let config = try ConfigLoader.parse(Array(#"""
+            {"backends": [{"url": "http://a:1"}], "balance": "maglev", "hash_key": "cookie:sid",
+             "retries": {"attempts": 2, "on": ["503", "reset"]}, "outlier_detection": {"consecutive_failures": 0},
+             "max_connections_per_backend": 8, "queue": {"max": 5, "timeout_ms": 100}}
+            """#.utf8), file: "config.json")
+        #expect(config.allUpstreams[0].balance.summary == [
+            "balance maglev on cookie:sid", "outlier detection: off",
+            "retries: 2 on 503,reset, budget 20 % + 10/s per worker",
+            "at most 8 requests per backend; queue 5, wait up to 100 ms"])
+    }
+
     // MARK: configuration
 
     @Test func balanceHashKeyAndWeightAreConfigured() throws {

@@ -45,6 +45,9 @@ public final class Backend {
 
     /// This worker's share of `max_connections_per_backend` (0: no limit).
     var requestLimit = 0
+    /// The newest configuration's pool this backend is in: a request of an older one that
+    /// releases the backend also wakes the requests queued under the new one.
+    weak var latestUpstream: Upstream?
     /// Whether this worker may send it one more request.
     @inline(__always) var hasRoom: Bool { requestLimit == 0 || activeRequests < requestLimit }
 

@@ -26,6 +26,30 @@ public struct BalanceConfig: Sendable, Equatable {
     }
 }
 
+extension BalanceConfig {
+    /// What `proxy --check` prints about an upstream's balancing.
+    public var summary: [String] {
+        var policyLine = "balance \(policy)" + (hashKey.map { " on \($0)" } ?? "")
+        if let sticky { policyLine += ", sticky cookie \(sticky.cookie)" + (sticky.maxAgeS > 0 ? " (max-age \(sticky.maxAgeS) s)" : "") }
+        if slowStartMs > 0 { policyLine += ", slow start \(slowStartMs) ms" }
+        let o = outlierDetection
+        let outlier = o.isEnabled
+            ? "outlier detection: eject after \(o.consecutiveFailures) gateway failures in a row for \(o.baseEjectionMs) ms × times, at most \(o.maxEjectionPercent) %"
+            : "outlier detection: off"
+        let r = retries
+        let retry = r.attempts == 0 || r.on.isEmpty
+            ? "retries: none"
+            : "retries: \(r.attempts) on \(r.on.map(\.rawValue).sorted().joined(separator: ","))"
+                + (r.perTryTimeoutMs > 0 ? ", per try \(r.perTryTimeoutMs) ms" : "")
+                + ", budget \(r.budgetPercent) % + \(r.minRetriesPerS)/s per worker"
+        var lines = [policyLine, outlier, retry]
+        if maxConnectionsPerBackend > 0 {
+            lines.append("at most \(maxConnectionsPerBackend) requests per backend; queue \(queue.max), wait up to \(queue.timeoutMs) ms")
+        }
+        return lines
+    }
+}
+
 /// The balancing policies (`"balance"`).
 public enum BalancePolicy: String, Sendable, Equatable, CaseIterable, CustomStringConvertible {
     /// In turn; smooth weighted (nginx's algorithm) when weights differ.

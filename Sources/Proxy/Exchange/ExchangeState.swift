@@ -114,6 +114,7 @@ struct ExchangeState: ~Copyable {
     mutating func readyForNextExchange() {
         requestBodyResumedAt = 0  // each exchange's stall clock starts from its own events
         queueTicket = 0
+        queuedAt = 0
         let keep = Self.retainedScratchBytes
         toClient.removeAll(retainedCapacity: keep)
         toUpstream.removeAll(retainedCapacity: keep)

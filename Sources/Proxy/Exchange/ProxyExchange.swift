@@ -199,12 +199,13 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                                     reason: (x.pointee.lastConnectFailure ?? "Bad Gateway: no backend could be reached")
                                     + " (gave up after \(x.pointee.machine.attempts) attempts: limits.max_upstream_attempts)")
             }
-            if x.pointee.machine.attempts == 0 { group.balancer.retryBudget.requestStarted() }
+            if x.pointee.machine.attempts == 0 && x.pointee.queuedAt == 0 { group.balancer.retryBudget.requestStarted() }
             let key = group.balancer.hashKey == nil ? nil
                 : group.balancer.key(of: x.pointee.request, target: x.pointee.forwardTarget ?? x.pointee.request.target, clientIP: peerIP)
             // A sticky cookie naming an available backend not tried yet wins over the policy.
             let sticky = group.balancer.sticky == nil ? nil : group.balancer.stickyChoice(x.pointee.request)
-                .flatMap { group.backends[$0].shared.takesStickySessions && !x.pointee.triedBackends.contains($0) ? $0 : nil }
+                .flatMap { group.backends[$0].shared.takesStickySessions && group.backends[$0].hasRoom
+                    && !x.pointee.triedBackends.contains($0) ? $0 : nil }
             guard let index = sticky ?? group.balancer.pick(from: group.backends, excluding: x.pointee.triedBackends, key: key,
                                                             now: server.loop.now &* 1_000_000) else {
                 // Every available backend not tried yet is at its request limit: wait for room.
@@ -405,18 +406,32 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     private func waitInQueue(_ group: Upstream) {
         let finished = exchangesFinished
         let ticket = group.enqueue { [weak self] in
-            guard let self, self.hasState, self.isRunning, self.exchangesFinished == finished, self.x.pointee.queueTicket != 0 else { return false }
+            guard let self, self.hasState, self.isRunning, self.exchangesFinished == finished, self.x.pointee.queueTicket != 0 else {
+                return .gone
+            }
+            // Only room this request can use wakes it (not a backend it already tried, or one
+            // that is unavailable now); otherwise it keeps its place.
+            let tried = self.x.pointee.triedBackends
+            guard group.backends.indices.contains(where: { group.backends.canTake($0, tried) }) else { return .notNow }
             self.x.pointee.queueTicket = 0
             self.connectUpstream()
-            return true
+            return .resumed
         }
         guard let ticket else {
             return failExchange(status: 503, reason: "Service Unavailable: every backend of upstream \(group.name) is at max_connections_per_backend (\(group.balance.maxConnectionsPerBackend)) and its queue is full (queue.max \(group.balance.queue.max))",
                                 fields: [("Retry-After", "1")])
         }
         x.pointee.queueTicket = ticket
-        x.pointee.queuedAt = server.loop.now
-        down { $0.armExchangeDeadline(inMs: UInt64(group.balance.queue.timeoutMs)) }
+        // A request queued again (woken, then beaten to the room) keeps its first time.
+        if x.pointee.queuedAt == 0 { x.pointee.queuedAt = server.loop.now }
+        let waited = server.loop.now &- x.pointee.queuedAt
+        let timeout = UInt64(group.balance.queue.timeoutMs)
+        down { $0.armExchangeDeadline(inMs: timeout > waited ? timeout - waited : 1) }
+    }
+
+    private func wakeWaiters(_ group: Upstream, _ backend: Backend) {
+        if group.waitingCount > 0 { group.resumeWaiting() }
+        if let latest = backend.latestUpstream, latest !== group, latest.waitingCount > 0 { latest.resumeWaiting() }
     }
 
     /// Leaves the queue (the exchange ends, or its wait timed out).
@@ -446,11 +461,13 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             let b = currentBackend
             x.pointee.failedAttempts.append(ErrorPage.Attempt(backend: b.id, url: b.url, address: b.address.description, problem: problem))
         }
-        releaseUpstream(reusable: false, outcome: outcome)
+        let failed = x.pointee.backendIndex >= 0 ? currentBackend : nil
+        releaseUpstream(reusable: false, outcome: outcome, wake: false)
         x.pointee.machine.retryStarted()
         x.pointee.responseHeadBytes.reset()
         x.pointee.upstreamHeadNs = 0
         connectUpstream()
+        if let failed, failed.requestLimit > 0 { wakeWaiters(group, failed) }
         return true
     }
 
@@ -724,8 +741,13 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             // Only this backend may be picked again (its stale connection was not its failure);
             // one that failed an earlier try of this request stays excluded.
             if x.pointee.backendIndex >= 0 { x.pointee.triedBackends.remove(x.pointee.backendIndex) }
-            releaseUpstream(reusable: false)
-            return connectUpstream()
+            let group = currentUpstream
+            let backend = x.pointee.backendIndex >= 0 ? currentBackend : nil
+            // Its own slot first: a waiter woken now could take it and send this request to the back.
+            releaseUpstream(reusable: false, wake: false)
+            connectUpstream()
+            if let backend, backend.requestLimit > 0 { wakeWaiters(group, backend) }
+            return
         case .failed:
             break
         }
@@ -901,7 +923,9 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// Gives the upstream connection back to its pool (or closes it), lifts the exchange's
     /// pauses, and tells the balancer how the attempt ended (`outcome`: not the backend's doing
     /// unless said).
-    func releaseUpstream(reusable: Bool, backendKeepAliveMs: UInt64? = nil, outcome: AttemptOutcome = .notTheBackend) {
+    /// `wake`: a request waiting for room may take this backend's slot now (false when this
+    /// exchange tries again at once: it wakes waiters itself afterwards).
+    func releaseUpstream(reusable: Bool, backendKeepAliveMs: UInt64? = nil, outcome: AttemptOutcome = .notTheBackend, wake: Bool = true) {
         guard hasState else { return }
         liftPauses()
         if let conn = x.pointee.upstream {
@@ -918,11 +942,13 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             let head = x.pointee.upstreamHeadNs, start = x.pointee.upstreamStartNs
             let headMicros: UInt64? = head > start ? (head &- start) / 1000 : nil
             let group = currentUpstream
+            let backend = group.backends[x.pointee.backendIndex]
             group.balancer.finished(x.pointee.backendIndex, of: group.backends, outcome: outcome, headMicros: headMicros,
                                     now: server.loop.now &* 1_000_000)
             x.pointee.backendIndex = -1
-            // Room on that backend: the oldest waiting request goes on.
-            if group.waitingCount > 0 { group.resumeWaiting() }
+            // Room on that backend: the oldest waiting request that can use it goes on (in this
+            // configuration's queue, and in the newest one's after a reload).
+            if wake && backend.requestLimit > 0 { wakeWaiters(group, backend) }
         }
         x.pointee.upstreamReady = false
     }

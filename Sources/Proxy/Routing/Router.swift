@@ -193,6 +193,7 @@ final class Upstream {
         let workers = max(shared.stats.count, 1)
         let limit = balance.maxConnectionsPerBackend
         for b in backends { b.requestLimit = limit == 0 ? 0 : (limit + workers - 1) / workers }
+        defer { for b in backends { b.latestUpstream = self } }
         balancer = LoadBalancer(balance, backends: backends, weights: weights, upstreamName: shared.name,
                                 ejectionDecision: shared.ejectionDecision)
         // Passive health turned off (by a reload): ejections in force end now.
@@ -204,41 +205,69 @@ final class Upstream {
 
     // MARK: The queue (`max_connections_per_backend`)
 
-    /// Requests waiting for room on a backend, oldest first: each a ticket and what resumes it
-    /// (false when its exchange is gone or no longer waits). Loop thread only.
-    private var waiting: [(ticket: UInt64, resume: () -> Bool)] = []
+    /// What a waiting request says when woken: it went on, it cannot use the room there is now
+    /// (every backend it may take is still full: it keeps its place), or it is gone.
+    enum WakeResult { case resumed, notNow, gone }
+
+    /// Requests waiting for room on a backend, oldest first (tickets rise by one per entry, so an
+    /// entry is found by arithmetic); a finished entry's closure is nil until the front passes it.
+    /// Loop thread only.
+    private var waiting: [(ticket: UInt64, wake: (() -> WakeResult)?)] = []
     private var waitingHead = 0
     private var nextTicket: UInt64 = 1
-    var waitingCount: Int { waiting.count - waitingHead }
+    /// Entries still waiting (what `queue.max` counts).
+    private(set) var waitingCount = 0
+    /// Wake-ups owed while one is being handed out (a woken request that fails at once releases
+    /// and wakes again): drained by the outermost call, one after another, not by recursion.
+    private var wakeupsOwed = 0
+    private var waking = false
 
     /// Queues a request; nil when the queue is full.
-    func enqueue(_ resume: @escaping () -> Bool) -> UInt64? {
+    func enqueue(_ wake: @escaping () -> WakeResult) -> UInt64? {
         guard waitingCount < balance.queue.max else { return nil }
         let ticket = nextTicket
         nextTicket &+= 1
-        waiting.append((ticket, resume))
+        waiting.append((ticket, wake))
+        waitingCount += 1
         return ticket
     }
 
     /// A request left the queue on its own (timed out, abandoned).
     func dequeue(_ ticket: UInt64) {
-        if let i = waiting[waitingHead...].firstIndex(where: { $0.ticket == ticket }) {
-            waiting[i].resume = { false }
-        }
+        guard waitingHead < waiting.count, ticket >= waiting[waitingHead].ticket else { return }
+        let i = waitingHead + Int(ticket - waiting[waitingHead].ticket)
+        guard i < waiting.count, waiting[i].ticket == ticket, waiting[i].wake != nil else { return }
+        waiting[i].wake = nil
+        waitingCount -= 1
         compact()
     }
 
-    /// A backend got room: the oldest waiting request that still waits goes on.
+    /// A backend got room: the oldest waiting request that can use it goes on.
     func resumeWaiting() {
-        while waitingHead < waiting.count {
-            let next = waiting[waitingHead]
-            waitingHead += 1
+        wakeupsOwed += 1
+        guard !waking else { return }
+        waking = true
+        defer { waking = false }
+        while wakeupsOwed > 0 {
+            wakeupsOwed -= 1
+            var i = waitingHead
+            while i < waiting.count {
+                if let wake = waiting[i].wake {
+                    let result = wake()
+                    if result != .notNow {
+                        waiting[i].wake = nil
+                        waitingCount -= 1
+                    }
+                    if result == .resumed { break }
+                }
+                i += 1
+            }
             compact()
-            if next.resume() { return }
         }
     }
 
     private func compact() {
+        while waitingHead < waiting.count && waiting[waitingHead].wake == nil { waitingHead += 1 }
         if waitingHead == waiting.count { waiting.removeAll(keepingCapacity: true); waitingHead = 0 }
         else if waitingHead > 64 && waitingHead * 2 > waiting.count { waiting.removeFirst(waitingHead); waitingHead = 0 }
     }
