@@ -45,4 +45,9 @@ extension Array where Element == Backend {
     func canTake(_ index: Int, _ tried: AttemptSet) -> Bool {
         index < count && self[index].isAvailable && self[index].hasRoom && !tried.contains(index)
     }
+
+    /// Whether any backend may take an attempt of a request that already tried `tried`.
+    func canTakeAny(_ tried: AttemptSet) -> Bool {
+        indices.contains { canTake($0, tried) }
+    }
 }

@@ -269,6 +269,28 @@ extension ConfigField where Model: ConfigSection {
         }
     }
 
+    /// The balancing keys (`balance`, `hash_key`, `outlier_detection`, `retries`, `sticky`,
+    /// `slow_start_ms`, `max_connections_per_backend`, `queue`) of an upstream object or of the
+    /// top level (the default pool), decoded into `path`.
+    static func balancing(_ path: WritableKeyPath<Model, BalanceConfig>) -> [Self] {
+        [
+            ConfigField(key: "balance", example: BalanceConfig.policyExample) { model, value, at throws(ConfigError) in
+                model[keyPath: path].policy = try BalanceConfig.decodePolicy(value, at: at)
+            },
+            ConfigField(key: "hash_key", example: BalanceConfig.hashKeyExample) { model, value, at throws(ConfigError) in
+                model[keyPath: path].hashKey = try BalanceConfig.decodeHashKey(value, at: at)
+            },
+            .section("outlier_detection", path.appending(path: \.outlierDetection)),
+            .section("retries", path.appending(path: \.retries)),
+            ConfigField(key: "sticky", example: StickyConfig.example) { model, value, at throws(ConfigError) in
+                model[keyPath: path].sticky = try StickyConfig.decode(value, at: at)
+            },
+            .integer("slow_start_ms", path.appending(path: \.slowStartMs), 0...maxMilliseconds),
+            .integer("max_connections_per_backend", path.appending(path: \.maxConnectionsPerBackend), 0...1_000_000),
+            .section("queue", path.appending(path: \.queue)),
+        ]
+    }
+
     /// A nested object decoded as its own section.
     static func section<S: ConfigSection>(_ key: String, _ keyPath: WritableKeyPath<Model, S>) -> Self {
         ConfigField(key: key, example: S.example) { model, value, at throws(ConfigError) in
@@ -396,20 +418,7 @@ extension ProxyConfig: ConfigSection {
                 config.backends = try BackendEntry.decodeList(value, at: at)
             },
             .section("health_check", \.healthCheck),
-            ConfigField(key: "balance", example: BalanceConfig.policyExample) { config, value, at throws(ConfigError) in
-                config.balance.policy = try BalanceConfig.decodePolicy(value, at: at)
-            },
-            ConfigField(key: "hash_key", example: BalanceConfig.hashKeyExample) { config, value, at throws(ConfigError) in
-                config.balance.hashKey = try BalanceConfig.decodeHashKey(value, at: at)
-            },
-            .section("outlier_detection", \.balance.outlierDetection),
-            .section("retries", \.balance.retries),
-            ConfigField(key: "sticky", example: StickyConfig.example) { config, value, at throws(ConfigError) in
-                config.balance.sticky = try StickyConfig.decode(value, at: at)
-            },
-            .integer("slow_start_ms", \.balance.slowStartMs, 0...maxMilliseconds),
-            .integer("max_connections_per_backend", \.balance.maxConnectionsPerBackend, 0...1_000_000),
-            .section("queue", \.balance.queue),
+        ] + ConfigField<ProxyConfig>.balancing(\.balance) + [
             .section("timeouts", \.timeouts),
             .section("limits", \.limits),
             .section("pool", \.pool),
@@ -831,21 +840,7 @@ struct UpstreamEntry: ConfigSection {
             ConfigField(key: "health_check", example: HealthCheckConfig.example) { entry, value, _ throws(ConfigError) in
                 entry.healthCheck = value  // decoded on top of the top-level health_check
             },
-            ConfigField(key: "balance", example: BalanceConfig.policyExample) { entry, value, at throws(ConfigError) in
-                entry.balance.policy = try BalanceConfig.decodePolicy(value, at: at)
-            },
-            ConfigField(key: "hash_key", example: BalanceConfig.hashKeyExample) { entry, value, at throws(ConfigError) in
-                entry.balance.hashKey = try BalanceConfig.decodeHashKey(value, at: at)
-            },
-            .section("outlier_detection", \.balance.outlierDetection),
-            .section("retries", \.balance.retries),
-            ConfigField(key: "sticky", example: StickyConfig.example) { entry, value, at throws(ConfigError) in
-                entry.balance.sticky = try StickyConfig.decode(value, at: at)
-            },
-            .integer("slow_start_ms", \.balance.slowStartMs, 0...maxMilliseconds),
-            .integer("max_connections_per_backend", \.balance.maxConnectionsPerBackend, 0...1_000_000),
-            .section("queue", \.balance.queue),
-        ]
+        ] + ConfigField<UpstreamEntry>.balancing(\.balance)
     }
 
     static var mapExample: String { "{\"api\": \(example)}" }

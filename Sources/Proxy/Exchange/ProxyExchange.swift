@@ -200,12 +200,13 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                                     + " (gave up after \(x.pointee.machine.attempts) attempts: limits.max_upstream_attempts)")
             }
             if x.pointee.machine.attempts == 0 && x.pointee.queuedAt == 0 { group.balancer.retryBudget.requestStarted() }
-            let key = group.balancer.hashKey == nil ? nil
-                : group.balancer.key(of: x.pointee.request, target: x.pointee.forwardTarget ?? x.pointee.request.target, clientIP: peerIP)
-            // A sticky cookie naming an available backend not tried yet wins over the policy.
+            // A sticky cookie naming an available backend not tried yet wins over the policy (the
+            // hash key is then not needed).
             let sticky = group.balancer.sticky == nil ? nil : group.balancer.stickyChoice(x.pointee.request)
                 .flatMap { group.backends[$0].shared.takesStickySessions && group.backends[$0].hasRoom
                     && !x.pointee.triedBackends.contains($0) ? $0 : nil }
+            let key = sticky != nil || group.balancer.hashKey == nil ? nil
+                : group.balancer.key(of: x.pointee.request, target: x.pointee.forwardTarget ?? x.pointee.request.target, clientIP: peerIP)
             guard let index = sticky ?? group.balancer.pick(from: group.backends, excluding: x.pointee.triedBackends, key: key,
                                                             now: server.loop.now &* 1_000_000) else {
                 // Every available backend not tried yet is at its request limit: wait for room.
@@ -412,7 +413,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             // Only room this request can use wakes it (not a backend it already tried, or one
             // that is unavailable now); otherwise it keeps its place.
             let tried = self.x.pointee.triedBackends
-            guard group.backends.indices.contains(where: { group.backends.canTake($0, tried) }) else { return .notNow }
+            guard group.backends.canTakeAny(tried) else { return .notNow }
             self.x.pointee.queueTicket = 0
             self.connectUpstream()
             return .resumed
@@ -451,7 +452,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         let policy = group.balancer.retries
         guard policy.attempts > 0, policy.on.contains(condition), x.pointee.machine.mayRetry(maxRetries: policy.attempts),
               x.pointee.machine.mayAttempt(maxAttempts: settings.config.limits.maxUpstreamAttempts),
-              group.backends.indices.contains(where: { group.backends.canTake($0, x.pointee.triedBackends) }) else { return false }
+              group.backends.canTakeAny(x.pointee.triedBackends) else { return false }
         guard group.balancer.retryBudget.withdraw(now: Platform.monotonicNanos()) else {
             group.retryStats.add(SharedUpstream.retriesOverBudget)
             return false
