@@ -8,13 +8,13 @@ RELEASE_FLAGS := -c release --static-swift-stdlib
 
 .PHONY: run test test-deps test-asan test-tsan soak build release deps clean check-config bench bench-quick bench-tls bench-h2 h2spec
 
-## Install libuv's, OpenSSL's and nghttp2's headers (and the openssl tool the TLS tests make
+## Install libuv's, OpenSSL's, nghttp2's and c-ares's headers (and the openssl tool the TLS tests make
 ## certificates with) when missing (Debian/Ubuntu), as root or through sudo.
 deps:
-	@if ! pkg-config --exists libuv openssl libnghttp2 2>/dev/null || [ ! -f /usr/include/uv.h ] || ! command -v openssl >/dev/null 2>&1; then \
-		echo "installing libuv1-dev, libssl-dev, libnghttp2-dev, openssl and pkg-config…"; \
+	@if ! pkg-config --exists libuv openssl libnghttp2 libcares 2>/dev/null || [ ! -f /usr/include/uv.h ] || ! command -v openssl >/dev/null 2>&1; then \
+		echo "installing libuv1-dev, libssl-dev, libnghttp2-dev, libc-ares-dev, openssl and pkg-config…"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libuv1-dev libssl-dev libnghttp2-dev openssl pkg-config >/dev/null; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libuv1-dev libssl-dev libnghttp2-dev libc-ares-dev openssl pkg-config >/dev/null; \
 	fi
 
 ## What the tests need beyond the toolchain: Debian's chromium (the status page's browser test)

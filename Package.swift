@@ -35,7 +35,15 @@ let package = Package(
             pkgConfig: "libnghttp2",
             providers: [.apt(["libnghttp2-dev"])]
         ),
-        .target(name: "Proxy", dependencies: ["CUV", "CTLS", "CNGHTTP2"], swiftSettings: hotPathSettings),
+        // c-ares, for asking the DNS servers of the top-level "resolver" directly (re-resolving
+        // backend host names with their TTLs); CDNS/include/cdns.h is the only code that names it.
+        .systemLibrary(
+            name: "CAres",
+            pkgConfig: "libcares",
+            providers: [.apt(["libc-ares-dev"])]
+        ),
+        .target(name: "CDNS", dependencies: ["CAres"]),
+        .target(name: "Proxy", dependencies: ["CUV", "CTLS", "CNGHTTP2", "CDNS"], swiftSettings: hotPathSettings),
         .target(name: "TestBackendKit", dependencies: ["Proxy"], swiftSettings: hotPathSettings),
         .executableTarget(name: "ProxyCLI", dependencies: ["Proxy"], swiftSettings: hotPathSettings),
         .executableTarget(name: "TestBackend", dependencies: ["TestBackendKit"], swiftSettings: hotPathSettings),

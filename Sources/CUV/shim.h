@@ -30,6 +30,7 @@ static inline uv_handle_t *cuv_prepare_as_handle(uv_prepare_t *p) { return (uv_h
 static inline uv_handle_t *cuv_idle_as_handle(uv_idle_t *i) { return (uv_handle_t *)i; }
 static inline uv_tcp_t *cuv_stream_as_tcp(uv_stream_t *s) { return (uv_tcp_t *)s; }
 static inline uv_req_t *cuv_getaddrinfo_as_req(uv_getaddrinfo_t *r) { return (uv_req_t *)r; }
+static inline uv_req_t *cuv_work_as_req(uv_work_t *r) { return (uv_req_t *)r; }
 
 static inline void cuv_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
 

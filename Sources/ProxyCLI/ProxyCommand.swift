@@ -78,6 +78,12 @@ enum ProxyCommand {
                 print("upstream \(upstream.name): health check \(probe) every \(h.intervalMs) ms, timeout \(h.timeoutMs) ms, "
                     + "up after \(h.healthyThreshold), down after \(h.unhealthyThreshold)")
                 for line in upstream.balance.summary { print("  \(line)") }
+                if upstream.backends.contains(where: { !$0.hasIPLiteralHost }) {
+                    let again = upstream.balance.resolveIntervalMs
+                    print("  backend host names: " + (again == 0 ? "resolved at start and reload only"
+                        : "resolved again every \(again) ms (sooner at a shorter record TTL)")
+                        + " through " + (config.resolver.map { "DNS servers \($0.servers.joined(separator: ", "))" } ?? "the system resolver"))
+                }
                 for b in upstream.backends { print("  backend \(b.id): \(b.url)" + (b.weight != 1 ? " weight \(b.weight)" : "")) }
             }
             for line in config.routingTable { print(line) }

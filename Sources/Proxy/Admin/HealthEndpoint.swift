@@ -25,7 +25,17 @@ enum HealthEndpoint {
                 json += "\"consecutive_successes\":\(record.consecutiveSuccesses),\"consecutive_failures\":\(record.consecutiveFailures),"
                 json += "\"last_error\":\(record.lastError.map(JSONText.quote) ?? "null"),"
                 json += "\"ejected\":\(b.isEjected),\"ejections\":\(b.ejections),\"failed_attempts_in_a_row\":\(b.consecutiveFailures),"
-                json += "\"state\":\"\(b.adminState)\",\"weight\":\(b.effectiveWeight)}"
+                json += "\"state\":\"\(b.adminState)\",\"weight\":\(b.effectiveWeight)"
+                if let name = b.nameRecord {
+                    // A backend given by host name: what its lookups found (every endpoint of it
+                    // shows the same record).
+                    let r = name.snapshot
+                    json += ",\"backend\":\(JSONText.quote(b.backendID)),\"dns\":{\"host\":\(JSONText.quote(name.host)),"
+                    json += "\"addresses\":[\(r.addresses.map(JSONText.quote).joined(separator: ","))],"
+                    json += "\"lookups\":\(r.lookups),\"failed_lookups\":\(r.failedLookups),\"changes\":\(r.changes),"
+                    json += "\"last_error\":\(r.lastError.map(JSONText.quote) ?? "null")}"
+                }
+                json += "}"
             }
         }
         json += "]}\n"

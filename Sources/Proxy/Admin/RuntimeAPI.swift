@@ -22,25 +22,34 @@ enum RuntimeAPI {
         }
         let id = String(parts[2]).removingPercentEscapes
         let action = parts[3]
-        guard let backend = upstreams.lazy.flatMap(\.backends).first(where: { $0.id == id }) else {
+        // An endpoint by its name, or every endpoint of a backend given by host name by the
+        // backend's id.
+        var targets: [SharedBackend] = []
+        for b in upstreams.lazy.flatMap(\.backends) where !targets.contains(where: { $0 === b.shared }) {
+            if b.id == id { targets = [b.shared]; break }
+            if b.shared.backendID == id { targets.append(b.shared) }
+        }
+        guard !targets.isEmpty else {
             return json(404, #"{"error":"no backend with id \#(JSONText.quote(id).dropFirst().dropLast())"}"#)
         }
-        let shared = backend.shared
         switch (method, action, parts.count) {
-        case ("POST", "drain", 4): shared.setAdminState(.draining)
-        case ("POST", "disable", 4): shared.setAdminState(.disabled)
-        case ("POST", "enable", 4): shared.setAdminState(.enabled)
+        case ("POST", "drain", 4): targets.forEach { $0.setAdminState(.draining) }
+        case ("POST", "disable", 4): targets.forEach { $0.setAdminState(.disabled) }
+        case ("POST", "enable", 4): targets.forEach { $0.setAdminState(.enabled) }
         case ("PUT", "weight", 4), ("PUT", "weight", 5):
             let text = parts.count == 5 ? parts[4] : query.split(separator: "&").first { $0.hasPrefix("value=") }.map { $0.dropFirst(6) } ?? ""
             guard let weight = Int(text), (1...BalanceConfig.maxWeight).contains(weight) else {
                 return json(400, #"{"error":"the weight is a whole number from 1 to \#(BalanceConfig.maxWeight): PUT …/weight/N or …/weight?value=N"}"#)
             }
-            shared.setWeight(weight)
+            targets.forEach { $0.setWeight(weight) }
         default:
             return json(405, #"{"error":"use POST …/drain, …/disable, …/enable or PUT …/weight/N"}"#)
         }
-        Log.info("admin: backend \(id) \(action == "weight" ? "weight \(shared.effectiveWeight)" : String(action)) (until the next reload)")
-        return json(200, "{\"id\":\(JSONText.quote(id)),\"state\":\"\(shared.adminState)\",\"weight\":\(shared.effectiveWeight)}")
+        let shared = targets[0]
+        let names = targets.map(\.id).joined(separator: ", ")
+        Log.info("admin: backend \(names) \(action == "weight" ? "weight \(shared.effectiveWeight)" : String(action)) (until the next reload)")
+        return json(200, "{\"id\":\(JSONText.quote(id)),\"state\":\"\(shared.adminState)\",\"weight\":\(shared.effectiveWeight)"
+            + (targets.count > 1 || targets[0].id != id ? ",\"endpoints\":[\(targets.map { JSONText.quote($0.id) }.joined(separator: ","))]" : "") + "}")
     }
 
     private static func json(_ status: UInt16, _ body: String) -> LocalReply {

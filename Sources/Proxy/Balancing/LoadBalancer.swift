@@ -92,12 +92,12 @@ struct LoadBalancer {
         self.weights = weights
         sticky = config.sticky
         stickyName = Array((config.sticky?.cookie ?? "").utf8)
-        stickyValues = backends.map { Array(String(StableHash.hash($0.url, seed: 0x7374_6963_6b79), radix: 16).utf8) }
+        stickyValues = backends.map { Array(String(StableHash.hash($0.shared.balancingName, seed: 0x7374_6963_6b79), radix: 16).utf8) }
         roundRobin = RoundRobinBalancer(weights: weights)
         switch config.policy {
         case .p2cEWMA: p2c = P2CEWMABalancer(count: backends.count, now: Platform.monotonicNanos(), weights: weights)
-        case .ringHash: ring = RingHashBalancer(names: backends.map(\.url), weights: weights)
-        case .maglev: maglev = MaglevBalancer(names: backends.map(\.url), weights: weights, healthy: backends.map(\.isAvailable))
+        case .ringHash: ring = RingHashBalancer(names: backends.map(\.shared.balancingName), weights: weights)
+        case .maglev: maglev = MaglevBalancer(names: backends.map(\.shared.balancingName), weights: weights, healthy: backends.map(\.isAvailable))
         case .roundRobin, .leastRequest, .random: break
         }
     }

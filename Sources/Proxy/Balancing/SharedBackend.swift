@@ -12,7 +12,18 @@ import Synchronization
 /// Each `WorkerCounters` slot has a single writer (its worker); readers sum them.
 public final class SharedBackend: Sendable {
     public let config: BackendConfig
+    /// This endpoint's address. A backend whose host name has several addresses is several
+    /// endpoints (`BackendEndpoints`), one instance each, sharing `config`.
     public let address: SocketAddress
+    /// The endpoint's name in logs, `/_health`, metrics and the runtime API: the backend's id, or
+    /// `id@address` when its host name has several addresses.
+    public let id: String
+    /// What consistent hashing and sticky cookies name this endpoint by: the URL, plus the
+    /// address for a host name (so endpoints of one name differ, and a name that moves to another
+    /// address is another server).
+    public let balancingName: String
+    /// What the last lookups of the host name found (nil for an IP literal).
+    public let nameRecord: BackendNameRecord?
     /// `host:port` as written in the URL: the Host header of health probes and of HTTP/1.0
     /// requests that came without one.
     public let authority: String
@@ -31,9 +42,12 @@ public final class SharedBackend: Sendable {
     /// `inheriting` carries the health state over from the entry a reload replaces (same URL,
     /// another id or position), so a backend known to be down does not get traffic again.
     public init(config: BackendConfig, address: SocketAddress, workers: Int, inheriting previous: SharedBackend? = nil,
-                tls: TLSContext? = nil) {
+                tls: TLSContext? = nil, id: String? = nil, nameRecord: BackendNameRecord? = nil) {
         self.config = config
         self.address = address
+        self.id = id ?? config.id
+        self.nameRecord = nameRecord
+        balancingName = nameRecord == nil ? config.url : "\(config.url)@\(address.ipString)"
         self.tls = tls
         tlsServerName = config.tls?.serverName ?? config.host
         // The scheme's default port is left out, as a browser would.
@@ -50,7 +64,8 @@ public final class SharedBackend: Sendable {
         record = Locked(previous?.probeRecord ?? ProbeRecord())
     }
 
-    public var id: String { config.id }
+    /// The configured backend's id (shared by all its endpoints).
+    public var backendID: String { config.id }
     public var url: String { config.url }
 
     /// The current verdict: every worker routes around a backend the moment this turns false.

@@ -19,6 +19,9 @@ public struct BalanceConfig: Sendable, Equatable {
     /// A backend back from down or ejection, or newly added, ramps its share up over this long
     /// (`"slow_start_ms"`; 0: at once). Not for the hashing policies (it would move keys).
     public var slowStartMs = 0
+    /// Backend host names (not IP literals) are looked up again this often, or at their records'
+    /// TTL when shorter and known (`"resolve_interval_ms"`; 0: only at start and reload).
+    public var resolveIntervalMs = 30_000
 
     public init(policy: BalancePolicy = .roundRobin, hashKey: HashKey? = nil) {
         self.policy = policy
@@ -201,4 +204,26 @@ public struct QueueConfig: Sendable, Equatable {
     public var timeoutMs = 5000
 
     public init() {}
+}
+
+/// DNS servers to ask directly for backend host names (top-level `"resolver"`, nginx's
+/// `resolver`) instead of the system resolver: answers carry TTLs, and neither `/etc/hosts` nor
+/// search domains apply.
+public struct ResolverConfig: Sendable, Equatable {
+    /// `"127.0.0.1"`, `"127.0.0.1:5353"`, `"[::1]:53"`: IP literals, port 53 by default.
+    public var servers: [String] = []
+    /// How long one try waits for an answer (`"timeout_ms"`), and tries per server (`"attempts"`).
+    public var timeoutMs = 2000
+    public var attempts = 2
+
+    public init() {}
+
+    /// c-ares's server list (`127.0.0.1:53,[::1]:53`).
+    public var serverList: String {
+        servers.map { s in
+            if s.hasPrefix("[") { return s.contains("]:") ? s : s + ":53" }
+            if AddressSyntax.isIPv6(Substring(s)) { return "[\(s)]:53" }
+            return s.contains(":") ? s : s + ":53"
+        }.joined(separator: ",")
+    }
 }

@@ -288,6 +288,7 @@ extension ConfigField where Model: ConfigSection {
             .integer("slow_start_ms", path.appending(path: \.slowStartMs), 0...maxMilliseconds),
             .integer("max_connections_per_backend", path.appending(path: \.maxConnectionsPerBackend), 0...1_000_000),
             .section("queue", path.appending(path: \.queue)),
+            .integer("resolve_interval_ms", path.appending(path: \.resolveIntervalMs), 0...maxMilliseconds),
         ]
     }
 
@@ -439,6 +440,15 @@ extension ProxyConfig: ConfigSection {
             .integer("tls_ticket_key_rotation_s", \.tlsTicketKeyRotationS, 0...604_800),
             ConfigField(key: "backend_tls", example: BackendTLSConfig.example) { config, value, at throws(ConfigError) in
                 config.backendTLS = try BackendTLSConfig.decode(value, at: at)
+            },
+            ConfigField(key: "resolver", example: "{\"servers\": [\"127.0.0.1:53\"], \"timeout_ms\": 2000, \"attempts\": 2}") {
+                config, value, at throws(ConfigError) in
+                if case .null = value { config.resolver = nil; return }
+                let resolver = try ResolverConfig.decode(value, at: at)
+                if resolver.servers.isEmpty {
+                    throw at.member("servers", example: "[\"127.0.0.1:53\"]").error("missing; list the DNS servers to ask (or leave \"resolver\" out to use the system resolver)")
+                }
+                config.resolver = resolver
             },
         ]
     }
@@ -718,6 +728,46 @@ extension QueueConfig: ConfigSection {
             .integer("max", \.max, 0...1_000_000),
             .integer("timeout_ms", \.timeoutMs, 1...maxMilliseconds),
         ]
+    }
+}
+
+extension ResolverConfig: ConfigSection {
+    static var defaults: ResolverConfig { ResolverConfig() }
+
+    static var fields: [ConfigField<ResolverConfig>] {
+        [
+            ConfigField(key: "servers", example: "[\"127.0.0.1:53\"]") { config, value, at throws(ConfigError) in
+                guard case .array(let items) = value, !items.isEmpty else {
+                    throw at.error("expected a list of DNS server addresses like [\"127.0.0.1:53\"]")
+                }
+                config.servers = try items.enumerated().map { i, item throws(ConfigError) in
+                    let place = at.element(i, example: "\"127.0.0.1:53\"")
+                    let text = try place.string(item)
+                    guard ResolverConfig.isServerAddress(text) else {
+                        throw place.error("expected an IP address with an optional port (\"127.0.0.1\", \"127.0.0.1:5353\", \"[::1]:53\"), "
+                            + "got \(JSONValue.quoted(text)); the resolver's own address cannot be a host name")
+                    }
+                    return text
+                }
+            },
+            .integer("timeout_ms", \.timeoutMs, 1...60_000),
+            .integer("attempts", \.attempts, 1...10),
+        ]
+    }
+}
+
+extension ResolverConfig {
+    /// An IPv4 or IPv6 literal, with an optional port (IPv6 in brackets when it has one).
+    static func isServerAddress(_ text: String) -> Bool {
+        func isPort(_ s: Substring) -> Bool { s.allSatisfy { $0.isASCII && $0.isNumber } && Int(s).map { (1...65535).contains($0) } == true }
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+            let rest = text[text.index(after: close)...]
+            return AddressSyntax.isIPv6(text[text.index(after: text.startIndex)..<close])
+                && (rest.isEmpty || (rest.hasPrefix(":") && isPort(rest.dropFirst())))
+        }
+        if AddressSyntax.isIPv6(Substring(text)) { return true }
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        return AddressSyntax.isIPv4(parts[0]) && (parts.count == 1 || (parts.count == 2 && isPort(parts[1])))
     }
 }
 

@@ -14,6 +14,8 @@ public struct ProxyConfig: Sendable, Equatable {
     public var healthCheck: HealthCheckConfig
     /// How the default pool balances (`balance`, `hash_key` at top level).
     public var balance = BalanceConfig()
+    /// DNS servers asked directly for backend host names (`"resolver"`); nil: the system resolver.
+    public var resolver: ResolverConfig?
     /// Named pools, for `routes`.
     public var upstreams: [UpstreamConfig]
     public var routes: [RouteConfig]
@@ -130,6 +132,9 @@ public struct BackendConfig: Sendable, Equatable {
     public var tls: BackendTLSConfig?
     /// Its share of the upstream's requests relative to the others (`weight`, default 1).
     public var weight: Int
+
+    /// Whether `host` is an IP address (never looked up) rather than a name.
+    public var hasIPLiteralHost: Bool { AddressSyntax.isIPLiteral(host) }
 
     public init(id: String, url: String, host: String, port: UInt16, tls: BackendTLSConfig? = nil, weight: Int = 1) {
         self.tls = tls
@@ -419,12 +424,15 @@ enum AddressSyntax {
         }
     }
 
-    private static func isIPv4(_ s: Substring) -> Bool {
+    /// An IPv4 or IPv6 address (no brackets), as opposed to a host name to look up.
+    static func isIPLiteral(_ host: String) -> Bool { isIPv4(Substring(host)) || isIPv6(Substring(host)) }
+
+    static func isIPv4(_ s: Substring) -> Bool {
         var address = in_addr()
         return inet_pton(AF_INET, String(s), &address) == 1
     }
 
-    private static func isIPv6(_ s: Substring) -> Bool {
+    static func isIPv6(_ s: Substring) -> Bool {
         var address = in6_addr()
         return inet_pton(AF_INET6, String(s), &address) == 1
     }

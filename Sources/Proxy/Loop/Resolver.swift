@@ -1,12 +1,75 @@
+import CDNS
 import CUV
 
-/// Resolves host names without blocking the loop: each name is looked up with `uv_getaddrinfo`,
-/// which runs `getaddrinfo` on libuv's thread pool and calls back on the loop thread. A slow or
+/// The addresses a host name stands for, as the proxy uses them: every IPv4 address of the
+/// answer, or every IPv6 one when it has none (so `localhost` means 127.0.0.1, what a dev server
+/// bound to 127.0.0.1 expects — Envoy's `V4_PREFERRED`), in the answer's order without repeats.
+public struct ResolvedAddresses: Sendable, Equatable {
+    public var addresses: [SocketAddress]
+    /// The shortest time to live of the records used, when the answer said (DNS servers asked
+    /// directly); nil from the system resolver.
+    public var ttlS: Int?
+
+    public init(addresses: [SocketAddress], ttlS: Int? = nil) {
+        self.addresses = addresses
+        self.ttlS = ttlS
+    }
+
+    /// The preferred family's addresses of `all`, first occurrences only.
+    init(choosingFrom all: [(SocketAddress, ttlS: Int?)]) {
+        let preferIPv4 = all.contains { !$0.0.isIPv6 }
+        var chosen: [SocketAddress] = []
+        var ttl: Int?
+        for (address, t) in all where address.isIPv6 != preferIPv4 && !chosen.contains(address) {
+            chosen.append(address)
+            if let t { ttl = min(ttl ?? t, t) }
+        }
+        self.init(addresses: chosen, ttlS: ttl)
+    }
+}
+
+/// DNS servers to ask directly instead of the system resolver (the config's top-level
+/// `"resolver"`), in c-ares's form: `127.0.0.1:53,[::1]:5353`.
+public struct DNSServers: Sendable, Equatable {
+    public var list: String
+    public var timeoutMs: Int
+    public var attempts: Int
+
+    public init(list: String, timeoutMs: Int, attempts: Int) {
+        self.list = list
+        self.timeoutMs = timeoutMs
+        self.attempts = attempts
+    }
+
+    /// Asks the servers for `host`, blocking the calling thread (a thread-pool thread, or start-up
+    /// before any loop runs) for at most about `timeoutMs` × `attempts` per server.
+    func lookup(host: String, port: UInt16) -> Result<ResolvedAddresses, AddressError> {
+        let max = 64
+        var out = [cdns_address](repeating: cdns_address(), count: max)
+        var error = [CChar](repeating: 0, count: 256)
+        let n = cdns_lookup(list, host, Int32(timeoutMs), Int32(attempts), &out, Int32(max), &error, error.count)
+        guard n >= 0 else {
+            let reason = error.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            return .failure(AddressError(message: "cannot resolve host \"\(host)\" (resolver \(list)): \(reason)"))
+        }
+        let all: [(SocketAddress, ttlS: Int?)] = out.prefix(Int(n)).compactMap { a in
+            SocketAddress(family: a.family, bytes: a.bytes, port: port).map { ($0, ttlS: Int(a.ttl_s)) }
+        }
+        let resolved = ResolvedAddresses(choosingFrom: all)
+        guard !resolved.addresses.isEmpty else {
+            return .failure(AddressError(message: "host \"\(host)\" has no IPv4 or IPv6 address (resolver \(list))"))
+        }
+        return .success(resolved)
+    }
+}
+
+/// Resolves host names without blocking the loop: through the system resolver with
+/// `uv_getaddrinfo` (which runs `getaddrinfo` on libuv's thread pool), or by asking `DNSServers`
+/// with c-ares on the same thread pool; completions run on the loop thread. A slow or
 /// unreachable DNS server then delays only the answer, not the loop's timers and signals (the
 /// supervisor's health probes and SIGTERM).
 ///
-/// IP literals need no lookup and are answered at once. The choice among the answers is the one
-/// `SocketAddress.resolve` makes (the first IPv4 address, else the first IPv6 one).
+/// IP literals need no lookup and are answered at once.
 ///
 /// Threading: loop thread only; completions run on it.
 public final class HostResolver {
@@ -18,12 +81,21 @@ public final class HostResolver {
     /// Whether lookups are under way.
     public var isBusy: Bool { !pending.isEmpty }
 
-    /// Resolves every `(host, port)` and calls `completion` once, with one result per name in the
-    /// same order, when the last lookup has answered — synchronously, before returning, when
-    /// every name is an IP literal (or `names` is empty). After `cancelAll()` it is not called.
+    /// Resolves every `(host, port)` to one address (the first of `ResolvedAddresses`) — for
+    /// listen addresses; see `resolveAll`.
     public func resolve(_ names: [(host: String, port: UInt16)],
                         completion: @escaping ([Result<SocketAddress, AddressError>]) -> Void) {
-        var results = [Result<SocketAddress, AddressError>?](repeating: nil, count: names.count)
+        resolveAll(names, servers: nil) { results in completion(results.map { $0.map { $0.addresses[0] } }) }
+    }
+
+    /// Resolves every `(host, port)` to all its addresses (never an empty list: no address is a
+    /// failure), asking `servers` when given, else the system resolver. Calls `completion` once,
+    /// with one result per name in the same order, when the last lookup has answered —
+    /// synchronously, before returning, when every name is an IP literal (or `names` is empty).
+    /// After `cancelAll()` it is not called.
+    public func resolveAll(_ names: [(host: String, port: UInt16)], servers: DNSServers?,
+                           completion: @escaping ([Result<ResolvedAddresses, AddressError>]) -> Void) {
+        var results = [Result<ResolvedAddresses, AddressError>?](repeating: nil, count: names.count)
         var waiting = 0
         var started = false
         var delivered = false
@@ -34,11 +106,11 @@ public final class HostResolver {
         }
         for (index, name) in names.enumerated() {
             if let literal = SocketAddress(ip: name.host, port: name.port) {
-                results[index] = .success(literal)
+                results[index] = .success(ResolvedAddresses(addresses: [literal]))
                 continue
             }
             waiting += 1
-            let lookup = Lookup(host: name.host, port: name.port) { [weak self] lookup, result in
+            let lookup = Lookup(host: name.host, port: name.port, servers: servers) { [weak self] lookup, result in
                 self?.pending.removeAll { $0 === lookup }
                 results[index] = result
                 waiting -= 1
@@ -61,58 +133,86 @@ public final class HostResolver {
     }
 }
 
-/// One `uv_getaddrinfo` request. Ownership: `start` stores one retain of `self` in `req->data`;
-/// the callback (which libuv always runs, with `UV_EAI_CANCELED` after `uv_cancel`) takes it
-/// back and frees the request.
+/// One lookup on libuv's thread pool: a `uv_getaddrinfo_t` (system resolver) or a `uv_work_t`
+/// running `DNSServers.lookup`. Ownership: `start` stores one retain of `self` in the request's
+/// `data`; the completion callback (which libuv always runs, with `UV_ECANCELED` after
+/// `uv_cancel`) takes it back and frees the request.
 private final class Lookup {
     let host: String
     let port: UInt16
-    private var completion: ((Lookup, Result<SocketAddress, AddressError>) -> Void)?
-    private var req: UnsafeMutablePointer<uv_getaddrinfo_t>?
+    let servers: DNSServers?
+    private var completion: ((Lookup, Result<ResolvedAddresses, AddressError>) -> Void)?
+    private var addrinfoReq: UnsafeMutablePointer<uv_getaddrinfo_t>?
+    private var workReq: UnsafeMutablePointer<uv_work_t>?
+    /// Written by the thread-pool thread before libuv hands the request back to the loop
+    /// (`uv_queue_work` orders the two), read on the loop thread after.
+    private var workResult: Result<ResolvedAddresses, AddressError>?
 
-    init(host: String, port: UInt16, completion: @escaping (Lookup, Result<SocketAddress, AddressError>) -> Void) {
+    init(host: String, port: UInt16, servers: DNSServers?,
+         completion: @escaping (Lookup, Result<ResolvedAddresses, AddressError>) -> Void) {
         self.host = host
         self.port = port
+        self.servers = servers
         self.completion = completion
     }
 
     func start(on loop: EventLoop) {
+        if servers != nil { return startWork(on: loop) }
         let req = UnsafeMutablePointer<uv_getaddrinfo_t>.allocate(capacity: 1)
         req.pointee.data = Unmanaged.passRetained(self).toOpaque()
         var hints = SocketAddress.resolverHints
         let rc = uv_getaddrinfo(loop.uvLoop, req, { req, status, result in
             guard let req else { return }
             let me = Unmanaged<Lookup>.fromOpaque(req.pointee.data).takeRetainedValue()
-            me.req = nil
+            me.addrinfoReq = nil
             req.deallocate()
             defer { uv_freeaddrinfo(result) }
-            me.answered(status: status, result: result)
+            guard status == 0, let first = result else {
+                return me.answered(.failure(AddressError(message: "cannot resolve host \"\(me.host)\": \(UVError(status).message)")))
+            }
+            me.answered(SocketAddress.allChosen(from: first, host: me.host))
         }, host, String(port), &hints)
         if rc < 0 {
             Unmanaged<Lookup>.fromOpaque(req.pointee.data).release()
             req.deallocate()
-            answered(status: rc, result: nil)
+            answered(.failure(AddressError(message: "cannot resolve host \"\(host)\": \(UVError(rc).message)")))
         } else {
-            self.req = req
+            addrinfoReq = req
         }
     }
 
-    private func answered(status: Int32, result: UnsafeMutablePointer<addrinfo>?) {
+    private func startWork(on loop: EventLoop) {
+        let req = UnsafeMutablePointer<uv_work_t>.allocate(capacity: 1)
+        req.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        let rc = uv_queue_work(loop.uvLoop, req, { req in
+            guard let req else { return }
+            let me = Unmanaged<Lookup>.fromOpaque(req.pointee.data).takeUnretainedValue()
+            me.workResult = me.servers!.lookup(host: me.host, port: me.port)
+        }, { req, status in
+            guard let req else { return }
+            let me = Unmanaged<Lookup>.fromOpaque(req.pointee.data).takeRetainedValue()
+            me.workReq = nil
+            req.deallocate()
+            me.answered(me.workResult ?? .failure(AddressError(message: "lookup of \"\(me.host)\" cancelled")))
+        })
+        if rc < 0 {
+            Unmanaged<Lookup>.fromOpaque(req.pointee.data).release()
+            req.deallocate()
+            answered(.failure(AddressError(message: "cannot resolve host \"\(host)\": \(UVError(rc).message)")))
+        } else {
+            workReq = req
+        }
+    }
+
+    private func answered(_ result: Result<ResolvedAddresses, AddressError>) {
         guard let completion else { return }
         self.completion = nil
-        guard status == 0, let first = result else {
-            completion(self, .failure(AddressError(message: "cannot resolve host \"\(host)\": \(UVError(status).message)")))
-            return
-        }
-        do throws(AddressError) {
-            completion(self, .success(try SocketAddress.choosing(from: first, host: host)))
-        } catch {
-            completion(self, .failure(error))
-        }
+        completion(self, result)
     }
 
     func cancel() {
         completion = nil
-        if let req { _ = uv_cancel(cuv_getaddrinfo_as_req(req)) }
+        if let addrinfoReq { _ = uv_cancel(cuv_getaddrinfo_as_req(addrinfoReq)) }
+        if let workReq { _ = uv_cancel(cuv_work_as_req(workReq)) }
     }
 }

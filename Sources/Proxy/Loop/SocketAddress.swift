@@ -1,7 +1,7 @@
 import CUV
 
 /// An IPv4 or IPv6 socket address.
-public struct SocketAddress: Sendable, CustomStringConvertible {
+public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
     private var storage = sockaddr_storage()
 
     /// Parses an IP literal (`127.0.0.1`, `::1`; no brackets) and a port.
@@ -32,10 +32,17 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 
     /// Resolves a host name with a blocking `getaddrinfo`: only before a loop runs (start-up,
     /// `--check`), never on a running loop — a reload resolves with `HostResolver`, on libuv's
-    /// thread pool. IPv4 answers are preferred, so `localhost` means 127.0.0.1 — what a dev
-    /// server bound to 127.0.0.1 expects.
+    /// thread pool. The first of `resolveAll`'s addresses (IPv4 preferred).
     public static func resolve(host: String, port: UInt16) throws(AddressError) -> SocketAddress {
-        if let literal = SocketAddress(ip: host, port: port) { return literal }
+        try resolveAll(host: host, port: port).addresses[0]
+    }
+
+    /// Every address of a host name (`ResolvedAddresses`: the IPv4 ones, else the IPv6 ones),
+    /// asking `servers` when given, else the system resolver — blocking, so only before a loop
+    /// runs (start-up, `--check`); `HostResolver.resolveAll` is the same off the loop.
+    public static func resolveAll(host: String, port: UInt16, servers: DNSServers? = nil) throws(AddressError) -> ResolvedAddresses {
+        if let literal = SocketAddress(ip: host, port: port) { return ResolvedAddresses(addresses: [literal]) }
+        if let servers { return try servers.lookup(host: host, port: port).get() }
         var hints = resolverHints
         var result: UnsafeMutablePointer<addrinfo>?
         let rc = getaddrinfo(host, String(port), &hints, &result)
@@ -43,7 +50,7 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
             throw AddressError(message: "cannot resolve host \"\(host)\": \(String(cString: gai_strerror(rc)))")
         }
         defer { freeaddrinfo(first) }
-        return try choosing(from: first, host: host)
+        return try allChosen(from: first, host: host).get()
     }
 
     /// What both ways of resolving ask `getaddrinfo` for.
@@ -53,23 +60,55 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         return hints
     }
 
-    /// The address to use from a `getaddrinfo` answer: the first IPv4 one, else the first IPv6.
-    static func choosing(from first: UnsafeMutablePointer<addrinfo>, host: String) throws(AddressError) -> SocketAddress {
-        var chosen: UnsafeMutablePointer<addrinfo>? = nil
+    /// The addresses to use from a `getaddrinfo` answer (see `ResolvedAddresses`).
+    static func allChosen(from first: UnsafeMutablePointer<addrinfo>, host: String) -> Result<ResolvedAddresses, AddressError> {
+        var all: [(SocketAddress, ttlS: Int?)] = []
         var p: UnsafeMutablePointer<addrinfo>? = first
         while let ai = p {
-            if ai.pointee.ai_family == AF_INET { chosen = ai; break }
-            if chosen == nil && ai.pointee.ai_family == AF_INET6 { chosen = ai }
             p = ai.pointee.ai_next
+            guard ai.pointee.ai_family == AF_INET || ai.pointee.ai_family == AF_INET6, let addr = ai.pointee.ai_addr,
+                  Int(ai.pointee.ai_addrlen) <= MemoryLayout<sockaddr_storage>.size else { continue }
+            var s = sockaddr_storage()
+            withUnsafeMutableBytes(of: &s) { dst in
+                dst.baseAddress!.copyMemory(from: addr, byteCount: Int(ai.pointee.ai_addrlen))
+            }
+            all.append((SocketAddress(storage: s), ttlS: nil))
         }
-        guard let ai = chosen, let addr = ai.pointee.ai_addr else {
-            throw AddressError(message: "host \"\(host)\" has no IPv4 or IPv6 address")
+        let resolved = ResolvedAddresses(choosingFrom: all)
+        guard !resolved.addresses.isEmpty else {
+            return .failure(AddressError(message: "host \"\(host)\" has no IPv4 or IPv6 address"))
         }
+        return .success(resolved)
+    }
+
+    /// An address from raw bytes: `family` AF_INET (the first 4 of `bytes`) or AF_INET6 (16).
+    init?(family: Int32, bytes: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                                 UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8), port: UInt16) {
         var s = sockaddr_storage()
-        withUnsafeMutableBytes(of: &s) { dst in
-            dst.baseAddress!.copyMemory(from: addr, byteCount: Int(ai.pointee.ai_addrlen))
+        var b = bytes
+        switch family {
+        case AF_INET:
+            withUnsafeMutableBytes(of: &s) { raw in
+                let sin = raw.baseAddress!.assumingMemoryBound(to: sockaddr_in.self)
+                sin.pointee.sin_family = sa_family_t(AF_INET)
+                sin.pointee.sin_port = port.bigEndian
+                withUnsafeBytes(of: &b) { src in
+                    withUnsafeMutableBytes(of: &sin.pointee.sin_addr) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[0..<4])) }
+                }
+            }
+        case AF_INET6:
+            withUnsafeMutableBytes(of: &s) { raw in
+                let sin6 = raw.baseAddress!.assumingMemoryBound(to: sockaddr_in6.self)
+                sin6.pointee.sin6_family = sa_family_t(AF_INET6)
+                sin6.pointee.sin6_port = port.bigEndian
+                withUnsafeBytes(of: &b) { src in
+                    withUnsafeMutableBytes(of: &sin6.pointee.sin6_addr) { $0.copyMemory(from: src) }
+                }
+            }
+        default:
+            return nil
         }
-        return SocketAddress(storage: s)
+        storage = s
     }
 
     public var isIPv6: Bool { Int32(storage.ss_family) == AF_INET6 }
@@ -113,6 +152,22 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 
     /// `127.0.0.1:8080` or `[::1]:8080`.
     public var description: String { isIPv6 ? "[\(ipString)]:\(port)" : "\(ipString):\(port)" }
+
+    /// Same family, address and port (IPv6 scope ids included).
+    public static func == (a: SocketAddress, b: SocketAddress) -> Bool {
+        guard a.isIPv6 == b.isIPv6 else { return false }
+        return withUnsafeBytes(of: a.storage) { ra in
+            withUnsafeBytes(of: b.storage) { rb in
+                if a.isIPv6 {
+                    let x = ra.load(as: sockaddr_in6.self), y = rb.load(as: sockaddr_in6.self)
+                    return x.sin6_port == y.sin6_port && x.sin6_scope_id == y.sin6_scope_id
+                        && withUnsafeBytes(of: x.sin6_addr) { xa in withUnsafeBytes(of: y.sin6_addr) { xa.elementsEqual($0) } }
+                }
+                let x = ra.load(as: sockaddr_in.self), y = rb.load(as: sockaddr_in.self)
+                return x.sin_port == y.sin_port && x.sin_addr.s_addr == y.sin_addr.s_addr
+            }
+        }
+    }
 
     func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>) -> R) -> R {
         withUnsafeBytes(of: storage) { raw in body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self)) }

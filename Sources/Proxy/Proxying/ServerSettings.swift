@@ -74,7 +74,7 @@ final class ServerSettings {
         }
         self.backends = backends
         let upstreams = zip(config.allUpstreams, generation.upstreams).map { u, shared in
-            let members = u.backends.compactMap { b in backends.first { $0.id == b.id } }
+            let members = u.backends.flatMap { b in backends.filter { $0.shared.backendID == b.id } }
             return Upstream(shared: shared, worker: worker, backends: members, balance: u.balance,
                             weights: members.map(\.shared.effectiveWeight))
         }

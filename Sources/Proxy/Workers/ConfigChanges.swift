@@ -12,8 +12,14 @@ struct ConfigChanges {
     var certificatesReloaded = false
 
     init(from old: ProxyConfig, oldBackends: [SharedBackend], to new: ProxyConfig, newBackends: [SharedBackend]) {
-        added = newBackends.filter { b in !oldBackends.contains { $0 === b } }.map(\.config)
-        removed = oldBackends.filter { b in !newBackends.contains { $0 === b } }.map(\.config)
+        // Once per configured backend, however many endpoints (addresses) it has.
+        func unique(_ configs: [BackendConfig]) -> [BackendConfig] {
+            var seen: [BackendConfig] = []
+            for c in configs where !seen.contains(c) { seen.append(c) }
+            return seen
+        }
+        added = unique(newBackends.filter { b in !oldBackends.contains { $0 === b } }.map(\.config))
+        removed = unique(oldBackends.filter { b in !newBackends.contains { $0 === b } }.map(\.config))
         reordered = added.isEmpty && removed.isEmpty && !zip(oldBackends, newBackends).allSatisfy { $0 === $1 }
         for (i, (a, b)) in zip(old.listeners, new.listeners).enumerated() where a.address != b.address {
             moved.append((i, a.address, b.address))

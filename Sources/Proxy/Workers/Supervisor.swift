@@ -49,11 +49,17 @@ public final class Supervisor {
     /// dropped and the file read again — the latest file wins, and any number of SIGHUPs
     /// meanwhile make one more reload.
     private var reloadAgain = false
+    /// Looks backend host names up again while running (`resolve_interval_ms`).
+    private let discovery: BackendDiscovery
+    /// The TTLs of the start-up lookups, by backend id (for the first re-resolution's timing).
+    private var startTTLs: [String: Int] = [:]
 
     private struct UnconfirmedReload {
         let summary: String
         var waitingFor: Int
         var problems: [String] = []
+        /// A generation made by re-resolving host names, not by SIGHUP: not counted as a reload.
+        var isReload = true
     }
 
     /// Serves `config` (the loaded file with the command line applied) until a signal stops it;
@@ -88,9 +94,13 @@ public final class Supervisor {
         workerCount = Self.workerCount(config)
         connectionCount = ConnectionCount(workers: workerCount)
         resolver = HostResolver(loop: loop)
+        discovery = BackendDiscovery(loop: loop)
         var backends: [SharedBackend] = []
-        // Start-up resolves host names synchronously (blocking getaddrinfo): no loop runs yet, so
-        // nothing can stall. Reloads resolve with `resolver`, off the loop.
+        // Start-up resolves host names synchronously (blocking getaddrinfo, or c-ares asking the
+        // "resolver" servers): no loop runs yet, so nothing can stall. Reloads and re-resolution
+        // look names up off the loop.
+        let servers = BackendDiscovery.servers(config)
+        var ttls: [String: Int] = [:]
         var clientContexts: [BackendTLSConfig: TLSContext] = [:]
         for b in config.allBackends {
             let tls: TLSContext?
@@ -100,8 +110,10 @@ public final class Supervisor {
                 throw ProxyStartError(message: "\(options.configPath): backend \(b.id) (\(b.url)): tls: \(error.message)")
             }
             do {
-                backends.append(SharedBackend(config: b, address: try SocketAddress.resolve(host: b.host, port: b.port),
-                                              workers: workerCount, tls: tls))
+                let resolved = try SocketAddress.resolveAll(host: b.host, port: b.port, servers: servers)
+                if let ttl = resolved.ttlS { ttls[b.id] = ttl }
+                backends += BackendEndpoints.make(b, addresses: resolved.addresses, current: [], workers: workerCount, tls: tls,
+                                                  record: Self.nameRecord(b, resolved))
             } catch {
                 throw ProxyStartError(message: "\(options.configPath): backends: \(error)")
             }
@@ -163,6 +175,12 @@ public final class Supervisor {
         }
         reportWakeup = Wakeup(loop: loop)
         healthCheckers = makeHealthCheckers(config, backends)
+        startTTLs = ttls
+    }
+
+    /// The record that `/_health` shows for a backend given by host name (nil for an IP literal).
+    private static func nameRecord(_ b: BackendConfig, _ resolved: ResolvedAddresses) -> BackendNameRecord? {
+        !b.hasIPLiteralHost ? BackendNameRecord(host: b.host, addresses: resolved.addresses) : nil
     }
 
     private func serve() -> Int32 {
@@ -193,6 +211,8 @@ public final class Supervisor {
         if threads.isEmpty { finish() } else {
             healthCheckers.forEach { $0.start() }
             startTicketRotation()
+            discovery.onAnswers = { [unowned self] answers in self.applyLookups(answers) }
+            discovery.configure(config, ttls: startTTLs)
         }
         loop.run()
         for t in threads { t.join() }
@@ -260,6 +280,7 @@ public final class Supervisor {
         ticketRotation?.close()
         ticketRotation = nil
         resolver.cancelAll()
+        discovery.stop()
         healthCheckers.forEach { $0.stop() }
         reports.detach()
         loop.closeAllHandles()
@@ -345,14 +366,15 @@ public final class Supervisor {
         let moved = zip(config.listeners, next.listeners).enumerated().filter { $0.element.0.address != $0.element.1.address }.map(\.offset)
         let names = unresolved.map { (host: $0.host, port: $0.port) }
             + moved.map { (host: next.listeners[$0].address.host, port: next.listeners[$0].address.port) }
-        resolver.resolve(names) { [unowned self, next, notes] results in
+        let servers = BackendDiscovery.servers(next)
+        resolver.resolveAll(names, servers: servers) { [unowned self, next, notes] results in
             if self.reloadAgain {
                 // A newer SIGHUP: what this one read may be out of date already.
                 self.reloadAgain = false
                 return self.reload()
             }
             guard self.phase == .running else { return Log.warning("reload abandoned: shutting down") }
-            var addresses: [String: SocketAddress] = [:]
+            var addresses: [String: ResolvedAddresses] = [:]
             for (b, result) in zip(unresolved, results) {
                 switch result {
                 case .success(let address): addresses[b.id] = address
@@ -362,7 +384,7 @@ public final class Supervisor {
             var newAddresses: [Int: SocketAddress] = [:]
             for (index, result) in zip(moved, results.suffix(moved.count)) {
                 switch result {
-                case .success(let address): newAddresses[index] = address
+                case .success(let resolved): newAddresses[index] = resolved.addresses[0]
                 case .failure(let error): return self.keepConfiguration("\(path): listen[\(index)]: \(error)")
                 }
             }
@@ -381,17 +403,22 @@ public final class Supervisor {
     /// The second half of a reload, once every new host name is resolved: `resolved` holds the
     /// address of each backend (by id) that is not kept as it was, `newListenAddresses` the new
     /// address of each listener (by index) that moved.
-    private func apply(_ next: ProxyConfig, notes: [String], resolved: [String: SocketAddress], newListenAddresses: [Int: SocketAddress]) {
+    private func apply(_ next: ProxyConfig, notes: [String], resolved: [String: ResolvedAddresses], newListenAddresses: [Int: SocketAddress]) {
         var notes = notes
         let path = options.configPath
         var backends: [SharedBackend] = []
+        var ttls: [String: Int] = [:]
         var clientContexts: [BackendTLSConfig: TLSContext] = [:]
         for b in next.allBackends {
-            if let kept = generation.backends.first(where: { $0.isSame(as: b) }) {
-                // The file's weight now, and no runtime change (`/_admin`) survives a reload.
-                kept.setConfiguredWeight(b.weight)
-                kept.resetRuntimeChanges()
-                backends.append(kept)
+            let kept = generation.backends.filter { $0.isSame(as: b) }
+            if !kept.isEmpty {
+                // Every endpoint as it is (re-resolution updates them); the file's weight now, and
+                // no runtime change (`/_admin`) survives a reload.
+                for endpoint in kept {
+                    endpoint.setConfiguredWeight(b.weight)
+                    endpoint.resetRuntimeChanges()
+                }
+                backends += kept
                 continue
             }
             guard let address = resolved[b.id] else { return keepConfiguration("\(path): backends: \(b.id) was not resolved") }
@@ -402,8 +429,10 @@ public final class Supervisor {
                 return keepConfiguration("\(path): backend \(b.id) (\(b.url)): tls: \(error.message)")
             }
             // Renamed or moved (default ids follow the position): keep what its probes found.
-            let previous = generation.backends.first { $0.hasSameAddress(as: b) }
-            backends.append(SharedBackend(config: b, address: address, workers: workerCount, inheriting: previous, tls: tls))
+            let previous = generation.backends.filter { $0.hasSameAddress(as: b) }
+            backends += BackendEndpoints.make(b, addresses: address.addresses, current: previous, workers: workerCount, tls: tls,
+                                              record: Self.nameRecord(b, address))
+            if let ttl = address.ttlS { ttls[b.id] = ttl }
         }
         let budget = ConnectionBudget.effective(next.limits, fdLimit: fdLimit, workers: workerCount,
                                                 backends: next.allBackends.count)
@@ -476,6 +505,58 @@ public final class Supervisor {
             healthCheckers = makeHealthCheckers(next, backends)
             healthCheckers.forEach { $0.start() }
         }
+        discovery.configure(next, ttls: ttls)
+        if pending.waitingFor > 0 { unconfirmedReloads[generation.number] = pending } else { reloadConfirmed(pending) }
+    }
+
+    // MARK: - Re-resolving backend host names
+
+    /// Answers of `BackendDiscovery`: a backend whose addresses changed gets its new endpoints
+    /// (kept endpoints keep their pools, health and counters; new ones are probed at once; removed
+    /// ones finish what they carry) in a new generation handed to every worker, and the change is
+    /// logged. A failed lookup keeps the addresses in use and is logged once per run of failures.
+    /// An answer for a backend that a reload changed or removed meanwhile is dropped.
+    private func applyLookups(_ answers: [(backend: BackendConfig, result: Result<ResolvedAddresses, AddressError>)]) {
+        guard phase == .running else { return }
+        var changed: [String: ResolvedAddresses] = [:]
+        var lines: [String] = []
+        for (b, result) in answers {
+            guard config.allBackends.contains(b) else { continue }
+            let endpoints = generation.backends.filter { $0.backendID == b.id && $0.isSame(as: b) }
+            guard let record = endpoints.first?.nameRecord else { continue }
+            switch result {
+            case .failure(let error):
+                if record.noteFailure(error.message) {
+                    Log.warning("dns: backend \(b.id): \(error.message); keeping \(endpoints.map(\.address.ipString).joined(separator: ", "))")
+                }
+            case .success(let resolved):
+                if BackendEndpoints.same(endpoints, resolved.addresses) {
+                    record.noteLookup(changedTo: nil)
+                    continue
+                }
+                record.noteLookup(changedTo: resolved.addresses)
+                changed[b.id] = resolved
+                lines.append("backend \(b.id) (\(b.host)): \(endpoints.map(\.address.ipString).sorted().joined(separator: ", ")) -> "
+                    + resolved.addresses.map(\.ipString).sorted().joined(separator: ", "))
+            }
+        }
+        guard !changed.isEmpty else { return }
+        var backends: [SharedBackend] = []
+        for b in config.allBackends {
+            let current = generation.backends.filter { $0.backendID == b.id && $0.isSame(as: b) }
+            guard let resolved = changed[b.id] else { backends += current; continue }
+            backends += BackendEndpoints.make(b, addresses: resolved.addresses, current: current, workers: workerCount,
+                                              tls: current.first?.tls, record: current.first?.nameRecord)
+        }
+        generation = ConfigGeneration(number: generation.number + 1, config: config, backends: backends,
+                                      upstreams: generation.upstreams, maxConnections: generation.maxConnections,
+                                      tls: generation.tls, httpsPort: generation.httpsPort)
+        var pending = UnconfirmedReload(summary: "dns: generation \(generation.number): " + lines.joined(separator: "; "),
+                                        waitingFor: 0, isReload: false)
+        for inbox in inboxes where inbox.post(.apply(generation, listening: [:])) { pending.waitingFor += 1 }
+        healthCheckers.forEach { $0.stop() }
+        healthCheckers = makeHealthCheckers(config, backends)
+        healthCheckers.forEach { $0.start() }
         if pending.waitingFor > 0 { unconfirmedReloads[generation.number] = pending } else { reloadConfirmed(pending) }
     }
 
@@ -542,14 +623,14 @@ public final class Supervisor {
     /// loader keeps unique across upstreams).
     private func makeHealthCheckers(_ config: ProxyConfig, _ backends: [SharedBackend]) -> [HealthChecker] {
         config.allUpstreams.map { upstream in
-            HealthChecker(loop: loop, backends: upstream.backends.compactMap { b in backends.first { $0.id == b.id } },
+            HealthChecker(loop: loop, backends: upstream.backends.flatMap { b in backends.filter { $0.backendID == b.id } },
                           config: upstream.healthCheck)
         }
     }
 
     /// Every worker has switched: now the reload line is true (tests and operators wait for it).
     private func reloadConfirmed(_ reload: UnconfirmedReload) {
-        metrics.reloaded(ok: reload.problems.isEmpty)
+        if reload.isReload { metrics.reloaded(ok: reload.problems.isEmpty) }
         Log.info(reload.summary)
         for problem in reload.problems { Log.error("reload: \(problem)") }
     }

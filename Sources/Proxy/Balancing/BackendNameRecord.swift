@@ -1,0 +1,83 @@
+/// What the proxy last learned about one backend's host name (a name, not an IP literal): the
+/// addresses in use, how many lookups ran and failed, and why the last one failed. `/_health`
+/// shows it next to every endpoint of the backend.
+///
+/// Created by the supervisor when the backend enters the configuration; every endpoint of the
+/// backend holds the same instance, and a re-resolution that changes the endpoints keeps it.
+/// Threading: `Sendable`; written by the supervisor's loop, read by any worker (behind a lock;
+/// admin paths only, never a request path).
+public final class BackendNameRecord: Sendable {
+    public let host: String
+    private let state: Locked<Snapshot>
+
+    /// One consistent view of the record.
+    public struct Snapshot: Sendable, Equatable {
+        /// The addresses in use (`127.0.0.1`, `::1`), sorted.
+        public var addresses: [String]
+        public var lookups = 0
+        public var failedLookups = 0
+        /// Times the addresses changed since the backend entered the configuration.
+        public var changes = 0
+        /// Why the last lookup failed; nil once one succeeds again (the addresses stay meanwhile).
+        public var lastError: String?
+    }
+
+    public init(host: String, addresses: [SocketAddress]) {
+        self.host = host
+        state = Locked(Snapshot(addresses: addresses.map(\.ipString).sorted(), lookups: 1))
+    }
+
+    public var snapshot: Snapshot { state.withLock { $0 } }
+
+    /// A lookup answered; `changedTo` carries the new addresses when they differ from those in use.
+    func noteLookup(changedTo addresses: [SocketAddress]?) {
+        state.withLock { s in
+            s.lookups += 1
+            s.lastError = nil
+            if let addresses {
+                s.addresses = addresses.map(\.ipString).sorted()
+                s.changes += 1
+            }
+        }
+    }
+
+    /// A lookup failed: the addresses in use stay. Returns whether this starts a run of failures
+    /// (the first is logged as a warning, the rest only counted).
+    func noteFailure(_ reason: String) -> Bool {
+        state.withLock { s in
+            s.lookups += 1
+            s.failedLookups += 1
+            let first = s.lastError == nil
+            s.lastError = reason
+            return first
+        }
+    }
+}
+
+/// The endpoints of a configured backend: one `SharedBackend` per address of its host (one for
+/// an IP literal), named `id` when there is one and `id@address` when there are several.
+enum BackendEndpoints {
+    /// Endpoints of `backend` at `addresses` (in address order). An endpoint of `current` with the
+    /// same configuration, address and name is kept as it is (its pools, health and counters
+    /// carry over); a new one inherits the health verdict of an entry of `current` at the same
+    /// address (a backend renamed, or a name that went from one address to several).
+    static func make(_ backend: BackendConfig, addresses: [SocketAddress], current: [SharedBackend], workers: Int,
+                     tls: TLSContext?, record: BackendNameRecord?) -> [SharedBackend] {
+        let sorted = addresses.sorted { ($0.isIPv6 ? 1 : 0, $0.ipString.utf8.count, $0.ipString) < ($1.isIPv6 ? 1 : 0, $1.ipString.utf8.count, $1.ipString) }
+        return sorted.map { address in
+            let id = sorted.count == 1 ? backend.id : "\(backend.id)@\(address.ipString)"
+            if let kept = current.first(where: { $0.id == id && $0.address == address && $0.isSame(as: backend) && $0.nameRecord === record }) {
+                kept.setConfiguredWeight(backend.weight)
+                return kept
+            }
+            let previous = current.first { $0.address == address }
+            return SharedBackend(config: backend, address: address, workers: workers, inheriting: previous, tls: tls,
+                                 id: id, nameRecord: record)
+        }
+    }
+
+    /// Whether `addresses` are the addresses `endpoints` are at (in any order).
+    static func same(_ endpoints: [SharedBackend], _ addresses: [SocketAddress]) -> Bool {
+        endpoints.count == addresses.count && addresses.allSatisfy { a in endpoints.contains { $0.address == a } }
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Backend host names are looked up again while the proxy runs (issue 15): through DNS servers
+/// named in `"resolver"` (c-ares), every `resolve_interval_ms`. Several addresses become several
+/// endpoints, changes are picked up, logged and shown in `/_health`, and a failed lookup keeps the
+/// last good addresses. The DNS server is PyPI's dnslib, started here on 127.0.0.1 and rewired
+/// mid-test by rewriting its records file.
+@Suite(.timeLimit(.minutes(2)))
+struct DNSResolutionTests {
+    /// A test DNS server answering from `records` (see `Python/dns_server.py`).
+    final class DNSServer {
+        let records = NSTemporaryDirectory() + "proxy-dns-\(UUID().uuidString).json"
+        let process: ManagedProcess
+
+        init(names: [String: [String]]) throws {
+            let python = try testPython(["dnslib": "dnslib"])
+            let script = packageRoot.appendingPathComponent("Tests/IntegrationTests/Python/dns_server.py").path
+            process = try ManagedProcess(python, [script, records], absolute: true)
+            set(names: names)
+            // The file is re-read per query; written once before the server could be asked.
+        }
+
+        /// The answers from now on.
+        func set(names: [String: [String]] = [:], mode: String = "ok") {
+            let body = try! JSONSerialization.data(withJSONObject: ["ttl": 1, "mode": mode, "names": names])
+            let temp = records + ".tmp"
+            _ = FileManager.default.createFile(atPath: temp, contents: body)
+            _ = rename(temp, records)  // atomic: the server never reads half a file
+        }
+
+        var queries: Int { ((try? String(contentsOfFile: records + ".queries", encoding: .utf8)) ?? "").split(separator: "\n").count }
+
+        deinit { process.stop() }
+    }
+
+    /// The endpoints `/_health` lists: id → (address, healthy, dns record).
+    private func endpoints(_ port: UInt16) -> [String: [String: Any]] {
+        guard let r = try? get(port, "/_health"), let list = r.json["backends"] as? [[String: Any]] else { return [:] }
+        var out: [String: [String: Any]] = [:]
+        for b in list { if let id = b["id"] as? String { out[id] = b } }
+        return out
+    }
+
+    /// The backend addresses the access log names for requests whose path starts with `prefix`.
+    private func servedBy(_ log: String, prefix: String) -> [String] {
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line in
+            guard let json = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  (json["target"] as? String)?.hasPrefix(prefix) == true else { return nil }
+            return json["backend_address"] as? String
+        }
+    }
+
+    @Test func namesAreResolvedAgainAndSeveralAddressesBecomeSeveralEndpoints() throws {
+        // Two backends on the same port of two loopback addresses: what one name can point at.
+        let a = try ManagedProcess("test-backend", ["0", "--host", "127.0.0.1"])
+        let b = try ManagedProcess("test-backend", [String(a.port), "--host", "127.0.0.2"])
+        let port = a.port
+        let dns = try DNSServer(names: ["app.test": ["127.0.0.1"]])
+        let log = NSTemporaryDirectory() + "proxy-dns-log-\(UUID().uuidString).json"
+        let config = """
+            {"backends":[{"id":"app","url":"http://app.test:\(port)"}],
+             "resolver":{"servers":["127.0.0.1:\(dns.process.port)"],"timeout_ms":300,"attempts":1},
+             "resolve_interval_ms":200,
+             "health_check":{"path":"/health","interval_ms":100,"timeout_ms":500,"healthy_threshold":1,"unhealthy_threshold":1},
+             "access_log":{"path":"\(log)","format":"json","flush_ms":20}}
+            """
+        let proxy = try startProxy(config: config)
+        defer { proxy.stop(); a.stop(); b.stop() }
+
+        // One address: one endpoint named as the backend, its record in /_health.
+        var list = endpoints(proxy.port)
+        #expect(Array(list.keys) == ["app"], "\(list)")
+        let dnsRecord = list["app"]?["dns"] as? [String: Any]
+        #expect(dnsRecord?["host"] as? String == "app.test")
+        #expect(dnsRecord?["addresses"] as? [String] == ["127.0.0.1"])
+        #expect(try get(proxy.port, "/one").status == 200)
+
+        // The name gains an address: two endpoints, both probed healthy, both used.
+        dns.set(names: ["app.test": ["127.0.0.2", "127.0.0.1"]])
+        #expect(eventually(10) {
+            let l = endpoints(proxy.port)
+            return Set(l.keys) == ["app@127.0.0.1", "app@127.0.0.2"] && l.values.allSatisfy { $0["healthy"] as? Bool == true }
+        }, "\(endpoints(proxy.port)) \(proxy.log)")
+        #expect(proxy.log.contains("dns: generation 2: backend app (app.test): 127.0.0.1 -> 127.0.0.1, 127.0.0.2"), "\(proxy.log)")
+        for i in 0..<20 { #expect(try get(proxy.port, "/two/\(i)").status == 200) }
+        #expect(eventually { servedBy(log, prefix: "/two/").count == 20 })
+        #expect(Set(servedBy(log, prefix: "/two/")) == ["127.0.0.1:\(port)", "127.0.0.2:\(port)"], "round-robin over both endpoints")
+        list = endpoints(proxy.port)
+        #expect((list["app@127.0.0.2"]?["dns"] as? [String: Any])?["addresses"] as? [String] == ["127.0.0.1", "127.0.0.2"])
+        #expect((list["app@127.0.0.1"]?["backend"] as? String) == "app")
+
+        // The runtime API takes the backend's id for all its endpoints.
+        let drain = try TestConnection(port: proxy.port).request("POST", "/_admin/backends/app/drain")
+        #expect(drain.status == 200, "\(drain.text)")
+        #expect(endpoints(proxy.port).values.allSatisfy { $0["state"] as? String == "draining" })
+        #expect(try TestConnection(port: proxy.port).request("POST", "/_admin/backends/app@127.0.0.1/enable").status == 200)
+        #expect(endpoints(proxy.port)["app@127.0.0.1"]?["state"] as? String == "enabled")
+        #expect(endpoints(proxy.port)["app@127.0.0.2"]?["state"] as? String == "draining")
+        #expect(try TestConnection(port: proxy.port).request("POST", "/_admin/backends/app/enable").status == 200)
+
+        // The first address goes away: its endpoint leaves, the other one stays.
+        dns.set(names: ["app.test": ["127.0.0.2"]])
+        #expect(eventually(10) { Array(endpoints(proxy.port).keys) == ["app"] && endpoints(proxy.port)["app"]?["address"] as? String == "127.0.0.2:\(port)" },
+                "\(endpoints(proxy.port)) \(proxy.log)")
+        for i in 0..<6 { #expect(try get(proxy.port, "/three/\(i)").status == 200) }
+        #expect(eventually { servedBy(log, prefix: "/three/").count == 6 })
+        #expect(Set(servedBy(log, prefix: "/three/")) == ["127.0.0.2:\(port)"])
+
+        // The DNS server fails: the last good address stays in use, the failure is shown.
+        dns.set(mode: "servfail")
+        #expect(eventually(10) { ((endpoints(proxy.port)["app"]?["dns"] as? [String: Any])?["last_error"] as? String) != nil },
+                "\(endpoints(proxy.port))")
+        #expect(proxy.log.contains("dns: backend app: "), "\(proxy.log)")
+        #expect(proxy.log.contains("keeping 127.0.0.2"), "\(proxy.log)")
+        #expect(try get(proxy.port, "/four").status == 200)
+        #expect(endpoints(proxy.port)["app"]?["address"] as? String == "127.0.0.2:\(port)")
+
+        // It answers again: the error clears.
+        dns.set(names: ["app.test": ["127.0.0.2"]])
+        #expect(eventually(10) {
+            let r = endpoints(proxy.port)["app"]?["dns"] as? [String: Any]
+            return r != nil && r?["last_error"] is NSNull && (r?["failed_lookups"] as? Int ?? 0) > 0
+        }, "\(endpoints(proxy.port))")
+    }
+
+    @Test func aNameTheResolverDoesNotKnowStopsTheStartNamingIt() throws {
+        let dns = try DNSServer(names: ["app.test": ["127.0.0.1"]])
+        let file = writeTempFile("""
+            {"backends":[{"id":"api","url":"http://nowhere.test:80"}],
+             "resolver":{"servers":["127.0.0.1:\(dns.process.port)"],"timeout_ms":300,"attempts":1}}
+            """, suffix: ".json")
+        let p = Process()
+        p.executableURL = productsDirectory.appendingPathComponent("proxy")
+        p.arguments = ["--config", file, "--listen", "127.0.0.1:0"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        p.waitUntilExit()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(p.terminationStatus != 0)
+        #expect(text.contains("nowhere.test") && text.contains("resolver 127.0.0.1:\(dns.process.port)"), "\(text)")
+        #expect(dns.queries > 0, "the configured server was asked")
+    }
+}

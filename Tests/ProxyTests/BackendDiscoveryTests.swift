@@ -1,0 +1,123 @@
+import Foundation
+import Testing
+@testable import Proxy
+
+/// Host names as endpoints (issue 15): which addresses of an answer are used, how endpoints are
+/// named and kept across re-resolutions, when the next lookup is due, and the `"resolver"` and
+/// `"resolve_interval_ms"` settings. No sockets: the lookups themselves are in
+/// `DNSResolutionTests` (a real DNS server).
+struct BackendDiscoveryTests {
+    private func address(_ ip: String, _ port: UInt16 = 8080) -> SocketAddress { SocketAddress(ip: ip, port: port)! }
+
+    @Test func theIPv4AddressesOfAnAnswerAreUsedElseTheIPv6OnesWithoutRepeats() {
+        let mixed = ResolvedAddresses(choosingFrom: [(address("::1"), ttlS: 5), (address("10.0.0.2"), ttlS: 30),
+                                                     (address("10.0.0.1"), ttlS: 10), (address("10.0.0.2"), ttlS: 30)])
+        #expect(mixed.addresses.map(\.ipString) == ["10.0.0.2", "10.0.0.1"])
+        #expect(mixed.ttlS == 10, "the shortest TTL of the records used (not the unused IPv6 one)")
+        let v6 = ResolvedAddresses(choosingFrom: [(address("fd00::2"), ttlS: nil), (address("fd00::1"), ttlS: nil)])
+        #expect(v6.addresses.map(\.ipString) == ["fd00::2", "fd00::1"])
+        #expect(v6.ttlS == nil)
+        #expect(ResolvedAddresses(choosingFrom: []).addresses.isEmpty)
+    }
+
+    @Test func socketAddressesCompareByFamilyAddressAndPort() {
+        #expect(address("10.0.0.1") == address("10.0.0.1"))
+        #expect(address("10.0.0.1") != address("10.0.0.2"))
+        #expect(address("10.0.0.1", 1) != address("10.0.0.1", 2))
+        #expect(address("::1") == address("::1"))
+        #expect(address("::1") != address("::2"))
+        #expect(address("::ffff:10.0.0.1") != address("10.0.0.1"))
+    }
+
+    @Test func oneAddressIsOneEndpointNamedAsTheBackendSeveralAreNamedByAddress() {
+        let config = BackendConfig(id: "api", url: "http://api.internal:8080", host: "api.internal", port: 8080)
+        let record = BackendNameRecord(host: "api.internal", addresses: [address("10.0.0.1")])
+        let one = BackendEndpoints.make(config, addresses: [address("10.0.0.1")], current: [], workers: 1, tls: nil, record: record)
+        #expect(one.map(\.id) == ["api"])
+        #expect(one[0].backendID == "api")
+        #expect(one[0].balancingName == "http://api.internal:8080@10.0.0.1")
+
+        let two = BackendEndpoints.make(config, addresses: [address("10.0.0.10"), address("10.0.0.9")], current: one, workers: 1,
+                                        tls: nil, record: record)
+        #expect(two.map(\.id) == ["api@10.0.0.9", "api@10.0.0.10"], "in address order, numerically")
+        #expect(Set(two.map(\.balancingName)).count == 2)
+        #expect(two.allSatisfy { $0.backendID == "api" && $0.nameRecord === record })
+
+        // A re-resolution that keeps an address keeps its endpoint (pool, health, counters).
+        let three = BackendEndpoints.make(config, addresses: [address("10.0.0.9"), address("10.0.0.10"), address("10.0.0.11")],
+                                          current: two, workers: 1, tls: nil, record: record)
+        #expect(three[0] === two[0] && three[1] === two[1])
+        #expect(three[2].id == "api@10.0.0.11")
+        #expect(BackendEndpoints.same(three, [address("10.0.0.11"), address("10.0.0.9"), address("10.0.0.10")]))
+        #expect(!BackendEndpoints.same(three, [address("10.0.0.9"), address("10.0.0.10")]))
+
+        // An IP literal: the URL is the balancing name (as before host names were endpoints).
+        let literal = BackendConfig(id: "b1", url: "http://10.0.0.5:80", host: "10.0.0.5", port: 80)
+        let made = BackendEndpoints.make(literal, addresses: [address("10.0.0.5", 80)], current: [], workers: 1, tls: nil, record: nil)
+        #expect(made.map(\.id) == ["b1"] && made[0].balancingName == "http://10.0.0.5:80")
+    }
+
+    @Test func anEndpointThatIsDownStaysDownWhenItIsRenamed() {
+        let config = BackendConfig(id: "api", url: "http://api.internal:8080", host: "api.internal", port: 8080)
+        let record = BackendNameRecord(host: "api.internal", addresses: [address("10.0.0.1")])
+        let one = BackendEndpoints.make(config, addresses: [address("10.0.0.1")], current: [], workers: 1, tls: nil, record: record)
+        _ = one[0].recordProbe(ok: false, problem: "refused", healthyThreshold: 1, unhealthyThreshold: 1)
+        #expect(!one[0].isHealthy)
+        let two = BackendEndpoints.make(config, addresses: [address("10.0.0.1"), address("10.0.0.2")], current: one, workers: 1,
+                                        tls: nil, record: record)
+        #expect(two[0] !== one[0] && two[0].id == "api@10.0.0.1")
+        #expect(!two[0].isHealthy, "the verdict at that address carries over to its new name")
+        #expect(two[1].isHealthy)
+    }
+
+    @Test func theRecordCountsLookupsChangesAndFailures() {
+        let record = BackendNameRecord(host: "api.internal", addresses: [address("10.0.0.2"), address("10.0.0.1")])
+        #expect(record.snapshot.addresses == ["10.0.0.1", "10.0.0.2"])
+        #expect(record.noteFailure("SERVFAIL"), "the first failure of a run is logged")
+        #expect(!record.noteFailure("SERVFAIL"), "the next ones are only counted")
+        #expect(record.snapshot.lastError == "SERVFAIL" && record.snapshot.failedLookups == 2)
+        record.noteLookup(changedTo: nil)
+        #expect(record.snapshot.lastError == nil && record.snapshot.changes == 0 && record.snapshot.lookups == 4)
+        record.noteLookup(changedTo: [address("10.0.0.3")])
+        #expect(record.snapshot.addresses == ["10.0.0.3"] && record.snapshot.changes == 1)
+        #expect(record.noteFailure("timeout"), "a new run after a success")
+    }
+
+    @Test func theNextLookupIsDueAfterTheIntervalOrAShorterTTL() {
+        let ms: UInt64 = 1_000_000
+        #expect(BackendDiscovery.delayNs(intervalMs: 30_000, ttlS: nil, failed: false) == 30_000 * ms)
+        #expect(BackendDiscovery.delayNs(intervalMs: 30_000, ttlS: 5, failed: false) == 5_000 * ms)
+        #expect(BackendDiscovery.delayNs(intervalMs: 30_000, ttlS: 0, failed: false) == 1_000 * ms, "a TTL of 0 cannot make a busy loop")
+        #expect(BackendDiscovery.delayNs(intervalMs: 30_000, ttlS: 300, failed: false) == 30_000 * ms, "a longer TTL does not delay")
+        #expect(BackendDiscovery.delayNs(intervalMs: 30_000, ttlS: nil, failed: true) == 5_000 * ms, "failures are retried sooner")
+        #expect(BackendDiscovery.delayNs(intervalMs: 200, ttlS: 1, failed: true) == 200 * ms)
+    }
+
+    @Test func theResolverAndTheIntervalAreConfiguredAndChecked() throws {
+        let config = try ConfigLoader.parse(Array(#"""
+            {"backends": [{"url": "http://api.internal:80"}], "resolve_interval_ms": 5000,
+             "resolver": {"servers": ["127.0.0.1", "10.0.0.53:5353", "::1", "[fd00::53]:53"], "timeout_ms": 500}}
+            """#.utf8), file: "config.json")
+        #expect(config.allUpstreams[0].balance.resolveIntervalMs == 5000)
+        #expect(config.resolver?.serverList == "127.0.0.1:53,10.0.0.53:5353,[::1]:53,[fd00::53]:53")
+        #expect(config.resolver?.timeoutMs == 500 && config.resolver?.attempts == 2)
+        #expect(try ConfigLoader.parse(Array(#"{"backends": [{"url": "http://a:1"}]}"#.utf8), file: "c.json").resolver == nil)
+        #expect(try ConfigLoader.parse(Array(#"{"backends": [{"url": "http://a:1"}]}"#.utf8), file: "c.json")
+            .allUpstreams[0].balance.resolveIntervalMs == 30_000)
+        for (json, expected) in [
+            (#"{"resolver": {"servers": ["dns.google"]}}"#, "resolver.servers[0]: expected an IP address"),
+            (#"{"resolver": {"servers": ["127.0.0.1:99999"]}}"#, "resolver.servers[0]"),
+            (#"{"resolver": {"servers": []}}"#, "resolver.servers: expected a list"),
+            (#"{"resolver": {"timeout_ms": 100}}"#, "resolver.servers: missing"),
+            (#"{"resolver": {"servers": ["127.0.0.1"], "attempts": 0}}"#, "resolver.attempts: must be at least 1"),
+            (#"{"resolve_interval_ms": -1}"#, "resolve_interval_ms: must be at least 0"),
+        ] {
+            do {
+                _ = try ConfigLoader.parse(Array(json.utf8), file: "config.json")
+                Issue.record("loaded \(json)")
+            } catch {
+                #expect(error.description.contains(expected), "\(error)")
+            }
+        }
+    }
+}
