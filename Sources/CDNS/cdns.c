@@ -97,9 +97,12 @@ int cdns_lookup(const char *servers, const char *name, int timeout_ms, int tries
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     ares_getaddrinfo(channel, name, NULL, &hints, answered, &st);
-    /* c-ares bounds the lookup itself (timeouts × tries per server); this outer bound only
-     * guards against a loop that would never end. */
-    long long deadline = now_ms() + (long long)options.timeout * options.tries * 8 + 2000;
+    /* c-ares bounds the lookup itself (a timeout per try, `tries` rounds over the servers, each
+     * round's timeout growing); this outer bound — every try of every server at twice the
+     * timeout, plus a second — only guards against a loop that would never end. */
+    int nservers = 1;
+    for (const char *p = servers; *p; p++) if (*p == ',') nservers++;
+    long long deadline = now_ms() + (long long)options.timeout * options.tries * nservers * 2 + 1000;
     int gave_up = 0;
     while (!st.done) {
         long long left = deadline - now_ms();

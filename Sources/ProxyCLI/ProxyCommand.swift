@@ -80,7 +80,7 @@ enum ProxyCommand {
                 for line in upstream.balance.summary { print("  \(line)") }
                 if upstream.backends.contains(where: { !$0.hasIPLiteralHost }) {
                     let again = upstream.balance.resolveIntervalMs
-                    print("  backend host names: " + (again == 0 ? "resolved at start and reload only"
+                    print("  backend host names: " + (again == 0 ? "resolved at start (and when a reload changes them) only"
                         : "resolved again every \(again) ms (sooner at a shorter record TTL)")
                         + " through " + (config.resolver.map { "DNS servers \($0.servers.joined(separator: ", "))" } ?? "the system resolver"))
                 }

@@ -78,6 +78,9 @@ struct DNSResolutionTests {
         #expect(dnsRecord?["addresses"] as? [String] == ["127.0.0.1"])
         #expect(try get(proxy.port, "/one").status == 200)
 
+        // A weight set at runtime stays through the change below (it is not a reload).
+        #expect(try TestConnection(port: proxy.port).request("PUT", "/_admin/backends/app/weight/5").status == 200)
+
         // The name gains an address: two endpoints, both probed healthy, both used.
         dns.set(names: ["app.test": ["127.0.0.2", "127.0.0.1"]])
         #expect(eventually(10) {
@@ -91,6 +94,7 @@ struct DNSResolutionTests {
         list = endpoints(proxy.port)
         #expect((list["app@127.0.0.2"]?["dns"] as? [String: Any])?["addresses"] as? [String] == ["127.0.0.1", "127.0.0.2"])
         #expect((list["app@127.0.0.1"]?["backend"] as? String) == "app")
+        #expect(list.values.allSatisfy { $0["weight"] as? Int == 5 }, "\(list)")
 
         // The runtime API takes the backend's id for all its endpoints.
         let drain = try TestConnection(port: proxy.port).request("POST", "/_admin/backends/app/drain")

@@ -35,12 +35,12 @@ struct BackendDiscoveryTests {
         let one = BackendEndpoints.make(config, addresses: [address("10.0.0.1")], current: [], workers: 1, tls: nil, record: record)
         #expect(one.map(\.id) == ["api"])
         #expect(one[0].backendID == "api")
-        #expect(one[0].balancingName == "http://api.internal:8080@10.0.0.1")
+        #expect(one[0].balancingName == "http://api.internal:8080", "one address: named as an IP literal backend is")
 
         let two = BackendEndpoints.make(config, addresses: [address("10.0.0.10"), address("10.0.0.9")], current: one, workers: 1,
                                         tls: nil, record: record)
         #expect(two.map(\.id) == ["api@10.0.0.9", "api@10.0.0.10"], "in address order, numerically")
-        #expect(Set(two.map(\.balancingName)).count == 2)
+        #expect(two.map(\.balancingName) == ["http://api.internal:8080@10.0.0.9", "http://api.internal:8080@10.0.0.10"])
         #expect(two.allSatisfy { $0.backendID == "api" && $0.nameRecord === record })
 
         // A re-resolution that keeps an address keeps its endpoint (pool, health, counters).
@@ -68,6 +68,20 @@ struct BackendDiscoveryTests {
         #expect(two[0] !== one[0] && two[0].id == "api@10.0.0.1")
         #expect(!two[0].isHealthy, "the verdict at that address carries over to its new name")
         #expect(two[1].isHealthy)
+    }
+
+    @Test func aReResolutionKeepsTheRuntimeAPIsStateAndWeightAReloadDoesNot() {
+        let config = BackendConfig(id: "api", url: "http://api.internal:8080", host: "api.internal", port: 8080)
+        let record = BackendNameRecord(host: "api.internal", addresses: [address("10.0.0.1")])
+        let one = BackendEndpoints.make(config, addresses: [address("10.0.0.1")], current: [], workers: 1, tls: nil, record: record)
+        one[0].setAdminState(.draining)
+        one[0].setWeight(7)
+        let two = BackendEndpoints.make(config, addresses: [address("10.0.0.1"), address("10.0.0.2")], current: one, workers: 1,
+                                        tls: nil, record: record, keepingRuntimeChanges: true)
+        #expect(two.allSatisfy { $0.adminState == .draining && $0.effectiveWeight == 7 })
+        let reloaded = BackendEndpoints.make(config, addresses: [address("10.0.0.1"), address("10.0.0.2")], current: one, workers: 1,
+                                             tls: nil, record: record)
+        #expect(reloaded.allSatisfy { $0.adminState == .enabled && $0.effectiveWeight == 1 })
     }
 
     @Test func theRecordCountsLookupsChangesAndFailures() {
@@ -111,6 +125,9 @@ struct BackendDiscoveryTests {
             (#"{"resolver": {"timeout_ms": 100}}"#, "resolver.servers: missing"),
             (#"{"resolver": {"servers": ["127.0.0.1"], "attempts": 0}}"#, "resolver.attempts: must be at least 1"),
             (#"{"resolve_interval_ms": -1}"#, "resolve_interval_ms: must be at least 0"),
+            (#"{"resolve_interval_ms": 50}"#, "resolve_interval_ms: must be 0 (no re-resolution) or at least 100"),
+            (#"{"backends": [{"id": "api@1", "url": "http://a:1"}]}"#, "backends[0].id: must not contain '@'"),
+            (#"{"resolver": {"servers": ["127.0.0.1"], "timeout_ms": 60000}}"#, "resolver.timeout_ms: must be at most 10000"),
         ] {
             do {
                 _ = try ConfigLoader.parse(Array(json.utf8), file: "config.json")

@@ -209,6 +209,23 @@ import Testing
         #expect(ring.points.count <= RingHashBalancer.maxPoints + 900, "\(ring.points.count) points")
     }
 
+    @Test func theRingsPrefixBucketsFindTheSameOwnerAsASearchOfTheWholeRing() {
+        for weights in [[1, 1, 1], [3, 1], Array(repeating: 1, count: 10), (0..<900).map { $0 % 2 == 0 ? 999 : 1000 }] {
+            let list = backends(weights)
+            let ring = RingHashBalancer(names: list.map(\.url), weights: weights)
+            var checked = 0
+            // Random keys, the points themselves, their neighbours, and the ends of the circle.
+            let probes = keys(5000) + ring.points.prefix(500).flatMap { [$0, $0 &- 1, $0 &+ 1] } + [0, 1, UInt64.max, UInt64.max - 1]
+            for k in probes {
+                let first = ring.points.firstIndex { $0 >= k } ?? 0
+                let expected = Int(ring.owners[first])
+                #expect(ring.pick(key: k, from: list, excluding: AttemptSet()) == expected)
+                checked += 1
+            }
+            #expect(checked == probes.count)
+        }
+    }
+
     @Test func removingABackendFromTheConfigMovesOnlyItsKeysOnTheRing() {
         let ten = backends(Array(repeating: 1, count: 10))
         let ring10 = RingHashBalancer(names: ten.map(\.url), weights: ten.map { $0.shared.config.weight })
@@ -267,7 +284,7 @@ import Testing
             case .header(let n), .cookie(let n), .query(let n): Array(n.utf8)
             default: []
             }
-            return RequestHashKey.hash(k, name: name, head: head, target: head.target, clientIP: ip)
+            return RequestHashKey.hash(.init(k), name: name, head: head, target: head.target, clientIP: ip)
         }
         #expect(key(.clientIP) == StableHash.hash("192.0.2.7"))
         #expect(key(.path) == StableHash.hash("/cart/items"))
@@ -286,7 +303,7 @@ import Testing
             case .header(let n), .cookie(let n), .query(let n): Array(n.utf8)
             default: []
             }
-            #expect(RequestHashKey.hash(k, name: name, head: empty, target: empty.target, clientIP: ip) == nil, "an empty \(k) is no key")
+            #expect(RequestHashKey.hash(.init(k), name: name, head: empty, target: empty.target, clientIP: ip) == nil, "an empty \(k) is no key")
         }
         // An absolute-form request hashes its path as routing sees it.
         let absolute = try HeadParser.parseRequest(Array("GET http://shop/cart/items?x=1 HTTP/1.1\r\nHost: shop\r\n\r\n".utf8), limits: HeadLimits())

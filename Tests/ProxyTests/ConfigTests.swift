@@ -755,6 +755,14 @@ struct RoutingConfigTests {
         #expect(!changes.isEmpty && changes.summary.contains("upstreams"), "\(changes.summary)")
     }
 
+    @Test func aReloadThatChangesOnlyTheResolverIsAChange() throws {
+        let before = try load(#"{"backends": [{"url": "http://api.internal:1"}], "resolver": {"servers": ["127.0.0.1"]}}"#)
+        let after = try load(#"{"backends": [{"url": "http://api.internal:1"}], "resolver": {"servers": ["127.0.0.2"]}}"#)
+        let shared = before.allBackends.map { b in SharedBackend(config: b, address: SocketAddress(ip: "127.0.0.1", port: 1)!, workers: 1) }
+        let changes = ConfigChanges(from: before, oldBackends: shared, to: after, newBackends: shared)
+        #expect(changes.summary == "changed resolver", "\(changes.summary)")
+    }
+
     @Test func aNullHealthPathMeansConnectOnlyProbes() throws {
         let config = try load(withBackend(#""health_check": {"path": null}"#))
         #expect(config.healthCheck.path == nil)

@@ -12,8 +12,13 @@ public struct AttemptSet: Sendable {
 
     public var isEmpty: Bool { low == 0 && high.allSatisfy { $0 == 0 } }
 
+    @inline(__always)
     public func contains(_ index: Int) -> Bool {
         if index < 64 { return low & (1 << UInt64(index)) != 0 }
+        return containsHigh(index)
+    }
+
+    private func containsHigh(_ index: Int) -> Bool {
         let word = index / 64 - 1
         return word < high.count && high[word] & (1 << UInt64(index % 64)) != 0
     }

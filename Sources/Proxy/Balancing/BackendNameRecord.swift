@@ -60,9 +60,11 @@ enum BackendEndpoints {
     /// Endpoints of `backend` at `addresses` (in address order). An endpoint of `current` with the
     /// same configuration, address and name is kept as it is (its pools, health and counters
     /// carry over); a new one inherits the health verdict of an entry of `current` at the same
-    /// address (a backend renamed, or a name that went from one address to several).
+    /// address (a backend renamed, or a name that went from one address to several, which
+    /// renames its endpoint) and, with `keepingRuntimeChanges` (a re-resolution, not a reload),
+    /// the runtime API's state and weight of the backend's current endpoints.
     static func make(_ backend: BackendConfig, addresses: [SocketAddress], current: [SharedBackend], workers: Int,
-                     tls: TLSContext?, record: BackendNameRecord?) -> [SharedBackend] {
+                     tls: TLSContext?, record: BackendNameRecord?, keepingRuntimeChanges: Bool = false) -> [SharedBackend] {
         let sorted = addresses.sorted { ($0.isIPv6 ? 1 : 0, $0.ipString.utf8.count, $0.ipString) < ($1.isIPv6 ? 1 : 0, $1.ipString.utf8.count, $1.ipString) }
         return sorted.map { address in
             let id = sorted.count == 1 ? backend.id : "\(backend.id)@\(address.ipString)"
@@ -71,8 +73,10 @@ enum BackendEndpoints {
                 return kept
             }
             let previous = current.first { $0.address == address }
-            return SharedBackend(config: backend, address: address, workers: workers, inheriting: previous, tls: tls,
-                                 id: id, nameRecord: record)
+            let made = SharedBackend(config: backend, address: address, workers: workers, inheriting: previous, tls: tls,
+                                     id: id, nameRecord: record)
+            if keepingRuntimeChanges, let source = previous ?? current.first { made.copyRuntimeChanges(from: source) }
+            return made
         }
     }
 

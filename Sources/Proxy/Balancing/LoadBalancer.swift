@@ -43,6 +43,8 @@ struct LoadBalancer {
     /// parameter name in it as bytes.
     let hashKey: HashKey?
     let keyName: [UInt8]
+    /// `hashKey`'s case, what the request path switches on.
+    private let keyKind: RequestHashKey.Kind
     /// Each backend's weight, by index.
     let weights: [Int]
     /// Sticky sessions: the cookie's name and each backend's value for it (the hex of a hash of
@@ -51,9 +53,12 @@ struct LoadBalancer {
     private let stickyName: [UInt8]
     private let stickyValues: [[UInt8]]
     private var roundRobin: RoundRobinBalancer
-    private var p2c: P2CEWMABalancer?
-    private var ring: RingHashBalancer?
-    private var maglev: MaglevBalancer?
+    // Not optionals: a policy's state is read in place on every pick (an optional's payload
+    // would be copied out, retaining its arrays, measured at about 30 instructions a request);
+    // the policies not in use keep empty ones.
+    private var p2c = P2CEWMABalancer(count: 0, now: 0)
+    private var ring = RingHashBalancer(names: [], weights: [])
+    private var maglev = MaglevBalancer.empty
     private var random = BalancerRandom()
 
     /// Plain round-robin (tests, and pools built without a config).
@@ -70,6 +75,7 @@ struct LoadBalancer {
         upstreamName = UpstreamConfig.defaultName
         hashKey = nil
         keyName = []
+        keyKind = .path
         roundRobin = RoundRobinBalancer()
     }
 
@@ -88,6 +94,7 @@ struct LoadBalancer {
         case .header(let name), .cookie(let name), .query(let name): keyName = Array(name.utf8)
         case .clientIP, .path, nil: keyName = []
         }
+        keyKind = hashKey.map(RequestHashKey.Kind.init) ?? .path
         let weights = weights ?? backends.map(\.shared.effectiveWeight)
         self.weights = weights
         sticky = config.sticky
@@ -115,14 +122,14 @@ struct LoadBalancer {
         case .random:
             return RandomBalancer().pick(from: backends, weights: weights, excluding: tried, random: &random)
         case .p2cEWMA:
-            return p2c!.pick(from: backends, weights: weights, excluding: tried, random: &random, now: now ?? Platform.monotonicNanos())
+            return p2c.pick(from: backends, weights: weights, excluding: tried, random: &random, now: now ?? Platform.monotonicNanos())
         case .ringHash:
-            if let key, let picked = ring!.pick(key: key, from: backends, excluding: tried) { return picked }
+            if let key, let picked = ring.pick(key: key, from: backends, excluding: tried) { return picked }
             return roundRobin.pick(from: backends, excluding: tried)
         case .maglev:
             // A table that gives nothing (stale until the next sweep, or every member tried):
             // round-robin over what is available.
-            if let key, let picked = maglev!.pick(key: key, from: backends, excluding: tried) { return picked }
+            if let key, let picked = maglev.pick(key: key, from: backends, excluding: tried) { return picked }
             return roundRobin.pick(from: backends, excluding: tried)
         }
     }
@@ -130,7 +137,7 @@ struct LoadBalancer {
     /// The hash of `head`'s key, when this policy hashes one and the request carries it.
     func key(of head: RequestHead, target: Range<Int>? = nil, clientIP: [UInt8]) -> UInt64? {
         guard let hashKey else { return nil }
-        return RequestHashKey.hash(hashKey, name: keyName, head: head, target: target ?? head.target, clientIP: clientIP)
+        return RequestHashKey.hash(keyKind, name: keyName, head: head, target: target ?? head.target, clientIP: clientIP)
     }
 
     /// The backend the request's sticky cookie names, if any (whether or not it is available).
@@ -173,10 +180,10 @@ struct LoadBalancer {
         guard policy == .p2cEWMA else { return }  // the others learn nothing from outcomes
         switch outcome {
         case .response(let status) where status < 500:
-            if let headMicros { p2c!.observe(index, micros: headMicros, failed: false, now: now ?? Platform.monotonicNanos()) }
+            if let headMicros { p2c.observe(index, micros: headMicros, failed: false, now: now ?? Platform.monotonicNanos()) }
         case .response, .connectFailure, .upstreamFailure, .timeout:
             // A 5xx counts as a failure: a broken backend answering fast must not look fast.
-            p2c!.observe(index, micros: nil, failed: true, now: now ?? Platform.monotonicNanos())
+            p2c.observe(index, micros: nil, failed: true, now: now ?? Platform.monotonicNanos())
         case .notTheBackend:
             break
         }
@@ -186,7 +193,7 @@ struct LoadBalancer {
     /// ejection by passive health that began or ended (told once per worker sweep). Picks skip
     /// unavailable backends whatever the policy; Maglev rebuilds its table over the available ones.
     mutating func availabilityChanged(backends: [Backend]) {
-        if maglev != nil { maglev!.rebuild(healthy: backends.map(\.isAvailable)) }
+        if policy == .maglev { maglev.rebuild(healthy: backends.map(\.isAvailable)) }
     }
 
     /// Passive health: a gateway failure (refused or failed connection, reset, timeout, or a 502,

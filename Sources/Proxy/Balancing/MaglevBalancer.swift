@@ -28,6 +28,9 @@ struct MaglevBalancer {
     /// Member order for filling: by the hash of the name.
     private let fillOrder: [Int]
 
+    /// No members (the state a balancer of another policy keeps).
+    static var empty: MaglevBalancer { MaglevBalancer(names: [], weights: [], healthy: []) }
+
     init(names: [String], weights: [Int], healthy: [Bool]) {
         let m = UInt64(Self.tableSize)
         offsets = names.map { Int(StableHash.hash($0, seed: 0x6d61_676c_6576) % m) }

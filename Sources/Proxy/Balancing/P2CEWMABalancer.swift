@@ -17,8 +17,13 @@ import Glibc
 ///
 /// Threading: a value, one loop.
 struct P2CEWMABalancer {
-    private var estimate: [Double]
-    private var updatedAt: [UInt64]
+    /// One backend's estimate (µs) and when it was last updated (loop ns): side by side, so an
+    /// update touches one array (one uniqueness check, one bounds check).
+    private struct Slot {
+        var estimate: Double
+        var updatedAt: UInt64
+    }
+    private var slots: [Slot]
 
     static let decayNs = 10e9
     static let initialMicros = 1_000.0
@@ -27,23 +32,43 @@ struct P2CEWMABalancer {
     /// and stays finite).
     static let ceilingMicros = 10_000_000.0
 
-    /// All weights equal: candidates are drawn uniformly (no `pow` per candidate).
+    /// All weights equal: the two candidates are drawn directly (two draws, whatever the pool size).
     private let weightsAreEqual: Bool
 
     init(count: Int, now: UInt64, weights: [Int] = []) {
-        estimate = Array(repeating: Self.initialMicros, count: count)
-        updatedAt = Array(repeating: now, count: count)
+        slots = Array(repeating: Slot(estimate: Self.initialMicros, updatedAt: now), count: count)
         weightsAreEqual = !weights.contains { $0 != weights.first }
     }
 
     func pick(from backends: [Backend], weights: [Int], excluding tried: AttemptSet, random: inout BalancerRandom, now: UInt64) -> Int? {
-        // Two distinct available backends in one pass (a verdict another thread changes meanwhile
-        // cannot leave a choice unfilled), drawn in proportion to weight: each candidate's key is
-        // u^(1/w) and the two largest win (Efraimidis–Spirakis weighted sampling). Drawing them
-        // uniformly would let pairs of light backends take most requests from a heavy one.
+        let n = min(backends.count, slots.count, weights.count)
+        var a = -1, b = -1
+        if weightsAreEqual && n >= 2 {
+            // Two distinct indices, uniformly: the usual case costs two draws and two checks.
+            a = random.below(n)
+            b = random.below(n - 1)
+            if b >= a { b += 1 }
+            if !backends.canTake(a, tried) || !backends.canTake(b, tried) { (a, b) = scan(backends, weights, tried, n, &random) }
+        } else {
+            (a, b) = scan(backends, weights, tried, n, &random)
+        }
+        guard a >= 0 else { return nil }
+        guard b >= 0 else { return a }
+        // Costs within 1 % are a tie, which goes to `a` (itself a uniform draw): estimates of
+        // equally fast backends differ by their decay since their last answers, which must not
+        // decide.
+        return cost(b, backends, weights, now) * 1.01 < cost(a, backends, weights, now) ? b : a
+    }
+
+    /// Two distinct available backends in one pass (a verdict another thread changes meanwhile
+    /// cannot leave a choice unfilled), drawn in proportion to weight: each candidate's key is
+    /// u^(1/w) and the two largest win (Efraimidis–Spirakis weighted sampling). Drawing them
+    /// uniformly would let pairs of light backends take most requests from a heavy one. `a` and
+    /// `b` come back in random order (`a` wins ties).
+    private func scan(_ backends: [Backend], _ weights: [Int], _ tried: AttemptSet, _ n: Int,
+                      _ random: inout BalancerRandom) -> (Int, Int) {
         var a = -1, b = -1
         var keyA = -1.0, keyB = -1.0
-        let n = min(backends.count, estimate.count, weights.count)
         let uniform = weightsAreEqual
         for i in 0..<n where backends.canTake(i, tried) {
             let u = Double(random.next() >> 11) / Double(1 << 53)
@@ -55,23 +80,20 @@ struct P2CEWMABalancer {
                 b = i; keyB = key
             }
         }
-        guard a >= 0 else { return nil }
-        guard b >= 0 else { return a }
-        if random.below(2) == 0 { swap(&a, &b) }
-        // Costs within 1 % are a tie, which goes to `a` (itself a uniform draw): estimates of
-        // equally fast backends differ by their decay since their last answers, which must not
-        // decide.
-        return cost(b, backends, weights, now) * 1.01 < cost(a, backends, weights, now) ? b : a
+        if b >= 0 && random.below(2) == 0 { swap(&a, &b) }
+        return (a, b)
     }
 
+    @inline(__always)
     private func cost(_ i: Int, _ backends: [Backend], _ weights: [Int], _ now: UInt64) -> Double {
         current(i, now) * Double(backends[i].activeRequests + 1) / Double(weights[i])
     }
 
     /// The estimate of backend `i` at `now`, decayed since its last update.
+    @inline(__always)
     func current(_ i: Int, _ now: UInt64) -> Double {
-        let elapsed = now > updatedAt[i] ? Double(now - updatedAt[i]) : 0
-        return estimate[i] * Self.decay(elapsed)
+        let slot = slots[i]
+        return slot.estimate * Self.decay(now > slot.updatedAt ? Double(now - slot.updatedAt) : 0)
     }
 
     /// e^(-elapsed/τ); for the usual short gaps (under 100 ms) a second-order series, whose error
@@ -84,18 +106,13 @@ struct P2CEWMABalancer {
 
     /// An attempt on backend `i` ended at `now`: `micros` to its response head, or a failure.
     mutating func observe(_ i: Int, micros: UInt64?, failed: Bool, now: UInt64) {
-        guard i < estimate.count else { return }
-        let elapsed = now > updatedAt[i] ? Double(now - updatedAt[i]) : 0
+        guard i < slots.count else { return }
+        let slot = slots[i]
+        let w = Self.decay(now > slot.updatedAt ? Double(now - slot.updatedAt) : 0)
         // What the estimate reads as now (decayed since the last answer): the base a failure
         // doubles, so failures spread over time do not compound without end.
-        let decayed = current(i, now)
+        let decayed = slot.estimate * w
         let sample = min(failed ? max(decayed * 2, Self.failureFloorMicros) : Double(micros ?? 0), Self.ceilingMicros)
-        if sample > decayed {
-            estimate[i] = sample
-        } else {
-            let w = Self.decay(elapsed)
-            estimate[i] = estimate[i] * w + sample * (1 - w)
-        }
-        updatedAt[i] = now
+        slots[i] = Slot(estimate: sample > decayed ? sample : slot.estimate * w + sample * (1 - w), updatedAt: now)
     }
 }

@@ -10,7 +10,12 @@
 /// Threading: a value, one loop.
 struct RingHashBalancer {
     private(set) var points: [UInt64] = []
-    private var owners: [Int32] = []
+    private(set) var owners: [Int32] = []
+    /// `buckets[k]`: the index of the first point whose top bits are `k` or more (one entry per
+    /// prefix, about as many prefixes as points, plus an end), so a lookup searches only the
+    /// few points of its key's prefix instead of the whole ring.
+    private var buckets: [Int32] = []
+    private var bucketShift: UInt64 = 64
 
     static let pointsPerWeight = 160
     static let maxPoints = 16_384
@@ -35,15 +40,34 @@ struct RingHashBalancer {
         ring.sort { $0.point != $1.point ? $0.point < $1.point : nameHash[Int($0.owner)] < nameHash[Int($1.owner)] }
         points = ring.map(\.point)
         owners = ring.map(\.owner)
+        // 2^bits prefixes with bits ≈ log2(points), so about one point per prefix.
+        let bits = min(16, 64 - (UInt64(max(points.count, 2)) - 1).leadingZeroBitCount)
+        bucketShift = 64 - UInt64(bits)
+        let prefixes = 1 << bits
+        buckets = [Int32](repeating: Int32(points.count), count: prefixes + 1)
+        var at = points.count
+        // From the last prefix down: each prefix starts at the first point with that prefix or
+        // a higher one.
+        for k in stride(from: prefixes - 1, through: 0, by: -1) {
+            while at > 0 && points[at - 1] >> bucketShift >= UInt64(k) { at -= 1 }
+            buckets[k] = Int32(at)
+        }
     }
 
     func pick(key: UInt64, from backends: [Backend], excluding tried: AttemptSet) -> Int? {
         guard !points.isEmpty else { return nil }
-        // First point >= key (wrapping to the start).
-        var low = 0, high = points.count
-        while low < high {
-            let mid = (low + high) / 2
-            if points[mid] < key { low = mid + 1 } else { high = mid }
+        // First point >= key (wrapping to the start), searched among the points of the key's prefix.
+        let k = Int(key >> bucketShift)
+        var low = 0
+        buckets.withUnsafeBufferPointer { bucket in
+            points.withUnsafeBufferPointer { point in
+                low = Int(bucket[k])
+                var high = Int(bucket[k + 1])
+                while low < high {
+                    let mid = (low + high) >> 1
+                    if point[mid] < key { low = mid + 1 } else { high = mid }
+                }
+            }
         }
         var at = low == points.count ? 0 : low
         for _ in 0..<points.count {

@@ -19,8 +19,7 @@ public final class SharedBackend: Sendable {
     /// `id@address` when its host name has several addresses.
     public let id: String
     /// What consistent hashing and sticky cookies name this endpoint by: the URL, plus the
-    /// address for a host name (so endpoints of one name differ, and a name that moves to another
-    /// address is another server).
+    /// address when the host name has several (so the endpoints of one name differ).
     public let balancingName: String
     /// What the last lookups of the host name found (nil for an IP literal).
     public let nameRecord: BackendNameRecord?
@@ -47,7 +46,9 @@ public final class SharedBackend: Sendable {
         self.address = address
         self.id = id ?? config.id
         self.nameRecord = nameRecord
-        balancingName = nameRecord == nil ? config.url : "\(config.url)@\(address.ipString)"
+        // Named as `id` is: the URL while the name has one address (as an IP literal), so
+        // cookies and hash placement do not change when a backend's URL uses a name.
+        balancingName = self.id == config.id ? config.url : "\(config.url)@\(address.ipString)"
         self.tls = tls
         tlsServerName = config.tls?.serverName ?? config.host
         // The scheme's default port is left out, as a browser would.
@@ -143,6 +144,12 @@ public final class SharedBackend: Sendable {
     private let availableSinceNs = Atomic<UInt64>(0)
     public var availableSince: UInt64 { availableSinceNs.load(ordering: .relaxed) }
     func noteAvailable(nowNs: UInt64) { availableSinceNs.store(nowNs, ordering: .relaxed) }
+
+    /// The runtime API's state and weight of `other` (the endpoint a re-resolution replaces).
+    func copyRuntimeChanges(from other: SharedBackend) {
+        adminStateRaw.store(other.adminStateRaw.load(ordering: .relaxed), ordering: .relaxed)
+        weightOverride.store(other.weightOverride.load(ordering: .relaxed), ordering: .relaxed)
+    }
 
     /// A reload starts from the file again.
     func resetRuntimeChanges() {

@@ -20,7 +20,7 @@ enum StableHash {
     }
 
     static func hash(_ bytes: [UInt8], _ range: Range<Int>, seed: UInt64 = 0) -> UInt64 {
-        bytes.withUnsafeBytes { hash(UnsafeRawBufferPointer(rebasing: $0[range]), seed: seed) }
+        bytes.withUnsafeBufferPointer { hash(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: $0[range])), seed: seed) }
     }
 
     /// MurmurHash3's fmix64: every input bit affects every output bit.

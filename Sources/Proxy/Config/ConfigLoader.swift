@@ -288,7 +288,11 @@ extension ConfigField where Model: ConfigSection {
             .integer("slow_start_ms", path.appending(path: \.slowStartMs), 0...maxMilliseconds),
             .integer("max_connections_per_backend", path.appending(path: \.maxConnectionsPerBackend), 0...1_000_000),
             .section("queue", path.appending(path: \.queue)),
-            .integer("resolve_interval_ms", path.appending(path: \.resolveIntervalMs), 0...maxMilliseconds),
+            ConfigField(key: "resolve_interval_ms", example: "30000") { model, value, at throws(ConfigError) in
+                let ms = try at.integer(value, in: 0...maxMilliseconds)
+                guard ms == 0 || ms >= 100 else { throw at.error("must be 0 (no re-resolution) or at least 100, got \(ms)") }
+                model[keyPath: path].resolveIntervalMs = ms
+            },
         ]
     }
 
@@ -750,8 +754,8 @@ extension ResolverConfig: ConfigSection {
                     return text
                 }
             },
-            .integer("timeout_ms", \.timeoutMs, 1...60_000),
-            .integer("attempts", \.attempts, 1...10),
+            .integer("timeout_ms", \.timeoutMs, 1...10_000),
+            .integer("attempts", \.attempts, 1...5),
         ]
     }
 }
@@ -806,6 +810,10 @@ struct BackendEntry: ConfigSection {
                 // Ids are written to logs and headers; control characters would corrupt both.
                 guard id.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F }) else {
                     throw at.error("must not contain control characters, got \(JSONValue.quoted(id))")
+                }
+                // `ID@ADDRESS` names an endpoint of a backend given by host name.
+                guard !id.contains("@") else {
+                    throw at.error("must not contain '@' (it names one address of a host-name backend, as in \"api@10.0.0.7\"), got \(JSONValue.quoted(id))")
                 }
                 entry.id = id
             },

@@ -85,15 +85,17 @@ public final class HostResolver {
     /// listen addresses; see `resolveAll`.
     public func resolve(_ names: [(host: String, port: UInt16)],
                         completion: @escaping ([Result<SocketAddress, AddressError>]) -> Void) {
-        resolveAll(names, servers: nil) { results in completion(results.map { $0.map { $0.addresses[0] } }) }
+        resolveAll(names.map { (host: $0.host, port: $0.port, servers: nil) }) { results in
+            completion(results.map { $0.map { $0.addresses[0] } })
+        }
     }
 
     /// Resolves every `(host, port)` to all its addresses (never an empty list: no address is a
-    /// failure), asking `servers` when given, else the system resolver. Calls `completion` once,
+    /// failure), asking the name's `servers` when given, else the system resolver. Calls `completion` once,
     /// with one result per name in the same order, when the last lookup has answered —
     /// synchronously, before returning, when every name is an IP literal (or `names` is empty).
     /// After `cancelAll()` it is not called.
-    public func resolveAll(_ names: [(host: String, port: UInt16)], servers: DNSServers?,
+    public func resolveAll(_ names: [(host: String, port: UInt16, servers: DNSServers?)],
                            completion: @escaping ([Result<ResolvedAddresses, AddressError>]) -> Void) {
         var results = [Result<ResolvedAddresses, AddressError>?](repeating: nil, count: names.count)
         var waiting = 0
@@ -110,7 +112,7 @@ public final class HostResolver {
                 continue
             }
             waiting += 1
-            let lookup = Lookup(host: name.host, port: name.port, servers: servers) { [weak self] lookup, result in
+            let lookup = Lookup(host: name.host, port: name.port, servers: name.servers) { [weak self] lookup, result in
                 self?.pending.removeAll { $0 === lookup }
                 results[index] = result
                 waiting -= 1

@@ -37,7 +37,9 @@ final class BackendDiscovery {
         let now = Platform.monotonicNanos()
         var next: [String: UInt64] = [:]
         for b in backends {
-            next[b.config.id] = due[b.config.id] ?? now + Self.delayNs(intervalMs: b.intervalMs, ttlS: ttls[b.config.id], failed: false)
+            let fresh = now + Self.delayNs(intervalMs: b.intervalMs, ttlS: ttls[b.config.id], failed: false)
+            // Seen before: its due time stays, unless a shorter interval brings it forward.
+            next[b.config.id] = due[b.config.id].map { min($0, fresh) } ?? fresh
         }
         due = next
         timer?.close()
@@ -67,13 +69,21 @@ final class BackendDiscovery {
         let now = Platform.monotonicNanos()
         let dueNow = backends.filter { (due[$0.config.id] ?? 0) <= now }
         guard !dueNow.isEmpty else { return }
-        resolver.resolveAll(dueNow.map { (host: $0.config.host, port: $0.config.port) }, servers: servers) { [unowned self] results in
+        // One lookup per distinct name and port, however many backends share it.
+        var names: [(host: String, port: UInt16, servers: DNSServers?)] = []
+        let slots: [Int] = dueNow.map { b in
+            if let i = names.firstIndex(where: { $0.host == b.config.host && $0.port == b.config.port }) { return i }
+            names.append((host: b.config.host, port: b.config.port, servers: servers))
+            return names.count - 1
+        }
+        resolver.resolveAll(names) { [unowned self] results in
             let answered = Platform.monotonicNanos()
-            for (b, result) in zip(dueNow, results) where self.due[b.config.id] != nil {
+            let perBackend = slots.map { results[$0] }
+            for (b, result) in zip(dueNow, perBackend) where self.due[b.config.id] != nil {
                 let ttl = (try? result.get())?.ttlS
                 self.due[b.config.id] = answered + Self.delayNs(intervalMs: b.intervalMs, ttlS: ttl, failed: (try? result.get()) == nil)
             }
-            self.onAnswers?(zip(dueNow, results).map { (backend: $0.config, result: $1) })
+            self.onAnswers?(zip(dueNow, perBackend).map { (backend: $0.config, result: $1) })
         }
     }
 

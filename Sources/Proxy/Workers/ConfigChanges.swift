@@ -43,6 +43,7 @@ struct ConfigChanges {
         if old.accessLog != new.accessLog { settings.append("access_log") }
         if old.admin != new.admin { settings.append("admin") }
         if old.tlsTicketKeyRotationS != new.tlsTicketKeyRotationS { settings.append("tls_ticket_key_rotation_s") }
+        if old.resolver != new.resolver { settings.append("resolver") }
     }
 
     var isEmpty: Bool { added.isEmpty && removed.isEmpty && !reordered && settings.isEmpty && moved.isEmpty && !certificatesReloaded }

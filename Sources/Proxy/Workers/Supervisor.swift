@@ -364,10 +364,12 @@ public final class Supervisor {
         // What needs a lookup: backends not kept as they are, and listen addresses that moved.
         let unresolved = next.allBackends.filter { b in !generation.backends.contains { $0.isSame(as: b) } }
         let moved = zip(config.listeners, next.listeners).enumerated().filter { $0.element.0.address != $0.element.1.address }.map(\.offset)
-        let names = unresolved.map { (host: $0.host, port: $0.port) }
-            + moved.map { (host: next.listeners[$0].address.host, port: next.listeners[$0].address.port) }
+        // Backend names go to the "resolver" servers when there are some; listen addresses always
+        // to the system resolver (as at start: `/etc/hosts`, `localhost`).
         let servers = BackendDiscovery.servers(next)
-        resolver.resolveAll(names, servers: servers) { [unowned self, next, notes] results in
+        let names = unresolved.map { (host: $0.host, port: $0.port, servers: servers) }
+            + moved.map { (host: next.listeners[$0].address.host, port: next.listeners[$0].address.port, servers: DNSServers?.none) }
+        resolver.resolveAll(names) { [unowned self, next, notes] results in
             if self.reloadAgain {
                 // A newer SIGHUP: what this one read may be out of date already.
                 self.reloadAgain = false
@@ -546,7 +548,7 @@ public final class Supervisor {
             let current = generation.backends.filter { $0.backendID == b.id && $0.isSame(as: b) }
             guard let resolved = changed[b.id] else { backends += current; continue }
             backends += BackendEndpoints.make(b, addresses: resolved.addresses, current: current, workers: workerCount,
-                                              tls: current.first?.tls, record: current.first?.nameRecord)
+                                              tls: current.first?.tls, record: current.first?.nameRecord, keepingRuntimeChanges: true)
         }
         generation = ConfigGeneration(number: generation.number + 1, config: config, backends: backends,
                                       upstreams: generation.upstreams, maxConnections: generation.maxConnections,
@@ -554,9 +556,13 @@ public final class Supervisor {
         var pending = UnconfirmedReload(summary: "dns: generation \(generation.number): " + lines.joined(separator: "; "),
                                         waitingFor: 0, isReload: false)
         for inbox in inboxes where inbox.post(.apply(generation, listening: [:])) { pending.waitingFor += 1 }
-        healthCheckers.forEach { $0.stop() }
-        healthCheckers = makeHealthCheckers(config, backends)
-        healthCheckers.forEach { $0.start() }
+        // Only the checkers of upstreams with a changed backend start over (and probe at once).
+        for (i, upstream) in config.allUpstreams.enumerated() where upstream.backends.contains(where: { changed[$0.id] != nil }) {
+            guard i < healthCheckers.count else { continue }
+            healthCheckers[i].stop()
+            healthCheckers[i] = makeHealthChecker(upstream, backends)
+            healthCheckers[i].start()
+        }
         if pending.waitingFor > 0 { unconfirmedReloads[generation.number] = pending } else { reloadConfirmed(pending) }
     }
 
@@ -622,10 +628,13 @@ public final class Supervisor {
     /// One checker per upstream, over that upstream's shared backends (matched by id, which the
     /// loader keeps unique across upstreams).
     private func makeHealthCheckers(_ config: ProxyConfig, _ backends: [SharedBackend]) -> [HealthChecker] {
-        config.allUpstreams.map { upstream in
-            HealthChecker(loop: loop, backends: upstream.backends.flatMap { b in backends.filter { $0.backendID == b.id } },
-                          config: upstream.healthCheck)
-        }
+        config.allUpstreams.map { makeHealthChecker($0, backends) }
+    }
+
+    /// The checker of one upstream, over the endpoints of its backends.
+    private func makeHealthChecker(_ upstream: UpstreamConfig, _ backends: [SharedBackend]) -> HealthChecker {
+        HealthChecker(loop: loop, backends: upstream.backends.flatMap { b in backends.filter { $0.backendID == b.id } },
+                      config: upstream.healthCheck)
     }
 
     /// Every worker has switched: now the reload line is true (tests and operators wait for it).
