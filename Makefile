@@ -6,7 +6,7 @@ SWIFT ?= swift
 ## 0.96× CPU per request and 8.5 MB instead of 11.2 MB RSS at start (README, Performance).
 RELEASE_FLAGS := -c release --static-swift-stdlib
 
-.PHONY: run test test-deps test-asan test-tsan soak build release deps clean check-config bench bench-quick bench-tls bench-h2 h2spec
+.PHONY: run test test-deps test-asan test-tsan soak build release deps clean check-config bench bench-quick bench-tls bench-h2 bench-balance h2spec
 
 ## Install libuv's, OpenSSL's, nghttp2's and c-ares's headers (and the openssl tool the TLS tests make
 ## certificates with) when missing (Debian/Ubuntu), as root or through sudo.
@@ -68,6 +68,14 @@ bench: release
 	python3 Benchmarks/bench.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" $(BENCH_ARGS)
 	python3 Benchmarks/tls_bench.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" $(TLS_BENCH_ARGS)
 	python3 Benchmarks/h2_bench.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" $(H2_BENCH_ARGS)
+	python3 Benchmarks/balance_bench.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" $(BALANCE_BENCH_ARGS)
+
+## The balancing section of `make bench` alone (about 4½ minutes; installs nghttp2-client, wrk,
+## nginx-light and haproxy when missing): three uneven backends (1 ms, 2 ms, 1 ms with 5 % at
+## 50 ms) through each policy, nginx least_conn and HAProxy leastconn; p50/p99/p99.9, req/s and
+## each backend's share. BALANCE_BENCH_ARGS="--rounds 1 --duration 5" for a quick look.
+bench-balance: release
+	python3 Benchmarks/balance_bench.py --bin "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)" $(BALANCE_BENCH_ARGS)
 
 ## The HTTP/2 section of `make bench` alone (about 4 minutes; installs nghttp2-client,
 ## nghttp2-proxy and h2o when missing): h2load against this proxy, nginx, HAProxy, h2o and nghttpx,

@@ -569,14 +569,11 @@ class NginxProxy(NginxBase):
     }}"""
 
 
-class HAProxy(Target):
-    key, label = "haproxy", "HAProxy"
-
-    def command(self, callgrind_out):
-        cfg = self.ctx.dir / f"{self.name}.cfg"
-        # HAProxy wants 2 × maxconn + 14 descriptors (valgrind keeps a few for itself).
-        maxconn = 1000 if callgrind_out else self.ctx.nofile // 2 - 10
-        cfg.write_text(f"""
+def haproxy_config(port, maxconn, backend_lines):
+    """HAProxy with one thread, HTTP mode, keep-alive both sides (`http-reuse always`), listening
+    on 127.0.0.1:`port`, its backend made of `backend_lines` (`server …`, `balance …`)."""
+    lines = "\n".join(f"    {line}" for line in backend_lines)
+    return f"""
 global
     nbthread 1
     maxconn {maxconn}
@@ -591,13 +588,23 @@ defaults
     http-reuse always
 
 frontend fe
-    bind 127.0.0.1:{self.port}
+    bind 127.0.0.1:{port}
     backlog 1024
     default_backend be
 
 backend be
-    server origin 127.0.0.1:{self.upstream.port}
-""")
+{lines}
+"""
+
+
+class HAProxy(Target):
+    key, label = "haproxy", "HAProxy"
+
+    def command(self, callgrind_out):
+        cfg = self.ctx.dir / f"{self.name}.cfg"
+        # HAProxy wants 2 × maxconn + 14 descriptors (valgrind keeps a few for itself).
+        maxconn = 1000 if callgrind_out else self.ctx.nofile // 2 - 10
+        cfg.write_text(haproxy_config(self.port, maxconn, [f"server origin 127.0.0.1:{self.upstream.port}"]))
         return ["haproxy", "-f", str(cfg), "-db"]
 
 

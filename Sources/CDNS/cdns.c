@@ -19,6 +19,7 @@ static void library_init(void) { library_status = ares_library_init(ARES_LIB_INI
 typedef struct lookup_state {
     int done;
     int count;       /* addresses written, or -1 */
+    int found;       /* addresses in the answer */
     cdns_address *out;
     int max;
     char *error;
@@ -38,7 +39,9 @@ static void answered(void *arg, int status, int timeouts, struct ares_addrinfo *
         return;
     }
     int n = 0;
-    for (struct ares_addrinfo_node *node = result ? result->nodes : NULL; node && n < st->max; node = node->ai_next) {
+    for (struct ares_addrinfo_node *node = result ? result->nodes : NULL; node; node = node->ai_next) {
+        if (node->ai_family == AF_INET || node->ai_family == AF_INET6) st->found++;
+        if (n >= st->max) continue;
         cdns_address *a = &st->out[n];
         memset(a, 0, sizeof *a);
         if (node->ai_family == AF_INET && node->ai_addr) {
@@ -63,9 +66,12 @@ static long long now_ms(void) {
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int cdns_lookup(const char *servers, const char *name, int timeout_ms, int tries,
-                cdns_address *out, int max, char *error, size_t error_len) {
+void cdns_cancel(int *flag) { __atomic_store_n(flag, 1, __ATOMIC_RELAXED); }
+
+int cdns_lookup(const char *servers, const char *name, int timeout_ms, int tries, const int *cancel,
+                cdns_address *out, int max, int *found, char *error, size_t error_len) {
     if (error_len) error[0] = 0;
+    *found = 0;
     pthread_once(&library_once, library_init);
     if (library_status != ARES_SUCCESS) {
         snprintf(error, error_len, "c-ares: %s", ares_strerror(library_status));
@@ -91,23 +97,24 @@ int cdns_lookup(const char *servers, const char *name, int timeout_ms, int tries
         snprintf(error, error_len, "resolver servers \"%s\": %s", servers, ares_strerror(rc));
         return -1;
     }
-    lookup_state st = {0, -1, out, max, error, error_len};
+    lookup_state st = {0, -1, 0, out, max, error, error_len};
     struct ares_addrinfo_hints hints;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     ares_getaddrinfo(channel, name, NULL, &hints, answered, &st);
-    /* c-ares bounds the lookup itself (a timeout per try, `tries` rounds over the servers, each
-     * round's timeout growing); this outer bound — every try of every server at twice the
-     * timeout, plus a second — only guards against a loop that would never end. */
+    /* c-ares bounds the lookup itself, but its timeout doubles with each round of tries; this
+     * bound — every try of every server at the configured timeout, plus a second — is the one
+     * the documentation states. */
     int nservers = 1;
     for (const char *p = servers; *p; p++) if (*p == ',') nservers++;
-    long long deadline = now_ms() + (long long)options.timeout * options.tries * nservers * 2 + 1000;
+    long long deadline = now_ms() + (long long)options.timeout * options.tries * nservers + 1000;
     int gave_up = 0;
     while (!st.done) {
         long long left = deadline - now_ms();
-        if (left <= 0) {
-            gave_up = 1;
+        int cancelled = cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED);
+        if (left <= 0 || cancelled) {
+            gave_up = cancelled ? 2 : 1;
             ares_cancel(channel);  /* runs the callback with ARES_ECANCELLED */
             break;
         }
@@ -128,6 +135,7 @@ int cdns_lookup(const char *servers, const char *name, int timeout_ms, int tries
         struct timeval tv, *tvp = ares_timeout(channel, NULL, &tv);
         long long wait = tvp ? (long long)tvp->tv_sec * 1000 + tvp->tv_usec / 1000 : 100;
         if (wait > left) wait = left;
+        if (wait > 100) wait = 100;  /* looks at `cancel` at least every 100 ms */
         if (wait < 1) wait = 1;
         int ready = poll(fds, (nfds_t)n, (int)wait);
         if (ready <= 0) {
@@ -143,9 +151,11 @@ int cdns_lookup(const char *servers, const char *name, int timeout_ms, int tries
     }
     ares_destroy(channel);
     if (!st.done || gave_up) {
-        snprintf(error, error_len, "no answer in time");
+        snprintf(error, error_len, gave_up == 2 ? "cancelled" : "no answer within %d ms × %d tries × %d servers",
+                 options.timeout, options.tries, nservers);
         return -1;
     }
+    *found = st.found;
     if (st.count < 0 && error_len && !error[0]) snprintf(error, error_len, "lookup failed");
     return st.count;
 }

@@ -130,6 +130,28 @@ struct DNSResolutionTests {
         }, "\(endpoints(proxy.port))")
     }
 
+    @Test func aSilentDNSServerDoesNotHoldUpTheShutdown() throws {
+        let a = try startBackend()
+        let dns = try DNSServer(names: ["app.test": ["127.0.0.1"]])
+        let proxy = try startProxy(config: """
+            {"backends":[{"id":"app","url":"http://app.test:\(a.port)"}],
+             "resolver":{"servers":["127.0.0.1:\(dns.process.port)"],"timeout_ms":3000,"attempts":2},
+             "resolve_interval_ms":100, "shutdown_grace_ms":1000}
+            """)
+        defer { proxy.stop(); a.stop() }
+        #expect(try get(proxy.port, "/").status == 200)
+        dns.set(mode: "silent")
+        let asked = dns.queries
+        #expect(eventually { dns.queries > asked }, "a lookup is under way, waiting for an answer that never comes")
+        let start = Date()
+        proxy.signal(SIGTERM)
+        let status = proxy.waitForExit(seconds: 10)
+        let took = Date().timeIntervalSince(start)
+        #expect(status == 0, "\(proxy.log)")
+        // Before: the loop waited out the lookup (3 s × 2 tries).
+        #expect(took < 3, "exited \(took) s after SIGTERM")
+    }
+
     @Test func aNameTheResolverDoesNotKnowStopsTheStartNamingIt() throws {
         let dns = try DNSServer(names: ["app.test": ["127.0.0.1"]])
         let file = writeTempFile("""

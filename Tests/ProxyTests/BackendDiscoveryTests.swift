@@ -74,14 +74,41 @@ struct BackendDiscoveryTests {
         let config = BackendConfig(id: "api", url: "http://api.internal:8080", host: "api.internal", port: 8080)
         let record = BackendNameRecord(host: "api.internal", addresses: [address("10.0.0.1")])
         let one = BackendEndpoints.make(config, addresses: [address("10.0.0.1")], current: [], workers: 1, tls: nil, record: record)
+        // What the runtime API does for `…/backends/api/…` (the backend's id).
         one[0].setAdminState(.draining)
         one[0].setWeight(7)
+        record.setBackendRuntimeChanges(state: .draining, weight: 7)
         let two = BackendEndpoints.make(config, addresses: [address("10.0.0.1"), address("10.0.0.2")], current: one, workers: 1,
                                         tls: nil, record: record, keepingRuntimeChanges: true)
         #expect(two.allSatisfy { $0.adminState == .draining && $0.effectiveWeight == 7 })
         let reloaded = BackendEndpoints.make(config, addresses: [address("10.0.0.1"), address("10.0.0.2")], current: one, workers: 1,
                                              tls: nil, record: record)
         #expect(reloaded.allSatisfy { $0.adminState == .enabled && $0.effectiveWeight == 1 })
+    }
+
+    @Test func manyAddressesAreCappedInAddressOrderNotAnswerOrder() {
+        let all = (0..<300).map { (address("10.0.\($0 / 250).\($0 % 250)"), ttlS: Int?.none) }
+        let a = ResolvedAddresses(choosingFrom: all)
+        let b = ResolvedAddresses(choosingFrom: all.reversed())
+        #expect(a.addresses.count == ResolvedAddresses.maxAddresses && a.truncatedFrom == 300)
+        #expect(a.addresses == b.addresses, "a rotated answer picks the same endpoints")
+        #expect(a.addresses.first?.ipString == "10.0.0.0" && a.addresses.last?.ipString == "10.0.1.5")
+        #expect(ResolvedAddresses(choosingFrom: Array(all.prefix(3)), found: 2000).truncatedFrom == 2000)
+    }
+
+    @Test func theBackendsRuntimeStateGoesToNewAddressesAnEndpointsOwnStaysWithIt() {
+        let config = BackendConfig(id: "api", url: "http://api.internal:8080", host: "api.internal", port: 8080)
+        let record = BackendNameRecord(host: "api.internal", addresses: [])
+        let two = BackendEndpoints.make(config, addresses: [address("10.0.0.1"), address("10.0.0.2")], current: [], workers: 1,
+                                        tls: nil, record: record)
+        two[0].setAdminState(.disabled)  // one endpoint, by its name
+        let three = BackendEndpoints.make(config, addresses: [address("10.0.0.1"), address("10.0.0.2"), address("10.0.0.3")],
+                                          current: two, workers: 1, tls: nil, record: record, keepingRuntimeChanges: true)
+        #expect(three.map(\.adminState) == [.disabled, .enabled, .enabled])
+        record.setBackendRuntimeChanges(state: .draining, weight: 4)  // the backend, by its id
+        let four = BackendEndpoints.make(config, addresses: [address("10.0.0.1"), address("10.0.0.4")],
+                                         current: three, workers: 1, tls: nil, record: record, keepingRuntimeChanges: true)
+        #expect(four.map(\.adminState) == [.disabled, .draining] && four[1].effectiveWeight == 4)
     }
 
     @Test func theRecordCountsLookupsChangesAndFailures() {
@@ -105,6 +132,8 @@ struct BackendDiscoveryTests {
         #expect(BackendDiscovery.delayNs(intervalMs: 30_000, ttlS: 300, failed: false) == 30_000 * ms, "a longer TTL does not delay")
         #expect(BackendDiscovery.delayNs(intervalMs: 30_000, ttlS: nil, failed: true) == 5_000 * ms, "failures are retried sooner")
         #expect(BackendDiscovery.delayNs(intervalMs: 200, ttlS: 1, failed: true) == 200 * ms)
+        #expect(BackendDiscovery.delayNs(intervalMs: 200, ttlS: 0, failed: false) == 200 * ms, "never past the interval")
+        #expect(BackendDiscovery.delayNs(intervalMs: 2500, ttlS: 2, failed: false) == 2000 * ms)
     }
 
     @Test func theResolverAndTheIntervalAreConfiguredAndChecked() throws {
@@ -120,8 +149,9 @@ struct BackendDiscoveryTests {
             .allUpstreams[0].balance.resolveIntervalMs == 30_000)
         for (json, expected) in [
             (#"{"resolver": {"servers": ["dns.google"]}}"#, "resolver.servers[0]: expected an IP address"),
-            (#"{"resolver": {"servers": ["127.0.0.1:99999"]}}"#, "resolver.servers[0]"),
-            (#"{"resolver": {"servers": []}}"#, "resolver.servers: expected a list"),
+            (#"{"resolver": {"servers": ["127.0.0.1:99999"]}}"#, "the port must be a number from 1 to 65535"),
+            (#"{"resolver": {"servers": ["127.0.0.1:"]}}"#, "the port must be a number from 1 to 65535"),
+            (#"{"resolver": {"servers": []}}"#, "resolver.servers: the list is empty"),
             (#"{"resolver": {"timeout_ms": 100}}"#, "resolver.servers: missing"),
             (#"{"resolver": {"servers": ["127.0.0.1"], "attempts": 0}}"#, "resolver.attempts: must be at least 1"),
             (#"{"resolve_interval_ms": -1}"#, "resolve_interval_ms: must be at least 0"),

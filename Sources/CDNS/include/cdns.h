@@ -18,11 +18,16 @@ typedef struct cdns_address {
 
 /* Looks up the A and AAAA records of `name` by asking `servers` ("127.0.0.1:53,[::1]:5353":
  * IP literals with optional ports) and nothing else (no hosts file, no search domains). Waits
- * at most `timeout_ms` per try and `tries` tries per server.
+ * about `timeout_ms` × `tries` per server at most, and gives up within 100 ms once `*cancel`
+ * is set (by `cdns_cancel`, from any thread).
  *
  * Returns how many addresses it wrote to `out` (at most `max`; 0 when the name exists but has
- * none), or -1 with a one-line reason in `error` (NUL-terminated, at most `error_len` bytes). */
-int cdns_lookup(const char *servers, const char *name, int timeout_ms, int tries,
-                cdns_address *out, int max, char *error, size_t error_len);
+ * none) and sets `*found` to how many the answer had, or returns -1 with a one-line reason in
+ * `error` (NUL-terminated, at most `error_len` bytes). */
+int cdns_lookup(const char *servers, const char *name, int timeout_ms, int tries, const int *cancel,
+                cdns_address *out, int max, int *found, char *error, size_t error_len);
+
+/* Asks a lookup running with `flag` as its `cancel` to give up (an atomic store). */
+void cdns_cancel(int *flag);
 
 #endif

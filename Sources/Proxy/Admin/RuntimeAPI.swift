@@ -25,23 +25,27 @@ enum RuntimeAPI {
         // An endpoint by its name, or every endpoint of a backend given by host name by the
         // backend's id.
         var targets: [SharedBackend] = []
+        var wholeBackend = true
         for b in upstreams.lazy.flatMap(\.backends) where !targets.contains(where: { $0 === b.shared }) {
-            if b.id == id { targets = [b.shared]; break }
+            if b.id == id && b.id != b.shared.backendID { targets = [b.shared]; wholeBackend = false; break }
             if b.shared.backendID == id { targets.append(b.shared) }
         }
+        // Set for the backend as a whole: addresses its name gains later start with it too.
+        let record = wholeBackend ? targets.first?.nameRecord : nil
         guard !targets.isEmpty else {
             return json(404, #"{"error":"no backend with id \#(JSONText.quote(id).dropFirst().dropLast())"}"#)
         }
         switch (method, action, parts.count) {
-        case ("POST", "drain", 4): targets.forEach { $0.setAdminState(.draining) }
-        case ("POST", "disable", 4): targets.forEach { $0.setAdminState(.disabled) }
-        case ("POST", "enable", 4): targets.forEach { $0.setAdminState(.enabled) }
+        case ("POST", "drain", 4): targets.forEach { $0.setAdminState(.draining) }; record?.setBackendRuntimeChanges(state: .draining)
+        case ("POST", "disable", 4): targets.forEach { $0.setAdminState(.disabled) }; record?.setBackendRuntimeChanges(state: .disabled)
+        case ("POST", "enable", 4): targets.forEach { $0.setAdminState(.enabled) }; record?.setBackendRuntimeChanges(state: .enabled)
         case ("PUT", "weight", 4), ("PUT", "weight", 5):
             let text = parts.count == 5 ? parts[4] : query.split(separator: "&").first { $0.hasPrefix("value=") }.map { $0.dropFirst(6) } ?? ""
             guard let weight = Int(text), (1...BalanceConfig.maxWeight).contains(weight) else {
                 return json(400, #"{"error":"the weight is a whole number from 1 to \#(BalanceConfig.maxWeight): PUT …/weight/N or …/weight?value=N"}"#)
             }
             targets.forEach { $0.setWeight(weight) }
+            record?.setBackendRuntimeChanges(weight: weight)
         default:
             return json(405, #"{"error":"use POST …/drain, …/disable, …/enable or PUT …/weight/N"}"#)
         }

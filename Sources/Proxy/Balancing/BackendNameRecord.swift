@@ -22,6 +22,21 @@ public final class BackendNameRecord: Sendable {
         public var lastError: String?
     }
 
+    /// What the runtime API last set for the backend as a whole (by its id, not one endpoint's
+    /// name): what an address that appears later starts with. Until the next reload.
+    struct RuntimeChanges: Sendable, Equatable {
+        var state = SharedBackend.AdminState.enabled
+        var weight = 0  // 0: the configured one
+    }
+    private let runtime = Locked(RuntimeChanges())
+    var backendRuntimeChanges: RuntimeChanges { runtime.withLock { $0 } }
+    func setBackendRuntimeChanges(state: SharedBackend.AdminState? = nil, weight: Int? = nil) {
+        runtime.withLock { r in
+            if let state { r.state = state }
+            if let weight { r.weight = weight }
+        }
+    }
+
     public init(host: String, addresses: [SocketAddress]) {
         self.host = host
         state = Locked(Snapshot(addresses: addresses.map(\.ipString).sorted(), lookups: 1))
@@ -62,10 +77,11 @@ enum BackendEndpoints {
     /// carry over); a new one inherits the health verdict of an entry of `current` at the same
     /// address (a backend renamed, or a name that went from one address to several, which
     /// renames its endpoint) and, with `keepingRuntimeChanges` (a re-resolution, not a reload),
-    /// the runtime API's state and weight of the backend's current endpoints.
+    /// the runtime API's state and weight: an address that stays keeps its endpoint's, a new one
+    /// takes what was set for the backend as a whole (`BackendNameRecord`).
     static func make(_ backend: BackendConfig, addresses: [SocketAddress], current: [SharedBackend], workers: Int,
                      tls: TLSContext?, record: BackendNameRecord?, keepingRuntimeChanges: Bool = false) -> [SharedBackend] {
-        let sorted = addresses.sorted { ($0.isIPv6 ? 1 : 0, $0.ipString.utf8.count, $0.ipString) < ($1.isIPv6 ? 1 : 0, $1.ipString.utf8.count, $1.ipString) }
+        let sorted = addresses.sorted { $0.ordered(before: $1) }
         return sorted.map { address in
             let id = sorted.count == 1 ? backend.id : "\(backend.id)@\(address.ipString)"
             if let kept = current.first(where: { $0.id == id && $0.address == address && $0.isSame(as: backend) && $0.nameRecord === record }) {
@@ -75,7 +91,16 @@ enum BackendEndpoints {
             let previous = current.first { $0.address == address }
             let made = SharedBackend(config: backend, address: address, workers: workers, inheriting: previous, tls: tls,
                                      id: id, nameRecord: record)
-            if keepingRuntimeChanges, let source = previous ?? current.first { made.copyRuntimeChanges(from: source) }
+            if keepingRuntimeChanges {
+                // The address was there: its own state; a new address: the backend's.
+                if let previous {
+                    made.copyRuntimeChanges(from: previous)
+                } else if let record {
+                    let r = record.backendRuntimeChanges
+                    made.setAdminState(r.state)
+                    made.setWeight(r.weight)
+                }
+            }
             return made
         }
     }

@@ -741,15 +741,22 @@ extension ResolverConfig: ConfigSection {
     static var fields: [ConfigField<ResolverConfig>] {
         [
             ConfigField(key: "servers", example: "[\"127.0.0.1:53\"]") { config, value, at throws(ConfigError) in
-                guard case .array(let items) = value, !items.isEmpty else {
+                guard case .array(let items) = value else {
                     throw at.error("expected a list of DNS server addresses like [\"127.0.0.1:53\"]")
+                }
+                guard !items.isEmpty else {
+                    throw at.error("the list is empty; name at least one DNS server (or leave \"resolver\" out to use the system resolver)")
                 }
                 config.servers = try items.enumerated().map { i, item throws(ConfigError) in
                     let place = at.element(i, example: "\"127.0.0.1:53\"")
                     let text = try place.string(item)
                     guard ResolverConfig.isServerAddress(text) else {
+                        let hostPart = text.hasPrefix("[") ? String(text.drop(while: { $0 != "]" }).dropFirst()) : text
+                        let reason = hostPart.contains(":") && !AddressSyntax.isIPv6(Substring(text))
+                            ? "the port must be a number from 1 to 65535"
+                            : "the resolver's own address cannot be a host name"
                         throw place.error("expected an IP address with an optional port (\"127.0.0.1\", \"127.0.0.1:5353\", \"[::1]:53\"), "
-                            + "got \(JSONValue.quoted(text)); the resolver's own address cannot be a host name")
+                            + "got \(JSONValue.quoted(text)); \(reason)")
                     }
                     return text
                 }

@@ -9,14 +9,22 @@ public struct ResolvedAddresses: Sendable, Equatable {
     /// The shortest time to live of the records used, when the answer said (DNS servers asked
     /// directly); nil from the system resolver.
     public var ttlS: Int?
+    /// How many addresses the answer had when there were more than `maxAddresses` (the first
+    /// `maxAddresses` in address order are used, so the choice does not follow the answer's order).
+    public var truncatedFrom: Int?
 
-    public init(addresses: [SocketAddress], ttlS: Int? = nil) {
+    /// At most this many endpoints per name.
+    public static let maxAddresses = 256
+
+    public init(addresses: [SocketAddress], ttlS: Int? = nil, truncatedFrom: Int? = nil) {
         self.addresses = addresses
         self.ttlS = ttlS
+        self.truncatedFrom = truncatedFrom
     }
 
-    /// The preferred family's addresses of `all`, first occurrences only.
-    init(choosingFrom all: [(SocketAddress, ttlS: Int?)]) {
+    /// The preferred family's addresses of `all`, first occurrences only; past `maxAddresses`,
+    /// the lowest in address order. `found`: how many the answer had, when more than `all` holds.
+    init(choosingFrom all: [(SocketAddress, ttlS: Int?)], found: Int? = nil) {
         let preferIPv4 = all.contains { !$0.0.isIPv6 }
         var chosen: [SocketAddress] = []
         var ttl: Int?
@@ -24,7 +32,12 @@ public struct ResolvedAddresses: Sendable, Equatable {
             chosen.append(address)
             if let t { ttl = min(ttl ?? t, t) }
         }
-        self.init(addresses: chosen, ttlS: ttl)
+        var truncated = found.flatMap { $0 > all.count ? $0 : nil }
+        if chosen.count > Self.maxAddresses {
+            truncated = truncated ?? chosen.count
+            chosen = Array(chosen.sorted { $0.ordered(before: $1) }.prefix(Self.maxAddresses))
+        }
+        self.init(addresses: chosen, ttlS: ttl, truncatedFrom: truncated)
     }
 }
 
@@ -42,12 +55,14 @@ public struct DNSServers: Sendable, Equatable {
     }
 
     /// Asks the servers for `host`, blocking the calling thread (a thread-pool thread, or start-up
-    /// before any loop runs) for at most about `timeoutMs` × `attempts` per server.
-    func lookup(host: String, port: UInt16) -> Result<ResolvedAddresses, AddressError> {
-        let max = 64
+    /// before any loop runs) for at most about `timeoutMs` × `attempts` per server, or until
+    /// `cancel` (see `cdns_cancel`) is set.
+    func lookup(host: String, port: UInt16, cancel: UnsafePointer<Int32>? = nil) -> Result<ResolvedAddresses, AddressError> {
+        let max = 1024
         var out = [cdns_address](repeating: cdns_address(), count: max)
         var error = [CChar](repeating: 0, count: 256)
-        let n = cdns_lookup(list, host, Int32(timeoutMs), Int32(attempts), &out, Int32(max), &error, error.count)
+        var found: Int32 = 0
+        let n = cdns_lookup(list, host, Int32(timeoutMs), Int32(attempts), cancel, &out, Int32(max), &found, &error, error.count)
         guard n >= 0 else {
             let reason = error.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
             return .failure(AddressError(message: "cannot resolve host \"\(host)\" (resolver \(list)): \(reason)"))
@@ -55,7 +70,7 @@ public struct DNSServers: Sendable, Equatable {
         let all: [(SocketAddress, ttlS: Int?)] = out.prefix(Int(n)).compactMap { a in
             SocketAddress(family: a.family, bytes: a.bytes, port: port).map { ($0, ttlS: Int(a.ttl_s)) }
         }
-        let resolved = ResolvedAddresses(choosingFrom: all)
+        let resolved = ResolvedAddresses(choosingFrom: all, found: Int(found))
         guard !resolved.addresses.isEmpty else {
             return .failure(AddressError(message: "host \"\(host)\" has no IPv4 or IPv6 address (resolver \(list))"))
         }
@@ -146,6 +161,14 @@ private final class Lookup {
     private var completion: ((Lookup, Result<ResolvedAddresses, AddressError>) -> Void)?
     private var addrinfoReq: UnsafeMutablePointer<uv_getaddrinfo_t>?
     private var workReq: UnsafeMutablePointer<uv_work_t>?
+    /// Set by `cancel()` (atomically, in C) for a running c-ares lookup, which then gives up
+    /// within 100 ms, so neither a reload nor the loop's end waits out a silent server. Freed
+    /// with this object, which the work request keeps alive until its completion.
+    private let cancelFlag: UnsafeMutablePointer<Int32> = {
+        let p = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+        p.initialize(to: 0)
+        return p
+    }()
     /// Written by the thread-pool thread before libuv hands the request back to the loop
     /// (`uv_queue_work` orders the two), read on the loop thread after.
     private var workResult: Result<ResolvedAddresses, AddressError>?
@@ -157,6 +180,8 @@ private final class Lookup {
         self.servers = servers
         self.completion = completion
     }
+
+    deinit { cancelFlag.deallocate() }
 
     func start(on loop: EventLoop) {
         if servers != nil { return startWork(on: loop) }
@@ -189,7 +214,7 @@ private final class Lookup {
         let rc = uv_queue_work(loop.uvLoop, req, { req in
             guard let req else { return }
             let me = Unmanaged<Lookup>.fromOpaque(req.pointee.data).takeUnretainedValue()
-            me.workResult = me.servers!.lookup(host: me.host, port: me.port)
+            me.workResult = me.servers!.lookup(host: me.host, port: me.port, cancel: me.cancelFlag)
         }, { req, status in
             guard let req else { return }
             let me = Unmanaged<Lookup>.fromOpaque(req.pointee.data).takeRetainedValue()
@@ -215,6 +240,9 @@ private final class Lookup {
     func cancel() {
         completion = nil
         if let addrinfoReq { _ = uv_cancel(cuv_getaddrinfo_as_req(addrinfoReq)) }
-        if let workReq { _ = uv_cancel(cuv_work_as_req(workReq)) }
+        if let workReq {
+            cdns_cancel(cancelFlag)
+            _ = uv_cancel(cuv_work_as_req(workReq))
+        }
     }
 }

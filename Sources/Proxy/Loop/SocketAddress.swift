@@ -153,6 +153,19 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
     /// `127.0.0.1:8080` or `[::1]:8080`.
     public var description: String { isIPv6 ? "[\(ipString)]:\(port)" : "\(ipString):\(port)" }
 
+    /// Address order: IPv4 before IPv6, then by the address's bytes, then by port.
+    func ordered(before other: SocketAddress) -> Bool {
+        if isIPv6 != other.isIPv6 { return !isIPv6 }
+        func key(_ a: SocketAddress) -> [UInt8] {
+            withUnsafeBytes(of: a.storage) { raw in
+                if a.isIPv6 { return withUnsafeBytes(of: raw.load(as: sockaddr_in6.self).sin6_addr) { Array($0) } }
+                return withUnsafeBytes(of: raw.load(as: sockaddr_in.self).sin_addr) { Array($0) }
+            }
+        }
+        let (x, y) = (key(self), key(other))
+        return x != y ? x.lexicographicallyPrecedes(y) : port < other.port
+    }
+
     /// Same family, address and port (IPv6 scope ids included).
     public static func == (a: SocketAddress, b: SocketAddress) -> Bool {
         guard a.isIPv6 == b.isIPv6 else { return false }

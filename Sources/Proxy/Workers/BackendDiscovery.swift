@@ -29,7 +29,13 @@ final class BackendDiscovery {
     /// each reload. A backend seen before keeps its due time; a new one is due one interval (or
     /// `ttls`'s TTL) from now, its first lookup having just been done by the caller.
     func configure(_ config: ProxyConfig, ttls: [String: Int] = [:]) {
-        servers = Self.servers(config)
+        let servers = Self.servers(config)
+        if servers != self.servers {
+            // Lookups still asking the old servers are abandoned (a silent one would hold the
+            // next round back for its whole timeout); their backends are due at once.
+            resolver.cancelAll()
+        }
+        self.servers = servers
         backends = config.allUpstreams.flatMap { u in
             u.backends.filter { !$0.hasIPLiteralHost && u.balance.resolveIntervalMs > 0 }
                 .map { (config: $0, intervalMs: u.balance.resolveIntervalMs) }
@@ -87,11 +93,12 @@ final class BackendDiscovery {
         }
     }
 
-    /// The wait before the next lookup: the interval, or the TTL when shorter (at least 1 s, so a
-    /// TTL of 0 cannot make a busy loop); after a failure at most 5 s.
+    /// The wait before the next lookup: the interval, or the TTL when shorter (but at least a
+    /// second, or the interval when that is shorter: a TTL of 0 cannot make a busy loop, nor wait
+    /// longer than the interval); after a failure at most 5 s.
     static func delayNs(intervalMs: Int, ttlS: Int?, failed: Bool) -> UInt64 {
         var ms = intervalMs
-        if let ttlS, ttlS * 1000 < ms { ms = max(ttlS * 1000, 1000) }
+        if let ttlS, ttlS >= 0, ttlS < Int(Int32.max), ttlS * 1000 < ms { ms = max(ttlS * 1000, min(1000, intervalMs)) }
         if failed { ms = min(ms, 5000) }
         return UInt64(ms) * 1_000_000
     }

@@ -35,7 +35,8 @@ struct ConfigChanges {
         }
         if old.balance != new.balance && !new.backends.isEmpty { settings.append("balance") }
         // Weights are not part of a backend's identity (changing one keeps its pool and health).
-        if old.allBackends.map(\.weight) != new.allBackends.map(\.weight) && !settings.contains("upstreams") { settings.append("weight") }
+        if old.allBackends.count == new.allBackends.count && added.isEmpty && removed.isEmpty
+            && old.allBackends.map(\.weight) != new.allBackends.map(\.weight) && !settings.contains("upstreams") { settings.append("weight") }
         if old.timeouts != new.timeouts { settings.append("timeouts") }
         if old.limits != new.limits { settings.append("limits") }
         if old.pool != new.pool { settings.append("pool") }

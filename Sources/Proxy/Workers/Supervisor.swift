@@ -112,6 +112,7 @@ public final class Supervisor {
             do {
                 let resolved = try SocketAddress.resolveAll(host: b.host, port: b.port, servers: servers)
                 if let ttl = resolved.ttlS { ttls[b.id] = ttl }
+                Self.warnIfTruncated(b, resolved)
                 backends += BackendEndpoints.make(b, addresses: resolved.addresses, current: [], workers: workerCount, tls: tls,
                                                   record: Self.nameRecord(b, resolved))
             } catch {
@@ -176,6 +177,12 @@ public final class Supervisor {
         reportWakeup = Wakeup(loop: loop)
         healthCheckers = makeHealthCheckers(config, backends)
         startTTLs = ttls
+    }
+
+    private static func warnIfTruncated(_ b: BackendConfig, _ resolved: ResolvedAddresses) {
+        guard let total = resolved.truncatedFrom else { return }
+        Log.warning("dns: backend \(b.id) (\(b.host)) has \(total) addresses; using \(resolved.addresses.count) "
+            + "(the first \(ResolvedAddresses.maxAddresses) in address order)")
     }
 
     /// The record that `/_health` shows for a backend given by host name (nil for an IP literal).
@@ -538,6 +545,7 @@ public final class Supervisor {
                 }
                 record.noteLookup(changedTo: resolved.addresses)
                 changed[b.id] = resolved
+                Self.warnIfTruncated(b, resolved)
                 lines.append("backend \(b.id) (\(b.host)): \(endpoints.map(\.address.ipString).sorted().joined(separator: ", ")) -> "
                     + resolved.addresses.map(\.ipString).sorted().joined(separator: ", "))
             }
