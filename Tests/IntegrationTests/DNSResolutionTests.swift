@@ -128,6 +128,16 @@ struct DNSResolutionTests {
             let r = endpoints(proxy.port)["app"]?["dns"] as? [String: Any]
             return r != nil && r?["last_error"] is NSNull && (r?["failed_lookups"] as? Int ?? 0) > 0
         }, "\(endpoints(proxy.port))")
+
+        // A reload starts runtime changes over, also for addresses the name gains afterwards.
+        #expect(try TestConnection(port: proxy.port).request("POST", "/_admin/backends/app/drain").status == 200)
+        proxy.signal(SIGHUP)
+        #expect(eventually(10) { proxy.log.contains("reload: ") && endpoints(proxy.port)["app"]?["state"] as? String == "enabled" },
+                "\(proxy.log)")
+        dns.set(names: ["app.test": ["127.0.0.1", "127.0.0.2"]])
+        #expect(eventually(10) { endpoints(proxy.port).count == 2 }, "\(endpoints(proxy.port))")
+        #expect(endpoints(proxy.port).values.allSatisfy { $0["state"] as? String == "enabled" && $0["weight"] as? Int == 1 },
+                "\(endpoints(proxy.port))")
     }
 
     @Test func aSilentDNSServerDoesNotHoldUpTheShutdown() throws {

@@ -109,6 +109,11 @@ struct BackendDiscoveryTests {
         let four = BackendEndpoints.make(config, addresses: [address("10.0.0.1"), address("10.0.0.4")],
                                          current: three, workers: 1, tls: nil, record: record, keepingRuntimeChanges: true)
         #expect(four.map(\.adminState) == [.disabled, .draining] && four[1].effectiveWeight == 4)
+        // A reload starts the backend's runtime state over (as the endpoints'): a later address is enabled.
+        record.resetBackendRuntimeChanges()
+        let five = BackendEndpoints.make(config, addresses: [address("10.0.0.1"), address("10.0.0.5")],
+                                         current: four, workers: 1, tls: nil, record: record, keepingRuntimeChanges: true)
+        #expect(five[1].adminState == .enabled && five[1].effectiveWeight == 1)
     }
 
     @Test func theRecordCountsLookupsChangesAndFailures() {
@@ -151,6 +156,8 @@ struct BackendDiscoveryTests {
             (#"{"resolver": {"servers": ["dns.google"]}}"#, "resolver.servers[0]: expected an IP address"),
             (#"{"resolver": {"servers": ["127.0.0.1:99999"]}}"#, "the port must be a number from 1 to 65535"),
             (#"{"resolver": {"servers": ["127.0.0.1:"]}}"#, "the port must be a number from 1 to 65535"),
+            (#"{"resolver": {"servers": ["dns.google:53"]}}"#, "cannot be a host name"),
+            (#"{"resolver": {"servers": ["[::1]:0"]}}"#, "the port must be a number from 1 to 65535"),
             (#"{"resolver": {"servers": []}}"#, "resolver.servers: the list is empty"),
             (#"{"resolver": {"timeout_ms": 100}}"#, "resolver.servers: missing"),
             (#"{"resolver": {"servers": ["127.0.0.1"], "attempts": 0}}"#, "resolver.attempts: must be at least 1"),

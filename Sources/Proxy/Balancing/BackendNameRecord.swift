@@ -30,6 +30,9 @@ public final class BackendNameRecord: Sendable {
     }
     private let runtime = Locked(RuntimeChanges())
     var backendRuntimeChanges: RuntimeChanges { runtime.withLock { $0 } }
+    /// A reload starts from the file again (as `SharedBackend.resetRuntimeChanges`).
+    func resetBackendRuntimeChanges() { runtime.withLock { $0 = RuntimeChanges() } }
+
     func setBackendRuntimeChanges(state: SharedBackend.AdminState? = nil, weight: Int? = nil) {
         runtime.withLock { r in
             if let state { r.state = state }

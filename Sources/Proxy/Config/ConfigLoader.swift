@@ -751,8 +751,11 @@ extension ResolverConfig: ConfigSection {
                     let place = at.element(i, example: "\"127.0.0.1:53\"")
                     let text = try place.string(item)
                     guard ResolverConfig.isServerAddress(text) else {
-                        let hostPart = text.hasPrefix("[") ? String(text.drop(while: { $0 != "]" }).dropFirst()) : text
-                        let reason = hostPart.contains(":") && !AddressSyntax.isIPv6(Substring(text))
+                        // "[v6]:port" or "v4:port" with a valid address: the port is what is wrong.
+                        let host: Substring = text.hasPrefix("[")
+                            ? text.dropFirst().prefix { $0 != "]" }
+                            : text.prefix { $0 != ":" }
+                        let reason = (AddressSyntax.isIPv6(host) || AddressSyntax.isIPv4(host)) && !AddressSyntax.isIPv6(Substring(text))
                             ? "the port must be a number from 1 to 65535"
                             : "the resolver's own address cannot be a host name"
                         throw place.error("expected an IP address with an optional port (\"127.0.0.1\", \"127.0.0.1:5353\", \"[::1]:53\"), "

@@ -58,7 +58,7 @@ public struct DNSServers: Sendable, Equatable {
     /// before any loop runs) for at most about `timeoutMs` × `attempts` per server, or until
     /// `cancel` (see `cdns_cancel`) is set.
     func lookup(host: String, port: UInt16, cancel: UnsafePointer<Int32>? = nil) -> Result<ResolvedAddresses, AddressError> {
-        let max = 1024
+        let max = 4096
         var out = [cdns_address](repeating: cdns_address(), count: max)
         var error = [CChar](repeating: 0, count: 256)
         var found: Int32 = 0
@@ -141,8 +141,9 @@ public final class HostResolver {
     }
 
     /// Drops every lookup under way: their completions will not run. A lookup that libuv has
-    /// not started yet is cancelled; one already running on the thread pool cannot be, and the
-    /// loop keeps running until it returns (bounded by the resolver's own timeouts).
+    /// not started yet is cancelled; a c-ares one already running gives up within 100 ms; a
+    /// `getaddrinfo` already running cannot be stopped, and the loop keeps running until it
+    /// returns (bounded by the system resolver's own timeouts).
     public func cancelAll() {
         let lookups = pending
         pending.removeAll()

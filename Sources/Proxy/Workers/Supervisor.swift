@@ -426,6 +426,7 @@ public final class Supervisor {
                 for endpoint in kept {
                     endpoint.setConfiguredWeight(b.weight)
                     endpoint.resetRuntimeChanges()
+                    endpoint.nameRecord?.resetBackendRuntimeChanges()
                 }
                 backends += kept
                 continue
