@@ -109,6 +109,11 @@ struct DNSResolutionTests {
         dns.set(names: ["app.test": ["127.0.0.2"]])
         #expect(eventually(10) { Array(endpoints(proxy.port).keys) == ["app"] && endpoints(proxy.port)["app"]?["address"] as? String == "127.0.0.2:\(port)" },
                 "\(endpoints(proxy.port)) \(proxy.log)")
+        // An endpoint's ID@ADDRESS name works also while it is the only one (named "app").
+        #expect(try TestConnection(port: proxy.port).request("POST", "/_admin/backends/app@127.0.0.2/drain").status == 200)
+        #expect(endpoints(proxy.port)["app"]?["state"] as? String == "draining")
+        #expect(try TestConnection(port: proxy.port).request("POST", "/_admin/backends/app@127.0.0.2/enable").status == 200)
+        #expect(try TestConnection(port: proxy.port).request("POST", "/_admin/backends/app@127.0.0.9/enable").status == 404)
         for i in 0..<6 { #expect(try get(proxy.port, "/three/\(i)").status == 200) }
         #expect(eventually { servedBy(log, prefix: "/three/").count == 6 })
         #expect(Set(servedBy(log, prefix: "/three/")) == ["127.0.0.2:\(port)"])
@@ -160,6 +165,36 @@ struct DNSResolutionTests {
         #expect(status == 0, "\(proxy.log)")
         // Before: the loop waited out the lookup (3 s × 2 tries).
         #expect(took < 3, "exited \(took) s after SIGTERM")
+    }
+
+    @Test func aReloadThatFixesTheResolverDoesNotWaitForTheStuckOne() throws {
+        let a = try startBackend()
+        let silent = try DNSServer(names: ["app.test": ["127.0.0.1"]])
+        let good = try DNSServer(names: ["app.test": ["127.0.0.1"], "new.test": ["127.0.0.1"]])
+        func config(_ dns: DNSServer, _ names: [String]) -> String {
+            let list = names.enumerated().map { "{\"id\":\"b\($0.offset)\",\"url\":\"http://\($0.element):\(a.port)\"}" }
+            return """
+                {"backends":[\(list.joined(separator: ","))],
+                 "resolver":{"servers":["127.0.0.1:\(dns.process.port)"],"timeout_ms":3000,"attempts":2}}
+                """
+        }
+        let path = writeTempFile(config(silent, ["app.test"]), suffix: ".json")
+        let proxy = try ManagedProcess("proxy", ["--config", path, "--listen", "127.0.0.1:0", "--workers", "2"])
+        defer { proxy.stop(); a.stop() }
+        // A reload whose new name waits on a server that never answers…
+        silent.set(mode: "silent")
+        try config(silent, ["app.test", "new.test"]).write(toFile: path, atomically: false, encoding: .utf8)
+        let asked = silent.queries
+        proxy.signal(SIGHUP)
+        #expect(eventually { silent.queries > asked })
+        // …and the file fixed to a working server: applied at once, not after 3 s × 2 tries.
+        try config(good, ["app.test", "new.test"]).write(toFile: path, atomically: false, encoding: .utf8)
+        let start = Date()
+        proxy.signal(SIGHUP)
+        #expect(eventually(10) { proxy.log.contains("generation 2: ") }, "\(proxy.log)")
+        #expect(Date().timeIntervalSince(start) < 2.5, "applied \(Date().timeIntervalSince(start)) s after the second SIGHUP")
+        #expect(proxy.log.contains("dropping its lookups"), "\(proxy.log)")
+        #expect(!proxy.log.contains("generation 3"), "the stuck reload's answer never applies: \(proxy.log)")
     }
 
     @Test func aNameTheResolverDoesNotKnowStopsTheStartNamingIt() throws {

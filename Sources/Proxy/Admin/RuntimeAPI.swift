@@ -27,7 +27,12 @@ enum RuntimeAPI {
         var targets: [SharedBackend] = []
         var wholeBackend = true
         for b in upstreams.lazy.flatMap(\.backends) where !targets.contains(where: { $0 === b.shared }) {
-            if b.id == id && b.id != b.shared.backendID { targets = [b.shared]; wholeBackend = false; break }
+            // `ID@ADDRESS` names one endpoint, also while the name has only that address (when
+            // the endpoint is named `ID`), so scripts need not know how many addresses there are.
+            if (b.id == id && b.id != b.shared.backendID)
+                || (b.shared.nameRecord != nil && id == "\(b.shared.backendID)@\(b.shared.address.ipString)") {
+                targets = [b.shared]; wholeBackend = false; break
+            }
             if b.shared.backendID == id { targets.append(b.shared) }
         }
         // Set for the backend as a whole: addresses its name gains later start with it too.

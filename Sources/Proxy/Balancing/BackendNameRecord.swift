@@ -12,7 +12,7 @@ public final class BackendNameRecord: Sendable {
 
     /// One consistent view of the record.
     public struct Snapshot: Sendable, Equatable {
-        /// The addresses in use (`127.0.0.1`, `::1`), sorted.
+        /// The addresses in use (`127.0.0.1`, `::1`), in address order.
         public var addresses: [String]
         public var lookups = 0
         public var failedLookups = 0
@@ -42,7 +42,7 @@ public final class BackendNameRecord: Sendable {
 
     public init(host: String, addresses: [SocketAddress]) {
         self.host = host
-        state = Locked(Snapshot(addresses: addresses.map(\.ipString).sorted(), lookups: 1))
+        state = Locked(Snapshot(addresses: addresses.sorted { $0.ordered(before: $1) }.map(\.ipString), lookups: 1))
     }
 
     public var snapshot: Snapshot { state.withLock { $0 } }
@@ -53,7 +53,7 @@ public final class BackendNameRecord: Sendable {
             s.lookups += 1
             s.lastError = nil
             if let addresses {
-                s.addresses = addresses.map(\.ipString).sorted()
+                s.addresses = addresses.sorted { $0.ordered(before: $1) }.map(\.ipString)
                 s.changes += 1
             }
         }

@@ -96,6 +96,10 @@ public final class HostResolver {
     /// Whether lookups are under way.
     public var isBusy: Bool { !pending.isEmpty }
 
+    /// Whether every lookup under way asks DNS servers directly (c-ares), so `cancelAll()` ends
+    /// them within 100 ms rather than leaving `getaddrinfo` calls running on the thread pool.
+    public var allCancellable: Bool { pending.allSatisfy { $0.servers != nil } }
+
     /// Resolves every `(host, port)` to one address (the first of `ResolvedAddresses`) — for
     /// listen addresses; see `resolveAll`.
     public func resolve(_ names: [(host: String, port: UInt16)],

@@ -52,7 +52,7 @@ final class BackendDiscovery {
         timer = nil
         guard let shortest = backends.map(\.intervalMs).min() else { return }
         // Checked often enough for the shortest interval (and TTLs down to a second).
-        let tick = UInt64(min(max(shortest / 4, 50), 1000))
+        let tick = UInt64(min(max(shortest / 4, 50), 250))
         let t = Timer(loop: loop)
         t.onFire = { [unowned self] in self.tick() }
         t.start(timeoutMs: tick, repeatMs: tick)

@@ -179,6 +179,12 @@ public final class Supervisor {
         startTTLs = ttls
     }
 
+    /// Addresses for a log line: all of them up to 12, else the first 12 and how many more.
+    private static func listed(_ addresses: [SocketAddress]) -> String {
+        let sorted = addresses.sorted { $0.ordered(before: $1) }.map(\.ipString)
+        return sorted.count <= 12 ? sorted.joined(separator: ", ") : sorted.prefix(12).joined(separator: ", ") + " and \(sorted.count - 12) more"
+    }
+
     private static func warnIfTruncated(_ b: BackendConfig, _ resolved: ResolvedAddresses) {
         guard let total = resolved.truncatedFrom else { return }
         Log.warning("dns: backend \(b.id) (\(b.host)) has \(total) addresses; using \(resolved.addresses.count) "
@@ -334,6 +340,13 @@ public final class Supervisor {
             return
         }
         reloadWhenRunning = false
+        if resolver.isBusy && resolver.allCancellable {
+            // The previous reload waits on DNS servers (perhaps the very ones this file fixes):
+            // its lookups are dropped and this file is read now.
+            Log.info("reload: SIGHUP while the previous reload is resolving host names; dropping its lookups and reading the file again")
+            resolver.cancelAll()
+            reloadAgain = false
+        }
         guard !resolver.isBusy else {
             if !reloadAgain {
                 Log.info("reload: SIGHUP while the previous reload is resolving host names; "
@@ -537,7 +550,7 @@ public final class Supervisor {
             switch result {
             case .failure(let error):
                 if record.noteFailure(error.message) {
-                    Log.warning("dns: backend \(b.id): \(error.message); keeping \(endpoints.map(\.address.ipString).joined(separator: ", "))")
+                    Log.warning("dns: backend \(b.id): \(error.message); keeping \(Self.listed(endpoints.map(\.address)))")
                 }
             case .success(let resolved):
                 if BackendEndpoints.same(endpoints, resolved.addresses) {
@@ -547,8 +560,7 @@ public final class Supervisor {
                 record.noteLookup(changedTo: resolved.addresses)
                 changed[b.id] = resolved
                 Self.warnIfTruncated(b, resolved)
-                lines.append("backend \(b.id) (\(b.host)): \(endpoints.map(\.address.ipString).sorted().joined(separator: ", ")) -> "
-                    + resolved.addresses.map(\.ipString).sorted().joined(separator: ", "))
+                lines.append("backend \(b.id) (\(b.host)): \(Self.listed(endpoints.map(\.address))) -> \(Self.listed(resolved.addresses))")
             }
         }
         guard !changed.isEmpty else { return }
