@@ -34,6 +34,11 @@ struct LoadBalancer {
     let outlier: OutlierDetectionConfig
     /// Which failed tries go to another backend, and the budget that bounds them.
     let retries: RetriesConfig
+    /// `retries.per_try_timeout_ms` when a timeout may be retried (`on` has `timeout` and
+    /// `attempts` > 0), else 0; and `retries.attempts`: what every request's deadline needs,
+    /// read without copying `retries` (its `Set`) on the request path.
+    let perTryTimeoutMs: Int
+    let retryAttempts: Int
     var retryBudget: RetryBudget
     /// The upstream's name, for log lines.
     let upstreamName: String
@@ -70,6 +75,8 @@ struct LoadBalancer {
         stickyValues = []
         outlier = OutlierDetectionConfig()
         retries = RetriesConfig()
+        perTryTimeoutMs = 0
+        retryAttempts = 0
         retryBudget = RetryBudget(retries, now: Platform.monotonicNanos())
         ejectionDecision = Locked(0)
         upstreamName = UpstreamConfig.defaultName
@@ -87,6 +94,8 @@ struct LoadBalancer {
         policy = config.policy
         outlier = config.outlierDetection
         retries = config.retries
+        perTryTimeoutMs = config.retries.on.contains(.timeout) && config.retries.attempts > 0 ? config.retries.perTryTimeoutMs : 0
+        retryAttempts = config.retries.attempts
         retryBudget = RetryBudget(config.retries, now: Platform.monotonicNanos())
         self.upstreamName = upstreamName
         hashKey = config.policy.hashes ? config.hashKey : nil

@@ -377,13 +377,15 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// How long one try waits for its response head: `timeouts.upstream_ms`, or the upstream's
     /// `retries.per_try_timeout_ms` when set and shorter.
     private var responseHeadWaitMs: Int {
-        let retries = currentUpstream.balancer.retries
         // Only a try that a timeout could send elsewhere gets the shorter deadline: an upload (or
-        // a request out of retries) keeps the whole `upstream_ms`.
-        guard retries.perTryTimeoutMs > 0, retries.on.contains(.timeout), x.pointee.machine.mayRetry(maxRetries: retries.attempts) else {
+        // a request out of retries) keeps the whole `upstream_ms`. (Fields read one by one: a copy
+        // of the balancer would retain every array in it.)
+        let group = currentUpstream
+        let perTry = group.balancer.perTryTimeoutMs
+        guard perTry > 0, x.pointee.machine.mayRetry(maxRetries: group.balancer.retryAttempts) else {
             return timeouts.upstreamMs
         }
-        return min(retries.perTryTimeoutMs, timeouts.upstreamMs)
+        return min(perTry, timeouts.upstreamMs)
     }
 
     /// Sticky sessions: a response from another backend than the request's cookie names (or to a
