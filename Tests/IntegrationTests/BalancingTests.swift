@@ -244,6 +244,37 @@ import Testing
         #expect(try admin("POST", "a/explode").status == 405)
         #expect(try admin("PUT", "a/weight?value=2").json["weight"] as? Int == 2)
     }
+
+    @Test func drainingABackendLetsALongDownloadFromItFinish() throws {
+        let a = try startBackend(), b = try startBackend()
+        defer { a.stop(); b.stop() }
+        let proxy = try startProxy(config: """
+            {"backends":[{"id":"a","url":"http://127.0.0.1:\(a.port)"},{"id":"b","url":"http://127.0.0.1:\(b.port)"}],
+             "balance":"least_request","health_check":{"path":"/health","interval_ms":60000,"timeout_ms":500},"access_log":null}
+            """, workers: 1)
+        defer { proxy.stop() }
+        // 32 MiB from backend a to a reader with a small window: still streaming when a is drained.
+        let size = 32 << 20
+        let download = try TestConnection(port: proxy.port, receiveBuffer: 16384)
+        try download.send("GET /stream?bytes=\(size) HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(eventually { (try? get(proxy.port, "/_health").json["backends"] as? [[String: Any]])?
+            .contains { $0["active_connections"] as? Int == 1 } == true })
+        let serving = ((try get(proxy.port, "/_health").json["backends"] as? [[String: Any]]) ?? [])
+            .first { $0["active_connections"] as? Int == 1 }?["id"] as? String ?? "?"
+        let other = serving == "a" ? b.port : a.port
+        let drained = try TestConnection(port: proxy.port).request("POST", "/_admin/backends/\(serving)/drain")
+        #expect(drained.status == 200, "\(drained.text)")
+        // (Nothing is read yet, so the download is still in flight: the window stops it.)
+        let state = ((try get(proxy.port, "/_health").json["backends"] as? [[String: Any]]) ?? []).first { $0["id"] as? String == serving }
+        #expect(state?["state"] as? String == "draining" && state?["active_connections"] as? Int == 1, "\(String(describing: state))")
+        // New requests go to the other backend at once…
+        for _ in 0..<4 { #expect(try get(proxy.port, "/after").json["port"] as? Int == Int(other)) }
+        // …and the download from the drained one finishes, every byte in order.
+        var check = StreamPatternCheck()
+        let r = try download.readResponse(onBody: { check.consume($0) })
+        #expect(r.status == 200)
+        #expect(check.bytes == size && check.wrongPieces == 0, "\(check.bytes) bytes, \(check.wrongPieces) wrong pieces")
+    }
 }
 
 /// `max_connections_per_backend` and its queue: requests beyond the limit wait and are served in
