@@ -116,6 +116,11 @@ enum MetricsEndpoint {
         }
         text.sample("proxy_rejections_total", "reason=\"other\"", w.sum(WorkerStats.rejected + WorkerStats.rejectionCodes.count))
         text.sample("proxy_rejections_total", "reason=\"max_connections\"", w.sum(WorkerStats.connectionsRefused))
+        text.family("proxy_policy_refusals_total", "counter",
+                    "Requests a route's policy refused before contacting a backend, by reason (address: allow/deny, method, body_size).")
+        for refusal in RoutePolicy.Refusal.allCases {
+            text.sample("proxy_policy_refusals_total", "reason=\"\(refusal.label)\"", w.sum(WorkerStats.policyRefusals + refusal.rawValue))
+        }
 
         text.family("proxy_tls_handshakes_total", "counter",
                     "TLS handshakes on the listeners, by result (ok, failed, timeout, closed by the client, plain_http sent to the TLS port).")

@@ -445,6 +445,7 @@ extension ProxyConfig: ConfigSection {
             ConfigField(key: "backend_tls", example: BackendTLSConfig.example) { config, value, at throws(ConfigError) in
                 config.backendTLS = try BackendTLSConfig.decode(value, at: at)
             },
+            .section("policy", \.policy),
             ConfigField(key: "resolver", example: "{\"servers\": [\"127.0.0.1:53\"], \"timeout_ms\": 2000, \"attempts\": 2}") {
                 config, value, at throws(ConfigError) in
                 if case .null = value { config.resolver = nil; return }
@@ -540,23 +541,72 @@ extension LimitsConfig: ConfigSection {
             .integer("max_upstream_attempts", \.maxUpstreamAttempts, 1...1000),
             .integer("max_interim_responses", \.maxInterimResponses, 0...1000),
             ConfigField(key: "allowed_methods", example: "[\"GET\", \"HEAD\", \"POST\"]") { limits, value, at throws(ConfigError) in
-                guard case .array(let items) = value else {
-                    throw at.error("expected an array of method names, got \(value.kindDescription)")
-                }
-                var methods: [String] = []
-                for (i, item) in items.enumerated() {
-                    let itemAt = at.element(i, example: "\"GET\"")
-                    let name = try itemAt.string(item)
-                    // Methods are case-sensitive tokens (RFC 9110 §9.1).
-                    guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) }) else {
-                        throw itemAt.error("\(JSONValue.quoted(name)) is not a method name (a token such as \"GET\")")
-                    }
-                    methods.append(name)
-                }
-                limits.allowedMethods = methods
+                limits.allowedMethods = try at.methodList(value)
             },
         ]
     }
+}
+
+extension ConfigLocation {
+    /// `["GET", "POST"]`: method names, case-sensitive tokens (RFC 9110 §9.1).
+    func methodList(_ value: JSONValue) throws(ConfigError) -> [String] {
+        guard case .array(let items) = value else {
+            throw error("expected an array of method names, got \(value.kindDescription)")
+        }
+        var methods: [String] = []
+        for (i, item) in items.enumerated() {
+            let itemAt = element(i, example: "\"GET\"")
+            let name = try itemAt.string(item)
+            guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) }) else {
+                throw itemAt.error("\(JSONValue.quoted(name)) is not a method name (a token such as \"GET\")")
+            }
+            methods.append(name)
+        }
+        return methods
+    }
+
+    /// `["10.0.0.0/8", "::1"]`: address ranges (`AddressRange`).
+    func addressRanges(_ value: JSONValue) throws(ConfigError) -> [AddressRange] {
+        guard case .array(let items) = value else {
+            throw error("expected a list of addresses or CIDR ranges like [\"10.0.0.0/8\", \"127.0.0.1\"], got \(value.kindDescription)")
+        }
+        var ranges: [AddressRange] = []
+        for (i, item) in items.enumerated() {
+            let itemAt = element(i, example: "\"10.0.0.0/8\"")
+            switch AddressRange.parse(try itemAt.string(item)) {
+            case .success(let range): ranges.append(range)
+            case .failure(let problem): throw itemAt.error(problem.problem)
+            }
+        }
+        return ranges
+    }
+}
+
+extension PolicyConfig: ConfigSection {
+    static var defaults: PolicyConfig { PolicyConfig() }
+    static var example: String { "{\"allow\": [\"10.0.0.0/8\"], \"deny\": [], \"allowed_methods\": [\"GET\", \"POST\"], \"max_body_bytes\": 1048576}" }
+
+    /// The policy keys, decoded into `path` (the top-level `policy` object, or a route).
+    static func fields<Model>(at path: WritableKeyPath<Model, PolicyConfig>) -> [ConfigField<Model>] {
+        [
+            ConfigField(key: "allow", example: "[\"10.0.0.0/8\", \"127.0.0.1\"]") { model, value, at throws(ConfigError) in
+                model[keyPath: path].allow = try at.addressRanges(value)
+            },
+            ConfigField(key: "deny", example: "[\"192.0.2.0/24\"]") { model, value, at throws(ConfigError) in
+                model[keyPath: path].deny = try at.addressRanges(value)
+            },
+            ConfigField(key: "allowed_methods", example: "[\"GET\", \"POST\"]") { model, value, at throws(ConfigError) in
+                let methods = try at.methodList(value)
+                guard !methods.isEmpty else { throw at.error("an empty list would refuse every request; list the methods this route takes") }
+                model[keyPath: path].allowedMethods = methods
+            },
+            ConfigField(key: "max_body_bytes", example: "1048576") { model, value, at throws(ConfigError) in
+                model[keyPath: path].maxBodyBytes = try at.integer(value, in: 0...(1 << 50))
+            },
+        ]
+    }
+
+    static var fields: [ConfigField<PolicyConfig>] { fields(at: \.self) }
 }
 
 extension PathNormalizationConfig: ConfigSection {
@@ -990,7 +1040,7 @@ struct RouteEntry: ConfigSection {
                 }
             },
             .section("timeouts", \.timeouts),
-        ]
+        ] + PolicyConfig.fields(at: \RouteEntry.route.policy)
     }
 
     fileprivate var timeouts: RouteTimeoutsConfig {

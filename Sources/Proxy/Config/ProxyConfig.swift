@@ -14,6 +14,9 @@ public struct ProxyConfig: Sendable, Equatable {
     public var healthCheck: HealthCheckConfig
     /// How the default pool balances (`balance`, `hash_key` at top level).
     public var balance = BalanceConfig()
+    /// What every route checks before contacting a backend (`"policy"`; each route may replace
+    /// its keys): see `PolicyConfig`.
+    public var policy = PolicyConfig()
     /// DNS servers asked directly for backend host names (`"resolver"`); nil: the system resolver.
     public var resolver: ResolverConfig?
     /// Named pools, for `routes`.

@@ -70,6 +70,8 @@ public struct RouteConfig: Sendable, Equatable {
     /// This route's own response deadlines, where they differ from the top-level `timeouts`
     /// (a long poll needs a longer `upstream_ms`, a slow report a longer `response_idle_ms`).
     public var timeouts = RouteTimeoutsConfig()
+    /// This route's own policy keys (the top-level `policy` fills in the others).
+    public var policy = PolicyConfig()
 
     public init(host: HostMatch = .any, path: String = "/", upstream: String, stripPrefix: Bool = false,
                 hostHeader: HostHeaderPolicy = .preserve) {

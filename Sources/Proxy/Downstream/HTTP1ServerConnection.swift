@@ -394,7 +394,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
         case .chunked:
             let consumed: Int
             do {
-                let maxBody = UInt64(settings.config.limits.maxBodyBytes)
+                let maxBody = x.pointee.maxBodyBytes
                 consumed = try x.pointee.requestDecoder.decode(input) { data throws(HTTPParseError) in
                     x.pointee.requestBodyBytes += UInt64(data.count)
                     if maxBody > 0 && x.pointee.requestBodyBytes > maxBody {

@@ -150,7 +150,7 @@ final class HTTP2Stream: ExchangeDownstream {
             // Nobody wants them (answered already, refused): the window reopens at once.
             return consumeAll()
         }
-        let maxBody = UInt64(settings.config.limits.maxBodyBytes)
+        let maxBody = x.pointee.maxBodyBytes
         x.pointee.requestBodyBytes += UInt64(data.count)
         if maxBody > 0 && x.pointee.requestBodyBytes > maxBody {
             exchange.requestBodyFailed()

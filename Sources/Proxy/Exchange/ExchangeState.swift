@@ -28,6 +28,9 @@ struct ExchangeState: ~Copyable {
     var requestBodyRemaining: UInt64 = 0
     /// Decoded bytes of a chunked request body so far (for `max_body_bytes`).
     var requestBodyBytes: UInt64 = 0
+    /// The body limit in force (0: none): `limits.max_body_bytes`, or the route's
+    /// `max_body_bytes` once routed. The downstream holds a chunked body to it as it arrives.
+    var maxBodyBytes: UInt64 = 0
     /// What to forward as the request target (origin-form).
     var forwardTarget: Range<Int>? = nil
     var requestDecoder = ChunkedDecoder()

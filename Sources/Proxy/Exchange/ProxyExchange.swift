@@ -32,6 +32,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
     /// The client's IP as text (for `X-Forwarded-For`, `X-Real-IP`, the access log), found once.
     let peerIP: [UInt8]
+    /// The client's address (nil for in-memory tests), for a route's `allow` and `deny`.
+    let peerAddress: SocketAddress?
     /// `peerIP` is an IPv6 address (quoted in `Forwarded`).
     let peerIsIPv6: Bool
     /// The request came through `admin.listen`.
@@ -58,6 +60,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x = detached
         let ip = peerAddress?.ipString ?? "unknown"
         peerIP = Array(ip.utf8)
+        self.peerAddress = peerAddress
         peerIsIPv6 = ip.utf8.contains(UInt8(ascii: ":"))
         self.isAdminListener = isAdminListener
         isLoopbackPeer = AdminPaths.isLoopback(ip)
@@ -119,6 +122,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             return failExchange(status: 404, reason: "Not Found: no route matches host \(hostForMessages) and path \(pathForMessages)")
         }
         x.pointee.route = matched
+        if !matched.policy.isEmpty && !admitByPolicy(matched.policy) { return }
         // The backend gets the bytes the client sent, unless `forward: normalized` — or a prefix
         // is stripped from a path normalisation changed: the raw target need not even begin with
         // the prefix (`//api/x`, `/%61pi/x`), the normal form does. Either way what is left after
@@ -168,6 +172,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             return false
         }
         let limits = settings.config.limits
+        x.pointee.maxBodyBytes = UInt64(limits.maxBodyBytes)
         if !settings.allowedMethods.isEmpty && !settings.allowedMethods.contains(where: { x.pointee.request.bytes.equals(x.pointee.request.method, $0) }) {
             failExchange(status: 405, reason: "Method Not Allowed: \(x.pointee.request.methodString) is not accepted here",
                          fields: settings.allowField.map { allow -> [(name: StaticString, value: String)] in [(name: "Allow", value: allow)] } ?? [])
@@ -179,6 +184,37 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             return false
         }
         return true
+    }
+
+    /// The route's `policy`, in its documented order: `allow`/`deny` (403), `allowed_methods`
+    /// (405), `max_body_bytes` (413 for a declared length; a chunked body is held to it as it
+    /// arrives). Answers, counts the refusal and returns false when the request is refused.
+    private func admitByPolicy(_ policy: RoutePolicy) -> Bool {
+        if !policy.allow.isEmpty || !policy.deny.isEmpty {
+            let address = peerAddress?.addressBytes ?? []
+            if !policy.admits(address[...]) {
+                return refuseByPolicy(.address, status: 403,
+                                      reason: "Forbidden: this route does not accept requests from \(String(decoding: peerIP, as: UTF8.self))")
+            }
+        }
+        if !policy.accepts(method: x.pointee.request.method, in: x.pointee.request.bytes) {
+            return refuseByPolicy(.method, status: 405, reason: "Method Not Allowed: \(x.pointee.request.methodString) is not accepted on this route",
+                                  fields: [(name: "Allow", value: policy.allowField)])
+        }
+        if let max = policy.maxBodyBytes {
+            x.pointee.maxBodyBytes = UInt64(max)
+            if max > 0, case .contentLength(let n) = x.pointee.request.framing, n > UInt64(max) {
+                return refuseByPolicy(.bodySize, status: 413, reason: "Content Too Large: this route takes bodies of at most \(max) bytes")
+            }
+        }
+        return true
+    }
+
+    private func refuseByPolicy(_ refusal: RoutePolicy.Refusal, status: UInt16, reason: String,
+                                fields: [(name: StaticString, value: String)] = []) -> Bool {
+        server.stats.add(WorkerStats.policyRefusals + refusal.rawValue)
+        failExchange(status: status, reason: reason, fields: fields)
+        return false
     }
 
     /// The client's fault: the downstream answers and ends (the exchange ends with it).

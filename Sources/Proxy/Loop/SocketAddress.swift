@@ -153,16 +153,18 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
     /// `127.0.0.1:8080` or `[::1]:8080`.
     public var description: String { isIPv6 ? "[\(ipString)]:\(port)" : "\(ipString):\(port)" }
 
+    /// The address alone, in network order: 4 bytes (IPv4) or 16 (IPv6).
+    public var addressBytes: [UInt8] {
+        withUnsafeBytes(of: storage) { raw in
+            if isIPv6 { return withUnsafeBytes(of: raw.load(as: sockaddr_in6.self).sin6_addr) { Array($0) } }
+            return withUnsafeBytes(of: raw.load(as: sockaddr_in.self).sin_addr) { Array($0) }
+        }
+    }
+
     /// Address order: IPv4 before IPv6, then by the address's bytes, then by port.
     func ordered(before other: SocketAddress) -> Bool {
         if isIPv6 != other.isIPv6 { return !isIPv6 }
-        func key(_ a: SocketAddress) -> [UInt8] {
-            withUnsafeBytes(of: a.storage) { raw in
-                if a.isIPv6 { return withUnsafeBytes(of: raw.load(as: sockaddr_in6.self).sin6_addr) { Array($0) } }
-                return withUnsafeBytes(of: raw.load(as: sockaddr_in.self).sin_addr) { Array($0) }
-            }
-        }
-        let (x, y) = (key(self), key(other))
+        let (x, y) = (addressBytes, other.addressBytes)
         return x != y ? x.lexicographicallyPrecedes(y) : port < other.port
     }
 

@@ -31,7 +31,9 @@ enum WorkerStats {
     static let http2ConnectionsOpen = http2Connections + 1
     static let http2Streams = http2ConnectionsOpen + 1
     static let http2AbusiveConnections = http2Streams + 1
-    static let size = http2AbusiveConnections + 1
+    /// Requests a route's `policy` refused, by `RoutePolicy.Refusal`.
+    static let policyRefusals = http2AbusiveConnections + 1
+    static let size = policyRefusals + RoutePolicy.Refusal.allCases.count
 
     /// How a TLS handshake on a listener ended; the raw value is the offset from `tlsHandshakes`.
     enum TLSResult: Int, CaseIterable {

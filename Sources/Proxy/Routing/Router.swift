@@ -35,10 +35,13 @@ struct Router {
         let timeouts: TimeoutsConfig
         /// The route in words, for error pages.
         let description: String
+        /// What it checks before a backend is contacted (`policy`).
+        let policy: RoutePolicy
 
         init(host: HostPattern, path: [UInt8], upstream: Int, stripLength: Int, forwardedPrefix: [UInt8],
-             hostHeader: HostHeader, timeouts: TimeoutsConfig, description: String) {
+             hostHeader: HostHeader, timeouts: TimeoutsConfig, description: String, policy: RoutePolicy) {
             self.description = description
+            self.policy = policy
             self.timeouts = timeouts
             self.host = host
             self.path = path
@@ -77,12 +80,13 @@ struct Router {
             return Route(host: host, path: Array(r.path.utf8), upstream: upstream,
                          stripLength: r.stripPrefix ? prefix.count : 0, forwardedPrefix: r.stripPrefix ? prefix : [],
                          hostHeader: hostHeader, timeouts: r.timeouts.applied(to: config.timeouts),
-                         description: "host \(r.host) path \(r.path)" + (r.stripPrefix ? " (prefix stripped)" : ""))
+                         description: "host \(r.host) path \(r.path)" + (r.stripPrefix ? " (prefix stripped)" : ""),
+                         policy: RoutePolicy(r.policy.merged(over: config.policy)))
         }
         if let fallback = upstreamIndex(UpstreamConfig.defaultName), !config.backends.isEmpty {
             routes.append(Route(host: .any, path: [UInt8(ascii: "/")], upstream: fallback, stripLength: 0,
                                 forwardedPrefix: [], hostHeader: .preserve, timeouts: config.timeouts,
-                                description: "no route matched: the default pool"))
+                                description: "no route matched: the default pool", policy: RoutePolicy(config.policy)))
         }
         self.routes = routes
         let normalization = config.pathNormalization
@@ -91,6 +95,7 @@ struct Router {
         isTrivial = routes.count == 1 && routes[0].path.count == 1 && routes[0].stripLength == 0
             && { if case .any = routes[0].host { true } else { false } }()
             && { if case .preserve = routes[0].hostHeader { true } else { false } }()
+            && routes[0].policy.isEmpty
     }
 
     /// The route for `request`: its `Host` (for an absolute-form target, the target's authority,

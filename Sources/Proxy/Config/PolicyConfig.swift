@@ -1,0 +1,101 @@
+import Glibc
+
+/// What a route lets through before any backend is contacted (issue 16): the keys of the
+/// top-level `"policy"` object, which applies to every route, and of each route, whose keys
+/// replace the top-level ones key by key. Checked in this order: `allow`/`deny` (403), then
+/// `allowed_methods` (405), then `max_body_bytes` (413).
+///
+/// nil: not set here (inherit, or no limit at the top level).
+public struct PolicyConfig: Sendable, Equatable {
+    /// Client addresses let in (`"allow": ["10.0.0.0/8"]`); nil or empty: everyone not denied.
+    public var allow: [AddressRange]?
+    /// Client addresses refused (`"deny"`), checked first: a denied address is refused even when
+    /// an `allow` range holds it.
+    public var deny: [AddressRange]?
+    /// Methods this route accepts (case-sensitive, as methods are); others get 405 with `Allow`.
+    public var allowedMethods: [String]?
+    /// Largest request body this route accepts; a larger `Content-Length` gets 413 before the body
+    /// is read, and a chunked body that grows past it is cut off with 413.
+    public var maxBodyBytes: Int?
+
+    public init() {}
+
+    /// This policy's keys, with `base`'s where this one does not set them.
+    public func merged(over base: PolicyConfig) -> PolicyConfig {
+        var out = self
+        if out.allow == nil { out.allow = base.allow }
+        if out.deny == nil { out.deny = base.deny }
+        if out.allowedMethods == nil { out.allowedMethods = base.allowedMethods }
+        if out.maxBodyBytes == nil { out.maxBodyBytes = base.maxBodyBytes }
+        return out
+    }
+
+    /// Whether anything is checked at all (the common case: nothing to do per request).
+    public var isEmpty: Bool {
+        (allow ?? []).isEmpty && (deny ?? []).isEmpty && allowedMethods == nil && maxBodyBytes == nil
+    }
+}
+
+/// An IPv4 or IPv6 address range in CIDR form (`10.0.0.0/8`, `fd00::/8`; a bare address is one
+/// address). An IPv4-mapped IPv6 client (`::ffff:10.1.2.3`, what a dual-stack listener reports)
+/// is matched as the IPv4 address it carries.
+public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
+    /// The network's address bytes (4 or 16), host bits cleared.
+    public let network: [UInt8]
+    public let prefixLength: Int
+    public let description: String
+
+    /// Parses `address[/length]`; nil when it is not one, with `problem` saying why.
+    static func parse(_ text: String) -> Result<AddressRange, AddressSyntaxError> {
+        let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        let address = String(parts[0])
+        var bytes: [UInt8]
+        var v4 = in_addr(), v6 = in6_addr()
+        if inet_pton(AF_INET, address, &v4) == 1 {
+            bytes = withUnsafeBytes(of: &v4) { Array($0) }
+        } else if inet_pton(AF_INET6, address, &v6) == 1 {
+            bytes = withUnsafeBytes(of: &v6) { Array($0) }
+        } else {
+            return .failure(AddressSyntaxError("\(JSONValue.quoted(text)) is not an IP address or CIDR range (\"10.0.0.0/8\", \"::1\")"))
+        }
+        var length = bytes.count * 8
+        if parts.count == 2 {
+            guard let n = Int(parts[1]), parts[1].allSatisfy(\.isNumber), (0...bytes.count * 8).contains(n) else {
+                return .failure(AddressSyntaxError("\(JSONValue.quoted(text)): the prefix length must be 0 to \(bytes.count * 8)"))
+            }
+            length = n
+        }
+        for i in bytes.indices {
+            let keep = max(0, min(8, length - i * 8))
+            bytes[i] &= keep == 8 ? 0xFF : UInt8(truncatingIfNeeded: 0xFF << (8 - keep))
+        }
+        return .success(AddressRange(network: bytes, prefixLength: length, description: text))
+    }
+
+    private init(network: [UInt8], prefixLength: Int, description: String) {
+        self.network = network
+        self.prefixLength = prefixLength
+        self.description = description
+    }
+
+    /// Whether `address` (4 or 16 bytes) is in the range.
+    public func contains(_ address: ArraySlice<UInt8>) -> Bool {
+        var a = address
+        // An IPv4-mapped IPv6 address is its IPv4 address.
+        if a.count == 16 && network.count == 4 && a.prefix(10).allSatisfy({ $0 == 0 })
+            && a[a.startIndex + 10] == 0xFF && a[a.startIndex + 11] == 0xFF {
+            a = a.suffix(4)
+        }
+        guard a.count == network.count else { return false }
+        var bits = prefixLength
+        var i = 0
+        for byte in a {
+            if bits <= 0 { return true }
+            let mask: UInt8 = bits >= 8 ? 0xFF : UInt8(truncatingIfNeeded: 0xFF << (8 - bits))
+            if byte & mask != network[i] { return false }
+            bits -= 8
+            i += 1
+        }
+        return true
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import Testing
+@testable import Proxy
+
+/// A route's policy (issue 16, first part): address ranges, the merge of route keys over the
+/// top-level `policy`, and the config errors. No sockets (`PolicyIntegrationTests` has them).
+struct RoutePolicyTests {
+    private func range(_ text: String) -> AddressRange { try! AddressRange.parse(text).get() }
+    private func bytes(_ ip: String) -> ArraySlice<UInt8> { SocketAddress(ip: ip, port: 1)!.addressBytes[...] }
+
+    @Test func rangesHoldTheirAddressesOnly() {
+        #expect(range("10.0.0.0/8").contains(bytes("10.255.1.2")))
+        #expect(!range("10.0.0.0/8").contains(bytes("11.0.0.1")))
+        #expect(range("10.1.2.3/8").network == [10, 0, 0, 0], "host bits cleared")
+        #expect(range("192.168.1.0/23").contains(bytes("192.168.0.7")))
+        #expect(!range("192.168.1.0/23").contains(bytes("192.168.2.7")))
+        #expect(range("127.0.0.1").contains(bytes("127.0.0.1")) && !range("127.0.0.1").contains(bytes("127.0.0.2")))
+        #expect(range("0.0.0.0/0").contains(bytes("203.0.113.9")))
+        #expect(range("fd00::/8").contains(bytes("fd12::1")) && !range("fd00::/8").contains(bytes("fe80::1")))
+        #expect(range("::1").contains(bytes("::1")))
+        #expect(!range("::/0").contains(bytes("10.0.0.1")), "families do not mix")
+        #expect(range("10.0.0.0/8").contains(bytes("::ffff:10.9.8.7")), "an IPv4-mapped client is its IPv4 address")
+        #expect(!range("10.0.0.0/8").contains(bytes("::ffff:11.9.8.7")))
+        for bad in ["10.0.0.0/33", "10.0.0.0/", "example.com", "10.0.0/8", "::1/129", "10.0.0.0/-1", ""] {
+            if case .success = AddressRange.parse(bad) { Issue.record("\(bad) parsed") }
+        }
+    }
+
+    @Test func routeKeysReplaceTopLevelKeysOneByOne() throws {
+        let config = try ConfigLoader.parse(Array(#"""
+            {"backends": [{"url": "http://127.0.0.1:1"}],
+             "policy": {"deny": ["192.0.2.0/24"], "allowed_methods": ["GET"], "max_body_bytes": 10},
+             "routes": [{"path": "/upload", "upstream": "default", "allowed_methods": ["GET", "POST"], "max_body_bytes": 0},
+                        {"path": "/admin", "upstream": "default", "allow": ["10.0.0.0/8"]}]}
+            """#.utf8), file: "config.json")
+        let upload = config.routes[0].policy.merged(over: config.policy)
+        #expect(upload.allowedMethods == ["GET", "POST"] && upload.maxBodyBytes == 0 && upload.deny?.map(\.description) == ["192.0.2.0/24"])
+        let admin = RoutePolicy(config.routes[1].policy.merged(over: config.policy))
+        #expect(!admin.admits(bytes("127.0.0.1")) && admin.admits(bytes("10.0.0.1")) && !admin.admits(bytes("192.0.2.1")) == true)
+        #expect(admin.allowField == "GET" && admin.maxBodyBytes == 10)
+        #expect(RoutePolicy(PolicyConfig()).isEmpty)
+        let denyWins = RoutePolicy(try ConfigLoader.parse(Array(#"{"backends": [{"url": "http://a:1"}], "policy": {"allow": ["10.0.0.0/8"], "deny": ["10.1.0.0/16"]}}"#.utf8), file: "c.json").policy)
+        #expect(!denyWins.admits(bytes("10.1.2.3")) && denyWins.admits(bytes("10.2.0.1")))
+    }
+
+    @Test func policyMistakesNameTheField() {
+        for (json, expected) in [
+            (#"{"policy": {"allow": ["10.0.0.0/33"]}}"#, "policy.allow[0]: \"10.0.0.0/33\": the prefix length must be 0 to 32"),
+            (#"{"policy": {"deny": "10.0.0.0/8"}}"#, "policy.deny: expected a list of addresses or CIDR ranges"),
+            (#"{"policy": {"allowed_methods": []}}"#, "policy.allowed_methods: an empty list would refuse every request"),
+            (#"{"policy": {"alow": []}}"#, "policy.alow: unknown key"),
+            (#"{"routes": [{"upstream": "default", "allow": ["intranet"]}], "backends": [{"url": "http://a:1"}]}"#,
+             "routes[0].allow[0]: \"intranet\" is not an IP address or CIDR range"),
+            (#"{"routes": [{"upstream": "default", "max_body_bytes": -1}], "backends": [{"url": "http://a:1"}]}"#,
+             "routes[0].max_body_bytes: must be at least 0"),
+        ] {
+            do {
+                _ = try ConfigLoader.parse(Array(json.utf8), file: "config.json")
+                Issue.record("loaded \(json)")
+            } catch {
+                #expect(error.description.contains(expected), "\(error)")
+            }
+        }
+    }
+}
