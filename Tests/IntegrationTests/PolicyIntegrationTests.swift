@@ -34,13 +34,13 @@ import Testing
             return try c.request(method, path, body: body)
         }
         // allow: 127.0.0.1 is not in 10.0.0.0/8, whatever the spelling of the path.
-        for path in ["/admin", "/admin/users", "//admin", "/%61dmin", "/x/../admin", "/./admin/", "/ADMIN/../admin"] {
+        for path in ["/admin", "/admin/users", "//admin", "/%61dmin", "/x/../admin", "/./admin/", "/ADMIN/../admin", "/admin;jsessionid=1"] {
             let r = try send("GET", path)
             #expect(r.status == 403, "\(path): \(r.status) \(r.text)")
         }
         #expect(try send("GET", "/admin").text.contains("does not accept requests from 127.0.0.1"))
-        // deny comes first: the route's own methods are not even looked at.
-        #expect(try send("POST", "/blocked").status == 403)
+        // deny comes first: a method the route refuses still gets 403, not 405.
+        #expect(try send("GET", "/blocked").status == 403)
         // The top-level methods and body limit, and a route's own replacing them.
         let put = try send("PUT", "/anything")
         #expect(put.status == 405 && put.header("Allow") == "GET, HEAD", "\(put.status) \(put.headers)")
@@ -49,10 +49,30 @@ import Testing
         #expect(try send("POST", "/upload", body: Array(repeating: 97, count: 80), chunked: true).status == 200)
         #expect(try send("POST", "/upload", body: Array(repeating: 97, count: 150), chunked: true).status == 413)
         #expect(try send("GET", "/other").status == 200)
+        #expect(try send("HEAD", "/upload").status == 200, "GET brings HEAD")
         let metrics = try get(proxy.port, "/_metrics").text
-        #expect(metrics.contains("proxy_policy_refusals_total{reason=\"address\"} 9"), "\(metrics)")
+        #expect(metrics.contains("proxy_policy_refusals_total{reason=\"address\"} 10"), "\(metrics)")
         // The declared length; the chunked body cut off on arrival counts as a 413 rejection.
         #expect(metrics.contains("proxy_policy_refusals_total{reason=\"body_size\"} 1"), "\(metrics)")
         #expect(metrics.contains("proxy_policy_refusals_total{reason=\"method\"} 1"), "\(metrics)")
+    }
+
+    @Test func aRoutesBodyLimitRaisesTheTopLevelOneForDeclaredAndChunkedBodies() throws {
+        let backend = try startBackend()
+        defer { backend.stop() }
+        let proxy = try startProxy(config: """
+            {"backends": [{"url": "http://127.0.0.1:\(backend.port)"}], "upstreams": {"big": {"backends": [{"url": "http://127.0.0.1:\(backend.port)"}]}},
+             "limits": {"max_body_bytes": 100},
+             "policy": {"allowed_methods": ["GET"]},
+             "routes": [{"path": "/big", "upstream": "big", "max_body_bytes": 0, "allowed_methods": []}],
+             "health_check": {"path": "/health", "interval_ms": 60000}, "access_log": null}
+            """)
+        defer { proxy.stop() }
+        let body = Array(repeating: UInt8(97), count: 5000)
+        #expect(try TestConnection(port: proxy.port).request("POST", "/big/x", body: body).status == 200, "0 lifts the limit, [] any method")
+        #expect(try TestConnection(port: proxy.port).request("PUT", "/big/x", body: body).status == 200)
+        let small = try TestConnection(port: proxy.port).request("POST", "/elsewhere", body: body)
+        #expect(small.status == 405, "the top-level policy's methods")
+        #expect(try TestConnection(port: proxy.port).request("GET", "/elsewhere", body: body).status == 413, "limits.max_body_bytes where no policy sets one")
     }
 }

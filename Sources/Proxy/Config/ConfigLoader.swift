@@ -596,9 +596,7 @@ extension PolicyConfig: ConfigSection {
                 model[keyPath: path].deny = try at.addressRanges(value)
             },
             ConfigField(key: "allowed_methods", example: "[\"GET\", \"POST\"]") { model, value, at throws(ConfigError) in
-                let methods = try at.methodList(value)
-                guard !methods.isEmpty else { throw at.error("an empty list would refuse every request; list the methods this route takes") }
-                model[keyPath: path].allowedMethods = methods
+                model[keyPath: path].allowedMethods = try at.methodList(value)
             },
             ConfigField(key: "max_body_bytes", example: "1048576") { model, value, at throws(ConfigError) in
                 model[keyPath: path].maxBodyBytes = try at.integer(value, in: 0...(1 << 50))

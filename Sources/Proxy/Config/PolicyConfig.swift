@@ -12,7 +12,8 @@ public struct PolicyConfig: Sendable, Equatable {
     /// Client addresses refused (`"deny"`), checked first: a denied address is refused even when
     /// an `allow` range holds it.
     public var deny: [AddressRange]?
-    /// Methods this route accepts (case-sensitive, as methods are); others get 405 with `Allow`.
+    /// Methods this route accepts (case-sensitive, as methods are; `GET` brings `HEAD`); others
+    /// get 405 with `Allow`. `[]`: any method (lifts a top-level list).
     public var allowedMethods: [String]?
     /// Largest request body this route accepts; a larger `Content-Length` gets 413 before the body
     /// is read, and a chunked body that grows past it is cut off with 413.
@@ -32,7 +33,7 @@ public struct PolicyConfig: Sendable, Equatable {
 
     /// Whether anything is checked at all (the common case: nothing to do per request).
     public var isEmpty: Bool {
-        (allow ?? []).isEmpty && (deny ?? []).isEmpty && allowedMethods == nil && maxBodyBytes == nil
+        (allow ?? []).isEmpty && (deny ?? []).isEmpty && (allowedMethods ?? []).isEmpty && maxBodyBytes == nil
     }
 }
 
@@ -65,6 +66,12 @@ public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
             }
             length = n
         }
+        // An IPv4-mapped range (`::ffff:10.0.0.0/104`) is the IPv4 range it spells: clients are
+        // compared as IPv4 when mapped, so it would otherwise never match.
+        if bytes.count == 16 && length >= 96 && bytes.prefix(10).allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {
+            bytes = Array(bytes.suffix(4))
+            length -= 96
+        }
         for i in bytes.indices {
             let keep = max(0, min(8, length - i * 8))
             bytes[i] &= keep == 8 ? 0xFF : UInt8(truncatingIfNeeded: 0xFF << (8 - keep))
@@ -81,8 +88,9 @@ public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
     /// Whether `address` (4 or 16 bytes) is in the range.
     public func contains(_ address: ArraySlice<UInt8>) -> Bool {
         var a = address
-        // An IPv4-mapped IPv6 address is its IPv4 address.
-        if a.count == 16 && network.count == 4 && a.prefix(10).allSatisfy({ $0 == 0 })
+        // An IPv4-mapped IPv6 address is its IPv4 address (for IPv6 ranges too: `::/0` is not
+        // meant to hold every IPv4 client of a dual-stack listener).
+        if a.count == 16 && a.prefix(10).allSatisfy({ $0 == 0 })
             && a[a.startIndex + 10] == 0xFF && a[a.startIndex + 11] == 0xFF {
             a = a.suffix(4)
         }

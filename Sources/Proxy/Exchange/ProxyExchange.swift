@@ -123,6 +123,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         }
         x.pointee.route = matched
         if !matched.policy.isEmpty && !admitByPolicy(matched.policy) { return }
+        if !admitBodySize() { return }
         // The backend gets the bytes the client sent, unless `forward: normalized` — or a prefix
         // is stripped from a path normalisation changed: the raw target need not even begin with
         // the prefix (`//api/x`, `/%61pi/x`), the normal form does. Either way what is left after
@@ -178,12 +179,18 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                          fields: settings.allowField.map { allow -> [(name: StaticString, value: String)] in [(name: "Allow", value: allow)] } ?? [])
             return false
         }
-        if limits.maxBodyBytes > 0, case .contentLength(let n) = x.pointee.request.framing, n > UInt64(limits.maxBodyBytes) {
-            // Refused before reading the body; the connection then drains and closes.
-            failExchange(status: 413, reason: "Content Too Large: the body may be at most \(limits.maxBodyBytes) bytes")
-            return false
-        }
         return true
+    }
+
+    /// `limits.max_body_bytes` against a declared length, where the route's policy sets no limit
+    /// of its own (checked after routing, so a route's `max_body_bytes` can raise or lift it for
+    /// declared and chunked bodies alike). Refused before reading the body; the connection then
+    /// drains and closes.
+    private func admitBodySize() -> Bool {
+        let max = x.pointee.maxBodyBytes
+        guard max > 0, case .contentLength(let n) = x.pointee.request.framing, n > max else { return true }
+        failExchange(status: 413, reason: "Content Too Large: the body may be at most \(max) bytes")
+        return false
     }
 
     /// The route's `policy`, in its documented order: `allow`/`deny` (403), `allowed_methods`

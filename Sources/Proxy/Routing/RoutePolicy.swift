@@ -33,15 +33,20 @@ struct RoutePolicy {
     init(_ config: PolicyConfig) {
         allow = config.allow ?? []
         deny = config.deny ?? []
-        methods = config.allowedMethods.map { $0.map { Array($0.utf8) } }
+        // `[]`: any method (lifts a top-level list). GET brings HEAD with it, as in nginx's
+        // `limit_except`: a HEAD is a GET without the body.
+        let listed = config.allowedMethods.flatMap { $0.isEmpty ? nil : $0 }
+        methods = listed.map { names in (names.contains("GET") && !names.contains("HEAD") ? names + ["HEAD"] : names).map { Array($0.utf8) } }
         allowField = (config.allowedMethods ?? []).joined(separator: ", ")
         maxBodyBytes = config.maxBodyBytes
-        isEmpty = config.isEmpty
+        isEmpty = allow.isEmpty && deny.isEmpty && methods == nil && maxBodyBytes == nil
     }
 
     /// Whether `address` (the client's, 4 or 16 bytes) may use the route: not in a `deny`
-    /// range, and in an `allow` range when there are some.
+    /// range, and in an `allow` range when there are some. An unknown address (empty) is
+    /// refused by either list.
     func admits(_ address: ArraySlice<UInt8>) -> Bool {
+        if address.isEmpty { return allow.isEmpty && deny.isEmpty }
         if deny.contains(where: { $0.contains(address) }) { return false }
         return allow.isEmpty || allow.contains { $0.contains(address) }
     }

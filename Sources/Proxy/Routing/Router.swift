@@ -166,7 +166,9 @@ struct Router {
             i += 1
         }
         if prefix.last == UInt8(ascii: "/") || i == target.upperBound { return true }
-        return b[i] == UInt8(ascii: "/") || b[i] == UInt8(ascii: "?")
+        // `;` too: `/admin;jsessionid=…` is `/admin` to servlet containers (path parameters), so
+        // it must meet `/admin`'s route and policy.
+        return b[i] == UInt8(ascii: "/") || b[i] == UInt8(ascii: "?") || b[i] == UInt8(ascii: ";")
     }
 }
 
