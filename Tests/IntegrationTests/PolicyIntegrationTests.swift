@@ -75,4 +75,46 @@ import Testing
         #expect(small.status == 405, "the top-level policy's methods")
         #expect(try TestConnection(port: proxy.port).request("GET", "/elsewhere", body: body).status == 413, "limits.max_body_bytes where no policy sets one")
     }
+
+    @Test func headerRulesAndSecurityHeadersOnBothProtocols() throws {
+        let backend = try startBackend()
+        let framing = fixedReplyOrigin("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Frame-Options: DENY\r\nConnection: close\r\n\r\nok")
+        defer { backend.stop(); framing.stop() }
+        let proxy = try startProxy(config: """
+            {"upstreams": {"app": {"backends": [{"url": "http://127.0.0.1:\(backend.port)"}]},
+                           "framed": {"backends": [{"url": "http://127.0.0.1:\(framing.port)"}]}},
+             "policy": {"security_headers": true},
+             "routes": [{"path": "/app", "upstream": "app", "strip_prefix": true,
+                         "request_headers": {"set": {"X-Env": "prod", "X-Client": "{client_ip}", "X-Trace": "{request_id}@{host}"},
+                                             "remove": ["X-Debug"]},
+                         "response_headers": {"set": {"Cache-Control": "no-store"}, "remove": ["X-Field-1", "Content-Type"]}},
+                        {"path": "/framed", "upstream": "framed"},
+                        {"path": "/plain", "upstream": "app", "security_headers": false}],
+             "health_check": {"path": null, "interval_ms": 60000}, "access_log": null}
+            """)
+        defer { proxy.stop() }
+        let r = try TestConnection(port: proxy.port).request("GET", "/app/echo",
+            headers: ["X-Debug": "1", "x-env": "dev", "X-Request-Id": "req-7"])
+        #expect(r.status == 200)
+        let seen = r.json["headers"] as? [String: String] ?? [:]
+        #expect(seen["x-env"] == "prod", "set replaces the client's: \(seen)")
+        #expect(seen["x-client"] == "127.0.0.1" && seen["x-trace"] == "req-7@test.local", "\(seen)")
+        #expect(seen["x-debug"] == nil, "\(seen)")
+        #expect(r.header("Cache-Control") == "no-store" && r.header("Content-Type") == nil)
+        #expect(r.header("X-Content-Type-Options") == "nosniff" && r.header("Referrer-Policy") == "strict-origin-when-cross-origin"
+                && r.header("X-Frame-Options") == "SAMEORIGIN", "\(r.headers)")
+        #expect(r.header("Strict-Transport-Security") == nil, "HSTS only on TLS")
+        let fields = try TestConnection(port: proxy.port).request("GET", "/app/headers?n=3")
+        #expect(fields.header("X-Field-0") != nil && fields.header("X-Field-1") == nil && fields.header("X-Field-2") != nil)
+        // The backend's own X-Frame-Options wins, and is not doubled.
+        let framed = try TestConnection(port: proxy.port).request("GET", "/framed")
+        #expect(framed.headers.filter { $0.0.lowercased() == "x-frame-options" }.map(\.1) == ["DENY"], "\(framed.headers)")
+        #expect(try TestConnection(port: proxy.port).request("GET", "/plain").header("X-Frame-Options") == nil, "a route turns them off")
+        // HTTP/2 (h2c): the same rules.
+        let h2 = HTTP2Tests.shell("curl -sS --max-time 10 --http2-prior-knowledge -D - -o /dev/null 'http://127.0.0.1:\(proxy.port)/app/headers?n=2'")
+        #expect(h2.status == 0, "\(h2.output)")
+        let lines = h2.output.lowercased()
+        #expect(lines.contains("cache-control: no-store") && lines.contains("x-content-type-options: nosniff")
+                && lines.contains("x-frame-options: sameorigin") && !lines.contains("x-field-1:") && lines.contains("x-field-0:"), "\(h2.output)")
+    }
 }

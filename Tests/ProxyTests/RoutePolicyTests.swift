@@ -60,6 +60,14 @@ struct RoutePolicyTests {
              "routes[0].allow[0]: \"intranet\" is not an IP address or CIDR range"),
             (#"{"routes": [{"upstream": "default", "max_body_bytes": -1}], "backends": [{"url": "http://a:1"}]}"#,
              "routes[0].max_body_bytes: must be at least 0"),
+            (#"{"policy": {"request_headers": {"set": {"X-Forwarded-For": "1.2.3.4"}}}}"#,
+             "policy.request_headers.set.X-Forwarded-For: X-Forwarded-For cannot be changed here: the proxy sets it"),
+            (#"{"policy": {"request_headers": {"remove": ["Host"]}}}"#, "Host cannot be changed here: use the route's \"host_header\""),
+            (#"{"policy": {"response_headers": {"set": {"Content-Length": "1"}}}}"#, "the proxy frames each hop itself"),
+            (#"{"policy": {"response_headers": {"set": {"X-A": "{client}"}}}}"#, "unknown placeholder {client}; use {client_ip}, {request_id}, {host}"),
+            (#"{"policy": {"response_headers": {"set": {"Bad Name": "x"}}}}"#, "\"Bad Name\" is not a header field name"),
+            (#"{"policy": {"response_headers": {"add": {}}}}"#, "unknown key; expected \"set\" or \"remove\""),
+            (#"{"policy": {"security_headers": "yes"}}"#, "policy.security_headers: expected true or false"),
         ] {
             do {
                 _ = try ConfigLoader.parse(Array(json.utf8), file: "config.json")
@@ -68,5 +76,19 @@ struct RoutePolicyTests {
                 #expect(error.description.contains(expected), "\(error)")
             }
         }
+    }
+
+    @Test func headerRulesFillPlaceholdersAndDropTheFieldsTheyReplace() throws {
+        let config = try ConfigLoader.parse(Array(#"""
+            {"backends": [{"url": "http://a:1"}],
+             "policy": {"request_headers": {"set": {"X-Who": "{client_ip} via {host} ({request_id})"}, "remove": ["x-debug"]}}}
+            """#.utf8), file: "c.json")
+        let rules = try #require(RoutePolicy(config.policy).requestHeaders)
+        let head = Array("X-DEBUG: 1\r\nx-who: me\r\nX-Other: 2".utf8)
+        #expect(rules.drops(head, 0..<7) && rules.drops(head, 12..<17) && !rules.drops(head, 23..<30))
+        var out = ByteBuffer(capacity: 64)
+        rules.append(into: &out, .init(clientIP: Array("10.0.0.1".utf8), requestID: Array("r1".utf8), host: Array("shop".utf8)[...]))
+        #expect(String(decoding: out.array, as: UTF8.self) == "X-Who: 10.0.0.1 via shop (r1)\r\n")
+        #expect(RoutePolicy(config.policy).refusesNothing && !RoutePolicy(config.policy).isEmpty)
     }
 }

@@ -582,6 +582,76 @@ extension ConfigLocation {
     }
 }
 
+extension HeaderRulesConfig {
+    static let example = "{\"set\": {\"X-Env\": \"prod\"}, \"remove\": [\"X-Debug\"]}"
+
+    enum Direction { case request, response }
+
+    /// Fields the rules may not name: framing and hop-by-hop ones (the proxy frames each hop
+    /// itself), and those the proxy states on that side (it would send two).
+    static func reserved(_ direction: Direction) -> [String: String] {
+        var names = ["content-length": "the proxy frames each hop itself", "transfer-encoding": "the proxy frames each hop itself",
+                     "connection": "hop-by-hop", "keep-alive": "hop-by-hop", "upgrade": "hop-by-hop", "te": "hop-by-hop",
+                     "trailer": "hop-by-hop", "proxy-connection": "hop-by-hop", "x-request-id": "the proxy sets it (see the request id)"]
+        if direction == .request {
+            for n in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix", "x-real-ip", "forwarded", "via"] {
+                names[n] = "the proxy sets it from what it knows of the client"
+            }
+            names["host"] = "use the route's \"host_header\""
+        }
+        return names
+    }
+
+    static func decode(_ value: JSONValue, at: ConfigLocation, direction: Direction) throws(ConfigError) -> HeaderRulesConfig {
+        guard case .object(let members) = value else { throw at.error("expected an object like \(example)") }
+        var rules = HeaderRulesConfig()
+        let reserved = reserved(direction)
+        func checkName(_ name: String, _ place: ConfigLocation) throws(ConfigError) {
+            // RFC 9110 §5.1: a field name is a token.
+            guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) }) else {
+                throw place.error("\(JSONValue.quoted(name)) is not a header field name")
+            }
+            if let why = reserved[name.lowercased()] { throw place.error("\(name) cannot be changed here: \(why)") }
+        }
+        for (key, member) in members {
+            let place = at.member(key, example: key == "set" ? "{\"X-Env\": \"prod\"}" : "[\"X-Debug\"]")
+            switch key {
+            case "set":
+                guard case .object(let fields) = member else { throw place.error("expected an object of field names and values") }
+                for (name, v) in fields {
+                    let fieldPlace = place.member(name, example: "\"value\"")
+                    try checkName(name, fieldPlace)
+                    let text = try fieldPlace.string(v)
+                    guard text.utf8.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }) else {
+                        throw fieldPlace.error("a field value cannot contain control characters")
+                    }
+                    var rest = Substring(text)
+                    while let open = rest.firstIndex(of: "{") {
+                        guard let close = rest[open...].firstIndex(of: "}") else { break }
+                        let word = String(rest[rest.index(after: open)..<close])
+                        guard placeholders.contains(word) else {
+                            throw fieldPlace.error("unknown placeholder {\(word)}; use " + placeholders.map { "{\($0)}" }.joined(separator: ", "))
+                        }
+                        rest = rest[rest.index(after: close)...]
+                    }
+                    rules.assignments.append(Setting(name: name, value: text))
+                }
+            case "remove":
+                guard case .array(let items) = member else { throw place.error("expected a list of field names") }
+                for (i, item) in items.enumerated() {
+                    let itemPlace = place.element(i, example: "\"X-Debug\"")
+                    let name = try itemPlace.string(item)
+                    try checkName(name, itemPlace)
+                    rules.remove.append(name)
+                }
+            default:
+                throw place.error("unknown key; expected \"set\" or \"remove\"")
+            }
+        }
+        return rules
+    }
+}
+
 extension PolicyConfig: ConfigSection {
     static var defaults: PolicyConfig { PolicyConfig() }
     static var example: String { "{\"allow\": [\"10.0.0.0/8\"], \"deny\": [], \"allowed_methods\": [\"GET\", \"POST\"], \"max_body_bytes\": 1048576}" }
@@ -600,6 +670,16 @@ extension PolicyConfig: ConfigSection {
             },
             ConfigField(key: "max_body_bytes", example: "1048576") { model, value, at throws(ConfigError) in
                 model[keyPath: path].maxBodyBytes = try at.integer(value, in: 0...(1 << 50))
+            },
+            ConfigField(key: "request_headers", example: HeaderRulesConfig.example) { model, value, at throws(ConfigError) in
+                model[keyPath: path].requestHeaders = try HeaderRulesConfig.decode(value, at: at, direction: .request)
+            },
+            ConfigField(key: "response_headers", example: HeaderRulesConfig.example) { model, value, at throws(ConfigError) in
+                model[keyPath: path].responseHeaders = try HeaderRulesConfig.decode(value, at: at, direction: .response)
+            },
+            ConfigField(key: "security_headers", example: "true") { model, value, at throws(ConfigError) in
+                guard case .bool(let on) = value else { throw at.error("expected true or false") }
+                model[keyPath: path].securityHeaders = on
             },
         ]
     }

@@ -18,6 +18,13 @@ public struct PolicyConfig: Sendable, Equatable {
     /// Largest request body this route accepts; a larger `Content-Length` gets 413 before the body
     /// is read, and a chunked body that grows past it is cut off with 413.
     public var maxBodyBytes: Int?
+    /// Fields set on (replacing any the client sent) and removed from the request to the backend.
+    public var requestHeaders: HeaderRulesConfig?
+    /// Fields set on (replacing the backend's) and removed from the response to the client.
+    public var responseHeaders: HeaderRulesConfig?
+    /// Adds `X-Content-Type-Options`, `Referrer-Policy`, `X-Frame-Options` (and HSTS on TLS)
+    /// to responses that do not carry them.
+    public var securityHeaders: Bool?
 
     public init() {}
 
@@ -28,13 +35,36 @@ public struct PolicyConfig: Sendable, Equatable {
         if out.deny == nil { out.deny = base.deny }
         if out.allowedMethods == nil { out.allowedMethods = base.allowedMethods }
         if out.maxBodyBytes == nil { out.maxBodyBytes = base.maxBodyBytes }
+        if out.requestHeaders == nil { out.requestHeaders = base.requestHeaders }
+        if out.responseHeaders == nil { out.responseHeaders = base.responseHeaders }
+        if out.securityHeaders == nil { out.securityHeaders = base.securityHeaders }
         return out
     }
 
     /// Whether anything is checked at all (the common case: nothing to do per request).
     public var isEmpty: Bool {
         (allow ?? []).isEmpty && (deny ?? []).isEmpty && (allowedMethods ?? []).isEmpty && maxBodyBytes == nil
+            && (requestHeaders?.isEmpty ?? true) && (responseHeaders?.isEmpty ?? true) && securityHeaders != true
     }
+}
+
+/// `{"set": {"X-Env": "prod", "X-Client": "{client_ip}"}, "remove": ["X-Debug"]}`: fields to set
+/// (replacing any of that name) and to remove. Values may hold `{client_ip}`, `{request_id}` and
+/// `{host}`.
+public struct HeaderRulesConfig: Sendable, Equatable {
+    public struct Setting: Sendable, Equatable {
+        public var name: String
+        public var value: String
+    }
+    public var assignments: [Setting] = []
+    public var remove: [String] = []
+
+    public init() {}
+
+    public var isEmpty: Bool { assignments.isEmpty && remove.isEmpty }
+
+    /// The placeholders a value may hold.
+    public static let placeholders = ["client_ip", "request_id", "host"]
 }
 
 /// An IPv4 or IPv6 address range in CIDR form (`10.0.0.0/8`, `fd00::/8`; a bare address is one

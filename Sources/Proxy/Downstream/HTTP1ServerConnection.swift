@@ -461,7 +461,7 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
         x.pointee.toClient.removeAll()
         x.pointee.rewriter.writeClientResponse(&head, framing: clientFraming, clientVersionMinor: x.pointee.request.versionMinor,
                                                closeAfter: closeAfter, requestID: x.pointee.requestID,
-                                               addedField: hstsField, into: &x.pointee.toClient)
+                                               addedField: hstsField, policy: exchange.responsePolicy, into: &x.pointee.toClient)
     }
 
     func sendResponseBody(_ data: UnsafeRawBufferPointer) {

@@ -299,7 +299,7 @@ final class HTTP2Stream: ExchangeDownstream {
         pendingFields.removeAll()
         x.pointee.rewriter.collectHTTP2ResponseFields(head, interim: false, requestID: x.pointee.requestID,
                                                       hsts: connection.listener.hstsValue.flatMap { connection.tls != nil ? $0 : nil },
-                                                      into: &pendingFields)
+                                                      policy: exchange.responsePolicy, into: &pendingFields)
         pendingStatus = head.status
         switch framing {
         case .none, .contentLength(0): pendingHasBody = false

@@ -122,7 +122,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             return failExchange(status: 404, reason: "Not Found: no route matches host \(hostForMessages) and path \(pathForMessages)")
         }
         x.pointee.route = matched
-        if !matched.policy.isEmpty && !admitByPolicy(matched.policy) { return }
+        if !matched.policy.refusesNothing && !admitByPolicy(matched.policy) { return }
         if !admitBodySize() { return }
         // The backend gets the bytes the client sent, unless `forward: normalized` — or a prefix
         // is stripped from a path normalisation changed: the raw target need not even begin with
@@ -222,6 +222,15 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         server.stats.add(WorkerStats.policyRefusals + refusal.rawValue)
         failExchange(status: status, reason: reason, fields: fields)
         return false
+    }
+
+    /// The route's rules for the response head (`response_headers`, `security_headers`), for the
+    /// downstream's head writer; nil when it has none (the usual case).
+    var responsePolicy: ResponsePolicy? {
+        guard let policy = x.pointee.route?.policy, policy.responseHeaders != nil || policy.securityHeaders else { return nil }
+        let host = x.pointee.request.hostField.map { x.pointee.request.bytes[x.pointee.request.fields[$0].value] } ?? []
+        return ResponsePolicy(rules: policy.responseHeaders, securityHeaders: policy.securityHeaders, secure: tls != nil,
+                              context: .init(clientIP: peerIP, requestID: x.pointee.requestID, host: host))
     }
 
     /// The client's fault: the downstream answers and ends (the exchange ends with it).
@@ -380,7 +389,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                                       defaultHost: currentBackend.authorityBytes, target: x.pointee.forwardTarget,
                                       hostOverride: hostOverride, forwardedPrefix: x.pointee.route?.forwardedPrefix ?? [],
                                       upgrade: x.pointee.machine.wantsUpgrade, requestID: x.pointee.requestID,
-                                      secure: tls != nil, into: &x.pointee.toUpstream)
+                                      secure: tls != nil, rules: x.pointee.route?.policy.requestHeaders, into: &x.pointee.toUpstream)
         if !x.pointee.machine.requestComplete {
             // Body bytes that arrived before the connection go out behind the head.
             down { $0.upstreamReadyForBody() }

@@ -41,11 +41,11 @@ public struct HeaderRewriter {
     /// `head` is `inout` only to be passed by address — the caller's head is a stored property,
     /// and a by-value argument from one is copied (a retain and release of each of its arrays);
     /// it is not modified. The same holds for `writeClientResponse`.
-    public mutating func writeUpstreamRequest(_ head: inout RequestHead, framing: OutgoingFraming,
+    mutating func writeUpstreamRequest(_ head: inout RequestHead, framing: OutgoingFraming,
                                               peerIP: [UInt8], peerIsIPv6: Bool? = nil, defaultHost: [UInt8] = [], target: Range<Int>? = nil,
                                               hostOverride: [UInt8]? = nil, forwardedPrefix: [UInt8] = [],
                                               upgrade: Bool = false, requestID: [UInt8] = [], secure: Bool = false,
-                                              into out: inout ByteBuffer) {
+                                              rules: CompiledHeaderRules? = nil, into out: inout ByteBuffer) {
         let b = head.bytes
         out.append(b, head.method)
         out.append(UInt8(ascii: " "))
@@ -68,6 +68,7 @@ public struct HeaderRewriter {
         for field in head.fields {
             let name = field.name
             if isFramingField(b, name) { continue }
+            if let rules, rules.drops(b, name) { continue }
             if name.count == 2 && b.equalsIgnoringCase(name, "te") {
                 // Hop-by-hop, but `TE: trailers` says the client can take trailers; pass that on.
                 if !sentTrailers && containsToken(b, field.value, "trailers") {
@@ -127,6 +128,10 @@ public struct HeaderRewriter {
         if !forwardedPrefix.isEmpty { out.appendField("X-Forwarded-Prefix", forwardedPrefix) }
         if upgrade { out.append("Connection: upgrade\r\n") }
         appendRequestID(requestID, into: &out)
+        if let rules {
+            rules.append(into: &out, .init(clientIP: peerIP, requestID: requestID,
+                                           host: head.hostField.map { b[head.fields[$0].value] } ?? []))
+        }
         out.append("\r\n")
     }
 
@@ -174,16 +179,21 @@ public struct HeaderRewriter {
     ///
     /// - `closeAfter`: the proxy will close the client connection after this response
     ///   (adds `Connection: close`); otherwise HTTP/1.0 clients get `Connection: keep-alive`.
-    public mutating func writeClientResponse(_ head: inout ResponseHead, framing: OutgoingFraming,
+    mutating func writeClientResponse(_ head: inout ResponseHead, framing: OutgoingFraming,
                                              clientVersionMinor: UInt8, closeAfter: Bool, requestID: [UInt8] = [],
-                                             addedField: [UInt8]? = nil, into out: inout ByteBuffer) {
+                                             addedField: [UInt8]? = nil, policy: ResponsePolicy? = nil, into out: inout ByteBuffer) {
         let b = head.bytes
         writeStatusLine(head, into: &out)
         collectConnectionTokens(b, head.fields, namesOthers: head.connectionNamesOthers)
         let replacesSTS = addedField != nil
+        var present: UInt8 = 0
         for field in head.fields {
             let name = field.name
             guard isEndToEndForClient(b, name, replacesSTS: replacesSTS, replacesRequestID: !requestID.isEmpty) else { continue }
+            if let policy {
+                if let rules = policy.rules, rules.drops(b, name) { continue }
+                if policy.securityHeaders { present |= SecurityHeaders.present(b, name) }
+            }
             if b.equalsIgnoringCase(name, "content-length") {
                 // A body-less response to HEAD, or a 304, keeps the length of the body it
                 // describes; 1xx and 204 must not carry one at all (RFC 9110 §8.6).
@@ -195,6 +205,23 @@ public struct HeaderRewriter {
         appendFraming(framing, into: &out)
         appendRequestID(requestID, into: &out)
         if let addedField { out.append(contentsOf: addedField) }
+        if let policy {
+            policy.rules?.append(into: &out, policy.context)
+            if policy.securityHeaders {
+                for (i, f) in SecurityHeaders.fields.enumerated() where present & (1 << i) == 0 {
+                    out.append(f.name)
+                    out.append(": ")
+                    out.append(f.value)
+                    out.append("\r\n")
+                }
+                if policy.secure && !replacesSTS && present & (1 << 3) == 0 {
+                    out.append(SecurityHeaders.hsts.name)
+                    out.append(": ")
+                    out.append(SecurityHeaders.hsts.value)
+                    out.append("\r\n")
+                }
+            }
+        }
         if closeAfter {
             out.append("Connection: close\r\n")
         } else if clientVersionMinor == 0 {
@@ -220,13 +247,19 @@ public struct HeaderRewriter {
     /// connection-specific fields, lowercase names), then the proxy's `x-request-id` and the
     /// listener's `strict-transport-security`. `Content-Length` stays when it describes the body
     /// (or, for HEAD and 304, the body it stands for), never on 1xx and 204.
-    public mutating func collectHTTP2ResponseFields(_ head: ResponseHead, interim: Bool, requestID: [UInt8], hsts: [UInt8]?,
-                                                    into list: inout HTTP2FieldList) {
+    mutating func collectHTTP2ResponseFields(_ head: ResponseHead, interim: Bool, requestID: [UInt8], hsts: [UInt8]?,
+                                                    policy: ResponsePolicy? = nil, into list: inout HTTP2FieldList) {
         let b = head.bytes
         collectConnectionTokens(b, head.fields, namesOthers: head.connectionNamesOthers)
+        var present: UInt8 = 0
+        let policy = interim ? nil : policy
         for field in head.fields {
             let name = field.name
             guard isEndToEndForClient(b, name, replacesSTS: hsts != nil, replacesRequestID: !requestID.isEmpty) else { continue }
+            if let policy {
+                if let rules = policy.rules, rules.drops(b, name) { continue }
+                if policy.securityHeaders { present |= SecurityHeaders.present(b, name) }
+            }
             if name.count == 14 && b.equalsIgnoringCase(name, "content-length") {
                 guard !interim, head.status >= 200, head.status != 204 else { continue }
                 switch head.framing {
@@ -241,6 +274,17 @@ public struct HeaderRewriter {
         if interim { return }
         if !requestID.isEmpty { list.append(name: "x-request-id", value: requestID, neverIndexed: true) }
         if let hsts { list.append(name: "strict-transport-security", value: hsts) }
+        if let policy {
+            policy.rules?.append(into: &list, policy.context)
+            if policy.securityHeaders {
+                for (i, f) in SecurityHeaders.fields.enumerated() where present & (1 << i) == 0 {
+                    list.append(name: f.h2Name, value: f.value.description)
+                }
+                if policy.secure && hsts == nil && present & (1 << 3) == 0 {
+                    list.append(name: SecurityHeaders.hsts.h2Name, value: SecurityHeaders.hsts.value.description)
+                }
+            }
+        }
     }
 
     /// Appends an interim (1xx) response for the client: status line and end-to-end fields.

@@ -16,6 +16,12 @@ struct RoutePolicy {
     let maxBodyBytes: Int?
     /// Nothing to check (the common case: one branch per request).
     let isEmpty: Bool
+    /// `request_headers`, `response_headers` (nil: none), `security_headers`.
+    let requestHeaders: CompiledHeaderRules?
+    let responseHeaders: CompiledHeaderRules?
+    let securityHeaders: Bool
+    /// Only header rules: nothing to refuse.
+    let refusesNothing: Bool
 
     /// Why a request was refused: the `reason` label of `proxy_policy_refusals_total`.
     enum Refusal: Int, CaseIterable {
@@ -39,7 +45,11 @@ struct RoutePolicy {
         methods = listed.map { names in (names.contains("GET") && !names.contains("HEAD") ? names + ["HEAD"] : names).map { Array($0.utf8) } }
         allowField = (config.allowedMethods ?? []).joined(separator: ", ")
         maxBodyBytes = config.maxBodyBytes
-        isEmpty = allow.isEmpty && deny.isEmpty && methods == nil && maxBodyBytes == nil
+        requestHeaders = CompiledHeaderRules(config.requestHeaders)
+        responseHeaders = CompiledHeaderRules(config.responseHeaders)
+        securityHeaders = config.securityHeaders ?? false
+        refusesNothing = allow.isEmpty && deny.isEmpty && methods == nil && maxBodyBytes == nil
+        isEmpty = refusesNothing && requestHeaders == nil && responseHeaders == nil && !securityHeaders
     }
 
     /// Whether `address` (the client's, 4 or 16 bytes) may use the route: not in a `deny`
