@@ -117,4 +117,56 @@ import Testing
         #expect(lines.contains("cache-control: no-store") && lines.contains("x-content-type-options: nosniff")
                 && lines.contains("x-frame-options: sameorigin") && !lines.contains("x-field-1:") && lines.contains("x-field-0:"), "\(h2.output)")
     }
+
+    @Test func corsPreflightsAreAnsweredAndResponsesCarryTheFields() throws {
+        let backend = try startBackend()
+        // A backend that sets CORS fields of its own: the route's replace them.
+        let own = fixedReplyOrigin("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\nok")
+        defer { backend.stop(); own.stop() }
+        let cors = #"{"origins": ["https://app.example"], "methods": ["GET", "POST", "PUT"], "headers": ["Authorization", "X-Trace"], "#
+            + #""expose_headers": ["X-Total"], "credentials": true, "max_age_s": 600}"#
+        let proxy = try startProxy(config: """
+            {"upstreams": {"app": {"backends": [{"url": "http://127.0.0.1:\(backend.port)"}]},
+                           "own": {"backends": [{"url": "http://127.0.0.1:\(own.port)"}]}},
+             "routes": [{"path": "/api", "upstream": "app", "cors": \(cors), "allowed_methods": ["GET"]},
+                        {"path": "/own", "upstream": "own", "cors": \(cors)},
+                        {"path": "/", "upstream": "app"}],
+             "health_check": {"path": null, "interval_ms": 60000}, "access_log": null}
+            """)
+        defer { proxy.stop() }
+        func preflight(_ path: String, origin: String = "https://app.example", method: String = "PUT",
+                       headers: String? = "authorization, x-trace") throws -> HTTPResponse {
+            var h = ["Origin": origin, "Access-Control-Request-Method": method]
+            if let headers { h["Access-Control-Request-Headers"] = headers }
+            return try TestConnection(port: proxy.port).request("OPTIONS", path, headers: h)
+        }
+        // Answered by the proxy, before the route's methods (OPTIONS is not among them).
+        let ok = try preflight("/api/items")
+        #expect(ok.status == 200, "\(ok.status) \(ok.text)")
+        #expect(ok.header("Access-Control-Allow-Origin") == "https://app.example")
+        #expect(ok.header("Access-Control-Allow-Methods") == "GET, POST, PUT" && ok.header("Access-Control-Allow-Headers") == "Authorization, X-Trace")
+        #expect(ok.header("Access-Control-Allow-Credentials") == "true" && ok.header("Access-Control-Max-Age") == "600")
+        #expect(ok.header("Vary")?.contains("Origin") == true)
+        #expect(try preflight("/api/items", origin: "https://evil.example").status == 403)
+        #expect(try preflight("/api/items", origin: "https://app.example.evil").status == 403)
+        #expect(try preflight("/api/items", method: "DELETE").status == 403)
+        #expect(try preflight("/api/items", headers: "x-other").status == 403)
+        #expect(try preflight("/api/items", headers: nil).status == 200)
+        // An OPTIONS that is not a preflight goes through the route's methods as usual.
+        #expect(try TestConnection(port: proxy.port).request("OPTIONS", "/api/items", headers: ["Origin": "https://app.example"]).status == 405)
+        // Actual requests: the fields for an allowed origin, Vary always.
+        let simple = try TestConnection(port: proxy.port).request("GET", "/api/items", headers: ["Origin": "https://app.example"])
+        #expect(simple.status == 200 && simple.header("Access-Control-Allow-Origin") == "https://app.example"
+                && simple.header("Access-Control-Allow-Credentials") == "true" && simple.header("Access-Control-Expose-Headers") == "X-Total", "\(simple.headers)")
+        #expect(simple.header("Vary") == "Origin")
+        let other = try TestConnection(port: proxy.port).request("GET", "/api/items", headers: ["Origin": "https://evil.example"])
+        #expect(other.status == 200 && other.header("Access-Control-Allow-Origin") == nil && other.header("Vary") == "Origin")
+        let plain = try TestConnection(port: proxy.port).request("GET", "/api/items")
+        #expect(plain.header("Access-Control-Allow-Origin") == nil && plain.header("Vary") == "Origin")
+        // The backend's own Access-Control-* fields give way to the route's.
+        let replaced = try TestConnection(port: proxy.port).request("GET", "/own", headers: ["Origin": "https://app.example"])
+        #expect(replaced.headers.filter { $0.0.lowercased() == "access-control-allow-origin" }.map(\.1) == ["https://app.example"], "\(replaced.headers)")
+        let metrics = try get(proxy.port, "/_metrics").text
+        #expect(metrics.contains("proxy_policy_refusals_total{reason=\"cors\"} 4"), "\(metrics)")
+    }
 }

@@ -68,6 +68,10 @@ struct RoutePolicyTests {
             (#"{"policy": {"response_headers": {"set": {"Bad Name": "x"}}}}"#, "\"Bad Name\" is not a header field name"),
             (#"{"policy": {"response_headers": {"add": {}}}}"#, "unknown key; expected \"set\" or \"remove\""),
             (#"{"policy": {"security_headers": "yes"}}"#, "policy.security_headers: expected true or false"),
+            (#"{"policy": {"cors": {"origins": ["*"], "credentials": true}}}"#, "policy.cors.origins: \"*\" cannot be used with \"credentials\": true"),
+            (#"{"policy": {"cors": {"origins": ["https://App.example/"]}}}"#, "policy.cors.origins[0]: expected an origin as browsers send it"),
+            (#"{"policy": {"cors": {"methods": ["GET"]}}}"#, "policy.cors.origins: missing"),
+            (#"{"policy": {"cors": {"origins": ["*", "https://a.example"]}}}"#, "\"*\" stands alone"),
         ] {
             do {
                 _ = try ConfigLoader.parse(Array(json.utf8), file: "config.json")

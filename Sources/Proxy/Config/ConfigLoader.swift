@@ -582,6 +582,72 @@ extension ConfigLocation {
     }
 }
 
+extension CORSConfig: ConfigSection {
+    static var defaults: CORSConfig { CORSConfig() }
+    static var example: String {
+        "{\"origins\": [\"https://app.example\"], \"methods\": [\"GET\", \"POST\"], \"headers\": [\"Authorization\"], \"credentials\": true, \"max_age_s\": 600}"
+    }
+
+    static var fields: [ConfigField<CORSConfig>] {
+        func names(_ value: JSONValue, _ at: ConfigLocation) throws(ConfigError) -> [String] {
+            guard case .array(let items) = value else { throw at.error("expected a list of names") }
+            return try items.enumerated().map { i, item throws(ConfigError) in
+                let place = at.element(i, example: "\"Authorization\"")
+                let name = try place.string(item)
+                guard name == "*" || (!name.isEmpty && name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) })) else {
+                    throw place.error("\(JSONValue.quoted(name)) is not a field or method name")
+                }
+                return name
+            }
+        }
+        return [
+            ConfigField(key: "origins", example: "[\"https://app.example\"]") { cors, value, at throws(ConfigError) in
+                guard case .array(let items) = value, !items.isEmpty else { throw at.error("expected a list of origins like [\"https://app.example\"] (or [\"*\"])") }
+                cors.origins = try items.enumerated().map { i, item throws(ConfigError) in
+                    let place = at.element(i, example: "\"https://app.example\"")
+                    let origin = try place.string(item)
+                    // An origin is scheme://host[:port], lowercase, nothing after (RFC 6454 serialisation).
+                    let valid = origin == "*" || ((origin.hasPrefix("https://") || origin.hasPrefix("http://"))
+                        && origin == origin.lowercased() && !origin.hasSuffix("/")
+                        && origin.split(separator: "/", omittingEmptySubsequences: false).count == 3)
+                    guard valid else {
+                        throw place.error("expected an origin as browsers send it (\"https://app.example\", \"http://localhost:5173\": lowercase, no path, no trailing slash), got \(JSONValue.quoted(origin))")
+                    }
+                    return origin
+                }
+            },
+            ConfigField(key: "methods", example: "[\"GET\", \"POST\"]") { cors, value, at throws(ConfigError) in cors.methods = try names(value, at) },
+            ConfigField(key: "headers", example: "[\"Authorization\"]") { cors, value, at throws(ConfigError) in cors.headers = try names(value, at) },
+            ConfigField(key: "expose_headers", example: "[\"X-Total\"]") { cors, value, at throws(ConfigError) in cors.exposeHeaders = try names(value, at) },
+            ConfigField(key: "credentials", example: "true") { cors, value, at throws(ConfigError) in
+                guard case .bool(let on) = value else { throw at.error("expected true or false") }
+                cors.credentials = on
+            },
+            ConfigField(key: "max_age_s", example: "600") { cors, value, at throws(ConfigError) in cors.maxAgeS = try at.integer(value, in: 0...86_400) },
+        ]
+    }
+
+    /// `origins` is required, and `*` cannot go with credentials (the Fetch standard refuses it;
+    /// echoing any origin with credentials would hand every site the user's session).
+    static func decode(_ value: JSONValue, at location: ConfigLocation) throws(ConfigError) -> CORSConfig {
+        let cors: CORSConfig = try decode(value, at: location, startingFrom: CORSConfig())
+        if cors.origins.isEmpty {
+            throw location.member("origins", example: "[\"https://app.example\"]").error("missing; list the origins whose pages may call this route")
+        }
+        if cors.credentials {
+            for (key, list) in [("origins", cors.origins), ("methods", cors.methods), ("headers", cors.headers), ("expose_headers", cors.exposeHeaders)]
+                where list.contains("*") {
+                throw location.member(key, example: "[\"https://app.example\"]")
+                    .error("\"*\" cannot be used with \"credentials\": true (browsers refuse it); list the allowed values")
+            }
+        }
+        if cors.origins.contains("*") && cors.origins.count > 1 {
+            throw location.member("origins", example: "[\"*\"]").error("\"*\" stands alone (any origin); remove the others or the \"*\"")
+        }
+        return cors
+    }
+}
+
 extension HeaderRulesConfig {
     static let example = "{\"set\": {\"X-Env\": \"prod\"}, \"remove\": [\"X-Debug\"]}"
 
@@ -680,6 +746,9 @@ extension PolicyConfig: ConfigSection {
             ConfigField(key: "security_headers", example: "true") { model, value, at throws(ConfigError) in
                 guard case .bool(let on) = value else { throw at.error("expected true or false") }
                 model[keyPath: path].securityHeaders = on
+            },
+            ConfigField(key: "cors", example: CORSConfig.example) { model, value, at throws(ConfigError) in
+                model[keyPath: path].cors = try CORSConfig.decode(value, at: at)
             },
         ]
     }

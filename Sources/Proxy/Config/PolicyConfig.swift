@@ -25,6 +25,9 @@ public struct PolicyConfig: Sendable, Equatable {
     /// Adds `X-Content-Type-Options`, `Referrer-Policy`, `X-Frame-Options` (and HSTS on TLS)
     /// to responses that do not carry them.
     public var securityHeaders: Bool?
+    /// Cross-origin requests from browsers: preflights answered by the proxy, the response
+    /// fields added (`Vary: Origin` on every response of the route).
+    public var cors: CORSConfig?
 
     public init() {}
 
@@ -38,14 +41,36 @@ public struct PolicyConfig: Sendable, Equatable {
         if out.requestHeaders == nil { out.requestHeaders = base.requestHeaders }
         if out.responseHeaders == nil { out.responseHeaders = base.responseHeaders }
         if out.securityHeaders == nil { out.securityHeaders = base.securityHeaders }
+        if out.cors == nil { out.cors = base.cors }
         return out
     }
 
     /// Whether anything is checked at all (the common case: nothing to do per request).
     public var isEmpty: Bool {
         (allow ?? []).isEmpty && (deny ?? []).isEmpty && (allowedMethods ?? []).isEmpty && maxBodyBytes == nil
-            && (requestHeaders?.isEmpty ?? true) && (responseHeaders?.isEmpty ?? true) && securityHeaders != true
+            && (requestHeaders?.isEmpty ?? true) && (responseHeaders?.isEmpty ?? true) && securityHeaders != true && cors == nil
     }
+}
+
+/// `"cors": {"origins": ["https://app.example"], "methods": ["GET", "POST"], "headers": ["Authorization"],
+/// "expose_headers": [], "credentials": true, "max_age_s": 600}` (the Fetch standard's CORS protocol).
+public struct CORSConfig: Sendable, Equatable {
+    /// Origins allowed (`https://app.example`, as browsers send them), or `["*"]` (any, without
+    /// credentials).
+    public var origins: [String] = []
+    /// Methods and request fields a preflight may ask for (`["*"]`: any, without credentials).
+    public var methods: [String] = ["GET", "HEAD", "POST"]
+    public var headers: [String] = []
+    /// Response fields scripts may read beyond the safelisted ones.
+    public var exposeHeaders: [String] = []
+    /// Cookies and `Authorization` may come along (`Access-Control-Allow-Credentials: true`).
+    public var credentials = false
+    /// How long a browser may cache a preflight's answer (nil: its default, 5 s).
+    public var maxAgeS: Int?
+
+    public init() {}
+
+    public var anyOrigin: Bool { origins == ["*"] }
 }
 
 /// `{"set": {"X-Env": "prod", "X-Client": "{client_ip}"}, "remove": ["X-Debug"]}`: fields to set

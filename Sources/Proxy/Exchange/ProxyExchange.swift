@@ -204,6 +204,9 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                                       reason: "Forbidden: this route does not accept requests from \(String(decoding: peerIP, as: UTF8.self))")
             }
         }
+        // A CORS preflight is answered here (before the route's methods: it is an OPTIONS the
+        // route may not take, and it carries no credentials).
+        if let cors = policy.cors, let answered = answerPreflight(cors) { return answered }
         if !policy.accepts(method: x.pointee.request.method, in: x.pointee.request.bytes) {
             return refuseByPolicy(.method, status: 405, reason: "Method Not Allowed: \(x.pointee.request.methodString) is not accepted on this route",
                                   fields: [(name: "Allow", value: policy.allowField)])
@@ -217,6 +220,41 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         return true
     }
 
+    /// A CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`): answered
+    /// 200 with the route's CORS fields, or refused 403 saying what is not allowed. nil: not a
+    /// preflight (the request goes on). Returns false: the exchange is over either way.
+    private func answerPreflight(_ cors: CompiledCORS) -> Bool? {
+        let r = x.pointee.request
+        let b = r.bytes
+        guard b.equals(r.method, "OPTIONS"),
+              let origin = r.fields.firstIndex(where: { $0.name.count == 6 && b.equalsIgnoringCase($0.name, "origin") }),
+              let method = r.fields.firstIndex(where: { $0.name.count == 29 && b.equalsIgnoringCase($0.name, "access-control-request-method") })
+        else { return nil }
+        let originValue = r.fields[origin].value, methodValue = r.fields[method].value
+        let requested = r.fields.first { $0.name.count == 30 && b.equalsIgnoringCase($0.name, "access-control-request-headers") }?.value
+        let originText = String(decoding: b[originValue], as: UTF8.self)
+        guard cors.allowsOrigin(b, originValue) else {
+            return refuseByPolicy(.cors, status: 403, reason: "Forbidden: CORS preflight from origin \(originText) is not allowed on this route")
+        }
+        guard cors.allowsMethod(b, methodValue) else {
+            return refuseByPolicy(.cors, status: 403, reason: "Forbidden: CORS preflight for method \(String(decoding: b[methodValue], as: UTF8.self)) is not allowed on this route")
+        }
+        if let requested, !cors.allowsHeaders(b, requested) {
+            return refuseByPolicy(.cors, status: 403, reason: "Forbidden: CORS preflight asks for request headers this route does not allow (\(String(decoding: b[requested], as: UTF8.self)))")
+        }
+        var fields: [(name: StaticString, value: String)] = [
+            (name: "Access-Control-Allow-Origin", value: cors.anyOrigin ? "*" : originText),
+            (name: "Access-Control-Allow-Methods", value: cors.anyMethod ? String(decoding: b[methodValue], as: UTF8.self) : cors.allowMethods),
+            (name: "Vary", value: "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"),
+        ]
+        let allowHeaders = cors.anyHeader ? requested.map { String(decoding: b[$0], as: UTF8.self) } ?? "" : cors.allowHeaders
+        if !allowHeaders.isEmpty { fields.append((name: "Access-Control-Allow-Headers", value: allowHeaders)) }
+        if cors.credentials { fields.append((name: "Access-Control-Allow-Credentials", value: "true")) }
+        if let maxAge = cors.maxAge { fields.append((name: "Access-Control-Max-Age", value: maxAge)) }
+        answer(LocalReply(status: 200, contentType: "text/plain", body: [], fields: fields))
+        return false
+    }
+
     private func refuseByPolicy(_ refusal: RoutePolicy.Refusal, status: UInt16, reason: String,
                                 fields: [(name: StaticString, value: String)] = []) -> Bool {
         server.stats.add(WorkerStats.policyRefusals + refusal.rawValue)
@@ -227,10 +265,18 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// The route's rules for the response head (`response_headers`, `security_headers`), for the
     /// downstream's head writer; nil when it has none (the usual case).
     var responsePolicy: ResponsePolicy? {
-        guard let policy = x.pointee.route?.policy, policy.responseHeaders != nil || policy.securityHeaders else { return nil }
-        let host = x.pointee.request.hostField.map { x.pointee.request.bytes[x.pointee.request.fields[$0].value] } ?? []
+        guard let policy = x.pointee.route?.policy, policy.responseHeaders != nil || policy.securityHeaders || policy.cors != nil else { return nil }
+        let b = x.pointee.request.bytes
+        let host = x.pointee.request.hostField.map { b[x.pointee.request.fields[$0].value] } ?? []
+        var cors: ResponsePolicy.CORS?
+        if let c = policy.cors {
+            let origin = x.pointee.request.fields.first { $0.name.count == 6 && b.equalsIgnoringCase($0.name, "origin") }?.value
+            let allowed = origin.flatMap { c.allowsOrigin(b, $0) ? Array(b[$0]) : nil }
+            cors = ResponsePolicy.CORS(allowOrigin: allowed.map { c.anyOrigin ? Array("*".utf8) : $0 }, credentials: c.credentials,
+                                       exposeHeaders: Array(c.exposeHeaders.utf8))
+        }
         return ResponsePolicy(rules: policy.responseHeaders, securityHeaders: policy.securityHeaders, secure: tls != nil,
-                              context: .init(clientIP: peerIP, requestID: x.pointee.requestID, host: host))
+                              context: .init(clientIP: peerIP, requestID: x.pointee.requestID, host: host), cors: cors)
     }
 
     /// The client's fault: the downstream answers and ends (the exchange ends with it).

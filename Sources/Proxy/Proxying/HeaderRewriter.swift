@@ -192,6 +192,7 @@ public struct HeaderRewriter {
             guard isEndToEndForClient(b, name, replacesSTS: replacesSTS, replacesRequestID: !requestID.isEmpty) else { continue }
             if let policy {
                 if let rules = policy.rules, rules.drops(b, name) { continue }
+                if policy.cors != nil && ResponsePolicy.isCORSField(b, name) { continue }
                 if policy.securityHeaders { present |= SecurityHeaders.present(b, name) }
             }
             if b.equalsIgnoringCase(name, "content-length") {
@@ -207,6 +208,7 @@ public struct HeaderRewriter {
         if let addedField { out.append(contentsOf: addedField) }
         if let policy {
             policy.rules?.append(into: &out, policy.context)
+            policy.appendCORS(into: &out)
             if policy.securityHeaders {
                 for (i, f) in SecurityHeaders.fields.enumerated() where present & (1 << i) == 0 {
                     out.append(f.name)
@@ -258,6 +260,7 @@ public struct HeaderRewriter {
             guard isEndToEndForClient(b, name, replacesSTS: hsts != nil, replacesRequestID: !requestID.isEmpty) else { continue }
             if let policy {
                 if let rules = policy.rules, rules.drops(b, name) { continue }
+                if policy.cors != nil && ResponsePolicy.isCORSField(b, name) { continue }
                 if policy.securityHeaders { present |= SecurityHeaders.present(b, name) }
             }
             if name.count == 14 && b.equalsIgnoringCase(name, "content-length") {
@@ -276,6 +279,7 @@ public struct HeaderRewriter {
         if let hsts { list.append(name: "strict-transport-security", value: hsts) }
         if let policy {
             policy.rules?.append(into: &list, policy.context)
+            policy.appendCORS(into: &list)
             if policy.securityHeaders {
                 for (i, f) in SecurityHeaders.fields.enumerated() where present & (1 << i) == 0 {
                     list.append(name: f.h2Name, value: f.value.description)

@@ -97,6 +97,41 @@ struct ResponsePolicy {
     /// The client connection is TLS (security headers then add HSTS).
     var secure: Bool
     var context: CompiledHeaderRules.Context
+    /// The route's `cors`: the backend's `Access-Control-*` fields are replaced by these, and
+    /// `Vary: Origin` is added.
+    var cors: CORS?
+
+    struct CORS {
+        /// `Access-Control-Allow-Origin`'s value: the request's origin (or `*`), nil when it
+        /// sent none or one not allowed.
+        var allowOrigin: [UInt8]?
+        var credentials: Bool
+        var exposeHeaders: [UInt8]
+    }
+
+    /// Whether the backend's field `name` is replaced by the proxy's CORS fields.
+    static func isCORSField(_ b: [UInt8], _ name: Range<Int>) -> Bool {
+        name.count > 15 && equalsLowercase(b, name.lowerBound..<(name.lowerBound + 15), accessControl)
+    }
+    private static let accessControl = Array("access-control-".utf8)
+
+    func appendCORS(into out: inout ByteBuffer) {
+        guard let cors else { return }
+        out.append("Vary: Origin\r\n")
+        guard let origin = cors.allowOrigin else { return }
+        out.appendField("Access-Control-Allow-Origin", origin)
+        if cors.credentials { out.append("Access-Control-Allow-Credentials: true\r\n") }
+        if !cors.exposeHeaders.isEmpty { out.appendField("Access-Control-Expose-Headers", cors.exposeHeaders) }
+    }
+
+    func appendCORS(into list: inout HTTP2FieldList) {
+        guard let cors else { return }
+        list.append(name: "vary", value: Array("Origin".utf8))
+        guard let origin = cors.allowOrigin else { return }
+        list.append(name: "access-control-allow-origin", value: origin)
+        if cors.credentials { list.append(name: "access-control-allow-credentials", value: Array("true".utf8)) }
+        if !cors.exposeHeaders.isEmpty { list.append(name: "access-control-expose-headers", value: cors.exposeHeaders) }
+    }
 }
 
 /// `security_headers: true`: fields added to a response that does not carry them (the backend

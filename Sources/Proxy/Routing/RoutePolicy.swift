@@ -20,18 +20,21 @@ struct RoutePolicy {
     let requestHeaders: CompiledHeaderRules?
     let responseHeaders: CompiledHeaderRules?
     let securityHeaders: Bool
-    /// Only header rules: nothing to refuse.
+    /// `cors` (nil: none).
+    let cors: CompiledCORS?
+    /// Only header rules: nothing to refuse or answer.
     let refusesNothing: Bool
 
     /// Why a request was refused: the `reason` label of `proxy_policy_refusals_total`.
     enum Refusal: Int, CaseIterable {
-        case address, method, bodySize
+        case address, method, bodySize, cors
 
         var label: String {
             switch self {
             case .address: "address"
             case .method: "method"
             case .bodySize: "body_size"
+            case .cors: "cors"
             }
         }
     }
@@ -48,7 +51,8 @@ struct RoutePolicy {
         requestHeaders = CompiledHeaderRules(config.requestHeaders)
         responseHeaders = CompiledHeaderRules(config.responseHeaders)
         securityHeaders = config.securityHeaders ?? false
-        refusesNothing = allow.isEmpty && deny.isEmpty && methods == nil && maxBodyBytes == nil
+        cors = CompiledCORS(config.cors)
+        refusesNothing = allow.isEmpty && deny.isEmpty && methods == nil && maxBodyBytes == nil && cors == nil
         isEmpty = refusesNothing && requestHeaders == nil && responseHeaders == nil && !securityHeaders
     }
 
@@ -65,5 +69,59 @@ struct RoutePolicy {
     func accepts(method: Range<Int>, in bytes: [UInt8]) -> Bool {
         guard let methods else { return true }
         return methods.contains { bytes.equals(method, $0) }
+    }
+}
+
+/// A route's `cors` compiled: what a preflight may ask for and the fields the answers carry.
+/// Origins compare byte for byte (browsers send them serialised: lowercase, no path).
+struct CompiledCORS {
+    let origins: [[UInt8]]
+    let anyOrigin: Bool
+    let methods: [[UInt8]]
+    let anyMethod: Bool
+    /// Lowercase.
+    let headers: [[UInt8]]
+    let anyHeader: Bool
+    let credentials: Bool
+    let allowMethods: String
+    let allowHeaders: String
+    let exposeHeaders: String
+    let maxAge: String?
+
+    init?(_ config: CORSConfig?) {
+        guard let config else { return nil }
+        anyOrigin = config.anyOrigin
+        origins = config.origins.map { Array($0.utf8) }
+        anyMethod = config.methods.contains("*")
+        methods = config.methods.map { Array($0.utf8) }
+        anyHeader = config.headers.contains("*")
+        headers = config.headers.map { Array($0.lowercased().utf8) }
+        credentials = config.credentials
+        allowMethods = config.methods.joined(separator: ", ")
+        allowHeaders = config.headers.joined(separator: ", ")
+        exposeHeaders = config.exposeHeaders.joined(separator: ", ")
+        maxAge = config.maxAgeS.map(String.init)
+    }
+
+    func allowsOrigin(_ b: [UInt8], _ value: Range<Int>) -> Bool {
+        anyOrigin || origins.contains { b.equals(value, $0) }
+    }
+
+    func allowsMethod(_ b: [UInt8], _ value: Range<Int>) -> Bool {
+        anyMethod || methods.contains { b.equals(value, $0) }
+    }
+
+    /// Every name of an `Access-Control-Request-Headers` list is allowed (case-insensitively).
+    func allowsHeaders(_ b: [UInt8], _ list: Range<Int>) -> Bool {
+        if anyHeader { return true }
+        var i = list.lowerBound
+        while i < list.upperBound {
+            while i < list.upperBound && (b[i] == UInt8(ascii: " ") || b[i] == UInt8(ascii: ",") || b[i] == UInt8(ascii: "\t")) { i += 1 }
+            var end = i
+            while end < list.upperBound && b[end] != UInt8(ascii: ",") && b[end] != UInt8(ascii: " ") && b[end] != UInt8(ascii: "\t") { end += 1 }
+            if end > i && !headers.contains(where: { equalsLowercase(b, i..<end, $0) }) { return false }
+            i = end
+        }
+        return true
     }
 }
