@@ -38,12 +38,19 @@ import Testing
             let r = try send("GET", path)
             #expect(r.status == 403, "\(path): \(r.status) \(r.text)")
         }
+        // Spellings a backend would read as /admin while the path looks like another: refused.
+        for path in ["/admin#x", "/admin#/../x", "/x/..;/admin", "/;/admin", "/x/%2e%2e;/admin", "/.;/admin"] {
+            let r = try send("GET", path)
+            #expect(r.status == 400, "\(path): \(r.status) \(r.text)")
+        }
+        #expect(try send("GET", "/;jsessionid=1").status == 200, "URL rewriting's last-segment parameters stay allowed")
         #expect(try send("GET", "/admin").text.contains("does not accept requests from 127.0.0.1"))
         // deny comes first: a method the route refuses still gets 403, not 405.
         #expect(try send("GET", "/blocked").status == 403)
         // The top-level methods and body limit, and a route's own replacing them.
         let put = try send("PUT", "/anything")
         #expect(put.status == 405 && put.header("Allow") == "GET, HEAD", "\(put.status) \(put.headers)")
+        #expect(try send("DELETE", "/upload").header("Allow") == "GET, POST, HEAD", "GET brings HEAD, also in Allow")
         #expect(try send("POST", "/upload", body: Array(repeating: 97, count: 100)).status == 200)
         #expect(try send("POST", "/upload", body: Array(repeating: 97, count: 101)).status == 413)
         #expect(try send("POST", "/upload", body: Array(repeating: 97, count: 80), chunked: true).status == 200)
@@ -54,7 +61,7 @@ import Testing
         #expect(metrics.contains("proxy_policy_refusals_total{reason=\"address\"} 10"), "\(metrics)")
         // The declared length; the chunked body cut off on arrival counts as a 413 rejection.
         #expect(metrics.contains("proxy_policy_refusals_total{reason=\"body_size\"} 1"), "\(metrics)")
-        #expect(metrics.contains("proxy_policy_refusals_total{reason=\"method\"} 1"), "\(metrics)")
+        #expect(metrics.contains("proxy_policy_refusals_total{reason=\"method\"} 2"), "\(metrics)")
     }
 
     @Test func aRoutesBodyLimitRaisesTheTopLevelOneForDeclaredAndChunkedBodies() throws {
@@ -89,6 +96,8 @@ import Testing
                                              "remove": ["X-Debug"]},
                          "response_headers": {"set": {"Cache-Control": "no-store"}, "remove": ["X-Field-1", "Content-Type"]}},
                         {"path": "/framed", "upstream": "framed"},
+                        {"path": "/strict", "upstream": "app", "strip_prefix": true,
+                         "response_headers": {"set": {"Referrer-Policy": "no-referrer"}, "remove": ["X-Frame-Options"]}},
                         {"path": "/plain", "upstream": "app", "security_headers": false}],
              "health_check": {"path": null, "interval_ms": 60000}, "access_log": null}
             """)
@@ -110,6 +119,10 @@ import Testing
         let framed = try TestConnection(port: proxy.port).request("GET", "/framed")
         #expect(framed.headers.filter { $0.0.lowercased() == "x-frame-options" }.map(\.1) == ["DENY"], "\(framed.headers)")
         #expect(try TestConnection(port: proxy.port).request("GET", "/plain").header("X-Frame-Options") == nil, "a route turns them off")
+        // A rule's value (or removal) stands: security_headers does not add its own beside it.
+        let strict = try TestConnection(port: proxy.port).request("GET", "/strict/x")
+        #expect(strict.headers.filter { $0.0.lowercased() == "referrer-policy" }.map(\.1) == ["no-referrer"], "\(strict.headers)")
+        #expect(strict.header("X-Frame-Options") == nil && strict.header("X-Content-Type-Options") == "nosniff", "\(strict.headers)")
         // HTTP/2 (h2c): the same rules.
         let h2 = HTTP2Tests.shell("curl -sS --max-time 10 --http2-prior-knowledge -D - -o /dev/null 'http://127.0.0.1:\(proxy.port)/app/headers?n=2'")
         #expect(h2.status == 0, "\(h2.output)")
@@ -152,6 +165,7 @@ import Testing
         #expect(try preflight("/api/items", method: "DELETE").status == 403)
         #expect(try preflight("/api/items", headers: "x-other").status == 403)
         #expect(try preflight("/api/items", headers: nil).status == 200)
+        #expect(try preflight("/api/items", method: "HEAD").status == 200, "GET, HEAD and POST always pass the method check")
         // An OPTIONS that is not a preflight goes through the route's methods as usual.
         #expect(try TestConnection(port: proxy.port).request("OPTIONS", "/api/items", headers: ["Origin": "https://app.example"]).status == 405)
         // Actual requests: the fields for an allowed origin, Vary always.
@@ -168,5 +182,43 @@ import Testing
         #expect(replaced.headers.filter { $0.0.lowercased() == "access-control-allow-origin" }.map(\.1) == ["https://app.example"], "\(replaced.headers)")
         let metrics = try get(proxy.port, "/_metrics").text
         #expect(metrics.contains("proxy_policy_refusals_total{reason=\"cors\"} 4"), "\(metrics)")
+    }
+
+    @Test func trustedProxiesNameTheClientForHeadersPoliciesAndTheLog() throws {
+        let backend = try startBackend()
+        defer { backend.stop() }
+        let log = NSTemporaryDirectory() + "proxy-trusted-\(UUID().uuidString).json"
+        let proxy = try startProxy(config: """
+            {"backends": [{"url": "http://127.0.0.1:\(backend.port)"}],
+             "trusted_proxies": ["127.0.0.0/8", "10.0.0.0/8"],
+             "routes": [{"path": "/partners", "upstream": "default", "allow": ["203.0.113.0/24"]},
+                        {"path": "/", "upstream": "default", "deny": ["198.51.100.0/24"],
+                         "request_headers": {"set": {"X-Client": "{client_ip}"}}}],
+             "health_check": {"path": null, "interval_ms": 60000}, "access_log": {"path": "\(log)", "format": "json", "flush_ms": 10}}
+            """)
+        defer { proxy.stop() }
+        func echo(_ path: String, _ xff: String?) throws -> HTTPResponse {
+            try TestConnection(port: proxy.port).request("GET", path, headers: xff.map { ["X-Forwarded-For": $0] } ?? [:])
+        }
+        // 127.0.0.1 (trusted) says 10.0.0.5 (trusted) said 203.0.113.7: that is the client.
+        let r = try echo("/partners/x", "203.0.113.7, 10.0.0.5")
+        #expect(r.status == 200, "\(r.status) \(r.text)")
+        let seen = r.json["headers"] as? [String: String] ?? [:]
+        #expect(seen["x-real-ip"] == "203.0.113.7", "\(seen)")
+        #expect(seen["x-forwarded-for"] == "203.0.113.7, 10.0.0.5, 127.0.0.1", "the chain keeps the real peer: \(seen)")
+        #expect(seen["forwarded"]?.hasPrefix("for=203.0.113.7") == true, "\(seen)")
+        // A client cannot add itself a better address on the left: the rightmost untrusted counts.
+        #expect(try echo("/partners/x", "203.0.113.7, 198.51.100.9").status == 403)
+        #expect(try echo("/anything", "198.51.100.9").status == 403, "deny uses the client named by the trusted peer")
+        // An entry that is not an address ends the walk: the peer stays the client.
+        let odd = try echo("/anything", "203.0.113.7, unknown")
+        #expect((odd.json["headers"] as? [String: String])?["x-real-ip"] == "127.0.0.1")
+        #expect((odd.json["headers"] as? [String: String])?["x-client"] == "127.0.0.1")
+        let placeholder = try echo("/anything", "192.0.2.4")
+        #expect((placeholder.json["headers"] as? [String: String])?["x-client"] == "192.0.2.4")
+        // The access log names the client.
+        #expect(eventually {
+            ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("\"client\":\"203.0.113.7\"")
+        }, "\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
     }
 }

@@ -43,7 +43,7 @@ struct RoutePolicyTests {
         #expect(upload.allowedMethods == ["GET", "POST"] && upload.maxBodyBytes == 0 && upload.deny?.map(\.description) == ["192.0.2.0/24"])
         let admin = RoutePolicy(config.routes[1].policy.merged(over: config.policy))
         #expect(!admin.admits(bytes("127.0.0.1")) && admin.admits(bytes("10.0.0.1")) && !admin.admits(bytes("192.0.2.1")) == true)
-        #expect(admin.allowField == "GET" && admin.maxBodyBytes == 10)
+        #expect(admin.allowField == "GET, HEAD" && admin.maxBodyBytes == 10)
         let head = Array("HEAD".utf8)
         #expect(admin.accepts(method: 0..<4, in: head), "GET brings HEAD")
         #expect(RoutePolicy(PolicyConfig()).isEmpty)
@@ -71,6 +71,13 @@ struct RoutePolicyTests {
             (#"{"policy": {"cors": {"origins": ["*"], "credentials": true}}}"#, "policy.cors.origins: \"*\" cannot be used with \"credentials\": true"),
             (#"{"policy": {"cors": {"origins": ["https://App.example/"]}}}"#, "policy.cors.origins[0]: expected an origin as browsers send it"),
             (#"{"policy": {"cors": {"methods": ["GET"]}}}"#, "policy.cors.origins: missing"),
+            (#"{"policy": {"response_headers": {"set": {"X-A": " padded"}}}}"#, "cannot start or end with a space or tab"),
+            (#"{"policy": {"response_headers": {"set": {"Strict-Transport-Security": "max-age=1"}}}}"#, "use the listener's \"hsts\""),
+            (#"{"backends": [{"url": "http://a:1"}], "policy": {"cors": {"origins": ["https://a.example"]}}, "routes": [{"upstream": "default", "response_headers": {"remove": ["Access-Control-Allow-Origin"]}}]}"#,
+             "routes[0].response_headers: Access-Control-Allow-Origin is set by the route's \"cors\""),
+            (#"{"policy": {"allowed_methods": ["get"]}}"#, "methods are case-sensitive: \"get\" matches no client's GET; write \"GET\""),
+            (#"{"policy": {"cors": {"origins": ["https://a.example"], "methods": ["put"]}}}"#, "methods are case-sensitive"),
+            (#"{"trusted_proxies": ["lb.internal"]}"#, "trusted_proxies[0]: \"lb.internal\" is not an IP address or CIDR range"),
             (#"{"policy": {"cors": {"origins": ["*", "https://a.example"]}}}"#, "\"*\" stands alone"),
         ] {
             do {
@@ -80,6 +87,16 @@ struct RoutePolicyTests {
                 #expect(error.description.contains(expected), "\(error)")
             }
         }
+    }
+
+    @Test func aRouteTurnsAnInheritedCORSOff() throws {
+        let config = try ConfigLoader.parse(Array(#"""
+            {"backends": [{"url": "http://a:1"}], "policy": {"cors": {"origins": ["https://a.example"]}},
+             "routes": [{"path": "/internal", "upstream": "default", "cors": false}, {"path": "/", "upstream": "default"}]}
+            """#.utf8), file: "c.json")
+        #expect(RoutePolicy(config.routes[0].policy.merged(over: config.policy)).cors == nil)
+        #expect(RoutePolicy(config.routes[0].policy.merged(over: config.policy)).isEmpty)
+        #expect(RoutePolicy(config.routes[1].policy.merged(over: config.policy)).cors != nil)
     }
 
     @Test func headerRulesFillPlaceholdersAndDropTheFieldsTheyReplace() throws {

@@ -122,6 +122,16 @@ public enum ConfigLoader {
             throw at.error(problem)
         }
         try checkRoutePaths(config, at: root)
+        // A route's own CORS fields and a response rule naming them would both be sent.
+        for (index, route) in config.routes.enumerated() {
+            let policy = route.policy.merged(over: config.policy)
+            guard policy.cors?.origins.isEmpty == false, let rules = policy.responseHeaders else { continue }
+            if let clash = (rules.assignments.map(\.name) + rules.remove).first(where: { $0.lowercased().hasPrefix("access-control-") }) {
+                throw root.member("routes", example: RouteEntry.listExample).element(index, example: RouteEntry.example)
+                    .member("response_headers", example: HeaderRulesConfig.example)
+                    .error("\(clash) is set by the route's \"cors\"; change it there (or turn \"cors\" off for this route with \"cors\": false)")
+            }
+        }
         var seen: [String: String] = [:]
         for (key, path) in config.admin.namedPaths {
             if let first = seen[path] {
@@ -446,6 +456,9 @@ extension ProxyConfig: ConfigSection {
                 config.backendTLS = try BackendTLSConfig.decode(value, at: at)
             },
             .section("policy", \.policy),
+            ConfigField(key: "trusted_proxies", example: "[\"10.0.0.0/8\"]") { config, value, at throws(ConfigError) in
+                config.trustedProxies = try at.addressRanges(value)
+            },
             ConfigField(key: "resolver", example: "{\"servers\": [\"127.0.0.1:53\"], \"timeout_ms\": 2000, \"attempts\": 2}") {
                 config, value, at throws(ConfigError) in
                 if case .null = value { config.resolver = nil; return }
@@ -560,6 +573,11 @@ extension ConfigLocation {
             guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) }) else {
                 throw itemAt.error("\(JSONValue.quoted(name)) is not a method name (a token such as \"GET\")")
             }
+            // Methods are case-sensitive: "get" would match no client's GET.
+            let standard = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+            if name != name.uppercased() && standard.contains(name.uppercased()) {
+                throw itemAt.error("methods are case-sensitive: \(JSONValue.quoted(name)) matches no client's \(name.uppercased()); write \(JSONValue.quoted(name.uppercased()))")
+            }
             methods.append(name)
         }
         return methods
@@ -616,7 +634,10 @@ extension CORSConfig: ConfigSection {
                     return origin
                 }
             },
-            ConfigField(key: "methods", example: "[\"GET\", \"POST\"]") { cors, value, at throws(ConfigError) in cors.methods = try names(value, at) },
+            ConfigField(key: "methods", example: "[\"GET\", \"POST\"]") { cors, value, at throws(ConfigError) in
+                let listed = try names(value, at)
+                cors.methods = listed == ["*"] ? listed : try at.methodList(value)
+            },
             ConfigField(key: "headers", example: "[\"Authorization\"]") { cors, value, at throws(ConfigError) in cors.headers = try names(value, at) },
             ConfigField(key: "expose_headers", example: "[\"X-Total\"]") { cors, value, at throws(ConfigError) in cors.exposeHeaders = try names(value, at) },
             ConfigField(key: "credentials", example: "true") { cors, value, at throws(ConfigError) in
@@ -659,6 +680,9 @@ extension HeaderRulesConfig {
         var names = ["content-length": "the proxy frames each hop itself", "transfer-encoding": "the proxy frames each hop itself",
                      "connection": "hop-by-hop", "keep-alive": "hop-by-hop", "upgrade": "hop-by-hop", "te": "hop-by-hop",
                      "trailer": "hop-by-hop", "proxy-connection": "hop-by-hop", "x-request-id": "the proxy sets it (see the request id)"]
+        if direction == .response {
+            names["strict-transport-security"] = "use the listener's \"hsts\" (or \"security_headers\")"
+        }
         if direction == .request {
             for n in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix", "x-real-ip", "forwarded", "via"] {
                 names[n] = "the proxy sets it from what it knows of the client"
@@ -690,6 +714,10 @@ extension HeaderRulesConfig {
                     let text = try fieldPlace.string(v)
                     guard text.utf8.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }) else {
                         throw fieldPlace.error("a field value cannot contain control characters")
+                    }
+                    // RFC 9110 §5.5: no whitespace at either end (HTTP/2 peers reset such a stream).
+                    guard text.first.map({ $0 != " " && $0 != "\t" }) ?? true, text.last.map({ $0 != " " && $0 != "\t" }) ?? true else {
+                        throw fieldPlace.error("a field value cannot start or end with a space or tab, got \(JSONValue.quoted(text))")
                     }
                     var rest = Substring(text)
                     while let open = rest.firstIndex(of: "{") {
@@ -748,6 +776,8 @@ extension PolicyConfig: ConfigSection {
                 model[keyPath: path].securityHeaders = on
             },
             ConfigField(key: "cors", example: CORSConfig.example) { model, value, at throws(ConfigError) in
+                // `false`: none here, whatever the top-level policy says.
+                if case .bool(false) = value { model[keyPath: path].cors = CORSConfig(); return }
                 model[keyPath: path].cors = try CORSConfig.decode(value, at: at)
             },
         ]

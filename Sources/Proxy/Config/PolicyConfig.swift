@@ -26,7 +26,8 @@ public struct PolicyConfig: Sendable, Equatable {
     /// to responses that do not carry them.
     public var securityHeaders: Bool?
     /// Cross-origin requests from browsers: preflights answered by the proxy, the response
-    /// fields added (`Vary: Origin` on every response of the route).
+    /// fields added (`Vary: Origin` on every response of the route). No `origins`: off (a route's
+    /// `"cors": false`).
     public var cors: CORSConfig?
 
     public init() {}
@@ -48,7 +49,8 @@ public struct PolicyConfig: Sendable, Equatable {
     /// Whether anything is checked at all (the common case: nothing to do per request).
     public var isEmpty: Bool {
         (allow ?? []).isEmpty && (deny ?? []).isEmpty && (allowedMethods ?? []).isEmpty && maxBodyBytes == nil
-            && (requestHeaders?.isEmpty ?? true) && (responseHeaders?.isEmpty ?? true) && securityHeaders != true && cors == nil
+            && (requestHeaders?.isEmpty ?? true) && (responseHeaders?.isEmpty ?? true) && securityHeaders != true
+            && (cors?.origins.isEmpty ?? true)
     }
 }
 

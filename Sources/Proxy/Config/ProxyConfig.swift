@@ -17,6 +17,9 @@ public struct ProxyConfig: Sendable, Equatable {
     /// What every route checks before contacting a backend (`"policy"`; each route may replace
     /// its keys): see `PolicyConfig`.
     public var policy = PolicyConfig()
+    /// Proxies in front of this one (`"trusted_proxies"`): a request from one of them is taken to
+    /// be from the rightmost `X-Forwarded-For` address that is not one of them.
+    public var trustedProxies: [AddressRange] = []
     /// DNS servers asked directly for backend host names (`"resolver"`); nil: the system resolver.
     public var resolver: ResolverConfig?
     /// Named pools, for `routes`.

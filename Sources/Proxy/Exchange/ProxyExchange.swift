@@ -32,8 +32,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
     /// The client's IP as text (for `X-Forwarded-For`, `X-Real-IP`, the access log), found once.
     let peerIP: [UInt8]
-    /// The client's address (nil for in-memory tests), for a route's `allow` and `deny`.
-    let peerAddress: SocketAddress?
+    /// The peer's address as bytes (4 or 16; empty when unknown).
+    let peerAddressBytes: [UInt8]
     /// `peerIP` is an IPv6 address (quoted in `Forwarded`).
     let peerIsIPv6: Bool
     /// The request came through `admin.listen`.
@@ -60,7 +60,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x = detached
         let ip = peerAddress?.ipString ?? "unknown"
         peerIP = Array(ip.utf8)
-        self.peerAddress = peerAddress
+        peerAddressBytes = peerAddress?.addressBytes ?? []
         peerIsIPv6 = ip.utf8.contains(UInt8(ascii: ":"))
         self.isAdminListener = isAdminListener
         isLoopbackPeer = AdminPaths.isLoopback(ip)
@@ -97,6 +97,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             return failExchange(status: 508, reason: "Loop Detected: this request already passed through this proxy (its Via names it): a backend points back at the proxy's own listener")
         }
         guard admit() else { return }
+        identifyClient()
 
         // Answered by the proxy itself? A body sent with such a request is not read: close then.
         if let reply = server.answerLocally(&x.pointee.request, adminListener: isAdminListener, loopbackPeer: isLoopbackPeer) {
@@ -193,15 +194,46 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         return false
     }
 
+    /// `trusted_proxies`: when the peer is one, the client is the rightmost `X-Forwarded-For`
+    /// address that is not (nginx's `real_ip_recursive`, Envoy's trusted hops); an entry that is
+    /// not an address ends the walk. Otherwise the peer.
+    private func identifyClient() {
+        x.pointee.clientIP = peerIP
+        x.pointee.clientAddress = peerAddressBytes
+        let trusted = settings.config.trustedProxies
+        guard !trusted.isEmpty, trusted.contains(where: { $0.contains(peerAddressBytes[...]) }) else { return }
+        let b = x.pointee.request.bytes
+        var entries: [Range<Int>] = []
+        for field in x.pointee.request.fields where field.name.count == 15 && b.equalsIgnoringCase(field.name, "x-forwarded-for") {
+            var i = field.value.lowerBound
+            while i < field.value.upperBound {
+                while i < field.value.upperBound && (b[i] == UInt8(ascii: " ") || b[i] == UInt8(ascii: ",") || b[i] == UInt8(ascii: "\t")) { i += 1 }
+                var end = i
+                while end < field.value.upperBound && b[end] != UInt8(ascii: ",") { end += 1 }
+                var last = end
+                while last > i && (b[last - 1] == UInt8(ascii: " ") || b[last - 1] == UInt8(ascii: "\t")) { last -= 1 }
+                if last > i { entries.append(i..<last) }
+                i = end
+            }
+        }
+        for entry in entries.reversed() {
+            var text = String(decoding: b[entry], as: UTF8.self)
+            if text.hasPrefix("[") && text.hasSuffix("]") { text = String(text.dropFirst().dropLast()) }
+            guard let address = SocketAddress(ip: text, port: 0) else { return }
+            x.pointee.clientIP = Array(address.ipString.utf8)
+            x.pointee.clientAddress = address.addressBytes
+            if !trusted.contains(where: { $0.contains(x.pointee.clientAddress[...]) }) { return }
+        }
+    }
+
     /// The route's `policy`, in its documented order: `allow`/`deny` (403), `allowed_methods`
     /// (405), `max_body_bytes` (413 for a declared length; a chunked body is held to it as it
     /// arrives). Answers, counts the refusal and returns false when the request is refused.
     private func admitByPolicy(_ policy: RoutePolicy) -> Bool {
         if !policy.allow.isEmpty || !policy.deny.isEmpty {
-            let address = peerAddress?.addressBytes ?? []
-            if !policy.admits(address[...]) {
+            if !policy.admits(x.pointee.clientAddress[...]) {
                 return refuseByPolicy(.address, status: 403,
-                                      reason: "Forbidden: this route does not accept requests from \(String(decoding: peerIP, as: UTF8.self))")
+                                      reason: "Forbidden: this route does not accept requests from \(String(decoding: x.pointee.clientIP, as: UTF8.self))")
             }
         }
         // A CORS preflight is answered here (before the route's methods: it is an OPTIONS the
@@ -224,6 +256,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// 200 with the route's CORS fields, or refused 403 saying what is not allowed. nil: not a
     /// preflight (the request goes on). Returns false: the exchange is over either way.
     private func answerPreflight(_ cors: CompiledCORS) -> Bool? {
+        guard x.pointee.request.bytes.equals(x.pointee.request.method, "OPTIONS") else { return nil }
         let r = x.pointee.request
         let b = r.bytes
         guard b.equals(r.method, "OPTIONS"),
@@ -273,10 +306,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             let origin = x.pointee.request.fields.first { $0.name.count == 6 && b.equalsIgnoringCase($0.name, "origin") }?.value
             let allowed = origin.flatMap { c.allowsOrigin(b, $0) ? Array(b[$0]) : nil }
             cors = ResponsePolicy.CORS(allowOrigin: allowed.map { c.anyOrigin ? Array("*".utf8) : $0 }, credentials: c.credentials,
-                                       exposeHeaders: Array(c.exposeHeaders.utf8))
+                                       exposeHeaders: c.exposeHeaders)
         }
         return ResponsePolicy(rules: policy.responseHeaders, securityHeaders: policy.securityHeaders, secure: tls != nil,
-                              context: .init(clientIP: peerIP, requestID: x.pointee.requestID, host: host), cors: cors)
+                              context: .init(clientIP: x.pointee.clientIP, requestID: x.pointee.requestID, host: host), cors: cors)
     }
 
     /// The client's fault: the downstream answers and ends (the exchange ends with it).
@@ -304,7 +337,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                 .flatMap { group.backends[$0].shared.takesStickySessions && group.backends[$0].hasRoom
                     && !x.pointee.triedBackends.contains($0) ? $0 : nil }
             let key = sticky != nil || group.balancer.hashKey == nil ? nil
-                : group.balancer.key(of: x.pointee.request, target: x.pointee.forwardTarget ?? x.pointee.request.target, clientIP: peerIP)
+                : group.balancer.key(of: x.pointee.request, target: x.pointee.forwardTarget ?? x.pointee.request.target, clientIP: x.pointee.clientIP)
             guard let index = sticky ?? group.balancer.pick(from: group.backends, excluding: x.pointee.triedBackends, key: key,
                                                             now: server.loop.now &* 1_000_000) else {
                 // Every available backend not tried yet is at its request limit: wait for room.
@@ -432,6 +465,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             framing = x.pointee.request.hasContentLengthField ? .contentLength(0) : .none
         }
         x.pointee.rewriter.writeUpstreamRequest(&x.pointee.request, framing: framing, peerIP: peerIP, peerIsIPv6: peerIsIPv6,
+                                      clientIP: x.pointee.clientIP == peerIP ? nil : x.pointee.clientIP,
                                       defaultHost: currentBackend.authorityBytes, target: x.pointee.forwardTarget,
                                       hostOverride: hostOverride, forwardedPrefix: x.pointee.route?.forwardedPrefix ?? [],
                                       upgrade: x.pointee.machine.wantsUpgrade, requestID: x.pointee.requestID,
@@ -1099,7 +1133,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             RequestStats.record(server.stats, at: WorkerStats.unrouted, status: status, micros: micros)
         }
         guard let log = server.accessLog else { return }
-        log.write(AccessLogEntry(client: peerIP, requestParsed: x.pointee.requestParsed, status: status,
+        log.write(AccessLogEntry(client: x.pointee.clientIP.isEmpty ? peerIP : x.pointee.clientIP, requestParsed: x.pointee.requestParsed, status: status,
                                  bytesSent: down { $0.responseBytesSent }, durationMicros: micros,
                                  upstreamMicros: upstreamMicros, requestID: x.pointee.requestParsed ? x.pointee.requestID : []),
                   upstream: routed, backend: backend, tls: tls, request: &x.pointee.request)

@@ -89,7 +89,13 @@ public struct PathNormalizer: Sendable, Equatable {
         while i < end {
             let c = p[i]
             if c == UInt8(ascii: "?") { break }
+            if c == UInt8(ascii: "#") {
+                // RFC 9112 §3.2: a request target has no fragment. Forwarded raw, a backend that
+                // drops it would serve another path than the one routes (and policies) saw.
+                throw HTTPParseError(status: 400, reason: "a fragment (#) is not allowed in the request target")
+            }
             if c == UInt8(ascii: "/") {
+                try checkPathParameters(p, segmentStart, i, last: false)
                 if isDotSegment(p, segmentStart, i) { rewrite = true }
                 if mergeSlashes && i > start && p[i - 1] == UInt8(ascii: "/") { rewrite = true }
                 segmentStart = i + 1
@@ -113,8 +119,33 @@ public struct PathNormalizer: Sendable, Equatable {
             }
             i += 1
         }
+        try checkPathParameters(p, segmentStart, i, last: true)
         if isDotSegment(p, segmentStart, i) { rewrite = true }
         return Scan(pathEnd: i, rewrite: rewrite)
+    }
+
+    /// Servlet containers drop a segment's `;parameters` before resolving dot segments, so
+    /// `/x/..;/admin` and `/;/admin` are `/admin` to them while routes see other paths: a dot
+    /// segment with parameters, or an empty one with parameters before another segment, is
+    /// refused (an empty last one, `/;jsessionid=…`, is what URL rewriting produces and is kept).
+    private func checkPathParameters(_ p: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, last: Bool) throws(HTTPParseError) {
+        var semicolon = start
+        while semicolon < end && p[semicolon] != UInt8(ascii: ";") { semicolon += 1 }
+        guard semicolon < end else { return }
+        // The part before `;`, its escaped dots counted as dots.
+        var dots = 0, other = false
+        var i = start
+        while i < semicolon {
+            if p[i] == UInt8(ascii: ".") { dots += 1; i += 1; continue }
+            if p[i] == UInt8(ascii: "%"), semicolon - i >= 3, p[i + 1] == UInt8(ascii: "2"), p[i + 2] | 0x20 == UInt8(ascii: "e") {
+                dots += 1; i += 3; continue
+            }
+            other = true
+            break
+        }
+        if !other && (dots == 1 || dots == 2 || (dots == 0 && !last)) {
+            throw HTTPParseError(status: 400, reason: "path parameters (;) on an empty or dot segment of the request path")
+        }
     }
 
     // MARK: - Rewrite

@@ -42,7 +42,8 @@ public struct HeaderRewriter {
     /// and a by-value argument from one is copied (a retain and release of each of its arrays);
     /// it is not modified. The same holds for `writeClientResponse`.
     mutating func writeUpstreamRequest(_ head: inout RequestHead, framing: OutgoingFraming,
-                                              peerIP: [UInt8], peerIsIPv6: Bool? = nil, defaultHost: [UInt8] = [], target: Range<Int>? = nil,
+                                              peerIP: [UInt8], peerIsIPv6: Bool? = nil, clientIP: [UInt8]? = nil,
+                                              defaultHost: [UInt8] = [], target: Range<Int>? = nil,
                                               hostOverride: [UInt8]? = nil, forwardedPrefix: [UInt8] = [],
                                               upgrade: Bool = false, requestID: [UInt8] = [], secure: Bool = false,
                                               rules: CompiledHeaderRules? = nil, into out: inout ByteBuffer) {
@@ -104,8 +105,10 @@ public struct HeaderRewriter {
             }
         }
         out.append(contentsOf: peerIP)
+        // The client a trusted proxy vouched for (`trusted_proxies`), else the peer.
+        let client = clientIP ?? peerIP
         out.append("\r\nX-Real-IP: ")
-        out.append(contentsOf: peerIP)
+        out.append(contentsOf: client)
         out.append(secure ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n")
         if let host = head.hostField {
             out.append("X-Forwarded-Host: ")
@@ -113,9 +116,9 @@ public struct HeaderRewriter {
             out.append("\r\n")
         }
         // RFC 7239 §4: an IPv6 node and a host with a port are quoted strings.
-        let ipv6 = peerIsIPv6 ?? peerIP.contains(UInt8(ascii: ":"))
+        let ipv6 = clientIP.map { $0.contains(UInt8(ascii: ":")) } ?? peerIsIPv6 ?? peerIP.contains(UInt8(ascii: ":"))
         out.append(ipv6 ? "Forwarded: for=\"[" : "Forwarded: for=")
-        out.append(contentsOf: peerIP)
+        out.append(contentsOf: client)
         out.append(ipv6 ? (secure ? "]\";proto=https" : "]\";proto=http") : (secure ? ";proto=https" : ";proto=http"))
         if let host = head.hostField {
             out.append(";host=\"")
@@ -129,7 +132,7 @@ public struct HeaderRewriter {
         if upgrade { out.append("Connection: upgrade\r\n") }
         appendRequestID(requestID, into: &out)
         if let rules {
-            rules.append(into: &out, .init(clientIP: peerIP, requestID: requestID,
+            rules.append(into: &out, .init(clientIP: client, requestID: requestID,
                                            host: head.hostField.map { b[head.fields[$0].value] } ?? []))
         }
         out.append("\r\n")
@@ -186,7 +189,7 @@ public struct HeaderRewriter {
         writeStatusLine(head, into: &out)
         collectConnectionTokens(b, head.fields, namesOthers: head.connectionNamesOthers)
         let replacesSTS = addedField != nil
-        var present: UInt8 = 0
+        var present: UInt8 = policy?.rules?.securityCovered ?? 0
         for field in head.fields {
             let name = field.name
             guard isEndToEndForClient(b, name, replacesSTS: replacesSTS, replacesRequestID: !requestID.isEmpty) else { continue }
@@ -253,8 +256,8 @@ public struct HeaderRewriter {
                                                     policy: ResponsePolicy? = nil, into list: inout HTTP2FieldList) {
         let b = head.bytes
         collectConnectionTokens(b, head.fields, namesOthers: head.connectionNamesOthers)
-        var present: UInt8 = 0
         let policy = interim ? nil : policy
+        var present: UInt8 = policy?.rules?.securityCovered ?? 0
         for field in head.fields {
             let name = field.name
             guard isEndToEndForClient(b, name, replacesSTS: hsts != nil, replacesRequestID: !requestID.isEmpty) else { continue }

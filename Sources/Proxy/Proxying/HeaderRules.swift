@@ -11,11 +11,15 @@ struct CompiledHeaderRules {
 
     /// Lowercase names of the fields not passed on.
     let dropped: [[UInt8]]
+    /// `SecurityHeaders.present` bits of the names these rules set or remove: `security_headers`
+    /// leaves those to the rules (a rule's value, or its removal, stands).
+    let securityCovered: UInt8
     let assignments: [(name: [UInt8], value: [Part])]
 
     init?(_ config: HeaderRulesConfig?) {
         guard let config, !config.isEmpty else { return nil }
         dropped = (config.remove + config.assignments.map(\.name)).map { Array($0.lowercased().utf8) }
+        securityCovered = dropped.reduce(0) { $0 | SecurityHeaders.present($1, 0..<$1.count) }
         assignments = config.assignments.map { a in (name: Array(a.name.utf8), value: Self.parts(a.value)) }
     }
 

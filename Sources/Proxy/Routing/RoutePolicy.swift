@@ -46,7 +46,8 @@ struct RoutePolicy {
         // `limit_except`: a HEAD is a GET without the body.
         let listed = config.allowedMethods.flatMap { $0.isEmpty ? nil : $0 }
         methods = listed.map { names in (names.contains("GET") && !names.contains("HEAD") ? names + ["HEAD"] : names).map { Array($0.utf8) } }
-        allowField = (config.allowedMethods ?? []).joined(separator: ", ")
+        let named = config.allowedMethods ?? []
+        allowField = (named.contains("GET") && !named.contains("HEAD") ? named + ["HEAD"] : named).joined(separator: ", ")
         maxBodyBytes = config.maxBodyBytes
         requestHeaders = CompiledHeaderRules(config.requestHeaders)
         responseHeaders = CompiledHeaderRules(config.responseHeaders)
@@ -85,11 +86,11 @@ struct CompiledCORS {
     let credentials: Bool
     let allowMethods: String
     let allowHeaders: String
-    let exposeHeaders: String
+    let exposeHeaders: [UInt8]
     let maxAge: String?
 
     init?(_ config: CORSConfig?) {
-        guard let config else { return nil }
+        guard let config, !config.origins.isEmpty else { return nil }
         anyOrigin = config.anyOrigin
         origins = config.origins.map { Array($0.utf8) }
         anyMethod = config.methods.contains("*")
@@ -99,7 +100,7 @@ struct CompiledCORS {
         credentials = config.credentials
         allowMethods = config.methods.joined(separator: ", ")
         allowHeaders = config.headers.joined(separator: ", ")
-        exposeHeaders = config.exposeHeaders.joined(separator: ", ")
+        exposeHeaders = Array(config.exposeHeaders.joined(separator: ", ").utf8)
         maxAge = config.maxAgeS.map(String.init)
     }
 
@@ -107,8 +108,11 @@ struct CompiledCORS {
         anyOrigin || origins.contains { b.equals(value, $0) }
     }
 
+    /// GET, HEAD and POST always pass a browser's method check (the Fetch standard's
+    /// CORS-safelisted methods): a preflight asked for them (because of its headers) is not
+    /// refused for the method.
     func allowsMethod(_ b: [UInt8], _ value: Range<Int>) -> Bool {
-        anyMethod || methods.contains { b.equals(value, $0) }
+        anyMethod || b.equals(value, "GET") || b.equals(value, "HEAD") || b.equals(value, "POST") || methods.contains { b.equals(value, $0) }
     }
 
     /// Every name of an `Access-Control-Request-Headers` list is allowed (case-insensitively).
