@@ -62,6 +62,10 @@ import Testing
         // The declared length; the chunked body cut off on arrival counts as a 413 rejection.
         #expect(metrics.contains("proxy_policy_refusals_total{reason=\"body_size\"} 1"), "\(metrics)")
         #expect(metrics.contains("proxy_policy_refusals_total{reason=\"method\"} 2"), "\(metrics)")
+        for (route, reason, n) in [("/admin", "address", 9), ("/blocked", "address", 1), ("/upload", "body_size", 1),
+                                   ("/upload", "method", 1), ("/", "method", 1)] {
+            #expect(metrics.contains("proxy_route_policy_refusals_total{route=\"\(route)\",reason=\"\(reason)\"} \(n)"), "\(route) \(reason): \(metrics)")
+        }
     }
 
     @Test func aRoutesBodyLimitRaisesTheTopLevelOneForDeclaredAndChunkedBodies() throws {

@@ -121,6 +121,19 @@ enum MetricsEndpoint {
         for refusal in RoutePolicy.Refusal.allCases {
             text.sample("proxy_policy_refusals_total", "reason=\"\(refusal.label)\"", w.sum(WorkerStats.policyRefusals + refusal.rawValue))
         }
+        // By route too (since the last reload): the route's host and path as written.
+        text.family("proxy_route_policy_refusals_total", "counter",
+                    "Policy refusals by route (host and path as configured; default: the top-level backends) and reason, since the last reload.")
+        let reasons = RoutePolicy.Refusal.allCases.count
+        let routeNames = settings.config.routes.map { r in (r.host == .any ? "" : "\(r.host)") + r.path } + ["default"]
+        for (i, name) in routeNames.enumerated() where i < settings.config.routes.count || !settings.config.backends.isEmpty {
+            for refusal in RoutePolicy.Refusal.allCases {
+                let n = settings.routeRefusals.sum(i * reasons + refusal.rawValue)
+                if n > 0 {
+                    text.sample("proxy_route_policy_refusals_total", "route=\"\(Exposition.escape(name))\",reason=\"\(refusal.label)\"", n)
+                }
+            }
+        }
 
         text.family("proxy_tls_handshakes_total", "counter",
                     "TLS handshakes on the listeners, by result (ok, failed, timeout, closed by the client, plain_http sent to the TLS port).")

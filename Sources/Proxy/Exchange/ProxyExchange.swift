@@ -291,6 +291,9 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     private func refuseByPolicy(_ refusal: RoutePolicy.Refusal, status: UInt16, reason: String,
                                 fields: [(name: StaticString, value: String)] = []) -> Bool {
         server.stats.add(WorkerStats.policyRefusals + refusal.rawValue)
+        if let route = x.pointee.route {
+            settings.routeRefusalSlab.add(route.index * RoutePolicy.Refusal.allCases.count + refusal.rawValue)
+        }
         failExchange(status: status, reason: reason, fields: fields)
         return false
     }

@@ -16,8 +16,17 @@ public struct ConfigGeneration: Sendable {
     /// The port `redirect_to_https` points at: the first TLS listener's bound port.
     public let httpsPort: UInt16?
 
+    /// Policy refusals by route (`config.routes` order, then the default pool) and reason, one
+    /// slab per worker (worker `i` writes slab `i`): `proxy_policy_refusals_total{route,reason}`.
+    /// A reload starts them over with its routes; a re-resolution keeps them.
+    public let routeRefusals: [CounterSlab]
+
     public init(number: Int, config: ProxyConfig, backends: [SharedBackend], upstreams: [SharedUpstream],
-                maxConnections: Int? = nil, tls: [TLSContext?] = [], httpsPort: UInt16? = nil) {
+                maxConnections: Int? = nil, tls: [TLSContext?] = [], httpsPort: UInt16? = nil,
+                workers: Int = 1, routeRefusals: [CounterSlab]? = nil) {
+        self.routeRefusals = routeRefusals ?? (0..<max(workers, 1)).map { _ in
+            CounterSlab(count: (config.routes.count + 1) * RoutePolicy.Refusal.allCases.count)
+        }
         self.tls = tls
         self.httpsPort = httpsPort
         self.number = number
@@ -39,6 +48,9 @@ public struct ConfigGeneration: Sendable {
 final class ServerSettings {
     let generation: Int
     let config: ProxyConfig
+    /// `ConfigGeneration.routeRefusals`: every worker's slab (for `/_metrics`), and this worker's.
+    let routeRefusals: [CounterSlab]
+    let routeRefusalSlab: CounterSlab
     /// `ConfigGeneration.maxConnections`.
     let maxConnections: Int
     let upstreams: [Upstream]
@@ -60,6 +72,8 @@ final class ServerSettings {
     /// backend that `previous` already had.
     init(_ generation: ConfigGeneration, worker: Int, previous: [Backend]) {
         self.generation = generation.number
+        routeRefusals = generation.routeRefusals
+        routeRefusalSlab = generation.routeRefusals[min(worker, generation.routeRefusals.count - 1)]
         config = generation.config
         maxConnections = generation.maxConnections
         let pool = generation.config.pool

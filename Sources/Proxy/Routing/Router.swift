@@ -37,9 +37,13 @@ struct Router {
         let description: String
         /// What it checks before a backend is contacted (`policy`).
         let policy: RoutePolicy
+        /// Its position in `config.routes` (the default pool: `config.routes.count`), where its
+        /// counters sit.
+        let index: Int
 
         init(host: HostPattern, path: [UInt8], upstream: Int, stripLength: Int, forwardedPrefix: [UInt8],
-             hostHeader: HostHeader, timeouts: TimeoutsConfig, description: String, policy: RoutePolicy) {
+             hostHeader: HostHeader, timeouts: TimeoutsConfig, description: String, policy: RoutePolicy, index: Int) {
+            self.index = index
             self.description = description
             self.policy = policy
             self.timeouts = timeouts
@@ -64,7 +68,7 @@ struct Router {
 
     /// `upstreamIndex` maps an upstream name to its index in the worker's list.
     init(_ config: ProxyConfig, upstreamIndex: (String) -> Int?) {
-        var routes: [Route] = config.routes.compactMap { r in
+        var routes: [Route] = config.routes.enumerated().compactMap { index, r in
             guard let upstream = upstreamIndex(r.upstream) else { return nil }  // the loader checked
             let host: HostPattern = switch r.host {
             case .any: .any
@@ -81,12 +85,13 @@ struct Router {
                          stripLength: r.stripPrefix ? prefix.count : 0, forwardedPrefix: r.stripPrefix ? prefix : [],
                          hostHeader: hostHeader, timeouts: r.timeouts.applied(to: config.timeouts),
                          description: "host \(r.host) path \(r.path)" + (r.stripPrefix ? " (prefix stripped)" : ""),
-                         policy: RoutePolicy(r.policy.merged(over: config.policy)))
+                         policy: RoutePolicy(r.policy.merged(over: config.policy)), index: index)
         }
         if let fallback = upstreamIndex(UpstreamConfig.defaultName), !config.backends.isEmpty {
             routes.append(Route(host: .any, path: [UInt8(ascii: "/")], upstream: fallback, stripLength: 0,
                                 forwardedPrefix: [], hostHeader: .preserve, timeouts: config.timeouts,
-                                description: "no route matched: the default pool", policy: RoutePolicy(config.policy)))
+                                description: "no route matched: the default pool", policy: RoutePolicy(config.policy),
+                                index: config.routes.count))
         }
         self.routes = routes
         let normalization = config.pathNormalization
