@@ -35,7 +35,7 @@ struct LoadTests {
             .flatMap { Int($0.split(separator: " ").first ?? "") } ?? 0
         print("1500 clients, 3 s: \(requests) requests; wrk said: \(output)")
         #expect(requests > 100, "wrk: \(output)")
-        #expect(!output.contains("Non-2xx"), "wrk: \(output)")
+        #expect(!output.contains("Non-2xx"), "wrk: \(output); proxy: \(proxy.log.suffix(3000)); metrics: \((try? get(proxy.port, "/_metrics").text.split(separator: "\n").filter { $0.hasPrefix("proxy_requests_total") || $0.hasPrefix("proxy_rejections_total") || $0.hasPrefix("proxy_backend_up") }.joined(separator: " | ")) ?? "")")
         #expect(try metric(proxy.port, "proxy_upstream_retries_total") == 0)
     }
 }

@@ -225,4 +225,28 @@ import Testing
             ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("\"client\":\"203.0.113.7\"")
         }, "\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
     }
+
+    @Test func aRateLimitAnswers429WithRetryAfterPerKey() throws {
+        let backend = try startBackend()
+        defer { backend.stop() }
+        let proxy = try startProxy(config: """
+            {"backends": [{"url": "http://127.0.0.1:\(backend.port)"}],
+             "routes": [{"path": "/limited", "upstream": "default", "rate_limit": {"key": "header:X-User", "rate": 5, "per": "10s", "burst": 2}},
+                        {"path": "/", "upstream": "default"}],
+             "health_check": {"path": null, "interval_ms": 60000}, "access_log": null}
+            """, workers: 1)
+        defer { proxy.stop() }
+        func ask(_ user: String) throws -> HTTPResponse {
+            try TestConnection(port: proxy.port).request("GET", "/limited/x", headers: ["X-User": user])
+        }
+        // burst 2: three at once, then one every 2 s.
+        #expect(try (0..<3).map { _ in try ask("alice").status } == [200, 200, 200])
+        let over = try ask("alice")
+        #expect(over.status == 429, "\(over.status) \(over.text)")
+        #expect(over.header("Retry-After") == "2" && over.header("RateLimit-Policy") == "\"route\";q=5;w=10", "\(over.headers)")
+        #expect(over.header("RateLimit") == "\"route\";r=0;t=2")
+        #expect(try ask("bob").status == 200, "another key")
+        #expect(try get(proxy.port, "/elsewhere").status == 200, "another route")
+        #expect(try get(proxy.port, "/_metrics").text.contains("proxy_policy_refusals_total{reason=\"rate_limit\"} 1"))
+    }
 }

@@ -112,4 +112,56 @@ struct RoutePolicyTests {
         #expect(String(decoding: out.array, as: UTF8.self) == "X-Who: 10.0.0.1 via shop (r1)\r\n")
         #expect(RoutePolicy(config.policy).refusesNothing && !RoutePolicy(config.policy).isEmpty)
     }
+
+    @Test func gcraLetsABurstThroughThenOneEveryInterval() {
+        var config = RateLimitConfig()
+        config.rate = 10  // one every 100 ms
+        config.burst = 2
+        let limiter = RateLimiter(config)
+        let ms: UInt64 = 1_000_000
+        let t0: UInt64 = 1_000 * ms
+        #expect((0..<3).allSatisfy { _ in limiter.admit(key: 7, now: t0).allowed }, "burst + 1 at once")
+        let refused = limiter.admit(key: 7, now: t0)
+        #expect(!refused.allowed && refused.waitNs == 100 * ms, "\(refused)")
+        #expect(limiter.admit(key: 8, now: t0).allowed, "another key has its own bucket")
+        #expect(!limiter.admit(key: 7, now: t0 + 99 * ms).allowed)
+        #expect(limiter.admit(key: 7, now: t0 + 100 * ms).allowed)
+        #expect(!limiter.admit(key: 7, now: t0 + 100 * ms).allowed, "refusals do not use up the bucket, and one per interval")
+        let rested = limiter.admit(key: 7, now: t0 + 10_000 * ms)
+        #expect(rested.allowed && rested.remaining == 2, "a rested key has its burst again: \(rested)")
+    }
+
+    @Test func aFloodOfDistinctKeysDoesNotGrowTheTable() {
+        var config = RateLimitConfig()
+        config.rate = 1
+        config.perMs = 3_600_000
+        config.maxKeys = 16
+        let limiter = RateLimiter(config)
+        for k in 1...10_000 { _ = limiter.admit(key: UInt64(k) &* 0x9E37_79B9_7F4A_7C15, now: 5_000_000_000) }
+        #expect(limiter.capacity == 16)
+        // Forgotten keys start afresh (lenient), remembered ones are still limited.
+        let recent = UInt64(10_000) &* 0x9E37_79B9_7F4A_7C15
+        #expect(!limiter.admit(key: recent, now: 5_000_000_000).allowed)
+    }
+
+    @Test func rateLimitConfigIsCheckedField() throws {
+        let config = try ConfigLoader.parse(Array(#"""
+            {"backends": [{"url": "http://a:1"}], "policy": {"rate_limit": {"key": "header:X-User", "rate": 100, "per": "1m", "burst": 10}}}
+            """#.utf8), file: "c.json")
+        #expect(config.policy.rateLimit?.key == .header("x-user") && config.policy.rateLimit?.perMs == 60_000)
+        for (json, expected) in [
+            (#"{"policy": {"rate_limit": {"rate": 10, "per": "1 minute"}}}"#, "policy.rate_limit.per: expected a duration like"),
+            (#"{"policy": {"rate_limit": {"per": "1s"}}}"#, "policy.rate_limit.rate: missing"),
+            (#"{"policy": {"rate_limit": {"rate": 10, "scope": "global"}}}"#, "scope \"global\" is not built yet"),
+            (#"{"policy": {"rate_limit": {"rate": 10, "key": "jwt:sub"}}}"#, "need JWT authentication, which is not built yet"),
+            (#"{"policy": {"rate_limit": {"rate": 10, "key": "ip"}}}"#, "expected \"client_ip\", \"header:NAME\" or \"route\""),
+        ] {
+            do {
+                _ = try ConfigLoader.parse(Array(json.utf8), file: "config.json")
+                Issue.record("loaded \(json)")
+            } catch {
+                #expect(error.description.contains(expected), "\(error)")
+            }
+        }
+    }
 }

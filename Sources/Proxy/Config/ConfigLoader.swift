@@ -600,6 +600,60 @@ extension ConfigLocation {
     }
 }
 
+extension RateLimitConfig: ConfigSection {
+    static var defaults: RateLimitConfig { RateLimitConfig() }
+    static var example: String { "{\"key\": \"client_ip\", \"rate\": 100, \"per\": \"1s\", \"burst\": 50, \"scope\": \"worker\"}" }
+
+    static var fields: [ConfigField<RateLimitConfig>] {
+        [
+            ConfigField(key: "key", example: "\"client_ip\"") { limit, value, at throws(ConfigError) in
+                let text = try at.string(value)
+                if text == "client_ip" { limit.key = .clientIP; return }
+                if text == "route" { limit.key = .route; return }
+                if text.hasPrefix("header:") {
+                    let name = String(text.dropFirst(7)).lowercased()
+                    guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) }) else {
+                        throw at.error("expected a header name after \"header:\", got \(JSONValue.quoted(text))")
+                    }
+                    limit.key = .header(name)
+                    return
+                }
+                if text.hasPrefix("jwt:") { throw at.error("\"jwt:CLAIM\" keys need JWT authentication, which is not built yet; use \"client_ip\", \"header:NAME\" or \"route\"") }
+                throw at.error("expected \"client_ip\", \"header:NAME\" or \"route\", got \(JSONValue.quoted(text))")
+            },
+            .integer("rate", \.rate, 1...1_000_000_000),
+            ConfigField(key: "per", example: "\"1s\"") { limit, value, at throws(ConfigError) in
+                let text = try at.string(value)
+                let units: [(String, Int)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
+                guard let unit = units.first(where: { text.hasSuffix($0.0) && Int(text.dropLast($0.0.count)) != nil }),
+                      let n = Int(text.dropLast(unit.0.count)), n > 0, n <= 86_400_000 / unit.1 else {
+                    throw at.error("expected a duration like \"1s\", \"10s\", \"1m\" or \"1h\", got \(JSONValue.quoted(text))")
+                }
+                limit.perMs = n * unit.1
+            },
+            .integer("burst", \.burst, 0...1_000_000_000),
+            ConfigField(key: "scope", example: "\"worker\"") { limit, value, at throws(ConfigError) in
+                let text = try at.string(value)
+                guard let scope = Scope(rawValue: text) else {
+                    if text == "proxy" || text == "global" {
+                        throw at.error("scope \(JSONValue.quoted(text)) is not built yet; \"worker\" counts on each worker loop")
+                    }
+                    throw at.error("expected \"worker\", got \(JSONValue.quoted(text))")
+                }
+                limit.scope = scope
+            },
+            .integer("max_keys", \.maxKeys, 16...16_777_216),
+        ]
+    }
+
+    /// `rate` is required.
+    static func decode(_ value: JSONValue, at location: ConfigLocation) throws(ConfigError) -> RateLimitConfig {
+        let limit: RateLimitConfig = try decode(value, at: location, startingFrom: RateLimitConfig())
+        if limit.rate == 0 { throw location.member("rate", example: "100").error("missing; how many requests per \"per\"") }
+        return limit
+    }
+}
+
 extension CORSConfig: ConfigSection {
     static var defaults: CORSConfig { CORSConfig() }
     static var example: String {
@@ -774,6 +828,11 @@ extension PolicyConfig: ConfigSection {
             ConfigField(key: "security_headers", example: "true") { model, value, at throws(ConfigError) in
                 guard case .bool(let on) = value else { throw at.error("expected true or false") }
                 model[keyPath: path].securityHeaders = on
+            },
+            ConfigField(key: "rate_limit", example: RateLimitConfig.example) { model, value, at throws(ConfigError) in
+                // `false`: none here, whatever the top-level policy says.
+                if case .bool(false) = value { model[keyPath: path].rateLimit = RateLimitConfig(); return }
+                model[keyPath: path].rateLimit = try RateLimitConfig.decode(value, at: at)
             },
             ConfigField(key: "cors", example: CORSConfig.example) { model, value, at throws(ConfigError) in
                 // `false`: none here, whatever the top-level policy says.

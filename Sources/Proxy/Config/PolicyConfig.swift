@@ -29,6 +29,8 @@ public struct PolicyConfig: Sendable, Equatable {
     /// fields added (`Vary: Origin` on every response of the route). No `origins`: off (a route's
     /// `"cors": false`).
     public var cors: CORSConfig?
+    /// Requests per key and window (`RateLimitConfig`).
+    public var rateLimit: RateLimitConfig?
 
     public init() {}
 
@@ -43,6 +45,7 @@ public struct PolicyConfig: Sendable, Equatable {
         if out.responseHeaders == nil { out.responseHeaders = base.responseHeaders }
         if out.securityHeaders == nil { out.securityHeaders = base.securityHeaders }
         if out.cors == nil { out.cors = base.cors }
+        if out.rateLimit == nil { out.rateLimit = base.rateLimit }
         return out
     }
 
@@ -50,7 +53,7 @@ public struct PolicyConfig: Sendable, Equatable {
     public var isEmpty: Bool {
         (allow ?? []).isEmpty && (deny ?? []).isEmpty && (allowedMethods ?? []).isEmpty && maxBodyBytes == nil
             && (requestHeaders?.isEmpty ?? true) && (responseHeaders?.isEmpty ?? true) && securityHeaders != true
-            && (cors?.origins.isEmpty ?? true)
+            && (cors?.origins.isEmpty ?? true) && (rateLimit?.rate ?? 0) == 0
     }
 }
 

@@ -239,6 +239,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         // A CORS preflight is answered here (before the route's methods: it is an OPTIONS the
         // route may not take, and it carries no credentials).
         if let cors = policy.cors, let answered = answerPreflight(cors) { return answered }
+        if let limiter = x.pointee.route?.rateLimiter, !admitByRate(limiter) { return false }
         if !policy.accepts(method: x.pointee.request.method, in: x.pointee.request.bytes) {
             return refuseByPolicy(.method, status: 405, reason: "Method Not Allowed: \(x.pointee.request.methodString) is not accepted on this route",
                                   fields: [(name: "Allow", value: policy.allowField)])
@@ -250,6 +251,28 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             }
         }
         return true
+    }
+
+    /// The route's `rate_limit`: 429 with `Retry-After` (whole seconds, rounded up) and the
+    /// IETF `RateLimit-Policy` / `RateLimit` fields when the key's bucket is empty.
+    private func admitByRate(_ limiter: RateLimiter) -> Bool {
+        let key: UInt64
+        switch limiter.config.key {
+        case .clientIP: key = x.pointee.clientIP.withUnsafeBytes { StableHash.hash($0) }
+        case .route: key = 1
+        case .header:
+            let b = x.pointee.request.bytes
+            let value = x.pointee.request.fields.first { equalsLowercase(b, $0.name, limiter.headerName) }?.value
+            key = value.map { StableHash.hash(b, $0) } ?? 2
+        }
+        let verdict = limiter.admit(key: key, now: Platform.monotonicNanos())
+        guard !verdict.allowed else { return true }
+        let seconds = (verdict.waitNs + 999_999_999) / 1_000_000_000
+        return refuseByPolicy(.rateLimit, status: 429,
+                              reason: "Too Many Requests: this route takes \(limiter.config.rate) requests per \(limiter.config.perMs) ms per \(limiter.config.key); try again in \(seconds) s",
+                              fields: [(name: "Retry-After", value: String(seconds)),
+                                       (name: "RateLimit-Policy", value: limiter.policyField),
+                                       (name: "RateLimit", value: "\"route\";r=0;t=\(seconds)")])
     }
 
     /// A CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`): answered

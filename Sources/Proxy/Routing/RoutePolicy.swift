@@ -22,15 +22,18 @@ struct RoutePolicy {
     let securityHeaders: Bool
     /// `cors` (nil: none).
     let cors: CompiledCORS?
+    /// `rate_limit` (nil: none); its state lives in the route's `RateLimiter` (per worker).
+    let rateLimit: RateLimitConfig?
     /// Only header rules: nothing to refuse or answer.
     let refusesNothing: Bool
 
     /// Why a request was refused: the `reason` label of `proxy_policy_refusals_total`.
     enum Refusal: Int, CaseIterable {
-        case address, method, bodySize, cors
+        case address, method, bodySize, cors, rateLimit
 
         var label: String {
             switch self {
+            case .rateLimit: "rate_limit"
             case .address: "address"
             case .method: "method"
             case .bodySize: "body_size"
@@ -53,7 +56,8 @@ struct RoutePolicy {
         responseHeaders = CompiledHeaderRules(config.responseHeaders)
         securityHeaders = config.securityHeaders ?? false
         cors = CompiledCORS(config.cors)
-        refusesNothing = allow.isEmpty && deny.isEmpty && methods == nil && maxBodyBytes == nil && cors == nil
+        rateLimit = config.rateLimit.flatMap { $0.rate > 0 ? $0 : nil }
+        refusesNothing = allow.isEmpty && deny.isEmpty && methods == nil && maxBodyBytes == nil && cors == nil && rateLimit == nil
         isEmpty = refusesNothing && requestHeaders == nil && responseHeaders == nil && !securityHeaders
     }
 

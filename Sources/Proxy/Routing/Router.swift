@@ -40,10 +40,13 @@ struct Router {
         /// Its position in `config.routes` (the default pool: `config.routes.count`), where its
         /// counters sit.
         let index: Int
+        /// This worker's buckets for the route's `rate_limit` (nil: none).
+        let rateLimiter: RateLimiter?
 
         init(host: HostPattern, path: [UInt8], upstream: Int, stripLength: Int, forwardedPrefix: [UInt8],
              hostHeader: HostHeader, timeouts: TimeoutsConfig, description: String, policy: RoutePolicy, index: Int) {
             self.index = index
+            rateLimiter = policy.rateLimit.map(RateLimiter.init)
             self.description = description
             self.policy = policy
             self.timeouts = timeouts
