@@ -155,6 +155,8 @@ struct RoutePolicyTests {
             (#"{"policy": {"rate_limit": {"rate": 10, "scope": "global"}}}"#, "scope \"global\" is not built yet"),
             (#"{"policy": {"rate_limit": {"rate": 10, "key": "jwt:sub"}}}"#, "need JWT authentication, which is not built yet"),
             (#"{"policy": {"rate_limit": {"rate": 10, "key": "ip"}}}"#, "expected \"client_ip\", \"header:NAME\" or \"route\""),
+            (#"{"policy": {"rate_limit": {"rate": 1, "per": "24h", "burst": 1000000}}}"#, "policy.rate_limit.burst: the burst would span more than a day"),
+            (#"{"policy": {"rate_limit": {"rate": 1000000000, "per": "1ms"}}}"#, "policy.rate_limit.rate: at most 1,000,000 requests a second"),
         ] {
             do {
                 _ = try ConfigLoader.parse(Array(json.utf8), file: "config.json")
@@ -163,5 +165,22 @@ struct RoutePolicyTests {
                 #expect(error.description.contains(expected), "\(error)")
             }
         }
+    }
+
+    @Test func bucketsSurviveARebuildThatLeavesTheLimitAloneAndThePolicyFieldIsInWholeSeconds() throws {
+        func config(_ rate: Int) throws -> ProxyConfig {
+            try ConfigLoader.parse(Array(#"{"backends": [{"url": "http://a:1"}], "policy": {"rate_limit": {"rate": \#(rate), "per": "500ms"}}, "routes": [{"path": "/x", "upstream": "default"}]}"#.utf8), file: "c.json")
+        }
+        let first = Router(try config(10)) { _ in 0 }
+        let same = Router(try config(10), previous: first) { _ in 0 }
+        let changed = Router(try config(20), previous: first) { _ in 0 }
+        #expect(first.routes.count == 2 && first.routes.allSatisfy { $0.rateLimiter != nil })
+        #expect(zip(first.routes, same.routes).allSatisfy { $0.rateLimiter === $1.rateLimiter }, "kept")
+        #expect(zip(first.routes, changed.routes).allSatisfy { $0.rateLimiter !== $1.rateLimiter }, "a new limit starts afresh")
+        #expect(first.routes[0].rateLimiter?.policyField == "\"route\";q=20;w=1", "10 per 500 ms is 20 per second")
+        var slow = RateLimitConfig()
+        slow.rate = 3
+        slow.perMs = 1500
+        #expect(RateLimiter(slow).policyField == "\"route\";q=4;w=2", "3 per 1.5 s: 4 per 2 s, rounded down")
     }
 }

@@ -650,6 +650,15 @@ extension RateLimitConfig: ConfigSection {
     static func decode(_ value: JSONValue, at location: ConfigLocation) throws(ConfigError) -> RateLimitConfig {
         let limit: RateLimitConfig = try decode(value, at: location, startingFrom: RateLimitConfig())
         if limit.rate == 0 { throw location.member("rate", example: "100").error("missing; how many requests per \"per\"") }
+        // One request at least every microsecond of `per` (a million a second), and the burst's
+        // span (interval × (burst + 1)) within a day: the arithmetic stays exact and bounded.
+        let intervalNs = Double(limit.perMs) * 1e6 / Double(limit.rate)
+        if intervalNs < 1000 {
+            throw location.member("rate", example: "100").error("at most 1,000,000 requests a second (\(limit.rate) per \(limit.perMs) ms is more)")
+        }
+        if intervalNs * Double(limit.burst + 1) > 86_400e9 {
+            throw location.member("burst", example: "50").error("the burst would span more than a day at this rate; lower it")
+        }
         return limit
     }
 }

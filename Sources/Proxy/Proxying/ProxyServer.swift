@@ -275,7 +275,7 @@ public final class ProxyServer {
         }
         let old = settings.backends
         let oldHTTP2 = settings.config.http2
-        settings = ServerSettings(generation, worker: worker, previous: old)
+        settings = ServerSettings(generation, worker: worker, previous: old, previousRouter: settings.router)
         configureAccessLog()
         adoptPools()
         if settings.config.http2 != oldHTTP2 {

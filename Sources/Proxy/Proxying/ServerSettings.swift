@@ -70,7 +70,10 @@ final class ServerSettings {
 
     /// Builds the worker's view of `generation`, reusing the `Backend` (and so the pool) of every
     /// backend that `previous` already had.
-    init(_ generation: ConfigGeneration, worker: Int, previous: [Backend]) {
+    /// `previousRouter`: the worker's router before; a route whose `rate_limit` did not change
+    /// (same position and setting) keeps its buckets, so a re-resolution or an unrelated reload
+    /// does not hand every client a fresh burst.
+    init(_ generation: ConfigGeneration, worker: Int, previous: [Backend], previousRouter: Router? = nil) {
         self.generation = generation.number
         routeRefusals = generation.routeRefusals
         routeRefusalSlab = generation.routeRefusals[min(worker, generation.routeRefusals.count - 1)]
@@ -93,7 +96,7 @@ final class ServerSettings {
                             weights: members.map(\.shared.effectiveWeight))
         }
         self.upstreams = upstreams
-        router = Router(config) { name in upstreams.firstIndex { $0.name == name } }
+        router = Router(config, previous: previousRouter) { name in upstreams.firstIndex { $0.name == name } }
         headLimits = HeadLimits(config.limits)
         allowedMethods = config.limits.allowedMethods.map { Array($0.utf8) }
         adminPaths = AdminPaths(config.admin)

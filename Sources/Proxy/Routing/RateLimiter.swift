@@ -69,6 +69,11 @@ final class RateLimiter {
     /// Slots in the table (0 until first used).
     var capacity: Int { keys.count }
 
-    /// `RateLimit-Policy` (IETF draft-ietf-httpapi-ratelimit-headers): the quota and its window in seconds.
-    var policyField: String { "\"route\";q=\(config.rate);w=\(max(1, config.perMs / 1000))" }
+    /// `RateLimit-Policy` (IETF draft-ietf-httpapi-ratelimit-headers): the quota over a window of
+    /// whole seconds (`per` rounded up, the quota scaled to it, rounded down).
+    var policyField: String {
+        let seconds = max(1, (config.perMs + 999) / 1000)
+        let quota = Int(Double(config.rate) * Double(seconds * 1000) / Double(config.perMs))
+        return "\"route\";q=\(quota);w=\(seconds)"
+    }
 }

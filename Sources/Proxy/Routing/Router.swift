@@ -44,9 +44,14 @@ struct Router {
         let rateLimiter: RateLimiter?
 
         init(host: HostPattern, path: [UInt8], upstream: Int, stripLength: Int, forwardedPrefix: [UInt8],
-             hostHeader: HostHeader, timeouts: TimeoutsConfig, description: String, policy: RoutePolicy, index: Int) {
+             hostHeader: HostHeader, timeouts: TimeoutsConfig, description: String, policy: RoutePolicy, index: Int,
+             previous: Route? = nil) {
             self.index = index
-            rateLimiter = policy.rateLimit.map(RateLimiter.init)
+            if let kept = previous?.rateLimiter, kept.config == policy.rateLimit {
+                rateLimiter = kept
+            } else {
+                rateLimiter = policy.rateLimit.map(RateLimiter.init)
+            }
             self.description = description
             self.policy = policy
             self.timeouts = timeouts
@@ -70,7 +75,9 @@ struct Router {
     let forwardNormalized: Bool
 
     /// `upstreamIndex` maps an upstream name to its index in the worker's list.
-    init(_ config: ProxyConfig, upstreamIndex: (String) -> Int?) {
+    init(_ config: ProxyConfig, previous: Router? = nil, upstreamIndex: (String) -> Int?) {
+        let before = previous?.routes ?? []
+        func previousRoute(_ index: Int) -> Route? { before.first { $0.index == index } }
         var routes: [Route] = config.routes.enumerated().compactMap { index, r in
             guard let upstream = upstreamIndex(r.upstream) else { return nil }  // the loader checked
             let host: HostPattern = switch r.host {
@@ -88,13 +95,13 @@ struct Router {
                          stripLength: r.stripPrefix ? prefix.count : 0, forwardedPrefix: r.stripPrefix ? prefix : [],
                          hostHeader: hostHeader, timeouts: r.timeouts.applied(to: config.timeouts),
                          description: "host \(r.host) path \(r.path)" + (r.stripPrefix ? " (prefix stripped)" : ""),
-                         policy: RoutePolicy(r.policy.merged(over: config.policy)), index: index)
+                         policy: RoutePolicy(r.policy.merged(over: config.policy)), index: index, previous: previousRoute(index))
         }
         if let fallback = upstreamIndex(UpstreamConfig.defaultName), !config.backends.isEmpty {
             routes.append(Route(host: .any, path: [UInt8(ascii: "/")], upstream: fallback, stripLength: 0,
                                 forwardedPrefix: [], hostHeader: .preserve, timeouts: config.timeouts,
                                 description: "no route matched: the default pool", policy: RoutePolicy(config.policy),
-                                index: config.routes.count))
+                                index: config.routes.count, previous: previousRoute(config.routes.count)))
         }
         self.routes = routes
         let normalization = config.pathNormalization
