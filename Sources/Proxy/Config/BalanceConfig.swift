@@ -110,12 +110,10 @@ public enum HashKey: Sendable, Equatable, CustomStringConvertible {
         let kind = text[..<colon], name = String(text[text.index(after: colon)...])
         // Header and cookie names are tokens (RFC 9110 §5.6.2, RFC 6265 §4.1.1); a query
         // parameter name is anything but the separators.
-        let token = "!#$%&'*+-.^_`|~".utf8
-        let isToken = { (c: UInt8) in (c >= 0x30 && c <= 0x39) || (c | 0x20 >= 0x61 && c | 0x20 <= 0x7A) || token.contains(c) }
-        let fits: (UInt8) -> Bool = kind == "query"
-            ? { $0 > 0x20 && $0 < 0x7F && !"&=#;+".utf8.contains($0) }
-            : isToken
-        guard !name.isEmpty, name.utf8.allSatisfy(fits) else { return .failure(HashKeyError(text)) }
+        let fits = kind == "query"
+            ? !name.isEmpty && name.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && !"&=#;+".utf8.contains($0) }
+            : isToken(name)
+        guard fits else { return .failure(HashKeyError(text)) }
         switch kind {
         case "header": return .success(.header(name.lowercased()))
         case "cookie": return .success(.cookie(name))

@@ -560,6 +560,12 @@ extension LimitsConfig: ConfigSection {
     }
 }
 
+/// A token (RFC 9110 §5.6.2: method names, field names, cookie names): one or more `tchar`, the
+/// parser's own byte classes.
+func isToken(_ text: String) -> Bool {
+    !text.isEmpty && text.utf8.allSatisfy { httpByteClass[Int($0)] & HTTPByteClass.tchar != 0 }
+}
+
 extension ConfigLocation {
     /// `["GET", "POST"]`: method names, case-sensitive tokens (RFC 9110 §9.1).
     func methodList(_ value: JSONValue) throws(ConfigError) -> [String] {
@@ -570,7 +576,7 @@ extension ConfigLocation {
         for (i, item) in items.enumerated() {
             let itemAt = element(i, example: "\"GET\"")
             let name = try itemAt.string(item)
-            guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) }) else {
+            guard isToken(name) else {
                 throw itemAt.error("\(JSONValue.quoted(name)) is not a method name (a token such as \"GET\")")
             }
             // Methods are case-sensitive: "get" would match no client's GET.
@@ -612,7 +618,7 @@ extension RateLimitConfig: ConfigSection {
                 if text == "route" { limit.key = .route; return }
                 if text.hasPrefix("header:") {
                     let name = String(text.dropFirst(7)).lowercased()
-                    guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) }) else {
+                    guard isToken(name) else {
                         throw at.error("expected a header name after \"header:\", got \(JSONValue.quoted(text))")
                     }
                     limit.key = .header(name)
@@ -675,7 +681,7 @@ extension CORSConfig: ConfigSection {
             return try items.enumerated().map { i, item throws(ConfigError) in
                 let place = at.element(i, example: "\"Authorization\"")
                 let name = try place.string(item)
-                guard name == "*" || (!name.isEmpty && name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) })) else {
+                guard name == "*" || isToken(name) else {
                     throw place.error("\(JSONValue.quoted(name)) is not a field or method name")
                 }
                 return name
@@ -761,7 +767,7 @@ extension HeaderRulesConfig {
         let reserved = reserved(direction)
         func checkName(_ name: String, _ place: ConfigLocation) throws(ConfigError) {
             // RFC 9110 §5.1: a field name is a token.
-            guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) }) else {
+            guard isToken(name) else {
                 throw place.error("\(JSONValue.quoted(name)) is not a header field name")
             }
             if let why = reserved[name.lowercased()] { throw place.error("\(name) cannot be changed here: \(why)") }
@@ -1001,8 +1007,7 @@ extension StickyConfig: ConfigSection {
             ConfigField(key: "cookie", example: "\"srv\"") { config, value, at throws(ConfigError) in
                 let name = try at.string(value)
                 // RFC 6265 §4.1.1: a cookie name is a token.
-                let separators = "()<>@,;:\\\"/[]?={} \t".utf8
-                guard !name.isEmpty, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && !separators.contains($0) }) else {
+                guard isToken(name) else {
                     throw at.error("a cookie name is letters, digits and !#$%&'*+-.^_`|~, got \(JSONValue.quoted(name))")
                 }
                 config.cookie = name

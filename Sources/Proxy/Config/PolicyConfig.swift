@@ -48,13 +48,6 @@ public struct PolicyConfig: Sendable, Equatable {
         if out.rateLimit == nil { out.rateLimit = base.rateLimit }
         return out
     }
-
-    /// Whether anything is checked at all (the common case: nothing to do per request).
-    public var isEmpty: Bool {
-        (allow ?? []).isEmpty && (deny ?? []).isEmpty && (allowedMethods ?? []).isEmpty && maxBodyBytes == nil
-            && (requestHeaders?.isEmpty ?? true) && (responseHeaders?.isEmpty ?? true) && securityHeaders != true
-            && (cors?.origins.isEmpty ?? true) && (rateLimit?.rate ?? 0) == 0
-    }
 }
 
 /// `"cors": {"origins": ["https://app.example"], "methods": ["GET", "POST"], "headers": ["Authorization"],

@@ -31,12 +31,12 @@ struct ExchangeState: ~Copyable {
     /// The body limit in force (0: none): `limits.max_body_bytes`, or the route's
     /// `max_body_bytes` once routed. The downstream holds a chunked body to it as it arrives.
     var maxBodyBytes: UInt64 = 0
-    /// The client as far as the proxy can tell (`trusted_proxies`): its address as text and as
-    /// bytes (4 or 16; empty when unknown). The connection's peer unless a trusted proxy vouches
-    /// for another. Set once the head is parsed; what the access log, policies, `X-Real-IP`,
-    /// `Forwarded`, placeholders and the `client_ip` hash key use.
+    /// The client as far as the proxy can tell (`trusted_proxies`): its address as text, and as
+    /// bytes (4 or 16) when a trusted proxy named another than the peer (nil: the peer's, made
+    /// only when a policy needs it). Set once the head is parsed; what the access log, policies,
+    /// `X-Real-IP`, `Forwarded`, placeholders and the `client_ip` hash key use.
     var clientIP: [UInt8] = []
-    var clientAddress: [UInt8] = []
+    var clientAddress: [UInt8]?
     /// What to forward as the request target (origin-form).
     var forwardTarget: Range<Int>? = nil
     var requestDecoder = ChunkedDecoder()

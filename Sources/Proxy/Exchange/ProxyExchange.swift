@@ -32,8 +32,9 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
     /// The client's IP as text (for `X-Forwarded-For`, `X-Real-IP`, the access log), found once.
     let peerIP: [UInt8]
-    /// The peer's address as bytes (4 or 16; empty when unknown).
-    let peerAddressBytes: [UInt8]
+    /// The peer's address (nil for in-memory tests); its bytes are made only when a policy or
+    /// `trusted_proxies` asks (`clientAddressBytes`).
+    let peerAddress: SocketAddress?
     /// `peerIP` is an IPv6 address (quoted in `Forwarded`).
     let peerIsIPv6: Bool
     /// The request came through `admin.listen`.
@@ -60,7 +61,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x = detached
         let ip = peerAddress?.ipString ?? "unknown"
         peerIP = Array(ip.utf8)
-        peerAddressBytes = peerAddress?.addressBytes ?? []
+        self.peerAddress = peerAddress
         peerIsIPv6 = ip.utf8.contains(UInt8(ascii: ":"))
         self.isAdminListener = isAdminListener
         isLoopbackPeer = AdminPaths.isLoopback(ip)
@@ -199,30 +200,22 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// not an address ends the walk. Otherwise the peer.
     private func identifyClient() {
         x.pointee.clientIP = peerIP
-        x.pointee.clientAddress = peerAddressBytes
+        x.pointee.clientAddress = nil
         let trusted = settings.config.trustedProxies
-        guard !trusted.isEmpty, trusted.contains(where: { $0.contains(peerAddressBytes[...]) }) else { return }
+        guard !trusted.isEmpty, let peer = peerAddress?.addressBytes, trusted.contains(where: { $0.contains(peer[...]) }) else { return }
         let b = x.pointee.request.bytes
         var entries: [Range<Int>] = []
         for field in x.pointee.request.fields where field.name.count == 15 && b.equalsIgnoringCase(field.name, "x-forwarded-for") {
-            var i = field.value.lowerBound
-            while i < field.value.upperBound {
-                while i < field.value.upperBound && (b[i] == UInt8(ascii: " ") || b[i] == UInt8(ascii: ",") || b[i] == UInt8(ascii: "\t")) { i += 1 }
-                var end = i
-                while end < field.value.upperBound && b[end] != UInt8(ascii: ",") { end += 1 }
-                var last = end
-                while last > i && (b[last - 1] == UInt8(ascii: " ") || b[last - 1] == UInt8(ascii: "\t")) { last -= 1 }
-                if last > i { entries.append(i..<last) }
-                i = end
-            }
+            forEachToken(b, field.value) { entries.append($0) }
         }
         for entry in entries.reversed() {
             var text = String(decoding: b[entry], as: UTF8.self)
             if text.hasPrefix("[") && text.hasSuffix("]") { text = String(text.dropFirst().dropLast()) }
             guard let address = SocketAddress(ip: text, port: 0) else { return }
             x.pointee.clientIP = Array(address.ipString.utf8)
-            x.pointee.clientAddress = address.addressBytes
-            if !trusted.contains(where: { $0.contains(x.pointee.clientAddress[...]) }) { return }
+            let bytes = address.addressBytes
+            x.pointee.clientAddress = bytes
+            if !trusted.contains(where: { $0.contains(bytes[...]) }) { return }
         }
     }
 
@@ -231,7 +224,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// arrives). Answers, counts the refusal and returns false when the request is refused.
     private func admitByPolicy(_ policy: RoutePolicy) -> Bool {
         if !policy.allow.isEmpty || !policy.deny.isEmpty {
-            if !policy.admits(x.pointee.clientAddress[...]) {
+            let address = x.pointee.clientAddress ?? peerAddress?.addressBytes ?? []
+            if !policy.admits(address[...]) {
                 return refuseByPolicy(.address, status: 403,
                                       reason: "Forbidden: this route does not accept requests from \(String(decoding: x.pointee.clientIP, as: UTF8.self))")
             }
@@ -324,7 +318,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// The route's rules for the response head (`response_headers`, `security_headers`), for the
     /// downstream's head writer; nil when it has none (the usual case).
     var responsePolicy: ResponsePolicy? {
-        guard let policy = x.pointee.route?.policy, policy.responseHeaders != nil || policy.securityHeaders || policy.cors != nil else { return nil }
+        // The flag first: binding the policy copies it (a retain per array in it), which every
+        // response of a route without rules would pay.
+        guard let route = x.pointee.route, route.policy.rewritesResponses else { return nil }
+        let policy = route.policy
         let b = x.pointee.request.bytes
         let host = x.pointee.request.hostField.map { b[x.pointee.request.fields[$0].value] } ?? []
         var cors: ResponsePolicy.CORS?

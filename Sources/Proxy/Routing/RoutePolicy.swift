@@ -26,6 +26,8 @@ struct RoutePolicy {
     let rateLimit: RateLimitConfig?
     /// Only header rules: nothing to refuse or answer.
     let refusesNothing: Bool
+    /// `response_headers`, `security_headers` or `cors`: the response head is rewritten.
+    let rewritesResponses: Bool
 
     /// Why a request was refused: the `reason` label of `proxy_policy_refusals_total`.
     enum Refusal: Int, CaseIterable {
@@ -58,7 +60,8 @@ struct RoutePolicy {
         cors = CompiledCORS(config.cors)
         rateLimit = config.rateLimit.flatMap { $0.rate > 0 ? $0 : nil }
         refusesNothing = allow.isEmpty && deny.isEmpty && methods == nil && maxBodyBytes == nil && cors == nil && rateLimit == nil
-        isEmpty = refusesNothing && requestHeaders == nil && responseHeaders == nil && !securityHeaders
+        rewritesResponses = responseHeaders != nil || securityHeaders || cors != nil
+        isEmpty = refusesNothing && requestHeaders == nil && !rewritesResponses
     }
 
     /// Whether `address` (the client's, 4 or 16 bytes) may use the route: not in a `deny`
@@ -122,14 +125,10 @@ struct CompiledCORS {
     /// Every name of an `Access-Control-Request-Headers` list is allowed (case-insensitively).
     func allowsHeaders(_ b: [UInt8], _ list: Range<Int>) -> Bool {
         if anyHeader { return true }
-        var i = list.lowerBound
-        while i < list.upperBound {
-            while i < list.upperBound && (b[i] == UInt8(ascii: " ") || b[i] == UInt8(ascii: ",") || b[i] == UInt8(ascii: "\t")) { i += 1 }
-            var end = i
-            while end < list.upperBound && b[end] != UInt8(ascii: ",") && b[end] != UInt8(ascii: " ") && b[end] != UInt8(ascii: "\t") { end += 1 }
-            if end > i && !headers.contains(where: { equalsLowercase(b, i..<end, $0) }) { return false }
-            i = end
+        var allowed = true
+        forEachToken(b, list) { name in
+            if allowed && !headers.contains(where: { equalsLowercase(b, name, $0) }) { allowed = false }
         }
-        return true
+        return allowed
     }
 }
