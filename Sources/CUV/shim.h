@@ -124,6 +124,14 @@ static inline void cuv_counter_add(uint64_t *p, uint64_t n) {
 static inline void cuv_counter_store(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 static inline uint64_t cuv_counter_load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 
+/* Words shared by several writers (the `proxy`-scope rate limiter's table): a relaxed load and
+   store, and a compare-and-swap that publishes with release and reads with acquire. */
+static inline uint64_t cuv_shared_load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void cuv_shared_store(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline int cuv_shared_cas(uint64_t *p, uint64_t *expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
 /* Whether the batch of epoll events libuv is dispatching right now lists `fd`. libuv keeps the
    batch in the two slots past the end of `loop->watchers` while it runs the I/O callbacks (its
    own uv__platform_invalidate_fd reads them there to drop events of a descriptor closed

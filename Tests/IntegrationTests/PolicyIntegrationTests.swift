@@ -249,4 +249,26 @@ import Testing
         #expect(try get(proxy.port, "/elsewhere").status == 200, "another route")
         #expect(try get(proxy.port, "/_metrics").text.contains("proxy_policy_refusals_total{reason=\"rate_limit\"} 1"))
     }
+
+    @Test func aProxyScopeLimitHoldsAcrossWorkerLoops() throws {
+        let backend = try startBackend()
+        defer { backend.stop() }
+        let proxy = try startProxy(config: """
+            {"backends": [{"url": "http://127.0.0.1:\(backend.port)"}],
+             "routes": [{"path": "/", "upstream": "default", "rate_limit": {"key": "route", "rate": 1, "per": "1h", "burst": 19, "scope": "proxy"}},
+                        {"path": "/w", "upstream": "default", "rate_limit": {"key": "route", "rate": 1, "per": "1h", "burst": 19, "scope": "worker"}}],
+             "health_check": {"path": null, "interval_ms": 60000}, "access_log": null}
+            """, workers: 2)
+        defer { proxy.stop() }
+        // 60 requests on fresh connections (the kernel spreads them over both workers): exactly
+        // burst + 1 = 20 are let through; with scope "worker" up to 40 would be.
+        var statuses: [Int: Int] = [:]
+        for _ in 0..<60 { statuses[try TestConnection(port: proxy.port).request("GET", "/x", headers: ["Connection": "close"]).status, default: 0] += 1 }
+        #expect(statuses == [200: 20, 429: 40], "\(statuses)")
+        // The control: the same limit per worker lets more through, because the connections did
+        // reach both workers (SO_REUSEPORT hashes them; all 60 on one is a 2^-59 chance).
+        var perWorker = 0
+        for _ in 0..<60 where try TestConnection(port: proxy.port).request("GET", "/w", headers: ["Connection": "close"]).status == 200 { perWorker += 1 }
+        #expect(perWorker > 20 && perWorker <= 40, "\(perWorker)")
+    }
 }

@@ -153,6 +153,7 @@ struct RoutePolicyTests {
             (#"{"policy": {"rate_limit": {"rate": 10, "per": "1 minute"}}}"#, "policy.rate_limit.per: expected a duration like"),
             (#"{"policy": {"rate_limit": {"per": "1s"}}}"#, "policy.rate_limit.rate: missing"),
             (#"{"policy": {"rate_limit": {"rate": 10, "scope": "global"}}}"#, "scope \"global\" is not built yet"),
+            (#"{"policy": {"rate_limit": {"rate": 10, "scope": "process"}}}"#, "expected \"worker\" or \"proxy\""),
             (#"{"policy": {"rate_limit": {"rate": 10, "key": "jwt:sub"}}}"#, "need JWT authentication, which is not built yet"),
             (#"{"policy": {"rate_limit": {"rate": 10, "key": "ip"}}}"#, "expected \"client_ip\", \"header:NAME\" or \"route\""),
             (#"{"policy": {"rate_limit": {"rate": 1, "per": "24h", "burst": 1000000}}}"#, "policy.rate_limit.burst: the burst would span more than a day"),
@@ -182,5 +183,61 @@ struct RoutePolicyTests {
         slow.rate = 3
         slow.perMs = 1500
         #expect(RateLimiter(slow).policyField == "\"route\";q=4;w=2", "3 per 1.5 s: 4 per 2 s, rounded down")
+    }
+
+    @Test func aProxyScopeTableIsSharedByEveryWorkerAndExactUnderRaces() async {
+        var config = RateLimitConfig()
+        config.rate = 1
+        config.perMs = 3_600_000
+        config.burst = 999
+        config.scope = .proxy
+        let limit = config
+        let table = SharedRateLimitTable(config)
+        // Two workers' limiters over one table: one bucket.
+        let a = RateLimiter(config, shared: table), b = RateLimiter(config, shared: table)
+        let t0: UInt64 = 7_000_000_000
+        #expect(a.admit(key: 5, now: t0).remaining == 999)
+        #expect(b.admit(key: 5, now: t0).remaining == 998, "the other worker sees the first one's request")
+        // Four threads, 500 requests each, at the same instant on one key: exactly burst + 1 = 1000
+        // go through however the compare-and-swaps interleave (the two above included).
+        let allowed = await withTaskGroup(of: Int.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    let limiter = RateLimiter(limit, shared: table)
+                    var n = 0
+                    for _ in 0..<500 where limiter.admit(key: 5, now: t0).allowed { n += 1 }
+                    return n
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(allowed == 998, "\(allowed) of 2000 let through")
+        // Distinct keys from several threads: the table stays at its size, each key limited.
+        let small: RateLimitConfig = { var c = config; c.maxKeys = 64; c.burst = 0; return c }()
+        let bounded = SharedRateLimitTable(small)
+        await withTaskGroup(of: Void.self) { group in
+            for thread in 0..<4 {
+                group.addTask {
+                    let limiter = RateLimiter(small, shared: bounded)
+                    for k in 1...5_000 { _ = limiter.admit(key: UInt64(thread * 10_000 + k) &* 0x9E37_79B9_7F4A_7C15, now: t0) }
+                }
+            }
+        }
+        #expect(bounded.capacity == 64)
+        let fresh = RateLimiter(small, shared: bounded)
+        #expect(fresh.admit(key: 42, now: t0).allowed && !fresh.admit(key: 42, now: t0).allowed)
+    }
+
+    @Test func aProxyScopeTableIsKeptByGenerationsThatKeepTheLimit() throws {
+        func generation(_ rate: Int, previous: ConfigGeneration? = nil) throws -> ConfigGeneration {
+            let config = try ConfigLoader.parse(Array(#"{"backends": [{"url": "http://a:1"}], "routes": [{"path": "/x", "upstream": "default", "rate_limit": {"rate": \#(rate), "scope": "proxy"}}, {"path": "/y", "upstream": "default"}]}"#.utf8), file: "c.json")
+            return ConfigGeneration(number: 1, config: config, backends: [], upstreams: [], previous: previous)
+        }
+        let first = try generation(10)
+        #expect(first.sharedRateLimits.count == 3 && first.sharedRateLimits[0] != nil && first.sharedRateLimits[1] == nil && first.sharedRateLimits[2] == nil)
+        #expect(try generation(10, previous: first).sharedRateLimits[0] === first.sharedRateLimits[0])
+        #expect(try generation(20, previous: first).sharedRateLimits[0] !== first.sharedRateLimits[0])
+        let router = Router(first.config, sharedRateLimits: first.sharedRateLimits) { _ in 0 }
+        #expect(router.routes[0].rateLimiter?.shared === first.sharedRateLimits[0])
     }
 }

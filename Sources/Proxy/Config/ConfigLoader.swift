@@ -641,10 +641,10 @@ extension RateLimitConfig: ConfigSection {
             ConfigField(key: "scope", example: "\"worker\"") { limit, value, at throws(ConfigError) in
                 let text = try at.string(value)
                 guard let scope = Scope(rawValue: text) else {
-                    if text == "proxy" || text == "global" {
-                        throw at.error("scope \(JSONValue.quoted(text)) is not built yet; \"worker\" counts on each worker loop")
+                    if text == "global" {
+                        throw at.error("scope \"global\" is not built yet; \"proxy\" counts across all worker loops of this process, \"worker\" on each loop")
                     }
-                    throw at.error("expected \"worker\", got \(JSONValue.quoted(text))")
+                    throw at.error("expected \"worker\" or \"proxy\", got \(JSONValue.quoted(text))")
                 }
                 limit.scope = scope
             },

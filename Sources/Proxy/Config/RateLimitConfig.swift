@@ -22,9 +22,10 @@ public struct RateLimitConfig: Sendable, Equatable {
     }
 
     /// Where the buckets live: `worker` (each worker loop its own: with N workers a client may
-    /// get up to N × rate when its connections spread). `proxy` and `global` (Redis) are not
+    /// get up to N × rate when its connections spread), `proxy` (one table all worker loops
+    /// update without a lock: the rate holds for the whole process). `global` (Redis) is not
     /// built yet.
-    public enum Scope: String, Sendable, Equatable { case worker }
+    public enum Scope: String, Sendable, Equatable { case worker, proxy }
 
     public var key: Key = .clientIP
     public var rate = 0

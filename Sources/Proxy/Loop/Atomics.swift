@@ -27,4 +27,23 @@ enum Atomics {
     static func counterLoad(_ word: UnsafePointer<UInt64>) -> UInt64 {
         cuv_counter_load(word)
     }
+
+    /// Shared words (several writers, any thread): an acquire load.
+    @inline(__always)
+    static func sharedLoad(_ word: UnsafeMutablePointer<UInt64>) -> UInt64 {
+        cuv_shared_load(word)
+    }
+
+    /// Shared words: a release store.
+    @inline(__always)
+    static func sharedStore(_ word: UnsafeMutablePointer<UInt64>, _ value: UInt64) {
+        cuv_shared_store(word, value)
+    }
+
+    /// Shared words: replaces `*word` with `desired` if it still holds `expected`; otherwise
+    /// returns false and puts what it holds in `expected`.
+    @inline(__always)
+    static func sharedCompareExchange(_ word: UnsafeMutablePointer<UInt64>, expected: inout UInt64, desired: UInt64) -> Bool {
+        cuv_shared_cas(word, &expected, desired) != 0
+    }
 }

@@ -20,10 +20,22 @@ public struct ConfigGeneration: Sendable {
     /// slab per worker (worker `i` writes slab `i`): `proxy_policy_refusals_total{route,reason}`.
     /// A reload starts them over with its routes; a re-resolution keeps them.
     public let routeRefusals: [CounterSlab]
+    /// The buckets of each route's `scope: "proxy"` `rate_limit` (`config.routes` order, then the
+    /// default pool; nil where a route has none), shared by every worker. A generation whose
+    /// route keeps the same `rate_limit` at the same position keeps its table (`previous`).
+    public let sharedRateLimits: [SharedRateLimitTable?]
 
     public init(number: Int, config: ProxyConfig, backends: [SharedBackend], upstreams: [SharedUpstream],
                 maxConnections: Int? = nil, tls: [TLSContext?] = [], httpsPort: UInt16? = nil,
-                workers: Int = 1, routeRefusals: [CounterSlab]? = nil) {
+                workers: Int = 1, routeRefusals: [CounterSlab]? = nil, previous: ConfigGeneration? = nil) {
+        let limits = config.routes.map { $0.policy.merged(over: config.policy).rateLimit } + [config.policy.rateLimit]
+        sharedRateLimits = limits.enumerated().map { index, limit in
+            guard let limit, limit.rate > 0, limit.scope == .proxy else { return nil }
+            if let previous, index < previous.sharedRateLimits.count, let kept = previous.sharedRateLimits[index], kept.config == limit {
+                return kept
+            }
+            return SharedRateLimitTable(limit)
+        }
         self.routeRefusals = routeRefusals ?? (0..<max(workers, 1)).map { _ in
             CounterSlab(count: (config.routes.count + 1) * RoutePolicy.Refusal.allCases.count)
         }
@@ -96,7 +108,7 @@ final class ServerSettings {
                             weights: members.map(\.shared.effectiveWeight))
         }
         self.upstreams = upstreams
-        router = Router(config, previous: previousRouter) { name in upstreams.firstIndex { $0.name == name } }
+        router = Router(config, previous: previousRouter, sharedRateLimits: generation.sharedRateLimits) { name in upstreams.firstIndex { $0.name == name } }
         headLimits = HeadLimits(config.limits)
         allowedMethods = config.limits.allowedMethods.map { Array($0.utf8) }
         adminPaths = AdminPaths(config.admin)

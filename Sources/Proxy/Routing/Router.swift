@@ -40,17 +40,17 @@ struct Router {
         /// Its position in `config.routes` (the default pool: `config.routes.count`), where its
         /// counters sit.
         let index: Int
-        /// This worker's buckets for the route's `rate_limit` (nil: none).
+        /// The route's `rate_limit` as this worker applies it (nil: none).
         let rateLimiter: RateLimiter?
 
         init(host: HostPattern, path: [UInt8], upstream: Int, stripLength: Int, forwardedPrefix: [UInt8],
              hostHeader: HostHeader, timeouts: TimeoutsConfig, description: String, policy: RoutePolicy, index: Int,
-             previous: Route? = nil) {
+             previous: Route? = nil, shared: SharedRateLimitTable? = nil) {
             self.index = index
-            if let kept = previous?.rateLimiter, kept.config == policy.rateLimit {
+            if let kept = previous?.rateLimiter, kept.config == policy.rateLimit, kept.shared === shared {
                 rateLimiter = kept
             } else {
-                rateLimiter = policy.rateLimit.map(RateLimiter.init)
+                rateLimiter = policy.rateLimit.map { RateLimiter($0, shared: shared) }
             }
             self.description = description
             self.policy = policy
@@ -75,9 +75,12 @@ struct Router {
     let forwardNormalized: Bool
 
     /// `upstreamIndex` maps an upstream name to its index in the worker's list.
-    init(_ config: ProxyConfig, previous: Router? = nil, upstreamIndex: (String) -> Int?) {
+    /// `sharedRateLimits`: `ConfigGeneration.sharedRateLimits`.
+    init(_ config: ProxyConfig, previous: Router? = nil, sharedRateLimits: [SharedRateLimitTable?] = [],
+         upstreamIndex: (String) -> Int?) {
         let before = previous?.routes ?? []
         func previousRoute(_ index: Int) -> Route? { before.first { $0.index == index } }
+        func shared(_ index: Int) -> SharedRateLimitTable? { index < sharedRateLimits.count ? sharedRateLimits[index] : nil }
         var routes: [Route] = config.routes.enumerated().compactMap { index, r in
             guard let upstream = upstreamIndex(r.upstream) else { return nil }  // the loader checked
             let host: HostPattern = switch r.host {
@@ -95,13 +98,15 @@ struct Router {
                          stripLength: r.stripPrefix ? prefix.count : 0, forwardedPrefix: r.stripPrefix ? prefix : [],
                          hostHeader: hostHeader, timeouts: r.timeouts.applied(to: config.timeouts),
                          description: "host \(r.host) path \(r.path)" + (r.stripPrefix ? " (prefix stripped)" : ""),
-                         policy: RoutePolicy(r.policy.merged(over: config.policy)), index: index, previous: previousRoute(index))
+                         policy: RoutePolicy(r.policy.merged(over: config.policy)), index: index, previous: previousRoute(index),
+                         shared: shared(index))
         }
         if let fallback = upstreamIndex(UpstreamConfig.defaultName), !config.backends.isEmpty {
             routes.append(Route(host: .any, path: [UInt8(ascii: "/")], upstream: fallback, stripLength: 0,
                                 forwardedPrefix: [], hostHeader: .preserve, timeouts: config.timeouts,
                                 description: "no route matched: the default pool", policy: RoutePolicy(config.policy),
-                                index: config.routes.count, previous: previousRoute(config.routes.count)))
+                                index: config.routes.count, previous: previousRoute(config.routes.count),
+                                shared: shared(config.routes.count)))
         }
         self.routes = routes
         let normalization = config.pathNormalization

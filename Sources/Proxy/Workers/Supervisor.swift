@@ -507,7 +507,8 @@ public final class Supervisor {
         generation = ConfigGeneration(number: generation.number + 1, config: next, backends: backends,
                                       upstreams: SharedUpstream.list(for: next, workers: workerCount, previous: generation.upstreams),
                                       maxConnections: budget.maxConnections, tls: contexts,
-                                      httpsPort: next.firstTLSListener.map { addresses[$0].port }, workers: workerCount)
+                                      httpsPort: next.firstTLSListener.map { addresses[$0].port }, workers: workerCount,
+                                      previous: generation)
         var pending = UnconfirmedReload(
             summary: "reload: \(path): generation \(generation.number): \(changes.summary)"
                 + sockets.sorted { $0.key < $1.key }.map { " (now listening on \($0.value.address))" }.joined()
@@ -573,7 +574,8 @@ public final class Supervisor {
         }
         generation = ConfigGeneration(number: generation.number + 1, config: config, backends: backends,
                                       upstreams: generation.upstreams, maxConnections: generation.maxConnections,
-                                      tls: generation.tls, httpsPort: generation.httpsPort, routeRefusals: generation.routeRefusals)
+                                      tls: generation.tls, httpsPort: generation.httpsPort, routeRefusals: generation.routeRefusals,
+                                      previous: generation)
         var pending = UnconfirmedReload(summary: "dns: generation \(generation.number): " + lines.joined(separator: "; "),
                                         waitingFor: 0, isReload: false)
         for inbox in inboxes where inbox.post(.apply(generation, listening: [:])) { pending.waitingFor += 1 }
