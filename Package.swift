@@ -43,7 +43,15 @@ let package = Package(
             providers: [.apt(["libc-ares-dev"])]
         ),
         .target(name: "CDNS", dependencies: ["CAres"]),
-        .target(name: "Proxy", dependencies: ["CUV", "CTLS", "CNGHTTP2", "CDNS"], swiftSettings: hotPathSettings),
+        // hiredis's asynchronous client, for the `global` rate-limit scope's Redis; CRedis (our
+        // glue to libuv) is the only code that names it.
+        .systemLibrary(
+            name: "CHiredis",
+            pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"])]
+        ),
+        .target(name: "CRedis", dependencies: ["CHiredis", "CUV"]),
+        .target(name: "Proxy", dependencies: ["CUV", "CTLS", "CNGHTTP2", "CDNS", "CRedis"], swiftSettings: hotPathSettings),
         .target(name: "TestBackendKit", dependencies: ["Proxy"], swiftSettings: hotPathSettings),
         .executableTarget(name: "ProxyCLI", dependencies: ["Proxy"], swiftSettings: hotPathSettings),
         .executableTarget(name: "TestBackend", dependencies: ["TestBackendKit"], swiftSettings: hotPathSettings),

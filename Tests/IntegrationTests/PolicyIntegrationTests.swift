@@ -272,3 +272,216 @@ import Testing
         #expect(perWorker > 20 && perWorker <= 40, "\(perWorker)")
     }
 }
+
+/// `scope: "global"` rate limits against a real Redis.
+@Suite(.serialized) struct GlobalRateLimitTests {
+    private func config(backend: UInt16, redis: UInt16, onError: String = "allow", lease: Int? = nil, burst: Int = 9) -> String {
+        """
+        {"backends": [{"url": "http://127.0.0.1:\(backend)"}],
+         "routes": [{"path": "/", "upstream": "default", "rate_limit": {"key": "header:X-User", "rate": 1, "per": "1h", "burst": \(burst), "scope": "global"\(lease.map { ", \"lease\": \($0)" } ?? "")}}],
+         "redis": {"url": "redis://127.0.0.1:\(redis)/3", "timeout_ms": 200, "on_error": "\(onError)"},
+         "health_check": {"path": null, "interval_ms": 60000}, "access_log": null}
+        """
+    }
+
+    private func ask(_ port: UInt16, _ user: String = "alice") throws -> HTTPResponse {
+        try TestConnection(port: port).request("GET", "/x", headers: ["X-User": user, "Connection": "close"])
+    }
+
+    @Test func twoProxiesShareOneLimitThroughRedis() throws {
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let backend = try startBackend()
+        defer { backend.stop() }
+        // Leases of 5 tokens: each instance (2 workers each) takes its share in batches, and
+        // together they let through exactly burst + 1 = 10 when every leased token is used.
+        let a = try startProxy(config: config(backend: backend.port, redis: redis.port, lease: 5))
+        defer { a.stop() }
+        let b = try startProxy(config: config(backend: backend.port, redis: redis.port))
+        defer { b.stop() }
+        var statuses: [Int: Int] = [:]
+        for i in 0..<60 { statuses[try ask(i % 2 == 0 ? a.port : b.port).status, default: 0] += 1 }
+        // Never more than the limit; fewer only by tokens a worker leased and was not asked for.
+        #expect(statuses[200, default: 0] <= 10 && statuses[200, default: 0] >= 6, "\(statuses)")
+        print("global limit across two proxies: \(statuses)")
+        #expect(statuses[200, default: 0] + statuses[429, default: 0] == 60, "\(statuses)")
+        let refused = try ask(b.port)
+        #expect(refused.status == 429 && refused.header("RateLimit-Policy") == "\"route\";q=1;w=3600", "\(refused.status) \(refused.headers)")
+        #expect(try ask(a.port, "bob").status == 200, "another key has its own bucket")
+        // In the URL's database, under the key prefix and the route's name: one key per user.
+        #expect(try redis.command("EVAL", "redis.call('SELECT', 3) return #redis.call('KEYS', 'proxy:rl:/:1/3600000ms/9:*')", "0") == ":2")
+        #expect(try redis.command("DBSIZE") == ":0", "nothing in database 0")
+    }
+
+    @Test func redisGoingAwayFailsOpenOrClosedAndTheLimitComesBack() throws {
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let backend = try startBackend()
+        defer { backend.stop() }
+        let open = try startProxy(config: config(backend: backend.port, redis: redis.port, burst: 1))
+        defer { open.stop() }
+        let closed = try startProxy(config: config(backend: backend.port, redis: redis.port, onError: "deny", burst: 1))
+        defer { closed.stop() }
+        #expect(try (0..<2).map { _ in try ask(open.port).status } == [200, 200])
+        #expect(try ask(open.port).status == 429)
+        #expect(try ask(closed.port).status == 429, "the same key, counted in the same Redis")
+
+        redis.stop()
+        // Fail open: let through (and counted); fail closed: 503 saying why. (A key a worker was
+        // refused for stays refused there until its time, Redis or not: a new key.)
+        #expect(try (0..<5).map { _ in try ask(open.port, "zed").status } == [200, 200, 200, 200, 200])
+        let denied = try ask(closed.port, "zed")
+        #expect(denied.status == 503 && denied.text.contains("rate limit cannot be checked") && !denied.text.contains("127.0.0.1"),
+                "\(denied.status) \(denied.text)")
+        #expect(eventually(2) { closed.log.contains("redis: ") }, "the reason is logged: \(closed.log)")
+        let metrics = try get(open.port, "/_metrics").text
+        #expect(metrics.contains("proxy_rate_limit_store_errors_total 5"), "\(metrics.split(separator: "\n").filter { $0.contains("store_errors") })")
+
+        // Redis comes back (empty): the proxies reconnect (backoff ≤ 5 s) and limit again.
+        try redis.start()
+        #expect(try eventually(12) { try ask(open.port, "carol").status == 200 && ask(closed.port, "dave").status == 200 })
+        #expect(try ask(open.port, "erin").status == 200)
+        #expect(try ask(open.port, "erin").status == 200)
+        #expect(try ask(closed.port, "erin").status == 429, "limited again, across both")
+    }
+
+    @Test func aSlowRedisTimesOutAndTheRequestGoesOn() throws {
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let backend = try startBackend()
+        defer { backend.stop() }
+        let proxy = try startProxy(config: config(backend: backend.port, redis: redis.port), workers: 1)
+        defer { proxy.stop() }
+        #expect(try ask(proxy.port).status == 200)
+        // DEBUG SLEEP blocks the server for 1.5 s; the proxy's timeout is 200 ms.
+        let sleeper = Thread { _ = try? redis.command("DEBUG", "SLEEP", "1.5") }
+        sleeper.start()
+        usleep(100_000)
+        let started = Date()
+        // A new key: no lease held, so it must ask Redis.
+        let slow = try ask(proxy.port, "frank")
+        let took = Date().timeIntervalSince(started)
+        #expect(slow.status == 200 && took < 1.2, "\(slow.status) after \(took) s")
+        let metrics = try get(proxy.port, "/_metrics").text
+        #expect(metrics.contains("proxy_rate_limit_store_errors_total 1"), "\(metrics.split(separator: "\n").filter { $0.contains("store_errors") })")
+    }
+}
+
+/// `proxy_protocol` listeners and `send_proxy_protocol` upstreams.
+@Suite struct ProxyProtocolIntegrationTests {
+    private func freePort() -> UInt16 {
+        let (fd, port) = listenOnLoopback()
+        close(fd)
+        return port
+    }
+
+    @Test func aListenerTakesTheClientFromThePROXYHeaderAndRefusesConnectionsWithout() throws {
+        let backend = try startBackend()
+        defer { backend.stop() }
+        let port = freePort()
+        let config = writeTempFile("""
+            {"listen": [{"address": "127.0.0.1:\(port)", "proxy_protocol": true}],
+             "backends": [{"url": "http://127.0.0.1:\(backend.port)"}],
+             "routes": [{"path": "/private", "upstream": "default", "deny": ["203.0.113.0/24"]}, {"path": "/", "upstream": "default"}],
+             "timeouts": {"client_header_ms": 500},
+             "health_check": {"path": null, "interval_ms": 60000}, "access_log": null}
+            """, suffix: ".json")
+        let proxy = try ManagedProcess("proxy", ["--config", config, "--workers", "2"])
+        defer { proxy.stop() }
+
+        // v1 and the request in one write: the client is the header's source.
+        let one = try TestConnection(port: port)
+        try one.send("PROXY TCP4 203.0.113.9 127.0.0.1 51000 \(port)\r\nGET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        let echoed = try one.readResponse()
+        #expect(echoed.status == 200)
+        let headers = echoed.json["headers"] as? [String: Any]
+        #expect(headers?["x-real-ip"] as? String == "203.0.113.9" && headers?["x-forwarded-for"] as? String == "203.0.113.9", "\(echoed.text)")
+        // The same connection keeps that client; allow/deny see it.
+        #expect(try one.request("GET", "/private").status == 403)
+
+        // v2 in pieces, then the request on its own.
+        let two = try TestConnection(port: port)
+        let header = ProxyProtocolBytes.signature + [0x21, 0x11, 0x00, 0x0C, 198, 51, 100, 7, 127, 0, 0, 1, 0x9C, 0x40, UInt8(port >> 8), UInt8(port & 0xFF)]
+        try two.send(Array(header.prefix(10)))
+        usleep(50_000)
+        try two.send(Array(header.dropFirst(10)))
+        let second = try two.request("GET", "/private/echo")
+        #expect(second.status == 200 && (second.json["headers"] as? [String: Any])?["x-real-ip"] as? String == "198.51.100.7", "\(second.text)")
+
+        // No header: closed without an answer; likewise a header that never completes.
+        let plain = try TestConnection(port: port)
+        try plain.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(plain.readToEnd().isEmpty)
+        let stalled = try TestConnection(port: port)
+        try stalled.send("PROXY TCP4 1.2.3.4")
+        let started = Date()
+        #expect(stalled.readToEnd().isEmpty && Date().timeIntervalSince(started) < 3, "closed after client_header_ms")
+        let metrics = try TestConnection(port: port)
+        try metrics.send("PROXY UNKNOWN\r\n")
+        #expect(try metrics.request("GET", "/_metrics").text.contains("proxy_proxy_protocol_refusals_total 2"))
+    }
+
+    @Test func anUpstreamWithSendProxyProtocolStartsEachConnectionWithTheHeader() throws {
+        // A backend that records the first bytes of each connection and answers one request.
+        let (fd, backendPort) = listenOnLoopback()
+        defer { close(fd) }
+        let seen = FirstBytes()
+        acceptEachOnItsOwnThread(fd) { c in
+            var got: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            // (A v2 header itself holds CRLF CRLF: wait for the request's own end.)
+            while !{ let t = String(decoding: got, as: UTF8.self); return t.contains("GET ") && t.hasSuffix("\r\n\r\n") }() {
+                let n = retryingOnEINTR { chunk.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) } }
+                if n <= 0 { break }
+                got += chunk[0..<n]
+            }
+            seen.add(got)
+            let answer = Array("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".utf8)
+            _ = answer.withUnsafeBytes { send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            usleep(200_000)
+            close(c)
+        }
+        for version in ["v1", "v2"] {
+            seen.clear()
+            let proxy = try startProxy(config: """
+                {"backends": [{"url": "http://127.0.0.1:\(backendPort)"}], "send_proxy_protocol": "\(version)",
+                 "health_check": {"path": "/health", "interval_ms": 60000}, "access_log": null}
+                """)
+            defer { proxy.stop() }
+            let client = try TestConnection(port: proxy.port)
+            #expect(try client.request("GET", "/a").status == 200)
+            #expect(try client.request("GET", "/b").status == 200)
+            let firsts = seen.all.map { (bytes: $0, text: String(decoding: $0, as: UTF8.self)) }
+            let requests = firsts.filter { $0.text.contains("GET /a ") || $0.text.contains("GET /b ") }
+            #expect(requests.count == 2, "a connection per request (one speaks for one client): \(firsts.map(\.text))")
+            for (bytes, text) in requests {
+                if version == "v1" {
+                    #expect(text.hasPrefix("PROXY TCP4 127.0.0.1 127.0.0.1 ") && text.contains(" \(proxy.port)\r\nGET /"), "\(text)")
+                } else {
+                    #expect(bytes.starts(with: ProxyProtocolBytes.signature + [0x21, 0x11, 0x00, 0x0C, 127, 0, 0, 1, 127, 0, 0, 1]), "\(bytes.prefix(28))")
+                    #expect(bytes.count > 28 && bytes[26] == UInt8(proxy.port >> 8) && bytes[27] == UInt8(proxy.port & 0xFF))
+                    #expect(String(decoding: bytes.dropFirst(28), as: UTF8.self).hasPrefix("GET /"))
+                }
+            }
+            // The health check speaks for itself: PROXY UNKNOWN / LOCAL.
+            let probes = firsts.filter { $0.text.contains("GET /health ") }
+            #expect(!probes.isEmpty && probes.allSatisfy {
+                version == "v1" ? $0.text.hasPrefix("PROXY UNKNOWN\r\nGET /health ") : $0.bytes.starts(with: ProxyProtocolBytes.signature + [0x20, 0x00, 0x00, 0x00, 0x47])
+            }, "\(probes.map(\.text))")
+        }
+    }
+}
+
+/// What a test origin read first on each connection.
+final class FirstBytes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [[UInt8]] = []
+    func add(_ b: [UInt8]) { lock.lock(); items.append(b); lock.unlock() }
+    func clear() { lock.lock(); items.removeAll(); lock.unlock() }
+    var all: [[UInt8]] { lock.lock(); defer { lock.unlock() }; return items }
+}
+
+enum ProxyProtocolBytes {
+    /// The 12 bytes a PROXY protocol v2 header starts with.
+    static let signature: [UInt8] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A]
+}

@@ -454,7 +454,7 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
     @Test("An unknown key with no close match lists the valid keys")
     func unknownKeyWithoutSuggestionListsKeys() {
         expectError(withBackend(#""threads": 4"#), field: "threads",
-                    problem: #"unknown key; expected one of "listen", "backends", "health_check", "balance", "hash_key", "outlier_detection", "retries", "sticky", "slow_start_ms", "max_connections_per_backend", "queue", "resolve_interval_ms", "timeouts", "limits", "pool", "http2", "upstreams", "routes", "path_normalization", "workers""#)
+                    problem: #"unknown key; expected one of "listen", "backends", "health_check", "balance", "hash_key", "outlier_detection", "retries", "sticky", "slow_start_ms", "max_connections_per_backend", "queue", "resolve_interval_ms", "send_proxy_protocol", "timeouts", "limits", "pool", "http2", "upstreams", "routes", "path_normalization", "workers""#)
     }
 
     // MARK: Loading files

@@ -269,6 +269,7 @@ private final class RecordingDownstream: ExchangeDownstream {
     var body: [UInt8] = []
     var ended = false
     var exchange: ProxyExchange<RecordingDownstream>!
+    var clientLocalAddress: SocketAddress? { nil }
 
     func sendInterimResponse(_ head: ResponseHead) { events.append("interim \(head.status)") }
     func sendResponseHead(_ head: inout ResponseHead, framing: BodyFraming, closeAfter: Bool) {

@@ -152,8 +152,7 @@ struct RoutePolicyTests {
         for (json, expected) in [
             (#"{"policy": {"rate_limit": {"rate": 10, "per": "1 minute"}}}"#, "policy.rate_limit.per: expected a duration like"),
             (#"{"policy": {"rate_limit": {"per": "1s"}}}"#, "policy.rate_limit.rate: missing"),
-            (#"{"policy": {"rate_limit": {"rate": 10, "scope": "global"}}}"#, "scope \"global\" is not built yet"),
-            (#"{"policy": {"rate_limit": {"rate": 10, "scope": "process"}}}"#, "expected \"worker\" or \"proxy\""),
+            (#"{"policy": {"rate_limit": {"rate": 10, "scope": "process"}}}"#, "expected \"worker\" (each worker loop counts alone), \"proxy\" (all loops of this process) or \"global\""),
             (#"{"policy": {"rate_limit": {"rate": 10, "key": "jwt:sub"}}}"#, "need JWT authentication, which is not built yet"),
             (#"{"policy": {"rate_limit": {"rate": 10, "key": "ip"}}}"#, "expected \"client_ip\", \"header:NAME\" or \"route\""),
             (#"{"policy": {"rate_limit": {"rate": 1, "per": "24h", "burst": 1000000}}}"#, "policy.rate_limit.burst: the burst would span more than a day"),
@@ -239,5 +238,25 @@ struct RoutePolicyTests {
         #expect(try generation(20, previous: first).sharedRateLimits[0] !== first.sharedRateLimits[0])
         let router = Router(first.config, sharedRateLimits: first.sharedRateLimits) { _ in 0 }
         #expect(router.routes[0].rateLimiter?.shared === first.sharedRateLimits[0])
+    }
+
+    @Test func globalLimitConfigErrors() throws {
+        for (json, expected) in [
+            (#"{"backends": [{"url": "http://a:1"}], "policy": {"rate_limit": {"rate": 10, "scope": "global"}}}"#,
+             "policy.rate_limit.scope: \"global\" counts in Redis: add a top-level \"redis\""),
+            (#"{"backends": [{"url": "http://a:1"}], "redis": {"url": "http://x"}}"#, "redis.url: the scheme must be redis://"),
+            (#"{"backends": [{"url": "http://a:1"}], "redis": {"url": "redis://h:0"}}"#, "the port must be a number"),
+            (#"{"backends": [{"url": "http://a:1"}], "redis": {"url": "redis://h", "on_error": "open"}}"#, "redis.on_error: expected \"allow\""),
+        ] {
+            do {
+                _ = try ConfigLoader.parse(Array(json.utf8), file: "config.json")
+                Issue.record("loaded \(json)")
+            } catch {
+                #expect(error.description.contains(expected), "\(error)")
+            }
+        }
+        let parsed = try ConfigLoader.parse(Array(#"{"backends": [{"url": "http://a:1"}], "redis": {"url": "redis://user:pw@[::1]:7000/2"}}"#.utf8), file: "c.json")
+        #expect(parsed.redis?.host == "::1" && parsed.redis?.port == 7000 && parsed.redis?.username == "user"
+                && parsed.redis?.password == "pw" && parsed.redis?.database == 2)
     }
 }

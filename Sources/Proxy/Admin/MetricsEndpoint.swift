@@ -104,6 +104,12 @@ enum MetricsEndpoint {
             ("proxy_access_log_dropped_lines_total", "counter",
              "Access log lines dropped because the destination could not keep up (or failed).", metrics.accessLog.counts.dropped),
             ("proxy_workers", "gauge", "Worker loops.", UInt64(workers)),
+            ("proxy_rate_limit_store_errors_total", "counter",
+             "Requests whose global rate limit Redis could not decide (down, slow, refusing): let through or refused as redis.on_error says.",
+             w.sum(WorkerStats.rateLimitStoreErrors)),
+            ("proxy_proxy_protocol_refusals_total", "counter",
+             "Connections to a proxy_protocol listener closed for a missing, late or malformed PROXY protocol header.",
+             w.sum(WorkerStats.proxyHeaderRefusals)),
         ]
         for (name, type, help, value) in scalars {
             text.family(name, type, help)
@@ -125,7 +131,7 @@ enum MetricsEndpoint {
         text.family("proxy_route_policy_refusals_total", "counter",
                     "Policy refusals by route (host and path as configured; default: the top-level backends) and reason, since the last reload.")
         let reasons = RoutePolicy.Refusal.allCases.count
-        let routeNames = settings.config.routes.map { r in (r.host == .any ? "" : "\(r.host)") + r.path } + ["default"]
+        let routeNames = settings.config.routes.map(\.label) + ["default"]
         for (i, name) in routeNames.enumerated() where i < settings.config.routes.count || !settings.config.backends.isEmpty {
             for refusal in RoutePolicy.Refusal.allCases {
                 let n = settings.routeRefusals.sum(i * reasons + refusal.rawValue)

@@ -22,6 +22,10 @@ public struct BalanceConfig: Sendable, Equatable {
     /// Backend host names (not IP literals) are looked up again this often, or at their records'
     /// TTL when shorter and known (`"resolve_interval_ms"`; 0: only at start and reload).
     public var resolveIntervalMs = 30_000
+    /// `send_proxy_protocol`: 1 or 2 to start every connection to the backends with a PROXY
+    /// protocol header of that version naming the client (health checks send a `LOCAL` one);
+    /// 0: none.
+    public var sendProxyProtocol = 0
 
     public init(policy: BalancePolicy = .roundRobin, hashKey: HashKey? = nil) {
         self.policy = policy

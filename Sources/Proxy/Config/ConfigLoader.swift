@@ -89,7 +89,21 @@ public enum ConfigLoader {
         }
         try checkRouting(config, at: root)
         try checkAccessLog(config.accessLog, at: root)
+        try checkGlobalLimits(config, at: root)
         return config
+    }
+
+    /// A `scope: "global"` rate limit counts in Redis: `redis` must say where.
+    private static func checkGlobalLimits(_ config: ProxyConfig, at root: ConfigLocation) throws(ConfigError) {
+        guard config.redis == nil else { return }
+        let place: ConfigLocation? = config.policy.rateLimit?.scope == .global
+            ? root.member("policy", example: "{}").member("rate_limit", example: RateLimitConfig.example)
+            : config.routes.indices.first { config.routes[$0].policy.rateLimit?.scope == .global }.map {
+                root.member("routes", example: "[]").element($0, example: "{}").member("rate_limit", example: RateLimitConfig.example)
+            }
+        if let place {
+            throw place.member("scope", example: "\"global\"").error("\"global\" counts in Redis: add a top-level \"redis\": \(RedisConfig.example)")
+        }
     }
 
     /// What needs the whole file: a backend to send something to, routes naming pools that exist,
@@ -303,6 +317,14 @@ extension ConfigField where Model: ConfigSection {
                 guard ms == 0 || ms >= 100 else { throw at.error("must be 0 (no re-resolution) or at least 100, got \(ms)") }
                 model[keyPath: path].resolveIntervalMs = ms
             },
+            ConfigField(key: "send_proxy_protocol", example: "\"v2\"") { model, value, at throws(ConfigError) in
+                if case .bool(false) = value { model[keyPath: path].sendProxyProtocol = 0; return }
+                switch try at.string(value) {
+                case "v1": model[keyPath: path].sendProxyProtocol = 1
+                case "v2": model[keyPath: path].sendProxyProtocol = 2
+                case let other: throw at.error("expected \"v1\" (text) or \"v2\" (binary), got \(JSONValue.quoted(other))")
+                }
+            },
         ]
     }
 
@@ -468,7 +490,95 @@ extension ProxyConfig: ConfigSection {
                 }
                 config.resolver = resolver
             },
+            ConfigField(key: "redis", example: RedisConfig.example) { config, value, at throws(ConfigError) in
+                if case .null = value { config.redis = nil; return }
+                config.redis = try RedisConfig.decode(value, at: at)
+            },
         ]
+    }
+}
+
+extension RedisConfig: ConfigSection {
+    static var defaults: RedisConfig { RedisConfig() }
+    static var example: String { "{\"url\": \"redis://127.0.0.1:6379/0\", \"timeout_ms\": 50, \"on_error\": \"allow\"}" }
+
+    static var fields: [ConfigField<RedisConfig>] {
+        [
+            ConfigField(key: "url", example: "\"redis://127.0.0.1:6379/0\"") { redis, value, at throws(ConfigError) in
+                let text = try at.string(value)
+                switch RedisConfig.parseURL(text) {
+                case .success(let parsed):
+                    (redis.host, redis.port, redis.username, redis.password, redis.database) = parsed
+                case .failure(let problem):
+                    // The URL may hold a password: the message shows it without.
+                    let shown = text.contains("@") ? "redis://…@" + (text.split(separator: "@").last.map(String.init) ?? "") : text
+                    throw at.error("\(problem.message), in \(JSONValue.quoted(shown)); expected \"redis://HOST:PORT/DB\" (\"redis://:PASSWORD@HOST\" with a password)")
+                }
+            },
+            .integer("timeout_ms", \.timeoutMs, 1...60_000),
+            .integer("connect_timeout_ms", \.connectTimeoutMs, 1...60_000),
+            ConfigField(key: "on_error", example: "\"allow\"") { redis, value, at throws(ConfigError) in
+                let text = try at.string(value)
+                guard let choice = OnError(rawValue: text) else {
+                    throw at.error("expected \"allow\" (let requests through while Redis cannot answer) or \"deny\" (answer 503), got \(JSONValue.quoted(text))")
+                }
+                redis.onError = choice
+            },
+            ConfigField(key: "key_prefix", example: "\"proxy:rl:\"") { redis, value, at throws(ConfigError) in
+                let text = try at.string(value)
+                guard text.utf8.count <= 128, text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+                    throw at.error("expected up to 128 printable ASCII characters without spaces, got \(JSONValue.quoted(text))")
+                }
+                redis.keyPrefix = text
+            },
+        ]
+    }
+}
+
+extension RedisConfig {
+    /// `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`; HOST may be `[IPv6]`.
+    static func parseURL(_ text: String) -> Result<(String, UInt16, String?, String?, Int), AddressError> {
+        guard text.hasPrefix("redis://") else {
+            return .failure(AddressError(message: text.hasPrefix("rediss://") ? "TLS to Redis (rediss://) is not supported" : "the scheme must be redis://"))
+        }
+        var rest = Substring(text.dropFirst(8))
+        var username: String?, password: String?
+        if let at = rest.lastIndex(of: "@") {
+            let credentials = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = credentials.firstIndex(of: ":") {
+                username = credentials[..<colon].isEmpty ? nil : String(credentials[..<colon])
+                password = String(credentials[credentials.index(after: colon)...])
+            } else {
+                password = String(credentials)
+            }
+        }
+        var database = 0
+        if let slash = rest.firstIndex(of: "/") {
+            let db = rest[rest.index(after: slash)...]
+            rest = rest[..<slash]
+            if !db.isEmpty {
+                guard let n = Int(db), (0...65535).contains(n) else { return .failure(AddressError(message: "the database must be a number")) }
+                database = n
+            }
+        }
+        var host = rest, port: UInt16 = 6379
+        if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {
+            host = rest[rest.index(after: rest.startIndex)..<close]
+            let after = rest[rest.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":"), let p = UInt16(after.dropFirst()), p > 0 else { return .failure(AddressError(message: "the port must be a number from 1 to 65535")) }
+                port = p
+            }
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = rest[..<colon]
+            guard let p = UInt16(rest[rest.index(after: colon)...]), p > 0 else { return .failure(AddressError(message: "the port must be a number from 1 to 65535")) }
+            port = p
+        }
+        guard !host.isEmpty, host.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "/") }) else {
+            return .failure(AddressError(message: "the host is missing"))
+        }
+        return .success((String(host), port, username, password, database))
     }
 }
 
@@ -641,14 +751,12 @@ extension RateLimitConfig: ConfigSection {
             ConfigField(key: "scope", example: "\"worker\"") { limit, value, at throws(ConfigError) in
                 let text = try at.string(value)
                 guard let scope = Scope(rawValue: text) else {
-                    if text == "global" {
-                        throw at.error("scope \"global\" is not built yet; \"proxy\" counts across all worker loops of this process, \"worker\" on each loop")
-                    }
-                    throw at.error("expected \"worker\" or \"proxy\", got \(JSONValue.quoted(text))")
+                    throw at.error("expected \"worker\" (each worker loop counts alone), \"proxy\" (all loops of this process) or \"global\" (every proxy sharing the top-level \"redis\"), got \(JSONValue.quoted(text))")
                 }
                 limit.scope = scope
             },
             .integer("max_keys", \.maxKeys, 16...16_777_216),
+            .integer("lease", \.lease, 1...100_000),
         ]
     }
 

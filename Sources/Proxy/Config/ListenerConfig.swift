@@ -7,11 +7,16 @@ public struct ListenerConfig: Sendable, Equatable {
     /// A cleartext listener answers every request (but the health endpoint) with a `308` to the
     /// same target on the first TLS listener.
     public var redirectToHTTPS: Bool
+    /// `proxy_protocol`: every connection must start with a PROXY protocol header (v1 or v2, from
+    /// a load balancer in front), whose source address is the client from then on; connections
+    /// without one are closed.
+    public var proxyProtocol: Bool
 
-    public init(address: ListenAddress, tls: ListenerTLSConfig? = nil, redirectToHTTPS: Bool = false) {
+    public init(address: ListenAddress, tls: ListenerTLSConfig? = nil, redirectToHTTPS: Bool = false, proxyProtocol: Bool = false) {
         self.address = address
         self.tls = tls
         self.redirectToHTTPS = redirectToHTTPS
+        self.proxyProtocol = proxyProtocol
     }
 }
 
@@ -92,6 +97,7 @@ struct ListenerEntry: ConfigSection {
     var address: ListenAddress?
     var tls: ListenerTLSConfig?
     var redirectToHTTPS = false
+    var proxyProtocol = false
 
     static var defaults: ListenerEntry { ListenerEntry() }
     static let objectExample = "{\"address\": \":8443\", \"tls\": \(ListenerTLSConfig.example)}"
@@ -120,6 +126,10 @@ struct ListenerEntry: ConfigSection {
             ConfigField(key: "redirect_to_https", example: "true") { entry, value, at throws(ConfigError) in
                 guard case .bool(let on) = value else { throw at.error("expected true or false") }
                 entry.redirectToHTTPS = on
+            },
+            ConfigField(key: "proxy_protocol", example: "true") { entry, value, at throws(ConfigError) in
+                guard case .bool(let on) = value else { throw at.error("expected true (connections start with a PROXY protocol header, v1 or v2) or false") }
+                entry.proxyProtocol = on
             },
         ]
     }
@@ -152,7 +162,8 @@ struct ListenerEntry: ConfigSection {
                     throw at.member("redirect_to_https", example: "true")
                         .error("a TLS listener cannot redirect to HTTPS; set it on a cleartext listener")
                 }
-                listener = ListenerConfig(address: address, tls: entry.tls, redirectToHTTPS: entry.redirectToHTTPS)
+                listener = ListenerConfig(address: address, tls: entry.tls, redirectToHTTPS: entry.redirectToHTTPS,
+                                          proxyProtocol: entry.proxyProtocol)
             }
             if listener.address.port != 0, let clash = listeners.firstIndex(where: { $0.address == listener.address }) {
                 throw at.member("address", example: "\":8443\"")

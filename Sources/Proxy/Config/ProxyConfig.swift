@@ -22,6 +22,8 @@ public struct ProxyConfig: Sendable, Equatable {
     public var trustedProxies: [AddressRange] = []
     /// DNS servers asked directly for backend host names (`"resolver"`); nil: the system resolver.
     public var resolver: ResolverConfig?
+    /// The Redis server `scope: "global"` rate limits count in (`"redis"`); nil: none.
+    public var redis: RedisConfig?
     /// Named pools, for `routes`.
     public var upstreams: [UpstreamConfig]
     public var routes: [RouteConfig]

@@ -82,6 +82,10 @@ public struct RouteConfig: Sendable, Equatable {
         self.hostHeader = hostHeader
     }
 
+    /// The route as metrics and shared rate-limit keys name it: its host (when it has one) and
+    /// path, as written.
+    public var label: String { (host == .any ? "" : "\(host)") + path }
+
     /// `path` without a trailing slash: what `strip_prefix` removes and `X-Forwarded-Prefix` says.
     public var strippedPrefix: String {
         var p = path

@@ -420,6 +420,8 @@ final class HTTP1ServerConnection<Client: ByteStream>: ExchangeDownstream, Downs
         }
     }
 
+    var clientLocalAddress: SocketAddress? { client.localAddress }
+
     // MARK: - ExchangeDownstream: the request side
 
     func upstreamReadyForBody() {

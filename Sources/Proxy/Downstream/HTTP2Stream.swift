@@ -18,6 +18,8 @@
 /// previous request already grew). The `ExchangeState` is held from the end of the request's
 /// header block until the exchange ends. Threading: loop thread only.
 final class HTTP2Stream: ExchangeDownstream {
+    var clientLocalAddress: SocketAddress? { connection.client.localAddress }
+
     private(set) var id: Int32 = 0
     /// The connection that owns this stream (which outlives it: it tears its streams down first).
     unowned(unsafe) let connection: HTTP2ServerConnection

@@ -73,6 +73,9 @@ protocol ExchangeDownstream: ResponseSink {
     /// `ProxyExchange.deadlineReached()` is called when it is due (the deadline is then spent: the
     /// exchange arms another if it needs one). `arm` replaces it, `advance` only brings an armed
     /// one sooner. The downstream drops it when the exchange ends.
+    /// The address the client connected to (the PROXY protocol header sent to backends names it).
+    var clientLocalAddress: SocketAddress? { get }
+
     func armExchangeDeadline(inMs ms: UInt64)
     func advanceExchangeDeadline(inMs ms: UInt64)
 }

@@ -111,7 +111,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
         // Routes match the normal form of the path (`PathNormalizer`: what a backend that resolves
         // `..`, `//` and escapes sees), not the raw bytes. `*` (OPTIONS) has no path.
-        var target = x.pointee.forwardTarget ?? x.pointee.request.target
+        let target = x.pointee.forwardTarget ?? x.pointee.request.target
         let normal: PathNormalizer.Result
         if target.count == 1 && x.pointee.request.bytes[target.lowerBound] == UInt8(ascii: "*") {
             normal = PathNormalizer.Result(path: target, target: target, rewritten: false)
@@ -124,8 +124,21 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             return failExchange(status: 404, reason: "Not Found: no route matches host \(hostForMessages) and path \(pathForMessages)")
         }
         x.pointee.route = matched
-        if !matched.policy.refusesNothing && !admitByPolicy(matched.policy) { return }
+        if !matched.policy.refusesNothing {
+            guard admitByPolicy(matched.policy) else { return }
+            if let global = matched.globalLimiter {
+                // nil: waiting for Redis; the exchange goes on (or is refused) from there.
+                guard let admitted = admitByGlobalRate(global, normal: normal), admitted else { return }
+            }
+            guard admitByLimits(matched.policy) else { return }
+        }
+        forward(to: matched, normal)
+    }
+
+    /// The request passed the route's policy: sends it to the route's upstream.
+    private func forward(to matched: Router.Route, _ normal: PathNormalizer.Result) {
         if !admitBodySize() { return }
+        var target = x.pointee.forwardTarget ?? x.pointee.request.target
         // The backend gets the bytes the client sent, unless `forward: normalized` — or a prefix
         // is stripped from a path normalisation changed: the raw target need not even begin with
         // the prefix (`//api/x`, `/%61pi/x`), the normal form does. Either way what is left after
@@ -219,9 +232,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         }
     }
 
-    /// The route's `policy`, in its documented order: `allow`/`deny` (403), `allowed_methods`
-    /// (405), `max_body_bytes` (413 for a declared length; a chunked body is held to it as it
-    /// arrives). Answers, counts the refusal and returns false when the request is refused.
+    /// The route's `policy`, in its documented order, up to its rate limit: `allow`/`deny` (403),
+    /// a CORS preflight (answered), a worker or proxy scope `rate_limit` (429); a global one and
+    /// `admitByLimits` follow. Answers, counts the refusal and returns false when the request is
+    /// refused.
     private func admitByPolicy(_ policy: RoutePolicy) -> Bool {
         if !policy.allow.isEmpty || !policy.deny.isEmpty {
             let address = x.pointee.clientAddress ?? peerAddress?.addressBytes ?? []
@@ -234,6 +248,12 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         // route may not take, and it carries no credentials).
         if let cors = policy.cors, let answered = answerPreflight(cors) { return answered }
         if let limiter = x.pointee.route?.rateLimiter, !admitByRate(limiter) { return false }
+        return true
+    }
+
+    /// The rest of the route's policy, after its rate limit: `allowed_methods` (405),
+    /// `max_body_bytes` (413 for a declared length; a chunked body is held to it as it arrives).
+    private func admitByLimits(_ policy: RoutePolicy) -> Bool {
         if !policy.accepts(method: x.pointee.request.method, in: x.pointee.request.bytes) {
             return refuseByPolicy(.method, status: 405, reason: "Method Not Allowed: \(x.pointee.request.methodString) is not accepted on this route",
                                   fields: [(name: "Allow", value: policy.allowField)])
@@ -250,22 +270,63 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// The route's `rate_limit`: 429 with `Retry-After` (whole seconds, rounded up) and the
     /// IETF `RateLimit-Policy` / `RateLimit` fields when the key's bucket is empty.
     private func admitByRate(_ limiter: RateLimiter) -> Bool {
-        let key: UInt64
-        switch limiter.config.key {
-        case .clientIP: key = x.pointee.clientIP.withUnsafeBytes { StableHash.hash($0) }
-        case .route: key = 1
+        let verdict = limiter.admit(key: rateKey(limiter.config.key, header: limiter.headerName), now: Platform.monotonicNanos())
+        return verdict.allowed || refuseByRate(limiter.config, waitNs: verdict.waitNs)
+    }
+
+    /// A `scope: "global"` `rate_limit`: true to go on, false when answered (429, or 503 when
+    /// Redis cannot answer and `redis.on_error` is `deny`), nil when the verdict waits on Redis —
+    /// the exchange then goes on from the limiter's callback.
+    private func admitByGlobalRate(_ limiter: GlobalRateLimiter, normal: PathNormalizer.Result) -> Bool? {
+        let finished = exchangesFinished
+        let verdict = limiter.admit(key: rateKey(limiter.config.key, header: limiter.headerName), now: Platform.monotonicNanos()) {
+            [weak self] verdict in
+            guard let self, self.hasState, self.isRunning, self.exchangesFinished == finished,
+                  let route = self.x.pointee.route, route.globalLimiter === limiter else { return }
+            guard self.applyGlobalRate(verdict, limiter), self.admitByLimits(route.policy) else { return }
+            self.forward(to: route, normal)
+        }
+        return verdict.map { applyGlobalRate($0, limiter) }
+    }
+
+    private func applyGlobalRate(_ verdict: GlobalRateLimiter.Verdict, _ limiter: GlobalRateLimiter) -> Bool {
+        switch verdict {
+        case .allowed:
+            return true
+        case .refused(let waitNs):
+            return refuseByRate(limiter.config, waitNs: waitNs)
+        case .unavailable:
+            server.stats.add(WorkerStats.rateLimitStoreErrors)
+            guard limiter.redis.config.onError == .deny else { return true }
+            // The client hears that the limit cannot be checked; why (Redis's address, its error)
+            // is for the operator (`/_health`, the log), not for every client.
+            failExchange(status: 503, reason: "Service Unavailable: this route's rate limit cannot be checked right now; try again shortly",
+                         fields: [(name: "Retry-After", value: "1")])
+            return false
+        }
+    }
+
+    /// The bucket a request counts in: a hash of its client address, of a header's value
+    /// (requests without it share one), or the route's one.
+    private func rateKey(_ key: RateLimitConfig.Key, header: [UInt8]) -> UInt64 {
+        switch key {
+        case .clientIP: return x.pointee.clientIP.withUnsafeBytes { StableHash.hash($0) }
+        case .route: return 1
         case .header:
             let b = x.pointee.request.bytes
-            let value = x.pointee.request.fields.first { equalsLowercase(b, $0.name, limiter.headerName) }?.value
-            key = value.map { StableHash.hash(b, $0) } ?? 2
+            let value = x.pointee.request.fields.first { equalsLowercase(b, $0.name, header) }?.value
+            return value.map { StableHash.hash(b, $0) } ?? 2
         }
-        let verdict = limiter.admit(key: key, now: Platform.monotonicNanos())
-        guard !verdict.allowed else { return true }
-        let seconds = (verdict.waitNs + 999_999_999) / 1_000_000_000
+    }
+
+    /// 429 with `Retry-After` (whole seconds, rounded up) and the IETF `RateLimit-Policy` /
+    /// `RateLimit` fields. Returns false.
+    private func refuseByRate(_ limit: RateLimitConfig, waitNs: UInt64) -> Bool {
+        let seconds = (waitNs + 999_999_999) / 1_000_000_000
         return refuseByPolicy(.rateLimit, status: 429,
-                              reason: "Too Many Requests: this route takes \(limiter.config.rate) requests per \(limiter.config.perMs) ms per \(limiter.config.key); try again in \(seconds) s",
+                              reason: "Too Many Requests: this route takes \(limit.rate) requests per \(limit.perMs) ms per \(limit.key); try again in \(seconds) s",
                               fields: [(name: "Retry-After", value: String(seconds)),
-                                       (name: "RateLimit-Policy", value: limiter.policyField),
+                                       (name: "RateLimit-Policy", value: limit.policyField),
                                        (name: "RateLimit", value: "\"route\";r=0;t=\(seconds)")])
     }
 
@@ -393,6 +454,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             attach(conn, pooled: false)
             do {
                 try startConnecting(conn, to: backend)
+                if group.balance.sendProxyProtocol != 0 { sendProxyHeader(on: conn, version: group.balance.sendProxyProtocol) }
             } catch {
                 let problem = error.localResourceProblem
                 switch x.pointee.machine.connectFailed(isLocalResourceProblem: problem != nil) {
@@ -404,6 +466,18 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             down { $0.armExchangeDeadline(inMs: UInt64(max(settings.config.timeouts.connectMs, 1))) }
             return
         }
+    }
+
+    /// `send_proxy_protocol`: the new connection starts with a PROXY header naming the client's
+    /// connection (its source, after a PROXY header of its own; the address it reached). Such a
+    /// connection speaks for one client, so it is not pooled for others (`releaseUpstream`).
+    private func sendProxyHeader(on conn: UpstreamConnection, version: Int) {
+        conn.namesOneClient = true
+        guard let source = peerAddress, let destination = down({ $0.clientLocalAddress }) else {
+            // No addresses to name (a test's in-memory client): the sender speaks for itself.
+            return conn.stream.sendFirst(ProxyProtocol.localHeader(version: version))
+        }
+        conn.stream.sendFirst(ProxyProtocol.header(version: version, source: source, destination: destination))
     }
 
     /// Starts connecting `conn`. Out of descriptors (EMFILE), an idle pooled connection of this
@@ -1089,7 +1163,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         if let conn = x.pointee.upstream {
             x.pointee.upstream = nil
             conn.owner = nil
-            if reusable && !conn.isClosed {
+            if reusable && !conn.isClosed && !conn.namesOneClient {
                 conn.exchangesCompleted += 1
                 conn.backend.pool.put(conn, now: server.loop.now, backendKeepAliveMs: backendKeepAliveMs)
             } else {
@@ -1119,6 +1193,9 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         recordExchange()
         releaseUpstream(reusable: false)
         isRunning = false
+        // A callback of this exchange still out (a Redis lease) must not resume the next one
+        // on this object (an HTTP/2 stream is reused).
+        exchangesFinished &+= 1
     }
 
     // MARK: - Accounting

@@ -25,7 +25,11 @@ public final class HealthChecker {
     /// Probes are being skipped for a local resource error (logged when this turns true).
     private(set) var isSkippingForLocalError = false
 
-    public init(loop: EventLoop, backends: [SharedBackend], config: HealthCheckConfig) {
+    /// `proxyProtocol`: the upstream's `send_proxy_protocol` (0: none).
+    private let proxyProtocol: Int
+
+    public init(loop: EventLoop, backends: [SharedBackend], config: HealthCheckConfig, proxyProtocol: Int = 0) {
+        self.proxyProtocol = proxyProtocol
         self.loop = loop
         self.backends = backends
         self.config = config
@@ -45,7 +49,8 @@ public final class HealthChecker {
 
     private func probeAll() {
         for i in backends.indices where inFlight[i] == nil {
-            let probe = HealthProbe(loop: loop, backend: backends[i], path: config.path, timeoutMs: config.timeoutMs)
+            let probe = HealthProbe(loop: loop, backend: backends[i], path: config.path, timeoutMs: config.timeoutMs,
+                                    proxyProtocol: proxyProtocol)
             inFlight[i] = probe
             probe.run { [unowned self] outcome in
                 self.inFlight[i] = nil
@@ -108,10 +113,14 @@ final class HealthProbe {
     /// `nil`: connect-only probe.
     private let request: [UInt8]?
     private let timeoutMs: Int
+    private let proxyProtocol: Int
     private var received: [UInt8] = []
     private var completion: ((ProbeOutcome) -> Void)?
 
-    init(loop: EventLoop, backend: SharedBackend, path: String?, timeoutMs: Int) {
+    /// `proxyProtocol`: the upstream's `send_proxy_protocol` (0: none): the probe's connection
+    /// starts with a header saying it speaks for itself.
+    init(loop: EventLoop, backend: SharedBackend, path: String?, timeoutMs: Int, proxyProtocol: Int = 0) {
+        self.proxyProtocol = proxyProtocol
         self.backend = backend
         self.timeoutMs = timeoutMs
         let tcp = TCPStream(loop: loop)
@@ -151,6 +160,7 @@ final class HealthProbe {
                 stream.startReading()
                 stream.write(request)
             }
+            if proxyProtocol != 0 { stream.sendFirst(ProxyProtocol.localHeader(version: proxyProtocol)) }
         } catch {
             finish(.error(error.code, during: "connect"))
         }

@@ -19,6 +19,34 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
 
     init(storage: sockaddr_storage) { self.storage = storage }
 
+    /// From an address in network order (4 bytes: IPv4, 16: IPv6) and a port; nil for other
+    /// lengths.
+    public init?(addressBytes bytes: ArraySlice<UInt8>, port: UInt16) {
+        var s = sockaddr_storage()
+        let ok: Bool = withUnsafeMutableBytes(of: &s) { raw in
+            switch bytes.count {
+            case 4:
+                var a = sockaddr_in()
+                a.sin_family = sa_family_t(AF_INET)
+                a.sin_port = port.bigEndian
+                withUnsafeMutableBytes(of: &a.sin_addr) { $0.copyBytes(from: bytes) }
+                raw.storeBytes(of: a, as: sockaddr_in.self)
+                return true
+            case 16:
+                var a = sockaddr_in6()
+                a.sin6_family = sa_family_t(AF_INET6)
+                a.sin6_port = port.bigEndian
+                withUnsafeMutableBytes(of: &a.sin6_addr) { $0.copyBytes(from: bytes) }
+                raw.storeBytes(of: a, as: sockaddr_in6.self)
+                return true
+            default:
+                return false
+            }
+        }
+        guard ok else { return nil }
+        storage = s
+    }
+
     /// The address a libuv getter (`uv_tcp_getsockname`, `uv_tcp_getpeername`) reports for `tcp`.
     static func of(_ tcp: UnsafeMutablePointer<uv_tcp_t>,
                    _ getter: (UnsafePointer<uv_tcp_t>?, UnsafeMutablePointer<sockaddr>?, UnsafeMutablePointer<Int32>?) -> Int32) -> SocketAddress? {

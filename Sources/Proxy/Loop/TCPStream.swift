@@ -62,7 +62,24 @@ public final class TCPStream: Handle, ConnectingStream, ReadWishDriven {
 
     public func setNoDelay(_ on: Bool = true) { uv_tcp_nodelay(tcp, on ? 1 : 0) }
 
-    public var peerAddress: SocketAddress? { SocketAddress.of(tcp, uv_tcp_getpeername) }
+    public var peerAddress: SocketAddress? { proxiedSource ?? SocketAddress.of(tcp, uv_tcp_getpeername) }
+
+    /// The client a PROXY protocol header named (a listener's `proxy_protocol`): what
+    /// `peerAddress` reports from then on.
+    var proxiedSource: SocketAddress?
+    /// Bytes read after a PROXY protocol header, for the next reader (`deliverReplay`).
+    var replay: [UInt8] = []
+
+    /// libuv holds writes made while connecting and sends them, in order, once connected.
+    public func sendFirst(_ bytes: [UInt8]) { write(bytes) }
+
+    /// Hands `replay` to `onRead` (the reader that follows the PROXY header, once it is set up).
+    func deliverReplay() {
+        guard !replay.isEmpty, !isClosing, let onRead else { return }
+        let bytes = replay
+        replay = []
+        bytes.withUnsafeBytes { onRead($0) }
+    }
 
     public var localAddress: SocketAddress? { SocketAddress.of(tcp, uv_tcp_getsockname) }
 

@@ -33,7 +33,12 @@ enum WorkerStats {
     static let http2AbusiveConnections = http2Streams + 1
     /// Requests a route's `policy` refused, by `RoutePolicy.Refusal`.
     static let policyRefusals = http2AbusiveConnections + 1
-    static let size = policyRefusals + RoutePolicy.Refusal.allCases.count
+    /// Requests whose global rate limit could not be asked (Redis down, slow or refusing) and
+    /// got `redis.on_error`'s answer.
+    static let rateLimitStoreErrors = policyRefusals + RoutePolicy.Refusal.allCases.count
+    /// Connections to a `proxy_protocol` listener closed for a missing or malformed PROXY header.
+    static let proxyHeaderRefusals = rateLimitStoreErrors + 1
+    static let size = proxyHeaderRefusals + 1
 
     /// How a TLS handshake on a listener ended; the raw value is the offset from `tlsHandshakes`.
     enum TLSResult: Int, CaseIterable {

@@ -13,6 +13,8 @@ final class ListenerRole: Sendable {
     let hstsField: [UInt8]?
     /// The same field's value alone, for HTTP/2 responses.
     let hstsValue: [UInt8]?
+    /// Connections start with a PROXY protocol header (`proxy_protocol`).
+    let expectsProxyHeader: Bool
 
     init(_ listener: ListenerConfig, tls: TLSContext?, httpsPort: UInt16?) {
         self.tls = tls
@@ -20,6 +22,7 @@ final class ListenerRole: Sendable {
         redirectPort = listener.redirectToHTTPS && tls == nil ? httpsPort ?? 443 : nil
         hstsField = tls != nil ? listener.tls?.hsts.map { Array("Strict-Transport-Security: \($0)\r\n".utf8) } : nil
         hstsValue = tls != nil ? listener.tls?.hsts.map { Array($0.utf8) } : nil
+        expectsProxyHeader = listener.proxyProtocol
     }
 
     /// A cleartext listener that is neither TLS nor redirecting (tests; the admin listener).

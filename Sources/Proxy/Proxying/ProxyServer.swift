@@ -61,6 +61,9 @@ public final class ProxyServer {
     /// close after their exchange.
     public private(set) var isDraining = false
     private var onDrained: (() -> Void)?
+    /// This worker's connection to the top-level `redis` (global rate limits), kept across
+    /// generations with the same `redis`; nil without one.
+    private(set) var redis: RedisClient?
 
     public init(worker: Int, workerCount: Int, generation: ConfigGeneration, connectionCount: ConnectionCount,
                 metrics: ProxyMetrics, loop: EventLoop) {
@@ -71,7 +74,9 @@ public final class ProxyServer {
         self.metrics = metrics
         stats = metrics.workers[worker]
         idleTally = IdleUpstreamTally(worker: worker, shared: connectionCount)
-        settings = ServerSettings(generation, worker: worker, previous: [])
+        redis = generation.config.redis.map { RedisClient(config: $0, loop: loop) }
+        settings = ServerSettings(generation, worker: worker, previous: [], redis: redis)
+        if settings.router.routes.contains(where: { $0.globalLimiter != nil }) { redis?.warmUp() }
         poolSweeper = Timer(loop: loop)
         acceptResumer = Timer(loop: loop)
         roomWatcher = Timer(loop: loop)
@@ -275,7 +280,12 @@ public final class ProxyServer {
         }
         let old = settings.backends
         let oldHTTP2 = settings.config.http2
-        settings = ServerSettings(generation, worker: worker, previous: old, previousRouter: settings.router)
+        if generation.config.redis != redis?.config {
+            redis?.retire()
+            redis = generation.config.redis.map { RedisClient(config: $0, loop: loop) }
+        }
+        settings = ServerSettings(generation, worker: worker, previous: old, previousRouter: settings.router, redis: redis)
+        if settings.router.routes.contains(where: { $0.globalLimiter != nil }) { redis?.warmUp() }
         configureAccessLog()
         adoptPools()
         if settings.config.http2 != oldHTTP2 {
@@ -313,11 +323,75 @@ public final class ProxyServer {
         // may overshoot the limit by one each (`ConnectionBudget.reserve` leaves room for that)
         // rather than close a connection the kernel already handed over.
         let role = index < settings.listeners.count ? settings.listeners[index] : ListenerRole.cleartext
+        if role.expectsProxyHeader { return awaitProxyHeader(stream, role: role) }
         if let context = role.tls {
             startHandshake(stream, context: context, role: role)
         } else {
             adopt(stream, admin: false, exchangeStates: exchangeStates, listener: role)
         }
+    }
+
+    /// Connections of `proxy_protocol` listeners whose PROXY header has not come yet.
+    private var awaitingProxyHeader: [ObjectIdentifier: (stream: TCPStream, timer: Timer)] = [:]
+
+    /// Reads the PROXY protocol header a `proxy_protocol` listener's connections start with
+    /// (within `timeouts.client_header_ms`), takes its source as the client's address, and then
+    /// goes on as the listener does (TLS, HTTP) with the bytes that followed the header. A
+    /// connection without a valid header is closed. Counts against `max_connections` from now on.
+    private func awaitProxyHeader(_ stream: TCPStream, role: ListenerRole) {
+        connectionCount.add()
+        stats.add(WorkerStats.connectionsAccepted)
+        let id = ObjectIdentifier(stream)
+        let timer = Timer(loop: loop)
+        awaitingProxyHeader[id] = (stream, timer)
+        var buffer: [UInt8] = []
+        func done() {
+            awaitingProxyHeader[id] = nil
+            timer.close()
+            stream.onRead = nil
+            stream.onReadEnd = nil
+        }
+        func refuse(_ why: String) {
+            done()
+            stats.add(WorkerStats.proxyHeaderRefusals)
+            warnAtMostEverySecond("listener: closed a connection from \(stream.peerAddress.map(String.init(describing:)) ?? "an unknown address"): \(why)")
+            stream.close()
+            connectionCount.release()
+            if hasPendingAccept { acceptWaitingIfRoom() }
+            if isDraining && activeClients == 0 && handshaking.isEmpty { finishDrain() }
+        }
+        timer.onFire = { refuse("no PROXY protocol header within timeouts.client_header_ms (\(self.settings.config.timeouts.clientHeaderMs) ms)") }
+        stream.onReadEnd = { _ in refuse("the connection ended before its PROXY protocol header") }
+        stream.onRead = { [unowned self] bytes in
+            buffer.append(contentsOf: bytes)
+            switch ProxyProtocol.parse(buffer[...]) {
+            case .incomplete:
+                return
+            case .invalid(let why):
+                refuse(why)
+            case .header(let length, let source):
+                done()
+                stream.proxiedSource = source
+                stream.replay = Array(buffer[length...])
+                if let context = role.tls {
+                    self.startHandshake(stream, context: context, role: role, counted: true)
+                } else {
+                    self.adopt(stream, admin: false, exchangeStates: self.exchangeStates, listener: role, counted: true)
+                }
+                stream.deliverReplay()
+            }
+        }
+        timer.start(timeoutMs: UInt64(max(settings.config.timeouts.clientHeaderMs, 1)))
+        stream.startReading()
+    }
+
+    private func closeAwaitingProxyHeader() {
+        for (stream, timer) in awaitingProxyHeader.values {
+            timer.close()
+            stream.close()
+            connectionCount.release()
+        }
+        awaitingProxyHeader = [:]
     }
 
     /// Connections whose TLS handshake is under way; adopted by an HTTP connection once it is done.
@@ -326,16 +400,20 @@ public final class ProxyServer {
     /// Wraps an accepted connection in TLS; it counts against `max_connections` from now on, and
     /// becomes an HTTP connection only once the handshake is done (so the protocol ALPN chose can
     /// pick the connection type, and a stalled handshake never holds request state).
-    private func startHandshake(_ stream: TCPStream, context: TLSContext, role: ListenerRole) {
+    /// `counted`: the connection already counts against `max_connections` (a PROXY header came first).
+    private func startHandshake(_ stream: TCPStream, context: TLSContext, role: ListenerRole, counted: Bool = false) {
         let tls: TLSStream
         do {
             tls = try TLSStream(transport: stream, context: context, handshakeTimeoutMs: role.handshakeTimeoutMs)
         } catch {
             stream.close()
+            if counted { connectionCount.release() }
             return
         }
-        connectionCount.add()
-        stats.add(WorkerStats.connectionsAccepted)
+        if !counted {
+            connectionCount.add()
+            stats.add(WorkerStats.connectionsAccepted)
+        }
         let id = ObjectIdentifier(tls)
         handshaking[id] = tls
         tls.onHandshake = { [unowned self, unowned tls] outcome in
@@ -590,6 +668,7 @@ public final class ProxyServer {
             connectionCount.release()
         }
         handshaking = [:]
+        closeAwaitingProxyHeader()
     }
 
     private func finishDrain() {
@@ -619,6 +698,7 @@ public final class ProxyServer {
         closeHandshaking()
         accessLog?.close()
         accessLog = nil
+        redis?.close()
         for b in settings.backends { b.pool.closeAll() }
     }
 }

@@ -85,7 +85,8 @@ final class ServerSettings {
     /// `previousRouter`: the worker's router before; a route whose `rate_limit` did not change
     /// (same position and setting) keeps its buckets, so a re-resolution or an unrelated reload
     /// does not hand every client a fresh burst.
-    init(_ generation: ConfigGeneration, worker: Int, previous: [Backend], previousRouter: Router? = nil) {
+    /// `redis`: the worker's client of the top-level `redis`, for global rate limits.
+    init(_ generation: ConfigGeneration, worker: Int, previous: [Backend], previousRouter: Router? = nil, redis: RedisClient? = nil) {
         self.generation = generation.number
         routeRefusals = generation.routeRefusals
         routeRefusalSlab = generation.routeRefusals[min(worker, generation.routeRefusals.count - 1)]
@@ -108,7 +109,7 @@ final class ServerSettings {
                             weights: members.map(\.shared.effectiveWeight))
         }
         self.upstreams = upstreams
-        router = Router(config, previous: previousRouter, sharedRateLimits: generation.sharedRateLimits) { name in upstreams.firstIndex { $0.name == name } }
+        router = Router(config, previous: previousRouter, sharedRateLimits: generation.sharedRateLimits, redis: redis) { name in upstreams.firstIndex { $0.name == name } }
         headLimits = HeadLimits(config.limits)
         allowedMethods = config.limits.allowedMethods.map { Array($0.utf8) }
         adminPaths = AdminPaths(config.admin)

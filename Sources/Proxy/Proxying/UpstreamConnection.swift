@@ -40,6 +40,9 @@ public final class UpstreamConnection {
     /// backend announced a shorter `Keep-Alive: timeout`).
     var idleLimitMs: UInt64 = 0
     var isInPool = false
+    /// It began with a PROXY protocol header naming one client (`send_proxy_protocol`): never
+    /// pooled for another.
+    var namesOneClient = false
 
     init(backend: Backend, stream: any ConnectingStream) {
         self.backend = backend

@@ -97,11 +97,5 @@ final class RateLimiter {
     /// Slots in the table (0 until first used).
     var capacity: Int { shared?.capacity ?? keys.count }
 
-    /// `RateLimit-Policy` (IETF draft-ietf-httpapi-ratelimit-headers): the quota over a window of
-    /// whole seconds (`per` rounded up, the quota scaled to it, rounded down).
-    var policyField: String {
-        let seconds = max(1, (config.perMs + 999) / 1000)
-        let quota = Int(Double(config.rate) * Double(seconds * 1000) / Double(config.perMs))
-        return "\"route\";q=\(quota);w=\(seconds)"
-    }
+    var policyField: String { config.policyField }
 }

@@ -40,17 +40,30 @@ struct Router {
         /// Its position in `config.routes` (the default pool: `config.routes.count`), where its
         /// counters sit.
         let index: Int
-        /// The route's `rate_limit` as this worker applies it (nil: none).
+        /// The route's `rate_limit` as this worker applies it (nil: none, or a global one).
         let rateLimiter: RateLimiter?
+        /// The route's `scope: "global"` `rate_limit` (nil: none).
+        let globalLimiter: GlobalRateLimiter?
 
         init(host: HostPattern, path: [UInt8], upstream: Int, stripLength: Int, forwardedPrefix: [UInt8],
              hostHeader: HostHeader, timeouts: TimeoutsConfig, description: String, policy: RoutePolicy, index: Int,
-             previous: Route? = nil, shared: SharedRateLimitTable? = nil) {
+             previous: Route? = nil, shared: SharedRateLimitTable? = nil, redis: RedisClient? = nil, name: String = "") {
             self.index = index
-            if let kept = previous?.rateLimiter, kept.config == policy.rateLimit, kept.shared === shared {
-                rateLimiter = kept
+            let limit = policy.rateLimit
+            if let limit, limit.scope == .global, let redis {
+                rateLimiter = nil
+                if let kept = previous?.globalLimiter, kept.config == limit, kept.redis === redis, kept.route == name {
+                    globalLimiter = kept
+                } else {
+                    globalLimiter = GlobalRateLimiter(limit, redis: redis, route: name)
+                }
             } else {
-                rateLimiter = policy.rateLimit.map { RateLimiter($0, shared: shared) }
+                globalLimiter = nil
+                if let kept = previous?.rateLimiter, kept.config == limit, kept.shared === shared {
+                    rateLimiter = kept
+                } else {
+                    rateLimiter = limit.map { RateLimiter($0, shared: shared) }
+                }
             }
             self.description = description
             self.policy = policy
@@ -75,9 +88,10 @@ struct Router {
     let forwardNormalized: Bool
 
     /// `upstreamIndex` maps an upstream name to its index in the worker's list.
-    /// `sharedRateLimits`: `ConfigGeneration.sharedRateLimits`.
+    /// `sharedRateLimits`: `ConfigGeneration.sharedRateLimits`; `redis`: the worker's client of the
+    /// top-level `redis` (global rate limits).
     init(_ config: ProxyConfig, previous: Router? = nil, sharedRateLimits: [SharedRateLimitTable?] = [],
-         upstreamIndex: (String) -> Int?) {
+         redis: RedisClient? = nil, upstreamIndex: (String) -> Int?) {
         let before = previous?.routes ?? []
         func previousRoute(_ index: Int) -> Route? { before.first { $0.index == index } }
         func shared(_ index: Int) -> SharedRateLimitTable? { index < sharedRateLimits.count ? sharedRateLimits[index] : nil }
@@ -99,14 +113,14 @@ struct Router {
                          hostHeader: hostHeader, timeouts: r.timeouts.applied(to: config.timeouts),
                          description: "host \(r.host) path \(r.path)" + (r.stripPrefix ? " (prefix stripped)" : ""),
                          policy: RoutePolicy(r.policy.merged(over: config.policy)), index: index, previous: previousRoute(index),
-                         shared: shared(index))
+                         shared: shared(index), redis: redis, name: r.label)
         }
         if let fallback = upstreamIndex(UpstreamConfig.defaultName), !config.backends.isEmpty {
             routes.append(Route(host: .any, path: [UInt8(ascii: "/")], upstream: fallback, stripLength: 0,
                                 forwardedPrefix: [], hostHeader: .preserve, timeouts: config.timeouts,
                                 description: "no route matched: the default pool", policy: RoutePolicy(config.policy),
                                 index: config.routes.count, previous: previousRoute(config.routes.count),
-                                shared: shared(config.routes.count)))
+                                shared: shared(config.routes.count), redis: redis, name: "default"))
         }
         self.routes = routes
         let normalization = config.pathNormalization

@@ -48,6 +48,8 @@ public protocol ByteStream: AnyObject {
 
     /// The peer's address, if the transport has one.
     var peerAddress: SocketAddress? { get }
+    /// This end's address (the listener's, for an accepted connection); a system call each time.
+    var localAddress: SocketAddress? { get }
     /// Turns off write coalescing (Nagle) where the transport has it.
     func setNoDelay(_ on: Bool)
 }
@@ -72,6 +74,9 @@ public protocol ConnectingStream: ByteStream {
     /// Starts connecting; `completion` gets 0 or an error code later, on the loop thread (never
     /// from inside this call). Throws when the attempt cannot even start (a local error).
     func connect(to address: SocketAddress, _ completion: @escaping (Int32) -> Void) throws(UVError)
+    /// Bytes that go out before anything else on the connection, below any TLS (the PROXY
+    /// protocol header): called right after `connect`, they are sent as soon as it is connected.
+    func sendFirst(_ bytes: [UInt8])
     /// `hasPendingInputOrEOF`, as far as it can be known without a system call (see `TCPStream`).
     var hasPendingInputInCurrentPoll: Bool { get }
 }

@@ -30,6 +30,7 @@ public final class MemoryStream: ConnectingStream {
     public private(set) var sentEndOfOutput = false
     public private(set) var isClosing = false
     public var peerAddress: SocketAddress? = SocketAddress(ip: "127.0.0.1", port: 40_000)
+    public var localAddress: SocketAddress? = SocketAddress(ip: "127.0.0.1", port: 8080)
 
     private var inbound: [[UInt8]] = []
     private var inboundEnd: Int32?
@@ -148,6 +149,9 @@ public final class MemoryStream: ConnectingStream {
             completion(result)
         }
     }
+
+    /// Goes out first, like every write (the test's backend reads it from `queued`).
+    public func sendFirst(_ bytes: [UInt8]) { write(bytes) }
 
     /// What `connect` reports: 0, or a libuv error code (a refused connection: `UV_ECONNREFUSED`).
     public var connectResult: Int32 = 0

@@ -657,7 +657,7 @@ public final class Supervisor {
     /// The checker of one upstream, over the endpoints of its backends.
     private func makeHealthChecker(_ upstream: UpstreamConfig, _ backends: [SharedBackend]) -> HealthChecker {
         HealthChecker(loop: loop, backends: upstream.backends.flatMap { b in backends.filter { $0.backendID == b.id } },
-                      config: upstream.healthCheck)
+                      config: upstream.healthCheck, proxyProtocol: upstream.balance.sendProxyProtocol)
     }
 
     /// Every worker has switched: now the reload line is true (tests and operators wait for it).
