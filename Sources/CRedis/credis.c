@@ -4,6 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+
+/* What the proxy ever asks for comes back in a few dozen bytes. A server that sends more than
+   this unparsed, or announces an array or string longer than the limit below, is not one to
+   trust: the connection is dropped before hiredis allocates for it. */
+#define CREDIS_MAX_BUFFERED (64 * 1024)
+#define CREDIS_MAX_ANNOUNCED (1024 * 1024)
 
 struct credis {
     redisAsyncContext *ac;      /* NULL once hiredis has freed (or is freeing) it */
@@ -35,12 +42,66 @@ static void close_poll(credis *c) {
     uv_close((uv_handle_t *)&c->poll, poll_closed);
 }
 
+/* Whether `n` bytes of `p`, starting at a line start when `at_line_start`, announce an array
+   or bulk string longer than CREDIS_MAX_ANNOUNCED. */
+static int announces_too_much(const char *p, size_t n, int at_line_start) {
+    for (size_t i = 0; i < n; i++) {
+        int starts = (i == 0) ? at_line_start : (p[i - 1] == '\n');
+        if (!starts || (p[i] != '*' && p[i] != '$')) continue;
+        long long count = 0;
+        for (size_t j = i + 1; j < n && p[j] >= '0' && p[j] <= '9'; j++) {
+            count = count * 10 + (p[j] - '0');
+            if (count > CREDIS_MAX_ANNOUNCED) return 1;
+        }
+    }
+    return 0;
+}
+
+/* Looks at what is about to be read (without taking it) together with what hiredis holds
+   unparsed: 1 when the connection must be dropped. */
+static int reply_is_abusive(credis *c) {
+    redisReader *r = c->ac->c.reader;
+    size_t held = r && r->buf ? r->len - r->pos : 0;
+    if (held > CREDIS_MAX_BUFFERED) return 1;
+    char peeked[4096];
+    ssize_t n = recv(c->ac->c.fd, peeked, sizeof peeked, MSG_PEEK | MSG_DONTWAIT);
+    if (n <= 0) return 0;
+    /* The held tail: a line start if it is empty or ends with a newline. */
+    if (held > 0 && announces_too_much(r->buf + r->pos, held, 1)) return 1;
+    int line_start = held == 0 || r->buf[r->len - 1] == '\n';
+    if (!line_start && held > 0) {
+        /* A header split across reads: check the held line's digits with the new ones. */
+        const char *line = r->buf + r->len;
+        while (line > r->buf + r->pos && line[-1] != '\n') line--;
+        char joined[64];
+        size_t a = (size_t)(r->buf + r->len - line), b = (size_t)n;
+        if (a < sizeof joined) {
+            if (a + b > sizeof joined) b = sizeof joined - a;
+            memcpy(joined, line, a);
+            memcpy(joined + a, peeked, b);
+            if (announces_too_much(joined, a + b, 1)) return 1;
+        }
+    }
+    return announces_too_much(peeked, (size_t)n, line_start);
+}
+
 static void on_poll(uv_poll_t *handle, int status, int events) {
     credis *c = (credis *)((char *)handle - offsetof(credis, poll));
     /* An error on the descriptor: let hiredis read it and find out. */
     if (status < 0) events = UV_READABLE;
     c->in_poll = 1;
-    if (c->ac && !c->released && (events & UV_READABLE)) redisAsyncHandleRead(c->ac);
+    if (c->ac && !c->released && (events & UV_READABLE)) {
+        if ((c->ac->c.flags & REDIS_CONNECTED) && reply_is_abusive(c)) {
+            /* As if the connection had failed: hiredis fails what waits, then frees it all. */
+            redisAsyncContext *ac = c->ac;
+            c->ac = NULL;
+            c->in_poll = 0;
+            if (!c->released) c->on_event(c->owner, CREDIS_GONE, "the server sent more than a reply to this client can be (dropped)");
+            redisAsyncFree(ac);
+            return;
+        }
+        redisAsyncHandleRead(c->ac);
+    }
     if (c->ac && !c->released && (events & UV_WRITABLE)) redisAsyncHandleWrite(c->ac);
     c->in_poll = 0;
     /* credis_close ran inside a callback (hiredis does not guard every one, e.g. the connect

@@ -345,6 +345,29 @@ import Testing
         #expect(try ask(closed.port, "erin").status == 429, "limited again, across both")
     }
 
+    @Test func aServerAnnouncingAHugeReplyIsDroppedNotBelieved() throws {
+        // Not Redis: it answers every command with an array of 2^31 elements, then nothing.
+        let (fd, port) = listenOnLoopback()
+        defer { close(fd) }
+        acceptEachOnItsOwnThread(fd) { c in
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            while retryingOnEINTR({ chunk.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) } }) > 0 {
+                let answer = Array("*2147483647\r\n$99999999999\r\n".utf8)
+                _ = answer.withUnsafeBytes { send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            }
+            close(c)
+        }
+        let backend = try startBackend()
+        defer { backend.stop() }
+        let proxy = try startProxy(config: config(backend: backend.port, redis: port), workers: 1)
+        defer { proxy.stop() }
+        let started = Date()
+        for user in ["a", "b", "c"] { #expect(try ask(proxy.port, user).status == 200, "fails open") }
+        #expect(Date().timeIntervalSince(started) < 2, "\(Date().timeIntervalSince(started)) s")
+        #expect(proxy.rssKiB < 200_000 * sanitizerMemoryFactor, "\(proxy.rssKiB) KiB")
+        #expect(eventually(2) { proxy.log.contains("redis: ") }, "\(proxy.log)")
+    }
+
     @Test func aSlowRedisTimesOutAndTheRequestGoesOn() throws {
         let redis = try RedisServer()
         defer { redis.stop() }

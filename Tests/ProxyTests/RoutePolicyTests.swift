@@ -258,5 +258,22 @@ struct RoutePolicyTests {
         let parsed = try ConfigLoader.parse(Array(#"{"backends": [{"url": "http://a:1"}], "redis": {"url": "redis://user:pw@[::1]:7000/2"}}"#.utf8), file: "c.json")
         #expect(parsed.redis?.host == "::1" && parsed.redis?.port == 7000 && parsed.redis?.username == "user"
                 && parsed.redis?.password == "pw" && parsed.redis?.database == 2)
+        let escaped = try ConfigLoader.parse(Array(#"{"backends": [{"url": "http://a:1"}], "redis": {"url": "redis://:p%40ss%3Aw%2Frd@h"}}"#.utf8), file: "c.json")
+        #expect(escaped.redis?.password == "p@ss:w/rd" && escaped.redis?.username == nil && escaped.redis?.host == "h")
+        do {
+            _ = try ConfigLoader.parse(Array(#"{"backends": [{"url": "http://a:1"}], "redis": {"url": "redis://:secret%zz@h:0"}}"#.utf8), file: "c.json")
+            Issue.record("loaded a malformed escape")
+        } catch {
+            #expect(error.description.contains("malformed %-escape") && !error.description.contains("secret"), "\(error)")
+        }
+        // A reload that changes only these is a change (it used to read as "no changes").
+        let before = try ConfigLoader.parse(Array(#"{"backends": [{"url": "http://127.0.0.1:1"}], "redis": {"url": "redis://h", "on_error": "allow"}}"#.utf8), file: "c.json")
+        for after in [#"{"backends": [{"url": "http://127.0.0.1:1"}], "redis": {"url": "redis://h", "on_error": "deny"}}"#,
+                      #"{"backends": [{"url": "http://127.0.0.1:1"}], "redis": {"url": "redis://h"}, "trusted_proxies": ["10.0.0.0/8"]}"#,
+                      #"{"backends": [{"url": "http://127.0.0.1:1"}], "redis": {"url": "redis://h"}, "policy": {"security_headers": true}}"#,
+                      #"{"listen": [{"address": ":8080", "proxy_protocol": true}], "backends": [{"url": "http://127.0.0.1:1"}], "redis": {"url": "redis://h"}}"#] {
+            let next = try ConfigLoader.parse(Array(after.utf8), file: "c.json")
+            #expect(!ConfigChanges(from: before, oldBackends: [], to: next, newBackends: []).isEmpty, "\(after)")
+        }
     }
 }

@@ -546,11 +546,16 @@ extension RedisConfig {
         if let at = rest.lastIndex(of: "@") {
             let credentials = rest[..<at]
             rest = rest[rest.index(after: at)...]
+            // Percent-escapes (`%40` for `@`) as in any URL's user information.
+            func decoded(_ part: Substring) -> String? { String(part).removingPercentEncodingBytes() }
             if let colon = credentials.firstIndex(of: ":") {
-                username = credentials[..<colon].isEmpty ? nil : String(credentials[..<colon])
-                password = String(credentials[credentials.index(after: colon)...])
+                username = credentials[..<colon].isEmpty ? nil : decoded(credentials[..<colon])
+                password = decoded(credentials[credentials.index(after: colon)...])
             } else {
-                password = String(credentials)
+                password = decoded(credentials)
+            }
+            if (username == nil && credentials.contains(":") && !credentials.hasPrefix(":")) || password == nil {
+                return .failure(AddressError(message: "the user or password has a malformed %-escape"))
             }
         }
         var database = 0
@@ -737,7 +742,9 @@ extension RateLimitConfig: ConfigSection {
                 if text.hasPrefix("jwt:") { throw at.error("\"jwt:CLAIM\" keys need JWT authentication, which is not built yet; use \"client_ip\", \"header:NAME\" or \"route\"") }
                 throw at.error("expected \"client_ip\", \"header:NAME\" or \"route\", got \(JSONValue.quoted(text))")
             },
-            .integer("rate", \.rate, 1...1_000_000_000),
+            ConfigField(key: "rate", example: "100") { limit, value, at throws(ConfigError) in
+                limit.rate = try at.integer(value, in: 1...1_000_000_000)
+            },
             ConfigField(key: "per", example: "\"1s\"") { limit, value, at throws(ConfigError) in
                 let text = try at.string(value)
                 let units: [(String, Int)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
@@ -1478,5 +1485,28 @@ extension BalanceConfig {
             throw location.member("hash_key", example: Self.hashKeyExample)
                 .error("\(JSONValue.quoted(hashKey.description)) is only used by \"balance\": \"ring_hash\" or \"maglev\" (this upstream balances \(JSONValue.quoted(policy.rawValue)))")
         }
+    }
+}
+
+extension String {
+    /// `%XX` escapes decoded to bytes (UTF-8); nil when an escape is malformed or the bytes are
+    /// not UTF-8.
+    func removingPercentEncodingBytes() -> String? {
+        var out: [UInt8] = []
+        var bytes = utf8.makeIterator()
+        func hex(_ b: UInt8) -> UInt8? {
+            switch b {
+            case 0x30...0x39: b - 0x30
+            case 0x41...0x46: b - 0x37
+            case 0x61...0x66: b - 0x57
+            default: nil
+            }
+        }
+        while let b = bytes.next() {
+            guard b == UInt8(ascii: "%") else { out.append(b); continue }
+            guard let h = bytes.next().flatMap(hex), let l = bytes.next().flatMap(hex) else { return nil }
+            out.append(h << 4 | l)
+        }
+        return String(validating: out, as: UTF8.self)
     }
 }

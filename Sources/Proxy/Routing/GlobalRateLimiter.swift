@@ -105,7 +105,7 @@ final class GlobalRateLimiter {
         leasing.remove(k)
         let now = Platform.monotonicNanos()
         var queue = waiting.removeValue(forKey: k) ?? []
-        guard case .pair(let granted, let waitUs) = reply, granted >= 0 else {
+        guard case .pair(let granted, let waitUs) = reply, granted >= 0, granted <= Int64(want) else {
             for resume in queue { resume(.unavailable) }
             return
         }
@@ -120,10 +120,13 @@ final class GlobalRateLimiter {
         // into `admit`).
         var verdicts: [((Verdict) -> Void, Verdict)] = queue.prefix(served).map { ($0, .allowed(remaining: tokens[slot])) }
         queue.removeFirst(served)
+        // How long until Redis has a token again: its answer when it granted none (never past one
+        // interval, what a bucket can owe: a larger number is a corrupt key, not a wait), else at
+        // most one interval from now.
+        let wait = granted == 0 ? min(UInt64(min(max(waitUs, 1), 86_400_000_000)) * 1000, intervalNs) : intervalNs
         if !queue.isEmpty {
             if Int(granted) < want {
                 // Redis is out of tokens for this key: the rest wait until it has one.
-                let wait = max(UInt64(max(waitUs, 0)) * 1000, intervalNs)
                 deniedUntil[slot] = now + wait
                 verdicts += queue.map { ($0, .refused(waitNs: wait)) }
             } else if lease(k, want: max(leaseSize, queue.count)) {
@@ -133,7 +136,7 @@ final class GlobalRateLimiter {
                 verdicts += queue.map { ($0, .unavailable) }
             }
         } else if granted == 0 {
-            deniedUntil[slot] = now + max(UInt64(max(waitUs, 0)) * 1000, intervalNs)
+            deniedUntil[slot] = now + wait
         }
         for (resume, verdict) in verdicts { resume(verdict) }
     }

@@ -24,7 +24,9 @@ struct ConfigChanges {
         for (i, (a, b)) in zip(old.listeners, new.listeners).enumerated() where a.address != b.address {
             moved.append((i, a.address, b.address))
         }
-        let settingsOf = { (l: ListenerConfig) in ListenerConfig(address: ListenAddress(host: "", port: 0), tls: l.tls, redirectToHTTPS: l.redirectToHTTPS) }
+        let settingsOf = { (l: ListenerConfig) in
+            ListenerConfig(address: ListenAddress(host: "", port: 0), tls: l.tls, redirectToHTTPS: l.redirectToHTTPS, proxyProtocol: l.proxyProtocol)
+        }
         if old.listeners.map(settingsOf) != new.listeners.map(settingsOf) { settings.append("listen") }
         certificatesReloaded = new.listeners.contains { $0.tls != nil }
         if old.healthCheck != new.healthCheck { settings.append("health_check") }
@@ -45,6 +47,16 @@ struct ConfigChanges {
         if old.admin != new.admin { settings.append("admin") }
         if old.tlsTicketKeyRotationS != new.tlsTicketKeyRotationS { settings.append("tls_ticket_key_rotation_s") }
         if old.resolver != new.resolver { settings.append("resolver") }
+        if old.policy != new.policy { settings.append("policy") }
+        if old.trustedProxies != new.trustedProxies { settings.append("trusted_proxies") }
+        if old.redis != new.redis { settings.append("redis") }
+        if old.http2 != new.http2 { settings.append("http2") }
+        if old.backendTLS != new.backendTLS && settings.isEmpty && added.isEmpty && removed.isEmpty { settings.append("backend_tls") }
+        // Anything else that differs (a key added later and not named above) still makes the
+        // reload apply rather than read as "no changes".
+        if settings.isEmpty && added.isEmpty && removed.isEmpty && !reordered && moved.isEmpty && old != new {
+            settings.append("settings")
+        }
     }
 
     var isEmpty: Bool { added.isEmpty && removed.isEmpty && !reordered && settings.isEmpty && moved.isEmpty && !certificatesReloaded }
