@@ -69,10 +69,14 @@ def proxy_config(port: int, origin: int, redis: int, target: str, rate: int = 1_
 
 
 def wrk_run(pin: Pinning, port: int, conns: int, duration: float, latency: bool = True) -> dict:
-    cmd = pin.load(["wrk", "-t1", f"-c{conns}", f"-d{duration}s"] + (["--latency"] if latency else [])
+    cmd = pin.load(["wrk", "-t1", f"-c{conns}", f"-d{duration:g}s"] + (["--latency"] if latency else [])
                    + [f"http://127.0.0.1:{port}/"])
-    out = run(cmd, timeout=duration + 30).stdout
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    done = run(cmd, timeout=duration + 30)
+    out = done.stdout
+    found = re.search(r"(\d+) requests in", out)
+    if not found:
+        raise RuntimeError(f"wrk printed no result: {out}{done.stderr}")
+    requests = int(found.group(1))
     seconds = float(re.search(r"requests in ([\d.]+)(m?s)", out).group(1))
     if re.search(r"requests in [\d.]+ms", out):
         seconds /= 1000
