@@ -11,21 +11,21 @@ RELEASE_FLAGS := -c release --static-swift-stdlib
 ## Install libuv's, OpenSSL's, nghttp2's, c-ares's and hiredis's headers (and the openssl tool the TLS
 ## tests make certificates with) when missing (Debian/Ubuntu), as root or through sudo.
 deps:
-	@if ! pkg-config --exists libuv openssl libnghttp2 libcares hiredis 2>/dev/null || [ ! -f /usr/include/uv.h ] || ! command -v openssl >/dev/null 2>&1; then \
+	@if ! pkg-config --exists libuv openssl libnghttp2 libcares hiredis libcrypt 2>/dev/null || [ ! -f /usr/include/uv.h ] || ! command -v openssl >/dev/null 2>&1; then \
 		echo "installing libuv1-dev, libssl-dev, libnghttp2-dev, libc-ares-dev, libhiredis-dev, openssl and pkg-config…"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libuv1-dev libssl-dev libnghttp2-dev libc-ares-dev libhiredis-dev openssl pkg-config >/dev/null; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libuv1-dev libssl-dev libnghttp2-dev libc-ares-dev libhiredis-dev libcrypt-dev openssl pkg-config >/dev/null; \
 	fi
 
 ## What the tests need beyond the toolchain: Debian's chromium (the status page's browser test)
 ## and wrk (the many-connections tests), curl and certutil (HTTPS tests), nghttp and h2load
-## (HTTP/2 tests), redis-server (global rate limits), installed when missing. (Python packages go into
+## (HTTP/2 tests), redis-server (global rate limits), htpasswd (basic auth), installed when missing. (Python packages go into
 ## .build/pyenv from PyPI when a test needs them.)
 test-deps:
-	@if ! command -v chromium >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 || ! command -v certutil >/dev/null 2>&1 || ! command -v h2load >/dev/null 2>&1 || [ ! -x /usr/bin/redis-server ]; then \
-		echo "installing chromium, wrk, curl, libnss3-tools, nghttp2-client and redis-server for the tests…"; \
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 || ! command -v certutil >/dev/null 2>&1 || ! command -v h2load >/dev/null 2>&1 || [ ! -x /usr/bin/redis-server ] || ! command -v htpasswd >/dev/null 2>&1; then \
+		echo "installing chromium, wrk, curl, libnss3-tools, nghttp2-client, redis-server and apache2-utils for the tests…"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium wrk curl libnss3-tools nghttp2-client redis-server >/dev/null; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium wrk curl libnss3-tools nghttp2-client redis-server apache2-utils >/dev/null; \
 	fi
 
 build: deps

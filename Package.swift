@@ -51,7 +51,9 @@ let package = Package(
             providers: [.apt(["libhiredis-dev"])]
         ),
         .target(name: "CRedis", dependencies: ["CHiredis", "CUV"]),
-        .target(name: "Proxy", dependencies: ["CUV", "CTLS", "CNGHTTP2", "CDNS", "CRedis"], swiftSettings: hotPathSettings),
+        // libxcrypt (glibc's crypt, Debian's libcrypt-dev): bcrypt and SHA-crypt for htpasswd files.
+        .systemLibrary(name: "CCrypt"),
+        .target(name: "Proxy", dependencies: ["CUV", "CTLS", "CNGHTTP2", "CDNS", "CRedis", "CCrypt"], swiftSettings: hotPathSettings),
         .target(name: "TestBackendKit", dependencies: ["Proxy"], swiftSettings: hotPathSettings),
         .executableTarget(name: "ProxyCLI", dependencies: ["Proxy"], swiftSettings: hotPathSettings),
         .executableTarget(name: "TestBackend", dependencies: ["TestBackendKit"], swiftSettings: hotPathSettings),

@@ -508,3 +508,101 @@ enum ProxyProtocolBytes {
     /// The 12 bytes a PROXY protocol v2 header starts with.
     static let signature: [UInt8] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A]
 }
+
+/// `auth.basic` with htpasswd files made by Debian's `htpasswd` (apache2-utils).
+@Suite struct BasicAuthTests {
+    /// `htpasswd OPTIONS FILE USER PASSWORD`.
+    private func htpasswd(_ path: String, _ options: [String], _ user: String, _ password: String) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/htpasswd")
+        p.arguments = options + [path, user, password]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+    }
+
+    private func basic(_ user: String, _ password: String) -> String {
+        "Basic " + Data("\(user):\(password)".utf8).base64EncodedString()
+    }
+
+    @Test func basicAuthGuardsARouteWithoutBlockingTheLoop() throws {
+        let dir = NSTemporaryDirectory() + "auth-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let file = dir + "/users.htpasswd"
+        // bcrypt at cost 12 (~0.2 s a check), SHA-512 crypt, and SHA-256 crypt.
+        try htpasswd(file, ["-c", "-b", "-B", "-C", "12"], "alice", "s3cret")
+        try htpasswd(file, ["-b", "-5"], "bob", "hunter2")
+        try htpasswd(file, ["-b", "-2"], "carol", "pa:ss")
+        let backend = try startBackend()
+        defer { backend.stop() }
+        let proxy = try startProxy(config: """
+            {"backends": [{"url": "http://127.0.0.1:\(backend.port)"}],
+             "routes": [{"path": "/admin", "upstream": "default", "auth": {"basic": {"htpasswd": "\(file)", "realm": "ops"}}},
+                        {"path": "/admin/public", "upstream": "default", "auth": false},
+                        {"path": "/pass", "upstream": "default", "auth": {"basic": {"htpasswd": "\(file)"}, "forward_credentials": true}},
+                        {"path": "/", "upstream": "default"}],
+             "health_check": {"path": null, "interval_ms": 60000}, "access_log": null}
+            """, workers: 1)
+        defer { proxy.stop() }
+        let port = proxy.port
+        @Sendable func ask(_ path: String, _ authorization: String?) throws -> HTTPResponse {
+            try TestConnection(port: port).request("GET", path, headers: authorization.map { ["Authorization": $0] } ?? [:])
+        }
+        let none = try ask("/admin/echo", nil)
+        #expect(none.status == 401 && none.header("WWW-Authenticate") == "Basic realm=\"ops\", charset=\"UTF-8\"", "\(none.status) \(none.headers)")
+        #expect(try ask("/admin/echo", basic("alice", "wrong")).status == 401)
+        #expect(try ask("/admin/echo", basic("mallory", "s3cret")).status == 401, "unknown user")
+        #expect(try ask("/admin/echo", "Bearer abc").status == 401)
+        #expect(try ask("/admin/echo", "Basic !!!").status == 401)
+        for (user, password) in [("alice", "s3cret"), ("bob", "hunter2"), ("carol", "pa:ss")] {
+            let ok = try ask("/admin/echo", basic(user, password))
+            #expect(ok.status == 200, "\(user): \(ok.status) \(ok.text)")
+            #expect((ok.json["headers"] as? [String: Any])?["authorization"] == nil, "the credentials stop at the proxy")
+        }
+        let forwarded = try ask("/pass/echo", basic("bob", "hunter2"))
+        #expect((forwarded.json["headers"] as? [String: Any])?["authorization"] as? String == basic("bob", "hunter2"))
+        #expect(try ask("/admin/public/echo", nil).status == 200, "auth: false lifts it")
+        // Spellings of the path meet the same route.
+        for path in ["//admin/echo", "/%61dmin/echo", "/x/../admin/echo", "/admin;x=1/echo"] {
+            #expect(try ask(path, nil).status == 401, "\(path)")
+        }
+        // A bcrypt check at cost 12 takes a while on the thread pool; the loop keeps answering.
+        let wrong = basic("alice", "not-it"), right = basic("alice", "s3cret")
+        let slowStatus = FirstBytes()
+        let slow = Thread { slowStatus.add([UInt8(((try? ask("/admin/echo", wrong).status) ?? 0) % 256)]) }
+        slow.start()
+        usleep(20_000)
+        let started = Date()
+        #expect(try get(proxy.port, "/elsewhere").status == 200)
+        #expect(Date().timeIntervalSince(started) < 0.15, "\(Date().timeIntervalSince(started)) s while a check runs")
+        // Cached: many concurrent requests with a good credential all pass.
+        let results = FirstBytes()
+        let threads = (0..<16).map { _ in Thread { results.add([UInt8((try? ask("/admin/echo", right).status == 200) == true ? 1 : 0)]) } }
+        threads.forEach { $0.start() }
+        #expect(eventually(10) { results.all.count == 16 })
+        #expect(results.all.allSatisfy { $0 == [1] })
+        #expect(eventually(10) { slowStatus.all == [[UInt8(401 % 256)]] }, "\(slowStatus.all)")
+        #expect(try get(proxy.port, "/_metrics").text.contains("proxy_policy_refusals_total{reason=\"auth\"} 10"))
+    }
+
+    @Test func htpasswdFilesWithHashesThatCannotBeCheckedAreConfigErrors() throws {
+        let file = NSTemporaryDirectory() + "md5-\(UUID().uuidString).htpasswd"
+        try htpasswd(file, ["-c", "-b", "-m"], "dave", "pw")
+        let proxy = try? startProxy(config: """
+            {"backends": [{"url": "http://127.0.0.1:1"}], "policy": {"auth": {"basic": {"htpasswd": "\(file)"}}}}
+            """)
+        #expect(proxy == nil)
+        let check = Process()
+        check.executableURL = productsDirectory.appendingPathComponent("proxy")
+        let config = writeTempFile(#"{"backends": [{"url": "http://127.0.0.1:1"}], "policy": {"auth": {"basic": {"htpasswd": "\#(file)"}}}}"#, suffix: ".json")
+        check.arguments = ["--config", config, "--check"]
+        let out = Pipe()
+        check.standardOutput = out
+        check.standardError = out
+        try check.run()
+        check.waitUntilExit()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(check.terminationStatus != 0 && text.contains("policy.auth.basic.htpasswd") && text.contains("MD5") && text.contains("htpasswd -B"), "\(text)")
+    }
+}

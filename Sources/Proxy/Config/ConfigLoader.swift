@@ -784,6 +784,55 @@ extension RateLimitConfig: ConfigSection {
     }
 }
 
+extension AuthConfig: ConfigSection {
+    static var defaults: AuthConfig { AuthConfig() }
+    static var example: String { "{\"basic\": {\"htpasswd\": \"users.htpasswd\", \"realm\": \"admin\"}}" }
+
+    static var fields: [ConfigField<AuthConfig>] {
+        [
+            ConfigField(key: "basic", example: "{\"htpasswd\": \"users.htpasswd\", \"realm\": \"admin\"}") { auth, value, at throws(ConfigError) in
+                let basic = try AuthConfig.Basic.decode(value, at: at)
+                let place = at.member("htpasswd", example: "\"users.htpasswd\"")
+                guard !basic.htpasswd.isEmpty else { throw place.error("missing; the htpasswd file (make one with `htpasswd -B -c FILE USER`)") }
+                var loaded = basic
+                loaded.htpasswd = CertificateEntry.resolve(basic.htpasswd, against: at.file)
+                switch AuthConfig.Basic.load(loaded.htpasswd) {
+                case .success(let users): loaded.users = users
+                case .failure(let problem): throw place.error(problem.message)
+                }
+                auth.basic = loaded
+            },
+            ConfigField(key: "jwt", example: "{}") { _, _, at throws(ConfigError) in
+                throw at.error("JWT authentication is not built yet; use \"basic\"")
+            },
+            ConfigField(key: "forward_credentials", example: "false") { auth, value, at throws(ConfigError) in
+                guard case .bool(let on) = value else { throw at.error("expected true (the backend gets the client's Authorization field) or false") }
+                auth.forwardCredentials = on
+            },
+        ]
+    }
+}
+
+extension AuthConfig.Basic: ConfigSection {
+    static var defaults: AuthConfig.Basic { AuthConfig.Basic() }
+    static var example: String { "{\"htpasswd\": \"users.htpasswd\", \"realm\": \"admin\"}" }
+
+    static var fields: [ConfigField<AuthConfig.Basic>] {
+        [
+            ConfigField(key: "htpasswd", example: "\"users.htpasswd\"") { basic, value, at throws(ConfigError) in
+                basic.htpasswd = try at.string(value)
+            },
+            ConfigField(key: "realm", example: "\"admin\"") { basic, value, at throws(ConfigError) in
+                let text = try at.string(value)
+                guard !text.isEmpty, text.utf8.count <= 128, text.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) else {
+                    throw at.error("expected up to 128 printable ASCII characters without quotes or backslashes, got \(JSONValue.quoted(text))")
+                }
+                basic.realm = text
+            },
+        ]
+    }
+}
+
 extension CORSConfig: ConfigSection {
     static var defaults: CORSConfig { CORSConfig() }
     static var example: String {
@@ -968,6 +1017,15 @@ extension PolicyConfig: ConfigSection {
                 // `false`: none here, whatever the top-level policy says.
                 if case .bool(false) = value { model[keyPath: path].cors = CORSConfig(); return }
                 model[keyPath: path].cors = try CORSConfig.decode(value, at: at)
+            },
+            ConfigField(key: "auth", example: AuthConfig.example) { model, value, at throws(ConfigError) in
+                // `false`: open here, whatever the top-level policy says.
+                if case .bool(false) = value { model[keyPath: path].auth = AuthConfig(); return }
+                let auth = try AuthConfig.decode(value, at: at)
+                if auth.basic == nil {
+                    throw at.error("name a scheme: {\"basic\": {\"htpasswd\": \"users.htpasswd\"}} (or false for none)")
+                }
+                model[keyPath: path].auth = auth
             },
         ]
     }

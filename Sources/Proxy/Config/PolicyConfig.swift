@@ -31,6 +31,8 @@ public struct PolicyConfig: Sendable, Equatable {
     public var cors: CORSConfig?
     /// Requests per key and window (`RateLimitConfig`).
     public var rateLimit: RateLimitConfig?
+    /// Who may use the route (`AuthConfig`).
+    public var auth: AuthConfig?
 
     public init() {}
 
@@ -46,6 +48,7 @@ public struct PolicyConfig: Sendable, Equatable {
         if out.securityHeaders == nil { out.securityHeaders = base.securityHeaders }
         if out.cors == nil { out.cors = base.cors }
         if out.rateLimit == nil { out.rateLimit = base.rateLimit }
+        if out.auth == nil { out.auth = base.auth }
         return out
     }
 }

@@ -126,13 +126,73 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x.pointee.route = matched
         if !matched.policy.refusesNothing {
             guard admitByPolicy(matched.policy) else { return }
-            if let global = matched.globalLimiter {
-                // nil: waiting for Redis; the exchange goes on (or is refused) from there.
-                guard let admitted = admitByGlobalRate(global, normal: normal), admitted else { return }
-            }
-            guard admitByLimits(matched.policy) else { return }
+            return admitFrom(.auth, matched, normal)
         }
         forward(to: matched, normal)
+    }
+
+    /// The steps of a route's policy after `allow`/`deny` and CORS preflights, in order. Two
+    /// may wait (a password check on the thread pool, a lease from Redis): the exchange then
+    /// goes on from that step's callback (`resumeLater`).
+    private enum PolicyStep { case auth, rate, limits }
+
+    private func admitFrom(_ first: PolicyStep, _ route: Router.Route, _ normal: PathNormalizer.Result) {
+        var step = first
+        while true {
+            switch step {
+            case .auth:
+                if let auth = route.authenticator, !admitByAuth(auth, route, normal) { return }
+                step = .rate
+            case .rate:
+                if let limiter = route.rateLimiter, !admitByRate(limiter) { return }
+                if let global = route.globalLimiter, !admitByGlobalRate(global, route, normal) { return }
+                step = .limits
+            case .limits:
+                guard admitByLimits(route.policy) else { return }
+                return forward(to: route, normal)
+            }
+        }
+    }
+
+    /// A callback for a step that waits: it goes on from `next` if this exchange is still the
+    /// one that asked (not answered, abandoned or followed by another request meanwhile).
+    private func resumeLater(_ route: Router.Route, _ normal: PathNormalizer.Result,
+                             _ body: @escaping (ProxyExchange) -> PolicyStep?) -> () -> Void {
+        let finished = exchangesFinished
+        return { [weak self] in
+            guard let self, self.hasState, self.isRunning, self.exchangesFinished == finished,
+                  self.x.pointee.route === route, let next = body(self) else { return }
+            self.admitFrom(next, route, normal)
+        }
+    }
+
+    /// `auth.basic`: true to go on; false when answered (401, or 503 when too many checks are
+    /// under way) or waiting for the check.
+    private func admitByAuth(_ auth: BasicAuthenticator, _ route: Router.Route, _ normal: PathNormalizer.Result) -> Bool {
+        let r = x.pointee.request
+        let field = r.fields.first { $0.name.count == 13 && r.bytes.equalsIgnoringCase($0.name, "authorization") }.map { r.bytes[$0.value] }
+        var verdictLater: BasicAuthenticator.Verdict?
+        let resume = resumeLater(route, normal) { me in
+            me.applyAuth(verdictLater!, auth) ? .rate : nil
+        }
+        let verdict = auth.check(field, nowMs: server.loop.now, loop: server.loop) { verdict in
+            verdictLater = verdict
+            resume()
+        }
+        guard let verdict else { return false }
+        return applyAuth(verdict, auth)
+    }
+
+    private func applyAuth(_ verdict: BasicAuthenticator.Verdict, _ auth: BasicAuthenticator) -> Bool {
+        switch verdict {
+        case .allowed:
+            return true
+        case .denied(let why):
+            return refuseByPolicy(.auth, status: 401, reason: "Unauthorized: \(why)", fields: [(name: "WWW-Authenticate", value: auth.challenge)])
+        case .busy:
+            return refuseByPolicy(.auth, status: 503, reason: "Service Unavailable: too many password checks are under way; try again shortly",
+                                  fields: [(name: "Retry-After", value: "1")])
+        }
     }
 
     /// The request passed the route's policy: sends it to the route's upstream.
@@ -247,7 +307,6 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         // A CORS preflight is answered here (before the route's methods: it is an OPTIONS the
         // route may not take, and it carries no credentials).
         if let cors = policy.cors, let answered = answerPreflight(cors) { return answered }
-        if let limiter = x.pointee.route?.rateLimiter, !admitByRate(limiter) { return false }
         return true
     }
 
@@ -274,19 +333,19 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         return verdict.allowed || refuseByRate(limiter.config, waitNs: verdict.waitNs)
     }
 
-    /// A `scope: "global"` `rate_limit`: true to go on, false when answered (429, or 503 when
-    /// Redis cannot answer and `redis.on_error` is `deny`), nil when the verdict waits on Redis —
-    /// the exchange then goes on from the limiter's callback.
-    private func admitByGlobalRate(_ limiter: GlobalRateLimiter, normal: PathNormalizer.Result) -> Bool? {
-        let finished = exchangesFinished
-        let verdict = limiter.admit(key: rateKey(limiter.config.key, header: limiter.headerName), now: Platform.monotonicNanos()) {
-            [weak self] verdict in
-            guard let self, self.hasState, self.isRunning, self.exchangesFinished == finished,
-                  let route = self.x.pointee.route, route.globalLimiter === limiter else { return }
-            guard self.applyGlobalRate(verdict, limiter), self.admitByLimits(route.policy) else { return }
-            self.forward(to: route, normal)
+    /// A `scope: "global"` `rate_limit`: true to go on; false when answered (429, or 503 when
+    /// Redis cannot answer and `redis.on_error` is `deny`) or waiting for Redis.
+    private func admitByGlobalRate(_ limiter: GlobalRateLimiter, _ route: Router.Route, _ normal: PathNormalizer.Result) -> Bool {
+        var verdictLater: GlobalRateLimiter.Verdict?
+        let resume = resumeLater(route, normal) { me in
+            me.applyGlobalRate(verdictLater!, limiter) ? .limits : nil
         }
-        return verdict.map { applyGlobalRate($0, limiter) }
+        let verdict = limiter.admit(key: rateKey(limiter.config.key, header: limiter.headerName), now: Platform.monotonicNanos()) { verdict in
+            verdictLater = verdict
+            resume()
+        }
+        guard let verdict else { return false }
+        return applyGlobalRate(verdict, limiter)
     }
 
     private func applyGlobalRate(_ verdict: GlobalRateLimiter.Verdict, _ limiter: GlobalRateLimiter) -> Bool {

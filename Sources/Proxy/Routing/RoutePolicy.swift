@@ -24,6 +24,8 @@ struct RoutePolicy {
     let cors: CompiledCORS?
     /// `rate_limit` (nil: none); its state lives in the route's `RateLimiter` (per worker).
     let rateLimit: RateLimitConfig?
+    /// `auth` (nil: none, or turned off).
+    let auth: AuthConfig?
     /// Only header rules: nothing to refuse or answer.
     let refusesNothing: Bool
     /// `response_headers`, `security_headers` or `cors`: the response head is rewritten.
@@ -31,10 +33,11 @@ struct RoutePolicy {
 
     /// Why a request was refused: the `reason` label of `proxy_policy_refusals_total`.
     enum Refusal: Int, CaseIterable {
-        case address, method, bodySize, cors, rateLimit
+        case address, method, bodySize, cors, rateLimit, auth
 
         var label: String {
             switch self {
+            case .auth: "auth"
             case .rateLimit: "rate_limit"
             case .address: "address"
             case .method: "method"
@@ -54,12 +57,17 @@ struct RoutePolicy {
         let named = config.allowedMethods ?? []
         allowField = (named.contains("GET") && !named.contains("HEAD") ? named + ["HEAD"] : named).joined(separator: ", ")
         maxBodyBytes = config.maxBodyBytes
-        requestHeaders = CompiledHeaderRules(config.requestHeaders)
+        auth = config.auth.flatMap { $0.isOff ? nil : $0 }
+        // The credentials stop here unless the route says otherwise.
+        var requestRules = config.requestHeaders ?? HeaderRulesConfig()
+        if let auth, !auth.forwardCredentials { requestRules.remove.append("Authorization") }
+        requestHeaders = CompiledHeaderRules(requestRules)
         responseHeaders = CompiledHeaderRules(config.responseHeaders)
         securityHeaders = config.securityHeaders ?? false
         cors = CompiledCORS(config.cors)
         rateLimit = config.rateLimit.flatMap { $0.rate > 0 ? $0 : nil }
         refusesNothing = allow.isEmpty && deny.isEmpty && methods == nil && maxBodyBytes == nil && cors == nil && rateLimit == nil
+            && auth == nil
         rewritesResponses = responseHeaders != nil || securityHeaders || cors != nil
         isEmpty = refusesNothing && requestHeaders == nil && !rewritesResponses
     }

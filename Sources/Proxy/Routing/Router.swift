@@ -44,11 +44,18 @@ struct Router {
         let rateLimiter: RateLimiter?
         /// The route's `scope: "global"` `rate_limit` (nil: none).
         let globalLimiter: GlobalRateLimiter?
+        /// The route's `auth.basic` (nil: none).
+        let authenticator: BasicAuthenticator?
 
         init(host: HostPattern, path: [UInt8], upstream: Int, stripLength: Int, forwardedPrefix: [UInt8],
              hostHeader: HostHeader, timeouts: TimeoutsConfig, description: String, policy: RoutePolicy, index: Int,
              previous: Route? = nil, shared: SharedRateLimitTable? = nil, redis: RedisClient? = nil, name: String = "") {
             self.index = index
+            if let basic = policy.auth?.basic {
+                authenticator = previous?.authenticator.flatMap { $0.config == basic ? $0 : nil } ?? BasicAuthenticator(basic)
+            } else {
+                authenticator = nil
+            }
             let limit = policy.rateLimit
             if let limit, limit.scope == .global, let redis {
                 rateLimiter = nil

@@ -1,0 +1,120 @@
+/// One route's `auth.basic` on one worker: checks `Authorization: Basic …` against the htpasswd
+/// entries loaded with the config. Hashes (bcrypt, SHA-crypt) are slow by design, so a check runs
+/// on libuv's thread pool (`BackgroundWork`) while the request waits, and a credential that
+/// passed is remembered for `cacheMs` (by its exact bytes, at most `maxCached`), so a client's
+/// later requests are decided at once.
+///
+/// At most `maxInFlight` checks run per worker; past that, requests get 503 at once rather than a
+/// queue a password-guessing flood could grow. The same credential arriving while it is being
+/// checked waits for that check. An unknown user is checked against a real entry's hash anyway,
+/// so the answer takes as long as for a known user with a wrong password.
+///
+/// Threading: one worker's loop.
+final class BasicAuthenticator {
+    enum Verdict {
+        case allowed
+        /// 401: why, for the client.
+        case denied(String)
+        /// 503: too many checks under way.
+        case busy
+    }
+
+    let config: AuthConfig.Basic
+    /// `WWW-Authenticate`'s value.
+    let challenge: String
+    static let maxInFlight = 16
+    static let maxCached = 4096
+    static let cacheMs: UInt64 = 300_000
+    private var verified: [[UInt8]: UInt64] = [:]
+    private var waiting: [[UInt8]: [(Verdict) -> Void]] = [:]
+    private var inFlight = 0
+    /// A real entry's hash, for unknown users.
+    private let decoy: String
+
+    init(_ config: AuthConfig.Basic) {
+        self.config = config
+        challenge = "Basic realm=\"\(config.realm)\", charset=\"UTF-8\""
+        decoy = config.users.values.min() ?? "$2y$05$invalidinvalidinvalidinvalidinvalidinvalidinvalidinval"
+    }
+
+    /// The verdict for the `Authorization` value `field` (nil: none sent) at `nowMs`, or nil when
+    /// it is being checked: `resume` then gets it later on `loop` (never before this returns).
+    func check(_ field: ArraySlice<UInt8>?, nowMs: UInt64, loop: EventLoop, resume: @escaping (Verdict) -> Void) -> Verdict? {
+        guard let field else { return .denied("this route needs a user name and password") }
+        guard let token = Self.basicToken(field), let decoded = Base64.decode(token),
+              let colon = decoded.firstIndex(of: UInt8(ascii: ":")) else {
+            return .denied("the Authorization field is not Basic credentials (base64 of USER:PASSWORD)")
+        }
+        if let until = verified[decoded], until > nowMs { return .allowed }
+        if waiting[decoded] != nil {
+            waiting[decoded]!.append(resume)
+            return nil
+        }
+        guard inFlight < Self.maxInFlight else { return .busy }
+        let user = String(decoding: decoded[..<colon], as: UTF8.self)
+        let password = Array(decoded[(colon + 1)...])
+        let known = config.users[user]
+        let hash = known ?? decoy
+        let started = BackgroundWork.run(on: loop, { PasswordHash.verify(password, against: hash) && known != nil }) { [weak self] ok in
+            self?.checked(decoded, ok: ok, nowMs: loop.now)
+        }
+        guard started else { return .busy }
+        inFlight += 1
+        waiting[decoded] = [resume]
+        return nil
+    }
+
+    private func checked(_ credential: [UInt8], ok: Bool, nowMs: UInt64) {
+        inFlight -= 1
+        let resumes = waiting.removeValue(forKey: credential) ?? []
+        if ok {
+            if verified.count >= Self.maxCached {
+                verified = verified.filter { $0.value > nowMs }
+                if verified.count >= Self.maxCached { verified.removeAll(keepingCapacity: true) }
+            }
+            verified[credential] = nowMs + Self.cacheMs
+        }
+        let verdict: Verdict = ok ? .allowed : .denied("the user name or password is wrong")
+        for resume in resumes { resume(verdict) }
+    }
+
+    /// The token of `Basic TOKEN` (the scheme's case ignored, spaces around trimmed).
+    private static func basicToken(_ field: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
+        var rest = field.drop { $0 == 0x20 || $0 == 0x09 }
+        guard rest.count > 6, rest.prefix(5).map({ $0 | 0x20 }) == Array("basic".utf8), rest[rest.startIndex + 5] == 0x20 else { return nil }
+        rest = rest.dropFirst(6).drop { $0 == 0x20 }
+        while let last = rest.last, last == 0x20 || last == 0x09 { rest = rest.dropLast() }
+        return rest.isEmpty ? nil : rest
+    }
+}
+
+/// Standard base64 (RFC 4648 §4, padding optional), for `Authorization: Basic`.
+enum Base64 {
+    static func decode(_ text: ArraySlice<UInt8>) -> [UInt8]? {
+        var out: [UInt8] = []
+        out.reserveCapacity(text.count * 3 / 4)
+        var buffer: UInt32 = 0, bits = 0
+        var padding = 0
+        for c in text {
+            let v: UInt32
+            switch c {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"): v = UInt32(c - 65)
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): v = UInt32(c - 71)
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = UInt32(c) + 4
+            case UInt8(ascii: "+"): v = 62
+            case UInt8(ascii: "/"): v = 63
+            case UInt8(ascii: "="): padding += 1; continue
+            default: return nil
+            }
+            if padding > 0 { return nil }
+            buffer = buffer << 6 | v
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                out.append(UInt8(truncatingIfNeeded: buffer >> UInt32(bits)))
+            }
+        }
+        guard padding <= 2, bits < 6 else { return nil }
+        return out
+    }
+}
