@@ -406,7 +406,7 @@ import Testing
             {"listen": [{"address": "127.0.0.1:\(port)", "proxy_protocol": true}],
              "backends": [{"url": "http://127.0.0.1:\(backend.port)"}],
              "routes": [{"path": "/private", "upstream": "default", "deny": ["203.0.113.0/24"]}, {"path": "/", "upstream": "default"}],
-             "timeouts": {"client_header_ms": 500},
+             "timeouts": {"client_header_ms": 500}, "admin": {"listen": "127.0.0.1:0"},
              "health_check": {"path": null, "interval_ms": 60000}, "access_log": null}
             """, suffix: ".json")
         let proxy = try ManagedProcess("proxy", ["--config", config, "--workers", "2"])
@@ -439,9 +439,11 @@ import Testing
         try stalled.send("PROXY TCP4 1.2.3.4")
         let started = Date()
         #expect(stalled.readToEnd().isEmpty && Date().timeIntervalSince(started) < 3, "closed after client_header_ms")
-        let metrics = try TestConnection(port: port)
-        try metrics.send("PROXY UNKNOWN\r\n")
-        #expect(try metrics.request("GET", "/_metrics").text.contains("proxy_proxy_protocol_refusals_total 2"))
+        // A header claiming 127.0.0.1 does not open the loopback-only paths (metrics, the API).
+        let claimed = try TestConnection(port: port)
+        try claimed.send("PROXY TCP4 127.0.0.1 127.0.0.1 40000 \(port)\r\n")
+        #expect(!(try claimed.request("GET", "/_metrics").text.contains("# HELP")))
+        #expect(eventually(5) { (try? adminMetrics(proxy))?.contains("proxy_proxy_protocol_refusals_total 2") == true })
     }
 
     @Test func anUpstreamWithSendProxyProtocolStartsEachConnectionWithTheHeader() throws {
@@ -493,6 +495,16 @@ import Testing
             }, "\(probes.map(\.text))")
         }
     }
+}
+
+/// `/_metrics` of a proxy whose only listener takes PROXY headers, through the admin listener
+/// the test's config adds (`admin.listen`).
+func adminMetrics(_ proxy: ManagedProcess) throws -> String {
+    guard let line = proxy.log.split(separator: "\n").first(where: { $0.contains("; admin on ") }),
+          let portText = line.split(separator: ":").last.map({ $0.prefix { $0.isNumber } }), let port = UInt16(portText) else {
+        throw HarnessError("no admin listener in the log: \(proxy.log)")
+    }
+    return try get(port, "/_metrics").text
 }
 
 /// What a test origin read first on each connection.
@@ -560,6 +572,9 @@ enum ProxyProtocolBytes {
             #expect(ok.status == 200, "\(user): \(ok.status) \(ok.text)")
             #expect((ok.json["headers"] as? [String: Any])?["authorization"] == nil, "the credentials stop at the proxy")
         }
+        let twice = try TestConnection(port: proxy.port)
+        try twice.send("GET /pass/echo HTTP/1.1\r\nHost: x\r\nAuthorization: \(basic("bob", "hunter2"))\r\nAuthorization: \(basic("mallory", "x"))\r\n\r\n")
+        #expect(try twice.readResponse().status == 400, "two credentials: refused")
         let forwarded = try ask("/pass/echo", basic("bob", "hunter2"))
         #expect((forwarded.json["headers"] as? [String: Any])?["authorization"] as? String == basic("bob", "hunter2"))
         #expect(try ask("/admin/public/echo", nil).status == 200, "auth: false lifts it")
@@ -604,5 +619,82 @@ enum ProxyProtocolBytes {
         check.waitUntilExit()
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(check.terminationStatus != 0 && text.contains("policy.auth.basic.htpasswd") && text.contains("MD5") && text.contains("htpasswd -B"), "\(text)")
+    }
+}
+
+/// `auth.jwt` with keys and tokens made by PyJWT + cryptography (`Python/make_jwts.py`).
+@Suite struct JWTAuthTests {
+    @Test func tokensAreCheckedAndTheirClaimsForwardedAndCounted() throws {
+        let python = try testPython(["jwt": "PyJWT", "cryptography": "cryptography"])
+        let dir = NSTemporaryDirectory() + "jwt-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var output = ""
+        let script = packageRoot.appendingPathComponent("Tests/IntegrationTests/Python/make_jwts.py").path
+        #expect(run(python, [script, dir], output: &output) == 0, "\(output)")
+        let tokens = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: String], "\(output)")
+        let backend = try startBackend()
+        defer { backend.stop() }
+        let proxy = try startProxy(config: """
+            {"backends": [{"url": "http://127.0.0.1:\(backend.port)"}],
+             "routes": [{"path": "/api", "upstream": "default",
+                         "auth": {"jwt": {"jwks": "\(dir)/jwks.json", "issuer": "https://id.example", "audience": "api",
+                                          "forward_claims": {"sub": "X-User-Id", "tenant": "X-Tenant"}}},
+                         "rate_limit": {"key": "jwt:sub", "rate": 1, "per": "1h", "burst": 2}},
+                        {"path": "/hs", "upstream": "default", "auth": {"jwt": {"secret_file": "\(dir)/hs256.key"}}},
+                        {"path": "/", "upstream": "default"}],
+             "health_check": {"path": null, "interval_ms": 60000}, "access_log": null}
+            """, workers: 1)
+        defer { proxy.stop() }
+        func ask(_ path: String, _ token: String?, headers: [String: String] = [:]) throws -> HTTPResponse {
+            try TestConnection(port: proxy.port).request("GET", path, headers: headers.merging(token.map { ["Authorization": "Bearer " + $0] } ?? [:]) { a, _ in a })
+        }
+        let none = try ask("/api/echo", nil)
+        #expect(none.status == 401 && none.header("WWW-Authenticate") == "Bearer", "\(none.status) \(none.headers)")
+        for bad in ["expired", "not_yet", "wrong_aud", "wrong_iss", "wrong_key", "unknown_kid", "alg_none", "tampered", "confusion"] {
+            let refused = try ask("/api/echo", tokens[bad]!)
+            #expect(refused.status == 401 && refused.header("WWW-Authenticate") == "Bearer error=\"invalid_token\"", "\(bad): \(refused.status) \(refused.text)")
+        }
+        #expect(try ask("/api/echo", "not.a.jwt").status == 401)
+        #expect(try ask("/api/echo", tokens["hs256"]!).status == 401, "no HS256 secret on this route")
+        #expect(try ask("/hs/echo", tokens["es256"]!).status == 401, "and no public keys on that one")
+        #expect(try ask("/hs/echo", tokens["hs256"]!).status == 200)
+        // Each signing algorithm, the client's own X-User-Id dropped, the claims forwarded.
+        let ok = try ask("/api/echo", tokens["es256"]!, headers: ["X-User-Id": "forged", "X-Tenant": "forged"])
+        let seen = ok.json["headers"] as? [String: Any]
+        #expect(ok.status == 200 && seen?["x-user-id"] as? String == "user-42" && seen?["x-tenant"] as? String == "acme", "\(ok.text)")
+        #expect(seen?["authorization"] == nil)
+        // The rate limit counts by sub: user-42 has 3 (burst 2), the cached token and fresh ones alike.
+        #expect(try ask("/api/echo", tokens["rs256"]!).status == 200)
+        #expect(try ask("/api/echo", tokens["eddsa"]!).status == 200, "burst 2: three at once")
+        let over = try ask("/api/echo", tokens["aud_list"]!)
+        #expect(over.status == 429 && over.header("Retry-After") != nil, "the fourth user-42 request: \(over.status)")
+        #expect(try ask("/api/echo", tokens["other_user"]!).status == 200, "another sub, another bucket")
+        // A claim with CR LF cannot break the request head.
+        let injected = try ask("/api/x/echo", tokens["header_injection"]!)
+        #expect(injected.status == 200 || injected.status == 429)
+        if injected.status == 200 {
+            let h = injected.json["headers"] as? [String: Any]
+            #expect(h?["x-admin"] == nil && (h?["x-user-id"] as? String)?.contains("%0D%0A") == true, "\(injected.text)")
+        }
+        #expect(try get(proxy.port, "/_metrics").text.contains("proxy_policy_refusals_total{reason=\"auth\"}"))
+    }
+
+    @Test func jwtConfigMistakesAreNamed() throws {
+        let dir = NSTemporaryDirectory() + "jwt-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try Data(#"{"keys": [{"kty": "oct", "k": "AAAA"}]}"#.utf8).write(to: URL(fileURLWithPath: dir + "/empty.json"))
+        try Data("short\n".utf8).write(to: URL(fileURLWithPath: dir + "/short.key"))
+        for (auth, expected) in [
+            (#"{"jwt": {"jwks": "\#(dir)/empty.json"}}"#, "holds no key this proxy can check"),
+            (#"{"jwt": {"jwks": "https://id.example/jwks"}}"#, "fetching a JWKS from a URL is not built yet"),
+            (#"{"jwt": {"secret_file": "\#(dir)/short.key"}}"#, "an HS256 secret needs at least 32"),
+            (#"{"jwt": {"secret_file": "\#(dir)/nope.key"}}"#, "cannot read"),
+            (#"{"jwt": {"issuer": "x"}}"#, "policy.auth.jwt.jwks: missing"),
+        ] {
+            let config = writeTempFile(#"{"backends": [{"url": "http://127.0.0.1:1"}], "policy": {"auth": \#(auth)}}"#, suffix: ".json")
+            var output = ""
+            #expect(run(productsDirectory.appendingPathComponent("proxy").path, ["--config", config, "--check"], output: &output) != 0)
+            #expect(output.contains(expected), "\(auth): \(output)")
+        }
     }
 }

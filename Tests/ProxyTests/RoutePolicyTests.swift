@@ -153,8 +153,8 @@ struct RoutePolicyTests {
             (#"{"policy": {"rate_limit": {"rate": 10, "per": "1 minute"}}}"#, "policy.rate_limit.per: expected a duration like"),
             (#"{"policy": {"rate_limit": {"per": "1s"}}}"#, "policy.rate_limit.rate: missing"),
             (#"{"policy": {"rate_limit": {"rate": 10, "scope": "process"}}}"#, "expected \"worker\" (each worker loop counts alone), \"proxy\" (all loops of this process) or \"global\""),
-            (#"{"policy": {"rate_limit": {"rate": 10, "key": "jwt:sub"}}}"#, "need JWT authentication, which is not built yet"),
-            (#"{"policy": {"rate_limit": {"rate": 10, "key": "ip"}}}"#, "expected \"client_ip\", \"header:NAME\" or \"route\""),
+            (#"{"backends": [{"url": "http://a:1"}], "policy": {"rate_limit": {"rate": 10, "key": "jwt:sub"}}}"#, "policy.rate_limit.key: a \"jwt:\" key counts by a claim of the token"),
+            (#"{"policy": {"rate_limit": {"rate": 10, "key": "ip"}}}"#, "expected \"client_ip\", \"header:NAME\", \"jwt:CLAIM\" or \"route\""),
             (#"{"policy": {"rate_limit": {"rate": 1, "per": "24h", "burst": 1000000}}}"#, "policy.rate_limit.burst: the burst would span more than a day"),
             (#"{"policy": {"rate_limit": {"rate": 1000000000, "per": "1ms"}}}"#, "policy.rate_limit.rate: at most 1,000,000 requests a second"),
         ] {

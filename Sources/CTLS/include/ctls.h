@@ -167,4 +167,7 @@ int ctls_session_received_close_notify(const ctls_session *session);
 /* Why the last call failed, one line (valid until the next call on the session). */
 const char *ctls_session_error(const ctls_session *session);
 
+/* The same library checks JSON Web Token signatures (csig.h). */
+#include "csig.h"
+
 #endif

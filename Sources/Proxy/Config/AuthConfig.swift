@@ -15,14 +15,128 @@ public struct AuthConfig: Sendable, Equatable {
         public var users: [String: String] = [:]
     }
 
+    /// Bearer JSON Web Tokens (RFC 7519) signed with a key of a JWKS file or a shared secret.
+    public struct JWT: Sendable, Equatable {
+        /// The keys (a JWKS file's, read at load and reload).
+        public var keys: [JWK] = []
+        /// `secret_file`: the HS256 key (its bytes as they are in the file, a final newline
+        /// dropped); nil: none.
+        public var secret: [UInt8]?
+        /// Algorithms accepted (default: every one the keys can check; never `none`).
+        public var algorithms: [String] = []
+        /// `iss` must equal this (nil: not checked).
+        public var issuer: String?
+        /// `aud` must name one of these (empty: not checked).
+        public var audiences: [String] = []
+        /// Clock skew allowed on `exp` and `nbf`.
+        public var leewayS = 30
+        /// Claims sent to the backend as request fields (client-sent copies removed).
+        public var forwardClaims: [ForwardedClaim] = []
+        /// Tokens longer than this are refused unread.
+        public var maxTokenBytes = 8192
+    }
+
+    public struct ForwardedClaim: Sendable, Equatable {
+        public var claim: String
+        public var header: String
+    }
+
+    /// One key of a JWKS (RFC 7517): its members, base64url-decoded.
+    public struct JWK: Sendable, Equatable {
+        public var kid: String?
+        public var kty: String
+        public var crv: String?
+        public var alg: String?
+        public var n: [UInt8] = []
+        public var e: [UInt8] = []
+        public var x: [UInt8] = []
+        public var y: [UInt8] = []
+    }
+
     public var basic: Basic?
+    public var jwt: JWT?
     /// Send the client's `Authorization` field on to the backend (default: removed).
     public var forwardCredentials = false
 
     public init() {}
 
     /// No scheme: the route is open (a route's `"auth": false`).
-    public var isOff: Bool { basic == nil }
+    public var isOff: Bool { basic == nil && jwt == nil }
+}
+
+extension AuthConfig.JWT {
+    /// The algorithms each key type checks.
+    static func algorithms(for key: AuthConfig.JWK) -> [String] {
+        let all: [String]
+        switch (key.kty, key.crv) {
+        case ("RSA", _): all = ["RS256", "RS384", "RS512", "PS256"]
+        case ("EC", "P-256"): all = ["ES256"]
+        case ("EC", "P-384"): all = ["ES384"]
+        case ("OKP", "Ed25519"): all = ["EdDSA"]
+        default: all = []
+        }
+        return key.alg.map { all.contains($0) ? [$0] : [] } ?? all
+    }
+
+    /// Reads a JWKS file: `{"keys": [{"kty": "RSA", "kid": "…", "n": "…", "e": "…"}, …]}`. Keys
+    /// of other types, private keys' extra members and `use: "enc"` keys are skipped; no usable
+    /// key is an error.
+    static func loadJWKS(_ path: String) -> Result<[AuthConfig.JWK], AddressError> {
+        let bytes: [UInt8]
+        switch readSmallFile(path) {
+        case .success(let b): bytes = b
+        case .failure(let e): return .failure(e)
+        }
+        guard let document = try? JSONValue.parse(bytes), case .object(let members) = document,
+              case .array(let list)? = members.first(where: { $0.0 == "keys" })?.1 else {
+            return .failure(AddressError(message: "\(path) is not a JWKS (expected {\"keys\": [...]})"))
+        }
+        var keys: [AuthConfig.JWK] = []
+        for item in list {
+            guard case .object(let m) = item else { continue }
+            func string(_ name: String) -> String? {
+                if case .string(let s)? = m.first(where: { $0.0 == name })?.1 { return s }
+                return nil
+            }
+            func bytes(_ name: String) -> [UInt8]? { string(name).flatMap { Base64.decode(Array($0.utf8)[...], url: true) } }
+            guard let kty = string("kty"), string("use") != "enc" else { continue }
+            var key = AuthConfig.JWK(kid: string("kid"), kty: kty, crv: string("crv"), alg: string("alg"))
+            switch kty {
+            case "RSA":
+                guard let n = bytes("n"), let e = bytes("e") else { continue }
+                (key.n, key.e) = (n, e)
+            case "EC":
+                guard let x = bytes("x"), let y = bytes("y") else { continue }
+                (key.x, key.y) = (x, y)
+            case "OKP":
+                guard let x = bytes("x") else { continue }
+                key.x = x
+            default:
+                continue
+            }
+            if !algorithms(for: key).isEmpty { keys.append(key) }
+        }
+        if keys.isEmpty { return .failure(AddressError(message: "\(path) holds no key this proxy can check (RSA, EC P-256/P-384, Ed25519)")) }
+        return .success(keys)
+    }
+
+    static func readSmallFile(_ path: String) -> Result<[UInt8], AddressError> {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            return .failure(AddressError(message: "cannot read \(path): \(String(cString: strerror(errno)))"))
+        }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 { return .failure(AddressError(message: "cannot read \(path): \(String(cString: strerror(errno)))")) }
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+            if bytes.count > 1 << 20 { return .failure(AddressError(message: "\(path) is larger than 1 MiB")) }
+        }
+        return .success(bytes)
+    }
 }
 
 extension AuthConfig.Basic {

@@ -90,7 +90,23 @@ public enum ConfigLoader {
         try checkRouting(config, at: root)
         try checkAccessLog(config.accessLog, at: root)
         try checkGlobalLimits(config, at: root)
+        try checkClaimKeys(config, at: root)
         return config
+    }
+
+    /// A `jwt:CLAIM` rate-limit key needs the route's `auth.jwt` (the claim comes from the
+    /// checked token).
+    private static func checkClaimKeys(_ config: ProxyConfig, at root: ConfigLocation) throws(ConfigError) {
+        let policies = config.routes.enumerated().map { i, r in
+            (r.policy.merged(over: config.policy), root.member("routes", example: "[]").element(i, example: "{}"))
+        } + (config.backends.isEmpty ? [] : [(config.policy, root.member("policy", example: "{}"))])
+        for (policy, place) in policies {
+            guard let limit = policy.rateLimit, limit.rate > 0, case .claim = limit.key else { continue }
+            if policy.auth?.jwt == nil {
+                throw place.member("rate_limit", example: RateLimitConfig.example).member("key", example: "\"jwt:sub\"")
+                    .error("a \"jwt:\" key counts by a claim of the token \"auth\": {\"jwt\": …} checks; this route has no JWT auth")
+            }
+        }
     }
 
     /// A `scope: "global"` rate limit counts in Redis: `redis` must say where.
@@ -739,8 +755,11 @@ extension RateLimitConfig: ConfigSection {
                     limit.key = .header(name)
                     return
                 }
-                if text.hasPrefix("jwt:") { throw at.error("\"jwt:CLAIM\" keys need JWT authentication, which is not built yet; use \"client_ip\", \"header:NAME\" or \"route\"") }
-                throw at.error("expected \"client_ip\", \"header:NAME\" or \"route\", got \(JSONValue.quoted(text))")
+                if text.hasPrefix("jwt:") && text.count > 4 {
+                    limit.key = .claim(String(text.dropFirst(4)))
+                    return
+                }
+                throw at.error("expected \"client_ip\", \"header:NAME\", \"jwt:CLAIM\" or \"route\", got \(JSONValue.quoted(text))")
             },
             ConfigField(key: "rate", example: "100") { limit, value, at throws(ConfigError) in
                 limit.rate = try at.integer(value, in: 1...1_000_000_000)
@@ -802,12 +821,84 @@ extension AuthConfig: ConfigSection {
                 }
                 auth.basic = loaded
             },
-            ConfigField(key: "jwt", example: "{}") { _, _, at throws(ConfigError) in
-                throw at.error("JWT authentication is not built yet; use \"basic\"")
+            ConfigField(key: "jwt", example: AuthConfig.JWT.example) { auth, value, at throws(ConfigError) in
+                auth.jwt = try AuthConfig.JWT.decode(value, at: at)
+                if auth.jwt!.keys.isEmpty && auth.jwt!.secret == nil {
+                    throw at.member("jwks", example: "\"keys/jwks.json\"").error("missing; a JWKS file (or \"secret_file\" for HS256)")
+                }
+                let usable = Set(auth.jwt!.keys.flatMap(AuthConfig.JWT.algorithms(for:)) + (auth.jwt!.secret != nil ? ["HS256"] : []))
+                if auth.jwt!.algorithms.isEmpty {
+                    auth.jwt!.algorithms = usable.sorted()
+                } else if let unusable = auth.jwt!.algorithms.first(where: { !usable.contains($0) }) {
+                    throw at.member("algorithms", example: "[\"ES256\"]").error("no key can check \(JSONValue.quoted(unusable)) (the keys allow \(usable.sorted().joined(separator: ", ")))")
+                }
             },
             ConfigField(key: "forward_credentials", example: "false") { auth, value, at throws(ConfigError) in
                 guard case .bool(let on) = value else { throw at.error("expected true (the backend gets the client's Authorization field) or false") }
                 auth.forwardCredentials = on
+            },
+        ]
+    }
+}
+
+extension AuthConfig.JWT: ConfigSection {
+    static var defaults: AuthConfig.JWT { AuthConfig.JWT() }
+    static var example: String { "{\"jwks\": \"keys/jwks.json\", \"issuer\": \"https://id.example\", \"audience\": \"api\", \"forward_claims\": {\"sub\": \"X-User-Id\"}}" }
+
+    static var fields: [ConfigField<AuthConfig.JWT>] {
+        [
+            ConfigField(key: "jwks", example: "\"keys/jwks.json\"") { jwt, value, at throws(ConfigError) in
+                let text = try at.string(value)
+                if text.hasPrefix("https://") || text.hasPrefix("http://") {
+                    throw at.error("fetching a JWKS from a URL is not built yet; save it to a file and name the file (a reload reads it again)")
+                }
+                switch AuthConfig.JWT.loadJWKS(CertificateEntry.resolve(text, against: at.file)) {
+                case .success(let keys): jwt.keys = keys
+                case .failure(let problem): throw at.error(problem.message)
+                }
+            },
+            ConfigField(key: "secret_file", example: "\"keys/hs256.key\"") { jwt, value, at throws(ConfigError) in
+                let path = CertificateEntry.resolve(try at.string(value), against: at.file)
+                switch AuthConfig.JWT.readSmallFile(path) {
+                case .success(var secret):
+                    if secret.last == 0x0A { secret.removeLast() }
+                    if secret.last == 0x0D { secret.removeLast() }
+                    guard secret.count >= 32 else { throw at.error("\(path) holds \(secret.count) bytes; an HS256 secret needs at least 32") }
+                    jwt.secret = secret
+                case .failure(let problem): throw at.error(problem.message)
+                }
+            },
+            ConfigField(key: "algorithms", example: "[\"ES256\"]") { jwt, value, at throws(ConfigError) in
+                guard case .array(let items) = value, !items.isEmpty else { throw at.error("expected a list like [\"ES256\", \"RS256\"]") }
+                jwt.algorithms = try items.enumerated().map { i, item throws(ConfigError) in
+                    let name = try at.element(i, example: "\"ES256\"").string(item)
+                    guard ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA", "HS256"].contains(name) else {
+                        throw at.element(i, example: "\"ES256\"").error("unknown or refused algorithm \(JSONValue.quoted(name)) (\"none\" is never accepted)")
+                    }
+                    return name
+                }
+            },
+            ConfigField(key: "issuer", example: "\"https://id.example\"") { jwt, value, at throws(ConfigError) in
+                jwt.issuer = try at.string(value)
+            },
+            ConfigField(key: "audience", example: "\"api\"") { jwt, value, at throws(ConfigError) in
+                if case .array(let items) = value {
+                    jwt.audiences = try items.enumerated().map { i, item throws(ConfigError) in try at.element(i, example: "\"api\"").string(item) }
+                } else {
+                    jwt.audiences = [try at.string(value)]
+                }
+            },
+            .integer("leeway_s", \.leewayS, 0...600),
+            .integer("max_token_bytes", \.maxTokenBytes, 256...65536),
+            ConfigField(key: "forward_claims", example: "{\"sub\": \"X-User-Id\"}") { jwt, value, at throws(ConfigError) in
+                guard case .object(let members) = value else { throw at.error("expected an object like {\"sub\": \"X-User-Id\"}") }
+                jwt.forwardClaims = try members.map { claim, header throws(ConfigError) in
+                    let name = try at.member(claim, example: "\"X-User-Id\"").string(header)
+                    guard isToken(name), HeaderRulesConfig.reserved(.request)[name.lowercased()] == nil, name.lowercased() != "authorization" else {
+                        throw at.member(claim, example: "\"X-User-Id\"").error("\(JSONValue.quoted(name)) cannot carry a claim (not a field name, or one the proxy sets itself)")
+                    }
+                    return AuthConfig.ForwardedClaim(claim: claim, header: name)
+                }
             },
         ]
     }
@@ -1022,8 +1113,11 @@ extension PolicyConfig: ConfigSection {
                 // `false`: open here, whatever the top-level policy says.
                 if case .bool(false) = value { model[keyPath: path].auth = AuthConfig(); return }
                 let auth = try AuthConfig.decode(value, at: at)
-                if auth.basic == nil {
-                    throw at.error("name a scheme: {\"basic\": {\"htpasswd\": \"users.htpasswd\"}} (or false for none)")
+                if auth.basic == nil && auth.jwt == nil {
+                    throw at.error("name a scheme: {\"basic\": {\"htpasswd\": \"users.htpasswd\"}} or {\"jwt\": \(AuthConfig.JWT.example)} (or false for none)")
+                }
+                if auth.basic != nil && auth.jwt != nil {
+                    throw at.error("one scheme per route: \"basic\" or \"jwt\"")
                 }
                 model[keyPath: path].auth = auth
             },

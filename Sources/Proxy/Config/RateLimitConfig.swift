@@ -11,12 +11,16 @@ public struct RateLimitConfig: Sendable, Equatable {
         case header(String)
         /// The whole route: one bucket.
         case route
+        /// A claim of the request's JSON Web Token (the route's `auth.jwt` checked it); tokens
+        /// without it share one bucket.
+        case claim(String)
 
         public var description: String {
             switch self {
             case .clientIP: "client_ip"
             case .header(let name): "header:\(name)"
             case .route: "route"
+            case .claim(let name): "jwt:\(name)"
             }
         }
     }

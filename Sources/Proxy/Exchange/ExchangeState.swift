@@ -45,6 +45,10 @@ struct ExchangeState: ~Copyable {
     var pending: [UInt8] = []
     /// The route and upstream chosen for the current request, and the backend within it.
     var route: Router.Route?
+    /// What a checked JSON Web Token brings: its `forward_claims` fields for the backend, and
+    /// the hash a `jwt:CLAIM` rate-limit key counts by.
+    var claimFields: [UInt8] = []
+    var claimRateKey: UInt64 = 3
     var backendIndex = -1
     var upstream: UpstreamConnection?
     /// Backends tried for this request, and connections tried in all (`limits.max_upstream_attempts`).

@@ -64,7 +64,9 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         self.peerAddress = peerAddress
         peerIsIPv6 = ip.utf8.contains(UInt8(ascii: ":"))
         self.isAdminListener = isAdminListener
-        isLoopbackPeer = AdminPaths.isLoopback(ip)
+        // On a `proxy_protocol` listener the address is what a header said: anyone able to reach
+        // the listener could claim 127.0.0.1, so it never opens the loopback-only paths.
+        isLoopbackPeer = !listener.expectsProxyHeader && AdminPaths.isLoopback(ip)
     }
 
     /// The downstream that owns this exchange, given right after both exist.
@@ -141,7 +143,15 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         while true {
             switch step {
             case .auth:
+                if route.authenticator != nil || route.tokenAuthenticator != nil {
+                    // Two credentials: one would be checked, and a backend might read the other.
+                    let r = x.pointee.request
+                    if r.fields.lazy.filter({ $0.name.count == 13 && r.bytes.equalsIgnoringCase($0.name, "authorization") }).count > 1 {
+                        return failExchange(status: 400, reason: "Bad Request: more than one Authorization field")
+                    }
+                }
                 if let auth = route.authenticator, !admitByAuth(auth, route, normal) { return }
+                if let tokens = route.tokenAuthenticator, !admitByToken(tokens) { return }
                 step = .rate
             case .rate:
                 if let limiter = route.rateLimiter, !admitByRate(limiter) { return }
@@ -181,6 +191,22 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         }
         guard let verdict else { return false }
         return applyAuth(verdict, auth)
+    }
+
+    /// `auth.jwt`: true to go on (the token's claims noted for the backend and the rate limit);
+    /// false when answered 401.
+    private func admitByToken(_ auth: JWTAuthenticator) -> Bool {
+        let r = x.pointee.request
+        let field = r.fields.first { $0.name.count == 13 && r.bytes.equalsIgnoringCase($0.name, "authorization") }.map { r.bytes[$0.value] }
+        switch auth.check(field, nowMs: Platform.wallClockMs()) {
+        case .allowed(let accepted):
+            x.pointee.claimFields = accepted.fields
+            x.pointee.claimRateKey = accepted.rateKey
+            return true
+        case .denied(let why):
+            return refuseByPolicy(.auth, status: 401, reason: "Unauthorized: \(why)",
+                                  fields: [(name: "WWW-Authenticate", value: field == nil ? auth.challenge : auth.refusedChallenge)])
+        }
     }
 
     private func applyAuth(_ verdict: BasicAuthenticator.Verdict, _ auth: BasicAuthenticator) -> Bool {
@@ -371,6 +397,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         switch key {
         case .clientIP: return x.pointee.clientIP.withUnsafeBytes { StableHash.hash($0) }
         case .route: return 1
+        case .claim: return x.pointee.claimRateKey
         case .header:
             let b = x.pointee.request.bytes
             let value = x.pointee.request.fields.first { equalsLowercase(b, $0.name, header) }?.value
@@ -625,7 +652,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                                       defaultHost: currentBackend.authorityBytes, target: x.pointee.forwardTarget,
                                       hostOverride: hostOverride, forwardedPrefix: x.pointee.route?.forwardedPrefix ?? [],
                                       upgrade: x.pointee.machine.wantsUpgrade, requestID: x.pointee.requestID,
-                                      secure: tls != nil, rules: x.pointee.route?.policy.requestHeaders, into: &x.pointee.toUpstream)
+                                      secure: tls != nil, rules: x.pointee.route?.policy.requestHeaders, extraFields: x.pointee.claimFields,
+                                      into: &x.pointee.toUpstream)
         if !x.pointee.machine.requestComplete {
             // Body bytes that arrived before the connection go out behind the head.
             down { $0.upstreamReadyForBody() }
@@ -1264,6 +1292,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x.pointee.exchangeOpen = true
         x.pointee.requestParsed = parsed
         x.pointee.route = nil
+        if !x.pointee.claimFields.isEmpty { x.pointee.claimFields.removeAll() }
+        x.pointee.claimRateKey = 3
         x.pointee.servedBy = -1
         x.pointee.responseStatus = 0
         x.pointee.upstreamHeadNs = 0

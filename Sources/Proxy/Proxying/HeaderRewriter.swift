@@ -46,7 +46,8 @@ public struct HeaderRewriter {
                                               defaultHost: [UInt8] = [], target: Range<Int>? = nil,
                                               hostOverride: [UInt8]? = nil, forwardedPrefix: [UInt8] = [],
                                               upgrade: Bool = false, requestID: [UInt8] = [], secure: Bool = false,
-                                              rules: CompiledHeaderRules? = nil, into out: inout ByteBuffer) {
+                                              rules: CompiledHeaderRules? = nil, extraFields: [UInt8] = [],
+                                              into out: inout ByteBuffer) {
         let b = head.bytes
         out.append(b, head.method)
         out.append(UInt8(ascii: " "))
@@ -135,6 +136,8 @@ public struct HeaderRewriter {
             rules.append(into: &out, .init(clientIP: client, requestID: requestID,
                                            host: head.hostField.map { b[head.fields[$0].value] } ?? []))
         }
+        // Whole `Name: value\r\n` lines (a checked token's forwarded claims).
+        if !extraFields.isEmpty { out.append(contentsOf: extraFields) }
         out.append("\r\n")
     }
 

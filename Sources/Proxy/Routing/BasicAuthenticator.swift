@@ -1,13 +1,22 @@
+import Synchronization
+
+/// Password checks under way in the whole process (every route and worker): they share libuv's
+/// thread pool with host-name lookups, which must not starve behind a guessing flood.
+private let checksInFlight = Atomic<Int>(0)
+
 /// One route's `auth.basic` on one worker: checks `Authorization: Basic …` against the htpasswd
 /// entries loaded with the config. Hashes (bcrypt, SHA-crypt) are slow by design, so a check runs
 /// on libuv's thread pool (`BackgroundWork`) while the request waits, and a credential that
 /// passed is remembered for `cacheMs` (by its exact bytes, at most `maxCached`), so a client's
 /// later requests are decided at once.
 ///
-/// At most `maxInFlight` checks run per worker; past that, requests get 503 at once rather than a
-/// queue a password-guessing flood could grow. The same credential arriving while it is being
-/// checked waits for that check. An unknown user is checked against a real entry's hash anyway,
-/// so the answer takes as long as for a known user with a wrong password.
+/// At most `maxInFlight` checks run in the whole process (libuv's pool has 8 threads, see
+/// `ProxyCommand`; the rest stay free for host-name lookups); past that, requests get 503 at once
+/// rather than a queue a password-guessing flood could grow. A credential that failed is
+/// remembered as failed for `failedCacheMs` (a client retrying a wrong password costs nothing).
+/// The same credential arriving while it is being checked waits for that check. An unknown user
+/// is checked against the costliest entry's hash, so the answer takes as long as for a known user
+/// with a wrong password.
 ///
 /// Threading: one worker's loop.
 final class BasicAuthenticator {
@@ -22,19 +31,26 @@ final class BasicAuthenticator {
     let config: AuthConfig.Basic
     /// `WWW-Authenticate`'s value.
     let challenge: String
-    static let maxInFlight = 16
+    static let maxInFlight = 4
     static let maxCached = 4096
     static let cacheMs: UInt64 = 300_000
-    private var verified: [[UInt8]: UInt64] = [:]
+    static let failedCacheMs: UInt64 = 10_000
+    /// Credentials checked lately: until when the verdict holds, and the verdict.
+    private var verified: [[UInt8]: (untilMs: UInt64, ok: Bool)] = [:]
     private var waiting: [[UInt8]: [(Verdict) -> Void]] = [:]
-    private var inFlight = 0
     /// A real entry's hash, for unknown users.
     private let decoy: String
 
     init(_ config: AuthConfig.Basic) {
         self.config = config
         challenge = "Basic realm=\"\(config.realm)\", charset=\"UTF-8\""
-        decoy = config.users.values.min() ?? "$2y$05$invalidinvalidinvalidinvalidinvalidinvalidinvalidinval"
+        // The costliest entry: bcrypt's cost is in its hash ($2y$12$…); SHA-crypt and yescrypt are
+        // taken as cheaper than any bcrypt cost ≥ 10.
+        func cost(_ hash: String) -> Int {
+            guard hash.hasPrefix("$2"), let c = Int(hash.split(separator: "$").dropFirst(1).first ?? "") else { return 9 }
+            return c
+        }
+        decoy = config.users.values.max { cost($0) < cost($1) } ?? "$2y$05$invalidinvalidinvalidinvalidinvalidinvalidinvalidinval"
     }
 
     /// The verdict for the `Authorization` value `field` (nil: none sent) at `nowMs`, or nil when
@@ -45,12 +61,17 @@ final class BasicAuthenticator {
               let colon = decoded.firstIndex(of: UInt8(ascii: ":")) else {
             return .denied("the Authorization field is not Basic credentials (base64 of USER:PASSWORD)")
         }
-        if let until = verified[decoded], until > nowMs { return .allowed }
+        if let known = verified[decoded], known.untilMs > nowMs {
+            return known.ok ? .allowed : .denied("the user name or password is wrong")
+        }
         if waiting[decoded] != nil {
             waiting[decoded]!.append(resume)
             return nil
         }
-        guard inFlight < Self.maxInFlight else { return .busy }
+        guard checksInFlight.wrappingAdd(1, ordering: .relaxed).newValue <= Self.maxInFlight else {
+            checksInFlight.wrappingSubtract(1, ordering: .relaxed)
+            return .busy
+        }
         let user = String(decoding: decoded[..<colon], as: UTF8.self)
         let password = Array(decoded[(colon + 1)...])
         let known = config.users[user]
@@ -58,22 +79,22 @@ final class BasicAuthenticator {
         let started = BackgroundWork.run(on: loop, { PasswordHash.verify(password, against: hash) && known != nil }) { [weak self] ok in
             self?.checked(decoded, ok: ok, nowMs: loop.now)
         }
-        guard started else { return .busy }
-        inFlight += 1
+        guard started else {
+            checksInFlight.wrappingSubtract(1, ordering: .relaxed)
+            return .busy
+        }
         waiting[decoded] = [resume]
         return nil
     }
 
     private func checked(_ credential: [UInt8], ok: Bool, nowMs: UInt64) {
-        inFlight -= 1
+        checksInFlight.wrappingSubtract(1, ordering: .relaxed)
         let resumes = waiting.removeValue(forKey: credential) ?? []
-        if ok {
-            if verified.count >= Self.maxCached {
-                verified = verified.filter { $0.value > nowMs }
-                if verified.count >= Self.maxCached { verified.removeAll(keepingCapacity: true) }
-            }
-            verified[credential] = nowMs + Self.cacheMs
+        if verified.count >= Self.maxCached {
+            verified = verified.filter { $0.value.untilMs > nowMs }
+            if verified.count >= Self.maxCached { verified.removeAll(keepingCapacity: true) }
         }
+        verified[credential] = (nowMs + (ok ? Self.cacheMs : Self.failedCacheMs), ok)
         let verdict: Verdict = ok ? .allowed : .denied("the user name or password is wrong")
         for resume in resumes { resume(verdict) }
     }
@@ -88,9 +109,10 @@ final class BasicAuthenticator {
     }
 }
 
-/// Standard base64 (RFC 4648 §4, padding optional), for `Authorization: Basic`.
+/// Base64 (RFC 4648): standard (§4, `Authorization: Basic`) or URL-safe (§5, JSON Web Tokens),
+/// padding optional.
 enum Base64 {
-    static func decode(_ text: ArraySlice<UInt8>) -> [UInt8]? {
+    static func decode(_ text: ArraySlice<UInt8>, url: Bool = false) -> [UInt8]? {
         var out: [UInt8] = []
         out.reserveCapacity(text.count * 3 / 4)
         var buffer: UInt32 = 0, bits = 0
@@ -101,8 +123,10 @@ enum Base64 {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"): v = UInt32(c - 65)
             case UInt8(ascii: "a")...UInt8(ascii: "z"): v = UInt32(c - 71)
             case UInt8(ascii: "0")...UInt8(ascii: "9"): v = UInt32(c) + 4
-            case UInt8(ascii: "+"): v = 62
-            case UInt8(ascii: "/"): v = 63
+            case UInt8(ascii: "+") where !url: v = 62
+            case UInt8(ascii: "/") where !url: v = 63
+            case UInt8(ascii: "-") where url: v = 62
+            case UInt8(ascii: "_") where url: v = 63
             case UInt8(ascii: "="): padding += 1; continue
             default: return nil
             }

@@ -61,6 +61,8 @@ struct RoutePolicy {
         // The credentials stop here unless the route says otherwise.
         var requestRules = config.requestHeaders ?? HeaderRulesConfig()
         if let auth, !auth.forwardCredentials { requestRules.remove.append("Authorization") }
+        // Claims reach the backend only from a checked token, never from the client.
+        requestRules.remove += auth?.jwt?.forwardClaims.map(\.header) ?? []
         requestHeaders = CompiledHeaderRules(requestRules)
         responseHeaders = CompiledHeaderRules(config.responseHeaders)
         securityHeaders = config.securityHeaders ?? false

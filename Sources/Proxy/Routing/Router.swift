@@ -46,6 +46,8 @@ struct Router {
         let globalLimiter: GlobalRateLimiter?
         /// The route's `auth.basic` (nil: none).
         let authenticator: BasicAuthenticator?
+        /// The route's `auth.jwt` (nil: none).
+        let tokenAuthenticator: JWTAuthenticator?
 
         init(host: HostPattern, path: [UInt8], upstream: Int, stripLength: Int, forwardedPrefix: [UInt8],
              hostHeader: HostHeader, timeouts: TimeoutsConfig, description: String, policy: RoutePolicy, index: Int,
@@ -55,6 +57,13 @@ struct Router {
                 authenticator = previous?.authenticator.flatMap { $0.config == basic ? $0 : nil } ?? BasicAuthenticator(basic)
             } else {
                 authenticator = nil
+            }
+            if let jwt = policy.auth?.jwt {
+                let claim: String? = if case .claim(let name)? = policy.rateLimit?.key { name } else { nil }
+                tokenAuthenticator = previous?.tokenAuthenticator.flatMap { $0.config == jwt && $0.rateClaim == claim ? $0 : nil }
+                    ?? JWTAuthenticator(jwt, rateClaim: claim)
+            } else {
+                tokenAuthenticator = nil
             }
             let limit = policy.rateLimit
             if let limit, limit.scope == .global, let redis {

@@ -51,6 +51,10 @@ struct ConfigChanges {
         if old.trustedProxies != new.trustedProxies { settings.append("trusted_proxies") }
         if old.redis != new.redis { settings.append("redis") }
         if old.http2 != new.http2 { settings.append("http2") }
+        // The health probes send the header too: they start over with the new setting.
+        if old.allUpstreams.map(\.balance.sendProxyProtocol) != new.allUpstreams.map(\.balance.sendProxyProtocol) {
+            settings.append("send_proxy_protocol")
+        }
         if old.backendTLS != new.backendTLS && settings.isEmpty && added.isEmpty && removed.isEmpty { settings.append("backend_tls") }
         // Anything else that differs (a key added later and not named above) still makes the
         // reload apply rather than read as "no changes".
@@ -64,6 +68,7 @@ struct ConfigChanges {
     /// The health checker restarts (and probes at once) when what it probes or how changed.
     var affectsHealthChecks: Bool {
         !added.isEmpty || !removed.isEmpty || reordered || settings.contains("health_check") || settings.contains("upstreams")
+            || settings.contains("send_proxy_protocol")
     }
 
     /// `backends added b3 (http://…); removed b1 (http://…); listen :8080 -> :9090; changed timeouts, limits`

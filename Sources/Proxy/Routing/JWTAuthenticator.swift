@@ -1,0 +1,157 @@
+/// One route's `auth.jwt` on one worker: checks `Authorization: Bearer TOKEN` — a JSON Web Token
+/// (RFC 7519) in compact JWS form signed by one of the configured keys — and its `exp`, `nbf`,
+/// `iss` and `aud`. Checking a signature takes tens of microseconds, so it runs on the loop; a
+/// token that passed is remembered (by its exact bytes, at most `maxCached`, never past its `exp`
+/// and at most `cacheS`), so a client's later requests cost a table look-up.
+///
+/// Refused: `alg: none` and any algorithm not in `algorithms`, a key whose type does not fit the
+/// algorithm (an RSA public key used as an HMAC secret), unknown `kid`s, `crit` headers, tokens
+/// over `max_token_bytes`.
+///
+/// Threading: one worker's loop.
+final class JWTAuthenticator {
+    /// What a passed token brings to the request: the `forward_claims` fields (rendered
+    /// `Name: value\r\n` lines) and the hash of the claim a `jwt:` rate-limit key counts by.
+    struct Accepted {
+        let fields: [UInt8]
+        let rateKey: UInt64
+    }
+
+    enum Verdict {
+        case allowed(Accepted)
+        /// 401: why, for the client.
+        case denied(String)
+    }
+
+    let config: AuthConfig.JWT
+    /// `WWW-Authenticate`'s value when no token came, and when one was refused (RFC 6750 §3).
+    let challenge = "Bearer"
+    let refusedChallenge = "Bearer error=\"invalid_token\""
+    static let maxCached = 4096
+    static let cacheS: Int64 = 300
+    private let keys: [SignatureKey]
+    private let algorithms: Set<SignatureKey.Algorithm>
+    /// The claim of the route's `jwt:CLAIM` rate-limit key (nil: none).
+    let rateClaim: String?
+    private var accepted: [[UInt8]: (untilMs: Int64, value: Accepted)] = [:]
+
+    init(_ config: AuthConfig.JWT, rateClaim: String?) {
+        self.config = config
+        self.rateClaim = rateClaim
+        keys = config.keys.compactMap(SignatureKey.make) + (config.secret.flatMap(SignatureKey.secret).map { [$0] } ?? [])
+        algorithms = Set(config.algorithms.compactMap(SignatureKey.Algorithm.init(rawValue:)))
+    }
+
+    func check(_ field: ArraySlice<UInt8>?, nowMs: Int64) -> Verdict {
+        guard let field else { return .denied("this route needs a bearer token") }
+        guard let token = Self.bearerToken(field) else { return .denied("the Authorization field is not a Bearer token") }
+        guard token.count <= config.maxTokenBytes else { return .denied("the token is longer than \(config.maxTokenBytes) bytes") }
+        let key = Array(token)
+        if let hit = accepted[key], hit.untilMs > nowMs { return .allowed(hit.value) }
+        switch verify(token, nowS: Double(nowMs) / 1000) {
+        case .failure(let why):
+            return .denied(why.message)
+        case .success(let (value, expiresS)):
+            if accepted.count >= Self.maxCached {
+                accepted = accepted.filter { $0.value.untilMs > nowMs }
+                if accepted.count >= Self.maxCached { accepted.removeAll(keepingCapacity: true) }
+            }
+            let until = min(nowMs + Self.cacheS * 1000, expiresS.map { Int64($0 * 1000) } ?? Int64.max)
+            accepted[key] = (until, value)
+            return .allowed(value)
+        }
+    }
+
+    private func verify(_ token: ArraySlice<UInt8>, nowS: Double) -> Result<(Accepted, Double?), AddressError> {
+        func refused(_ why: String) -> Result<(Accepted, Double?), AddressError> { .failure(AddressError(message: why)) }
+        let dots = token.indices.filter { token[$0] == UInt8(ascii: ".") }
+        guard dots.count == 2 else { return refused("the token is not a signed JWT (three base64url parts)") }
+        let headerPart = token[token.startIndex..<dots[0]], payloadPart = token[(dots[0] + 1)..<dots[1]]
+        let signaturePart = token[(dots[1] + 1)...]
+        guard let headerBytes = Base64.decode(headerPart, url: true), let payloadBytes = Base64.decode(payloadPart, url: true),
+              let signature = Base64.decode(signaturePart, url: true),
+              case .object(let header)? = try? JSONValue.parse(headerBytes),
+              case .object(let claims)? = try? JSONValue.parse(payloadBytes) else {
+            return refused("the token is malformed")
+        }
+        func string(_ members: [(String, JSONValue)], _ name: String) -> String? {
+            if case .string(let s)? = members.first(where: { $0.0 == name })?.1 { return s }
+            return nil
+        }
+        guard let algName = string(header, "alg"), let alg = SignatureKey.Algorithm(rawValue: algName), algorithms.contains(alg) else {
+            return refused("the token's algorithm is not accepted here")
+        }
+        if header.contains(where: { $0.0 == "crit" }) { return refused("the token has critical header parameters this proxy does not know") }
+        let kid = string(header, "kid")
+        let candidates = keys.filter { $0.algorithms.contains(alg) && (kid == nil || $0.id == nil || $0.id == kid) }
+        if let kid, !keys.contains(where: { $0.id == kid }), !candidates.contains(where: { $0.id == nil }) {
+            return refused("the token names a key this route does not know (kid \(JSONText.quote(kid)))")
+        }
+        let signed = token[token.startIndex..<dots[1]]
+        guard candidates.prefix(4).contains(where: { $0.verify(alg, data: signed, signature: signature) }) else {
+            return refused("the token's signature does not verify")
+        }
+        func number(_ name: String) -> Double?? {
+            guard let value = claims.first(where: { $0.0 == name })?.1 else { return .some(nil) }
+            if case .number(let text) = value, let n = Double(text) { return .some(n) }
+            return nil  // present but not a number
+        }
+        let leeway = Double(config.leewayS)
+        guard let exp = number("exp"), let nbf = number("nbf") else { return refused("the token's exp or nbf is not a number") }
+        if let exp, nowS >= exp + leeway { return refused("the token has expired") }
+        if let nbf, nowS + leeway < nbf { return refused("the token is not valid yet") }
+        if let issuer = config.issuer, string(claims, "iss") != issuer { return refused("the token's issuer is not accepted here") }
+        if !config.audiences.isEmpty {
+            let aud: [String]
+            switch claims.first(where: { $0.0 == "aud" })?.1 {
+            case .string(let s)?: aud = [s]
+            case .array(let items)?: aud = items.compactMap { if case .string(let s) = $0 { s } else { nil } }
+            default: aud = []
+            }
+            if !aud.contains(where: config.audiences.contains) { return refused("the token is not meant for this audience") }
+        }
+        var fields: [UInt8] = []
+        for forwarded in config.forwardClaims {
+            guard let value = claims.first(where: { $0.0 == forwarded.claim })?.1, let text = Self.fieldValue(value) else { continue }
+            fields += Array(forwarded.header.utf8) + Array(": ".utf8) + text + Array("\r\n".utf8)
+        }
+        var rateKey: UInt64 = 3  // the token lacks the claim: one shared bucket
+        if let rateClaim, let value = claims.first(where: { $0.0 == rateClaim })?.1, let text = Self.fieldValue(value) {
+            rateKey = text.withUnsafeBytes { StableHash.hash($0) }
+        }
+        return .success((Accepted(fields: fields, rateKey: rateKey), exp.flatMap { $0 }))
+    }
+
+    /// A claim as a field value: strings (bytes outside visible ASCII and space %-escaped, so a
+    /// claim can never break the request head), numbers and booleans as written, lists of those
+    /// joined with ", ". Objects: not forwarded.
+    private static func fieldValue(_ value: JSONValue) -> [UInt8]? {
+        switch value {
+        case .string(let s):
+            var out: [UInt8] = []
+            for b in s.utf8 {
+                if b >= 0x20 && b < 0x7F && b != UInt8(ascii: "%") { out.append(b); continue }
+                let hex = Array("0123456789ABCDEF".utf8)
+                out += [UInt8(ascii: "%"), hex[Int(b >> 4)], hex[Int(b & 15)]]
+            }
+            while out.first == 0x20 { out.removeFirst() }
+            while out.last == 0x20 { out.removeLast() }
+            return out
+        case .number(let n): return Array(n.utf8)
+        case .bool(let b): return Array((b ? "true" : "false").utf8)
+        case .array(let items):
+            let parts = items.compactMap { item -> [UInt8]? in if case .array = item { nil } else { fieldValue(item) } }
+            return parts.isEmpty ? nil : Array(parts.joined(separator: Array(", ".utf8)))
+        default: return nil
+        }
+    }
+
+    /// The token of `Bearer TOKEN` (the scheme's case ignored, spaces around trimmed).
+    private static func bearerToken(_ field: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
+        var rest = field.drop { $0 == 0x20 || $0 == 0x09 }
+        guard rest.count > 7, rest.prefix(6).map({ $0 | 0x20 }) == Array("bearer".utf8), rest[rest.startIndex + 6] == 0x20 else { return nil }
+        rest = rest.dropFirst(7).drop { $0 == 0x20 }
+        while let last = rest.last, last == 0x20 || last == 0x09 { rest = rest.dropLast() }
+        return rest.isEmpty ? nil : rest
+    }
+}
