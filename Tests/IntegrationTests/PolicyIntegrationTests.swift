@@ -698,3 +698,50 @@ enum ProxyProtocolBytes {
         }
     }
 }
+
+/// CORS as a browser sees it: headless Chromium on a page of another origin (`Python/cors_check.py`).
+@Suite struct CORSBrowserTests {
+    @Test(.timeLimit(.minutes(2)))
+    func preflightsAndCredentialedRequestsFromAnotherOriginInChromium() throws {
+        let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        let browser = try #require(chromium, "chromium is not installed: `make test` installs it (apt-get install chromium)")
+        let python = try pythonWithWebsockets()
+        let (fd, pagePort) = listenOnLoopback()
+        close(fd)
+        let backend = try startBackend()
+        defer { backend.stop() }
+        let page = "http://127.0.0.1:\(pagePort)"
+        let proxy = try startProxy(config: """
+            {"backends": [{"url": "http://127.0.0.1:\(backend.port)"}],
+             "routes": [{"path": "/api", "upstream": "default",
+                         "cors": {"origins": ["\(page)"], "methods": ["GET", "PUT"], "headers": ["Content-Type", "X-Trace"],
+                                  "expose_headers": ["X-Total"], "credentials": true, "max_age_s": 0},
+                         "response_headers": {"set": {"X-Total": "7"}}},
+                        {"path": "/anon", "upstream": "default", "cors": {"origins": ["\(page)"]}},
+                        {"path": "/", "upstream": "default"}],
+             "health_check": {"path": null, "interval_ms": 60000}, "access_log": null}
+            """)
+        defer { proxy.stop() }
+        var output = ""
+        let script = packageRoot.appendingPathComponent("Tests/IntegrationTests/Python/cors_check.py").path
+        let rc = run(python, [script, "--page-port", String(pagePort), "--target", "http://localhost:\(proxy.port)",
+                              "--chromium", browser, "--timeout", "60"], output: &output)
+        let jsonLine = output.split(separator: "\n").last { $0.hasPrefix("{") }.map(String.init) ?? ""
+        try #require(rc == 0, "cors check failed: \(output)")
+        let result = try #require(try JSONSerialization.jsonObject(with: Data(jsonLine.utf8)) as? [String: Any], "\(output)")
+        let r = try #require(result["results"] as? [String: [String: Any]], "\(result)")
+        print("cors check: \(jsonLine)")
+        // Allowed: preflighted, credentialed, the request header through, the exposed field readable.
+        #expect(r["put"]?["status"] as? Int == 200 && r["put"]?["trace"] as? String == "t1" && r["put"]?["exposed"] as? String == "7", "\(r)")
+        #expect(r["put"]?["hidden"] is NSNull, "fields not exposed stay hidden: \(r)")
+        #expect(r["get"]?["status"] as? Int == 200, "\(r)")
+        // Refused by the browser because the proxy's answers said no.
+        for name in ["del", "bad_header", "no_cors", "creds_refused"] {
+            #expect((r[name]?["error"] as? String)?.contains("TypeError") == true, "\(name): \(r[name] ?? [:])")
+        }
+        #expect(r["anon"]?["status"] as? Int == 200, "\(r)")
+        let preflights = result["preflights"] as? [String] ?? []
+        #expect(preflights.filter { $0.hasSuffix("/api/echo") }.count >= 2, "PUT and DELETE were preflighted: \(preflights)")
+        #expect((result["page_errors"] as? [Any])?.isEmpty != false, "\(result)")
+    }
+}
