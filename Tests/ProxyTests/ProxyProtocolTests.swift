@@ -21,6 +21,7 @@ import Testing
             "PROXY TCP4 ::1 ::1 1 2\r\n", "PROXY TCP6 1.2.3.4 5.6.7.8 1 2\r\n", "PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
             "PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n", "PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n",
             "PROXY " + String(repeating: "A", count: 120),
+            "PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n", "PROXY TCP4 1.2.3.4\u{0}X 5.6.7.8 1 2\r\n", "PROXY TCP4 1.2.3.4 5.6.7.8\u{0} 1 2\r\n",
         ] {
             guard case .invalid = parse(bad) else { Issue.record("accepted \(bad.debugDescription): \(parse(bad))"); continue }
         }
@@ -63,5 +64,15 @@ import Testing
         ] {
             guard case .invalid = ProxyProtocol.parse(bad[...]) else { Issue.record("accepted \(bad)"); continue }
         }
+    }
+
+    @Test func htpasswdHashesAreTakenOnlyAtACostACheckCanAfford() {
+        let bcrypt = "$2y$05$" + String(repeating: "a", count: 53)
+        #expect(PasswordHash.isSupported(bcrypt))
+        #expect(!PasswordHash.isSupported("$2y$17$" + String(repeating: "a", count: 53)), "cost 17")
+        #expect(!PasswordHash.isSupported("$2y$05$short"))
+        #expect(PasswordHash.isSupported("$6$salt$hash") && PasswordHash.isSupported("$5$rounds=10000$salt$hash"))
+        #expect(!PasswordHash.isSupported("$6$rounds=999999999$salt$hash") && !PasswordHash.isSupported("$6$"))
+        #expect(!PasswordHash.isSupported("$y$j9T$salt$hash") && !PasswordHash.isSupported("$apr1$x$y") && !PasswordHash.isSupported("{SHA}abc"))
     }
 }

@@ -11,7 +11,7 @@ public struct AuthConfig: Sendable, Equatable {
         /// loaded (and on every reload).
         public var htpasswd = ""
         public var realm = "restricted"
-        /// The file's entries: user → hash (bcrypt, SHA-crypt or yescrypt).
+        /// The file's entries: user → hash (bcrypt or SHA-crypt).
         public var users: [String: String] = [:]
     }
 
@@ -176,7 +176,9 @@ extension AuthConfig.Basic {
             let hash = String(line[line.index(after: colon)...].prefix { $0 != ":" })
             guard PasswordHash.isSupported(hash) else {
                 let kind = hash.hasPrefix("$apr1$") ? "MD5 ($apr1$, htpasswd's default)"
-                    : hash.hasPrefix("{SHA}") ? "SHA-1 ({SHA})" : "not bcrypt, SHA-crypt or yescrypt"
+                    : hash.hasPrefix("{SHA}") ? "SHA-1 ({SHA})" : hash.hasPrefix("$y$") ? "yescrypt (its memory cost is the file's to set)"
+                    : hash.hasPrefix("$2") || hash.hasPrefix("$5$") || hash.hasPrefix("$6$") ? "malformed or too costly (bcrypt cost above 16, SHA-crypt over 1,000,000 rounds)"
+                    : "not bcrypt or SHA-crypt"
                 return .failure(AddressError(message: "\(place): user \(JSONText.quote(user)): the hash is \(kind), which this proxy does not accept; make the entry with `htpasswd -B` (bcrypt)"))
             }
             if users[user] != nil { return .failure(AddressError(message: "\(place): user \(JSONText.quote(user)) is listed twice")) }

@@ -181,6 +181,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     private func admitByAuth(_ auth: BasicAuthenticator, _ route: Router.Route, _ normal: PathNormalizer.Result) -> Bool {
         let r = x.pointee.request
         let field = r.fields.first { $0.name.count == 13 && r.bytes.equalsIgnoringCase($0.name, "authorization") }.map { r.bytes[$0.value] }
+        if let known = auth.checkNow(field, nowMs: server.loop.now) { return applyAuth(known, auth) }
         var verdictLater: BasicAuthenticator.Verdict?
         let resume = resumeLater(route, normal) { me in
             me.applyAuth(verdictLater!, auth) ? .rate : nil
@@ -362,11 +363,13 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// A `scope: "global"` `rate_limit`: true to go on; false when answered (429, or 503 when
     /// Redis cannot answer and `redis.on_error` is `deny`) or waiting for Redis.
     private func admitByGlobalRate(_ limiter: GlobalRateLimiter, _ route: Router.Route, _ normal: PathNormalizer.Result) -> Bool {
+        let key = rateKey(limiter.config.key, header: limiter.headerName)
+        if let verdict = limiter.admitNow(key: key, now: Platform.monotonicNanos()) { return applyGlobalRate(verdict, limiter) }
         var verdictLater: GlobalRateLimiter.Verdict?
         let resume = resumeLater(route, normal) { me in
             me.applyGlobalRate(verdictLater!, limiter) ? .limits : nil
         }
-        let verdict = limiter.admit(key: rateKey(limiter.config.key, header: limiter.headerName), now: Platform.monotonicNanos()) { verdict in
+        let verdict = limiter.wait(key: key) { verdict in
             verdictLater = verdict
             resume()
         }

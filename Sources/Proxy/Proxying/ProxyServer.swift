@@ -361,7 +361,17 @@ public final class ProxyServer {
             if isDraining && activeClients == 0 && handshaking.isEmpty { finishDrain() }
         }
         timer.onFire = { refuse("no PROXY protocol header within timeouts.client_header_ms (\(self.settings.config.timeouts.clientHeaderMs) ms)") }
-        stream.onReadEnd = { _ in refuse("the connection ended before its PROXY protocol header") }
+        stream.onReadEnd = { _ in
+            // Closed without a byte: a TCP connect check (a balancer's), not worth a warning.
+            if buffer.isEmpty {
+                done()
+                stream.close()
+                self.connectionCount.release()
+                if self.hasPendingAccept { self.acceptWaitingIfRoom() }
+                return
+            }
+            refuse("the connection ended before its PROXY protocol header")
+        }
         stream.onRead = { [unowned self] bytes in
             buffer.append(contentsOf: bytes)
             switch ProxyProtocol.parse(buffer[...]) {

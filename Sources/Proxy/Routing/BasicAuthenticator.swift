@@ -53,17 +53,26 @@ final class BasicAuthenticator {
         decoy = config.users.values.max { cost($0) < cost($1) } ?? "$2y$05$invalidinvalidinvalidinvalidinvalidinvalidinvalidinval"
     }
 
-    /// The verdict for the `Authorization` value `field` (nil: none sent) at `nowMs`, or nil when
-    /// it is being checked: `resume` then gets it later on `loop` (never before this returns).
-    func check(_ field: ArraySlice<UInt8>?, nowMs: UInt64, loop: EventLoop, resume: @escaping (Verdict) -> Void) -> Verdict? {
+    /// The verdict for `field` without a check on the pool (none sent, malformed, or remembered),
+    /// or nil when it must be checked (then `check`). No closure is made on this path.
+    func checkNow(_ field: ArraySlice<UInt8>?, nowMs: UInt64) -> Verdict? {
         guard let field else { return .denied("this route needs a user name and password") }
         guard let token = Self.basicToken(field), let decoded = Base64.decode(token),
-              let colon = decoded.firstIndex(of: UInt8(ascii: ":")) else {
+              decoded.contains(UInt8(ascii: ":")) else {
             return .denied("the Authorization field is not Basic credentials (base64 of USER:PASSWORD)")
         }
         if let known = verified[decoded], known.untilMs > nowMs {
             return known.ok ? .allowed : .denied("the user name or password is wrong")
         }
+        return nil
+    }
+
+    /// The verdict for the `Authorization` value `field` (nil: none sent) at `nowMs`, or nil when
+    /// it is being checked: `resume` then gets it later on `loop` (never before this returns).
+    func check(_ field: ArraySlice<UInt8>?, nowMs: UInt64, loop: EventLoop, resume: @escaping (Verdict) -> Void) -> Verdict? {
+        if let known = checkNow(field, nowMs: nowMs) { return known }
+        guard let field, let token = Self.basicToken(field), let decoded = Base64.decode(token),
+              let colon = decoded.firstIndex(of: UInt8(ascii: ":")) else { return .denied("malformed") }
         if waiting[decoded] != nil {
             waiting[decoded]!.append(resume)
             return nil

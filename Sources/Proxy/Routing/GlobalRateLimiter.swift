@@ -70,9 +70,10 @@ final class GlobalRateLimiter {
         keyPrefix = Array((redis.config.keyPrefix + route + ":\(config.rate)/\(config.perMs)ms/\(config.burst):").utf8)
     }
 
-    /// The verdict for one request of `key` (a hash) at `now` (monotonic ns), or nil when it must
-    /// wait for Redis: `resume` then gets it later on this loop (never before `admit` returns).
-    func admit(key: UInt64, now: UInt64, resume: @escaping (Verdict) -> Void) -> Verdict? {
+    /// The verdict for one request of `key` (a hash) at `now` (monotonic ns) from what this
+    /// worker holds, or nil when it must wait for Redis (then `wait`). No allocation: the common
+    /// case of a request spending a leased token.
+    func admitNow(key: UInt64, now: UInt64) -> Verdict? {
         let k = key == 0 ? 1 : key
         let slot = slot(for: k, now: now)
         if tokens[slot] > 0 && tokensExpire[slot] > now {
@@ -81,6 +82,14 @@ final class GlobalRateLimiter {
             return .allowed(remaining: tokens[slot])
         }
         if deniedUntil[slot] > now { return .refused(waitNs: deniedUntil[slot] - now) }
+        return nil
+    }
+
+    /// After `admitNow` said nil: waits for a lease already asked for, or asks for one. `resume`
+    /// gets the verdict later on this loop (never before this returns); `.unavailable` at once
+    /// when nothing could be sent.
+    func wait(key: UInt64, resume: @escaping (Verdict) -> Void) -> Verdict? {
+        let k = key == 0 ? 1 : key
         if leasing.contains(k) {
             waiting[k, default: []].append(resume)
             return nil

@@ -1,3 +1,5 @@
+import Glibc
+
 /// One route's `auth.jwt` on one worker: checks `Authorization: Bearer TOKEN` — a JSON Web Token
 /// (RFC 7519) in compact JWS form signed by one of the configured keys — and its `exp`, `nbf`,
 /// `iss` and `aud`. Checking a signature takes tens of microseconds, so it runs on the loop; a
@@ -33,7 +35,9 @@ final class JWTAuthenticator {
     private let algorithms: Set<SignatureKey.Algorithm>
     /// The claim of the route's `jwt:CLAIM` rate-limit key (nil: none).
     let rateClaim: String?
-    private var accepted: [[UInt8]: (untilMs: Int64, value: Accepted)] = [:]
+    /// Passed tokens by a hash of their bytes, each with its bytes (compared in full on a hit:
+    /// a collision costs a fresh check, never a wrong answer).
+    private var accepted: [UInt64: (token: [UInt8], untilMs: Int64, value: Accepted)] = [:]
 
     init(_ config: AuthConfig.JWT, rateClaim: String?) {
         self.config = config
@@ -46,8 +50,10 @@ final class JWTAuthenticator {
         guard let field else { return .denied("this route needs a bearer token") }
         guard let token = Self.bearerToken(field) else { return .denied("the Authorization field is not a Bearer token") }
         guard token.count <= config.maxTokenBytes else { return .denied("the token is longer than \(config.maxTokenBytes) bytes") }
-        let key = Array(token)
-        if let hit = accepted[key], hit.untilMs > nowMs { return .allowed(hit.value) }
+        // The signature's bytes (the token's end) differ between any two tokens: hashing the last
+        // 32 and the length is enough for the table, and the full comparison below decides.
+        let key = token.suffix(32).withUnsafeBytes { StableHash.hash($0) } &+ UInt64(token.count)
+        if let hit = accepted[key], hit.untilMs > nowMs, hit.token.elementsEqualBytes(token) { return .allowed(hit.value) }
         switch verify(token, nowS: Double(nowMs) / 1000) {
         case .failure(let why):
             return .denied(why.message)
@@ -57,7 +63,7 @@ final class JWTAuthenticator {
                 if accepted.count >= Self.maxCached { accepted.removeAll(keepingCapacity: true) }
             }
             let until = min(nowMs + Self.cacheS * 1000, expiresS.map { Int64($0 * 1000) } ?? Int64.max)
-            accepted[key] = (until, value)
+            accepted[key] = (Array(token), until, value)
             return .allowed(value)
         }
     }
@@ -153,5 +159,12 @@ final class JWTAuthenticator {
         rest = rest.dropFirst(7).drop { $0 == 0x20 }
         while let last = rest.last, last == 0x20 || last == 0x09 { rest = rest.dropLast() }
         return rest.isEmpty ? nil : rest
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Byte-for-byte equality with `other` (`memcmp`, not an element-by-element loop).
+    func elementsEqualBytes(_ other: ArraySlice<UInt8>) -> Bool {
+        count == other.count && (isEmpty || withUnsafeBytes { a in other.withUnsafeBytes { b in memcmp(a.baseAddress!, b.baseAddress!, count) == 0 } })
     }
 }

@@ -4,8 +4,10 @@
 /// Checked in the documented order before any backend is contacted: `allow`/`deny` (403), then
 /// `allowed_methods` (405), then `max_body_bytes` against a declared `Content-Length` (413; a
 /// chunked body is held to the same limit as it arrives, by the downstream).
+/// A class: an exchange hands it around by reference (a struct of this many arrays cost a retain
+/// per array at every pass).
 /// Threading: immutable once built; one worker's loop.
-struct RoutePolicy {
+final class RoutePolicy {
     let allow: [AddressRange]
     let deny: [AddressRange]
     /// nil: the top-level `limits.allowed_methods` applies (checked before routing).

@@ -49,7 +49,10 @@ enum ProxyProtocol {
         case "TCP4", "TCP6":
             guard parts.count == 6 else { return .invalid("a PROXY v1 TCP line has 6 fields: PROXY TCP4 SRC DST SRCPORT DSTPORT") }
             let isV6 = parts[1] == "TCP6"
-            guard let port = v1Port(parts[4]), v1Port(parts[5]) != nil,
+            // Address text only (no zone ids, no NULs the address parser would stop at).
+            let addressBytes: (Substring) -> Bool = { $0.utf8.allSatisfy { b in
+                (b >= 0x30 && b <= 0x39) || b == UInt8(ascii: ".") || b == UInt8(ascii: ":") || (b | 0x20 >= 0x61 && b | 0x20 <= 0x66) } }
+            guard addressBytes(parts[2]), addressBytes(parts[3]), let port = v1Port(parts[4]), v1Port(parts[5]) != nil,
                   parts[2].contains(":") == isV6, parts[3].contains(":") == isV6,
                   let source = SocketAddress(ip: String(parts[2]), port: port),
                   SocketAddress(ip: String(parts[3]), port: 0) != nil else {
