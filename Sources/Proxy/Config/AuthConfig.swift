@@ -114,7 +114,13 @@ extension AuthConfig.JWT {
             default:
                 continue
             }
-            if !algorithms(for: key).isEmpty { keys.append(key) }
+            guard !algorithms(for: key).isEmpty else { continue }
+            // Built once here, so a key the crypto library refuses (RSA under 2048 bits, a point
+            // off its curve) is reported now rather than refusing every token later.
+            guard SignatureKey.make(key) != nil else {
+                return .failure(AddressError(message: "\(path): key \(key.kid.map(JSONText.quote) ?? "without kid") (\(kty)) is not a valid public key (RSA needs 2048 to 16384 bits; EC points must lie on their curve)"))
+            }
+            keys.append(key)
         }
         if keys.isEmpty { return .failure(AddressError(message: "\(path) holds no key this proxy can check (RSA, EC P-256/P-384, Ed25519)")) }
         return .success(keys)

@@ -863,7 +863,7 @@ extension AuthConfig.JWT: ConfigSection {
                 case .success(var secret):
                     if secret.last == 0x0A { secret.removeLast() }
                     if secret.last == 0x0D { secret.removeLast() }
-                    guard secret.count >= 32 else { throw at.error("\(path) holds \(secret.count) bytes; an HS256 secret needs at least 32") }
+                    guard secret.count >= 32, secret.count <= 4096 else { throw at.error("\(path) holds \(secret.count) bytes; an HS256 secret needs 32 to 4096") }
                     jwt.secret = secret
                 case .failure(let problem): throw at.error(problem.message)
                 }
@@ -883,6 +883,7 @@ extension AuthConfig.JWT: ConfigSection {
             },
             ConfigField(key: "audience", example: "\"api\"") { jwt, value, at throws(ConfigError) in
                 if case .array(let items) = value {
+                    guard !items.isEmpty else { throw at.error("an empty list would check nothing; name the audience, or leave \"audience\" out") }
                     jwt.audiences = try items.enumerated().map { i, item throws(ConfigError) in try at.element(i, example: "\"api\"").string(item) }
                 } else {
                     jwt.audiences = [try at.string(value)]

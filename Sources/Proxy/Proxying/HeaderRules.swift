@@ -50,8 +50,21 @@ struct CompiledHeaderRules {
     }
 
     /// Whether the field named `name` (a range of `b`) is not passed on.
+    /// Whether the field named `name` (a range of `b`) goes. A name spelled with `_` for `-`
+    /// goes too: CGI-style backends (PHP-FPM, WSGI, Rack) read `X_User_Id` as `X-User-Id`, so a
+    /// client could otherwise slip in a copy of a field the rules set (a forwarded claim).
     func drops(_ b: [UInt8], _ name: Range<Int>) -> Bool {
-        dropped.contains { equalsLowercase(b, name, $0) }
+        dropped.contains { d in
+            guard d.count == name.count else { return false }
+            var i = name.lowerBound
+            for c in d {
+                var x = b[i]
+                if x >= 65 && x <= 90 { x |= 0x20 }
+                if x != c && !(x == UInt8(ascii: "_") && c == UInt8(ascii: "-")) { return false }
+                i += 1
+            }
+            return true
+        }
     }
 
     /// What the placeholders stand for in one exchange.

@@ -38,6 +38,10 @@ final class JWTAuthenticator {
     /// Passed tokens by a hash of their bytes, each with its bytes (compared in full on a hit:
     /// a collision costs a fresh check, never a wrong answer).
     private var accepted: [UInt64: (token: [UInt8], untilMs: Int64, value: Accepted)] = [:]
+    /// Tokens refused lately (same keying): a client repeating a bad token costs a look-up, not a
+    /// signature check, for `refusedCacheS`.
+    private var refused: [UInt64: (token: [UInt8], untilMs: Int64, why: String)] = [:]
+    static let refusedCacheS: Int64 = 10
 
     init(_ config: AuthConfig.JWT, rateClaim: String?) {
         self.config = config
@@ -54,15 +58,22 @@ final class JWTAuthenticator {
         // 32 and the length is enough for the table, and the full comparison below decides.
         let key = token.suffix(32).withUnsafeBytes { StableHash.hash($0) } &+ UInt64(token.count)
         if let hit = accepted[key], hit.untilMs > nowMs, hit.token.elementsEqualBytes(token) { return .allowed(hit.value) }
+        if let hit = refused[key], hit.untilMs > nowMs, hit.token.elementsEqualBytes(token) { return .denied(hit.why) }
         switch verify(token, nowS: Double(nowMs) / 1000) {
         case .failure(let why):
+            if refused.count >= Self.maxCached {
+                refused = refused.filter { $0.value.untilMs > nowMs }
+                if refused.count >= Self.maxCached { refused.removeAll(keepingCapacity: true) }
+            }
+            refused[key] = (Array(token), nowMs + Self.refusedCacheS * 1000, why.message)
             return .denied(why.message)
         case .success(let (value, expiresS)):
             if accepted.count >= Self.maxCached {
                 accepted = accepted.filter { $0.value.untilMs > nowMs }
                 if accepted.count >= Self.maxCached { accepted.removeAll(keepingCapacity: true) }
             }
-            let until = min(nowMs + Self.cacheS * 1000, expiresS.map { Int64($0 * 1000) } ?? Int64.max)
+            let expiresMs = expiresS.map { $0 * 1000 < Double(Int64.max / 2) ? Int64($0 * 1000) : Int64.max } ?? Int64.max
+            let until = min(nowMs + Self.cacheS * 1000, expiresMs)
             accepted[key] = (Array(token), until, value)
             return .allowed(value)
         }
@@ -74,10 +85,8 @@ final class JWTAuthenticator {
         guard dots.count == 2 else { return refused("the token is not a signed JWT (three base64url parts)") }
         let headerPart = token[token.startIndex..<dots[0]], payloadPart = token[(dots[0] + 1)..<dots[1]]
         let signaturePart = token[(dots[1] + 1)...]
-        guard let headerBytes = Base64.decode(headerPart, url: true), let payloadBytes = Base64.decode(payloadPart, url: true),
-              let signature = Base64.decode(signaturePart, url: true),
-              case .object(let header)? = try? JSONValue.parse(headerBytes),
-              case .object(let claims)? = try? JSONValue.parse(payloadBytes) else {
+        guard let headerBytes = Base64.decode(headerPart, url: true), let signature = Base64.decode(signaturePart, url: true),
+              case .object(let header)? = try? JSONValue.parse(headerBytes) else {
             return refused("the token is malformed")
         }
         func string(_ members: [(String, JSONValue)], _ name: String) -> String? {
@@ -88,14 +97,24 @@ final class JWTAuthenticator {
             return refused("the token's algorithm is not accepted here")
         }
         if header.contains(where: { $0.0 == "crit" }) { return refused("the token has critical header parameters this proxy does not know") }
+        if let member = header.first(where: { $0.0 == "kid" })?.1, string(header, "kid") == nil, member != .null {
+            return refused("the token's kid is not a string")
+        }
         let kid = string(header, "kid")
-        let candidates = keys.filter { $0.algorithms.contains(alg) && (kid == nil || $0.id == nil || $0.id == kid) }
-        if let kid, !keys.contains(where: { $0.id == kid }), !candidates.contains(where: { $0.id == nil }) {
-            return refused("the token names a key this route does not know (kid \(JSONText.quote(kid)))")
+        // The key the token names, if one has that kid; else (no kid, or one no key has) the keys
+        // without a kid — at most 4 tried, never a key with another kid.
+        let named = kid.map { k in keys.filter { $0.id == k && $0.algorithms.contains(alg) } } ?? []
+        let candidates = !named.isEmpty ? named : Array(keys.filter { $0.id == nil && $0.algorithms.contains(alg) }.prefix(4))
+        if candidates.isEmpty {
+            return refused(kid.map { "the token names a key this route does not know (kid \(JSONText.quote($0)))" } ?? "no key of this route checks the token's algorithm")
         }
         let signed = token[token.startIndex..<dots[1]]
-        guard candidates.prefix(4).contains(where: { $0.verify(alg, data: signed, signature: signature) }) else {
+        guard candidates.contains(where: { $0.verify(alg, data: signed, signature: signature) }) else {
             return refused("the token's signature does not verify")
+        }
+        // Only a signed payload is read.
+        guard let payloadBytes = Base64.decode(payloadPart, url: true), case .object(let claims)? = try? JSONValue.parse(payloadBytes) else {
+            return refused("the token is malformed")
         }
         func number(_ name: String) -> Double?? {
             guard let value = claims.first(where: { $0.0 == name })?.1 else { return .some(nil) }

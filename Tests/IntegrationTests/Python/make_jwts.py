@@ -37,6 +37,9 @@ def main() -> None:
     ]}
     with open(f"{out}/jwks.json", "w") as f:
         json.dump(jwks, f)
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key().public_numbers()
+    with open(f"{out}/weak_jwks.json", "w") as f:
+        json.dump({"keys": [{"kty": "RSA", "kid": "weak", "n": b64(weak.n.to_bytes(128, "big")), "e": b64(weak.e.to_bytes(3, "big"))}]}, f)
     with open(f"{out}/hs256.key", "wb") as f:
         f.write(secret + b"\n")
 
@@ -56,6 +59,7 @@ def main() -> None:
         "wrong_key": jwt.encode(claims, other_ec, algorithm="ES256", headers={"kid": "ec1"}),
         "unknown_kid": jwt.encode(claims, ec_key, algorithm="ES256", headers={"kid": "nope"}),
         "alg_none": b64(json.dumps({"alg": "none", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode()) + ".",
+        "huge_exp": jwt.encode(dict(claims, exp=1e300), ec_key, algorithm="ES256", headers={"kid": "ec1"}),
         "header_injection": jwt.encode(dict(claims, sub="x\r\nX-Admin: yes"), ec_key, algorithm="ES256", headers={"kid": "ec1"}),
     }
     # Tampered: the payload changed after signing.
