@@ -43,10 +43,12 @@ enum ProxyCommand {
             // Certificates first: "OK" is printed only for a configuration that would start.
             var listenLines: [String] = []
             for (i, listener) in config.listeners.enumerated() {
+                let proxied = listener.proxyProtocol ? " (PROXY protocol header first, v1 or v2)" : ""
                 guard let tls = listener.tls else {
-                    listenLines.append("listen: \(listener.address)" + (listener.redirectToHTTPS ? " (redirects to https)" : ""))
+                    listenLines.append("listen: \(listener.address)" + (listener.redirectToHTTPS ? " (redirects to https)" : "") + proxied)
                     continue
                 }
+                if listener.proxyProtocol { listenLines.append("listen: \(listener.address)\(proxied)") }
                 if tls.isLocal {
                     listenLines.append("listen: \(listener.address) https, certificates from the local CA in \(LocalCertificateAuthority.directory()) "
                         + "(issued per name; `proxy trust` makes browsers accept it)")
@@ -87,6 +89,11 @@ enum ProxyCommand {
                 for b in upstream.backends { print("  backend \(b.id): \(b.url)" + (b.weight != 1 ? " weight \(b.weight)" : "")) }
             }
             for line in config.routingTable { print(line) }
+            for line in config.policySummary { print(line) }
+            if let redis = config.redis {
+                print("redis: \(redis.host):\(redis.port) database \(redis.database)\(redis.password != nil ? ", with a password" : ""), "
+                    + "timeout \(redis.timeoutMs) ms, on_error \(redis.onError.rawValue), keys under \"\(redis.keyPrefix)\"")
+            }
             let t = config.timeouts
             print("timeouts: connect \(t.connectMs) ms, upstream (response head) \(t.upstreamMs) ms, response_idle \(t.responseIdleMs) ms, "
                 + "event_stream_idle \(t.eventStreamIdleMs) ms, client_header \(t.clientHeaderMs) ms, client_body \(t.clientBodyMs) ms, "

@@ -621,6 +621,14 @@ enum ProxyProtocolBytes {
         check.waitUntilExit()
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(check.terminationStatus != 0 && text.contains("policy.auth.basic.htpasswd") && text.contains("MD5") && text.contains("htpasswd -B"), "\(text)")
+        // A good file: --check says what each route's policy is.
+        let good = NSTemporaryDirectory() + "good-\(UUID().uuidString).htpasswd"
+        try htpasswd(good, ["-c", "-b", "-B", "-C", "5"], "erin", "pw")
+        let goodConfig = writeTempFile(#"{"listen": [{"address": "127.0.0.1:0", "proxy_protocol": true}], "backends": [{"url": "http://127.0.0.1:1"}], "routes": [{"path": "/admin", "upstream": "default", "auth": {"basic": {"htpasswd": "\#(good)", "realm": "ops"}}, "rate_limit": {"rate": 5, "per": "1m", "scope": "proxy"}}]}"#, suffix: ".json")
+        var output = ""
+        #expect(run(productsDirectory.appendingPathComponent("proxy").path, ["--config", goodConfig, "--check"], output: &output) == 0)
+        #expect(output.contains("policy /admin: auth basic (1 users from \(good), realm \"ops\"); rate_limit 5 per 60000 ms, burst 0, per client_ip, scope proxy"), "\(output)")
+        #expect(output.contains("(PROXY protocol header first, v1 or v2)"), "\(output)")
     }
 }
 

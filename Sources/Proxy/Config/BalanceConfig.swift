@@ -50,6 +50,9 @@ extension BalanceConfig {
                 + (r.perTryTimeoutMs > 0 ? ", per try \(r.perTryTimeoutMs) ms" : "")
                 + ", budget \(r.budgetPercent) % + \(r.minRetriesPerS)/s per worker"
         var lines = [policyLine, outlier, retry]
+        if sendProxyProtocol != 0 {
+            lines.append("connections to the backends start with a PROXY protocol v\(sendProxyProtocol) header (not pooled across clients)")
+        }
         if maxConnectionsPerBackend > 0 {
             lines.append("at most \(maxConnectionsPerBackend) requests per backend; queue \(queue.max), wait up to \(queue.timeoutMs) ms")
         }

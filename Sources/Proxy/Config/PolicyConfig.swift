@@ -163,3 +163,50 @@ public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
         return true
     }
 }
+
+extension PolicyConfig {
+    /// The policy in words, one part per key set (empty: none), for `--check`.
+    public var summaryParts: [String] {
+        var parts: [String] = []
+        if let allow, !allow.isEmpty { parts.append("allow \(allow.map(\.description).joined(separator: " "))") }
+        if let deny, !deny.isEmpty { parts.append("deny \(deny.map(\.description).joined(separator: " "))") }
+        if let auth, !auth.isOff {
+            if let basic = auth.basic { parts.append("auth basic (\(basic.users.count) users from \(basic.htpasswd), realm \"\(basic.realm)\")") }
+            if let jwt = auth.jwt {
+                var text = "auth jwt (\(jwt.algorithms.joined(separator: ", ")); \(jwt.keys.count) keys\(jwt.secret != nil ? " and a secret" : "")"
+                if let issuer = jwt.issuer { text += "; iss \(issuer)" }
+                if !jwt.audiences.isEmpty { text += "; aud \(jwt.audiences.joined(separator: ", "))" }
+                if !jwt.forwardClaims.isEmpty { text += "; forwards " + jwt.forwardClaims.map { "\($0.claim) as \($0.header)" }.joined(separator: ", ") }
+                parts.append(text + ")")
+            }
+            if auth.forwardCredentials { parts.append("credentials forwarded") }
+        }
+        if let limit = rateLimit, limit.rate > 0 {
+            parts.append("rate_limit \(limit.rate) per \(limit.perMs) ms, burst \(limit.burst), per \(limit.key), scope \(limit.scope.rawValue)"
+                + (limit.scope == .global ? ", lease \(limit.leaseSize)" : ""))
+        }
+        if let methods = allowedMethods, !methods.isEmpty { parts.append("methods \(methods.joined(separator: ", "))") }
+        if let max = maxBodyBytes { parts.append(max == 0 ? "no body limit" : "bodies up to \(max) bytes") }
+        if let cors, !cors.origins.isEmpty { parts.append("cors from \(cors.origins.joined(separator: ", "))\(cors.credentials ? " with credentials" : "")") }
+        if requestHeaders.map({ !$0.isEmpty }) == true { parts.append("request header rules") }
+        if responseHeaders.map({ !$0.isEmpty }) == true { parts.append("response header rules") }
+        if securityHeaders == true { parts.append("security headers") }
+        return parts
+    }
+}
+
+extension ProxyConfig {
+    /// One line per route with a policy (its own keys over the top-level ones), for `--check`.
+    public var policySummary: [String] {
+        var lines: [String] = []
+        for route in routes {
+            let parts = route.policy.merged(over: policy).summaryParts
+            if !parts.isEmpty { lines.append("policy \(route.label): " + parts.joined(separator: "; ")) }
+        }
+        if !backends.isEmpty {
+            let parts = policy.summaryParts
+            if !parts.isEmpty { lines.append("policy (default pool): " + parts.joined(separator: "; ")) }
+        }
+        return lines
+    }
+}
