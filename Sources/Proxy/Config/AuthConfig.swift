@@ -83,7 +83,7 @@ extension AuthConfig.JWT {
     /// key is an error.
     static func loadJWKS(_ path: String) -> Result<[AuthConfig.JWK], AddressError> {
         let bytes: [UInt8]
-        switch readSmallFile(path) {
+        switch AuthConfig.readSmallFile(path) {
         case .success(let b): bytes = b
         case .failure(let e): return .failure(e)
         }
@@ -125,24 +125,6 @@ extension AuthConfig.JWT {
         if keys.isEmpty { return .failure(AddressError(message: "\(path) holds no key this proxy can check (RSA, EC P-256/P-384, Ed25519)")) }
         return .success(keys)
     }
-
-    static func readSmallFile(_ path: String) -> Result<[UInt8], AddressError> {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            return .failure(AddressError(message: "cannot read \(path): \(String(cString: strerror(errno)))"))
-        }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 { return .failure(AddressError(message: "cannot read \(path): \(String(cString: strerror(errno)))")) }
-            if n == 0 { break }
-            bytes += chunk[0..<n]
-            if bytes.count > 1 << 20 { return .failure(AddressError(message: "\(path) is larger than 1 MiB")) }
-        }
-        return .success(bytes)
-    }
 }
 
 extension AuthConfig.Basic {
@@ -154,19 +136,10 @@ extension AuthConfig.Basic {
     /// naming the line, so a file made with the wrong `htpasswd` option fails at load rather
     /// than refusing everyone at run time.
     static func load(_ path: String) -> Result<[String: String], AddressError> {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            return .failure(AddressError(message: "cannot read \(path): \(String(cString: strerror(errno)))"))
-        }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 { return .failure(AddressError(message: "cannot read \(path): \(String(cString: strerror(errno)))")) }
-            if n == 0 { break }
-            bytes += chunk[0..<n]
-            if bytes.count > maxFileBytes { return .failure(AddressError(message: "\(path) is larger than 16 MiB")) }
+        let bytes: [UInt8]
+        switch AuthConfig.readSmallFile(path, maxBytes: maxFileBytes) {
+        case .success(let b): bytes = b
+        case .failure(let e): return .failure(e)
         }
         var users: [String: String] = [:]
         for (number, raw) in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
@@ -192,5 +165,27 @@ extension AuthConfig.Basic {
         }
         if users.isEmpty { return .failure(AddressError(message: "\(path) lists no users")) }
         return .success(users)
+    }
+}
+
+extension AuthConfig {
+    /// A file the config names (htpasswd, JWKS, secret), whole: read when the config is loaded
+    /// (the supervisor's thread, never a worker loop), at most `maxBytes`.
+    static func readSmallFile(_ path: String, maxBytes: Int = 1 << 20) -> Result<[UInt8], AddressError> {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            return .failure(AddressError(message: "cannot read \(path): \(String(cString: strerror(errno)))"))
+        }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 { return .failure(AddressError(message: "cannot read \(path): \(String(cString: strerror(errno)))")) }
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+            if bytes.count > maxBytes { return .failure(AddressError(message: "\(path) is larger than \(maxBytes >> 20) MiB")) }
+        }
+        return .success(bytes)
     }
 }

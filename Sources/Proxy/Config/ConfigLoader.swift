@@ -859,7 +859,7 @@ extension AuthConfig.JWT: ConfigSection {
             },
             ConfigField(key: "secret_file", example: "\"keys/hs256.key\"") { jwt, value, at throws(ConfigError) in
                 let path = CertificateEntry.resolve(try at.string(value), against: at.file)
-                switch AuthConfig.JWT.readSmallFile(path) {
+                switch AuthConfig.readSmallFile(path) {
                 case .success(var secret):
                     if secret.last == 0x0A { secret.removeLast() }
                     if secret.last == 0x0D { secret.removeLast() }

@@ -144,14 +144,16 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             switch step {
             case .auth:
                 if route.authenticator != nil || route.tokenAuthenticator != nil {
-                    // Two credentials: one would be checked, and a backend might read the other.
                     let r = x.pointee.request
-                    if r.fields.lazy.filter({ $0.name.count == 13 && r.bytes.equalsIgnoringCase($0.name, "authorization") }).count > 1 {
-                        return failExchange(status: 400, reason: "Bad Request: more than one Authorization field")
+                    var field: ArraySlice<UInt8>?
+                    for f in r.fields where f.name.count == 13 && r.bytes.equalsIgnoringCase(f.name, "authorization") {
+                        // Two credentials: one would be checked, and a backend might read the other.
+                        if field != nil { return failExchange(status: 400, reason: "Bad Request: more than one Authorization field") }
+                        field = r.bytes[f.value]
                     }
+                    if let auth = route.authenticator, !admitByAuth(auth, field, route, normal) { return }
+                    if let tokens = route.tokenAuthenticator, !admitByToken(tokens, field) { return }
                 }
-                if let auth = route.authenticator, !admitByAuth(auth, route, normal) { return }
-                if let tokens = route.tokenAuthenticator, !admitByToken(tokens) { return }
                 step = .rate
             case .rate:
                 if let limiter = route.rateLimiter, !admitByRate(limiter) { return }
@@ -178,15 +180,18 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
     /// `auth.basic`: true to go on; false when answered (401, or 503 when too many checks are
     /// under way) or waiting for the check.
-    private func admitByAuth(_ auth: BasicAuthenticator, _ route: Router.Route, _ normal: PathNormalizer.Result) -> Bool {
-        let r = x.pointee.request
-        let field = r.fields.first { $0.name.count == 13 && r.bytes.equalsIgnoringCase($0.name, "authorization") }.map { r.bytes[$0.value] }
-        if let known = auth.checkNow(field, nowMs: server.loop.now) { return applyAuth(known, auth) }
+    private func admitByAuth(_ auth: BasicAuthenticator, _ field: ArraySlice<UInt8>?, _ route: Router.Route,
+                             _ normal: PathNormalizer.Result) -> Bool {
+        let credential: [UInt8]
+        switch auth.checkNow(field, nowMs: server.loop.now) {
+        case .decided(let verdict): return applyAuth(verdict, auth)
+        case .needsCheck(let decoded): credential = decoded
+        }
         var verdictLater: BasicAuthenticator.Verdict?
         let resume = resumeLater(route, normal) { me in
             me.applyAuth(verdictLater!, auth) ? .rate : nil
         }
-        let verdict = auth.check(field, nowMs: server.loop.now, loop: server.loop) { verdict in
+        let verdict = auth.check(credential, loop: server.loop) { verdict in
             verdictLater = verdict
             resume()
         }
@@ -196,9 +201,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
     /// `auth.jwt`: true to go on (the token's claims noted for the backend and the rate limit);
     /// false when answered 401.
-    private func admitByToken(_ auth: JWTAuthenticator) -> Bool {
-        let r = x.pointee.request
-        let field = r.fields.first { $0.name.count == 13 && r.bytes.equalsIgnoringCase($0.name, "authorization") }.map { r.bytes[$0.value] }
+    private func admitByToken(_ auth: JWTAuthenticator, _ field: ArraySlice<UInt8>?) -> Bool {
         switch auth.check(field, nowMs: Platform.wallClockMs()) {
         case .allowed(let accepted):
             x.pointee.claimFields = accepted.fields
@@ -468,8 +471,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// The route's rules for the response head (`response_headers`, `security_headers`), for the
     /// downstream's head writer; nil when it has none (the usual case).
     var responsePolicy: ResponsePolicy? {
-        // The flag first: binding the policy copies it (a retain per array in it), which every
-        // response of a route without rules would pay.
+        // The flag first: a route without rules (the usual case) pays one load, not a retain.
         guard let route = x.pointee.route, route.policy.rewritesResponses else { return nil }
         let policy = route.policy
         let b = x.pointee.request.bytes

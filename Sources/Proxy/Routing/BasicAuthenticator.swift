@@ -53,26 +53,31 @@ final class BasicAuthenticator {
         decoy = config.users.values.max { cost($0) < cost($1) } ?? "$2y$05$invalidinvalidinvalidinvalidinvalidinvalidinvalidinval"
     }
 
-    /// The verdict for `field` without a check on the pool (none sent, malformed, or remembered),
-    /// or nil when it must be checked (then `check`). No closure is made on this path.
-    func checkNow(_ field: ArraySlice<UInt8>?, nowMs: UInt64) -> Verdict? {
-        guard let field else { return .denied("this route needs a user name and password") }
-        guard let token = Self.basicToken(field), let decoded = Base64.decode(token),
-              decoded.contains(UInt8(ascii: ":")) else {
-            return .denied("the Authorization field is not Basic credentials (base64 of USER:PASSWORD)")
-        }
-        if let known = verified[decoded], known.untilMs > nowMs {
-            return known.ok ? .allowed : .denied("the user name or password is wrong")
-        }
-        return nil
+    /// What `checkNow` found: a verdict, or a credential (`USER:PASSWORD`, decoded) to check.
+    enum Decision {
+        case decided(Verdict)
+        case needsCheck([UInt8])
     }
 
-    /// The verdict for the `Authorization` value `field` (nil: none sent) at `nowMs`, or nil when
-    /// it is being checked: `resume` then gets it later on `loop` (never before this returns).
-    func check(_ field: ArraySlice<UInt8>?, nowMs: UInt64, loop: EventLoop, resume: @escaping (Verdict) -> Void) -> Verdict? {
-        if let known = checkNow(field, nowMs: nowMs) { return known }
-        guard let field, let token = Self.basicToken(field), let decoded = Base64.decode(token),
-              let colon = decoded.firstIndex(of: UInt8(ascii: ":")) else { return .denied("malformed") }
+    /// The verdict for the `Authorization` value `field` (nil: none sent) without a check on the
+    /// pool (none sent, malformed, or remembered), or the credential to hand to `check`. No
+    /// closure is made on this path.
+    func checkNow(_ field: ArraySlice<UInt8>?, nowMs: UInt64) -> Decision {
+        guard let field else { return .decided(.denied("this route needs a user name and password")) }
+        guard let token = authorizationCredentials(field, scheme: "basic"), let decoded = Base64.decode(token),
+              decoded.contains(UInt8(ascii: ":")) else {
+            return .decided(.denied("the Authorization field is not Basic credentials (base64 of USER:PASSWORD)"))
+        }
+        if let known = verified[decoded], known.untilMs > nowMs {
+            return .decided(known.ok ? .allowed : .denied("the user name or password is wrong"))
+        }
+        return .needsCheck(decoded)
+    }
+
+    /// Checks `decoded` (from `checkNow`) on the pool: nil while it runs (`resume` then gets the
+    /// verdict later on `loop`, never before this returns), `.busy` when it cannot start.
+    func check(_ decoded: [UInt8], loop: EventLoop, resume: @escaping (Verdict) -> Void) -> Verdict? {
+        let colon = decoded.firstIndex(of: UInt8(ascii: ":"))!  // checkNow saw one
         if waiting[decoded] != nil {
             waiting[decoded]!.append(resume)
             return nil
@@ -99,22 +104,10 @@ final class BasicAuthenticator {
     private func checked(_ credential: [UInt8], ok: Bool, nowMs: UInt64) {
         checksInFlight.wrappingSubtract(1, ordering: .relaxed)
         let resumes = waiting.removeValue(forKey: credential) ?? []
-        if verified.count >= Self.maxCached {
-            verified = verified.filter { $0.value.untilMs > nowMs }
-            if verified.count >= Self.maxCached { verified.removeAll(keepingCapacity: true) }
-        }
+        makeRoom(in: &verified, max: Self.maxCached) { $0.untilMs > nowMs }
         verified[credential] = (nowMs + (ok ? Self.cacheMs : Self.failedCacheMs), ok)
         let verdict: Verdict = ok ? .allowed : .denied("the user name or password is wrong")
         for resume in resumes { resume(verdict) }
-    }
-
-    /// The token of `Basic TOKEN` (the scheme's case ignored, spaces around trimmed).
-    private static func basicToken(_ field: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
-        var rest = field.drop { $0 == 0x20 || $0 == 0x09 }
-        guard rest.count > 6, rest.prefix(5).map({ $0 | 0x20 }) == Array("basic".utf8), rest[rest.startIndex + 5] == 0x20 else { return nil }
-        rest = rest.dropFirst(6).drop { $0 == 0x20 }
-        while let last = rest.last, last == 0x20 || last == 0x09 { rest = rest.dropLast() }
-        return rest.isEmpty ? nil : rest
     }
 }
 
@@ -150,4 +143,24 @@ enum Base64 {
         guard padding <= 2, bits < 6 else { return nil }
         return out
     }
+}
+
+/// The credentials of an `Authorization` value for `scheme` (lowercase: `basic`, `bearer`): what
+/// follows the scheme's name (matched case-insensitively) and a space, spaces and tabs around
+/// trimmed; nil for another scheme or nothing after it.
+func authorizationCredentials(_ field: ArraySlice<UInt8>, scheme: String) -> ArraySlice<UInt8>? {
+    let name = Array(scheme.utf8)
+    var rest = field.drop { $0 == 0x20 || $0 == 0x09 }
+    guard rest.count > name.count + 1, rest.prefix(name.count).map({ $0 | 0x20 }) == name, rest[rest.startIndex + name.count] == 0x20 else { return nil }
+    rest = rest.dropFirst(name.count + 1).drop { $0 == 0x20 }
+    while let last = rest.last, last == 0x20 || last == 0x09 { rest = rest.dropLast() }
+    return rest.isEmpty ? nil : rest
+}
+
+/// A bounded cache about to take one more entry: when it holds `max`, the entries `keep` rejects
+/// (expired) go, and if that frees nothing, all of them.
+func makeRoom<Key, Value>(in cache: inout [Key: Value], max: Int, keep: (Value) -> Bool) {
+    guard cache.count >= max else { return }
+    cache = cache.filter { keep($0.value) }
+    if cache.count >= max { cache.removeAll(keepingCapacity: true) }
 }

@@ -52,7 +52,7 @@ final class JWTAuthenticator {
 
     func check(_ field: ArraySlice<UInt8>?, nowMs: Int64) -> Verdict {
         guard let field else { return .denied("this route needs a bearer token") }
-        guard let token = Self.bearerToken(field) else { return .denied("the Authorization field is not a Bearer token") }
+        guard let token = authorizationCredentials(field, scheme: "bearer") else { return .denied("the Authorization field is not a Bearer token") }
         guard token.count <= config.maxTokenBytes else { return .denied("the token is longer than \(config.maxTokenBytes) bytes") }
         // The signature's bytes (the token's end) differ between any two tokens: hashing the last
         // 32 and the length is enough for the table, and the full comparison below decides.
@@ -61,17 +61,11 @@ final class JWTAuthenticator {
         if let hit = refused[key], hit.untilMs > nowMs, hit.token.elementsEqualBytes(token) { return .denied(hit.why) }
         switch verify(token, nowS: Double(nowMs) / 1000) {
         case .failure(let why):
-            if refused.count >= Self.maxCached {
-                refused = refused.filter { $0.value.untilMs > nowMs }
-                if refused.count >= Self.maxCached { refused.removeAll(keepingCapacity: true) }
-            }
+            makeRoom(in: &refused, max: Self.maxCached) { $0.untilMs > nowMs }
             refused[key] = (Array(token), nowMs + Self.refusedCacheS * 1000, why.message)
             return .denied(why.message)
         case .success(let (value, expiresS)):
-            if accepted.count >= Self.maxCached {
-                accepted = accepted.filter { $0.value.untilMs > nowMs }
-                if accepted.count >= Self.maxCached { accepted.removeAll(keepingCapacity: true) }
-            }
+            makeRoom(in: &accepted, max: Self.maxCached) { $0.untilMs > nowMs }
             let expiresMs = expiresS.map { $0 * 1000 < Double(Int64.max / 2) ? Int64($0 * 1000) : Int64.max } ?? Int64.max
             let until = min(nowMs + Self.cacheS * 1000, expiresMs)
             accepted[key] = (Array(token), until, value)
@@ -169,15 +163,6 @@ final class JWTAuthenticator {
             return parts.isEmpty ? nil : Array(parts.joined(separator: Array(", ".utf8)))
         default: return nil
         }
-    }
-
-    /// The token of `Bearer TOKEN` (the scheme's case ignored, spaces around trimmed).
-    private static func bearerToken(_ field: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
-        var rest = field.drop { $0 == 0x20 || $0 == 0x09 }
-        guard rest.count > 7, rest.prefix(6).map({ $0 | 0x20 }) == Array("bearer".utf8), rest[rest.startIndex + 6] == 0x20 else { return nil }
-        rest = rest.dropFirst(7).drop { $0 == 0x20 }
-        while let last = rest.last, last == 0x20 || last == 0x09 { rest = rest.dropLast() }
-        return rest.isEmpty ? nil : rest
     }
 }
 

@@ -14,14 +14,12 @@ import argparse
 import asyncio
 import http.server
 import json
-import signal
 import sys
 import threading
-import time
 
 import websockets
 
-from status_page_check import CDP, Browser, Failure, find_chromium
+from status_page_check import CDP, Failure, run_in_browser
 
 FETCHES = """(async () => {
   const B = %s;
@@ -124,36 +122,12 @@ def main():
     parser.add_argument("--chromium")
     parser.add_argument("--timeout", type=float, default=40)
     args = parser.parse_args()
-
-    def terminated(signum, _frame):
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, terminated)
-
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.page_port), PageHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    out = {}
-    error = None
-    browser = None
-    started = time.monotonic()
     try:
-        browser = Browser(find_chromium(args.chromium))
-        asyncio.run(asyncio.wait_for(check(args, browser, out), args.timeout))
-    except (asyncio.TimeoutError, TimeoutError):
-        error = f"timed out after {args.timeout:g} s while {out.get('stage', '?')}"
-    except Failure as failure:
-        error = str(failure)
-    except (OSError, websockets.WebSocketException) as problem:
-        error = f"{type(problem).__name__}: {problem} (while {out.get('stage', '?')})"
+        return run_in_browser("cors_check", args, check, {})
     finally:
-        if browser:
-            browser.close()
         server.shutdown()
-    out["elapsed_s"] = round(time.monotonic() - started, 2)
-    print(json.dumps(out, ensure_ascii=False), flush=True)
-    if error:
-        print(f"cors_check: {error}", file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -295,19 +295,14 @@ async def check(args, browser, out):
         raise Failure(f"#total-requests did not change in 2.5 s (still {out['first']['total_requests']!r})")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--screenshot", required=True)
-    parser.add_argument("--chromium")
-    parser.add_argument("--timeout", type=float, default=40)
-    args = parser.parse_args()
-
+def run_in_browser(name, args, check, out):
+    """Runs `check(args, browser, out)` in a fresh headless Chromium within `args.timeout`,
+    always removing Chromium, then prints `out` as one JSON line. Returns the exit status (0, or
+    1 with the reason on stderr as `NAME: …`)."""
     def terminated(signum, _frame):
         raise SystemExit(128 + signum)  # so that `finally` still removes Chromium
     signal.signal(signal.SIGTERM, terminated)
 
-    out = {"first": None, "second": None, "polls": 0, "title": None, "screenshot": None, "external_requests": []}
     error = None
     browser = None
     started = time.monotonic()
@@ -328,9 +323,20 @@ def main():
         out["chromium_stderr"] = list(browser.stderr_tail)
     print(json.dumps(out, ensure_ascii=False), flush=True)
     if error:
-        print(f"status_page_check: {error}", file=sys.stderr)
+        print(f"{name}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--screenshot", required=True)
+    parser.add_argument("--chromium")
+    parser.add_argument("--timeout", type=float, default=40)
+    args = parser.parse_args()
+    out = {"first": None, "second": None, "polls": 0, "title": None, "screenshot": None, "external_requests": []}
+    return run_in_browser("status_page_check", args, check, out)
 
 
 if __name__ == "__main__":
