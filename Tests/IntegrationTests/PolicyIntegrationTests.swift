@@ -318,9 +318,12 @@ import Testing
         defer { redis.stop() }
         let backend = try startBackend()
         defer { backend.stop() }
-        let open = try startProxy(config: config(backend: backend.port, redis: redis.port, burst: 1))
+        // One worker each: every worker has its own Redis connection and reconnect backoff, so
+        // with two a request could reach a worker still waiting to reconnect after the check
+        // below saw its sibling reconnected (a fail-closed 503 that is correct, but not the point).
+        let open = try startProxy(config: config(backend: backend.port, redis: redis.port, burst: 1), workers: 1)
         defer { open.stop() }
-        let closed = try startProxy(config: config(backend: backend.port, redis: redis.port, onError: "deny", burst: 1))
+        let closed = try startProxy(config: config(backend: backend.port, redis: redis.port, onError: "deny", burst: 1), workers: 1)
         defer { closed.stop() }
         #expect(try (0..<2).map { _ in try ask(open.port).status } == [200, 200])
         #expect(try ask(open.port).status == 429)
@@ -694,6 +697,85 @@ enum ProxyProtocolBytes {
         #expect(try get(proxy.port, "/_metrics").text.contains("proxy_policy_refusals_total{reason=\"auth\"}"))
     }
 
+    @Test func keysFromAnHTTPSURLAreFetchedRefetchedForANewKidAndKeptWhenTheServerGoes() throws {
+        let python = try testPython(["jwt": "PyJWT", "cryptography": "cryptography"])
+        let dir = NSTemporaryDirectory() + "jwks-url-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var output = ""
+        #expect(run(python, [packageRoot.appendingPathComponent("Tests/IntegrationTests/Python/make_jwts.py").path, dir], output: &output) == 0, "\(output)")
+        let tokens = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: String], "\(output)")
+        let served = dir + "/served.json"
+        try FileManager.default.copyItem(atPath: dir + "/jwks.json", toPath: served)
+        let certs = try TestCertificates()
+        defer { certs.remove() }
+        let leaf = try certs.leaf("jwks", names: ["localhost", "127.0.0.1"])
+        let server = try ManagedProcess("/usr/bin/python3", [packageRoot.appendingPathComponent("Tests/IntegrationTests/Python/jwks_server.py").path,
+                                                             leaf.cert, leaf.key, served], absolute: true)
+        defer { server.stop() }
+        func fetches(_ path: String) -> Int { server.log.split(separator: "\n").filter { $0.hasPrefix("jwks_server: fetch ") && $0.hasSuffix(" " + path) }.count }
+        let backend = try startBackend()
+        defer { backend.stop() }
+        let claims = #""issuer": "https://id.example", "audience": "api", "forward_claims": {"sub": "X-User-Id"}"#
+        let proxy = try startProxy(config: """
+            {"backends": [{"url": "http://127.0.0.1:\(backend.port)"}],
+             "routes": [{"path": "/api", "upstream": "default", "auth": {"jwt": {"jwks": {"url": "https://localhost:\(server.port)/jwks.json",
+                           "ca": "\(certs.caFile)", "min_refetch_s": 2, "refresh_s": 3600}, \(claims)}}},
+                        {"path": "/chunked", "upstream": "default", "auth": {"jwt": {"jwks": {"url": "https://127.0.0.1:\(server.port)/chunked/jwks.json",
+                           "ca": "\(certs.caFile)", "refresh_s": 1}, \(claims)}}},
+                        {"path": "/untrusted", "upstream": "default", "auth": {"jwt": {"jwks": {"url": "https://localhost:\(server.port)/jwks.json", "timeout_ms": 2000}}}},
+                        {"path": "/", "upstream": "default"}],
+             "health_check": {"path": null, "interval_ms": 60000}, "access_log": null}
+            """, workers: 2)
+        defer { proxy.stop() }
+        func ask(_ path: String, _ token: String) throws -> HTTPResponse {
+            try TestConnection(port: proxy.port).request("GET", path, headers: ["Authorization": "Bearer " + token])
+        }
+        // At start each URL is fetched once; requests that come first wait for it.
+        let first = try ask("/api/echo", tokens["es256"]!)
+        #expect(first.status == 200 && (first.json["headers"] as? [String: Any])?["x-user-id"] as? String == "user-42", "\(first.status) \(first.text)")
+        #expect(try ask("/chunked/echo", tokens["rs256"]!).status == 200, "a chunked answer is read too")
+        #expect(fetches("/jwks.json") == 1, "\(server.log)")
+        // A server the system's CAs do not vouch for: no keys, so 503 (not 401) saying why.
+        let untrusted = try ask("/untrusted/echo", tokens["es256"]!)
+        #expect(untrusted.status == 503 && untrusted.text.contains("could not be fetched yet") && untrusted.text.contains("certificate")
+                && untrusted.header("Retry-After") != nil, "\(untrusted.status) \(untrusted.text)")
+        #expect(eventually(3) { proxy.log.contains("jwks: https://localhost:\(server.port)/jwks.json: TLS:") }, "\(proxy.log)")
+
+        // A kid the keys lack, within min_refetch_s of the start: refused at once, no fetch.
+        #expect(try ask("/api/echo", tokens["rotated"]!).status == 401)
+        #expect(fetches("/jwks.json") == 1, "\(server.log)")
+        Thread.sleep(forTimeInterval: 2.2)
+        // Later: one fetch (the request waits for it); the server still lacks the key: 401.
+        #expect(try ask("/api/echo", tokens["rotated"]!).status == 401)
+        #expect(fetches("/jwks.json") == 2, "\(server.log)")
+        #expect(try ask("/api/echo", tokens["rotated"]!).status == 401)
+        #expect(fetches("/jwks.json") == 2, "at most one fetch per min_refetch_s: \(server.log)")
+        // The provider rotates; the next token with the new kid fetches it and passes.
+        try FileManager.default.removeItem(atPath: served)
+        try FileManager.default.copyItem(atPath: dir + "/jwks_rotated.json", toPath: served)
+        Thread.sleep(forTimeInterval: 2.2)
+        let rotated = try ask("/api/echo", tokens["rotated"]!)
+        #expect(rotated.status == 200 && (rotated.json["headers"] as? [String: Any])?["x-user-id"] as? String == "user-rotated", "\(rotated.status) \(rotated.text)")
+        #expect(fetches("/jwks.json") == 3, "\(server.log)")
+        #expect(proxy.log.contains("(ec1, rsa1, ed1, ec2)"), "the new keys are logged: \(proxy.log)")
+        // refresh_s: 1 — the chunked URL is fetched again in the background.
+        #expect(fetches("/chunked/jwks.json") >= 3, "\(server.log)")
+
+        // A reload that keeps the URL keeps its keys: no fetch, the new kid still passes.
+        proxy.signal(SIGHUP)
+        #expect(eventually(5) { proxy.log.contains("reload: ") }, "\(proxy.log)")
+        #expect(try ask("/api/echo", tokens["rotated"]!).status == 200)
+        #expect(fetches("/jwks.json") == 3, "\(server.log)")
+
+        // The server goes away: the keys fetched stay in use, for cached and new tokens alike.
+        server.stop()
+        #expect(try ask("/api/echo", tokens["rotated"]!).status == 200)
+        #expect(try ask("/api/echo", tokens["other_user"]!).status == 200)
+        #expect(try ask("/api/echo", tokens["wrong_key"]!).status == 401)
+        #expect(try ask("/chunked/echo", tokens["eddsa"]!).status == 200)
+        #expect(try get(proxy.port, "/elsewhere").status == 200)
+    }
+
     @Test func jwtConfigMistakesAreNamed() throws {
         let dir = NSTemporaryDirectory() + "jwt-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -704,10 +786,10 @@ enum ProxyProtocolBytes {
         try Data(#"{"keys": [{"kty": "RSA", "kid": "weak", "n": "\#(n)", "e": "AQAB"}]}"#.utf8).write(to: URL(fileURLWithPath: dir + "/weak.json"))
         for (auth, expected) in [
             (#"{"jwt": {"jwks": "\#(dir)/empty.json"}}"#, "holds no key this proxy can check"),
-            (#"{"jwt": {"jwks": "https://id.example/jwks"}}"#, "fetching a JWKS from a URL is not built yet"),
+            (#"{"jwt": {"jwks": "http://id.example/jwks"}}"#, "use https://"),
             (#"{"jwt": {"secret_file": "\#(dir)/short.key"}}"#, "an HS256 secret needs 32 to 4096"),
             (#"{"jwt": {"secret_file": "\#(dir)/nope.key"}}"#, "cannot read"),
-            (#"{"jwt": {"issuer": "x"}}"#, "policy.auth.jwt.jwks: missing"),
+            (#"{"jwt": {"issuer": "x"}}"#, "policy.auth.jwt.jwks: missing; a JWKS file or https:// URL"),
             (#"{"jwt": {"jwks": "\#(dir)/weak.json"}}"#, "is not a valid public key (RSA needs 2048"),
         ] {
             let config = writeTempFile(#"{"backends": [{"url": "http://127.0.0.1:1"}], "policy": {"auth": \#(auth)}}"#, suffix: ".json")

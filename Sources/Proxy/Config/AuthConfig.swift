@@ -15,10 +15,13 @@ public struct AuthConfig: Sendable, Equatable {
         public var users: [String: String] = [:]
     }
 
-    /// Bearer JSON Web Tokens (RFC 7519) signed with a key of a JWKS file or a shared secret.
+    /// Bearer JSON Web Tokens (RFC 7519) signed with a key of a JWKS (a file, or a URL the
+    /// proxy fetches) or a shared secret.
     public struct JWT: Sendable, Equatable {
-        /// The keys (a JWKS file's, read at load and reload).
+        /// The keys of a JWKS file (read at load and reload); empty with `remote`.
         public var keys: [JWK] = []
+        /// A JWKS fetched over HTTPS and kept fresh by the supervisor (`RemoteKeySet`); nil: none.
+        public var remote: JWKSSource?
         /// `secret_file`: the HS256 key (its bytes as they are in the file, a final newline
         /// dropped); nil: none.
         public var secret: [UInt8]?
@@ -34,6 +37,30 @@ public struct AuthConfig: Sendable, Equatable {
         public var forwardClaims: [ForwardedClaim] = []
         /// Tokens longer than this are refused unread.
         public var maxTokenBytes = 8192
+    }
+
+    /// `"jwks": "https://id.example/.well-known/jwks.json"` or the object form
+    /// `{"url": …, "refresh_s": 300, "min_refetch_s": 30, "timeout_ms": 5000, "ca": "ca.pem",
+    /// "max_bytes": 1048576}`: where the keys come from and how they are kept fresh.
+    public struct JWKSSource: Sendable, Hashable {
+        /// As written, for messages and `--check`.
+        public var url = ""
+        public var host = ""
+        public var port: UInt16 = 443
+        /// The request target: the URL's path and query (`/` when it has none).
+        public var target = "/"
+        /// false only for `http://` to a loopback host (keys for a local identity provider).
+        public var tls = true
+        /// CA certificates (PEM) the server's certificate must chain to; nil: the system's store.
+        public var ca: String?
+        /// The keys are fetched again this often (and at once, at most every `minRefetchS`,
+        /// when a token names a `kid` they lack).
+        public var refreshS = 300
+        public var minRefetchS = 30
+        /// One fetch, from connecting to the last byte, must take no longer.
+        public var timeoutMs = 5000
+        /// A larger document is refused (and the keys held so far kept).
+        public var maxBytes = 1 << 20
     }
 
     public struct ForwardedClaim: Sendable, Equatable {
@@ -65,6 +92,9 @@ public struct AuthConfig: Sendable, Equatable {
 }
 
 extension AuthConfig.JWT {
+    /// Every algorithm a JWKS key can check (not HS256, which needs `secret_file`).
+    static let publicKeyAlgorithms = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
+
     /// The algorithms each key type checks.
     static func algorithms(for key: AuthConfig.JWK) -> [String] {
         let all: [String]
@@ -82,11 +112,14 @@ extension AuthConfig.JWT {
     /// of other types, private keys' extra members and `use: "enc"` keys are skipped; no usable
     /// key is an error.
     static func loadJWKS(_ path: String) -> Result<[AuthConfig.JWK], AddressError> {
-        let bytes: [UInt8]
         switch AuthConfig.readSmallFile(path) {
-        case .success(let b): bytes = b
+        case .success(let bytes): return parseJWKS(bytes, from: path)
         case .failure(let e): return .failure(e)
         }
+    }
+
+    /// The usable keys of a JWKS document; `path` (a file name or URL) names it in errors.
+    static func parseJWKS(_ bytes: [UInt8], from path: String) -> Result<[AuthConfig.JWK], AddressError> {
         guard let document = try? JSONValue.parse(bytes), case .object(let members) = document,
               case .array(let list)? = members.first(where: { $0.0 == "keys" })?.1 else {
             return .failure(AddressError(message: "\(path) is not a JWKS (expected {\"keys\": [...]})"))

@@ -823,10 +823,12 @@ extension AuthConfig: ConfigSection {
             },
             ConfigField(key: "jwt", example: AuthConfig.JWT.example) { auth, value, at throws(ConfigError) in
                 auth.jwt = try AuthConfig.JWT.decode(value, at: at)
-                if auth.jwt!.keys.isEmpty && auth.jwt!.secret == nil {
-                    throw at.member("jwks", example: "\"keys/jwks.json\"").error("missing; a JWKS file (or \"secret_file\" for HS256)")
+                if auth.jwt!.keys.isEmpty && auth.jwt!.remote == nil && auth.jwt!.secret == nil {
+                    throw at.member("jwks", example: "\"keys/jwks.json\"").error("missing; a JWKS file or https:// URL (or \"secret_file\" for HS256)")
                 }
-                let usable = Set(auth.jwt!.keys.flatMap(AuthConfig.JWT.algorithms(for:)) + (auth.jwt!.secret != nil ? ["HS256"] : []))
+                // Keys fetched from a URL are not known yet: every public-key algorithm may be used.
+                let fetched = auth.jwt!.remote != nil ? AuthConfig.JWT.publicKeyAlgorithms : []
+                let usable = Set(auth.jwt!.keys.flatMap(AuthConfig.JWT.algorithms(for:)) + fetched + (auth.jwt!.secret != nil ? ["HS256"] : []))
                 if auth.jwt!.algorithms.isEmpty {
                     auth.jwt!.algorithms = usable.sorted()
                 } else if let unusable = auth.jwt!.algorithms.first(where: { !usable.contains($0) }) {
@@ -848,9 +850,17 @@ extension AuthConfig.JWT: ConfigSection {
     static var fields: [ConfigField<AuthConfig.JWT>] {
         [
             ConfigField(key: "jwks", example: "\"keys/jwks.json\"") { jwt, value, at throws(ConfigError) in
+                if case .object = value {
+                    jwt.remote = try AuthConfig.JWKSSource.decode(value, at: at)
+                    return
+                }
                 let text = try at.string(value)
-                if text.hasPrefix("https://") || text.hasPrefix("http://") {
-                    throw at.error("fetching a JWKS from a URL is not built yet; save it to a file and name the file (a reload reads it again)")
+                if text.contains("://") {
+                    var source = AuthConfig.JWKSSource()
+                    source.url = text
+                    try source.splitURL(at: at)
+                    jwt.remote = source
+                    return
                 }
                 switch AuthConfig.JWT.loadJWKS(CertificateEntry.resolve(text, against: at.file)) {
                 case .success(let keys): jwt.keys = keys
@@ -902,6 +912,63 @@ extension AuthConfig.JWT: ConfigSection {
                 }
             },
         ]
+    }
+}
+
+extension AuthConfig.JWKSSource: ConfigSection {
+    static var defaults: AuthConfig.JWKSSource { AuthConfig.JWKSSource() }
+    static var example: String { "{\"url\": \"https://id.example/.well-known/jwks.json\", \"refresh_s\": 300}" }
+
+    static var fields: [ConfigField<AuthConfig.JWKSSource>] {
+        [
+            ConfigField(key: "url", example: "\"https://id.example/.well-known/jwks.json\"") { source, value, at throws(ConfigError) in
+                source.url = try at.string(value)
+                try source.splitURL(at: at)
+            },
+            .integer("refresh_s", \.refreshS, 1...86400),
+            .integer("min_refetch_s", \.minRefetchS, 1...3600),
+            .integer("timeout_ms", \.timeoutMs, 100...60000),
+            .integer("max_bytes", \.maxBytes, 1024...(16 << 20)),
+            ConfigField(key: "ca", example: "\"certs/idp-ca.pem\"") { source, value, at throws(ConfigError) in
+                let path = CertificateEntry.resolve(try at.string(value), against: at.file)
+                guard access(path, R_OK) == 0 else { throw at.error("cannot read \(path): \(String(cString: strerror(errno)))") }
+                source.ca = path
+            },
+        ]
+    }
+
+    static func decode(_ value: JSONValue, at: ConfigLocation) throws(ConfigError) -> AuthConfig.JWKSSource {
+        let source: AuthConfig.JWKSSource = try decode(value, at: at, startingFrom: AuthConfig.JWKSSource())
+        guard !source.url.isEmpty else { throw at.member("url", example: "\"https://id.example/.well-known/jwks.json\"").error("missing; where the JWKS is fetched from") }
+        return source
+    }
+
+    /// Splits `url` into host, port and target. `https://` anywhere; `http://` only to a loopback
+    /// host, since keys fetched in clear text from elsewhere could be swapped on the way.
+    mutating func splitURL(at: ConfigLocation) throws(ConfigError) {
+        let text = url
+        guard let schemeEnd = text.firstRange(of: "://") else { throw at.error("expected a URL like \"https://id.example/.well-known/jwks.json\"") }
+        let scheme = text[..<schemeEnd.lowerBound].lowercased()
+        guard scheme == "https" || scheme == "http" else {
+            throw at.error("unsupported scheme \(JSONValue.quoted(scheme)); the JWKS is fetched over https://")
+        }
+        let rest = text[schemeEnd.upperBound...]
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        var path = rest[authorityEnd...]
+        if let hash = path.firstIndex(of: "#") { path = path[..<hash] }
+        if authority.contains("@") { throw at.error("credentials in the JWKS URL (\"user@\") are not supported") }
+        guard path.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { throw at.error("the URL's path has spaces or bytes outside ASCII; %-encode them") }
+        let parsed: (host: String, port: UInt16?)
+        do { parsed = try AddressSyntax.hostAndPort(authority, allowZeroPort: false) } catch { throw at.error(error.problem) }
+        tls = scheme == "https"
+        host = parsed.host
+        port = parsed.port ?? (tls ? 443 : 80)
+        target = path.isEmpty ? "/" : (path.hasPrefix("?") ? "/" + path : String(path))
+        let loopback = host == "localhost" || host.hasPrefix("127.") || host == "::1"
+        if !tls && !loopback {
+            throw at.error("keys fetched over http:// could be replaced on the way; use https:// (http:// is accepted only for a loopback host)")
+        }
     }
 }
 

@@ -173,7 +173,9 @@ extension PolicyConfig {
         if let auth, !auth.isOff {
             if let basic = auth.basic { parts.append("auth basic (\(basic.users.count) users from \(basic.htpasswd), realm \"\(basic.realm)\")") }
             if let jwt = auth.jwt {
-                var text = "auth jwt (\(jwt.algorithms.joined(separator: ", ")); \(jwt.keys.count) keys\(jwt.secret != nil ? " and a secret" : "")"
+                let keys = jwt.remote.map { "keys fetched from \($0.url) (every \($0.refreshS) s; on an unknown kid at most every \($0.minRefetchS) s)" }
+                    ?? "\(jwt.keys.count) keys"
+                var text = "auth jwt (\(jwt.algorithms.joined(separator: ", ")); \(keys)\(jwt.secret != nil ? " and a secret" : "")"
                 if let issuer = jwt.issuer { text += "; iss \(issuer)" }
                 if !jwt.audiences.isEmpty { text += "; aud \(jwt.audiences.joined(separator: ", "))" }
                 if !jwt.forwardClaims.isEmpty { text += "; forwards " + jwt.forwardClaims.map { "\($0.claim) as \($0.header)" }.joined(separator: ", ") }

@@ -152,7 +152,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                         field = r.bytes[f.value]
                     }
                     if let auth = route.authenticator, !admitByAuth(auth, field, route, normal) { return }
-                    if let tokens = route.tokenAuthenticator, !admitByToken(tokens, field) { return }
+                    if let tokens = route.tokenAuthenticator, !admitByToken(tokens, field, route, normal) { return }
                 }
                 step = .rate
             case .rate:
@@ -200,9 +200,16 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     }
 
     /// `auth.jwt`: true to go on (the token's claims noted for the backend and the rate limit);
-    /// false when answered 401.
-    private func admitByToken(_ auth: JWTAuthenticator, _ field: ArraySlice<UInt8>?) -> Bool {
+    /// false when answered (401, or 503 while no keys could be fetched) or waiting for a fetch of
+    /// the route's JWKS (then the auth step runs again when it has ended).
+    private func admitByToken(_ auth: JWTAuthenticator, _ field: ArraySlice<UInt8>?, _ route: Router.Route,
+                              _ normal: PathNormalizer.Result) -> Bool {
         switch auth.check(field, nowMs: Platform.wallClockMs()) {
+        case .waitForKeys:
+            server.waitForKeys(resumeLater(route, normal) { _ in .auth })
+            return false
+        case .unavailable(let why):
+            return refuseByPolicy(.auth, status: 503, reason: "Service Unavailable: \(why)", fields: [(name: "Retry-After", value: "5")])
         case .allowed(let accepted):
             x.pointee.claimFields = accepted.fields
             x.pointee.claimRateKey = accepted.rateKey

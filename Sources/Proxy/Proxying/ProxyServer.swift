@@ -53,6 +53,9 @@ public final class ProxyServer {
     private(set) var accessLog: AccessLogBuffer?
     /// The admin listener (`admin.listen`), on worker 0 only.
     private var adminListener: TCPListener?
+    /// Exchanges waiting for a JWKS fetch (`JWTAuthenticator.Verdict.waitForKeys`), resumed by
+    /// `keysFetched()`. Each resumes under the exchange's own staleness guard.
+    private var keyWaiters: [() -> Void] = []
     /// Open client connections.
     public private(set) var activeClients = 0
     private var clients: [ObjectIdentifier: any DownstreamConnectionControl] = [:]
@@ -687,6 +690,19 @@ public final class ProxyServer {
         drained()
     }
 
+    /// `resume` runs after the next JWKS fetch of any key set has ended (`keysFetched`).
+    func waitForKeys(_ resume: @escaping () -> Void) {
+        keyWaiters.append(resume)
+    }
+
+    /// A JWKS fetch ended (the supervisor says so; `WorkerMessage.keysFetched`): the exchanges
+    /// that waited for keys ask again.
+    public func keysFetched() {
+        let waiting = keyWaiters
+        keyWaiters.removeAll()
+        for resume in waiting { resume() }
+    }
+
     /// Closes every client connection at once (the memory worker between fuzz inputs).
     func closeAllConnections() {
         for c in Array(clients.values) { c.forceClose() }
@@ -709,6 +725,7 @@ public final class ProxyServer {
         accessLog?.close()
         accessLog = nil
         redis?.close()
+        keyWaiters.removeAll()
         for b in settings.backends { b.pool.closeAll() }
     }
 }

@@ -24,6 +24,10 @@ public struct ConfigGeneration: Sendable {
     /// default pool; nil where a route has none), shared by every worker. A generation whose
     /// route keeps the same `rate_limit` at the same position keeps its table (`previous`).
     public let sharedRateLimits: [SharedRateLimitTable?]
+    /// One per distinct JWKS URL the routes' `auth.jwt` names, fetched by the supervisor
+    /// (`KeySetFetcher`) and read by every worker. A generation naming a source the previous one
+    /// had keeps its object, and so the keys fetched.
+    public let keySets: [RemoteKeySet]
 
     public init(number: Int, config: ProxyConfig, backends: [SharedBackend], upstreams: [SharedUpstream],
                 maxConnections: Int? = nil, tls: [TLSContext?] = [], httpsPort: UInt16? = nil,
@@ -36,6 +40,12 @@ public struct ConfigGeneration: Sendable {
             }
             return SharedRateLimitTable(limit)
         }
+        var sets: [RemoteKeySet] = []
+        for policy in config.routes.map({ $0.policy.merged(over: config.policy) }) + [config.policy] {
+            guard let source = policy.auth?.jwt?.remote, !sets.contains(where: { $0.source == source }) else { continue }
+            sets.append(previous?.keySets.first { $0.source == source } ?? RemoteKeySet(source))
+        }
+        keySets = sets
         self.routeRefusals = routeRefusals ?? (0..<max(workers, 1)).map { _ in
             CounterSlab(count: (config.routes.count + 1) * RoutePolicy.Refusal.allCases.count)
         }
@@ -109,7 +119,8 @@ final class ServerSettings {
                             weights: members.map(\.shared.effectiveWeight))
         }
         self.upstreams = upstreams
-        router = Router(config, previous: previousRouter, sharedRateLimits: generation.sharedRateLimits, redis: redis) { name in upstreams.firstIndex { $0.name == name } }
+        router = Router(config, previous: previousRouter, sharedRateLimits: generation.sharedRateLimits, redis: redis,
+                        keySets: generation.keySets) { name in upstreams.firstIndex { $0.name == name } }
         headLimits = HeadLimits(config.limits)
         allowedMethods = config.limits.allowedMethods.map { Array($0.utf8) }
         adminPaths = AdminPaths(config.admin)

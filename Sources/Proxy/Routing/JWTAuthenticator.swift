@@ -10,6 +10,11 @@ import Glibc
 /// algorithm (an RSA public key used as an HMAC secret), unknown `kid`s, `crit` headers, tokens
 /// over `max_token_bytes`.
 ///
+/// Keys fetched from a URL (`remote`) are picked up when their version moves (both caches are
+/// then dropped: a key taken out of the JWKS no longer lets its tokens in). A token that no key
+/// checks — none fetched yet, or none with its `kid` — asks for a fetch (`RemoteKeySet.needKeys`):
+/// the request waits for it, or, inside `min_refetch_s` of the last one, is refused at once.
+///
 /// Threading: one worker's loop.
 final class JWTAuthenticator {
     /// What a passed token brings to the request: the `forward_claims` fields (rendered
@@ -23,6 +28,17 @@ final class JWTAuthenticator {
         case allowed(Accepted)
         /// 401: why, for the client.
         case denied(String)
+        /// No key checks the token yet and a fetch of the JWKS is under way: ask again when it
+        /// has ended (`WorkerMessage.keysFetched`).
+        case waitForKeys
+        /// 503: no keys could be fetched yet; why, for the client.
+        case unavailable(String)
+    }
+
+    /// A token refused; `keyMissing` when no key could check it (a fetch might bring one).
+    struct Refusal: Error {
+        let message: String
+        var keyMissing = false
     }
 
     let config: AuthConfig.JWT
@@ -31,7 +47,12 @@ final class JWTAuthenticator {
     let refusedChallenge = "Bearer error=\"invalid_token\""
     static let maxCached = 4096
     static let cacheS: Int64 = 300
-    private let keys: [SignatureKey]
+    /// The keys in use: the file's and the secret, or the secret and the last fetched ones.
+    private var keys: [SignatureKey]
+    /// The JWKS URL's keys (nil: a file, or a secret only).
+    let remote: RemoteKeySet?
+    /// `remote`'s version that `keys` holds.
+    private var remoteVersion: UInt64 = 0
     private let algorithms: Set<SignatureKey.Algorithm>
     /// The claim of the route's `jwt:CLAIM` rate-limit key (nil: none).
     let rateClaim: String?
@@ -43,23 +64,48 @@ final class JWTAuthenticator {
     private var refused: [UInt64: (token: [UInt8], untilMs: Int64, why: String)] = [:]
     static let refusedCacheS: Int64 = 10
 
-    init(_ config: AuthConfig.JWT, rateClaim: String?) {
+    init(_ config: AuthConfig.JWT, rateClaim: String?, remote: RemoteKeySet? = nil) {
         self.config = config
         self.rateClaim = rateClaim
-        keys = config.keys.compactMap(SignatureKey.make) + (config.secret.flatMap(SignatureKey.secret).map { [$0] } ?? [])
+        self.remote = remote
+        keys = Self.keys(config.keys, secret: config.secret)
         algorithms = Set(config.algorithms.compactMap(SignatureKey.Algorithm.init(rawValue:)))
+    }
+
+    private static func keys(_ jwks: [AuthConfig.JWK], secret: [UInt8]?) -> [SignatureKey] {
+        jwks.compactMap(SignatureKey.make) + (secret.flatMap(SignatureKey.secret).map { [$0] } ?? [])
+    }
+
+    /// Takes up the fetched keys when they changed since the last look.
+    private func followRemoteKeys() {
+        guard let remote, remote.version != remoteVersion else { return }
+        let now = remote.current()
+        keys = Self.keys(now.keys, secret: config.secret)
+        remoteVersion = now.version
+        accepted.removeAll()
+        refused.removeAll()
     }
 
     func check(_ field: ArraySlice<UInt8>?, nowMs: Int64) -> Verdict {
         guard let field else { return .denied("this route needs a bearer token") }
         guard let token = authorizationCredentials(field, scheme: "bearer") else { return .denied("the Authorization field is not a Bearer token") }
         guard token.count <= config.maxTokenBytes else { return .denied("the token is longer than \(config.maxTokenBytes) bytes") }
+        followRemoteKeys()
         // The signature's bytes (the token's end) differ between any two tokens: hashing the last
         // 32 and the length is enough for the table, and the full comparison below decides.
         let key = token.suffix(32).withUnsafeBytes { StableHash.hash($0) } &+ UInt64(token.count)
         if let hit = accepted[key], hit.untilMs > nowMs, hit.token.elementsEqualBytes(token) { return .allowed(hit.value) }
         if let hit = refused[key], hit.untilMs > nowMs, hit.token.elementsEqualBytes(token) { return .denied(hit.why) }
         switch verify(token, nowS: Double(nowMs) / 1000) {
+        case .failure(let why) where why.keyMissing && remote != nil:
+            // Not cached: the next fetch may bring the key.
+            switch remote!.needKeys(nowMs: Int64(Platform.monotonicNanos() / 1_000_000)) {
+            case .wait: return .waitForKeys
+            case .refuse:
+                guard remoteVersion == 0 else { return .denied(why.message) }
+                let problem = remote!.current().problem.map { ": " + $0 } ?? ""
+                return .unavailable("the keys that check tokens here could not be fetched yet\(problem)")
+            }
         case .failure(let why):
             makeRoom(in: &refused, max: Self.maxCached) { $0.untilMs > nowMs }
             refused[key] = (Array(token), nowMs + Self.refusedCacheS * 1000, why.message)
@@ -73,8 +119,10 @@ final class JWTAuthenticator {
         }
     }
 
-    private func verify(_ token: ArraySlice<UInt8>, nowS: Double) -> Result<(Accepted, Double?), AddressError> {
-        func refused(_ why: String) -> Result<(Accepted, Double?), AddressError> { .failure(AddressError(message: why)) }
+    private func verify(_ token: ArraySlice<UInt8>, nowS: Double) -> Result<(Accepted, Double?), Refusal> {
+        func refused(_ why: String, keyMissing: Bool = false) -> Result<(Accepted, Double?), Refusal> {
+            .failure(Refusal(message: why, keyMissing: keyMissing))
+        }
         let dots = token.indices.filter { token[$0] == UInt8(ascii: ".") }
         guard dots.count == 2 else { return refused("the token is not a signed JWT (three base64url parts)") }
         let headerPart = token[token.startIndex..<dots[0]], payloadPart = token[(dots[0] + 1)..<dots[1]]
@@ -100,7 +148,8 @@ final class JWTAuthenticator {
         let named = kid.map { k in keys.filter { $0.id == k && $0.algorithms.contains(alg) } } ?? []
         let candidates = !named.isEmpty ? named : Array(keys.filter { $0.id == nil && $0.algorithms.contains(alg) }.prefix(4))
         if candidates.isEmpty {
-            return refused(kid.map { "the token names a key this route does not know (kid \(JSONText.quote($0)))" } ?? "no key of this route checks the token's algorithm")
+            return refused(kid.map { "the token names a key this route does not know (kid \(JSONText.quote($0)))" } ?? "no key of this route checks the token's algorithm",
+                           keyMissing: true)
         }
         let signed = token[token.startIndex..<dots[1]]
         guard candidates.contains(where: { $0.verify(alg, data: signed, signature: signature) }) else {

@@ -51,7 +51,8 @@ struct Router {
 
         init(host: HostPattern, path: [UInt8], upstream: Int, stripLength: Int, forwardedPrefix: [UInt8],
              hostHeader: HostHeader, timeouts: TimeoutsConfig, description: String, policy: RoutePolicy, index: Int,
-             previous: Route? = nil, shared: SharedRateLimitTable? = nil, redis: RedisClient? = nil, name: String = "") {
+             previous: Route? = nil, shared: SharedRateLimitTable? = nil, redis: RedisClient? = nil, name: String = "",
+             keySets: [RemoteKeySet] = []) {
             self.index = index
             if let basic = policy.auth?.basic {
                 authenticator = previous?.authenticator.flatMap { $0.config == basic ? $0 : nil } ?? BasicAuthenticator(basic)
@@ -60,8 +61,9 @@ struct Router {
             }
             if let jwt = policy.auth?.jwt {
                 let claim: String? = if case .claim(let name)? = policy.rateLimit?.key { name } else { nil }
-                tokenAuthenticator = previous?.tokenAuthenticator.flatMap { $0.config == jwt && $0.rateClaim == claim ? $0 : nil }
-                    ?? JWTAuthenticator(jwt, rateClaim: claim)
+                let remote = jwt.remote.flatMap { source in keySets.first { $0.source == source } }
+                tokenAuthenticator = previous?.tokenAuthenticator.flatMap { $0.config == jwt && $0.rateClaim == claim && $0.remote === remote ? $0 : nil }
+                    ?? JWTAuthenticator(jwt, rateClaim: claim, remote: remote)
             } else {
                 tokenAuthenticator = nil
             }
@@ -107,7 +109,7 @@ struct Router {
     /// `sharedRateLimits`: `ConfigGeneration.sharedRateLimits`; `redis`: the worker's client of the
     /// top-level `redis` (global rate limits).
     init(_ config: ProxyConfig, previous: Router? = nil, sharedRateLimits: [SharedRateLimitTable?] = [],
-         redis: RedisClient? = nil, upstreamIndex: (String) -> Int?) {
+         redis: RedisClient? = nil, keySets: [RemoteKeySet] = [], upstreamIndex: (String) -> Int?) {
         let before = previous?.routes ?? []
         func previousRoute(_ index: Int) -> Route? { before.first { $0.index == index } }
         func shared(_ index: Int) -> SharedRateLimitTable? { index < sharedRateLimits.count ? sharedRateLimits[index] : nil }
@@ -129,14 +131,14 @@ struct Router {
                          hostHeader: hostHeader, timeouts: r.timeouts.applied(to: config.timeouts),
                          description: "host \(r.host) path \(r.path)" + (r.stripPrefix ? " (prefix stripped)" : ""),
                          policy: RoutePolicy(r.policy.merged(over: config.policy)), index: index, previous: previousRoute(index),
-                         shared: shared(index), redis: redis, name: r.label)
+                         shared: shared(index), redis: redis, name: r.label, keySets: keySets)
         }
         if let fallback = upstreamIndex(UpstreamConfig.defaultName), !config.backends.isEmpty {
             routes.append(Route(host: .any, path: [UInt8(ascii: "/")], upstream: fallback, stripLength: 0,
                                 forwardedPrefix: [], hostHeader: .preserve, timeouts: config.timeouts,
                                 description: "no route matched: the default pool", policy: RoutePolicy(config.policy),
                                 index: config.routes.count, previous: previousRoute(config.routes.count),
-                                shared: shared(config.routes.count), redis: redis, name: "default"))
+                                shared: shared(config.routes.count), redis: redis, name: "default", keySets: keySets))
         }
         self.routes = routes
         let normalization = config.pathNormalization

@@ -51,6 +51,8 @@ public final class Supervisor {
     private var reloadAgain = false
     /// Looks backend host names up again while running (`resolve_interval_ms`).
     private let discovery: BackendDiscovery
+    /// One per `generation.keySets` entry: keeps the JWKS URLs' keys fresh.
+    private var keyFetchers: [KeySetFetcher] = []
     /// The TTLs of the start-up lookups, by backend id (for the first re-resolution's timing).
     private var startTTLs: [String: Int] = [:]
 
@@ -198,11 +200,17 @@ public final class Supervisor {
 
     private func serve() -> Int32 {
         Platform.unblockAllSignals()  // before any thread starts, so they all inherit it
-        reportWakeup.onWake = { [unowned self] in self.handleReports() }
+        reportWakeup.onWake = { [unowned self] in
+            self.handleReports()
+            // The same wake-up carries workers' requests for a JWKS fetch (`RemoteKeySet.needKeys`).
+            self.keyFetchers.forEach { $0.serviceRequests() }
+        }
         reports.attach(reportWakeup.sender)
         watch([SIGINT, SIGTERM]) { [unowned self] signum in self.stopSignal(signum) }
         watch([SIGHUP]) { [unowned self] _ in self.reload() }
 
+        // Before the workers run: their first requests find the key sets' fetches under way.
+        followKeySets()
         let sockets = startSockets
         for index in 0..<workerCount {
             let inbox = Mailbox<WorkerMessage>()
@@ -283,6 +291,24 @@ public final class Supervisor {
         }
     }
 
+    /// Starts a fetcher for each key set of the generation that has none, and stops those of key
+    /// sets no longer named (a kept key set keeps its fetcher, its keys and its schedule).
+    private func followKeySets() {
+        let wanted = generation.keySets
+        let gone = keyFetchers.filter { f in !wanted.contains { $0 === f.keySet } }
+        gone.forEach { $0.stop() }
+        keyFetchers.removeAll { f in gone.contains { $0 === f } }
+        // Requests of the old generation waiting on a dropped key set: answer them now.
+        if !gone.isEmpty { for inbox in inboxes { inbox.post(.keysFetched) } }
+        for set in wanted where !keyFetchers.contains(where: { $0.keySet === set }) {
+            let fetcher = KeySetFetcher(set, loop: loop, wake: reportWakeup.sender) { [unowned self] in
+                for inbox in inboxes { inbox.post(.keysFetched) }
+            }
+            keyFetchers.append(fetcher)
+            fetcher.start()
+        }
+    }
+
     private func stopWorkers() {
         phase = .stopping
         for inbox in inboxes { inbox.post(.stopNow) }
@@ -294,6 +320,8 @@ public final class Supervisor {
         ticketRotation = nil
         resolver.cancelAll()
         discovery.stop()
+        keyFetchers.forEach { $0.stop() }
+        keyFetchers.removeAll()
         healthCheckers.forEach { $0.stop() }
         reports.detach()
         loop.closeAllHandles()
@@ -530,6 +558,7 @@ public final class Supervisor {
             healthCheckers.forEach { $0.start() }
         }
         discovery.configure(next, ttls: ttls)
+        followKeySets()
         if pending.waitingFor > 0 { unconfirmedReloads[generation.number] = pending } else { reloadConfirmed(pending) }
     }
 

@@ -9,6 +9,8 @@ public enum WorkerMessage: Sendable {
     case drain
     /// Close everything now (the grace period is over, or start-up failed).
     case stopNow
+    /// A fetch of a JWKS URL ended (the keys may have changed): requests waiting for keys go on.
+    case keysFetched
 }
 
 /// What a worker tells the supervisor.
@@ -95,6 +97,8 @@ final class Worker {
                 server.beginDrain { [unowned self] in self.stop() }
             case .stopNow:
                 stop()
+            case .keysFetched:
+                if !stopped { server.keysFetched() }
             }
         }
     }

@@ -40,6 +40,12 @@ def main() -> None:
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key().public_numbers()
     with open(f"{out}/weak_jwks.json", "w") as f:
         json.dump({"keys": [{"kty": "RSA", "kid": "weak", "n": b64(weak.n.to_bytes(128, "big")), "e": b64(weak.e.to_bytes(3, "big"))}]}, f)
+    # A rotation: the identity provider adds a second EC key ("ec2") beside the first.
+    rotated_ec = ec.generate_private_key(ec.SECP256R1())
+    rotated_pub = rotated_ec.public_key().public_numbers()
+    with open(f"{out}/jwks_rotated.json", "w") as f:
+        json.dump({"keys": jwks["keys"] + [{"kty": "EC", "crv": "P-256", "kid": "ec2", "x": b64(rotated_pub.x.to_bytes(32, "big")),
+                                            "y": b64(rotated_pub.y.to_bytes(32, "big"))}]}, f)
     with open(f"{out}/hs256.key", "wb") as f:
         f.write(secret + b"\n")
 
@@ -58,6 +64,7 @@ def main() -> None:
         "wrong_iss": jwt.encode(dict(claims, iss="https://evil.example"), ec_key, algorithm="ES256", headers={"kid": "ec1"}),
         "wrong_key": jwt.encode(claims, other_ec, algorithm="ES256", headers={"kid": "ec1"}),
         "unknown_kid": jwt.encode(claims, ec_key, algorithm="ES256", headers={"kid": "nope"}),
+        "rotated": jwt.encode(dict(claims, sub="user-rotated"), rotated_ec, algorithm="ES256", headers={"kid": "ec2"}),
         "alg_none": b64(json.dumps({"alg": "none", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode()) + ".",
         "huge_exp": jwt.encode(dict(claims, exp=1e300), ec_key, algorithm="ES256", headers={"kid": "ec1"}),
         "header_injection": jwt.encode(dict(claims, sub="x\r\nX-Admin: yes"), ec_key, algorithm="ES256", headers={"kid": "ec1"}),
