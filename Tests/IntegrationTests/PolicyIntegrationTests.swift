@@ -735,20 +735,21 @@ enum ProxyProtocolBytes {
         #expect(first.status == 200 && (first.json["headers"] as? [String: Any])?["x-user-id"] as? String == "user-42", "\(first.status) \(first.text)")
         #expect(try ask("/chunked/echo", tokens["rs256"]!).status == 200, "a chunked answer is read too")
         #expect(fetches("/jwks.json") == 1, "\(server.log)")
-        // A server the system's CAs do not vouch for: no keys, so 503 (not 401) saying why.
+        // A server the system's CAs do not vouch for: no keys, so 503 (not 401); the log says
+        // why, the client is not told the URL or the TLS detail.
         let untrusted = try ask("/untrusted/echo", tokens["es256"]!)
-        #expect(untrusted.status == 503 && untrusted.text.contains("could not be fetched yet") && untrusted.text.contains("certificate")
+        #expect(untrusted.status == 503 && untrusted.text.contains("could not be fetched yet") && !untrusted.text.contains("localhost")
                 && untrusted.header("Retry-After") != nil, "\(untrusted.status) \(untrusted.text)")
-        #expect(eventually(3) { proxy.log.contains("jwks: https://localhost:\(server.port)/jwks.json: TLS:") }, "\(proxy.log)")
+        #expect(eventually(3) { proxy.log.contains("jwks: https://localhost:\(server.port)/jwks.json: TLS:") && proxy.log.contains("certificate") },
+                "\(proxy.log)")
 
-        // A kid the keys lack, within min_refetch_s of the start: refused at once, no fetch.
-        #expect(try ask("/api/echo", tokens["rotated"]!).status == 401)
-        #expect(fetches("/jwks.json") == 1, "\(server.log)")
+        // A kid the keys lack, min_refetch_s after the start fetch: one fetch (the request waits
+        // for it); the server still lacks the key: 401. Right after: refused at once, no fetch.
         Thread.sleep(forTimeInterval: 2.2)
-        // Later: one fetch (the request waits for it); the server still lacks the key: 401.
         #expect(try ask("/api/echo", tokens["rotated"]!).status == 401)
         #expect(fetches("/jwks.json") == 2, "\(server.log)")
         #expect(try ask("/api/echo", tokens["rotated"]!).status == 401)
+        #expect(try ask("/api/echo", tokens["unknown_kid"]!).status == 401)
         #expect(fetches("/jwks.json") == 2, "at most one fetch per min_refetch_s: \(server.log)")
         // The provider rotates; the next token with the new kid fetches it and passes.
         try FileManager.default.removeItem(atPath: served)
@@ -757,7 +758,7 @@ enum ProxyProtocolBytes {
         let rotated = try ask("/api/echo", tokens["rotated"]!)
         #expect(rotated.status == 200 && (rotated.json["headers"] as? [String: Any])?["x-user-id"] as? String == "user-rotated", "\(rotated.status) \(rotated.text)")
         #expect(fetches("/jwks.json") == 3, "\(server.log)")
-        #expect(proxy.log.contains("(ec1, rsa1, ed1, ec2)"), "the new keys are logged: \(proxy.log)")
+        #expect(proxy.log.contains(#"4 keys ("ec1", "rsa1", "ed1", "ec2")"#), "the new keys are logged: \(proxy.log)")
         // refresh_s: 1 — the chunked URL is fetched again in the background.
         #expect(fetches("/chunked/jwks.json") >= 3, "\(server.log)")
 

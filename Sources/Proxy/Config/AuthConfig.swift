@@ -61,6 +61,9 @@ public struct AuthConfig: Sendable, Equatable {
         public var timeoutMs = 5000
         /// A larger document is refused (and the keys held so far kept).
         public var maxBytes = 1 << 20
+        /// A document with more usable keys is refused: every token is checked against the list,
+        /// and each worker builds every key.
+        public var maxKeys = 64
     }
 
     public struct ForwardedClaim: Sendable, Equatable {

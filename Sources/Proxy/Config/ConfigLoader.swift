@@ -929,9 +929,14 @@ extension AuthConfig.JWKSSource: ConfigSection {
             .integer("min_refetch_s", \.minRefetchS, 1...3600),
             .integer("timeout_ms", \.timeoutMs, 100...60000),
             .integer("max_bytes", \.maxBytes, 1024...(16 << 20)),
+            .integer("max_keys", \.maxKeys, 1...1024),
             ConfigField(key: "ca", example: "\"certs/idp-ca.pem\"") { source, value, at throws(ConfigError) in
                 let path = CertificateEntry.resolve(try at.string(value), against: at.file)
                 guard access(path, R_OK) == 0 else { throw at.error("cannot read \(path): \(String(cString: strerror(errno)))") }
+                // Read now too, so a file that holds no certificate fails the load, not every fetch.
+                do { _ = try TLSContext(clientCAFile: path) } catch let e as TLSSetupError { throw at.error("\(path): \(e.message)") } catch {
+                    throw at.error("\(path): \(error)")
+                }
                 source.ca = path
             },
         ]
@@ -965,7 +970,8 @@ extension AuthConfig.JWKSSource: ConfigSection {
         host = parsed.host
         port = parsed.port ?? (tls ? 443 : 80)
         target = path.isEmpty ? "/" : (path.hasPrefix("?") ? "/" + path : String(path))
-        let loopback = host == "localhost" || host.hasPrefix("127.") || host == "::1"
+        let literal = SocketAddress(ip: host, port: 0)
+        let loopback = host == "localhost" || literal.map { $0.addressBytes.count == 4 ? $0.addressBytes[0] == 127 : $0.addressBytes == [UInt8](repeating: 0, count: 15) + [1] } == true
         if !tls && !loopback {
             throw at.error("keys fetched over http:// could be replaced on the way; use https:// (http:// is accepted only for a loopback host)")
         }

@@ -49,6 +49,8 @@ struct ExchangeState: ~Copyable {
     /// the hash a `jwt:CLAIM` rate-limit key counts by.
     var claimFields: [UInt8] = []
     var claimRateKey: UInt64 = 3
+    /// The request already waited for a JWKS fetch: it may not wait for another.
+    var waitedForKeys = false
     var backendIndex = -1
     var upstream: UpstreamConnection?
     /// Backends tried for this request, and connections tried in all (`limits.max_upstream_attempts`).

@@ -204,9 +204,14 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// the route's JWKS (then the auth step runs again when it has ended).
     private func admitByToken(_ auth: JWTAuthenticator, _ field: ArraySlice<UInt8>?, _ route: Router.Route,
                               _ normal: PathNormalizer.Result) -> Bool {
-        switch auth.check(field, nowMs: Platform.wallClockMs()) {
+        switch auth.check(field, nowMs: Platform.wallClockMs(), mayWait: !x.pointee.waitedForKeys) {
         case .waitForKeys:
-            server.waitForKeys(resumeLater(route, normal) { _ in .auth })
+            // Once: a fetch that brought no key for the token ends the wait with a refusal.
+            x.pointee.waitedForKeys = true
+            guard server.waitForKeys(resumeLater(route, normal) { _ in .auth }) else {
+                return refuseByPolicy(.auth, status: 503, reason: "Service Unavailable: too many requests are waiting for signing keys; try again shortly",
+                                      fields: [(name: "Retry-After", value: "1")])
+            }
             return false
         case .unavailable(let why):
             return refuseByPolicy(.auth, status: 503, reason: "Service Unavailable: \(why)", fields: [(name: "Retry-After", value: "5")])
@@ -1306,6 +1311,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x.pointee.route = nil
         if !x.pointee.claimFields.isEmpty { x.pointee.claimFields.removeAll() }
         x.pointee.claimRateKey = 3
+        x.pointee.waitedForKeys = false
         x.pointee.servedBy = -1
         x.pointee.responseStatus = 0
         x.pointee.upstreamHeadNs = 0

@@ -4,7 +4,9 @@
 /// of body, and parses the answer with the proxy's own response parser (`HeadParser`,
 /// `ChunkedDecoder`). Only a 200 with a complete body counts; redirects are not followed.
 ///
-/// Bounded: one deadline (`timeoutMs`) covers the lookup, connecting, the handshake and reading;
+/// Bounded: one deadline (`timeoutMs`) covers the lookup, connecting, the handshake and reading,
+/// and each address gets its share of it to connect (an address that drops packets does not
+/// stop the next from being tried); the body is taken in as it arrives (each byte parsed once);
 /// the completion runs exactly once, on the loop, never from inside `start` — unless `cancel()`
 /// came first, after which it never runs.
 ///
@@ -19,6 +21,8 @@ final class DocumentFetch {
         var tls: TLSContext?
         var timeoutMs: Int
         var maxBytes: Int
+        /// The config's `resolver` servers (nil: the system resolver).
+        var servers: DNSServers? = nil
         /// The media type asked for (`Accept`).
         var accept = "application/json"
     }
@@ -31,7 +35,13 @@ final class DocumentFetch {
     private let soon: Timer
     private var stream: (any ConnectingStream)?
     private var addresses: [SocketAddress] = []
+    /// How long each address may take to connect (and finish the handshake).
+    private var attemptMs = 0
+    /// Bytes before the end of the response head (kept only until it has been parsed).
     private var received: [UInt8] = []
+    private var head: ResponseHead?
+    private var body: [UInt8] = []
+    private var decoder = ChunkedDecoder()
     private var completion: ((Result<[UInt8], AddressError>) -> Void)?
     /// Why the last address failed (reported when every one has).
     private var lastProblem = "no address"
@@ -54,11 +64,12 @@ final class DocumentFetch {
         timer.onFire = { [unowned self] in fail("no complete answer within \(request.timeoutMs) ms (\(lastProblem))") }
         timer.start(timeoutMs: UInt64(request.timeoutMs))
         lastProblem = "looking up \(request.host)"
-        resolver.resolveAll([(host: request.host, port: request.port, servers: nil)]) { [weak self] results in
+        resolver.resolveAll([(host: request.host, port: request.port, servers: request.servers)]) { [weak self] results in
             guard let self, self.completion != nil else { return }
             switch results[0] {
             case .success(let found):
                 self.addresses = found.addresses
+                self.attemptMs = max(250, self.request.timeoutMs / max(1, found.addresses.count))
                 // An IP literal answers synchronously, inside `start`: go on from the loop.
                 self.later { $0.connectNext() }
             case .failure(let problem):
@@ -96,22 +107,25 @@ final class DocumentFetch {
             connecting = tcp
         }
         stream = connecting
-        connecting.onRead = { [unowned self] bytes in
-            received.append(raw: bytes)
-            if received.count > request.maxBytes + 65536 { return fail("the answer is larger than \(request.maxBytes) bytes") }
-            evaluate(final: false)
-        }
+        connecting.onRead = { [unowned self] bytes in take(bytes) }
         connecting.onReadEnd = { [unowned self] code in
-            if code == UVError.eof { return evaluate(final: true) }
+            if code == UVError.eof { return ended() }
             if code == UVError.protocolError, let reason = (stream as? TLSStream)?.failureReason { return fail("TLS: \(reason)") }
             fail("reading from \(address): \(UVError(code))")
         }
         connecting.onWriteError = { [unowned self] code in fail("writing to \(address): \(UVError(code))") }
         let head = "GET \(request.target) HTTP/1.1\r\nHost: \(hostField)\r\nAccept: \(request.accept)\r\n"
             + "User-Agent: swift-proxy\r\nConnection: close\r\n\r\n"
+        // This address's share of the deadline to connect; then the next address.
+        soon.onFire = { [unowned self] in
+            lastProblem = "connecting to \(address): no answer within \(attemptMs) ms"
+            connectNext()
+        }
+        soon.start(timeoutMs: UInt64(attemptMs))
         do {
             try connecting.connect(to: address) { [weak self] status in
                 guard let self, self.completion != nil, self.stream === connecting else { return }
+                self.soon.stop()
                 if status == UVError.protocolError, let reason = (connecting as? TLSStream)?.failureReason {
                     // A certificate that does not verify is the same on every address.
                     return self.fail("TLS: \(reason)")
@@ -135,63 +149,79 @@ final class DocumentFetch {
         return request.port == (request.tls != nil ? 443 : 80) ? name : "\(name):\(request.port)"
     }
 
-    /// Finishes as soon as the body is complete; at the end of input, whatever is there decides.
-    private func evaluate(final: Bool) {
-        guard let end = headEnd() else {
-            if final { fail("the server closed the connection before a complete response head") }
-            else if received.count > 65536 { fail("the response head is larger than 64 KiB") }
-            return
-        }
-        let head: ResponseHead
-        do { head = try HeadParser.parseResponse(Array(received[..<end]), requestWasHEAD: false) } catch {
-            return fail("the response is not valid HTTP/1.1: \(error.reason)")
-        }
-        if head.isInterim {
-            received.removeSubrange(..<end)
-            return evaluate(final: final)
-        }
-        guard head.status == 200 else { return fail("status \(head.status)") }
-        let rest = received[end...]
-        switch head.framing {
-        case .none:
-            succeed([])
-        case .contentLength(let length):
-            guard length <= UInt64(request.maxBytes) else { return fail("the answer is larger than \(request.maxBytes) bytes") }
-            if rest.count >= Int(length) { return succeed(Array(rest.prefix(Int(length)))) }
-            if final { fail("the server closed the connection after \(rest.count) of \(length) body bytes") }
-        case .chunked:
-            var decoder = ChunkedDecoder()
-            var body: [UInt8] = []
-            do {
-                _ = try rest.withUnsafeBytes { (input) throws(HTTPParseError) -> Int in
-                    try decoder.decode(input) { (data) throws(HTTPParseError) in
-                        body.append(raw: data)
-                        if body.count > request.maxBytes { throw HTTPParseError(status: 502, reason: "the answer is larger than \(request.maxBytes) bytes") }
-                    }
-                }
-            } catch let error as HTTPParseError {
-                return fail(error.reason)
-            } catch {
-                return fail("\(error)")
+    private var tooLarge: String { "the answer is larger than \(request.maxBytes) bytes" }
+
+    /// Bytes from the server: the head until it is complete (interim 1xx heads skipped), then
+    /// the body by its framing; finishes as soon as the body is complete.
+    private func take(_ bytes: UnsafeRawBufferPointer) {
+        guard completion != nil else { return }
+        guard let head else {
+            let scanFrom = max(0, received.count - 3)
+            received.append(raw: bytes)
+            guard let end = headEnd(from: scanFrom) else {
+                if received.count > 65536 { fail("the response head is larger than 64 KiB") }
+                return
             }
-            if decoder.isComplete { return succeed(body) }
-            if final { fail("the server closed the connection in the middle of a chunked body") }
+            let parsed: ResponseHead
+            do { parsed = try HeadParser.parseResponse(Array(received[..<end]), requestWasHEAD: false) } catch {
+                return fail("the response is not valid HTTP/1.1: \(error.reason)")
+            }
+            let rest = Array(received[end...])
+            received.removeAll()
+            if parsed.isInterim { return rest.withUnsafeBytes { take($0) } }
+            guard parsed.status == 200 else { return fail("status \(parsed.status)") }
+            self.head = parsed
+            if case .contentLength(let length) = parsed.framing, length > UInt64(request.maxBytes) { return fail(tooLarge) }
+            if parsed.framing == .none { return succeed() }
+            return rest.withUnsafeBytes { takeBody($0, parsed.framing) }
+        }
+        takeBody(bytes, head.framing)
+    }
+
+    private func takeBody(_ bytes: UnsafeRawBufferPointer, _ framing: BodyFraming) {
+        switch framing {
+        case .none:
+            succeed()
+        case .contentLength(let length):
+            body.append(raw: UnsafeRawBufferPointer(rebasing: bytes.prefix(Int(length) - body.count)))
+            if body.count == Int(length) { succeed() }
+        case .chunked:
+            do {
+                _ = try decoder.decode(bytes) { [self] (data) throws(HTTPParseError) in
+                    guard body.count + data.count <= request.maxBytes else { throw HTTPParseError(status: 502, reason: tooLarge) }
+                    body.append(raw: data)
+                }
+            } catch {
+                return fail(error.reason)
+            }
+            if decoder.isComplete { succeed() }
         case .untilClose:
-            if rest.count > request.maxBytes { return fail("the answer is larger than \(request.maxBytes) bytes") }
-            if final { succeed(Array(rest)) }
+            guard body.count + bytes.count <= request.maxBytes else { return fail(tooLarge) }
+            body.append(raw: bytes)
         }
     }
 
-    /// The index just past the head's blank line, if it has arrived.
-    private func headEnd() -> Int? {
+    /// The server closed the connection: what arrived decides.
+    private func ended() {
+        guard let head else { return fail("the server closed the connection before a complete response head") }
+        switch head.framing {
+        case .contentLength(let length): fail("the server closed the connection after \(body.count) of \(length) body bytes")
+        case .chunked: fail("the server closed the connection in the middle of a chunked body")
+        case .none, .untilClose: succeed()
+        }
+    }
+
+    /// The index just past the head's blank line, if it has arrived (looked for from `from`).
+    private func headEnd(from: Int) -> Int? {
         guard received.count >= 4 else { return nil }
-        for i in 3..<received.count where received[i] == 0x0A && received[i - 1] == 0x0D && received[i - 2] == 0x0A && received[i - 3] == 0x0D {
+        for i in max(3, from + 3)..<received.count
+        where received[i] == 0x0A && received[i - 1] == 0x0D && received[i - 2] == 0x0A && received[i - 3] == 0x0D {
             return i + 1
         }
         return nil
     }
 
-    private func succeed(_ body: [UInt8]) { finish(.success(body)) }
+    private func succeed() { finish(.success(body)) }
 
     private func fail(_ problem: String) { finish(.failure(AddressError(message: problem))) }
 

@@ -690,9 +690,16 @@ public final class ProxyServer {
         drained()
     }
 
-    /// `resume` runs after the next JWKS fetch of any key set has ended (`keysFetched`).
-    func waitForKeys(_ resume: @escaping () -> Void) {
+    /// At most this many exchanges of a worker wait for keys at once; more are refused (503), so
+    /// a flood of tokens with unknown `kid`s during a slow fetch costs bounded memory.
+    static let maxKeyWaiters = 4096
+
+    /// `resume` runs after the next JWKS fetch of any key set has ended (`keysFetched`). False:
+    /// too many wait already, and `resume` will not run.
+    func waitForKeys(_ resume: @escaping () -> Void) -> Bool {
+        guard keyWaiters.count < Self.maxKeyWaiters else { return false }
         keyWaiters.append(resume)
+        return true
     }
 
     /// A JWKS fetch ended (the supervisor says so; `WorkerMessage.keysFetched`): the exchanges

@@ -43,7 +43,13 @@ public struct ConfigGeneration: Sendable {
         var sets: [RemoteKeySet] = []
         for policy in config.routes.map({ $0.policy.merged(over: config.policy) }) + [config.policy] {
             guard let source = policy.auth?.jwt?.remote, !sets.contains(where: { $0.source == source }) else { continue }
-            sets.append(previous?.keySets.first { $0.source == source } ?? RemoteKeySet(source))
+            if let kept = previous?.keySets.first(where: { $0.source == source }) {
+                sets.append(kept)
+            } else {
+                // Other settings for the same URL and CA: a new set that starts with the keys held.
+                let same = previous?.keySets.first { $0.source.url == source.url && $0.source.ca == source.ca }
+                sets.append(RemoteKeySet(source, carrying: same))
+            }
         }
         keySets = sets
         self.routeRefusals = routeRefusals ?? (0..<max(workers, 1)).map { _ in

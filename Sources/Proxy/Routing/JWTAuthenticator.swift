@@ -86,7 +86,8 @@ final class JWTAuthenticator {
         refused.removeAll()
     }
 
-    func check(_ field: ArraySlice<UInt8>?, nowMs: Int64) -> Verdict {
+    /// `mayWait` false: the request already waited for a fetch, so a missing key now refuses it.
+    func check(_ field: ArraySlice<UInt8>?, nowMs: Int64, mayWait: Bool = true) -> Verdict {
         guard let field else { return .denied("this route needs a bearer token") }
         guard let token = authorizationCredentials(field, scheme: "bearer") else { return .denied("the Authorization field is not a Bearer token") }
         guard token.count <= config.maxTokenBytes else { return .denied("the token is longer than \(config.maxTokenBytes) bytes") }
@@ -99,12 +100,13 @@ final class JWTAuthenticator {
         switch verify(token, nowS: Double(nowMs) / 1000) {
         case .failure(let why) where why.keyMissing && remote != nil:
             // Not cached: the next fetch may bring the key.
-            switch remote!.needKeys(nowMs: Int64(Platform.monotonicNanos() / 1_000_000)) {
+            switch remote!.needKeys(nowMs: Int64(Platform.monotonicNanos() / 1_000_000), mayWait: mayWait) {
             case .wait: return .waitForKeys
             case .refuse:
+                // Why the fetch failed is in the proxy's log (the URL and the TLS or HTTP detail
+                // are not the client's business).
                 guard remoteVersion == 0 else { return .denied(why.message) }
-                let problem = remote!.current().problem.map { ": " + $0 } ?? ""
-                return .unavailable("the keys that check tokens here could not be fetched yet\(problem)")
+                return .unavailable("the keys that check tokens here could not be fetched yet")
             }
         case .failure(let why):
             makeRoom(in: &refused, max: Self.maxCached) { $0.untilMs > nowMs }
@@ -153,7 +155,9 @@ final class JWTAuthenticator {
         }
         let signed = token[token.startIndex..<dots[1]]
         guard candidates.contains(where: { $0.verify(alg, data: signed, signature: signature) }) else {
-            return refused("the token's signature does not verify")
+            // A kid no key has, tried with the kid-less keys in vain: with keys from a URL, the
+            // key may be new (a rotation), so it counts as missing (a fetch may bring it).
+            return refused("the token's signature does not verify", keyMissing: named.isEmpty && kid != nil && remote != nil)
         }
         // Only a signed payload is read.
         guard let payloadBytes = Base64.decode(payloadPart, url: true), case .object(let claims)? = try? JSONValue.parse(payloadBytes) else {

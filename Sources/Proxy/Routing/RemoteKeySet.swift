@@ -16,11 +16,19 @@ public final class RemoteKeySet: @unchecked Sendable {
     private let versionWord: UnsafeMutablePointer<UInt64>
     private let state: Locked<RemoteKeyState>
 
-    public init(_ source: AuthConfig.JWKSSource) {
+    /// `carrying`: the key set of the same URL and CA under other settings (a reload changed
+    /// `refresh_s`, say): its keys serve until this one's first fetch.
+    public init(_ source: AuthConfig.JWKSSource, carrying previous: RemoteKeySet? = nil) {
         self.source = source
+        var start = RemoteKeyState(minRefetchMs: Int64(source.minRefetchS) * 1000)
+        if let previous {
+            let held = previous.current()
+            start.keys = held.keys
+            start.version = held.version
+        }
         versionWord = .allocate(capacity: 1)
-        versionWord.initialize(to: 0)
-        state = Locked(RemoteKeyState(minRefetchMs: Int64(source.minRefetchS) * 1000))
+        versionWord.initialize(to: start.version)
+        state = Locked(start)
     }
 
     deinit { versionWord.deallocate() }
@@ -35,19 +43,21 @@ public final class RemoteKeySet: @unchecked Sendable {
 
     /// A worker found no key for a token: `.wait` when a fetch is under way or has just been
     /// asked for (the worker is told when it ends: `WorkerMessage.keysFetched`), `.refuse` when
-    /// the last fetch started less than `min_refetch_s` ago.
-    func needKeys(nowMs: Int64) -> RemoteKeyState.Answer {
+    /// the last fetch ended less than `min_refetch_s` ago, when the request already waited once
+    /// (`mayWait` false), or when no fetcher serves this key set any more.
+    func needKeys(nowMs: Int64, mayWait: Bool) -> RemoteKeyState.Answer {
         state.withLock { s in
-            guard let wake = s.wake else { return .refuse }
-            let answer = s.needKeys(nowMs: nowMs)
-            if answer == .wait && s.refetchWanted { wake.send() }
+            guard !s.retired else { return .refuse }
+            let answer = s.needKeys(nowMs: nowMs, mayWait: mayWait)
+            if answer == .wait && s.refetchWanted { s.wake?.send() }
             return answer
         }
     }
 
     // MARK: The supervisor's side
 
-    /// `wake` is sent when a worker asks for a fetch.
+    /// `wake` is sent when a worker asks for a fetch. A key set not attached yet (its generation
+    /// is being handed out) still tells workers to wait: its fetch is about to start.
     func attach(_ wake: Wakeup.Sender) {
         state.withLock { $0.wake = wake }
     }
@@ -59,6 +69,7 @@ public final class RemoteKeySet: @unchecked Sendable {
     func detach() {
         state.withLock { s in
             s.wake = nil
+            s.retired = true
             s.fetching = false
             s.refetchWanted = false
         }
@@ -67,16 +78,16 @@ public final class RemoteKeySet: @unchecked Sendable {
     /// Whether a worker asked for a fetch since the last one started.
     var isWanted: Bool { state.withLock { $0.refetchWanted } }
 
-    func fetchStarted(nowMs: Int64) {
-        state.withLock { $0.startFetch(nowMs: nowMs) }
+    func fetchStarted() {
+        state.withLock { $0.startFetch() }
     }
 
     /// A fetch ended with `keys` (nil: it failed, `problem` says why; the keys held so far stay).
     /// Returns whether the keys changed.
     @discardableResult
-    func fetchEnded(keys: [AuthConfig.JWK]?, problem: String?) -> Bool {
+    func fetchEnded(keys: [AuthConfig.JWK]?, problem: String?, nowMs: Int64) -> Bool {
         state.withLock { s in
-            let changed = s.finishFetch(keys: keys, problem: problem)
+            let changed = s.finishFetch(keys: keys, problem: problem, nowMs: nowMs)
             if changed { Atomics.sharedStore(versionWord, s.version) }
             return changed
         }
@@ -96,29 +107,36 @@ struct RemoteKeyState {
     var fetching = false
     /// A worker asked for a fetch that has not started yet.
     var refetchWanted = false
-    /// When the last fetch started (nil: never).
-    var lastStartMs: Int64?
+    /// When the last fetch ended (nil: none has). Measured from the end, so a fetch slower than
+    /// `min_refetch_s` cannot be followed at once by the next.
+    var lastEndMs: Int64?
     let minRefetchMs: Int64
     /// The supervisor's wake-up for `refetchWanted`.
     var wake: Wakeup.Sender?
+    /// No fetcher will serve this key set again.
+    var retired = false
 
     init(minRefetchMs: Int64) { self.minRefetchMs = minRefetchMs }
 
-    mutating func needKeys(nowMs: Int64) -> Answer {
+    /// `mayWait` false (the request was resumed after some fetch ended — maybe another key
+    /// set's): it may wait for a fetch of this set already asked for or under way, but never asks
+    /// for one itself, so no request can keep fetches going back to back.
+    mutating func needKeys(nowMs: Int64, mayWait: Bool) -> Answer {
         if fetching || refetchWanted { return .wait }
-        if let last = lastStartMs, nowMs - last < minRefetchMs { return .refuse }
+        guard mayWait else { return .refuse }
+        if let last = lastEndMs, nowMs - last < minRefetchMs { return .refuse }
         refetchWanted = true
         return .wait
     }
 
-    mutating func startFetch(nowMs: Int64) {
+    mutating func startFetch() {
         fetching = true
         refetchWanted = false
-        lastStartMs = nowMs
     }
 
-    mutating func finishFetch(keys fetched: [AuthConfig.JWK]?, problem why: String?) -> Bool {
+    mutating func finishFetch(keys fetched: [AuthConfig.JWK]?, problem why: String?, nowMs: Int64) -> Bool {
         fetching = false
+        lastEndMs = nowMs
         guard let fetched else {
             problem = why ?? "the fetch failed"
             return false

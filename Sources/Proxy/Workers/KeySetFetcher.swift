@@ -15,29 +15,18 @@ final class KeySetFetcher {
     private let wake: Wakeup.Sender
     private let onFetchEnded: () -> Void
     private var fetch: DocumentFetch?
-    /// The client context for `https://` (nil: cleartext to loopback); a context that could not
-    /// be built fails every fetch with `contextProblem`.
-    private let tls: TLSContext?
-    private let contextProblem: String?
+    /// The config's `resolver` servers (nil: the system resolver), as for backend names.
+    private let servers: DNSServers?
     private var failuresInARow = 0
     private var warnings = RateLimitedWarning(intervalMs: 60_000)
 
-    init(_ keySet: RemoteKeySet, loop: EventLoop, wake: Wakeup.Sender, onFetchEnded: @escaping () -> Void) {
+    init(_ keySet: RemoteKeySet, loop: EventLoop, wake: Wakeup.Sender, servers: DNSServers?, onFetchEnded: @escaping () -> Void) {
         self.keySet = keySet
         self.loop = loop
         self.wake = wake
+        self.servers = servers
         self.onFetchEnded = onFetchEnded
         timer = Timer(loop: loop)
-        var problem: String?
-        if keySet.source.tls {
-            do { tls = try TLSContext(clientCAFile: keySet.source.ca, verify: true, alpn: ["http/1.1"]) } catch {
-                tls = nil
-                problem = "TLS: \(error.message)"
-            }
-        } else {
-            tls = nil
-        }
-        contextProblem = problem
     }
 
     func start() {
@@ -64,18 +53,24 @@ final class KeySetFetcher {
         guard fetch == nil else { return }
         timer.stop()
         let source = keySet.source
-        keySet.fetchStarted(nowMs: Int64(Platform.monotonicNanos() / 1_000_000))
-        if let contextProblem {
-            // Reported from the loop, like any other failure.
-            timer.onFire = { [unowned self] in
-                timer.onFire = { [unowned self] in fetchNow() }
-                ended(.failure(AddressError(message: contextProblem)))
+        keySet.fetchStarted()
+        // A context per fetch: the CA file (or the system's store) is read each time, so a
+        // renewed CA needs no restart. Building it takes well under a millisecond.
+        var tls: TLSContext?
+        if source.tls {
+            do { tls = try TLSContext(clientCAFile: source.ca, verify: true, alpn: ["http/1.1"]) } catch {
+                let problem = "TLS: \(error.message)"
+                // Reported from the loop, like any other failure.
+                timer.onFire = { [unowned self] in
+                    timer.onFire = { [unowned self] in fetchNow() }
+                    ended(.failure(AddressError(message: problem)))
+                }
+                timer.start(timeoutMs: 0)
+                return
             }
-            timer.start(timeoutMs: 0)
-            return
         }
         let request = DocumentFetch.Request(host: source.host, port: source.port, target: source.target, tls: tls,
-                                            timeoutMs: source.timeoutMs, maxBytes: source.maxBytes)
+                                            timeoutMs: source.timeoutMs, maxBytes: source.maxBytes, servers: servers)
         let started = DocumentFetch(loop: loop, request)
         fetch = started
         started.start { [unowned self] result in
@@ -91,19 +86,21 @@ final class KeySetFetcher {
         switch result {
         case .success(let body):
             switch AuthConfig.JWT.parseJWKS(body, from: source.url) {
+            case .success(let parsed) where parsed.count > source.maxKeys:
+                problem = "\(source.url) holds \(parsed.count) usable keys; at most \(source.maxKeys) are taken (\"max_keys\")"
             case .success(let parsed): keys = parsed
             case .failure(let why): problem = why.message
             }
         case .failure(let why):
             problem = "\(source.url): \(why.message)"
         }
-        let changed = keySet.fetchEnded(keys: keys, problem: problem)
+        let changed = keySet.fetchEnded(keys: keys, problem: problem, nowMs: Int64(Platform.monotonicNanos() / 1_000_000))
         let nextMs: Int
         if let keys {
             failuresInARow = 0
             nextMs = source.refreshS * 1000
             if changed {
-                let kids = keys.map { $0.kid ?? "(no kid)" }.joined(separator: ", ")
+                let kids = keys.map { $0.kid.map(JSONText.quote) ?? "(no kid)" }.joined(separator: ", ")
                 Log.info("jwks: \(source.url): \(keys.count) key\(keys.count == 1 ? "" : "s") (\(kids))")
             }
         } else {

@@ -301,7 +301,7 @@ public final class Supervisor {
         // Requests of the old generation waiting on a dropped key set: answer them now.
         if !gone.isEmpty { for inbox in inboxes { inbox.post(.keysFetched) } }
         for set in wanted where !keyFetchers.contains(where: { $0.keySet === set }) {
-            let fetcher = KeySetFetcher(set, loop: loop, wake: reportWakeup.sender) { [unowned self] in
+            let fetcher = KeySetFetcher(set, loop: loop, wake: reportWakeup.sender, servers: BackendDiscovery.servers(config)) { [unowned self] in
                 for inbox in inboxes { inbox.post(.keysFetched) }
             }
             keyFetchers.append(fetcher)
@@ -537,6 +537,8 @@ public final class Supervisor {
                                       maxConnections: budget.maxConnections, tls: contexts,
                                       httpsPort: next.firstTLSListener.map { addresses[$0].port }, workers: workerCount,
                                       previous: generation)
+        // Before the workers get the generation: its new key sets' fetches are under way.
+        followKeySets()
         var pending = UnconfirmedReload(
             summary: "reload: \(path): generation \(generation.number): \(changes.summary)"
                 + sockets.sorted { $0.key < $1.key }.map { " (now listening on \($0.value.address))" }.joined()
@@ -558,7 +560,6 @@ public final class Supervisor {
             healthCheckers.forEach { $0.start() }
         }
         discovery.configure(next, ttls: ttls)
-        followKeySets()
         if pending.waitingFor > 0 { unconfirmedReloads[generation.number] = pending } else { reloadConfirmed(pending) }
     }
 
