@@ -831,3 +831,7 @@ int ctls_session_key_update(ctls_session *session) {
     }
     return 0;
 }
+
+const char *ctls_library_version(void) {
+    return OpenSSL_version(OPENSSL_VERSION);
+}

@@ -19,11 +19,16 @@ enum ProxyCommand {
         do {
             options = try CommandLineOptions.parse(arguments)
         } catch {
-            Log.plain("proxy: \(error)\n\n\(CommandLineOptions.usage)")
+            // One line that names the problem; the whole usage only on request.
+            Log.plain("proxy: \(error) (see `proxy --help`)")
             return 2
         }
         if options.help {
             print(CommandLineOptions.usage)
+            return 0
+        }
+        if options.version {
+            print("proxy \(ProxyVersion.current) (\(Platform.libraryVersions()))")
             return 0
         }
         let config: ProxyConfig
@@ -32,7 +37,7 @@ enum ProxyCommand {
                 ? Supervisor.applying(options, to: try ConfigLoader.load(path: options.configPath))
                 : try QuickStart.config(options)
         } catch {
-            Log.plain("proxy: \(error)")
+            Log.plain("proxy: \(error)" + (options.targets.isEmpty ? "" : " (see `proxy --help`)"))
             return options.targets.isEmpty ? 1 : 2
         }
         if let problem = SelfForwarding.problem(config) {
@@ -70,7 +75,28 @@ enum ProxyCommand {
                     if days < 14 { Log.warning("\(files.cert) expires in \(days) days") }
                 }
             }
+            // What starting would do first: bind every listen address and look every backend
+            // host name up. Either failing fails the check, as it would fail the start.
+            let source = options.targets.isEmpty ? options.configPath + ": " : ""
+            for listener in config.listeners {
+                if case .failure(let problem) = ListenSockets.probeBind(listener.address) {
+                    Log.plain("proxy: \(source)listen \(listener.address): \(problem.message)")
+                    return options.targets.isEmpty ? 1 : 2
+                }
+            }
+            var lookedUp: [String: String] = [:]
+            for b in config.allBackends where !b.hasIPLiteralHost && lookedUp[b.host] == nil {
+                do {
+                    let found = try SocketAddress.resolveAll(host: b.host, port: b.port, servers: Supervisor.dnsServers(config))
+                    lookedUp[b.host] = found.addresses.map(\.ipString).joined(separator: ", ")
+                } catch {
+                    Log.plain("proxy: \(source)backend \(b.id): \(b.host) does not resolve: \(error.message)")
+                    return options.targets.isEmpty ? 1 : 2
+                }
+            }
             print(options.targets.isEmpty ? "\(options.configPath): OK" : "--to: OK")
+            print("checked: every listen address can be bound"
+                + (lookedUp.isEmpty ? "" : "; every backend host name resolves"))
             for line in listenLines { print(line) }
             let workers = Supervisor.workerCount(config)
             print("workers: \(workers)\(config.workers == 0 ? " (one per CPU)" : ""), shutdown grace \(config.shutdownGraceMs) ms")
@@ -86,7 +112,10 @@ enum ProxyCommand {
                         : "resolved again every \(again) ms (sooner at a shorter record TTL)")
                         + " through " + (config.resolver.map { "DNS servers \($0.servers.joined(separator: ", "))" } ?? "the system resolver"))
                 }
-                for b in upstream.backends { print("  backend \(b.id): \(b.url)" + (b.weight != 1 ? " weight \(b.weight)" : "")) }
+                for b in upstream.backends {
+                    print("  backend \(b.id): \(b.url)" + (b.weight != 1 ? " weight \(b.weight)" : "")
+                        + (lookedUp[b.host].map { " (\(b.host) is \($0))" } ?? ""))
+                }
             }
             for line in config.routingTable { print(line) }
             for line in config.policySummary { print(line) }

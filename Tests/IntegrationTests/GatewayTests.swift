@@ -251,6 +251,87 @@ import Testing
         run(productsDirectory.appendingPathComponent("proxy").path, ["--help"], output: &help)
         #expect(help.contains("--to http://localhost:5173 --to /api=http://localhost:8080"))
     }
+
+    @Test func aRestartedDevServerIsReachedBeforeTheNextProbeAndProxyAnswersSaySo() throws {
+        let (deadFD, port) = listenOnLoopback()
+        close(deadFD)
+        let proxy = try ManagedProcess("proxy", ["--to", "http://127.0.0.1:\(port)", "--listen", "127.0.0.1:0", "--workers", "1"])
+        defer { proxy.stop() }
+        #expect(eventually(3) { backendStates(proxy.port)["backend1"] == false })
+        let down = try get(proxy.port, "/x")
+        #expect(down.status == 503 && down.header("Proxy-Status") == "swift-proxy; error=destination_unavailable", "\(down.status) \(down.headers)")
+        #expect(down.text.contains("no healthy backend"), "one connect was tried, and failed: still the 503")
+        // The dev server comes back: the next request reaches it although the probe (every
+        // second) has not said so yet.
+        let backend = try startBackend(port: port)
+        defer { backend.stop() }
+        let back = try get(proxy.port, "/x")
+        #expect(back.status == 200 && back.header("Proxy-Status") == nil, "\(back.status) \(back.text)")
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func theDownPageReloadsItselfInChromiumWhenTheBackendReturns() throws {
+        let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        let browser = try #require(chromium, "chromium is not installed: `make test` installs it (apt-get install chromium)")
+        let python = try pythonWithWebsockets()
+        let (deadFD, port) = listenOnLoopback()
+        close(deadFD)
+        let proxy = try ManagedProcess("proxy", ["--to", "http://127.0.0.1:\(port)", "--listen", "127.0.0.1:0", "--workers", "1"])
+        defer { proxy.stop() }
+        var output = ""
+        let script = packageRoot.appendingPathComponent("Tests/IntegrationTests/Python/down_page_check.py").path
+        let rc = run(python, [script, "--url", "http://127.0.0.1:\(proxy.port)/app", "--backend-port", String(port),
+                              "--chromium", browser, "--timeout", "60"], output: &output)
+        let jsonLine = output.split(separator: "\n").last { $0.hasPrefix("{") }.map(String.init) ?? ""
+        try #require(rc == 0, "down page check failed: \(output)")
+        let result = try #require(try JSONSerialization.jsonObject(with: Data(jsonLine.utf8)) as? [String: Any], "\(output)")
+        print("down page check: \(jsonLine)")
+        #expect((result["down_title"] as? String)?.hasPrefix("503") == true && result["watching"] as? Bool == true, "\(result)")
+        #expect((result["still_down_title"] as? String)?.hasPrefix("503") == true, "no reload while the backend is down: \(result)")
+        #expect((result["watch_text"] as? String)?.contains("Still down") == true, "\(result)")
+        #expect(result["final_title"] as? String == "back up" && (result["reloaded_after_s"] as? Double ?? 99) < 8, "\(result)")
+        #expect((result["external_requests"] as? [Any])?.isEmpty == true && (result["page_errors"] as? [Any])?.isEmpty == true, "\(result)")
+    }
+
+    @Test func theGatewayListensOnLoopbackAndCheckProbesWhatStartingWould() throws {
+        let (fd, port) = listenOnLoopback()
+        close(fd)
+        let proxy = try ManagedProcess("proxy", ["--to", "http://127.0.0.1:1", "--listen", ":\(port)", "--workers", "1"])
+        defer { proxy.stop() }
+        let start = proxy.log.split(separator: "\n").first { $0.contains("listening on") }.map(String.init) ?? ""
+        #expect(start.contains("listening on 127.0.0.1:\(port)"), "\(start)")
+        if start.contains("also on [::1]:\(port)") {
+            // Both loopback families answer (a browser may try either for localhost).
+            let s = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+            var a = sockaddr_in6()
+            a.sin6_family = sa_family_t(AF_INET6)
+            a.sin6_port = port.bigEndian
+            a.sin6_addr.__in6_u.__u6_addr8.15 = 1
+            let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(s, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+            #expect(rc == 0)
+            close(s)
+        }
+        let binary = productsDirectory.appendingPathComponent("proxy").path
+        var output = ""
+        // The running gateway holds the port with SO_REUSEPORT: --check of the same address passes.
+        #expect(run(binary, ["--to", "http://localhost:1", "--listen", "127.0.0.1:\(port)", "--check"], output: &output) == 0, "\(output)")
+        #expect(output.contains("checked: every listen address can be bound; every backend host name resolves"), "\(output)")
+        #expect(output.contains("backend backend1: http://localhost:1 (localhost is 127.0.0.1"), "\(output)")
+        // Another program's port, a name that does not resolve: refused, saying which.
+        let (busyFD, busy) = listenOnLoopback()
+        defer { close(busyFD) }
+        #expect(run(binary, ["--to", "http://localhost:1", "--listen", "127.0.0.1:\(busy)", "--check"], output: &output) == 2)
+        #expect(output.contains("listen 127.0.0.1:\(busy): cannot listen on 127.0.0.1:\(busy): already in use by another program"), "\(output)")
+        #expect(run(binary, ["--to", "http://no-such-host.invalid:1", "--listen", "127.0.0.1:0", "--check"], output: &output) == 2)
+        #expect(output.contains("backend backend1: no-such-host.invalid does not resolve"), "\(output)")
+        let config = writeTempFile(#"{"backends": [{"url": "http://no-such-host.invalid:1"}], "listen": "127.0.0.1:0"}"#, suffix: ".json")
+        #expect(run(binary, ["--config", config, "--check"], output: &output) == 1)
+        #expect(output.contains("\(config): backend backend1: no-such-host.invalid does not resolve"), "\(output)")
+        // One-line errors point at --help instead of printing it.
+        #expect(run(binary, ["--to", "http://localhost:1", "--host-header", "backnd"], output: &output) == 2)
+        #expect(output.contains(#"did you mean "backend"? (see `proxy --help`)"#) && !output.contains("usage:"), "\(output)")
+        #expect(run(binary, ["--version"], output: &output) == 0 && output.hasPrefix("proxy 0.") && output.contains("libuv"), "\(output)")
+    }
 }
 
 /// A backend that switches to a raw echo protocol: answers `Upgrade: raw-echo` with 101 and

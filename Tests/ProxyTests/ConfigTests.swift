@@ -454,7 +454,7 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
     @Test("An unknown key with no close match lists the valid keys")
     func unknownKeyWithoutSuggestionListsKeys() {
         expectError(withBackend(#""threads": 4"#), field: "threads",
-                    problem: #"unknown key; expected one of "listen", "backends", "health_check", "balance", "hash_key", "outlier_detection", "retries", "sticky", "slow_start_ms", "max_connections_per_backend", "queue", "resolve_interval_ms", "send_proxy_protocol", "timeouts", "limits", "pool", "http2", "upstreams", "routes", "path_normalization", "workers""#)
+                    problem: #"unknown key; expected one of "listen", "backends", "health_check", "balance", "hash_key", "outlier_detection", "retries", "sticky", "slow_start_ms", "max_connections_per_backend", "queue", "resolve_interval_ms", "try_when_all_down", "send_proxy_protocol", "timeouts", "limits", "pool", "http2", "upstreams", "routes", "path_normalization", "workers""#)
     }
 
     // MARK: Loading files
@@ -624,7 +624,56 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
         #expect(config.timeouts.eventStreamIdleMs == 60000)
         #expect(try QuickStart.config(CommandLineOptions.parse(["--to", "http://localhost:1"])).timeouts == TimeoutsConfig())
         #expect(commandLineError(["--to", "http://localhost:1", "--upstream-ms", "soon"])?.contains("--upstream-ms expects milliseconds") == true)
-        #expect(commandLineError(["--upstream-ms", "100"])?.contains("apply to --to targets") == true)
+        #expect(commandLineError(["--upstream-ms", "100"])?.contains("applies to --to targets; in a config file use \"timeouts\": {\"upstream_ms\": …}") == true)
+        // Every timeouts key has its flag, by the same name.
+        let all = try CommandLineOptions.parse(["--to", "http://localhost:1", "--connect-ms", "1", "--client-header-ms", "2", "--client-body-ms", "3",
+                                                "--idle-ms", "4", "--tunnel-idle-ms", "5"])
+        let t = try QuickStart.config(all).timeouts
+        #expect(t.connectMs == 1 && t.clientHeaderMs == 2 && t.clientBodyMs == 3 && t.idleMs == 4 && t.tunnelIdleMs == 5)
+    }
+
+    @Test("--to: the access log, the Host policy words, path prefixes, --version")
+    func gatewayFlags() throws {
+        let logged = try QuickStart.config(CommandLineOptions.parse(["--to", "http://localhost:1", "--access-log", "/tmp/a.log", "--access-log-format", "json"]))
+        #expect(logged.accessLog.destination == .file("/tmp/a.log") && logged.accessLog.format == .json)
+        #expect(try QuickStart.config(CommandLineOptions.parse(["--to", "http://localhost:1", "--access-log", "off"])).accessLog.destination == .off)
+        #expect(commandLineError(["--to", "http://localhost:1", "--access-log-format", "jsn"])?.contains(#"did you mean "json"?"#) == true)
+        #expect(commandLineError(["--access-log", "x.log"])?.contains("apply to --to targets") == true)
+        // A misspelt policy is refused, not sent as every request's Host.
+        #expect(commandLineError(["--to", "http://localhost:1", "--host-header", "backnd"])?.contains(#"expects preserve, backend or literal:VALUE, got "backnd"; did you mean "backend"?"#) == true)
+        #expect(commandLineError(["--to", "http://localhost:1", "--host-header", "myapp"])?.contains("literal:myapp") == true)
+        #expect(try CommandLineOptions.parse(["--to", "http://localhost:1", "--host-header", "literal:myapp"]).hostHeader == .literal("myapp"))
+        #expect(try CommandLineOptions.parse(["--to", "http://localhost:1", "--host-header", "app.test:8443"]).hostHeader == .literal("app.test:8443"))
+        #expect(commandLineError(["--to", "http://localhost:1", "--host-header", "literal:"])?.contains("needs a host value") == true)
+        do {
+            _ = try QuickStart.config(CommandLineOptions.parse(["--to", "api=http://localhost:8080"]))
+            Issue.record("--to api=URL was accepted")
+        } catch {
+            #expect(error.message.contains("a path prefix starts with /; write --to /api=http://localhost:8080"), "\(error.message)")
+        }
+        #expect(try CommandLineOptions.parse(["--version"]).version && CommandLineOptions.parse(["-V"]).version)
+        #expect(ProxyVersion.current.split(separator: ".").count == 3)
+    }
+
+    @Test("--to listens on loopback unless given an address; it tries one connect when all are down")
+    func gatewayListensOnLoopback() throws {
+        func listeners(_ args: [String], ipv6: Bool = true) throws -> [String] {
+            try QuickStart.config(CommandLineOptions.parse(["--to", "http://localhost:1"] + args), ipv6Loopback: ipv6).listeners.map { "\($0.address)" }
+        }
+        #expect(try listeners([]) == ["127.0.0.1:8080", "[::1]:8080"])
+        #expect(try listeners([], ipv6: false) == ["127.0.0.1:8080"])
+        #expect(try listeners(["--listen", ":3000"]) == ["127.0.0.1:3000", "[::1]:3000"])
+        #expect(try listeners(["--listen", ":0"]) == ["127.0.0.1:0"], "port 0 would be two ports: IPv4 only")
+        #expect(try listeners(["--listen", "0.0.0.0:3000"]) == ["0.0.0.0:3000"], "an explicit address exposes it")
+        #expect(try listeners(["--listen", "[::]:3000"]) == ["[::]:3000"])
+        let https = try QuickStart.config(CommandLineOptions.parse(["--to", "http://localhost:1", "--https"]), ipv6Loopback: true)
+        #expect(https.listeners.allSatisfy { $0.tls == .local })
+        let config = try QuickStart.config(CommandLineOptions.parse(["--to", "http://localhost:1", "--to", "/api=http://localhost:2"]))
+        #expect(config.allUpstreams.allSatisfy { $0.balance.tryWhenAllDown }, "dev servers restart: try one connect")
+        // With a config file a bare port is still every interface.
+        #expect(try Supervisor.applying(CommandLineOptions.parse(["--listen", ":3000"]), to: load(withBackend())).listen.host == "0.0.0.0")
+        #expect(try load(withBackend(#""try_when_all_down": true"#)).balance.tryWhenAllDown)
+        expectError(withBackend(#""try_when_all_down": 1"#), field: "try_when_all_down", problem: "expected true")
     }
 
     @Test("A backend that is the proxy's own listener is found before start")
@@ -655,7 +704,7 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
     @Test("Usage starts with the synopsis and explains each option")
     func usageText() {
         let usage = CommandLineOptions.usage
-        #expect(usage.hasPrefix("usage: proxy [--config PATH] [--listen ADDR] [--workers N] [--check] [--help]\n"))
+        #expect(usage.hasPrefix("usage: proxy [--config PATH] [--listen ADDR] [--workers N] [--check] [--help] [--version]\n"))
         for option in ["--config PATH", "--listen ADDR", "--workers N", "--check", "--help", "examples:", "SIGHUP"] {
             #expect(usage.contains(option))
         }

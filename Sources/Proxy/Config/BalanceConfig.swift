@@ -26,6 +26,10 @@ public struct BalanceConfig: Sendable, Equatable {
     /// protocol header of that version naming the client (health checks send a `LOCAL` one);
     /// 0: none.
     public var sendProxyProtocol = 0
+    /// `try_when_all_down`: a request that finds every backend down still tries one connect
+    /// (to a backend not disabled by the runtime API) before the 503, so a dev server that has
+    /// just restarted answers at once instead of after the next probe. On in `--to` mode.
+    public var tryWhenAllDown = false
 
     public init(policy: BalancePolicy = .roundRobin, hashKey: HashKey? = nil) {
         self.policy = policy
@@ -53,6 +57,7 @@ extension BalanceConfig {
         if sendProxyProtocol != 0 {
             lines.append("connections to the backends start with a PROXY protocol v\(sendProxyProtocol) header (not pooled across clients)")
         }
+        if tryWhenAllDown { lines.append("when every backend is down, a request still tries one connect before the 503") }
         if maxConnectionsPerBackend > 0 {
             lines.append("at most \(maxConnectionsPerBackend) requests per backend; queue \(queue.max), wait up to \(queue.timeoutMs) ms")
         }

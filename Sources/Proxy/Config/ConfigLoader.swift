@@ -333,6 +333,10 @@ extension ConfigField where Model: ConfigSection {
                 guard ms == 0 || ms >= 100 else { throw at.error("must be 0 (no re-resolution) or at least 100, got \(ms)") }
                 model[keyPath: path].resolveIntervalMs = ms
             },
+            ConfigField(key: "try_when_all_down", example: "true") { model, value, at throws(ConfigError) in
+                guard case .bool(let on) = value else { throw at.error("expected true (try one connect when every backend is down) or false") }
+                model[keyPath: path].tryWhenAllDown = on
+            },
             ConfigField(key: "send_proxy_protocol", example: "\"v2\"") { model, value, at throws(ConfigError) in
                 if case .bool(false) = value { model[keyPath: path].sendProxyProtocol = 0; return }
                 switch try at.string(value) {

@@ -9,14 +9,48 @@ public enum QuickStart {
     public static let healthCheck = HealthCheckConfig(path: nil, intervalMs: 1000, timeoutMs: 1000,
                                                       healthyThreshold: 1, unhealthyThreshold: 1)
 
-    public static func config(_ options: CommandLineOptions) throws(CommandLineError) -> ProxyConfig {
-        var config = ProxyConfig(listen: options.listen ?? ListenAddress(host: ListenAddress.allInterfaces, port: 8080),
-                                 healthCheck: healthCheck)
-        if options.https { config.listeners[0].tls = .local }
+    /// Dev servers restart: a request that finds them all down still tries one connect.
+    static var balance: BalanceConfig {
+        var b = BalanceConfig()
+        b.tryWhenAllDown = true
+        return b
+    }
+
+    /// The gateway's port when `--listen` is not given.
+    public static let defaultPort: UInt16 = 8080
+
+    /// `ipv6Loopback`: whether `[::1]` can be bound here (a bare port listens there too).
+    public static func config(_ options: CommandLineOptions, ipv6Loopback: Bool? = nil) throws(CommandLineError) -> ProxyConfig {
+        let ipv6Loopback = ipv6Loopback ?? Platform.canBindIPv6Loopback()
+        // A dev gateway exposes dev servers: a bare port (or none) binds loopback only, IPv4 and
+        // IPv6 (a browser may try either for `localhost`); all interfaces need an explicit
+        // address (`--listen 0.0.0.0:3000`).
+        var listen = [options.listen ?? ListenAddress(host: "127.0.0.1", port: defaultPort)]
+        if options.listen == nil || options.listenIsBarePort {
+            listen[0].host = "127.0.0.1"
+            // Port 0 would give the two listeners two different ports: IPv4 only then.
+            if ipv6Loopback && listen[0].port != 0 { listen.append(ListenAddress(host: "::1", port: listen[0].port)) }
+        }
+        var config = ProxyConfig(listen: listen[0], healthCheck: healthCheck)
+        config.balance = balance
+        config.listeners = listen.map { ListenerConfig(address: $0, tls: options.https ? .local : nil) }
+        if let path = options.accessLogPath {
+            switch path {
+            case "off": config.accessLog.destination = .off
+            case "stdout": config.accessLog.destination = .stdout
+            case "stderr": config.accessLog.destination = .stderr
+            default: config.accessLog.destination = .file(path)
+            }
+        }
+        if let format = options.accessLogFormat { config.accessLog.format = format }
         var byPath: [(path: String, urls: [String])] = []
         for target in options.targets {
             var path = ""
             var url = target
+            if !target.hasPrefix("/"), let equals = target.firstIndex(of: "="), !target[..<equals].contains("/") {
+                let prefix = target[..<equals]
+                throw CommandLineError("--to \(target): a path prefix starts with /; write --to /\(prefix)=\(target[target.index(after: equals)...])")
+            }
             if target.hasPrefix("/") {
                 guard let equals = target.firstIndex(of: "=") else {
                     throw CommandLineError("--to \(target): expected PATH=URL, e.g. --to /api=http://localhost:8080")
@@ -48,7 +82,7 @@ public enum QuickStart {
             if path.isEmpty {
                 config.backends = backends
             } else {
-                config.upstreams.append(UpstreamConfig(name: name, backends: backends, healthCheck: healthCheck))
+                config.upstreams.append(UpstreamConfig(name: name, backends: backends, healthCheck: healthCheck, balance: balance))
                 config.routes.append(RouteConfig(path: path, upstream: name, stripPrefix: options.stripPrefix,
                                                  hostHeader: options.hostHeader ?? .preserve))
             }
@@ -58,7 +92,7 @@ public enum QuickStart {
             config.routes.append(RouteConfig(path: "/", upstream: UpstreamConfig.defaultName, hostHeader: policy))
         }
         if let workers = options.workers { config.workers = workers }
-        config.timeouts = options.timeouts.applied(to: config.timeouts)
+        config.timeouts = options.appliedTimeouts(to: config.timeouts)
         return config
     }
 

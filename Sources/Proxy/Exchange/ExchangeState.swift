@@ -51,6 +51,9 @@ struct ExchangeState: ~Copyable {
     var claimRateKey: UInt64 = 3
     /// The request already waited for a JWKS fetch: it may not wait for another.
     var waitedForKeys = false
+    /// Every backend was down and `try_when_all_down` sent the request to one anyway: if that
+    /// connect fails, the answer is the 503 it would have had.
+    var triedWhileAllDown = false
     var backendIndex = -1
     var upstream: UpstreamConnection?
     /// Backends tried for this request, and connections tried in all (`limits.max_upstream_attempts`).

@@ -526,7 +526,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             let key = sticky != nil || group.balancer.hashKey == nil ? nil
                 : group.balancer.key(of: x.pointee.request, target: x.pointee.forwardTarget ?? x.pointee.request.target, clientIP: x.pointee.clientIP)
             guard let index = sticky ?? group.balancer.pick(from: group.backends, excluding: x.pointee.triedBackends, key: key,
-                                                            now: server.loop.now &* 1_000_000) else {
+                                                            now: server.loop.now &* 1_000_000) ?? tryOneWhileAllDown(group) else {
                 // Every available backend not tried yet is at its request limit: wait for room.
                 if group.balance.maxConnectionsPerBackend > 0,
                    group.backends.indices.contains(where: { group.backends[$0].isAvailable && !x.pointee.triedBackends.contains($0) }) {
@@ -534,8 +534,9 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                 }
                 let giveUp = x.pointee.machine.noBackend(anyHealthy: group.balancer.anyHealthy(group.backends),
                                                          triedAny: !x.pointee.triedBackends.isEmpty)
-                if giveUp == .noHealthyBackend {
-                    return failExchange(status: giveUp.status, reason: "Service Unavailable: no healthy backend in upstream \(group.name)")
+                if giveUp == .noHealthyBackend || x.pointee.triedWhileAllDown {
+                    return failExchange(status: ExchangeMachine.GiveUp.noHealthyBackend.status,
+                                        reason: "Service Unavailable: no healthy backend in upstream \(group.name)")
                 }
                 return failExchange(status: giveUp.status, reason: x.pointee.lastConnectFailure ?? "Bad Gateway: no backend could be reached")
             }
@@ -569,6 +570,23 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             down { $0.armExchangeDeadline(inMs: UInt64(max(settings.config.timeouts.connectMs, 1))) }
             return
         }
+    }
+
+    /// `try_when_all_down`: with every backend down (none healthy, none tried yet by this
+    /// request), one of them — in turn, skipping those the runtime API disabled — gets a connect
+    /// anyway. Nil: the option is off, or there is none to try.
+    private func tryOneWhileAllDown(_ group: Upstream) -> Int? {
+        guard group.balance.tryWhenAllDown, x.pointee.triedBackends.isEmpty, !group.backends.isEmpty,
+              !group.balancer.anyHealthy(group.backends) else { return nil }
+        let count = group.backends.count
+        for step in 0..<count {
+            let index = (group.allDownTurn + step) % count
+            guard group.backends[index].shared.adminState == .enabled, group.backends[index].hasRoom else { continue }
+            group.allDownTurn = index + 1
+            x.pointee.triedWhileAllDown = true
+            return index
+        }
+        return nil
     }
 
     /// `send_proxy_protocol`: the new connection starts with a PROXY header naming the client's
@@ -1198,12 +1216,23 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         if status == 405 || status == 413 { server.stats.add(WorkerStats.rejectionIndex(status)) }
         releaseUpstream(reusable: false)
         let reply: LocalReply
-        if status >= 502 && status <= 504 && ErrorPage.wanted(by: x.pointee.request) {
-            let routed = routedUpstream
-            let unhealthy = status == 503 ? (routed?.backends ?? []).map { b in (b.id, b.url, b.shared.probeRecord.lastError) } : []
-            let page = ErrorPage.html(status: status, reason: reason, upstream: routed?.name ?? "none", route: x.pointee.route?.description ?? "none",
-                                      attempts: x.pointee.failedAttempts, unhealthy: unhealthy)
-            reply = LocalReply(status: status, contentType: "text/html; charset=utf-8", body: page, fields: fields)
+        if status >= 502 && status <= 504 {
+            // RFC 9209: says the proxy, not the backend, made this answer (the down page's
+            // script looks for it to know when the backend answers again).
+            var fields = fields
+            let kind = status == 503 ? "destination_unavailable" : status == 504 ? "http_response_timeout"
+                : x.pointee.lastConnectFailure != nil ? "connection_refused" : "http_protocol_error"
+            fields.append((name: "Proxy-Status", value: "swift-proxy; error=\(kind)"))
+            if ErrorPage.wanted(by: x.pointee.request) {
+                let routed = routedUpstream
+                let unhealthy = status == 503 ? (routed?.backends ?? []).map { b in (b.id, b.url, b.shared.probeRecord.lastError) } : []
+                let page = ErrorPage.html(status: status, reason: reason, upstream: routed?.name ?? "none", route: x.pointee.route?.description ?? "none",
+                                          attempts: x.pointee.failedAttempts, unhealthy: unhealthy,
+                                          reloads: x.pointee.request.isHEAD || x.pointee.request.bytes.equals(x.pointee.request.method, "GET"))
+                reply = LocalReply(status: status, contentType: "text/html; charset=utf-8", body: page, fields: fields)
+            } else {
+                reply = .text(status, reason, fields: fields)
+            }
         } else {
             reply = .text(status, reason, fields: fields)
         }
@@ -1312,6 +1341,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         if !x.pointee.claimFields.isEmpty { x.pointee.claimFields.removeAll() }
         x.pointee.claimRateKey = 3
         x.pointee.waitedForKeys = false
+        x.pointee.triedWhileAllDown = false
         x.pointee.servedBy = -1
         x.pointee.responseStatus = 0
         x.pointee.upstreamHeadNs = 0

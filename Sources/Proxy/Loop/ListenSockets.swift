@@ -51,6 +51,34 @@ public struct ListenSockets: Sendable {
         return ListenSockets(address: address, descriptors: descriptors)
     }
 
+    /// For `--check`: resolves `listen` and binds a socket there (not listening, closed at once)
+    /// with `SO_REUSEPORT` — so an address a running proxy holds (its sockets share the port) is
+    /// bindable, and one another program holds fails with "address already in use". Returns the
+    /// address, or why it cannot be used.
+    public static func probeBind(_ listen: ListenAddress) -> Result<SocketAddress, ProxyStartError> {
+        let address: SocketAddress
+        if let literal = SocketAddress(ip: listen.host, port: listen.port) {
+            address = literal
+        } else {
+            do { address = try SocketAddress.resolve(host: listen.host, port: listen.port) } catch {
+                return .failure(ProxyStartError(message: "\(listen.host) does not resolve: \(error.message)"))
+            }
+        }
+        let fd = socket(address.isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return .failure(ProxyStartError(message: "cannot make a socket: \(String(cString: strerror(errno)))")) }
+        defer { Glibc.close(fd) }
+        var on: Int32 = 1
+        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, socklen_t(MemoryLayout<Int32>.size))
+        if address.isIPv6 { _ = setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &on, socklen_t(MemoryLayout<Int32>.size)) }
+        let bound = address.withSockAddr { bind(fd, $0, socklen_t(address.isIPv6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)) }
+        guard bound == 0 else {
+            let why = errno == EADDRINUSE ? "already in use by another program" : String(cString: strerror(errno))
+            return .failure(ProxyStartError(message: "cannot listen on \(address): \(why)"))
+        }
+        return .success(address)
+    }
+
     /// Closes descriptors that no worker adopted (start-up failed half-way).
     public func closeAll() {
         for d in descriptors { Glibc.close(d) }

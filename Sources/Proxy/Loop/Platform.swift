@@ -1,8 +1,11 @@
+import CNGHTTP2
+import CTLS
 import CUV
+import Glibc
 
 /// The few process and clock calls code outside `Loop/` needs, so that only `Loop/` imports the
 /// C modules (the layering rule). Thread-safe: each is a plain system call.
-enum Platform {
+public enum Platform {
     /// Wall-clock milliseconds since the epoch (vDSO: no system call).
     @inline(__always)
     static func wallClockMs() -> Int64 { Int64(cuv_wall_clock_ms()) }
@@ -26,4 +29,24 @@ enum Platform {
 
     /// CPUs this process may run on (its affinity mask).
     static func availableCPUs() -> Int { Int(cuv_available_cpus()) }
+
+    /// The linked libraries' versions, for `proxy --version`: libuv, OpenSSL, nghttp2.
+    public static func libraryVersions() -> String {
+        let tls = String(cString: ctls_library_version())
+        let h2 = nghttp2_version(0).map { String(cString: $0.pointee.version_str) } ?? "?"
+        return "libuv \(String(cString: uv_version_string())), \(tls), nghttp2 \(h2)"
+    }
+
+    /// Whether a socket can be bound to `[::1]` (IPv6 may be off on this machine).
+    public static func canBindIPv6Loopback() -> Bool {
+        let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in6()
+        address.sin6_family = sa_family_t(AF_INET6)
+        address.sin6_addr.__in6_u.__u6_addr8.15 = 1
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+        } == 0
+    }
 }

@@ -2,6 +2,10 @@
 /// how each backend was tried ("nothing is listening on localhost:5173"), so a developer looking
 /// at a browser tab knows what to start. Other clients keep the one-line text reason.
 ///
+/// For a `GET`, the page watches for the backend to come back: it asks for the same URL again
+/// every second or so (backing off to 5 s) and reloads itself as soon as the answer is not one
+/// the proxy made (no `Proxy-Status` naming it). The script is inline: nothing external loads.
+///
 /// Only built on the error path; uses `String` freely.
 enum ErrorPage {
     /// One backend tried for the request, and what went wrong.
@@ -43,7 +47,7 @@ enum ErrorPage {
     /// The page for `status`. `reason` is the short text reason; `attempts` the connect failures
     /// of this request; `unhealthy` the backends (id, url, last probe error) behind a 503.
     static func html(status: UInt16, reason: String, upstream: String, route: String,
-                     attempts: [Attempt], unhealthy: [(id: String, url: String, problem: String?)]) -> [UInt8] {
+                     attempts: [Attempt], unhealthy: [(id: String, url: String, problem: String?)], reloads: Bool = false) -> [UInt8] {
         let title = "\(status) \(StatusText.reason(status))"
         var summary: String
         var items: [String] = []
@@ -77,9 +81,37 @@ enum ErrorPage {
             body += "<ul>\n" + items.map { "<li>\($0)</li>\n" }.joined() + "</ul>\n"
         }
         body += "<p>Details: <code>\(escape(reason))</code></p>\n"
+        if reloads {
+            body += "<p class=\"muted\" id=\"watch\">This page reloads by itself when the backend answers again.</p>\n" + reloadScript
+        }
         body += "<p class=\"muted\">swift-proxy · <a href=\"/_health\">/_health</a> shows every backend's state.</p>\n</body></html>\n"
         return Array(body.utf8)
     }
+
+    /// Polls the page's own URL; any answer the proxy did not make (see `Proxy-Status`) means
+    /// the backend is back. A failed fetch (the proxy itself gone) just tries again.
+    static let reloadScript = """
+        <script>
+        (() => {
+          let delay = 1000, tries = 0;
+          const watch = document.getElementById("watch");
+          async function probe() {
+            tries += 1;
+            try {
+              const r = await fetch(location.href, {cache: "no-store", credentials: "same-origin", headers: {"Accept": "text/html"}});
+              const ours = (r.headers.get("Proxy-Status") || "").startsWith("swift-proxy");
+              if (r.body) r.body.cancel();
+              if (!ours) { location.reload(); return; }
+            } catch (e) {}
+            if (watch) watch.textContent = "Still down (checked " + tries + " time" + (tries == 1 ? "" : "s") + "); this page reloads by itself when the backend answers again.";
+            delay = Math.min(delay * 1.5, 5000);
+            setTimeout(probe, delay);
+          }
+          setTimeout(probe, delay);
+        })();
+        </script>
+
+        """
 
     static func escape(_ text: String) -> String {
         text.escaped { c in

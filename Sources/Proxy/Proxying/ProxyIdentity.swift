@@ -1,3 +1,9 @@
+/// The release: `proxy --version` prints it (with the libraries linked). The minor number follows
+/// the issue the release completes.
+public enum ProxyVersion {
+    public static let current = "0.17.0"
+}
+
 /// What this proxy process calls itself in `Via` (RFC 9110 §7.6.3), so that it can recognise a
 /// request it forwarded coming back to it: a backend that points at the proxy's own listener
 /// (`--to /api=http://localhost:8080` with `--listen :8080` and no API running) would otherwise

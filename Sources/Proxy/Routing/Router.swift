@@ -239,6 +239,8 @@ final class Upstream {
     let retryStats: CounterSlab
     /// The name as the access log writes it.
     let logName: LogName
+    /// `try_when_all_down`'s turn: the backend the next such try starts looking from.
+    var allDownTurn = 0
 
     init(shared: SharedUpstream, worker: Int, backends: [Backend], balance: BalanceConfig = BalanceConfig(), weights: [Int]? = nil) {
         self.shared = shared

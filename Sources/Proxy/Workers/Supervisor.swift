@@ -82,6 +82,9 @@ public final class Supervisor {
     }
 
     /// The config file's values with the command line's overrides.
+    /// The DNS servers backend names are looked up through (`resolver`; nil: the system's).
+    public static func dnsServers(_ config: ProxyConfig) -> DNSServers? { BackendDiscovery.servers(config) }
+
     public static func applying(_ options: CommandLineOptions, to config: ProxyConfig) -> ProxyConfig {
         var config = config
         if let listen = options.listen { config.listen = listen }
