@@ -732,7 +732,7 @@ enum ProxyProtocolBytes {
         }
         // At start each URL is fetched once; requests that come first wait for it.
         let first = try ask("/api/echo", tokens["es256"]!)
-        #expect(first.status == 200 && (first.json["headers"] as? [String: Any])?["x-user-id"] as? String == "user-42", "\(first.status) \(first.text)")
+        #expect(first.status == 200 && (first.json["headers"] as? [String: Any])?["x-user-id"] as? String == "user-42", "\(first.status) \(first.text) \(proxy.log) \(server.log)")
         #expect(try ask("/chunked/echo", tokens["rs256"]!).status == 200, "a chunked answer is read too")
         #expect(fetches("/jwks.json") == 1, "\(server.log)")
         // A server the system's CAs do not vouch for: no keys, so 503 (not 401); the log says
@@ -775,6 +775,52 @@ enum ProxyProtocolBytes {
         #expect(try ask("/api/echo", tokens["wrong_key"]!).status == 401)
         #expect(try ask("/chunked/echo", tokens["eddsa"]!).status == 200)
         #expect(try get(proxy.port, "/elsewhere").status == 200)
+    }
+
+    @Test func aShutdownAnswersRequestsWaitingForASlowJWKSAtOnce() throws {
+        let python = try testPython(["jwt": "PyJWT", "cryptography": "cryptography"])
+        let dir = NSTemporaryDirectory() + "jwks-slow-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var output = ""
+        #expect(run(python, [packageRoot.appendingPathComponent("Tests/IntegrationTests/Python/make_jwts.py").path, dir], output: &output) == 0, "\(output)")
+        let tokens = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: String], "\(output)")
+        let certs = try TestCertificates()
+        defer { certs.remove() }
+        let leaf = try certs.leaf("jwks", names: ["127.0.0.1"])
+        let server = try ManagedProcess("/usr/bin/python3", [packageRoot.appendingPathComponent("Tests/IntegrationTests/Python/jwks_server.py").path,
+                                                             leaf.cert, leaf.key, dir + "/jwks.json"], absolute: true)
+        defer { server.stop() }
+        let backend = try startBackend()
+        defer { backend.stop() }
+        // The server takes 10 s to answer; the fetch may take 9.
+        let proxy = try startProxy(config: """
+            {"backends": [{"url": "http://127.0.0.1:\(backend.port)"}],
+             "routes": [{"path": "/", "upstream": "default", "auth": {"jwt": {"jwks": {"url": "https://127.0.0.1:\(server.port)/slow/jwks.json",
+                           "ca": "\(certs.caFile)", "timeout_ms": 9000}}}}],
+             "health_check": {"path": null, "interval_ms": 60000}, "access_log": null}
+            """, workers: 1)
+        defer { proxy.stop() }
+        final class Answer: @unchecked Sendable {
+            private let lock = NSLock()
+            private var _status: Int?
+            var status: Int? { lock.lock(); defer { lock.unlock() }; return _status }
+            func set(_ s: Int) { lock.lock(); _status = s; lock.unlock() }
+        }
+        let answered = Answer()
+        let port = proxy.port, token = tokens["es256"]!
+        let client = Thread {
+            let r = try? TestConnection(port: port).request("GET", "/echo", headers: ["Authorization": "Bearer " + token])
+            answered.set(r?.status ?? -1)
+        }
+        client.start()
+        Thread.sleep(forTimeInterval: 1)
+        #expect(answered.status == nil, "still waiting for the keys")
+        let stopped = Date()
+        proxy.signal(SIGTERM)
+        #expect(eventually(4) { answered.status != nil }, "the waiting request is answered at once")
+        #expect(answered.status == 503)
+        #expect(eventually(4) { !proxy.process.isRunning }, "and the proxy exits without waiting for the fetch")
+        #expect(Date().timeIntervalSince(stopped) < 5)
     }
 
     @Test func jwtConfigMistakesAreNamed() throws {

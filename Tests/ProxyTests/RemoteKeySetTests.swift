@@ -19,6 +19,9 @@ struct RemoteKeySetTests {
         #expect(long.host == "127.0.0.1" && long.port == 8443 && long.target == "/?tenant=a" && !long.tls)
         #expect(long.refreshS == 60 && long.minRefetchS == 5 && long.timeoutMs == 900)
         #expect(try jwt(#""http://[::1]:9000/k""#).remote?.tls == false && jwt(#""http://localhost/k""#).remote?.port == 80)
+        for loopback in [#""http://LOCALHOST/k""#, #""http://[0:0:0:0:0:0:0:1]/k""#, #""http://[::ffff:127.0.0.1]/k""#, #""http://127.9.9.9/k""#] {
+            #expect(try jwt(loopback).remote?.tls == false, "\(loopback)")
+        }
         let v6 = try #require(try jwt(#""https://[::1]:9000/k""#).remote)
         #expect(v6.host == "::1" && v6.port == 9000)
         #expect(try jwt(#""https://id.example/k""#).algorithms.contains("ES256"), "every public-key algorithm, the keys being unknown yet")
@@ -33,6 +36,7 @@ struct RemoteKeySetTests {
             (#"{"url": "https://id.example", "refresh": 5}"#, "refresh_s"),
             (#""http://127.idp.example/jwks""#, "use https://"),
             (#""http://10.0.0.1/jwks""#, "use https://"),
+            (#""http://127.0.0.1.nip.io/jwks""#, "use https://"),
         ] {
             do {
                 _ = try jwt(bad)
@@ -66,6 +70,19 @@ struct RemoteKeySetTests {
         #expect(state.finishFetch(keys: [], problem: nil, nowMs: 95_000) && state.version == 2 && state.problem == nil)
     }
 
+    @Test func aFetchedJWKSLeavesOutABadKeyWhereAFileIsRefused() throws {
+        // An RSA modulus of 1024 bits: OpenSSL refuses it for signatures.
+        let weak = Data(repeating: 0xC5, count: 128).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        let x = Data(repeating: 7, count: 32).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        let document = Array(#"{"keys": [{"kty": "RSA", "kid": "weak", "n": "\#(weak)", "e": "AQAB"}, {"kty": "OKP", "crv": "Ed25519", "kid": "ed", "x": "\#(x)"}]}"#.utf8)
+        let fetched = try AuthConfig.JWT.parseJWKS(document, from: "https://id.example/k", skippingBadKeys: true).get()
+        #expect(fetched.keys.map(\.kid) == ["ed"] && fetched.skipped == [#"key "weak" (RSA)"#])
+        guard case .failure(let problem) = AuthConfig.JWT.parseJWKS(document, from: "keys.json") else { Issue.record("a file with a bad key was accepted"); return }
+        #expect(problem.message.contains(#"keys.json: key "weak" (RSA) is not a valid public key"#))
+    }
+
     @Test func aKeySetCarriesItsKeysToNewSettingsAndARetiredOneRefuses() {
         var source = AuthConfig.JWKSSource()
         source.url = "https://id.example/jwks"
@@ -77,9 +94,10 @@ struct RemoteKeySetTests {
         let next = RemoteKeySet(source, carrying: old)
         #expect(next.version == 1 && next.current().keys == [key], "a reload that changed refresh_s keeps the keys")
         // Not attached to a fetcher yet (a generation being handed out): still told to wait.
-        #expect(next.needKeys(nowMs: 10, mayWait: true) == .wait)
+        #expect(next.needKeys(nowMs: 10, mayWait: true, haveVersion: 1) == .wait)
+        #expect(next.needKeys(nowMs: 10, mayWait: true, haveVersion: 0) == .lookAgain, "keys came since the caller looked: look again first")
         next.detach()
-        #expect(next.needKeys(nowMs: 100_000, mayWait: true) == .refuse, "no fetcher will come: refused, not stranded")
+        #expect(next.needKeys(nowMs: 100_000, mayWait: true, haveVersion: 1) == .refuse, "no fetcher will come: refused, not stranded")
     }
 
     @Test func aDocumentIsFetchedOverHTTPFromTheLoopWithEachFraming() throws {
@@ -94,6 +112,7 @@ struct RemoteKeySetTests {
             "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort",
             "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + String(repeating: "1\r\nx\r\n", count: 1000) + "0\r\n\r\n",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + String(repeating: "1\r\nx\r\n", count: 1025) + "0\r\n\r\n",
+            String(repeating: "HTTP/1.1 100 Continue\r\n\r\n", count: 9) + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
         ]
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_in()
@@ -139,13 +158,14 @@ struct RemoteKeySetTests {
         }
         fetchAll(answers.count)
         loop.run()
-        #expect(results.count == 8, "\(results)")
+        #expect(results.count == 9, "\(results)")
+        #expect(results.count == 9 && results[8] == "error: more than 8 interim (1xx) responses", "\(results)")
         #expect(Array(results.prefix(3)) == ["{\"keys\":[]}", "{\"keys\":[]}", "{\"keys\":[]}"], "\(results)")
-        #expect(results.count == 8 && results[3] == "error: status 503")
-        #expect(results.count == 8 && results[4].contains("larger than 1024 bytes"), "\(results)")
-        #expect(results.count == 8 && results[5].contains("closed the connection after 5 of 50 body bytes"), "\(results)")
-        #expect(results.count == 8 && results[6] == String(repeating: "x", count: 1000), "an interim head is skipped; 1000 one-byte chunks: \(results.count == 8 ? results[6].count : 0)")
-        #expect(results.count == 8 && results[7].contains("larger than 1024 bytes"), "the body counts, not the chunk framing")
+        #expect(results.count == 9 && results[3] == "error: status 503")
+        #expect(results.count == 9 && results[4].contains("larger than 1024 bytes"), "\(results)")
+        #expect(results.count == 9 && results[5].contains("closed the connection after 5 of 50 body bytes"), "\(results)")
+        #expect(results.count == 9 && results[6] == String(repeating: "x", count: 1000), "an interim head is skipped; 1000 one-byte chunks: \(results.count == 8 ? results[6].count : 0)")
+        #expect(results.count == 9 && results[7].contains("larger than 1024 bytes"), "the body counts, not the chunk framing")
         let first = requests.withLock { $0.first } ?? ""
         #expect(first.hasPrefix("GET /jwks?x=1 HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\n") && first.contains("Connection: close"), "\(first)")
 

@@ -116,13 +116,17 @@ extension AuthConfig.JWT {
     /// key is an error.
     static func loadJWKS(_ path: String) -> Result<[AuthConfig.JWK], AddressError> {
         switch AuthConfig.readSmallFile(path) {
-        case .success(let bytes): return parseJWKS(bytes, from: path)
+        case .success(let bytes): return parseJWKS(bytes, from: path).map(\.keys)
         case .failure(let e): return .failure(e)
         }
     }
 
     /// The usable keys of a JWKS document; `path` (a file name or URL) names it in errors.
-    static func parseJWKS(_ bytes: [UInt8], from path: String) -> Result<[AuthConfig.JWK], AddressError> {
+    /// A key the crypto library refuses is an error — or, with `skippingBadKeys` (a fetched
+    /// JWKS: one bad key must not stop a rotation), left out and described in `skipped`.
+    static func parseJWKS(_ bytes: [UInt8], from path: String, skippingBadKeys: Bool = false)
+        -> Result<(keys: [AuthConfig.JWK], skipped: [String]), AddressError> {
+        var skipped: [String] = []
         guard let document = try? JSONValue.parse(bytes), case .object(let members) = document,
               case .array(let list)? = members.first(where: { $0.0 == "keys" })?.1 else {
             return .failure(AddressError(message: "\(path) is not a JWKS (expected {\"keys\": [...]})"))
@@ -154,12 +158,17 @@ extension AuthConfig.JWT {
             // Built once here, so a key the crypto library refuses (RSA under 2048 bits, a point
             // off its curve) is reported now rather than refusing every token later.
             guard SignatureKey.make(key) != nil else {
-                return .failure(AddressError(message: "\(path): key \(key.kid.map(JSONText.quote) ?? "without kid") (\(kty)) is not a valid public key (RSA needs 2048 to 16384 bits; EC points must lie on their curve)"))
+                let name = "key \(key.kid.map { JSONText.quote(String($0.prefix(64))) } ?? "without kid") (\(kty))"
+                if skippingBadKeys { skipped.append(name); continue }
+                return .failure(AddressError(message: "\(path): \(name) is not a valid public key (RSA needs 2048 to 16384 bits; EC points must lie on their curve)"))
             }
             keys.append(key)
         }
-        if keys.isEmpty { return .failure(AddressError(message: "\(path) holds no key this proxy can check (RSA, EC P-256/P-384, Ed25519)")) }
-        return .success(keys)
+        if keys.isEmpty {
+            return .failure(AddressError(message: "\(path) holds no key this proxy can check (RSA, EC P-256/P-384, Ed25519)"
+                + (skipped.isEmpty ? "" : "; not valid public keys: " + skipped.joined(separator: ", "))))
+        }
+        return .success((keys, skipped))
     }
 }
 

@@ -974,8 +974,13 @@ extension AuthConfig.JWKSSource: ConfigSection {
         host = parsed.host
         port = parsed.port ?? (tls ? 443 : 80)
         target = path.isEmpty ? "/" : (path.hasPrefix("?") ? "/" + path : String(path))
-        let literal = SocketAddress(ip: host, port: 0)
-        let loopback = host == "localhost" || literal.map { $0.addressBytes.count == 4 ? $0.addressBytes[0] == 127 : $0.addressBytes == [UInt8](repeating: 0, count: 15) + [1] } == true
+        // Loopback: the name localhost, an IPv4 literal in 127/8, ::1, or ::ffff:127.x.y.z — never a
+        // name that merely starts with "127." (DNS could put it anywhere).
+        let literal = SocketAddress(ip: host, port: 0).map(\.addressBytes)
+        let loopback = host.lowercased() == "localhost" || literal.map { b in
+            b.count == 4 ? b[0] == 127
+                : b == [UInt8](repeating: 0, count: 15) + [1] || (b.prefix(12) == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF] && b[12] == 127)
+        } == true
         if !tls && !loopback {
             throw at.error("keys fetched over http:// could be replaced on the way; use https:// (http:// is accepted only for a loopback host)")
         }

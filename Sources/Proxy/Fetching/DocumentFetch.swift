@@ -42,6 +42,9 @@ final class DocumentFetch {
     private var head: ResponseHead?
     private var body: [UInt8] = []
     private var decoder = ChunkedDecoder()
+    /// Interim (1xx) heads skipped so far; a server that sends more than `maxInterim` is dropped.
+    private var interimHeads = 0
+    static let maxInterim = 8
     private var completion: ((Result<[UInt8], AddressError>) -> Void)?
     /// Why the last address failed (reported when every one has).
     private var lastProblem = "no address"
@@ -134,6 +137,7 @@ final class DocumentFetch {
                     self.lastProblem = "connecting to \(address): \(UVError(status))"
                     return self.connectNext()
                 }
+                self.lastProblem = "waiting for the answer from \(address)"
                 connecting.startReading()
                 connecting.write(Array(head.utf8))
             }
@@ -168,7 +172,12 @@ final class DocumentFetch {
             }
             let rest = Array(received[end...])
             received.removeAll()
-            if parsed.isInterim { return rest.withUnsafeBytes { take($0) } }
+            if parsed.isInterim {
+                interimHeads += 1
+                guard interimHeads <= Self.maxInterim else { return fail("more than \(Self.maxInterim) interim (1xx) responses") }
+                return rest.withUnsafeBytes { take($0) }
+            }
+            lastProblem = "reading the body from the server"
             guard parsed.status == 200 else { return fail("status \(parsed.status)") }
             self.head = parsed
             if case .contentLength(let length) = parsed.framing, length > UInt64(request.maxBytes) { return fail(tooLarge) }

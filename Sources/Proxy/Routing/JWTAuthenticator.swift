@@ -97,17 +97,26 @@ final class JWTAuthenticator {
         let key = token.suffix(32).withUnsafeBytes { StableHash.hash($0) } &+ UInt64(token.count)
         if let hit = accepted[key], hit.untilMs > nowMs, hit.token.elementsEqualBytes(token) { return .allowed(hit.value) }
         if let hit = refused[key], hit.untilMs > nowMs, hit.token.elementsEqualBytes(token) { return .denied(hit.why) }
-        switch verify(token, nowS: Double(nowMs) / 1000) {
-        case .failure(let why) where why.keyMissing && remote != nil:
+        var result = verify(token, nowS: Double(nowMs) / 1000)
+        var looks = 0
+        while case .failure(let why) = result, why.keyMissing, let remote {
             // Not cached: the next fetch may bring the key.
-            switch remote!.needKeys(nowMs: Int64(Platform.monotonicNanos() / 1_000_000), mayWait: mayWait) {
-            case .wait: return .waitForKeys
-            case .refuse:
+            switch remote.needKeys(nowMs: Int64(Platform.monotonicNanos() / 1_000_000), mayWait: mayWait, haveVersion: remoteVersion) {
+            case .wait:
+                return .waitForKeys
+            case .lookAgain where looks < 2:
+                // A fetch ended between this worker's look at the keys and now: check with the new ones.
+                looks += 1
+                followRemoteKeys()
+                result = verify(token, nowS: Double(nowMs) / 1000)
+            case .lookAgain, .refuse:
                 // Why the fetch failed is in the proxy's log (the URL and the TLS or HTTP detail
                 // are not the client's business).
                 guard remoteVersion == 0 else { return .denied(why.message) }
                 return .unavailable("the keys that check tokens here could not be fetched yet")
             }
+        }
+        switch result {
         case .failure(let why):
             makeRoom(in: &refused, max: Self.maxCached) { $0.untilMs > nowMs }
             refused[key] = (Array(token), nowMs + Self.refusedCacheS * 1000, why.message)

@@ -45,9 +45,12 @@ public final class RemoteKeySet: @unchecked Sendable {
     /// asked for (the worker is told when it ends: `WorkerMessage.keysFetched`), `.refuse` when
     /// the last fetch ended less than `min_refetch_s` ago, when the request already waited once
     /// (`mayWait` false), or when no fetcher serves this key set any more.
-    func needKeys(nowMs: Int64, mayWait: Bool) -> RemoteKeyState.Answer {
+    /// `.lookAgain` when the keys changed since the caller's `haveVersion` (a fetch ended
+    /// between its look and this call): it checks the token with the new keys first.
+    func needKeys(nowMs: Int64, mayWait: Bool, haveVersion: UInt64) -> RemoteKeyState.Answer {
         state.withLock { s in
             guard !s.retired else { return .refuse }
+            if s.version != haveVersion { return .lookAgain }
             let answer = s.needKeys(nowMs: nowMs, mayWait: mayWait)
             if answer == .wait && s.refetchWanted { s.wake?.send() }
             return answer
@@ -97,7 +100,7 @@ public final class RemoteKeySet: @unchecked Sendable {
 /// `RemoteKeySet`'s bookkeeping as a value: what a worker that lacks a key is told, and what a
 /// fetch changes. No I/O, no clock of its own (tested directly).
 struct RemoteKeyState {
-    enum Answer: Equatable { case wait, refuse }
+    enum Answer: Equatable { case wait, refuse, lookAgain }
 
     var keys: [AuthConfig.JWK] = []
     /// 0 until the first fetch succeeds; +1 whenever the keys change.

@@ -85,10 +85,17 @@ final class KeySetFetcher {
         var problem: String?
         switch result {
         case .success(let body):
-            switch AuthConfig.JWT.parseJWKS(body, from: source.url) {
-            case .success(let parsed) where parsed.count > source.maxKeys:
-                problem = "\(source.url) holds \(parsed.count) usable keys; at most \(source.maxKeys) are taken (\"max_keys\")"
-            case .success(let parsed): keys = parsed
+            switch AuthConfig.JWT.parseJWKS(body, from: source.url, skippingBadKeys: true) {
+            case .success(let parsed) where parsed.keys.count > source.maxKeys:
+                problem = "\(source.url) holds \(parsed.keys.count) usable keys; at most \(source.maxKeys) are taken (\"max_keys\")"
+            case .success(let parsed):
+                keys = parsed.keys
+                if !parsed.skipped.isEmpty {
+                    warnings.log(now: loop.now) { _ in
+                        "jwks: \(source.url): left out, not valid public keys (RSA needs 2048 to 16384 bits; EC points must lie on their curve): "
+                            + parsed.skipped.joined(separator: ", ")
+                    }
+                }
             case .failure(let why): problem = why.message
             }
         case .failure(let why):
@@ -97,12 +104,14 @@ final class KeySetFetcher {
         let changed = keySet.fetchEnded(keys: keys, problem: problem, nowMs: Int64(Platform.monotonicNanos() / 1_000_000))
         let nextMs: Int
         if let keys {
+            if changed {
+                let kids = keys.map { $0.kid.map { JSONText.quote(String($0.prefix(64))) } ?? "(no kid)" }.joined(separator: ", ")
+                Log.info("jwks: \(source.url): \(keys.count) key\(keys.count == 1 ? "" : "s") (\(kids))")
+            } else if failuresInARow > 0 {
+                Log.info("jwks: \(source.url): fetched again after \(failuresInARow) failed fetch\(failuresInARow == 1 ? "" : "es"); the keys are unchanged")
+            }
             failuresInARow = 0
             nextMs = source.refreshS * 1000
-            if changed {
-                let kids = keys.map { $0.kid.map(JSONText.quote) ?? "(no kid)" }.joined(separator: ", ")
-                Log.info("jwks: \(source.url): \(keys.count) key\(keys.count == 1 ? "" : "s") (\(kids))")
-            }
         } else {
             failuresInARow += 1
             nextMs = min(1000 << min(failuresInARow - 1, 6), 60_000, source.refreshS * 1000)

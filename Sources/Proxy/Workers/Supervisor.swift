@@ -297,6 +297,9 @@ public final class Supervisor {
     /// Starts a fetcher for each key set of the generation that has none, and stops those of key
     /// sets no longer named (a kept key set keeps its fetcher, its keys and its schedule).
     private func followKeySets() {
+        // Shutting down: the drain stopped every fetcher for good (a reload finishing late must
+        // not start them again).
+        guard phase == .starting || phase == .running else { return }
         let wanted = generation.keySets
         let gone = keyFetchers.filter { f in !wanted.contains { $0 === f.keySet } }
         gone.forEach { $0.stop() }
@@ -342,6 +345,13 @@ public final class Supervisor {
             Log.info("signal \(signum): shutting down; requests in flight have \(grace) ms to finish (signal again to exit now)")
             phase = .draining
             for inbox in inboxes { inbox.post(.drain) }
+            // No more JWKS fetches: the keys held serve the drain, and requests waiting for a
+            // fetch are answered now rather than holding the shutdown up.
+            if !keyFetchers.isEmpty {
+                keyFetchers.forEach { $0.stop() }
+                keyFetchers.removeAll()
+                for inbox in inboxes { inbox.post(.keysFetched) }
+            }
             let timer = Timer(loop: loop)
             timer.onFire = { [unowned self] in
                 Log.warning("shutdown_grace_ms (\(grace) ms) is over: closing the connections still open")
