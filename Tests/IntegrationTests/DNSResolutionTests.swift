@@ -53,6 +53,50 @@ struct DNSResolutionTests {
         }
     }
 
+    @Test func aNameWithAnIPv6AddressTooIsReachedThereWhenItsIPv4OneRefuses() throws {
+        // A dev server on ::1 only, behind a name with both A 127.0.0.1 and AAAA ::1 (what
+        // `localhost` is on most desktops): IPv4 is tried first, refused, then ::1 answers.
+        let probe = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        var any = sockaddr_in6()
+        any.sin6_family = sa_family_t(AF_INET6)
+        any.sin6_addr.__in6_u.__u6_addr8.15 = 1
+        let bound = withUnsafePointer(to: &any) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        close(probe)
+        guard bound == 0 else { return }  // no IPv6 on this machine
+        let v6 = try ManagedProcess("test-backend", ["0", "--host", "::1"])
+        defer { v6.stop() }
+        let dns = try DNSServer(names: ["dual.test": ["127.0.0.1", "::1"]])
+        let config = """
+            {"backends":[{"id":"dev","url":"http://dual.test:\(v6.port)"}],
+             "resolver":{"servers":["127.0.0.1:\(dns.process.port)"],"timeout_ms":300,"attempts":1},
+             "health_check":{"path":null,"interval_ms":60000,"timeout_ms":500,"healthy_threshold":1,"unhealthy_threshold":1}}
+            """
+        let proxy = try startProxy(config: config, workers: 2)
+        defer { proxy.stop() }
+        // The first probe found ::1 (127.0.0.1 refused): the backend is up, at its IPv6 address.
+        #expect(eventually(3) { endpoints(proxy.port)["dev"]?["healthy"] as? Bool == true }, "\(endpoints(proxy.port))")
+        #expect(endpoints(proxy.port)["dev"]?["address"] as? String == "[::1]:\(v6.port)", "\(endpoints(proxy.port))")
+        for i in 0..<6 { #expect(try get(proxy.port, "/r\(i)").status == 200) }
+
+        // No probe in time: a dev server that starts on ::1 after the start probe found nothing.
+        // The request's connect to 127.0.0.1 is refused, the backend moves to ::1 and the request
+        // goes there (try_when_all_down lets it try although the probe said down).
+        let late = try ManagedProcess("test-backend", ["0", "--host", "::1"])
+        let latePort = late.port
+        late.stop()  // the port is free again: the server comes back there below
+        let idle = try startProxy(config: """
+            {"backends":[{"id":"dev","url":"http://dual.test:\(latePort)"}], "try_when_all_down": true,
+             "resolver":{"servers":["127.0.0.1:\(dns.process.port)"],"timeout_ms":300,"attempts":1},
+             "health_check":{"path":null,"interval_ms":60000,"timeout_ms":500,"healthy_threshold":1,"unhealthy_threshold":1}}
+            """, workers: 1)
+        defer { idle.stop() }
+        #expect(eventually(3) { endpoints(idle.port)["dev"]?["healthy"] as? Bool == false })
+        let back = try ManagedProcess("test-backend", [String(latePort), "--host", "::1"])
+        defer { back.stop() }
+        #expect(try get(idle.port, "/late").status == 200)
+        #expect(endpoints(idle.port)["dev"]?["address"] as? String == "[::1]:\(latePort)", "\(endpoints(idle.port))")
+    }
+
     @Test func namesAreResolvedAgainAndSeveralAddressesBecomeSeveralEndpoints() throws {
         // Two backends on the same port of two loopback addresses: what one name can point at.
         let a = try ManagedProcess("test-backend", ["0", "--host", "127.0.0.1"])

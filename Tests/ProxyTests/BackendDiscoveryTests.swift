@@ -18,6 +18,27 @@ struct BackendDiscoveryTests {
         #expect(v6.addresses.map(\.ipString) == ["fd00::2", "fd00::1"])
         #expect(v6.ttlS == nil)
         #expect(ResolvedAddresses(choosingFrom: []).addresses.isEmpty)
+        #expect(mixed.otherFamily.map(\.ipString) == ["::1"], "kept as fallbacks")
+        #expect(v6.otherFamily.isEmpty)
+    }
+
+    @Test func aNameWithOneAddressGetsTheOtherFamilyAsFallbacksAndMovesOnWhenOneFails() {
+        let config = BackendConfig(id: "dev", url: "http://localhost:5173", host: "localhost", port: 5173)
+        let one = BackendEndpoints.make(config, addresses: [address("127.0.0.1")], current: [], workers: 1, tls: nil, record: nil,
+                                        otherFamily: [address("::1")])
+        #expect(one.count == 1 && one[0].fallbacks == [address("::1")] && one[0].currentAddress == address("127.0.0.1"))
+        one[0].addressFailed(0)
+        #expect(one[0].currentAddress == address("::1"))
+        one[0].addressFailed(0)
+        #expect(one[0].currentAddress == address("::1"), "a stale failure report (another worker's) does not move it back")
+        one[0].addressFailed(1)
+        #expect(one[0].currentAddress == address("127.0.0.1"), "round: the next after the last is the first")
+        one[0].addressAnswered(1)
+        #expect(one[0].answeringIndex == 1)
+        // Several preferred addresses are several endpoints, without fallbacks.
+        let two = BackendEndpoints.make(config, addresses: [address("10.0.0.1"), address("10.0.0.2")], current: [], workers: 1, tls: nil,
+                                        record: nil, otherFamily: [address("::1")])
+        #expect(two.count == 2 && two.allSatisfy { $0.fallbacks.isEmpty })
     }
 
     @Test func socketAddressesCompareByFamilyAddressAndPort() {

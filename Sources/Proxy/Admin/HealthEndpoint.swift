@@ -19,7 +19,7 @@ enum HealthEndpoint {
                 if !first { json += "," }
                 first = false
                 json += "{\"id\":\(JSONText.quote(b.id)),\"upstream\":\(JSONText.quote(u.name)),\"url\":\(JSONText.quote(b.url)),"
-                json += "\"address\":\(JSONText.quote(b.address.description)),"
+                json += "\"address\":\(JSONText.quote(b.currentAddress.description)),"
                 json += "\"healthy\":\(b.isHealthy),\"active_connections\":\(b.activeRequests),"
                 json += "\"idle_pooled_connections\":\(b.idlePooledConnections),"
                 json += "\"consecutive_successes\":\(record.consecutiveSuccesses),\"consecutive_failures\":\(record.consecutiveFailures),"

@@ -7,8 +7,10 @@ public final class Backend {
     public let pool: UpstreamPool
     /// `shared.authority` as bytes, for the Host header of HTTP/1.0 requests that came without one.
     let authorityBytes: [UInt8]
-    /// The resolved address as text (`127.0.0.1:3001`), for the access log.
-    let addressBytes: [UInt8]
+    /// Each address as text (`127.0.0.1:3001`; the address, then the fallbacks), for the access log.
+    private let addressTexts: [[UInt8]]
+    /// The current address as text.
+    var addressBytes: [UInt8] { addressTexts.count == 1 ? addressTexts[0] : addressTexts[shared.answeringIndex] }
     /// The id as the access log writes it.
     let logID: LogName
     /// This worker's slot in `shared.counters`.
@@ -28,14 +30,15 @@ public final class Backend {
         counters = shared.counters[worker]
         stats = shared.stats[worker]
         authorityBytes = Array(shared.authority.utf8)
-        addressBytes = Array(shared.address.description.utf8)
+        addressTexts = (0..<shared.addressCount).map { Array(shared.address(at: $0).description.utf8) }
         logID = LogName(shared.id)
         pool.counter = counters
     }
 
     public var id: String { shared.id }
     public var url: String { shared.url }
-    public var address: SocketAddress { shared.address }
+    /// Where a new connection goes: the address that answered last (`SharedBackend.currentAddress`).
+    public var address: SocketAddress { shared.currentAddress }
 
     /// The health checker's current verdict.
     public var isHealthy: Bool { shared.isHealthy }

@@ -82,18 +82,23 @@ enum BackendEndpoints {
     /// renames its endpoint) and, with `keepingRuntimeChanges` (a re-resolution, not a reload),
     /// the runtime API's state and weight: an address that stays keeps its endpoint's, a new one
     /// takes what was set for the backend as a whole (`BackendNameRecord`).
+    /// `otherFamily`: the name's addresses of the other family; a name with a single preferred
+    /// address gets them as its endpoint's fallbacks (`SharedBackend.fallbacks`).
     static func make(_ backend: BackendConfig, addresses: [SocketAddress], current: [SharedBackend], workers: Int,
-                     tls: TLSContext?, record: BackendNameRecord?, keepingRuntimeChanges: Bool = false) -> [SharedBackend] {
+                     tls: TLSContext?, record: BackendNameRecord?, keepingRuntimeChanges: Bool = false,
+                     otherFamily: [SocketAddress] = []) -> [SharedBackend] {
         let sorted = addresses.sorted { $0.ordered(before: $1) }
+        let fallbacks = sorted.count == 1 ? otherFamily : []
         return sorted.map { address in
             let id = sorted.count == 1 ? backend.id : "\(backend.id)@\(address.ipString)"
-            if let kept = current.first(where: { $0.id == id && $0.address == address && $0.isSame(as: backend) && $0.nameRecord === record }) {
+            if let kept = current.first(where: { $0.id == id && $0.address == address && $0.fallbacks == fallbacks && $0.isSame(as: backend)
+                                                 && $0.nameRecord === record }) {
                 kept.setConfiguredWeight(backend.weight)
                 return kept
             }
             let previous = current.first { $0.address == address }
             let made = SharedBackend(config: backend, address: address, workers: workers, inheriting: previous, tls: tls,
-                                     id: id, nameRecord: record)
+                                     id: id, nameRecord: record, fallbacks: fallbacks)
             if keepingRuntimeChanges {
                 // The address was there: its own state; a new address: the backend's.
                 if let previous {

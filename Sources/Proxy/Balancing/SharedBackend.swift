@@ -15,6 +15,13 @@ public final class SharedBackend: Sendable {
     /// This endpoint's address. A backend whose host name has several addresses is several
     /// endpoints (`BackendEndpoints`), one instance each, sharing `config`.
     public let address: SocketAddress
+    /// Further addresses of the same name, of the other family, tried when `address` refuses
+    /// (`localhost` is 127.0.0.1, then ::1); the one that last answered is used until it fails
+    /// (`currentAddress`). Empty for IP literals and for names with several preferred addresses
+    /// (those are several endpoints).
+    public let fallbacks: [SocketAddress]
+    /// Which of `address` (0) and `fallbacks` (1…) connects and probes go to now.
+    private let answering = Atomic<Int>(0)
     /// The endpoint's name in logs, `/_health`, metrics and the runtime API: the backend's id, or
     /// `id@address` when its host name has several addresses.
     public let id: String
@@ -41,9 +48,10 @@ public final class SharedBackend: Sendable {
     /// `inheriting` carries the health state over from the entry a reload replaces (same URL,
     /// another id or position), so a backend known to be down does not get traffic again.
     public init(config: BackendConfig, address: SocketAddress, workers: Int, inheriting previous: SharedBackend? = nil,
-                tls: TLSContext? = nil, id: String? = nil, nameRecord: BackendNameRecord? = nil) {
+                tls: TLSContext? = nil, id: String? = nil, nameRecord: BackendNameRecord? = nil, fallbacks: [SocketAddress] = []) {
         self.config = config
         self.address = address
+        self.fallbacks = fallbacks
         self.id = id ?? config.id
         self.nameRecord = nameRecord
         // Named as `id` is: the URL while the name has one address (as an IP literal), so
@@ -63,6 +71,25 @@ public final class SharedBackend: Sendable {
         configuredWeight.store(config.weight, ordering: .relaxed)
         availableSinceNs.store(previous?.availableSince ?? Platform.monotonicNanos(), ordering: .relaxed)
         record = Locked(previous?.probeRecord ?? ProbeRecord())
+    }
+
+    /// `address` and then `fallbacks`.
+    public var addressCount: Int { 1 + fallbacks.count }
+    public var answeringIndex: Int { answering.load(ordering: .relaxed) }
+    public func address(at index: Int) -> SocketAddress { index == 0 ? address : fallbacks[index - 1] }
+    /// Where new connections and probes go: the address that answered last.
+    public var currentAddress: SocketAddress { address(at: answering.load(ordering: .relaxed)) }
+
+    /// A connect to address `index` failed: the next one becomes current, unless another worker
+    /// or the prober moved on already. Any thread (one compare-and-exchange).
+    func addressFailed(_ index: Int) {
+        guard addressCount > 1 else { return }
+        _ = answering.compareExchange(expected: index, desired: (index + 1) % addressCount, ordering: .relaxed)
+    }
+
+    /// Address `index` answered (a probe): it is current from now on.
+    func addressAnswered(_ index: Int) {
+        if answering.load(ordering: .relaxed) != index { answering.store(index, ordering: .relaxed) }
     }
 
     /// The configured backend's id (shared by all its endpoints).

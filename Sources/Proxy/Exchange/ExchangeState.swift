@@ -51,6 +51,10 @@ struct ExchangeState: ~Copyable {
     var claimRateKey: UInt64 = 3
     /// The request already waited for a JWKS fetch: it may not wait for another.
     var waitedForKeys = false
+    /// The address (of `SharedBackend`'s address and fallbacks) the current connect went to, and
+    /// how many times this request moved a backend on to its next address.
+    var connectAddressIndex = 0
+    var addressMoves = 0
     /// Every backend was down and `try_when_all_down` sent the request to one anyway: if that
     /// connect fails, the answer is the 503 it would have had.
     var triedWhileAllDown = false

@@ -609,7 +609,9 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             do {
                 // Strong captures (a weak one would give both objects a side table: slower ARC on
                 // every request after): the closure is dropped when it runs or the stream closes.
-                try conn.stream.connect(to: backend.address) { [self, conn] status in
+                let shared = backend.shared
+                x.pointee.connectAddressIndex = shared.addressCount == 1 ? 0 : shared.answeringIndex
+                try conn.stream.connect(to: shared.address(at: x.pointee.connectAddressIndex)) { [self, conn] status in
                     guard hasState && x.pointee.upstream === conn else { return }
                     if status == 0 { self.upstreamConnected() } else { self.connectFailed(UVError(status)) }
                 }
@@ -627,7 +629,16 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         case .localResourceExhausted:
             localResourceFailure(problem!)
         case .tryNextBackend:
+            let index = x.pointee.backendIndex
+            let shared = currentBackend.shared
             noteConnectFailure(error)
+            // A name with another address (`localhost`: ::1 after 127.0.0.1): that one becomes
+            // current, and this request may try the backend again there — once per address.
+            if shared.addressCount > 1 && x.pointee.addressMoves < shared.addressCount - 1 {
+                shared.addressFailed(x.pointee.connectAddressIndex)
+                x.pointee.addressMoves += 1
+                x.pointee.triedBackends.remove(index)
+            }
             connectUpstream()
         }
     }
@@ -1342,6 +1353,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x.pointee.claimRateKey = 3
         x.pointee.waitedForKeys = false
         x.pointee.triedWhileAllDown = false
+        x.pointee.addressMoves = 0
         x.pointee.servedBy = -1
         x.pointee.responseStatus = 0
         x.pointee.upstreamHeadNs = 0

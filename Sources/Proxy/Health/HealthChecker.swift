@@ -49,13 +49,31 @@ public final class HealthChecker {
 
     private func probeAll() {
         for i in backends.indices where inFlight[i] == nil {
-            let probe = HealthProbe(loop: loop, backend: backends[i], path: config.path, timeoutMs: config.timeoutMs,
-                                    proxyProtocol: proxyProtocol)
-            inFlight[i] = probe
-            probe.run { [unowned self] outcome in
-                self.inFlight[i] = nil
-                self.record(self.backends[i], outcome)
+            let b = backends[i]
+            probe(i, at: b.addressCount == 1 ? 0 : b.answeringIndex, triesLeft: b.addressCount - 1)
+        }
+    }
+
+    /// Probes backend `i` at its address `index`. A backend whose name has further addresses
+    /// (`SharedBackend.fallbacks`) that fails there is probed at the next one at once; the first
+    /// that answers becomes the address every worker connects to, so a dev server that listens
+    /// on ::1 only is found although `localhost` is tried as 127.0.0.1 first.
+    private func probe(_ i: Int, at index: Int, triesLeft: Int) {
+        let b = backends[i]
+        let probe = HealthProbe(loop: loop, backend: b, address: b.address(at: index), path: config.path, timeoutMs: config.timeoutMs,
+                                proxyProtocol: proxyProtocol)
+        inFlight[i] = probe
+        probe.run { [unowned self] outcome in
+            self.inFlight[i] = nil
+            switch outcome {
+            case .success:
+                b.addressAnswered(index)
+            case .failure where triesLeft > 0:
+                return self.probe(i, at: (index + 1) % b.addressCount, triesLeft: triesLeft - 1)
+            default:
+                break
             }
+            self.record(b, outcome)
         }
     }
 
@@ -119,7 +137,10 @@ final class HealthProbe {
 
     /// `proxyProtocol`: the upstream's `send_proxy_protocol` (0: none): the probe's connection
     /// starts with a header saying it speaks for itself.
-    init(loop: EventLoop, backend: SharedBackend, path: String?, timeoutMs: Int, proxyProtocol: Int = 0) {
+    private let address: SocketAddress
+
+    init(loop: EventLoop, backend: SharedBackend, address: SocketAddress? = nil, path: String?, timeoutMs: Int, proxyProtocol: Int = 0) {
+        self.address = address ?? backend.currentAddress
         self.proxyProtocol = proxyProtocol
         self.backend = backend
         self.timeoutMs = timeoutMs
@@ -151,7 +172,7 @@ final class HealthProbe {
         stream.onWriteError = { [self] code in finish(.error(code, during: "write")) }
         do {
             // Out of descriptors, `uv_tcp_connect` fails here, creating the socket (EMFILE).
-            try stream.connect(to: backend.address) { [self] status in
+            try stream.connect(to: address) { [self] status in
                 if status == UVError.protocolError, let reason = (stream as? TLSStream)?.failureReason {
                     return finish(false, "TLS: \(reason)")
                 }

@@ -12,14 +12,19 @@ public struct ResolvedAddresses: Sendable, Equatable {
     /// How many addresses the answer had when there were more than `maxAddresses` (the first
     /// `maxAddresses` in address order are used, so the choice does not follow the answer's order).
     public var truncatedFrom: Int?
+    /// The other family's addresses of the answer (at most 8): a name with one address of the
+    /// preferred family uses them as fallbacks (`localhost` → 127.0.0.1, then ::1 for a dev
+    /// server that listens on IPv6 only).
+    public var otherFamily: [SocketAddress] = []
 
     /// At most this many endpoints per name.
     public static let maxAddresses = 256
 
-    public init(addresses: [SocketAddress], ttlS: Int? = nil, truncatedFrom: Int? = nil) {
+    public init(addresses: [SocketAddress], ttlS: Int? = nil, truncatedFrom: Int? = nil, otherFamily: [SocketAddress] = []) {
         self.addresses = addresses
         self.ttlS = ttlS
         self.truncatedFrom = truncatedFrom
+        self.otherFamily = otherFamily
     }
 
     /// The preferred family's addresses of `all`, first occurrences only; past `maxAddresses`,
@@ -37,7 +42,9 @@ public struct ResolvedAddresses: Sendable, Equatable {
             truncated = truncated ?? chosen.count
             chosen = Array(chosen.sorted { $0.ordered(before: $1) }.prefix(Self.maxAddresses))
         }
-        self.init(addresses: chosen, ttlS: ttl, truncatedFrom: truncated)
+        var other: [SocketAddress] = []
+        for (address, _) in all where address.isIPv6 == preferIPv4 && !other.contains(address) && other.count < 8 { other.append(address) }
+        self.init(addresses: chosen, ttlS: ttl, truncatedFrom: truncated, otherFamily: other)
     }
 }
 

@@ -119,7 +119,7 @@ public final class Supervisor {
                 if let ttl = resolved.ttlS { ttls[b.id] = ttl }
                 Self.warnIfTruncated(b, resolved)
                 backends += BackendEndpoints.make(b, addresses: resolved.addresses, current: [], workers: workerCount, tls: tls,
-                                                  record: Self.nameRecord(b, resolved))
+                                                  record: Self.nameRecord(b, resolved), otherFamily: resolved.otherFamily)
             } catch {
                 throw ProxyStartError(message: "\(options.configPath): backends: \(error)")
             }
@@ -495,7 +495,7 @@ public final class Supervisor {
             // Renamed or moved (default ids follow the position): keep what its probes found.
             let previous = generation.backends.filter { $0.hasSameAddress(as: b) }
             backends += BackendEndpoints.make(b, addresses: address.addresses, current: previous, workers: workerCount, tls: tls,
-                                              record: Self.nameRecord(b, address))
+                                              record: Self.nameRecord(b, address), otherFamily: address.otherFamily)
             if let ttl = address.ttlS { ttls[b.id] = ttl }
         }
         let budget = ConnectionBudget.effective(next.limits, fdLimit: fdLimit, workers: workerCount,
@@ -613,7 +613,8 @@ public final class Supervisor {
             let current = generation.backends.filter { $0.backendID == b.id && $0.isSame(as: b) }
             guard let resolved = changed[b.id] else { backends += current; continue }
             backends += BackendEndpoints.make(b, addresses: resolved.addresses, current: current, workers: workerCount,
-                                              tls: current.first?.tls, record: current.first?.nameRecord, keepingRuntimeChanges: true)
+                                              tls: current.first?.tls, record: current.first?.nameRecord, keepingRuntimeChanges: true,
+                                              otherFamily: resolved.otherFamily)
         }
         generation = ConfigGeneration(number: generation.number + 1, config: config, backends: backends,
                                       upstreams: generation.upstreams, maxConnections: generation.maxConnections,
