@@ -78,9 +78,9 @@ enum ProxyCommand {
             // What starting would do first: bind every listen address and look every backend
             // host name up. Either failing fails the check, as it would fail the start.
             let source = options.targets.isEmpty ? options.configPath + ": " : ""
-            for listener in config.listeners {
-                if case .failure(let problem) = ListenSockets.probeBind(listener.address) {
-                    Log.plain("proxy: \(source)listen \(listener.address): \(problem.message)")
+            for (what, address) in config.listeners.map({ ("listen", $0.address) }) + (config.admin.listen.map { [("admin.listen", $0)] } ?? []) {
+                if case .failure(let problem) = ListenSockets.probeBind(address) {
+                    Log.plain("proxy: \(source)\(what) \(address): \(problem.message)")
                     return options.targets.isEmpty ? 1 : 2
                 }
             }

@@ -321,7 +321,7 @@ import Testing
         let (busyFD, busy) = listenOnLoopback()
         defer { close(busyFD) }
         #expect(run(binary, ["--to", "http://localhost:1", "--listen", "127.0.0.1:\(busy)", "--check"], output: &output) == 2)
-        #expect(output.contains("listen 127.0.0.1:\(busy): cannot listen on 127.0.0.1:\(busy): already in use by another program"), "\(output)")
+        #expect(output.contains("listen 127.0.0.1:\(busy): cannot listen on 127.0.0.1:\(busy): already in use (by another program"), "\(output)")
         #expect(run(binary, ["--to", "http://no-such-host.invalid:1", "--listen", "127.0.0.1:0", "--check"], output: &output) == 2)
         #expect(output.contains("backend backend1: no-such-host.invalid does not resolve"), "\(output)")
         let config = writeTempFile(#"{"backends": [{"url": "http://no-such-host.invalid:1"}], "listen": "127.0.0.1:0"}"#, suffix: ".json")

@@ -23,6 +23,7 @@ struct BackendDiscoveryTests {
     }
 
     @Test func aNameWithOneAddressGetsTheOtherFamilyAsFallbacksAndMovesOnWhenOneFails() {
+        guard address("::1").isRoutableHere else { return }  // no IPv6 here: no fallback is kept
         let config = BackendConfig(id: "dev", url: "http://localhost:5173", host: "localhost", port: 5173)
         let one = BackendEndpoints.make(config, addresses: [address("127.0.0.1")], current: [], workers: 1, tls: nil, record: nil,
                                         otherFamily: [address("::1")])

@@ -280,7 +280,7 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
     }
 
     @Test("Bad listen addresses are rejected with the reason", arguments: [
-        ("8080", #"missing ':' before the port; write ":8080" to listen on all interfaces"#),
+        ("8080", #"missing ':' before the port; write ":8080" (every interface with a config file, loopback with --to)"#),
         ("127.0.0.1", "missing the port"),
         ("127.0.0.1:", "missing the port number after ':'"),
         (":", "missing the port number after ':'"),
@@ -658,10 +658,13 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
     @Test("--to listens on loopback unless given an address; it tries one connect when all are down")
     func gatewayListensOnLoopback() throws {
         func listeners(_ args: [String], ipv6: Bool = true) throws -> [String] {
-            try QuickStart.config(CommandLineOptions.parse(["--to", "http://localhost:1"] + args), ipv6Loopback: ipv6).listeners.map { "\($0.address)" }
+            try QuickStart.config(CommandLineOptions.parse(["--to", "http://localhost:1"] + args), ipv6Loopback: ipv6, ipv6Free: true)
+                .listeners.map { "\($0.address)" }
         }
         #expect(try listeners([]) == ["127.0.0.1:8080", "[::1]:8080"])
         #expect(try listeners([], ipv6: false) == ["127.0.0.1:8080"])
+        #expect(try QuickStart.config(CommandLineOptions.parse(["--to", "http://localhost:1"]), ipv6Loopback: true, ipv6Free: false).listeners.count == 1,
+                "[::1] held by another program (a dev server on localhost): IPv4 only")
         #expect(try listeners(["--listen", ":3000"]) == ["127.0.0.1:3000", "[::1]:3000"])
         #expect(try listeners(["--listen", ":0"]) == ["127.0.0.1:0"], "port 0 would be two ports: IPv4 only")
         #expect(try listeners(["--listen", "0.0.0.0:3000"]) == ["0.0.0.0:3000"], "an explicit address exposes it")

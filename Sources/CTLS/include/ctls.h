@@ -134,9 +134,6 @@ int ctls_session_has_buffered_input(const ctls_session *session);
 /* After the handshake: the negotiated version ("TLSv1.3"), cipher, ALPN protocol (may be empty),
  * the SNI the client sent (NULL when none), whether the session was resumed. */
 const char *ctls_session_version(const ctls_session *session);
-
-/* The linked TLS library's name and version ("OpenSSL 3.0.17 1 Jul 2025"), for `proxy --version`. */
-const char *ctls_library_version(void);
 const char *ctls_session_cipher(const ctls_session *session);
 size_t ctls_session_alpn(const ctls_session *session, const unsigned char **protocol);
 const char *ctls_session_server_name(const ctls_session *session);
@@ -172,5 +169,8 @@ const char *ctls_session_error(const ctls_session *session);
 
 /* The same library checks JSON Web Token signatures (csig.h). */
 #include "csig.h"
+
+/* The linked TLS library's name and version ("OpenSSL 3.0.17 1 Jul 2025"), for `proxy --version`. */
+const char *ctls_library_version(void);
 
 #endif

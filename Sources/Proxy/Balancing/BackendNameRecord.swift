@@ -88,7 +88,7 @@ enum BackendEndpoints {
                      tls: TLSContext?, record: BackendNameRecord?, keepingRuntimeChanges: Bool = false,
                      otherFamily: [SocketAddress] = []) -> [SharedBackend] {
         let sorted = addresses.sorted { $0.ordered(before: $1) }
-        let fallbacks = sorted.count == 1 ? otherFamily : []
+        let fallbacks = Self.fallbacks(sorted, otherFamily: otherFamily)
         return sorted.map { address in
             let id = sorted.count == 1 ? backend.id : "\(backend.id)@\(address.ipString)"
             if let kept = current.first(where: { $0.id == id && $0.address == address && $0.fallbacks == fallbacks && $0.isSame(as: backend)
@@ -113,8 +113,18 @@ enum BackendEndpoints {
         }
     }
 
-    /// Whether `addresses` are the addresses `endpoints` are at (in any order).
-    static func same(_ endpoints: [SharedBackend], _ addresses: [SocketAddress]) -> Bool {
+    /// The fallbacks a name with these preferred addresses gets: its other family's addresses
+    /// (in address order, those this machine can route to) when it has one preferred address;
+    /// none otherwise.
+    static func fallbacks(_ addresses: [SocketAddress], otherFamily: [SocketAddress]) -> [SocketAddress] {
+        guard addresses.count == 1 else { return [] }
+        return otherFamily.sorted { $0.ordered(before: $1) }.filter(\.isRoutableHere)
+    }
+
+    /// Whether `addresses` are the addresses `endpoints` are at (in any order), with the same
+    /// fallbacks (`otherFamily`).
+    static func same(_ endpoints: [SharedBackend], _ addresses: [SocketAddress], otherFamily: [SocketAddress] = []) -> Bool {
         endpoints.count == addresses.count && addresses.allSatisfy { a in endpoints.contains { $0.address == a } }
+            && (endpoints.count != 1 || endpoints[0].fallbacks == fallbacks(addresses, otherFamily: otherFamily))
     }
 }

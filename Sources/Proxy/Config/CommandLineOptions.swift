@@ -35,7 +35,7 @@ public struct CommandLineOptions: Sendable, Equatable {
     /// `--version`: print the version and the libraries' and exit.
     public var version: Bool = false
 
-    /// The `timeouts` keys as `--to` flags, with what each means.
+    /// The `timeouts` keys as `--to` flags: (flag, config key).
     public static let timeoutFlags: [(flag: String, key: String)] = [
         ("--connect-ms", "connect_ms"), ("--upstream-ms", "upstream_ms"), ("--response-idle-ms", "response_idle_ms"),
         ("--event-stream-idle-ms", "event_stream_idle_ms"), ("--client-header-ms", "client_header_ms"),

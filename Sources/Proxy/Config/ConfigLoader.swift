@@ -87,11 +87,30 @@ public enum ConfigLoader {
             throw root.member("balance", example: BalanceConfig.policyExample)
                 .error("applies to the top-level \"backends\" (the default pool), and there are none; set \"balance\" in each upstream")
         }
+        addStaticUpstreams(&config)
         try checkRouting(config, at: root)
         try checkAccessLog(config.accessLog, at: root)
         try checkGlobalLimits(config, at: root)
         try checkClaimKeys(config, at: root)
         return config
+    }
+
+    /// Each `static` route gets an upstream of its own, `static:ROUTE`, with one backend that is
+    /// its files: never probed (always healthy), never looked up (an IP literal it never
+    /// connects to).
+    static func addStaticUpstreams(_ config: inout ProxyConfig) {
+        for i in config.routes.indices {
+            guard let files = config.routes[i].staticFiles, config.routes[i].upstream.isEmpty else { continue }
+            var name = "static:" + config.routes[i].label
+            var n = 2
+            while config.allUpstreams.contains(where: { $0.name == name }) { name = "static:\(config.routes[i].label)-\(n)"; n += 1 }
+            var backend = BackendConfig(id: "static\(i + 1)", url: files.url, host: "127.0.0.1", port: 1)
+            backend.staticFiles = files
+            config.upstreams.append(UpstreamConfig(name: name, backends: [backend],
+                                                   healthCheck: HealthCheckConfig(path: nil, intervalMs: 3_600_000, timeoutMs: 1000,
+                                                                                  healthyThreshold: 1, unhealthyThreshold: 1)))
+            config.routes[i].upstream = name
+        }
     }
 
     /// A `jwt:CLAIM` rate-limit key needs the route's `auth.jwt` (the claim comes from the
@@ -919,6 +938,40 @@ extension AuthConfig.JWT: ConfigSection {
     }
 }
 
+extension StaticFilesConfig: ConfigSection {
+    static var defaults: StaticFilesConfig { StaticFilesConfig() }
+    static var example: String { "{\"root\": \"dist\", \"index\": \"index.html\", \"spa_fallback\": true}" }
+
+    static var fields: [ConfigField<StaticFilesConfig>] {
+        [
+            ConfigField(key: "root", example: "\"dist\"") { files, value, at throws(ConfigError) in
+                files.root = try at.string(value)
+            },
+            ConfigField(key: "index", example: "\"index.html\"") { files, value, at throws(ConfigError) in
+                if case .null = value { files.index = nil; return }
+                let name = try at.string(value)
+                guard !name.isEmpty, !name.contains("/"), !name.hasPrefix(".") else { throw at.error("expected a file name such as \"index.html\" (or null for none)") }
+                files.index = name
+            },
+            ConfigField(key: "spa_fallback", example: "true") { files, value, at throws(ConfigError) in
+                guard case .bool(let on) = value else { throw at.error("expected true (unknown paths get the index, for single-page apps) or false") }
+                files.spaFallback = on
+            },
+            ConfigField(key: "precompressed", example: "true") { files, value, at throws(ConfigError) in
+                guard case .bool(let on) = value else { throw at.error("expected true (send FILE.br / FILE.gz when the client takes them) or false") }
+                files.precompressed = on
+            },
+            ConfigField(key: "cache_control", example: "\"public, max-age=3600\"") { files, value, at throws(ConfigError) in
+                if case .null = value { files.cacheControl = nil; return }
+                let text = try at.string(value)
+                guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else { throw at.error("expected a Cache-Control value such as \"public, max-age=3600\"") }
+                files.cacheControl = text
+            },
+            .integer("read_chunk_bytes", \.readChunkBytes, 4096...(4 << 20)),
+        ]
+    }
+}
+
 extension AuthConfig.JWKSSource: ConfigSection {
     static var defaults: AuthConfig.JWKSSource { AuthConfig.JWKSSource() }
     static var example: String { "{\"url\": \"https://id.example/.well-known/jwks.json\", \"refresh_s\": 300}" }
@@ -1640,6 +1693,18 @@ struct RouteEntry: ConfigSection {
                 }
             },
             .section("timeouts", \.timeouts),
+            ConfigField(key: "static", example: StaticFilesConfig.example) { entry, value, at throws(ConfigError) in
+                var files = try StaticFilesConfig.decode(value, at: at)
+                let place = at.member("root", example: "\"dist\"")
+                guard !files.root.isEmpty else { throw place.error("missing; the directory to serve files from") }
+                let path = CertificateEntry.resolve(files.root, against: at.file)
+                guard let real = FileAccess.realPath(path) else { throw place.error("cannot use \(path): no such directory") }
+                var info = stat()
+                guard stat(real, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else { throw place.error("\(path) is not a directory") }
+                guard access(real, R_OK | X_OK) == 0 else { throw place.error("cannot read \(path): \(String(cString: strerror(errno)))") }
+                files.realRoot = real
+                entry.route.staticFiles = files
+            },
         ] + PolicyConfig.fields(at: \RouteEntry.route.policy)
     }
 
@@ -1674,8 +1739,11 @@ struct RouteEntry: ConfigSection {
         for (index, element) in elements.enumerated() {
             let at = location.element(index, example: example)
             let entry = try decode(element, at: at)
-            guard !entry.route.upstream.isEmpty else {
-                throw at.member("upstream", example: "\"api\"").error("missing; a route needs the upstream it sends requests to")
+            if entry.route.staticFiles != nil && !entry.route.upstream.isEmpty {
+                throw at.member("upstream", example: "\"api\"").error("a route is answered from \"static\" files or by an \"upstream\", not both")
+            }
+            guard !entry.route.upstream.isEmpty || entry.route.staticFiles != nil else {
+                throw at.member("upstream", example: "\"api\"").error("missing; a route needs the upstream it sends requests to (or \"static\" files)")
             }
             routes.append(entry.route)
         }

@@ -117,7 +117,7 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
             return ListenAddress(host: allInterfaces, port: port)
         }
         if AddressSyntax.isDigits(s) {
-            throw AddressSyntaxError("missing ':' before the port; write \":\(s)\" to listen on all interfaces")
+            throw AddressSyntaxError("missing ':' before the port; write \":\(s)\" (every interface with a config file, loopback with --to)")
         }
         let (host, port) = try AddressSyntax.hostAndPort(s[...], allowZeroPort: true)
         guard let port else {
@@ -140,6 +140,9 @@ public struct BackendConfig: Sendable, Equatable {
     public var tls: BackendTLSConfig?
     /// Its share of the upstream's requests relative to the others (`weight`, default 1).
     public var weight: Int
+    /// A static route's files (`StaticFilesConfig`): this backend is answered from them, not
+    /// connected to. Nil for every real backend.
+    public var staticFiles: StaticFilesConfig?
 
     /// Whether `host` is an IP address (never looked up) rather than a name.
     public var hasIPLiteralHost: Bool { AddressSyntax.isIPLiteral(host) }

@@ -20,7 +20,8 @@ public enum QuickStart {
     public static let defaultPort: UInt16 = 8080
 
     /// `ipv6Loopback`: whether `[::1]` can be bound here (a bare port listens there too).
-    public static func config(_ options: CommandLineOptions, ipv6Loopback: Bool? = nil) throws(CommandLineError) -> ProxyConfig {
+    /// `ipv6Free`: whether `[::1]:PORT` may be bound (tests; nil: probe it).
+    public static func config(_ options: CommandLineOptions, ipv6Loopback: Bool? = nil, ipv6Free: Bool? = nil) throws(CommandLineError) -> ProxyConfig {
         let ipv6Loopback = ipv6Loopback ?? Platform.canBindIPv6Loopback()
         // A dev gateway exposes dev servers: a bare port (or none) binds loopback only, IPv4 and
         // IPv6 (a browser may try either for `localhost`); all interfaces need an explicit
@@ -29,7 +30,11 @@ public enum QuickStart {
         if options.listen == nil || options.listenIsBarePort {
             listen[0].host = "127.0.0.1"
             // Port 0 would give the two listeners two different ports: IPv4 only then.
-            if ipv6Loopback && listen[0].port != 0 { listen.append(ListenAddress(host: "::1", port: listen[0].port)) }
+            // [::1] only when free: a dev server bound to localhost may hold it (IPv4 then).
+            let v6 = ListenAddress(host: "::1", port: listen[0].port)
+            if ipv6Loopback && listen[0].port != 0, (ipv6Free ?? { if case .success = ListenSockets.probeBind(v6) { true } else { false } }()) {
+                listen.append(v6)
+            }
         }
         var config = ProxyConfig(listen: listen[0], healthCheck: healthCheck)
         config.balance = balance
@@ -51,6 +56,11 @@ public enum QuickStart {
                 let prefix = target[..<equals]
                 throw CommandLineError("--to \(target): a path prefix starts with /; write --to /\(prefix)=\(target[target.index(after: equals)...])")
             }
+            if !target.contains("=") && !target.contains("://") {
+                // `--to ./dist`: serve a directory (a single-page app: unknown paths get its index).
+                try addDirectory(target, at: "", target: target, to: &config)
+                continue
+            }
             if target.hasPrefix("/") {
                 guard let equals = target.firstIndex(of: "=") else {
                     throw CommandLineError("--to \(target): expected PATH=URL, e.g. --to /api=http://localhost:8080")
@@ -60,6 +70,11 @@ public enum QuickStart {
                 guard path.utf8.allSatisfy({ (0x21...0x7E).contains($0) && $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "#") }) else {
                     throw CommandLineError("--to \(target): the path may not contain spaces, '?' or '#'")
                 }
+            }
+            if !url.contains("://") {
+                // `--to /assets=./public`: that directory, under the prefix (stripped).
+                try addDirectory(url, at: path, target: target, to: &config)
+                continue
             }
             if let i = byPath.firstIndex(where: { $0.path == path }) { byPath[i].urls.append(url) } else { byPath.append((path, [url])) }
         }
@@ -91,9 +106,27 @@ public enum QuickStart {
             // The default pool gets the policy too: an explicit catch-all route.
             config.routes.append(RouteConfig(path: "/", upstream: UpstreamConfig.defaultName, hostHeader: policy))
         }
+        ConfigLoader.addStaticUpstreams(&config)
         if let workers = options.workers { config.workers = workers }
         config.timeouts = options.appliedTimeouts(to: config.timeouts)
         return config
+    }
+
+    /// A static route for `directory` at `path` ("" → `/`, with `spa_fallback`).
+    private static func addDirectory(_ directory: String, at path: String, target: String, to config: inout ProxyConfig) throws(CommandLineError) {
+        guard let real = FileAccess.realPath(directory), FileAccess.isDirectory(real) else {
+            throw CommandLineError("--to \(target): \(directory) is not a directory (a backend URL starts with http:// or https://)")
+        }
+        var files = StaticFilesConfig()
+        files.root = directory
+        files.realRoot = real
+        files.spaFallback = path.isEmpty
+        var route = RouteConfig(path: path.isEmpty ? "/" : path, upstream: "", stripPrefix: !path.isEmpty)
+        route.staticFiles = files
+        guard !config.routes.contains(where: { $0.path == route.path }) else {
+            throw CommandLineError("--to \(target): \(route.path) is served already")
+        }
+        config.routes.append(route)
     }
 
     /// `/api/v1` → `api-v1`.

@@ -72,6 +72,9 @@ public struct RouteConfig: Sendable, Equatable {
     public var timeouts = RouteTimeoutsConfig()
     /// This route's own policy keys (the top-level `policy` fills in the others).
     public var policy = PolicyConfig()
+    /// `"static"`: the route is answered from files (its `upstream` is the loader's
+    /// `static:ROUTE` pool).
+    public var staticFiles: StaticFilesConfig?
 
     public init(host: HostMatch = .any, path: String = "/", upstream: String, stripPrefix: Bool = false,
                 hostHeader: HostHeaderPolicy = .preserve) {

@@ -560,10 +560,15 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                 try startConnecting(conn, to: backend)
                 if group.balance.sendProxyProtocol != 0 { sendProxyHeader(on: conn, version: group.balance.sendProxyProtocol) }
             } catch {
-                let problem = error.localResourceProblem
+                // At a fallback address (`::1` on a machine without IPv6) a failure at once says
+                // nothing about the proxy's resources: that address is unusable, move on.
+                let atFallback = backend.shared.addressCount > 1 && x.pointee.connectAddressIndex != 0
+                let problem = atFallback ? nil : error.localResourceProblem
                 switch x.pointee.machine.connectFailed(isLocalResourceProblem: problem != nil) {
                 case .localResourceExhausted: return localResourceFailure(problem!)
-                case .tryNextBackend: noteConnectFailure(error)
+                case .tryNextBackend:
+                    noteConnectFailure(error)
+                    moveToNextAddress(of: backend.shared, index: index)
                 }
                 continue
             }
@@ -578,6 +583,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     private func tryOneWhileAllDown(_ group: Upstream) -> Int? {
         guard group.balance.tryWhenAllDown, x.pointee.triedBackends.isEmpty, !group.backends.isEmpty,
               !group.balancer.anyHealthy(group.backends) else { return nil }
+        // The backend just refused at one address goes on at its next (not the next backend).
+        if x.pointee.addressMoves > 0, group.backends.indices.contains(x.pointee.backendIndex) { return x.pointee.backendIndex }
         let count = group.backends.count
         for step in 0..<count {
             let index = (group.allDownTurn + step) % count
@@ -632,15 +639,19 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             let index = x.pointee.backendIndex
             let shared = currentBackend.shared
             noteConnectFailure(error)
-            // A name with another address (`localhost`: ::1 after 127.0.0.1): that one becomes
-            // current, and this request may try the backend again there — once per address.
-            if shared.addressCount > 1 && x.pointee.addressMoves < shared.addressCount - 1 {
-                shared.addressFailed(x.pointee.connectAddressIndex)
-                x.pointee.addressMoves += 1
-                x.pointee.triedBackends.remove(index)
-            }
+            moveToNextAddress(of: shared, index: index)
             connectUpstream()
         }
+    }
+
+    /// A connect to one address of a name with several (`localhost`: ::1 after 127.0.0.1)
+    /// failed: the next one becomes the backend's current address, and this request may try the
+    /// backend again there — once per address.
+    private func moveToNextAddress(of shared: SharedBackend, index: Int) {
+        guard shared.addressCount > 1 && x.pointee.addressMoves < shared.addressCount - 1 else { return }
+        shared.addressFailed(x.pointee.connectAddressIndex)
+        x.pointee.addressMoves += 1
+        x.pointee.triedBackends.remove(index)
     }
 
     /// The proxy itself is out of a resource (descriptors, ports, memory): no backend is to
@@ -656,8 +667,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         // A TLS backend's handshake is part of connecting: its reason says more than EPROTO.
         let tlsReason = error.code == UVError.protocolError ? (x.pointee.upstream?.stream as? TLSStream)?.failureReason : nil
         let what = tlsReason.map { $0.hasPrefix("TLS handshake failed") ? $0 : "TLS handshake failed: \($0)" }
-        x.pointee.lastConnectFailure = "Bad Gateway: cannot connect to backend \(backend.id) (\(backend.address)): \(what ?? error.name)"
-        x.pointee.failedAttempts.append(ErrorPage.Attempt(backend: backend.id, url: backend.url, address: backend.address.description,
+        // The address dialled (the backend's current one may have moved on since).
+        let dialled = backend.shared.address(at: min(x.pointee.connectAddressIndex, backend.shared.addressCount - 1))
+        x.pointee.lastConnectFailure = "Bad Gateway: cannot connect to backend \(backend.id) (\(dialled)): \(what ?? error.name)"
+        x.pointee.failedAttempts.append(ErrorPage.Attempt(backend: backend.id, url: backend.url, address: dialled.description,
                                           problem: what ?? ErrorPage.explain(error, url: backend.url)))
         releaseUpstream(reusable: false, outcome: .connectFailure)
     }
@@ -1228,18 +1241,31 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         releaseUpstream(reusable: false)
         let reply: LocalReply
         if status >= 502 && status <= 504 {
-            // RFC 9209: says the proxy, not the backend, made this answer (the down page's
-            // script looks for it to know when the backend answers again).
+            // RFC 9209: says the proxy, not the backend, made this answer, and why (the down
+            // page's script looks for it to know when the backend answers again).
             var fields = fields
-            let kind = status == 503 ? "destination_unavailable" : status == 504 ? "http_response_timeout"
-                : x.pointee.lastConnectFailure != nil ? "connection_refused" : "http_protocol_error"
+            let unreachable = reason.hasPrefix("Service Unavailable: no healthy backend") || reason.hasPrefix("Bad Gateway: cannot connect")
+            let kind: String
+            if reason.hasPrefix("Service Unavailable: no healthy backend") {
+                kind = "destination_unavailable"
+            } else if reason.hasPrefix("Bad Gateway: cannot connect") {
+                kind = reason.contains("TLS") ? "tls_protocol_error" : reason.contains("ETIMEDOUT") ? "connection_timeout" : "connection_refused"
+            } else if status == 504 {
+                kind = "http_response_timeout"
+            } else if status == 502 {
+                kind = "http_protocol_error"
+            } else {
+                kind = "proxy_internal_response"  // a policy's or the proxy's own 503
+            }
             fields.append((name: "Proxy-Status", value: "swift-proxy; error=\(kind)"))
             if ErrorPage.wanted(by: x.pointee.request) {
                 let routed = routedUpstream
                 let unhealthy = status == 503 ? (routed?.backends ?? []).map { b in (b.id, b.url, b.shared.probeRecord.lastError) } : []
+                // Only a backend that could not be reached is worth watching for: a GET that
+                // timed out or broke is not re-sent by the page.
                 let page = ErrorPage.html(status: status, reason: reason, upstream: routed?.name ?? "none", route: x.pointee.route?.description ?? "none",
                                           attempts: x.pointee.failedAttempts, unhealthy: unhealthy,
-                                          reloads: x.pointee.request.isHEAD || x.pointee.request.bytes.equals(x.pointee.request.method, "GET"))
+                                          reloads: unreachable && (x.pointee.request.isHEAD || x.pointee.request.bytes.equals(x.pointee.request.method, "GET")))
                 reply = LocalReply(status: status, contentType: "text/html; charset=utf-8", body: page, fields: fields)
             } else {
                 reply = .text(status, reason, fields: fields)

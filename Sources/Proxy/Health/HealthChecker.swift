@@ -50,7 +50,7 @@ public final class HealthChecker {
     private func probeAll() {
         for i in backends.indices where inFlight[i] == nil {
             let b = backends[i]
-            probe(i, at: b.addressCount == 1 ? 0 : b.answeringIndex, triesLeft: b.addressCount - 1)
+            probe(i, at: b.addressCount == 1 ? 0 : b.answeringIndex, triesLeft: b.addressCount - 1, first: nil)
         }
     }
 
@@ -58,22 +58,29 @@ public final class HealthChecker {
     /// (`SharedBackend.fallbacks`) that fails there is probed at the next one at once; the first
     /// that answers becomes the address every worker connects to, so a dev server that listens
     /// on ::1 only is found although `localhost` is tried as 127.0.0.1 first.
-    private func probe(_ i: Int, at index: Int, triesLeft: Int) {
+    ///
+    /// Only a failure to connect moves on (refused, unreachable, or unusable here: `::1` on a
+    /// machine without IPv6); an answer that is not 2xx, a timeout after connecting or a TLS
+    /// failure is the backend's verdict. When every address fails, the first one's outcome is
+    /// recorded (what the current address said).
+    private func probe(_ i: Int, at index: Int, triesLeft: Int, first: ProbeOutcome?) {
         let b = backends[i]
         let probe = HealthProbe(loop: loop, backend: b, address: b.address(at: index), path: config.path, timeoutMs: config.timeoutMs,
                                 proxyProtocol: proxyProtocol)
         inFlight[i] = probe
         probe.run { [unowned self] outcome in
             self.inFlight[i] = nil
-            switch outcome {
-            case .success:
-                b.addressAnswered(index)
-            case .failure where triesLeft > 0:
-                return self.probe(i, at: (index + 1) % b.addressCount, triesLeft: triesLeft - 1)
-            default:
-                break
+            let couldNotConnect: Bool = switch outcome {
+            case .failure(let problem): problem.hasPrefix("connect: ")
+            case .noVerdict: true
+            case .success: false
             }
-            self.record(b, outcome)
+            if outcome == .success {
+                b.addressAnswered(index)
+            } else if couldNotConnect && triesLeft > 0 {
+                return self.probe(i, at: (index + 1) % b.addressCount, triesLeft: triesLeft - 1, first: first ?? outcome)
+            }
+            self.record(b, outcome == .success ? outcome : first ?? outcome)
         }
     }
 
@@ -135,10 +142,11 @@ final class HealthProbe {
     private var received: [UInt8] = []
     private var completion: ((ProbeOutcome) -> Void)?
 
-    /// `proxyProtocol`: the upstream's `send_proxy_protocol` (0: none): the probe's connection
-    /// starts with a header saying it speaks for itself.
+    /// Where this probe connects (one of the backend's addresses; its current one by default).
     private let address: SocketAddress
 
+    /// `proxyProtocol`: the upstream's `send_proxy_protocol` (0: none): the probe's connection
+    /// starts with a header saying it speaks for itself.
     init(loop: EventLoop, backend: SharedBackend, address: SocketAddress? = nil, path: String?, timeoutMs: Int, proxyProtocol: Int = 0) {
         self.address = address ?? backend.currentAddress
         self.proxyProtocol = proxyProtocol

@@ -70,10 +70,14 @@ public struct ListenSockets: Sendable {
         var on: Int32 = 1
         _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
         _ = setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, socklen_t(MemoryLayout<Int32>.size))
-        if address.isIPv6 { _ = setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &on, socklen_t(MemoryLayout<Int32>.size)) }
         let bound = address.withSockAddr { bind(fd, $0, socklen_t(address.isIPv6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)) }
         guard bound == 0 else {
-            let why = errno == EADDRINUSE ? "already in use by another program" : String(cString: strerror(errno))
+            let why = switch errno {
+            case EADDRINUSE: "already in use (by another program, or by a proxy running as another user)"
+            case EACCES: "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+            case EADDRNOTAVAIL: "no such address on this machine"
+            default: String(cString: strerror(errno))
+            }
             return .failure(ProxyStartError(message: "cannot listen on \(address): \(why)"))
         }
         return .success(address)

@@ -215,6 +215,16 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
     func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>) -> R) -> R {
         withUnsafeBytes(of: storage) { raw in body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self)) }
     }
+
+    /// Whether this machine can send to the address at all: a UDP socket is "connected" to it
+    /// (no packet goes out); no such family, no route or no source address means no (`::1` where
+    /// IPv6 is off). Two system calls; for the supervisor, not a request path.
+    public var isRoutableHere: Bool {
+        let fd = socket(isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return withSockAddr { connect(fd, $0, socklen_t(isIPv6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)) } == 0
+    }
 }
 
 public struct AddressError: Error, Sendable, CustomStringConvertible {

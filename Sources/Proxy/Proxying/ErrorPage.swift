@@ -98,7 +98,8 @@ enum ErrorPage {
           async function probe() {
             tries += 1;
             try {
-              const r = await fetch(location.href, {cache: "no-store", credentials: "same-origin", headers: {"Accept": "text/html"}});
+              // A redirect (to a login on another origin, say) is an answer too: not followed here.
+              const r = await fetch(location.href, {cache: "no-store", credentials: "same-origin", redirect: "manual", headers: {"Accept": "text/html"}});
               const ours = (r.headers.get("Proxy-Status") || "").startsWith("swift-proxy");
               if (r.body) r.body.cancel();
               if (!ours) { location.reload(); return; }

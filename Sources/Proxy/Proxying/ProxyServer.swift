@@ -30,6 +30,7 @@ public final class ProxyServer {
 
     func makeUpstreamStream(for backend: Backend) -> any ConnectingStream {
         if let upstreamStreams { return upstreamStreams(backend) }
+        if let files = backend.shared.config.staticFiles { return StaticFileStream(loop: loop, files: files) }
         let tcp = TCPStream(loop: loop)
         guard let context = backend.shared.tls else { return tcp }
         // The handshake is part of connecting: `timeouts.connect_ms` bounds both (the exchange's deadline).

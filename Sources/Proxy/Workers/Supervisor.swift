@@ -81,10 +81,10 @@ public final class Supervisor {
         config.workers > 0 ? config.workers : Platform.availableCPUs()
     }
 
-    /// The config file's values with the command line's overrides.
     /// The DNS servers backend names are looked up through (`resolver`; nil: the system's).
     public static func dnsServers(_ config: ProxyConfig) -> DNSServers? { BackendDiscovery.servers(config) }
 
+    /// The config file's values with the command line's overrides.
     public static func applying(_ options: CommandLineOptions, to config: ProxyConfig) -> ProxyConfig {
         var config = config
         if let listen = options.listen { config.listen = listen }
@@ -597,7 +597,7 @@ public final class Supervisor {
                     Log.warning("dns: backend \(b.id): \(error.message); keeping \(Self.listed(endpoints.map(\.address)))")
                 }
             case .success(let resolved):
-                if BackendEndpoints.same(endpoints, resolved.addresses) {
+                if BackendEndpoints.same(endpoints, resolved.addresses, otherFamily: resolved.otherFamily) {
                     record.noteLookup(changedTo: nil)
                     continue
                 }
@@ -700,7 +700,8 @@ public final class Supervisor {
 
     /// The checker of one upstream, over the endpoints of its backends.
     private func makeHealthChecker(_ upstream: UpstreamConfig, _ backends: [SharedBackend]) -> HealthChecker {
-        HealthChecker(loop: loop, backends: upstream.backends.flatMap { b in backends.filter { $0.backendID == b.id } },
+        // A static route's files are always there: never probed.
+        HealthChecker(loop: loop, backends: upstream.backends.filter { $0.staticFiles == nil }.flatMap { b in backends.filter { $0.backendID == b.id } },
                       config: upstream.healthCheck, proxyProtocol: upstream.balance.sendProxyProtocol)
     }
 
