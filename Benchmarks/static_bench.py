@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import Pinning, Processes, cpu_seconds, ensure_tools, free_port, raise_nofile, run, wait_port  # noqa: E402
+from bench import Pinning, Processes, children, cpu_seconds, ensure_tools, free_port, raise_nofile, run, wait_port  # noqa: E402
 
 TOOLS = {"wrk": "wrk", "nginx": "nginx-light", "caddy": "caddy", "curl": "curl", "taskset": "util-linux"}
 SERVERS = ["swift-proxy", "nginx", "caddy"]
@@ -76,6 +76,7 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000000
             p = self.procs.start(self.pin.proxy(["caddy", "run", "--config", str(caddyfile), "--adapter", "caddyfile"]),
                                  self.tmp / "caddy.log", env=env)
         wait_port(port, 20, p)
+        time.sleep(0.3)  # nginx's worker, Caddy's listeners
         return p, port
 
     def small(self, server: str) -> dict:
@@ -86,10 +87,11 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000000
             if check != "200 1024":
                 raise RuntimeError(f"{server}: /small.txt answered {check}")
             run(self.pin.load(["wrk", "-t1", "-c64", "-d2s", url]), timeout=40)
-            before = cpu_seconds([p.pid])
+            pids = [p.pid] + children(p.pid)  # nginx: the master and its worker
+            before = cpu_seconds(pids)
             out = run(self.pin.load(["wrk", "-t1", "-c64", f"-d{self.args.duration:g}s", "--latency", url]),
                       timeout=self.args.duration + 40).stdout
-            cpu = cpu_seconds([p.pid]) - before
+            cpu = cpu_seconds(pids) - before
             requests = int(re.search(r"(\d+) requests in", out).group(1))
             seconds = float(re.search(r"requests in ([\d.]+)s", out).group(1))
             non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -103,12 +105,13 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000000
     def big(self, server: str) -> dict:
         p, port = self.start(server)
         try:
-            before = cpu_seconds([p.pid])
+            pids = [p.pid] + children(p.pid)
+            before = cpu_seconds(pids)
             started = time.monotonic()
             out = run(self.pin.load(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
                                      f"http://127.0.0.1:{port}/big.bin"]), timeout=300).stdout
             elapsed = time.monotonic() - started
-            cpu = cpu_seconds([p.pid]) - before
+            cpu = cpu_seconds(pids) - before
             code, size = out.split()
             if code != "200" or int(size) != 1 << 30:
                 raise RuntimeError(f"{server}: /big.bin answered {out}")
@@ -145,6 +148,7 @@ def main() -> int:
         results = bench.run()
     finally:
         bench.procs.stop_all()
+    log(json.dumps(results))
     print(f"\nStatic files — one worker each ({bench.pin.describe()}), medians of {args.rounds} rounds\n")
     print(f"| server | 1 KiB file req/s | p99 ms | CPU µs/req | vs nginx | 1 GiB file MB/s | CPU s for 1 GiB |")
     print(f"|---|--:|--:|--:|--:|--:|--:|")

@@ -37,7 +37,7 @@ import Testing
              "routes": [{"path": "/", "static": {"root": "\(dir)", "spa_fallback": true, "cache_control": "public, max-age=60"},
                          "response_headers": {"set": {"X-Served": "static"}}},
                         {"path": "/api", "upstream": "default"}],
-             "health_check": {"path": null, "interval_ms": 60000}, "access_log": null}
+             "health_check": {"path": null, "interval_ms": 200, "unhealthy_threshold": 1}, "access_log": null}
             """)
         defer { proxy.stop() }
         func ask(_ path: String, _ method: String = "GET", _ headers: [String: String] = [:]) throws -> HTTPResponse {
@@ -75,6 +75,11 @@ import Testing
         // Directories: a redirect to the slash form, then the index; no listing.
         let docs = try ask("/docs?x=1")
         #expect(docs.status == 301 && docs.header("Location") == "/docs/?x=1", "\(docs.status) \(docs.headers)")
+        let doubled = try ask("//docs")
+        #expect(doubled.status == 301 && doubled.header("Location") == "/docs/", "never a protocol-relative //host: \(doubled.headers)")
+        // A FIFO in the root is not opened (that would wait for a writer): 404 at once.
+        #expect(mkfifo(dir + "/pipe", 0o644) == 0)
+        #expect(try ask("/pipe", "GET", ["Accept": "*/*"]).status == 404)
         #expect(try ask("/docs/").text == "docs")
         // Not served: hidden files, links out of the root, encoded separators, dot segments.
         for path in ["/.env", "/outside", "/assets%2Fapp.js", "/assets/.%2e/.env"] {
@@ -95,8 +100,11 @@ import Testing
         #expect(run("/usr/bin/curl", ["-s", "--http2-prior-knowledge", "-o", copy, "-w", "%{http_version} %{http_code}",
                                       "http://127.0.0.1:\(proxy.port)/assets/big.bin"], output: &curl) == 0)
         #expect(curl == "2 200" && (FileManager.default.contents(atPath: copy).map { [UInt8]($0) } ?? []) == big, "\(curl)")
-        // The other route still goes to its backend.
+        // The other route still goes to its backend; /_health speaks for the real backends only.
         #expect(try ask("/api/echo").json["path"] as? String == "/api/echo")
+        #expect(try get(proxy.port, "/_health").status == 200)
+        backend.stop()
+        #expect(eventually(5) { (try? get(proxy.port, "/_health").status) == 503 }, "files do not make a proxy with every backend down look healthy")
     }
 
     @Test func theGatewayServesADirectory() throws {
@@ -111,6 +119,12 @@ import Testing
         #expect(try TestConnection(port: proxy.port).request("GET", "/deep/link", headers: ["Accept": "text/html"]).text.contains("<title>app</title>"),
                 "--to DIR is a single-page app")
         #expect(try get(proxy.port, "/files/app.js").text == "console.log('plain')\n", "PATH=DIR strips the prefix")
+        let nested = try ManagedProcess("proxy", ["--to", "/site=\(dir)", "--listen", "127.0.0.1:0", "--workers", "1"])
+        defer { nested.stop() }
+        let moved = try TestConnection(port: nested.port).request("GET", "/site/docs", headers: ["X-Forwarded-Prefix": "//evil.example"])
+        #expect(moved.status == 301 && moved.header("Location") == "/site/docs/", "under the stripped prefix, never a client's: \(moved.headers)")
+        let bare = try TestConnection(port: nested.port).request("GET", "/site?v=2")
+        #expect(bare.status == 301 && bare.header("Location") == "/site/?v=2", "the prefix without its slash: \(bare.headers)")
         #expect(try get(proxy.port, "/api/x").json["path"] as? String == "/api/x")
         var output = ""
         #expect(run(productsDirectory.appendingPathComponent("proxy").path, ["--to", dir + "/nope", "--check"], output: &output) == 2)

@@ -652,6 +652,19 @@ private func withBackend(_ extra: String = "", backend: String = #"{"url": "http
             #expect(error.message.contains("a path prefix starts with /; write --to /api=http://localhost:8080"), "\(error.message)")
         }
         #expect(try CommandLineOptions.parse(["--version"]).version && CommandLineOptions.parse(["-V"]).version)
+        // A directory and a URL for one path: refused, whatever the order.
+        let dir = NSTemporaryDirectory()
+        for args in [["--to", dir, "--to", "http://localhost:1"], ["--to", "/a=http://localhost:1", "--to", "/a=\(dir)"], ["--to", "/a=\(dir)", "--to", "/a=\(dir)"]] {
+            do {
+                _ = try QuickStart.config(CommandLineOptions.parse(args))
+                Issue.record("\(args) was accepted")
+            } catch {
+                #expect(error.message.contains("given both a directory and a URL"), "\(args): \(error.message)")
+            }
+        }
+        // An upstream named static keeps its ids; the files' backend takes another.
+        let mixed = try QuickStart.config(CommandLineOptions.parse(["--to", dir, "--to", "/static=http://localhost:9000"]))
+        #expect(Set(mixed.allBackends.map(\.id)).count == mixed.allBackends.count, "\(mixed.allBackends.map(\.id))")
         #expect(ProxyVersion.current.split(separator: ".").count == 3)
     }
 

@@ -74,6 +74,7 @@ struct StaticFileRulesTests {
         #expect(resolve("/assets/app.js") == .file("assets/app.js"))
         #expect(resolve("/a%20b/%C3%A9.txt") == .file("a b/é.txt"))
         #expect(resolve("/docs/") == .file("docs"))
+        #expect(resolve("/.well-known/security.txt") == .file(".well-known/security.txt"))
         for bad in ["/.git/config", "/.env", "/a/.hidden", "/%2e%2e/etc/passwd", "/a%2Fb", "/a%5Cb", "/a%00b", "/a\\b", "/%zz", "/%4"] {
             if case .file(let f) = resolve(bad) { Issue.record("\(bad) resolved to \(f)") }
         }

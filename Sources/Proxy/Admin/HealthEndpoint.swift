@@ -9,7 +9,10 @@ enum HealthEndpoint {
     /// healthy (as before there were several pools: one dead optional pool should not take the
     /// whole proxy out of an outer load balancer), else 503.
     static func render(_ upstreams: [Upstream], worker: Int, workers: Int) -> (status: UInt16, body: [UInt8]) {
-        let healthy = upstreams.contains { u in u.backends.contains { $0.isHealthy } }
+        // A static route's files are always "healthy": they count only when there is nothing else
+        // (so a proxy whose every real backend is down still says so).
+        let real = upstreams.flatMap(\.backends).filter { $0.shared.config.staticFiles == nil }
+        let healthy = real.isEmpty ? !upstreams.allSatisfy(\.backends.isEmpty) : real.contains { $0.isHealthy }
         var json = "{\"status\":\"\(healthy ? "healthy" : "unhealthy")\",\"worker\":\(worker),\"workers\":\(workers),\"backends\":["
         var first = true
         for u in upstreams {

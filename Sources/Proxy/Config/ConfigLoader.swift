@@ -104,7 +104,9 @@ public enum ConfigLoader {
             var name = "static:" + config.routes[i].label
             var n = 2
             while config.allUpstreams.contains(where: { $0.name == name }) { name = "static:\(config.routes[i].label)-\(n)"; n += 1 }
-            var backend = BackendConfig(id: "static\(i + 1)", url: files.url, host: "127.0.0.1", port: 1)
+            var k = i + 1
+            while config.allBackends.contains(where: { $0.id == "static\(k)" }) { k += 1 }
+            var backend = BackendConfig(id: "static\(k)", url: files.url, host: "127.0.0.1", port: 1)
             backend.staticFiles = files
             config.upstreams.append(UpstreamConfig(name: name, backends: [backend],
                                                    healthCheck: HealthCheckConfig(path: nil, intervalMs: 3_600_000, timeoutMs: 1000,

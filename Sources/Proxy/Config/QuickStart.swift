@@ -106,6 +106,14 @@ public enum QuickStart {
             // The default pool gets the policy too: an explicit catch-all route.
             config.routes.append(RouteConfig(path: "/", upstream: UpstreamConfig.defaultName, hostHeader: policy))
         }
+        // One answer per path: a directory and a URL for the same one would hide one of them.
+        var seen: Set<String> = []
+        for route in config.routes where !seen.insert(route.path).inserted {
+            throw CommandLineError("--to: \(route.path) is given both a directory and a URL (or twice); give each path one kind of target")
+        }
+        if !config.backends.isEmpty, config.routes.contains(where: { $0.path == "/" && $0.staticFiles != nil }) {
+            throw CommandLineError("--to: / is given both a directory and a URL; serve the directory under a prefix (--to /assets=DIR)")
+        }
         ConfigLoader.addStaticUpstreams(&config)
         if let workers = options.workers { config.workers = workers }
         config.timeouts = options.appliedTimeouts(to: config.timeouts)
@@ -123,9 +131,6 @@ public enum QuickStart {
         files.spaFallback = path.isEmpty
         var route = RouteConfig(path: path.isEmpty ? "/" : path, upstream: "", stripPrefix: !path.isEmpty)
         route.staticFiles = files
-        guard !config.routes.contains(where: { $0.path == route.path }) else {
-            throw CommandLineError("--to \(target): \(route.path) is served already")
-        }
         config.routes.append(route)
     }
 

@@ -55,6 +55,8 @@ struct ExchangeState: ~Copyable {
     /// how many times this request moved a backend on to its next address.
     var connectAddressIndex = 0
     var addressMoves = 0
+    /// The backend that moved on to its next address (tried there next).
+    var addressRetryBackend = -1
     /// Every backend was down and `try_when_all_down` sent the request to one anyway: if that
     /// connect fails, the answer is the 503 it would have had.
     var triedWhileAllDown = false

@@ -246,12 +246,28 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         // the prefix (`//api/x`, `/%61pi/x`), the normal form does. Either way what is left after
         // the prefix has no dot segment, so it cannot climb above the backend's root.
         if settings.router.forwardNormalized || (matched.stripLength > 0 && normal.rewritten) { target = normal.target }
-        if matched.stripLength > 0 { target = (target.lowerBound + matched.stripLength)..<target.upperBound }
+        if matched.stripLength > 0 {
+            let rest = (target.lowerBound + matched.stripLength)..<target.upperBound
+            // A static route's prefix asked for without its slash (`/files`): the files would
+            // see `/` and relative links in the index would resolve against the wrong place.
+            if isStatic(matched), rest.isEmpty || x.pointee.request.bytes[rest.lowerBound] == UInt8(ascii: "?") {
+                let prefix = String(decoding: x.pointee.request.bytes[target.lowerBound..<rest.lowerBound], as: UTF8.self)
+                let location = "/" + prefix.drop { $0 == "/" } + "/" + String(decoding: x.pointee.request.bytes[rest], as: UTF8.self)
+                return answer(LocalReply(status: 301, contentType: "text/plain; charset=utf-8", body: Array("Moved to \(location)\n".utf8),
+                                         fields: [(name: "Location", value: location)]))
+            }
+            target = rest
+        }
         x.pointee.forwardTarget = target
         x.pointee.triedBackends.removeAll()
         x.pointee.failedAttempts.removeAll()
         x.pointee.lastConnectFailure = nil
         connectUpstream()
+    }
+
+    /// Whether `route` is answered from files (its upstream's one backend is a static one).
+    private func isStatic(_ route: Router.Route) -> Bool {
+        route.upstream < settings.upstreams.count && settings.upstreams[route.upstream].backends.first?.shared.config.staticFiles != nil
     }
 
     /// The request's host and path as text, for error messages (off the hot path).
@@ -584,7 +600,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         guard group.balance.tryWhenAllDown, x.pointee.triedBackends.isEmpty, !group.backends.isEmpty,
               !group.balancer.anyHealthy(group.backends) else { return nil }
         // The backend just refused at one address goes on at its next (not the next backend).
-        if x.pointee.addressMoves > 0, group.backends.indices.contains(x.pointee.backendIndex) { return x.pointee.backendIndex }
+        if x.pointee.addressMoves > 0, group.backends.indices.contains(x.pointee.addressRetryBackend) {
+            x.pointee.triedWhileAllDown = true
+            return x.pointee.addressRetryBackend
+        }
         let count = group.backends.count
         for step in 0..<count {
             let index = (group.allDownTurn + step) % count
@@ -651,6 +670,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         guard shared.addressCount > 1 && x.pointee.addressMoves < shared.addressCount - 1 else { return }
         shared.addressFailed(x.pointee.connectAddressIndex)
         x.pointee.addressMoves += 1
+        x.pointee.addressRetryBackend = index
         x.pointee.triedBackends.remove(index)
     }
 

@@ -14,21 +14,47 @@ enum FileAccess {
         var modifiedS: Int64
         var modifiedNs: Int64
         var isDirectory: Bool
+        /// A file no larger than `open`'s `readWhole` limit, read in the same pool job (and
+        /// already closed: `descriptor` is -1): one round trip to the pool instead of three.
+        var contents: [UInt8]? = nil
     }
 
     enum Failure: Error, Equatable, Sendable {
         /// No such file, or one that may not be served (outside the root, not a regular file):
         /// answered 404 either way.
         case notFound
-        /// The file exists but could not be read (permissions, I/O): 403 or 500.
+        /// The file exists but may not be read (permissions): 403.
         case denied(String)
+        /// A passing trouble here (out of descriptors or memory, an I/O error, the thread pool
+        /// busy): 503, not a 404 a cache could keep.
+        case unavailable(String)
+    }
+
+    /// The failure an `errno` from a path lookup or open stands for.
+    private static func failure(_ code: Int32) -> Failure {
+        switch code {
+        case ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG: .notFound
+        case EACCES, EPERM: .denied("permission denied")
+        default: .unavailable(String(cString: strerror(code)))
+        }
     }
 
     /// Opens `path`, whose real path (symbolic links resolved) must be `root` or lie under it;
     /// `root` must itself be a real path (`realRoot`).
-    static func open(_ path: String, root: String, on loop: EventLoop, done: @escaping (Result<Opened, Failure>) -> Void) {
-        let started = BackgroundWork.run(on: loop, { openNow(path, root: root) }, done: done)
-        if !started { done(.failure(.denied("the thread pool refused the job"))) }
+    /// A regular file of at most `readWhole` bytes comes back read and closed (`contents`).
+    static func open(_ path: String, root: String, readWhole: Int = 0, on loop: EventLoop, done: @escaping (Result<Opened, Failure>) -> Void) {
+        let started = BackgroundWork.run(on: loop, { () -> Result<Opened, Failure> in
+            let result = openNow(path, root: root)
+            guard case .success(var opened) = result, !opened.isDirectory, opened.size <= UInt64(readWhole) else { return result }
+            var buffer = [UInt8](repeating: 0, count: Int(opened.size))
+            let n = buffer.withUnsafeMutableBytes { pread(opened.descriptor, $0.baseAddress, $0.count, 0) }
+            guard n == buffer.count else { return result }  // changed meanwhile: read it the long way
+            _ = Glibc.close(opened.descriptor)
+            opened.descriptor = -1
+            opened.contents = buffer
+            return .success(opened)
+        }, done: done)
+        if !started { done(.failure(.unavailable("the thread pool refused the job"))) }
     }
 
     /// Reads up to `count` bytes at `offset` (fewer at the end of the file).
@@ -37,11 +63,11 @@ enum FileAccess {
         let started = BackgroundWork.run(on: loop, { () -> Result<[UInt8], Failure> in
             var buffer = [UInt8](repeating: 0, count: count)
             let n = buffer.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, count, off_t(offset)) }
-            guard n >= 0 else { return .failure(.denied(String(cString: strerror(errno)))) }
+            guard n >= 0 else { return .failure(.unavailable(String(cString: strerror(errno)))) }
             buffer.removeLast(count - n)
             return .success(buffer)
         }, done: done)
-        if !started { done(.failure(.denied("the thread pool refused the job"))) }
+        if !started { done(.failure(.unavailable("the thread pool refused the job"))) }
     }
 
     /// Closes `descriptor` on the pool (closing can wait on the disk too); nothing to wait for.
@@ -65,30 +91,28 @@ enum FileAccess {
     }
 
     private static func openNow(_ path: String, root: String) -> Result<Opened, Failure> {
-        guard let real = realPath(path) else {
-            return errno == EACCES ? .failure(.denied("permission denied")) : .failure(.notFound)
-        }
+        guard let real = realPath(path) else { return .failure(failure(errno)) }
         // A link that leads out of the root (or anything else that resolves there) is not served.
         guard real == root || real.hasPrefix(root.hasSuffix("/") ? root : root + "/") else { return .failure(.notFound) }
-        let fd = Glibc.open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return errno == EACCES ? .failure(.denied("permission denied")) : .failure(.notFound) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            Glibc.close(fd)
-            return .failure(.denied(String(cString: strerror(errno))))
-        }
-        let kind = info.st_mode & S_IFMT
-        let opened = Opened(descriptor: fd, size: UInt64(max(info.st_size, 0)), modifiedS: Int64(info.st_mtim.tv_sec),
-                            modifiedNs: Int64(info.st_mtim.tv_sec) &* 1_000_000_000 &+ Int64(info.st_mtim.tv_nsec),
-                            isDirectory: kind == S_IFDIR)
+        // The type first: opening a FIFO would wait for a writer (a pool thread stuck), opening a
+        // device runs its driver. Only directories and regular files go on.
+        var before = stat()
+        guard stat(real, &before) == 0 else { return .failure(failure(errno)) }
+        let kind = before.st_mode & S_IFMT
         if kind == S_IFDIR {
-            Glibc.close(fd)
-            return .success(Opened(descriptor: -1, size: 0, modifiedS: opened.modifiedS, modifiedNs: opened.modifiedNs, isDirectory: true))
+            return .success(Opened(descriptor: -1, size: 0, modifiedS: Int64(before.st_mtim.tv_sec),
+                                   modifiedNs: Int64(before.st_mtim.tv_sec) &* 1_000_000_000 &+ Int64(before.st_mtim.tv_nsec), isDirectory: true))
         }
-        guard kind == S_IFREG else {
+        guard kind == S_IFREG else { return .failure(.notFound) }  // a device, FIFO or socket is never served
+        let fd = Glibc.open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
+        guard fd >= 0 else { return .failure(failure(errno)) }
+        var info = stat()
+        // Still the file that was looked at (not swapped for something else in between).
+        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_ino == before.st_ino, info.st_dev == before.st_dev else {
             Glibc.close(fd)
-            return .failure(.notFound)  // a device, FIFO or socket is never served
+            return .failure(.notFound)
         }
-        return .success(opened)
+        return .success(Opened(descriptor: fd, size: UInt64(max(info.st_size, 0)), modifiedS: Int64(info.st_mtim.tv_sec),
+                               modifiedNs: Int64(info.st_mtim.tv_sec) &* 1_000_000_000 &+ Int64(info.st_mtim.tv_nsec), isDirectory: false))
     }
 }

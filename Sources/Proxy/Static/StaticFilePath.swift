@@ -1,6 +1,6 @@
 /// Where a request path points under a static root, decided on bytes before any file is
 /// touched: the path (already in normal form: no `.`/`..` segments, no `//`) is %-decoded, and
-/// refused when a segment is hidden (starts with `.`: `.git`, `.env`), when decoding yields a
+/// refused when a segment is hidden (starts with `.`: `.git`, `.env`; `.well-known` excepted), when decoding yields a
 /// `/`, `\` or NUL (a name that would mean another path than the one routed), or when it is
 /// absurdly long. What is left is a relative path that cannot climb out of the root by itself;
 /// symbolic links are checked after opening (the file's real path must lie under the root's).
@@ -41,7 +41,8 @@ enum StaticFilePath {
         }
         var segments: [String] = []
         for segment in decoded.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
-            if segment.first == UInt8(ascii: ".") { return .refused("a hidden file or dot segment") }
+            // `.well-known` (RFC 8615: ACME challenges, security.txt) is the one dot name served.
+            if segment.first == UInt8(ascii: "."), !segment.elementsEqual(".well-known".utf8) { return .refused("a hidden file or dot segment") }
             segments.append(String(decoding: segment, as: UTF8.self))
         }
         return .file(segments.joined(separator: "/"))

@@ -124,7 +124,8 @@ final class StaticFileStream: ConnectingStream {
         onDrain = nil
         soon.close()
         connected.close()
-        FileAccess.close(descriptor, on: loop)
+        // A read still running on the pool uses the descriptor: its completion closes it.
+        if !reading { FileAccess.close(descriptor, on: loop) }
         descriptor = -1
     }
 
@@ -181,8 +182,12 @@ final class StaticFileStream: ConnectingStream {
         guard !reading else { return }
         reading = true
         let count = Int(min(UInt64(files.readChunkBytes), endOffset - nextOffset))
-        FileAccess.read(descriptor, offset: nextOffset, count: count, on: loop) { [weak self] result in
-            guard let self, !self.isClosing else { return }
+        let fd = descriptor
+        FileAccess.read(fd, offset: nextOffset, count: count, on: loop) { [weak self, loop] result in
+            guard let self, !self.isClosing else {
+                FileAccess.close(fd, on: loop)  // closed meanwhile: the descriptor is this read's to close
+                return
+            }
             self.reading = false
             switch result {
             case .success(let bytes) where !bytes.isEmpty:
@@ -238,7 +243,7 @@ final class StaticFileStream: ConnectingStream {
 
     /// Opens `relative`; a directory goes on to its index, a missing file to the SPA index.
     private func open(_ relative: String, fallback: Bool) {
-        FileAccess.open(fullPath(relative), root: files.realRoot, on: loop) { [weak self, loop] result in
+        FileAccess.open(fullPath(relative), root: files.realRoot, readWhole: files.readChunkBytes, on: loop) { [weak self, loop] result in
             guard let self, !self.isClosing else {
                 if case .success(let opened) = result { FileAccess.close(opened.descriptor, on: loop) }
                 return
@@ -246,8 +251,13 @@ final class StaticFileStream: ConnectingStream {
             switch result {
             case .success(let opened) where opened.isDirectory:
                 guard StaticFilePath.endsWithSlash(self.path) else {
-                    // `/docs` → `/docs/` (relative links in its index then resolve right).
-                    let location = String(decoding: self.path, as: UTF8.self) + "/" + String(decoding: self.query, as: UTF8.self)
+                    // `/docs` → `/docs/` (relative links in its index then resolve right), under
+                    // the prefix a `strip_prefix` route took off (the proxy's own
+                    // `X-Forwarded-Prefix`: a client's copy never gets here).
+                    // One leading slash only: `//docs` must not become a redirect to the host `docs`.
+                    let prefix = self.head.value(of: "x-forwarded-prefix") ?? ""
+                    let local = "/" + String(decoding: self.path.drop { $0 == UInt8(ascii: "/") }, as: UTF8.self)
+                    let location = prefix + local + "/" + String(decoding: self.query, as: UTF8.self)
                     return self.answer(status: 301, text: "moved to \(location)", extra: "Location: \(location)\r\n")
                 }
                 guard let index = self.files.index else { return self.notFound() }
@@ -261,6 +271,8 @@ final class StaticFileStream: ConnectingStream {
                 self.notFound()
             case .failure(.denied(let why)):
                 self.answer(status: 403, text: "the file cannot be read: \(why)")
+            case .failure(.unavailable(let why)):
+                self.answer(status: 503, text: "the file cannot be read now (\(why)); try again shortly", extra: "Retry-After: 1\r\n")
             }
             self.schedule()
         }
@@ -276,7 +288,7 @@ final class StaticFileStream: ConnectingStream {
         let candidates = files.precompressed ? PrecompressedChoice.candidates(acceptEncoding: head.value(of: "accept-encoding")) : []
         func tryNext(_ rest: ArraySlice<(coding: String, suffix: String)>) {
             guard let candidate = rest.first else { return send(relative, original, coding: nil) }
-            FileAccess.open(fullPath(relative) + candidate.suffix, root: files.realRoot, on: loop) { [weak self, loop] result in
+            FileAccess.open(fullPath(relative) + candidate.suffix, root: files.realRoot, readWhole: files.readChunkBytes, on: loop) { [weak self, loop] result in
                 guard let self, !self.isClosing else {
                     if case .success(let v) = result { FileAccess.close(v.descriptor, on: loop) }
                     FileAccess.close(original.descriptor, on: loop)
@@ -314,16 +326,21 @@ final class StaticFileStream: ConnectingStream {
             endOfFile()
             answer(status: 416, text: "the range is beyond the file's \(file.size) bytes", extra: "Content-Range: bytes */\(file.size)\r\n")
         case .full:
-            startBody(status: "200 OK", from: 0, length: file.size, fields: fields + type + "Accept-Ranges: bytes\r\n")
+            startBody(status: "200 OK", from: 0, length: file.size, fields: fields + type + "Accept-Ranges: bytes\r\n", contents: file.contents)
         case .partial(let first, let last):
             startBody(status: "206 Partial Content", from: first, length: last - first + 1,
-                      fields: fields + type + "Content-Range: bytes \(first)-\(last)/\(file.size)\r\n")
+                      fields: fields + type + "Content-Range: bytes \(first)-\(last)/\(file.size)\r\n", contents: file.contents)
         }
     }
 
-    private func startBody(status: String, from offset: UInt64, length: UInt64, fields: String) {
+    /// The head, then the body: from `contents` when the file was read whole with its opening,
+    /// else a chunk at a time from the descriptor.
+    private func startBody(status: String, from offset: UInt64, length: UInt64, fields: String, contents: [UInt8]?) {
         ready = Array("HTTP/1.1 \(status)\r\n\(fields)Content-Length: \(length)\r\nConnection: close\r\n\r\n".utf8)
         if isHEAD || length == 0 {
+            endOfFile()
+        } else if let contents, UInt64(contents.count) >= offset + length {
+            ready += contents[Int(offset)..<Int(offset + length)]
             endOfFile()
         } else {
             nextOffset = offset
