@@ -88,6 +88,8 @@ import Testing
             #expect(!r.text.contains("SECRET"), "\(path)")
         }
         #expect(try ask("/inside.js").text == "console.log('plain')\n", "a link that stays inside the root is followed")
+        #expect(try ask("/assets/app.js/", "GET", ["Accept": "*/*"]).status == 404, "a file asked for as a directory")
+        #expect(br.header("ETag") != nil && br.header("ETag") != plain.header("ETag"), "each representation its own tag")
         // Single-page app: an unknown path gets the index when HTML is wanted, 404 otherwise.
         #expect(try ask("/app/route/42", "GET", ["Accept": "text/html,*/*"]).text.contains("<title>app</title>"))
         #expect(try ask("/app/missing.js", "GET", ["Accept": "*/*"]).status == 404)

@@ -84,6 +84,14 @@ enum FileAccess {
         return String(cString: resolved)
     }
 
+    /// The path the kernel has for an open descriptor (`/proc/self/fd/N`), or nil.
+    private static func openedPath(_ fd: Int32) -> String? {
+        var buffer = [CChar](repeating: 0, count: 4097)
+        let n = readlink("/proc/self/fd/\(fd)", &buffer, 4096)
+        guard n > 0 else { return nil }
+        return String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// Whether `path` is a directory (blocking: start-up and config loading).
     static func isDirectory(_ path: String) -> Bool {
         var info = stat()
@@ -107,8 +115,11 @@ enum FileAccess {
         let fd = Glibc.open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
         guard fd >= 0 else { return .failure(failure(errno)) }
         var info = stat()
-        // Still the file that was looked at (not swapped for something else in between).
-        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_ino == before.st_ino, info.st_dev == before.st_dev else {
+        // Still the file that was looked at (not swapped for something else in between), and —
+        // what the kernel says it opened — still under the root: a directory on the way swapped
+        // for a link between `realpath` and `open` would otherwise lead out.
+        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_ino == before.st_ino, info.st_dev == before.st_dev,
+              let opened = openedPath(fd), opened.hasPrefix(root.hasSuffix("/") ? root : root + "/") else {
             Glibc.close(fd)
             return .failure(.notFound)
         }

@@ -250,6 +250,8 @@ final class StaticFileStream: ConnectingStream {
             }
             switch result {
             case .success(let opened) where opened.isDirectory:
+                // The index (or the SPA fallback's) is itself a directory: nothing to serve.
+                guard fallback else { return self.notFound() }
                 guard StaticFilePath.endsWithSlash(self.path) else {
                     // `/docs` → `/docs/` (relative links in its index then resolve right), under
                     // the prefix a `strip_prefix` route took off (the proxy's own
@@ -262,6 +264,10 @@ final class StaticFileStream: ConnectingStream {
                 }
                 guard let index = self.files.index else { return self.notFound() }
                 self.open(relative.isEmpty ? index : relative + "/" + index, fallback: false)
+            case .success(let opened) where fallback && StaticFilePath.endsWithSlash(self.path):
+                // A file asked for as a directory (`/a.txt/`): not what was asked for.
+                FileAccess.close(opened.descriptor, on: loop)
+                self.notFound()
             case .success(let opened):
                 self.chooseVariant(relative, opened)
             case .failure(.notFound):
@@ -310,7 +316,9 @@ final class StaticFileStream: ConnectingStream {
     private func send(_ relative: String, _ file: FileAccess.Opened, coding: String?) {
         defer { schedule() }
         descriptor = file.descriptor
-        let validators = ConditionalRequest.Validators(size: file.size, modifiedS: file.modifiedS, modifiedNs: file.modifiedNs)
+        var validators = ConditionalRequest.Validators(size: file.size, modifiedS: file.modifiedS, modifiedNs: file.modifiedNs)
+        // Each representation its own strong tag: the brotli and gzip siblings never share one.
+        if let coding { validators.etag = String(validators.etag.dropLast()) + "-\(coding)\"" }
         var fields = "ETag: \(validators.etag)\r\nLast-Modified: \(HTTPDate.format(file.modifiedS))\r\n"
         if let cache = files.cacheControl { fields += "Cache-Control: \(cache)\r\n" }
         if files.precompressed { fields += "Vary: Accept-Encoding\r\n" }
