@@ -162,7 +162,7 @@ final class DocumentFetch {
         guard let head else {
             let scanFrom = max(0, received.count - 3)
             received.append(raw: bytes)
-            guard let end = headEnd(from: scanFrom) else {
+            guard let end = HeadParser.endOfHead(in: received, from: scanFrom) else {
                 if received.count > 65536 { fail("the response head is larger than 64 KiB") }
                 return
             }
@@ -220,15 +220,6 @@ final class DocumentFetch {
         }
     }
 
-    /// The index just past the head's blank line, if it has arrived (looked for from `from`).
-    private func headEnd(from: Int) -> Int? {
-        guard received.count >= 4 else { return nil }
-        for i in max(3, from + 3)..<received.count
-        where received[i] == 0x0A && received[i - 1] == 0x0D && received[i - 2] == 0x0A && received[i - 3] == 0x0D {
-            return i + 1
-        }
-        return nil
-    }
 
     private func succeed() { finish(.success(body)) }
 

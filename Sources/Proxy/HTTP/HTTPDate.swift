@@ -23,7 +23,7 @@ public enum HTTPDate {
     /// The seconds a date field value names, or nil when it is not a valid HTTP-date (the
     /// condition it carries is then ignored, RFC 9110 §13.1.3–4).
     public static func parse(_ bytes: ArraySlice<UInt8>) -> Int64? {
-        let text = String(decoding: bytes, as: UTF8.self).trimmingSpaces
+        let text = String(decoding: bytes, as: UTF8.self).trimmingSpacesAndTabs
         let parts = text.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
         var day = 0, month = 0, year = 0, time = ""
         if parts.count == 6, parts[0].hasSuffix(","), parts[5] == "GMT" {
@@ -73,12 +73,26 @@ public enum HTTPDate {
     }
 }
 
-extension String {
-    /// Without leading and trailing spaces and tabs.
-    fileprivate var trimmingSpaces: String {
-        var s = Substring(self)
+extension StringProtocol {
+    /// Without leading and trailing spaces and tabs (HTTP's optional whitespace).
+    var trimmingSpacesAndTabs: String {
+        var s = self[...]
         while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
         while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
         return String(s)
+    }
+}
+
+extension HeadParser {
+    /// The index just past the blank line that ends a head in `bytes`, looking from `from`
+    /// (a caller that adds bytes as they arrive passes where the previous look stopped, less 3).
+    static func endOfHead(in bytes: [UInt8], from: Int = 0) -> Int? {
+        guard bytes.count >= 4 else { return nil }
+        var i = max(3, from + 3)
+        while i < bytes.count {
+            if bytes[i] == 0x0A && bytes[i - 1] == 0x0D && bytes[i - 2] == 0x0A && bytes[i - 3] == 0x0D { return i + 1 }
+            i += 1
+        }
+        return nil
     }
 }

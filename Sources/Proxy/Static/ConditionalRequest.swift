@@ -82,7 +82,7 @@ struct ConditionalRequest: Equatable {
         if let ifRange {
             // A strong tag equal to the file's, or the exact modification date: the range
             // applies; anything else: the whole file (it changed, or the validator is weak).
-            let trimmed = ifRange.trimmingCharacters
+            let trimmed = ifRange.trimmingSpacesAndTabs
             let holds = trimmed.hasPrefix("\"") ? trimmed == file.etag
                 : HTTPDate.parse(Array(trimmed.utf8)[...]).map { $0 == file.modifiedS } ?? false
             if !holds { return .full }
@@ -93,9 +93,9 @@ struct ConditionalRequest: Equatable {
     /// A `Range` value against a file of `size` bytes: one satisfiable range → `.partial`;
     /// several, or another unit, or a malformed value → `.full` (ignored); none satisfiable → 416.
     static func byteRange(_ value: String, size: UInt64) -> Outcome {
-        let text = value.trimmingCharacters
+        let text = value.trimmingSpacesAndTabs
         guard text.lowercased().hasPrefix("bytes=") else { return .full }
-        let specs = text.dropFirst(6).split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingCharacters }
+        let specs = text.dropFirst(6).split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingSpacesAndTabs }
         guard specs.count == 1, let spec = specs.first, let dash = spec.firstIndex(of: "-") else { return .full }
         let firstText = spec[..<dash], lastText = spec[spec.index(after: dash)...]
         func number(_ s: Substring) -> UInt64? {
@@ -123,7 +123,7 @@ struct ConditionalRequest: Equatable {
     /// Whether an `If-Match` / `If-None-Match` list names `etag` (`*` names any). The weak
     /// comparison ignores `W/`; the strong one refuses weak tags on either side.
     static func matches(_ list: String, _ etag: String, weak: Bool) -> Bool {
-        let trimmed = list.trimmingCharacters
+        let trimmed = list.trimmingSpacesAndTabs
         if trimmed == "*" { return true }
         var rest = Substring(trimmed)
         while !rest.isEmpty {
@@ -136,15 +136,5 @@ struct ConditionalRequest: Equatable {
             rest = rest[rest.index(after: close)...]
         }
         return false
-    }
-}
-
-extension String {
-    /// Without leading and trailing spaces and tabs.
-    fileprivate var trimmingCharacters: String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
-        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
-        return String(s)
     }
 }

@@ -97,7 +97,7 @@ final class StaticFileStream: ConnectingStream {
             if !begun { request.append(raw: b) }
         }
         guard !begun else { return }
-        if let end = headEnd() {
+        if let end = HeadParser.endOfHead(in: request) {
             begun = true
             request.removeSubrange(end...)
             schedule { $0.begin() }
@@ -369,11 +369,4 @@ final class StaticFileStream: ConnectingStream {
         schedule()
     }
 
-    private func headEnd() -> Int? {
-        guard request.count >= 4 else { return nil }
-        for i in 3..<request.count where request[i] == 0x0A && request[i - 1] == 0x0D && request[i - 2] == 0x0A && request[i - 3] == 0x0D {
-            return i + 1
-        }
-        return nil
-    }
 }
