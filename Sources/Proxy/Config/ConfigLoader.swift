@@ -1701,8 +1701,7 @@ struct RouteEntry: ConfigSection {
                 guard !files.root.isEmpty else { throw place.error("missing; the directory to serve files from") }
                 let path = CertificateEntry.resolve(files.root, against: at.file)
                 guard let real = FileAccess.realPath(path) else { throw place.error("cannot use \(path): no such directory") }
-                var info = stat()
-                guard stat(real, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else { throw place.error("\(path) is not a directory") }
+                guard FileAccess.isDirectory(real) else { throw place.error("\(path) is not a directory") }
                 guard access(real, R_OK | X_OK) == 0 else { throw place.error("cannot read \(path): \(String(cString: strerror(errno)))") }
                 files.realRoot = real
                 entry.route.staticFiles = files

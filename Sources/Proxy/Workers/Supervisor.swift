@@ -305,14 +305,19 @@ public final class Supervisor {
         gone.forEach { $0.stop() }
         keyFetchers.removeAll { f in gone.contains { $0 === f } }
         // Requests of the old generation waiting on a dropped key set: answer them now.
-        if !gone.isEmpty { for inbox in inboxes { inbox.post(.keysFetched) } }
+        if !gone.isEmpty { tellWorkersKeysFetched() }
         for set in wanted where !keyFetchers.contains(where: { $0.keySet === set }) {
             let fetcher = KeySetFetcher(set, loop: loop, wake: reportWakeup.sender, servers: BackendDiscovery.servers(config)) { [unowned self] in
-                for inbox in inboxes { inbox.post(.keysFetched) }
+                self.tellWorkersKeysFetched()
             }
             keyFetchers.append(fetcher)
             fetcher.start()
         }
+    }
+
+    /// A JWKS fetch ended, or key sets were dropped: requests waiting for keys ask again.
+    private func tellWorkersKeysFetched() {
+        for inbox in inboxes { inbox.post(.keysFetched) }
     }
 
     private func stopWorkers() {
@@ -350,7 +355,7 @@ public final class Supervisor {
             if !keyFetchers.isEmpty {
                 keyFetchers.forEach { $0.stop() }
                 keyFetchers.removeAll()
-                for inbox in inboxes { inbox.post(.keysFetched) }
+                tellWorkersKeysFetched()
             }
             let timer = Timer(loop: loop)
             timer.onFire = { [unowned self] in

@@ -22,7 +22,7 @@ import urllib.parse
 
 import websockets
 
-from status_page_check import CDP, Failure, run_in_browser
+from status_page_check import CDP, Failure, exception_text, first_page_session, run_in_browser
 
 PAGE = b"<!doctype html><title>back up</title><p>the backend answers</p>"
 
@@ -50,10 +50,7 @@ async def check(args, browser, out, servers):
     out["stage"] = "connecting to DevTools"
     async with websockets.connect(ws_url, max_size=None, ping_interval=None, open_timeout=10) as ws:
         cdp = CDP(ws)
-        targets = (await cdp.send("Target.getTargets"))["targetInfos"]
-        pages = [t for t in targets if t.get("type") == "page"]
-        target = pages[0]["targetId"] if pages else (await cdp.send("Target.createTarget", {"url": "about:blank"}))["targetId"]
-        session = (await cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True}))["sessionId"]
+        session = await first_page_session(cdp)
 
         def on_event(msg):
             if msg.get("sessionId") != session:
@@ -64,8 +61,7 @@ async def check(args, browser, out, servers):
                 if url != origin and not url.startswith(origin + "/"):
                     external.append(url)
             elif method == "Runtime.exceptionThrown" and len(page_errors) < 20:
-                d = params.get("exceptionDetails", {})
-                page_errors.append((d.get("exception") or {}).get("description") or d.get("text", "exception"))
+                page_errors.append(exception_text(params))
 
         cdp.handlers.append(on_event)
         for domain in ("Network", "Page", "Runtime"):

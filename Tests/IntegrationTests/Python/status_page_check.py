@@ -113,6 +113,20 @@ class CDP:
         return reply.get("result", {})
 
 
+async def first_page_session(cdp):
+    """A flat session on the browser's first page (made when it has none)."""
+    targets = (await cdp.send("Target.getTargets"))["targetInfos"]
+    pages = [t for t in targets if t.get("type") == "page"]
+    target = pages[0]["targetId"] if pages else (await cdp.send("Target.createTarget", {"url": "about:blank"}))["targetId"]
+    return (await cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True}))["sessionId"]
+
+
+def exception_text(params):
+    """What a `Runtime.exceptionThrown` event says, in one line."""
+    d = params.get("exceptionDetails", {})
+    return (d.get("exception") or {}).get("description") or d.get("text", "exception")
+
+
 def find_chromium(explicit):
     if explicit:
         if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
@@ -215,11 +229,7 @@ async def check(args, browser, out):
     out["stage"] = "connecting to DevTools"
     async with websockets.connect(ws_url, max_size=None, ping_interval=None, open_timeout=10) as ws:
         cdp = CDP(ws)
-        targets = (await cdp.send("Target.getTargets"))["targetInfos"]
-        pages = [t for t in targets if t.get("type") == "page"]
-        target = pages[0]["targetId"] if pages else \
-            (await cdp.send("Target.createTarget", {"url": "about:blank"}))["targetId"]
-        session = (await cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True}))["sessionId"]
+        session = await first_page_session(cdp)
 
         def on_event(msg):
             if msg.get("sessionId") != session:
@@ -233,8 +243,7 @@ async def check(args, browser, out):
                 if url != origin and not url.startswith(origin + "/"):
                     external.append(url)
             elif method == "Runtime.exceptionThrown" and len(page_errors) < 20:
-                d = params.get("exceptionDetails", {})
-                page_errors.append((d.get("exception") or {}).get("description") or d.get("text", "exception"))
+                page_errors.append(exception_text(params))
             elif method == "Runtime.consoleAPICalled" and params.get("type") == "error" and len(page_errors) < 20:
                 page_errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
             elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error" and len(page_errors) < 20:
