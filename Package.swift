@@ -53,7 +53,10 @@ let package = Package(
         .target(name: "CRedis", dependencies: ["CHiredis", "CUV"]),
         // libxcrypt (glibc's crypt, Debian's libcrypt-dev): bcrypt and SHA-crypt for htpasswd files.
         .systemLibrary(name: "CCrypt"),
-        .target(name: "Proxy", dependencies: ["CUV", "CTLS", "CNGHTTP2", "CDNS", "CRedis", "CCrypt"], swiftSettings: hotPathSettings),
+        // zlib and brotli's encoder (Debian's zlib1g-dev, libbrotli-dev): responses compressed on
+        // the fly (`compress`); Sources/Proxy/Loop/StreamCompressor.swift is the only code that names them.
+        .systemLibrary(name: "CCompress", providers: [.apt(["zlib1g-dev", "libbrotli-dev"])]),
+        .target(name: "Proxy", dependencies: ["CUV", "CTLS", "CNGHTTP2", "CDNS", "CRedis", "CCrypt", "CCompress"], swiftSettings: hotPathSettings),
         .target(name: "TestBackendKit", dependencies: ["Proxy"], swiftSettings: hotPathSettings),
         .executableTarget(name: "ProxyCLI", dependencies: ["Proxy"], swiftSettings: hotPathSettings),
         .executableTarget(name: "TestBackend", dependencies: ["TestBackendKit"], swiftSettings: hotPathSettings),

@@ -535,7 +535,69 @@ extension ProxyConfig: ConfigSection {
                 if case .null = value { config.redis = nil; return }
                 config.redis = try RedisConfig.decode(value, at: at)
             },
+            ConfigField(key: "compress", example: CompressionConfig.example) { config, value, at throws(ConfigError) in
+                config.compress = try CompressionConfig.decodeOrOff(value, at: at)
+            },
         ]
+    }
+}
+
+extension CompressionConfig: ConfigSection {
+    static var defaults: CompressionConfig { CompressionConfig() }
+    static var example: String {
+        "{\"types\": [\"text/*\", \"application/json\"], \"min_bytes\": 1024, \"gzip_level\": 5, \"brotli_level\": 4}"
+    }
+
+    static var fields: [ConfigField<CompressionConfig>] {
+        [
+            ConfigField(key: "types", example: "[\"text/*\", \"application/json\"]") { config, value, at throws(ConfigError) in
+                guard case .array(let items) = value else { throw at.error("expected a list of media types such as [\"text/*\", \"application/json\"]") }
+                var types: [String] = []
+                for (i, item) in items.enumerated() {
+                    let place = at.element(i, example: "\"text/*\"")
+                    let text = try place.string(item).lowercased()
+                    let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+                    let isToken: (Substring) -> Bool = { part in
+                        !part.isEmpty && part.utf8.allSatisfy { c in (0x21...0x7E).contains(c) && !"()<>@,;:\\\"/[]?={}".utf8.contains(c) }
+                    }
+                    guard parts.count == 2, isToken(parts[0]), parts[0] != "*", isToken(parts[1]) || parts[1] == "*" else {
+                        throw place.error("expected a media type as \"type/subtype\" or \"type/*\" (no parameters), got \(JSONValue.quoted(text))")
+                    }
+                    types.append(text)
+                }
+                config.types = types
+            },
+            .integer("min_bytes", \.minBytes, 0...(1 << 30)),
+            .integer("gzip_level", \.gzipLevel, 1...9),
+            .integer("brotli_level", \.brotliLevel, 0...11),
+            .integer("brotli_window_bits", \.brotliWindowBits, 10...24),
+            ConfigField(key: "encodings", example: "[\"br\", \"gzip\"]") { config, value, at throws(ConfigError) in
+                guard case .array(let items) = value, !items.isEmpty else { throw at.error("expected a non-empty list such as [\"br\", \"gzip\"], most preferred first") }
+                var names: [String] = []
+                for (i, item) in items.enumerated() {
+                    let place = at.element(i, example: "\"gzip\"")
+                    let name = try place.string(item)
+                    guard name == "br" || name == "gzip" else {
+                        var problem = "unknown encoding \(JSONValue.quoted(name)); expected \"br\" or \"gzip\""
+                        if let match = Suggestion.closest(to: name, among: ["br", "gzip"]) { problem += "; \(Suggestion.didYouMean(match))" }
+                        throw place.error(problem)
+                    }
+                    guard !names.contains(name) else { throw place.error("\(JSONValue.quoted(name)) is listed twice") }
+                    names.append(name)
+                }
+                config.encodings = names
+            },
+            .integer("max_streams", \.maxStreams, 1...1_000_000),
+        ]
+    }
+
+    /// `true` (the defaults), `false` or null (none), or an object.
+    static func decodeOrOff(_ value: JSONValue, at: ConfigLocation) throws(ConfigError) -> CompressionConfig? {
+        switch value {
+        case .bool(let on): return on ? CompressionConfig() : nil
+        case .null: return nil
+        default: return try decode(value, at: at)
+        }
     }
 }
 
@@ -1705,6 +1767,9 @@ struct RouteEntry: ConfigSection {
                 guard access(real, R_OK | X_OK) == 0 else { throw place.error("cannot read \(path): \(String(cString: strerror(errno)))") }
                 files.realRoot = real
                 entry.route.staticFiles = files
+            },
+            ConfigField(key: "compress", example: CompressionConfig.example) { entry, value, at throws(ConfigError) in
+                entry.route.compress = try CompressionConfig.decodeOrOff(value, at: at).map { .on($0) } ?? .off
             },
         ] + PolicyConfig.fields(at: \RouteEntry.route.policy)
     }

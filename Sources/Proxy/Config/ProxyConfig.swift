@@ -49,6 +49,8 @@ public struct ProxyConfig: Sendable, Equatable {
     public var backendTLS = BackendTLSConfig()
     /// HTTP/2 towards clients.
     public var http2 = HTTP2Config()
+    /// `compress` (nil: responses pass as the backends sent them); a route's own replaces it.
+    public var compress: CompressionConfig?
 
     /// All defaults and no backends (a loaded config always has at least one).
     public init(

@@ -75,6 +75,8 @@ public struct RouteConfig: Sendable, Equatable {
     /// `"static"`: the route is answered from files (its `upstream` is the loader's
     /// `static:ROUTE` pool).
     public var staticFiles: StaticFilesConfig?
+    /// `"compress"` on the route: its own settings, `false` for none, or (absent) the top level's.
+    public var compress = RouteCompression.inherit
 
     public init(host: HostMatch = .any, path: String = "/", upstream: String, stripPrefix: Bool = false,
                 hostHeader: HostHeaderPolicy = .preserve) {

@@ -83,6 +83,8 @@ struct ExchangeState: ~Copyable {
     var responseDecoder = ChunkedDecoder()
     var responseFraming = BodyFraming.none
     var clientFraming = HeaderRewriter.OutgoingFraming.none
+    /// The response body is being compressed (`compress`) on its way to the client.
+    var compressor: StreamCompressor?
     var rewriter = HeaderRewriter()
     /// The current request's `X-Request-Id` (capacity reused between requests).
     var requestID: [UInt8] = []
@@ -139,6 +141,7 @@ struct ExchangeState: ~Copyable {
         requestBodyResumedAt = 0  // each exchange's stall clock starts from its own events
         queueTicket = 0
         queuedAt = 0
+        compressor = nil  // its coder's state is large: never kept past its response
         let keep = Self.retainedScratchBytes
         toClient.removeAll(retainedCapacity: keep)
         toUpstream.removeAll(retainedCapacity: keep)

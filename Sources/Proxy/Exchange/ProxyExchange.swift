@@ -906,6 +906,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         while !input.isEmpty {
             if x.pointee.machine.responseStarted && x.pointee.responseFraming == .untilClose {
                 relayResponseBody(input)
+                if x.pointee.compressor != nil && isRunning { flushResponse() }
                 return
             }
             if !x.pointee.machine.responseStarted {
@@ -1013,7 +1014,43 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         }
         let closeAfter = x.pointee.machine.closeAfterResponse
         addStickyCookieIfNeeded()
-        down { $0.sendResponseHead(&x.pointee.response, framing: x.pointee.responseFraming, closeAfter: closeAfter) }
+        x.pointee.compressor = nil
+        var clientFraming = x.pointee.responseFraming
+        if let compression = x.pointee.route?.compression, !responseHasNoBody {
+            clientFraming = prepareCompression(compression)
+        }
+        down { $0.sendResponseHead(&x.pointee.response, framing: clientFraming, closeAfter: closeAfter) }
+    }
+
+    /// Decides whether the response is compressed (`ResponseCompression`) and rewrites its head
+    /// for the client; returns the framing the client side then uses (chunked when compressed:
+    /// the length is not known until the end).
+    private func prepareCompression(_ compression: ResponseCompression) -> BodyFraming {
+        var decision = compression.decide(x.pointee.request, x.pointee.response)
+        if let coding = decision.coding {
+            let sizeHint: UInt64? = if case .contentLength(let n) = x.pointee.responseFraming { n } else { nil }
+            if server.compressorsInUse < compression.config.maxStreams,
+               let compressor = compression.makeCompressor(coding, sizeHint: sizeHint, onRelease: { [unowned server] in server.compressorsInUse -= 1 }) {
+                server.compressorsInUse += 1
+                x.pointee.compressor = compressor
+            } else {
+                decision.coding = nil  // at the limit (or out of memory): sent as it is
+            }
+        }
+        do {
+            try ResponseCompression.rewrite(&x.pointee.response, decision)
+        } catch {
+            // Not expected (the head was valid before): send it unchanged rather than fail it.
+            x.pointee.compressor = nil
+            return x.pointee.responseFraming
+        }
+        return x.pointee.compressor != nil ? .chunked : x.pointee.responseFraming
+    }
+
+    /// Compresses body bytes into the client's buffer; `step` `.flush` and `.finish` make them
+    /// decodable now (the sink's own flush or end follows).
+    private func compressResponseBody(_ compressor: StreamCompressor, _ data: UnsafeRawBufferPointer, _ step: StreamCompressor.Step) {
+        compressor.compress(data, step) { piece in down { $0.appendResponseBody(piece) } }
     }
 
     /// The final response has no body: its head is all of it.
@@ -1041,8 +1078,14 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         case .chunked:
             let consumed: Int
             do {
-                consumed = try x.pointee.responseDecoder.decode(input) { data throws(HTTPParseError) in
-                    down { $0.appendResponseBody(data) }
+                if let compressor = x.pointee.compressor {
+                    consumed = try x.pointee.responseDecoder.decode(input) { data throws(HTTPParseError) in
+                        compressResponseBody(compressor, data, .process)
+                    }
+                } else {
+                    consumed = try x.pointee.responseDecoder.decode(input) { data throws(HTTPParseError) in
+                        down { $0.appendResponseBody(data) }
+                    }
                 }
             } catch {
                 switch x.pointee.machine.malformedResponseBody() {
@@ -1074,12 +1117,21 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
     private func sendResponseBody(_ data: UnsafeRawBufferPointer) {
         x.pointee.machine.responseBytesSent()
-        down { $0.sendResponseBody(data) }
+        if let compressor = x.pointee.compressor {
+            // Flushed at the end of each read (`flushResponse`), not per piece.
+            compressResponseBody(compressor, data, .process)
+        } else {
+            down { $0.sendResponseBody(data) }
+        }
         pauseUpstreamIfClientCongested()
     }
 
+    /// Writes what is buffered for the client. A compressed body is sync-flushed first, so a
+    /// streamed response (an event per read) reaches the client as it comes, not when the
+    /// coder's block fills.
     private func flushResponse() {
         x.pointee.machine.responseBytesSent()
+        if let compressor = x.pointee.compressor { compressResponseBody(compressor, UnsafeRawBufferPointer(start: nil, count: 0), .flush) }
         down { $0.flushResponse() }
         pauseUpstreamIfClientCongested()
     }
@@ -1087,6 +1139,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// The response is complete: the sink ends it, the exchange finishes.
     private func endResponse() {
         x.pointee.machine.responseBytesSent()
+        if let compressor = x.pointee.compressor {
+            compressResponseBody(compressor, UnsafeRawBufferPointer(start: nil, count: 0), .finish)
+            x.pointee.compressor = nil
+        }
         down { $0.endResponse() }
         finishExchange()
     }

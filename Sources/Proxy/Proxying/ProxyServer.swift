@@ -24,6 +24,8 @@ public final class ProxyServer {
     var requestIDs = RequestIDGenerator()
     /// Spare per-exchange state for this worker's connections (idle connections hold none).
     let exchangeStates = ExchangeStatePool()
+    /// Responses being compressed now (`compress.max_streams` bounds it per worker).
+    var compressorsInUse = 0
     /// Makes the streams of new upstream connections: TCP, unless a test supplies its own
     /// (`MemoryWorker`'s in-memory backends).
     var upstreamStreams: ((Backend) -> any ConnectingStream)?

@@ -48,12 +48,15 @@ struct Router {
         let authenticator: BasicAuthenticator?
         /// The route's `auth.jwt` (nil: none).
         let tokenAuthenticator: JWTAuthenticator?
+        /// The route's `compress`, or the top level's (nil: none).
+        let compression: ResponseCompression?
 
         init(host: HostPattern, path: [UInt8], upstream: Int, stripLength: Int, forwardedPrefix: [UInt8],
              hostHeader: HostHeader, timeouts: TimeoutsConfig, description: String, policy: RoutePolicy, index: Int,
              previous: Route? = nil, shared: SharedRateLimitTable? = nil, redis: RedisClient? = nil, name: String = "",
-             keySets: [RemoteKeySet] = []) {
+             keySets: [RemoteKeySet] = [], compress: CompressionConfig? = nil) {
             self.index = index
+            compression = compress.map { config in previous?.compression.flatMap { $0.config == config ? $0 : nil } ?? ResponseCompression(config) }
             if let basic = policy.auth?.basic {
                 authenticator = previous?.authenticator.flatMap { $0.config == basic ? $0 : nil } ?? BasicAuthenticator(basic)
             } else {
@@ -131,14 +134,16 @@ struct Router {
                          hostHeader: hostHeader, timeouts: r.timeouts.applied(to: config.timeouts),
                          description: "host \(r.host) path \(r.path)" + (r.stripPrefix ? " (prefix stripped)" : ""),
                          policy: RoutePolicy(r.policy.merged(over: config.policy)), index: index, previous: previousRoute(index),
-                         shared: shared(index), redis: redis, name: r.label, keySets: keySets)
+                         shared: shared(index), redis: redis, name: r.label, keySets: keySets,
+                         compress: r.compress.resolved(over: config.compress))
         }
         if let fallback = upstreamIndex(UpstreamConfig.defaultName), !config.backends.isEmpty {
             routes.append(Route(host: .any, path: [UInt8(ascii: "/")], upstream: fallback, stripLength: 0,
                                 forwardedPrefix: [], hostHeader: .preserve, timeouts: config.timeouts,
                                 description: "no route matched: the default pool", policy: RoutePolicy(config.policy),
                                 index: config.routes.count, previous: previousRoute(config.routes.count),
-                                shared: shared(config.routes.count), redis: redis, name: "default", keySets: keySets))
+                                shared: shared(config.routes.count), redis: redis, name: "default", keySets: keySets,
+                                compress: config.compress))
         }
         self.routes = routes
         let normalization = config.pathNormalization

@@ -83,36 +83,13 @@ enum MediaTypes {
 }
 
 /// Which precompressed sibling (`app.js.br`, `app.js.gz`) to send, by the request's
-/// `Accept-Encoding`: brotli, then gzip, each only when the client accepts it (`q` > 0; `*`
-/// counts for both).
+/// `Accept-Encoding` (`AcceptedCodings`): brotli, then gzip.
 enum PrecompressedChoice {
     /// The codings to look for, in order, with their file suffix.
-    static func candidates(acceptEncoding: String?) -> [(coding: String, suffix: String)] {
-        guard let acceptEncoding else { return [] }
-        var accepted: [String: Bool] = [:]
-        for item in acceptEncoding.split(separator: ",") {
-            let parts = item.split(separator: ";")
-            let name = parts[0].trimmingCharacters(in: " \t").lowercased()
-            var q = 1.0
-            for p in parts.dropFirst() {
-                let kv = p.trimmingCharacters(in: " \t")
-                if kv.lowercased().hasPrefix("q=") { q = Double(kv.dropFirst(2)) ?? 1 }
-            }
-            accepted[name] = q > 0
-        }
-        func takes(_ coding: String) -> Bool { accepted[coding] ?? accepted["*"] ?? false }
+    static func candidates(_ accepted: AcceptedCodings) -> [(coding: String, suffix: String)] {
         var out: [(String, String)] = []
-        if takes("br") { out.append(("br", ".br")) }
-        if takes("gzip") || accepted["x-gzip"] == true { out.append(("gzip", ".gz")) }
+        if accepted.brotli { out.append(("br", ".br")) }
+        if accepted.gzip { out.append(("gzip", ".gz")) }
         return out
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingCharacters(in set: String) -> String {
-        var s = self
-        while let f = s.first, set.contains(f) { s = s.dropFirst() }
-        while let l = s.last, set.contains(l) { s = s.dropLast() }
-        return String(s)
     }
 }

@@ -291,7 +291,7 @@ final class StaticFileStream: ConnectingStream {
 
     /// A precompressed sibling the client takes, else the file itself.
     private func chooseVariant(_ relative: String, _ original: FileAccess.Opened) {
-        let candidates = files.precompressed ? PrecompressedChoice.candidates(acceptEncoding: head.value(of: "accept-encoding")) : []
+        let candidates = files.precompressed ? PrecompressedChoice.candidates(AcceptedCodings(head)) : []
         func tryNext(_ rest: ArraySlice<(coding: String, suffix: String)>) {
             guard let candidate = rest.first else { return send(relative, original, coding: nil) }
             FileAccess.open(fullPath(relative) + candidate.suffix, root: files.realRoot, readWhole: files.readChunkBytes, on: loop) { [weak self, loop] result in

@@ -1,0 +1,194 @@
+/// A route's `compress` made ready for the loop (`CompressionConfig`): the media types as bytes,
+/// the codings in order of preference. Decides, for each response, whether it is compressed and
+/// how its head changes. Pure: no I/O, tested on heads alone.
+///
+/// The rules, in order (a response failing one goes as the backend sent it):
+/// 1. not for `HEAD`, and not for 1xx, 204, 206 or 304 (no body, or a byte range of the
+///    identity representation);
+/// 2. the backend did not encode it (`Content-Encoding` absent or `identity`);
+/// 3. its media type is listed (`text/event-stream` only by its own name);
+/// 4. no `Cache-Control: no-transform` (RFC 9110 §7.7);
+/// 5. a `Content-Length` is at least `min_bytes` (an unknown length qualifies).
+/// Such a response varies by `Accept-Encoding` whether or not this client takes a coding, so it
+/// gets `Vary: Accept-Encoding` (caches must not hand a compressed copy to a client that cannot
+/// read it). It is compressed when the client accepts one of `encodings` and speaks HTTP/1.1
+/// or HTTP/2 (an HTTP/1.0 client would need the connection closed to end the body, as nginx's
+/// `gzip_http_version 1.1` default also avoids).
+///
+/// Ownership: the route (immutable; shared by the exchanges that use it). Threading: any.
+final class ResponseCompression {
+    let config: CompressionConfig
+    /// `type/subtype` patterns, lower-case; an empty subtype stands for `*`.
+    private let patterns: [(type: [UInt8], subtype: [UInt8])]
+    private let preference: [ContentCoding]
+
+    init(_ config: CompressionConfig) {
+        self.config = config
+        patterns = config.types.map { text in
+            let parts = text.lowercased().split(separator: "/", maxSplits: 1)
+            let subtype = parts.count > 1 && parts[1] != "*" ? Array(parts[1].utf8) : []
+            return (Array(parts[0].utf8), subtype)
+        }
+        preference = config.encodings.compactMap { name in ContentCoding.allCases.first { $0.token == name } }
+    }
+
+    /// What to do with one response.
+    struct Decision: Equatable {
+        /// Add `Vary: Accept-Encoding` (the response could have been compressed).
+        var vary = false
+        /// The coding to apply (nil: send as is).
+        var coding: ContentCoding?
+    }
+
+    func decide(_ request: RequestHead, _ response: ResponseHead) -> Decision {
+        if request.isHEAD { return Decision() }
+        let status = response.status
+        if status < 200 || status == 204 || status == 206 || status == 304 { return Decision() }
+        switch response.framing {
+        case .none: return Decision()
+        case .contentLength(let n) where n < UInt64(config.minBytes): return Decision()
+        default: break
+        }
+        let b = response.bytes
+        var typeMatched = false
+        for field in response.fields {
+            let name = field.name
+            switch name.count {
+            case 16 where b.equalsIgnoringCase(name, "content-encoding"):
+                if !Self.isIdentity(b, field.value) { return Decision() }
+            case 12 where b.equalsIgnoringCase(name, "content-type"):
+                typeMatched = matchesType(b, field.value)
+            case 13 where b.equalsIgnoringCase(name, "cache-control"):
+                if Self.contains(b, field.value, "no-transform") { return Decision() }
+            default: break
+            }
+        }
+        guard typeMatched else { return Decision() }
+        guard request.isHTTP2 || request.versionMinor == 1 else { return Decision(vary: true) }
+        let accepted = AcceptedCodings(request)
+        for coding in preference {
+            switch coding {
+            case .brotli where accepted.brotli: return Decision(vary: true, coding: .brotli)
+            case .gzip where accepted.gzip: return Decision(vary: true, coding: .gzip)
+            default: continue
+            }
+        }
+        return Decision(vary: true)
+    }
+
+    /// The compressor for `coding` at the configured level; nil if the library refuses.
+    func makeCompressor(_ coding: ContentCoding, sizeHint: UInt64?, onRelease: (() -> Void)?) -> StreamCompressor? {
+        StreamCompressor(coding: coding, level: coding == .gzip ? config.gzipLevel : config.brotliLevel,
+                         brotliWindowBits: config.brotliWindowBits, sizeHint: sizeHint, onRelease: onRelease)
+    }
+
+    /// `head` as the client gets it: with `coding`, no `Content-Length` or `Accept-Ranges` (the
+    /// length and the byte ranges were the identity body's), its strong `ETag` made weak (the
+    /// compressed bytes are not the ones it names; RFC 9110 §8.8.1), `Content-Encoding` and
+    /// chunked framing; with `vary`, `Accept-Encoding` added to `Vary` unless already there (or
+    /// `*`). The head is rebuilt and parsed again (only for responses this changes); the
+    /// backend's keep-alive verdict is kept.
+    static func rewrite(_ head: inout ResponseHead, _ decision: Decision) throws(HTTPParseError) {
+        guard decision.vary || decision.coding != nil else { return }
+        let b = head.bytes
+        var out: [UInt8] = []
+        out.reserveCapacity(b.count + 64)
+        out.append(contentsOf: "HTTP/1.1 ".utf8)
+        out.append(contentsOf: String(head.status).utf8)
+        out.append(UInt8(ascii: " "))
+        out.append(contentsOf: b[head.reason])
+        out.append(contentsOf: "\r\n".utf8)
+        var varyDone = !decision.vary
+        let compressing = decision.coding != nil
+        for field in head.fields {
+            let name = field.name
+            var value = Array(b[field.value])
+            if compressing {
+                if b.equalsIgnoringCase(name, "content-length") || b.equalsIgnoringCase(name, "accept-ranges")
+                    || b.equalsIgnoringCase(name, "transfer-encoding") || b.equalsIgnoringCase(name, "content-encoding") { continue }
+                if b.equalsIgnoringCase(name, "etag"), value.first == UInt8(ascii: "\"") { value = Array("W/".utf8) + value }
+            }
+            if !varyDone && b.equalsIgnoringCase(name, "vary") {
+                varyDone = true
+                if !(contains(b, field.value, "accept-encoding") || contains(b, field.value, "*")) {
+                    value += value.isEmpty ? Array("Accept-Encoding".utf8) : Array(", Accept-Encoding".utf8)
+                }
+            }
+            out.append(contentsOf: b[name])
+            out.append(contentsOf: ": ".utf8)
+            out.append(contentsOf: value)
+            out.append(contentsOf: "\r\n".utf8)
+        }
+        if !varyDone { out.append(contentsOf: "Vary: Accept-Encoding\r\n".utf8) }
+        if let coding = decision.coding {
+            out.append(contentsOf: "Content-Encoding: \(coding.token)\r\nTransfer-Encoding: chunked\r\n".utf8)
+        }
+        out.append(contentsOf: "\r\n".utf8)
+        let keepAlive = head.keepAlive
+        let versionMinor = head.versionMinor
+        let eventStream = head.isEventStream
+        var rebuilt = ResponseHead(bytes: out)
+        try HeadParser.parseResponse(into: &rebuilt, requestWasHEAD: false)
+        rebuilt.keepAlive = keepAlive
+        rebuilt.versionMinor = versionMinor
+        rebuilt.isEventStream = eventStream
+        head = rebuilt
+    }
+
+    // MARK: Helpers
+
+    /// Whether the media type of a `Content-Type` value is one of `patterns`.
+    private func matchesType(_ b: [UInt8], _ value: Range<Int>) -> Bool {
+        var i = value.lowerBound
+        while i < value.upperBound && (b[i] == 0x20 || b[i] == 0x09) { i += 1 }
+        let typeStart = i
+        while i < value.upperBound && b[i] != UInt8(ascii: "/") { i += 1 }
+        let type = typeStart..<i
+        guard i < value.upperBound else { return false }
+        i += 1
+        let subStart = i
+        while i < value.upperBound && b[i] != UInt8(ascii: ";") && b[i] != 0x20 && b[i] != 0x09 { i += 1 }
+        let subtype = subStart..<i
+        let isEventStream = b.equalsIgnoringCase(type, "text") && b.equalsIgnoringCase(subtype, "event-stream")
+        for pattern in patterns where Self.equalsLower(b, type, pattern.type) {
+            if pattern.subtype.isEmpty {
+                if !isEventStream { return true }
+            } else if Self.equalsLower(b, subtype, pattern.subtype) {
+                return true
+            }
+        }
+        return false
+    }
+
+    private static func equalsLower(_ b: [UInt8], _ range: Range<Int>, _ lower: [UInt8]) -> Bool {
+        guard range.count == lower.count else { return false }
+        var j = 0
+        for i in range {
+            if asciiLower(b[i]) != lower[j] { return false }
+            j += 1
+        }
+        return true
+    }
+
+    private static func isIdentity(_ b: [UInt8], _ value: Range<Int>) -> Bool {
+        var v = value
+        while let f = v.first, b[f] == 0x20 || b[f] == 0x09 { v = v.dropFirst() }
+        while let l = v.last, b[l] == 0x20 || b[l] == 0x09 { v = v.dropLast() }
+        return v.isEmpty || b.equalsIgnoringCase(v, "identity")
+    }
+
+    /// Whether `b[value]` holds `token` (lower-case), ignoring ASCII case.
+    private static func contains(_ b: [UInt8], _ value: Range<Int>, _ token: StaticString) -> Bool {
+        let n = token.utf8CodeUnitCount
+        guard value.count >= n else { return false }
+        let t = token.utf8Start
+        var i = value.lowerBound
+        while i + n <= value.upperBound {
+            var j = 0
+            while j < n && asciiLower(b[i + j]) == t[j] { j += 1 }
+            if j == n { return true }
+            i += 1
+        }
+        return false
+    }
+}
