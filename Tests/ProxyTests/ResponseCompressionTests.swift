@@ -41,6 +41,9 @@ import Testing
         #expect(decide(request(gzipClient), response("Content-Type: TEXT/CSS\r\nContent-Length: 2000\r\n")) == yes)
         #expect(decide(request(gzipClient), response("Content-Type: image/png\r\nContent-Length: 5000\r\n")) == .init())
         #expect(decide(request(gzipClient), response("Content-Length: 5000\r\n")) == .init())
+        #expect(decide(request(gzipClient), response(json + "Content-Digest: sha-256=:x:\r\n")) == .init())
+        #expect(decide(request(gzipClient), response(json + "Content-MD5: x\r\n")) == .init())
+        #expect(decide(request(gzipClient), response("Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n", status: "205 Reset Content")) == .init())
         // Event streams only when named.
         let events = response("Content-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n")
         #expect(decide(request(gzipClient), events) == .init())
@@ -75,6 +78,21 @@ import Testing
         #expect(plain.value(of: "etag") == "W/\"w\"")
         #expect(plain.fields.filter { plain.bytes.equalsIgnoringCase($0.name, "vary") }.count == 1)
         #expect(plain.value(of: "vary") == "accept-encoding")
+
+        var lookalike = response("Content-Type: text/plain\r\nContent-Length: 5000\r\nVary: X-Accept-Encoding-Foo\r\n")
+        try ResponseCompression.rewrite(&lookalike, .init(vary: true, coding: .gzip))
+        #expect(lookalike.value(of: "vary") == "X-Accept-Encoding-Foo, Accept-Encoding")
+
+        // A 304 for a client that would get the compressed 200: the same weak tag and Vary.
+        let c = ResponseCompression(CompressionConfig())
+        var notModified = response("ETag: \"v1\"\r\nCache-Control: max-age=60\r\n", status: "304 Not Modified")
+        let nm = c.notModifiedDecision(request(gzipClient), notModified)
+        #expect(nm == .init(vary: true, coding: .gzip))
+        #expect(c.notModifiedDecision(request("Accept-Encoding: identity\r\n"), notModified) == .init())
+        try ResponseCompression.rewrite(&notModified, nm, headOnly: true)
+        #expect(notModified.status == 304 && notModified.framing == .none)
+        #expect(notModified.value(of: "etag") == "W/\"v1\"" && notModified.value(of: "vary") == "Accept-Encoding")
+        #expect(notModified.value(of: "content-encoding") == nil && notModified.value(of: "transfer-encoding") == nil)
 
         var star = response("Content-Type: text/plain\r\nContent-Length: 5000\r\nVary: *\r\n")
         try ResponseCompression.rewrite(&star, .init(vary: true, coding: .gzip))

@@ -3,6 +3,10 @@ enum AdminEndpoint: Equatable {
     case health, metrics, status, statusJSON
     /// The runtime API (`POST`/`PUT` under `admin.api_path`): `rest` is the target after it.
     case api(rest: String)
+    /// The request inspector's page (`admin.inspect_path`), and its JSON and replay under
+    /// `PATH/api/`: `rest` is the target after `PATH/api/` (`requests?after=3`, `replay/7`).
+    case inspectPage
+    case inspectAPI(rest: String, isPOST: Bool)
 }
 
 /// The configured admin paths as bytes, matched against request targets in place.
@@ -14,6 +18,11 @@ struct AdminPaths {
     private let status: [UInt8]?
     private let statusJSON: [UInt8]?
     private let api: [UInt8]?
+    /// `admin.inspect_path` + `/api/`, and the page's path, while `inspect.enabled`.
+    private let inspect: [UInt8]?
+    private let inspectAPI: [UInt8]?
+    /// The inspector's page path (written into its script).
+    let inspectPath: String?
     /// `admin.listen` is set: metrics and status are served there, not on the main listener.
     let hasOwnListener: Bool
     /// What the status page polls.
@@ -21,7 +30,10 @@ struct AdminPaths {
     /// The byte after the `/` when every path has the same one (`_` by default).
     private let sharedSecondByte: UInt8?
 
-    init(_ config: AdminConfig) {
+    init(_ config: AdminConfig, inspecting: Bool = false) {
+        inspectPath = inspecting ? config.inspectPath : nil
+        inspect = inspectPath.map { Array($0.utf8) }
+        inspectAPI = inspectPath.map { Array(($0 + "/api/").utf8) }
         health = config.healthPath.map { Array($0.utf8) }
         metrics = config.metricsPath.map { Array($0.utf8) }
         status = config.statusPath.map { Array($0.utf8) }
@@ -40,6 +52,11 @@ struct AdminPaths {
         guard t.count >= 2 else { return nil }
         // Most requests are not for the proxy: one byte rules them out.
         if let second = sharedSecondByte, b[t.lowerBound + 1] != second { return nil }
+        if let inspectAPI, t.count > inspectAPI.count, b.equals(t.lowerBound..<(t.lowerBound + inspectAPI.count), inspectAPI) {
+            let rest = String(decoding: b[(t.lowerBound + inspectAPI.count)..<t.upperBound], as: UTF8.self)
+            if b.equals(request.method, "GET") || b.equals(request.method, "HEAD") { return .inspectAPI(rest: rest, isPOST: false) }
+            if b.equals(request.method, "POST") { return .inspectAPI(rest: rest, isPOST: true) }
+        }
         guard b.equals(request.method, "GET") || b.equals(request.method, "HEAD") else {
             guard let api, b.equals(request.method, "POST") || b.equals(request.method, "PUT"), t.count > api.count,
                   b.equals(t.lowerBound..<(t.lowerBound + api.count), api), b[t.lowerBound + api.count] == UInt8(ascii: "/") else { return nil }
@@ -49,6 +66,7 @@ struct AdminPaths {
         if Self.matches(b, t, metrics) { return .metrics }
         if Self.matches(b, t, status) { return .status }
         if Self.matches(b, t, statusJSON) { return .statusJSON }
+        if Self.matches(b, t, inspect) { return .inspectPage }
         return nil
     }
 

@@ -29,6 +29,10 @@ public struct CommandLineOptions: Sendable, Equatable {
     public var accessLogFormat: AccessLogConfig.Format?
     /// `--https`: the `--to` gateway serves HTTPS from the local CA (`"tls": "local"`).
     public var https = false
+    /// `--no-inspect`: the `--to` gateway records no requests for `/_inspect` (on by default).
+    public var inspect = true
+    /// `--compress`: the `--to` gateway compresses responses (`"compress": true`).
+    public var compress = false
     /// `--check`: validate the config and exit instead of serving.
     public var check: Bool = false
     public var help: Bool = false
@@ -75,7 +79,8 @@ public struct CommandLineOptions: Sendable, Equatable {
     public static let usage = """
         usage: proxy [--config PATH] [--listen ADDR] [--workers N] [--check] [--help] [--version]
                proxy --to [PATH=]URL [--to …] [--listen ADDR] [--host-header POLICY] [--strip-prefix]
-                     [--https] [--access-log PATH] [--access-log-format FORMAT] [--TIMEOUT-ms MS …]
+                     [--https] [--compress] [--no-inspect] [--access-log PATH]
+                     [--access-log-format FORMAT] [--TIMEOUT-ms MS …]
                proxy trust | untrust [--no-system]
                      install or remove the local CA (--https, "tls": "local") in the system
                      store and the browsers' (NSS) databases; --no-system: browsers only
@@ -100,6 +105,9 @@ public struct CommandLineOptions: Sendable, Equatable {
               --strip-prefix  --to /api=URL forwards /api/users as /users
               --https         --to: serve HTTPS with certificates from a local CA the proxy
                               makes on first use (run `proxy trust` once so browsers accept it)
+              --compress      --to: compress responses with brotli or gzip ("compress": true)
+              --no-inspect    --to: do not record requests for the inspector, whose live page
+                              is at /_inspect on the gateway's own port (loopback clients)
               --access-log PATH         --to: a file, stdout (the default), stderr or off
               --access-log-format F     --to: combined (the default) or json
               --connect-ms MS           --to: the config's "timeouts", by the same names:
@@ -130,7 +138,7 @@ public struct CommandLineOptions: Sendable, Equatable {
 
     /// The long options, in the order suggestions prefer.
     private static let longOptions = ["--config", "--listen", "--workers", "--to", "--host-header", "--strip-prefix"]
-        + timeoutFlags.map(\.flag) + ["--access-log", "--access-log-format", "--https", "--check", "--help", "--version"]
+        + timeoutFlags.map(\.flag) + ["--access-log", "--access-log-format", "--https", "--compress", "--no-inspect", "--check", "--help", "--version"]
 
     /// Parses the arguments after the program name.
     ///
@@ -227,6 +235,8 @@ public struct CommandLineOptions: Sendable, Equatable {
                 case "--check": options.check = true
                 case "--strip-prefix": options.stripPrefix = true
                 case "--https": options.https = true
+                case "--compress": options.compress = true
+                case "--no-inspect": options.inspect = false
                 case "--version": options.version = true
                 default: options.help = true
                 }
@@ -242,6 +252,10 @@ public struct CommandLineOptions: Sendable, Equatable {
         if options.targets.isEmpty && (options.accessLogPath != nil || options.accessLogFormat != nil) {
             throw CommandLineError("--access-log and --access-log-format apply to --to targets; in a config file use "
                 + "\"access_log\": {\"path\": …, \"format\": …}")
+        }
+        if options.targets.isEmpty && (options.compress || !options.inspect) {
+            throw CommandLineError("--compress and --no-inspect apply to --to targets; in a config file use "
+                + "\"compress\": true and \"inspect\": {\"enabled\": …}")
         }
         if options.targets.isEmpty && options.https {
             throw CommandLineError("--https applies to --to targets; in a config file use a listener with \"tls\": \"local\"")

@@ -18,15 +18,19 @@ public struct CompressionConfig: Sendable, Equatable {
     public var minBytes = 1024
     /// zlib's level, 1–9 (nginx's `gzip_comp_level`).
     public var gzipLevel = 5
-    /// brotli's quality, 0–11.
+    /// brotli's quality, 0–6 (higher levels take tens of MiB per stream and are too slow to run
+    /// on the loop: ship `.br` files made ahead for those).
     public var brotliLevel = 4
-    /// brotli's largest window, as bits (10–24): the memory each brotli stream may use grows
-    /// with it (19: 512 KiB).
+    /// brotli's largest window, as bits (10–22): the memory each brotli stream may use grows
+    /// with it (19: a 512 KiB ring buffer).
     public var brotliWindowBits = 19
     /// The codings offered, most preferred first (`"br"`, `"gzip"`).
     public var encodings: [String] = ["br", "gzip"]
-    /// Responses compressed at once per worker; beyond it responses go uncompressed (each
-    /// stream holds a coder's state, up to about 1 MiB for brotli, 256 KiB for gzip).
+    /// Responses compressed at once per worker; beyond it responses go uncompressed. Each
+    /// stream holds a coder's state: about 270 KiB for gzip (deflate's window and hash at
+    /// memLevel 8, less for small bodies), about 1–2 MiB for brotli at level 4 and window 19
+    /// (its ring buffer and hasher), up to ~10 MiB at level 6 and window 22. An event stream
+    /// listed in `types` holds its coder for as long as it stays open.
     public var maxStreams = 256
 
     public init() {}

@@ -173,6 +173,17 @@ public enum ConfigLoader {
             throw at.error(problem)
         }
         try checkRoutePaths(config, at: root)
+        // Compression states Vary, Content-Encoding and ETag on the responses it touches: a rule
+        // changing them would send a body its head misdescribes (or a cache a wrong Vary).
+        for (index, route) in config.routes.enumerated() where route.compress.resolved(over: config.compress) != nil {
+            let policy = route.policy.merged(over: config.policy)
+            guard let rules = policy.responseHeaders else { continue }
+            if let clash = (rules.assignments.map(\.name) + rules.remove).first(where: { ["vary", "content-encoding", "etag"].contains($0.lowercased()) }) {
+                throw root.member("routes", example: RouteEntry.listExample).element(index, example: RouteEntry.example)
+                    .member("response_headers", example: HeaderRulesConfig.example)
+                    .error("\(clash) is managed by \"compress\" on this route; leave it to the backend, or turn compression off for the route with \"compress\": false")
+            }
+        }
         // A route's own CORS fields and a response rule naming them would both be sent.
         for (index, route) in config.routes.enumerated() {
             let policy = route.policy.merged(over: config.policy)
@@ -538,6 +549,35 @@ extension ProxyConfig: ConfigSection {
             ConfigField(key: "compress", example: CompressionConfig.example) { config, value, at throws(ConfigError) in
                 config.compress = try CompressionConfig.decodeOrOff(value, at: at)
             },
+            ConfigField(key: "inspect", example: InspectConfig.example) { config, value, at throws(ConfigError) in
+                if case .bool(let on) = value {
+                    config.inspect = InspectConfig()
+                    config.inspect.enabled = on
+                    return
+                }
+                config.inspect = try InspectConfig.decode(value, at: at)
+            },
+        ]
+    }
+}
+
+extension InspectConfig: ConfigSection {
+    static var defaults: InspectConfig { InspectConfig() }
+    static var example: String { "{\"enabled\": true, \"max_requests\": 500, \"max_body_bytes\": 65536}" }
+
+    static var fields: [ConfigField<InspectConfig>] {
+        [
+            ConfigField(key: "enabled", example: "true") { config, value, at throws(ConfigError) in
+                guard case .bool(let on) = value else { throw at.error("expected true (record requests for /_inspect) or false") }
+                config.enabled = on
+            },
+            .integer("max_requests", \.maxRequests, 1...100_000),
+            .integer("max_body_bytes", \.maxBodyBytes, 0...(16 << 20)),
+            ConfigField(key: "reveal_secrets", example: "false") { config, value, at throws(ConfigError) in
+                guard case .bool(let on) = value else { throw at.error("expected true (show Authorization and Cookie values) or false (masked)") }
+                config.revealSecrets = on
+            },
+            .integer("max_memory_bytes", \.maxMemoryBytes, (1 << 20)...(4 << 30)),
         ]
     }
 }
@@ -555,22 +595,26 @@ extension CompressionConfig: ConfigSection {
                 var types: [String] = []
                 for (i, item) in items.enumerated() {
                     let place = at.element(i, example: "\"text/*\"")
-                    let text = try place.string(item).lowercased()
+                    let written = try place.string(item)
+                    let text = written.lowercased()
                     let parts = text.split(separator: "/", omittingEmptySubsequences: false)
                     let isToken: (Substring) -> Bool = { part in
                         !part.isEmpty && part.utf8.allSatisfy { c in (0x21...0x7E).contains(c) && !"()<>@,;:\\\"/[]?={}".utf8.contains(c) }
                     }
                     guard parts.count == 2, isToken(parts[0]), parts[0] != "*", isToken(parts[1]) || parts[1] == "*" else {
-                        throw place.error("expected a media type as \"type/subtype\" or \"type/*\" (no parameters), got \(JSONValue.quoted(text))")
+                        throw place.error("expected a media type as \"type/subtype\" or \"type/*\" (no parameters), got \(JSONValue.quoted(written))")
                     }
                     types.append(text)
                 }
+                guard !types.isEmpty else { throw at.error("list at least one media type (or turn compression off with \"compress\": false)") }
                 config.types = types
             },
             .integer("min_bytes", \.minBytes, 0...(1 << 30)),
             .integer("gzip_level", \.gzipLevel, 1...9),
-            .integer("brotli_level", \.brotliLevel, 0...11),
-            .integer("brotli_window_bits", \.brotliWindowBits, 10...24),
+            // Higher brotli levels take tens of MiB per stream and are far too slow for the loop:
+            // they are for files compressed ahead (a static route's `.br` siblings).
+            .integer("brotli_level", \.brotliLevel, 0...6),
+            .integer("brotli_window_bits", \.brotliWindowBits, 10...22),
             ConfigField(key: "encodings", example: "[\"br\", \"gzip\"]") { config, value, at throws(ConfigError) in
                 guard case .array(let items) = value, !items.isEmpty else { throw at.error("expected a non-empty list such as [\"br\", \"gzip\"], most preferred first") }
                 var names: [String] = []
@@ -596,7 +640,8 @@ extension CompressionConfig: ConfigSection {
         switch value {
         case .bool(let on): return on ? CompressionConfig() : nil
         case .null: return nil
-        default: return try decode(value, at: at)
+        case .object: return try decode(value, at: at)
+        default: throw at.error("expected true (the defaults), false (off) or an object like \(example)")
         }
     }
 }

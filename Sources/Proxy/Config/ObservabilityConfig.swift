@@ -60,6 +60,9 @@ public struct AdminConfig: Sendable, Equatable {
     public var statusJSONPath: String?
     /// The runtime API's prefix (`/_admin/backends/{id}/drain` …); nil turns it off.
     public var apiPath: String? = "/_admin"
+    /// The request inspector's page; its JSON is under `PATH/api/` (served only while
+    /// `inspect.enabled`; nil turns it off).
+    public var inspectPath: String? = "/_inspect"
 
     public init(listen: ListenAddress? = nil, healthPath: String? = "/_health", metricsPath: String? = "/_metrics",
                 statusPath: String? = "/_status", statusJSONPath: String? = "/_status.json") {
@@ -135,6 +138,7 @@ extension AdminConfig: ConfigSection {
             path("status_path", \.statusPath),
             path("status_json_path", \.statusJSONPath),
             path("api_path", \.apiPath),
+            path("inspect_path", \.inspectPath),
         ]
     }
 
@@ -161,6 +165,6 @@ extension AdminConfig: ConfigSection {
     /// Every endpoint's path with its key, for the uniqueness check.
     public var namedPaths: [(key: String, path: String)] {
         [("health_path", healthPath), ("metrics_path", metricsPath), ("status_path", statusPath),
-         ("status_json_path", statusJSONPath), ("api_path", apiPath)].compactMap { k, p in p.map { (k, $0) } }
+         ("status_json_path", statusJSONPath), ("api_path", apiPath), ("inspect_path", inspectPath)].compactMap { k, p in p.map { (k, $0) } }
     }
 }

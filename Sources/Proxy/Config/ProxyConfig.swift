@@ -51,6 +51,8 @@ public struct ProxyConfig: Sendable, Equatable {
     public var http2 = HTTP2Config()
     /// `compress` (nil: responses pass as the backends sent them); a route's own replaces it.
     public var compress: CompressionConfig?
+    /// `inspect`: the request inspector (off unless enabled; on in `--to` mode).
+    public var inspect = InspectConfig()
 
     /// All defaults and no backends (a loaded config always has at least one).
     public init(

@@ -48,6 +48,8 @@ public enum QuickStart {
             }
         }
         if let format = options.accessLogFormat { config.accessLog.format = format }
+        config.inspect.enabled = options.inspect
+        if options.compress { config.compress = CompressionConfig() }
         var byPath: [(path: String, urls: [String])] = []
         for target in options.targets {
             var path = ""

@@ -85,6 +85,8 @@ struct ExchangeState: ~Copyable {
     var clientFraming = HeaderRewriter.OutgoingFraming.none
     /// The response body is being compressed (`compress`) on its way to the client.
     var compressor: StreamCompressor?
+    /// The request inspector's recording of this exchange (`inspect.enabled`), nil otherwise.
+    var inspection: InspectionRecorder?
     var rewriter = HeaderRewriter()
     /// The current request's `X-Request-Id` (capacity reused between requests).
     var requestID: [UInt8] = []
@@ -142,6 +144,7 @@ struct ExchangeState: ~Copyable {
         queueTicket = 0
         queuedAt = 0
         compressor = nil  // its coder's state is large: never kept past its response
+        inspection = nil
         let keep = Self.retainedScratchBytes
         toClient.removeAll(retainedCapacity: keep)
         toUpstream.removeAll(retainedCapacity: keep)

@@ -106,6 +106,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         if let reply = server.answerLocally(&x.pointee.request, adminListener: isAdminListener, loopbackPeer: isLoopbackPeer) {
             return answer(reply)
         }
+        if settings.config.inspect.enabled { beginInspection() }
         if let port = listener.redirectPort {
             // `forwardTarget`: the origin-form part of an absolute-form target (admit set it).
             return answer(HTTPSRedirect.reply(for: x.pointee.request, target: x.pointee.forwardTarget ?? x.pointee.request.target, port: port))
@@ -259,6 +260,11 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             target = rest
         }
         x.pointee.forwardTarget = target
+        if let recorder = x.pointee.inspection {
+            recorder.route = matched.label
+            recorder.upstream = settings.upstreams[matched.upstream].name
+            recorder.routedNs = Platform.monotonicNanos()
+        }
         x.pointee.triedBackends.removeAll()
         x.pointee.failedAttempts.removeAll()
         x.pointee.lastConnectFailure = nil
@@ -708,6 +714,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         guard let conn = x.pointee.upstream else { return }
         conn.startReading()
         x.pointee.upstreamReady = true
+        x.pointee.inspection?.connectedNs = Platform.monotonicNanos()
         x.pointee.lastUpstreamActivity = server.loop.now
         x.pointee.machine.upstreamConnected()
         let t = timeouts
@@ -745,6 +752,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
     /// Request body bytes, the client's framing removed. The first go out together with the head.
     func sendRequestBody(_ data: UnsafeRawBufferPointer) {
+        x.pointee.inspection?.requestBodyBytes(data)
         if x.pointee.request.framing == .chunked {
             x.pointee.toUpstream.appendHex(data.count)
             x.pointee.toUpstream.append("\r\n")
@@ -1014,10 +1022,15 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         }
         let closeAfter = x.pointee.machine.closeAfterResponse
         addStickyCookieIfNeeded()
+        x.pointee.inspection?.response(x.pointee.response)
         x.pointee.compressor = nil
         var clientFraming = x.pointee.responseFraming
-        if let compression = x.pointee.route?.compression, !responseHasNoBody {
-            clientFraming = prepareCompression(compression)
+        if let compression = x.pointee.route?.compression {
+            if !responseHasNoBody {
+                clientFraming = prepareCompression(compression)
+            } else if x.pointee.response.status == 304 {
+                try? ResponseCompression.rewrite(&x.pointee.response, compression.notModifiedDecision(x.pointee.request, x.pointee.response), headOnly: true)
+            }
         }
         down { $0.sendResponseHead(&x.pointee.response, framing: clientFraming, closeAfter: closeAfter) }
     }
@@ -1078,9 +1091,14 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         case .chunked:
             let consumed: Int
             do {
-                if let compressor = x.pointee.compressor {
+                if x.pointee.compressor != nil || x.pointee.inspection != nil {
                     consumed = try x.pointee.responseDecoder.decode(input) { data throws(HTTPParseError) in
-                        compressResponseBody(compressor, data, .process)
+                        x.pointee.inspection?.responseBodyBytes(data)
+                        if let compressor = x.pointee.compressor {
+                            compressResponseBody(compressor, data, .process)
+                        } else {
+                            down { $0.appendResponseBody(data) }
+                        }
                     }
                 } else {
                     consumed = try x.pointee.responseDecoder.decode(input) { data throws(HTTPParseError) in
@@ -1117,6 +1135,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
     private func sendResponseBody(_ data: UnsafeRawBufferPointer) {
         x.pointee.machine.responseBytesSent()
+        x.pointee.inspection?.responseBodyBytes(data)
         if let compressor = x.pointee.compressor {
             // Flushed at the end of each read (`flushResponse`), not per piece.
             compressResponseBody(compressor, data, .process)
@@ -1131,9 +1150,24 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// coder's block fills.
     private func flushResponse() {
         x.pointee.machine.responseBytesSent()
-        if let compressor = x.pointee.compressor { compressResponseBody(compressor, UnsafeRawBufferPointer(start: nil, count: 0), .flush) }
+        if let compressor = x.pointee.compressor {
+            // A body of known length is not a stream: the coder keeps its block (better ratio).
+            if case .contentLength = x.pointee.responseFraming {} else {
+                compressResponseBody(compressor, UnsafeRawBufferPointer(start: nil, count: 0), .flush)
+            }
+            if compressor.failed { return compressionFailed() }
+        }
         down { $0.flushResponse() }
         pauseUpstreamIfClientCongested()
+    }
+
+    /// The coder failed (out of memory): what the client got cannot be completed, so it is cut
+    /// rather than ended as if whole.
+    private func compressionFailed() {
+        server.warnAtMostEverySecond("compressing a response from backend \(backendID) failed (out of memory?): the client's response was cut")
+        x.pointee.compressor = nil
+        releaseUpstream(reusable: false)
+        cutClient()
     }
 
     /// The response is complete: the sink ends it, the exchange finishes.
@@ -1141,6 +1175,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x.pointee.machine.responseBytesSent()
         if let compressor = x.pointee.compressor {
             compressResponseBody(compressor, UnsafeRawBufferPointer(start: nil, count: 0), .finish)
+            if compressor.failed { return compressionFailed() }
             x.pointee.compressor = nil
         }
         down { $0.endResponse() }
@@ -1237,6 +1272,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         liftPauses()
         x.pointee.machine.tunnelStarted()
         x.pointee.machine.responseBytesSent()
+        if let recorder = x.pointee.inspection {
+            recorder.tunnel = true
+            recorder.response(x.pointee.response)
+        }
         down { $0.switchProtocols(x.pointee.response, upstream: conn, rest: rest) }
     }
 
@@ -1313,6 +1352,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// Sends an error response for the current request and ends the exchange.
     private func failExchange(status: UInt16, reason: String, fields: [(name: StaticString, value: String)] = []) {
         leaveQueue()
+        x.pointee.inspection?.error = reason
         if status == 405 || status == 413 { server.stats.add(WorkerStats.rejectionIndex(status)) }
         releaseUpstream(reusable: false)
         let reply: LocalReply
@@ -1356,6 +1396,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// kept only if nothing of the request is left unread (a body is never read for it).
     private func answer(_ reply: LocalReply) {
         x.pointee.responseStatus = reply.status
+        x.pointee.inspection?.localReply(reply)
         let keepAlive = x.pointee.machine.keepAliveAfterLocalAnswer(clientKeepAlive: x.pointee.request.keepAlive,
                                                                     draining: server.isDraining)
         x.pointee.machine.responseBytesSent()
@@ -1483,10 +1524,41 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         } else {
             RequestStats.record(server.stats, at: WorkerStats.unrouted, status: status, micros: micros)
         }
+        if let recorder = x.pointee.inspection {
+            x.pointee.inspection = nil
+            finishInspection(recorder, backend: backend)
+        }
         guard let log = server.accessLog else { return }
         log.write(AccessLogEntry(client: x.pointee.clientIP.isEmpty ? peerIP : x.pointee.clientIP, requestParsed: x.pointee.requestParsed, status: status,
                                  bytesSent: down { $0.responseBytesSent }, durationMicros: micros,
                                  upstreamMicros: upstreamMicros, requestID: x.pointee.requestParsed ? x.pointee.requestID : []),
                   upstream: routed, backend: backend, tls: tls, request: &x.pointee.request)
+    }
+
+    // MARK: - The request inspector
+
+    /// Starts recording the request (`inspect.enabled`): it is listed as in flight from now on.
+    /// A replay (`InspectorReplay`) from a loopback client names its original in `X-Inspect-Replay`.
+    private func beginInspection() {
+        let store = server.metrics.inspector
+        var replayOf: UInt64? = nil
+        if isLoopbackPeer, let i = x.pointee.request.fieldIndex("x-inspect-replay") {
+            replayOf = UInt64(x.pointee.request.bytes.string(x.pointee.request.fields[i].value))
+        }
+        let config = settings.config.inspect
+        let recorder = InspectionRecorder(seq: store.takeSeq(), request: x.pointee.request, target: x.pointee.request.target,
+                                          scheme: tls != nil ? "https" : "http", startNs: x.pointee.requestStartNs,
+                                          replayOf: replayOf, maxBodyBytes: config.maxBodyBytes)
+        x.pointee.inspection = recorder
+        store.begin(recorder.inFlight, worker: server.worker, limits: config)
+    }
+
+    /// The exchange is over: its recording goes to the store, complete.
+    private func finishInspection(_ recorder: InspectionRecorder, backend: Backend?) {
+        for a in x.pointee.failedAttempts { recorder.attempts.append(.init(backend: a.backend, outcome: a.problem)) }
+        if let backend, recorder.status != 0 { recorder.attempts.append(.init(backend: backend.id, outcome: "answered \(recorder.status)")) }
+        let done = recorder.finish(backend: backend?.id ?? "", upstreamStartNs: x.pointee.upstreamStartNs, upstreamHeadNs: x.pointee.upstreamHeadNs,
+                                   endNs: Platform.monotonicNanos())
+        server.metrics.inspector.finish(done, worker: server.worker, limits: settings.config.inspect)
     }
 }

@@ -25,6 +25,10 @@ final class DocumentFetch {
         var servers: DNSServers? = nil
         /// The media type asked for (`Accept`).
         var accept = "application/json"
+        /// A whole request to send instead of the `GET` (the inspector's replay), with any
+        /// status accepted as an answer.
+        var raw: [UInt8]? = nil
+        var rawIsHEAD = false
     }
 
     private let loop: EventLoop
@@ -139,7 +143,7 @@ final class DocumentFetch {
                 }
                 self.lastProblem = "waiting for the answer from \(address)"
                 connecting.startReading()
-                connecting.write(Array(head.utf8))
+                connecting.write(self.request.raw ?? Array(head.utf8))
             }
         } catch {
             lastProblem = "connecting to \(address): \(error)"
@@ -167,7 +171,7 @@ final class DocumentFetch {
                 return
             }
             let parsed: ResponseHead
-            do { parsed = try HeadParser.parseResponse(Array(received[..<end]), requestWasHEAD: false) } catch {
+            do { parsed = try HeadParser.parseResponse(Array(received[..<end]), requestWasHEAD: request.rawIsHEAD) } catch {
                 return fail("the response is not valid HTTP/1.1: \(error.reason)")
             }
             let rest = Array(received[end...])
@@ -178,7 +182,7 @@ final class DocumentFetch {
                 return rest.withUnsafeBytes { take($0) }
             }
             lastProblem = "reading the body from the server"
-            guard parsed.status == 200 else { return fail("status \(parsed.status)") }
+            guard parsed.status == 200 || request.raw != nil else { return fail("status \(parsed.status)") }
             self.head = parsed
             if case .contentLength(let length) = parsed.framing, length > UInt64(request.maxBytes) { return fail(tooLarge) }
             if parsed.framing == .none { return succeed() }

@@ -36,6 +36,9 @@ final class StreamCompressor {
     private var brotli: OpaquePointer?
     private let output: UnsafeMutableRawBufferPointer
     private(set) var finished = false
+    /// The library reported an error (out of memory): the stream is broken, what was given out
+    /// is not a complete body.
+    private(set) var failed = false
     /// Bytes taken in and given out so far.
     private(set) var bytesIn: UInt64 = 0
     private(set) var bytesOut: UInt64 = 0
@@ -66,7 +69,9 @@ final class StreamCompressor {
             guard let state = BrotliEncoderCreateInstance(nil, nil, nil) else { return nil }
             BrotliEncoderSetParameter(state, BROTLI_PARAM_QUALITY, UInt32(max(0, min(11, level))))
             BrotliEncoderSetParameter(state, BROTLI_PARAM_LGWIN, UInt32(max(10, min(24, brotliWindowBits))))
-            if let sizeHint, sizeHint < UInt64(UInt32.max) { BrotliEncoderSetParameter(state, BROTLI_PARAM_SIZE_HINT, UInt32(sizeHint)) }
+            // The hint picks smaller tables for small bodies; at 1 MiB and above brotli would pick
+            // a ~4 MiB hasher at level 4, so larger bodies are hinted just below that.
+            if let sizeHint { BrotliEncoderSetParameter(state, BROTLI_PARAM_SIZE_HINT, UInt32(min(sizeHint, (1 << 20) - 1))) }
             brotli = state
         }
         output = .allocate(byteCount: Self.outputChunkBytes, alignment: 16)
@@ -89,12 +94,14 @@ final class StreamCompressor {
     /// the stream. Returns false if the library reported an error (the stream is then unusable).
     @discardableResult
     func compress(_ input: UnsafeRawBufferPointer, _ step: Step, emit: (UnsafeRawBufferPointer) -> Void) -> Bool {
-        guard !finished else { return input.isEmpty }
+        guard !finished, !failed else { return input.isEmpty && !failed }
         bytesIn &+= UInt64(input.count)
         if step == .finish { finished = true }
-        if let zstream { return deflateSome(zstream, input, step, emit) }
-        if let brotli { return brotliSome(brotli, input, step, emit) }
-        return false
+        var ok = false
+        if let zstream { ok = deflateSome(zstream, input, step, emit) }
+        if let brotli { ok = brotliSome(brotli, input, step, emit) }
+        if !ok { failed = true }
+        return ok
     }
 
     private func deflateSome(_ s: UnsafeMutablePointer<z_stream>, _ input: UnsafeRawBufferPointer, _ step: Step,

@@ -15,11 +15,14 @@ public final class ProxyMetrics: Sendable {
     let startedWallMs: Int64
     let startedNs: UInt64
     private let reloads = Atomic<UInt64>(0)
+    /// The request inspector's recordings (used while `inspect.enabled`; kept across reloads).
+    let inspector: InspectorStore
     private let failedReloads = Atomic<UInt64>(0)
 
     public init(workers: Int, accessLog: AccessLogWriter) {
         self.workers = (0..<max(workers, 1)).map { _ in CounterSlab(count: WorkerStats.size) }
         self.accessLog = accessLog
+        inspector = InspectorStore(workers: max(workers, 1))
         startedWallMs = Platform.wallClockMs()
         startedNs = Platform.monotonicNanos()
     }

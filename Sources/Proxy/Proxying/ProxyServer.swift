@@ -518,7 +518,7 @@ public final class ProxyServer {
         clients[ObjectIdentifier(connection)] = connection
     }
 
-    private func warnAtMostEverySecond(_ message: String) {
+    func warnAtMostEverySecond(_ message: String) {
         let now = loop.now
         guard lastAcceptWarning == 0 || now &- lastAcceptWarning >= 1000 else { return }
         lastAcceptWarning = now
@@ -662,7 +662,74 @@ public final class ProxyServer {
             return LocalReply(status: 200, contentType: "text/html; charset=utf-8", body: settings.statusPage)
         case .api(let rest):
             return RuntimeAPI.answer(rest, method: request.methodString, upstreams: settings.upstreams)
+        case .inspectPage:
+            return LocalReply(status: 200, contentType: "text/html; charset=utf-8", body: settings.inspectorPage)
+        case .inspectAPI(let rest, let isPOST):
+            return inspectorAnswer(rest, isPOST: isPOST)
         }
+    }
+
+    // MARK: - The request inspector
+
+    /// Replays under way (`POST …/api/replay/SEQ`), kept until each ends.
+    private var replays: [ObjectIdentifier: DocumentFetch] = [:]
+    static let maxReplays = 16
+
+    /// The inspector's JSON: `GET requests[?after=SEQ]`, `GET requests/SEQ`, `POST replay/SEQ`,
+    /// `POST clear` (`rest`: the target after `inspect_path/api/`).
+    private func inspectorAnswer(_ rest: String, isPOST: Bool) -> LocalReply {
+        let store = metrics.inspector
+        let config = settings.config.inspect
+        func json(_ status: UInt16, _ body: [UInt8]) -> LocalReply { LocalReply(status: status, contentType: "application/json", body: body) }
+        func problem(_ status: UInt16, _ text: String) -> LocalReply { json(status, Array("{\"error\": \(JSONText.quote(text))}".utf8)) }
+        let parts = rest.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let path = parts.first.map(String.init) ?? ""
+        if !isPOST {
+            if path == "requests" {
+                let after = parts.count > 1 ? parts[1].split(separator: "&").first { $0.hasPrefix("after=") }.flatMap { UInt64($0.dropFirst(6)) } : nil
+                return json(200, InspectorAPI.list(store, config: config, after: after))
+            }
+            if path.hasPrefix("requests/"), let seq = UInt64(path.dropFirst(9)) {
+                guard let entry = store.find(seq) else { return problem(404, "request \(seq) is not recorded (or no longer: the oldest go first)") }
+                return json(200, InspectorAPI.detail(entry, config: config))
+            }
+            return problem(404, "no such inspector resource; GET requests, requests/SEQ; POST replay/SEQ, clear")
+        }
+        if path == "clear" {
+            store.clear()
+            return json(200, Array("{\"cleared\": true}".utf8))
+        }
+        guard path.hasPrefix("replay/"), let seq = UInt64(path.dropFirst(7)) else {
+            return problem(404, "no such inspector action; POST replay/SEQ or clear")
+        }
+        guard let entry = store.find(seq) else { return problem(404, "request \(seq) is not recorded (or no longer)") }
+        guard case .done(let recorded) = entry else { return problem(409, "request \(seq) is still in flight") }
+        if let why = InspectorReplay.refusal(recorded) { return problem(409, "request \(seq) cannot be replayed: \(why)") }
+        guard replays.count < Self.maxReplays else { return problem(503, "\(Self.maxReplays) replays are under way on this worker; try again when they end") }
+        guard let address = replayAddress() else {
+            return problem(409, "replay sends the request to the proxy's own cleartext listener, and this proxy has none (only TLS, redirecting or PROXY-protocol listeners)")
+        }
+        let fetch = DocumentFetch(loop: loop, DocumentFetch.Request(host: address.ipString, port: address.port, target: recorded.target, tls: nil,
+                                                                     timeoutMs: 60_000, maxBytes: 64 << 20, raw: InspectorReplay.request(recorded),
+                                                                     rawIsHEAD: recorded.method == "HEAD"))
+        let id = ObjectIdentifier(fetch)
+        replays[id] = fetch
+        fetch.start { [weak self] _ in self?.replays[id] = nil }
+        return json(202, Array("{\"replay_of\": \(seq), \"started\": true}".utf8))
+    }
+
+    /// A cleartext listener's address to send replays to (a wildcard bind as loopback).
+    private func replayAddress() -> SocketAddress? {
+        for l in listeners where l.index < settings.listeners.count {
+            let role = settings.listeners[l.index]
+            guard role.tls == nil, role.redirectPort == nil, !role.expectsProxyHeader, let bound = l.handle?.localAddress else { continue }
+            switch bound.ipString {
+            case "0.0.0.0": return SocketAddress(ip: "127.0.0.1", port: bound.port)
+            case "::": return SocketAddress(ip: "::1", port: bound.port)
+            default: return bound
+            }
+        }
+        return nil
     }
 
     /// Graceful shutdown: stops accepting at once, closes idle keep-alive connections, lets every
@@ -727,6 +794,8 @@ public final class ProxyServer {
         acceptResumer.close()
         roomWatcher.close()
         poolSweeper.close()
+        for replay in replays.values { replay.cancel() }
+        replays = [:]
         for c in Array(clients.values) { c.forceClose() }
         http2FlushHook?.close()
         http2FlushHook = nil

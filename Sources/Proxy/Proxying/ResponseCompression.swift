@@ -43,7 +43,7 @@ final class ResponseCompression {
     func decide(_ request: RequestHead, _ response: ResponseHead) -> Decision {
         if request.isHEAD { return Decision() }
         let status = response.status
-        if status < 200 || status == 204 || status == 206 || status == 304 { return Decision() }
+        if status < 200 || status == 204 || status == 205 || status == 206 || status == 304 { return Decision() }
         switch response.framing {
         case .none: return Decision()
         case .contentLength(let n) where n < UInt64(config.minBytes): return Decision()
@@ -60,6 +60,10 @@ final class ResponseCompression {
                 typeMatched = matchesType(b, field.value)
             case 13 where b.equalsIgnoringCase(name, "cache-control"):
                 if Self.contains(b, field.value, "no-transform") { return Decision() }
+            // A digest of the body as sent would no longer match it.
+            case 6 where b.equalsIgnoringCase(name, "digest"), 11 where b.equalsIgnoringCase(name, "content-md5"),
+                 11 where b.equalsIgnoringCase(name, "repr-digest"), 14 where b.equalsIgnoringCase(name, "content-digest"):
+                return Decision()
             default: break
             }
         }
@@ -76,6 +80,17 @@ final class ResponseCompression {
         return Decision(vary: true)
     }
 
+    /// A 304 for a client that would have been sent a compressed 200: its validators must match
+    /// what that 200 said (RFC 9110 §15.4.5), so a strong `ETag` is made weak and
+    /// `Vary: Accept-Encoding` added. (A 304 rarely names its type: the client taking one of
+    /// `encodings` is what counts.)
+    func notModifiedDecision(_ request: RequestHead, _ response: ResponseHead) -> Decision {
+        guard response.status == 304, request.isHTTP2 || request.versionMinor == 1 else { return Decision() }
+        let accepted = AcceptedCodings(request)
+        guard let coding = preference.first(where: { ($0 == .brotli && accepted.brotli) || ($0 == .gzip && accepted.gzip) }) else { return Decision() }
+        return Decision(vary: true, coding: coding)
+    }
+
     /// The compressor for `coding` at the configured level; nil if the library refuses.
     func makeCompressor(_ coding: ContentCoding, sizeHint: UInt64?, onRelease: (() -> Void)?) -> StreamCompressor? {
         StreamCompressor(coding: coding, level: coding == .gzip ? config.gzipLevel : config.brotliLevel,
@@ -88,7 +103,8 @@ final class ResponseCompression {
     /// chunked framing; with `vary`, `Accept-Encoding` added to `Vary` unless already there (or
     /// `*`). The head is rebuilt and parsed again (only for responses this changes); the
     /// backend's keep-alive verdict is kept.
-    static func rewrite(_ head: inout ResponseHead, _ decision: Decision) throws(HTTPParseError) {
+    /// For a 304 (`headOnly`), only the validators and `Vary` change.
+    static func rewrite(_ head: inout ResponseHead, _ decision: Decision, headOnly: Bool = false) throws(HTTPParseError) {
         guard decision.vary || decision.coding != nil else { return }
         let b = head.bytes
         var out: [UInt8] = []
@@ -103,14 +119,16 @@ final class ResponseCompression {
         for field in head.fields {
             let name = field.name
             var value = Array(b[field.value])
-            if compressing {
+            if compressing && headOnly {
+                if b.equalsIgnoringCase(name, "etag"), value.first == UInt8(ascii: "\"") { value = Array("W/".utf8) + value }
+            } else if compressing {
                 if b.equalsIgnoringCase(name, "content-length") || b.equalsIgnoringCase(name, "accept-ranges")
                     || b.equalsIgnoringCase(name, "transfer-encoding") || b.equalsIgnoringCase(name, "content-encoding") { continue }
                 if b.equalsIgnoringCase(name, "etag"), value.first == UInt8(ascii: "\"") { value = Array("W/".utf8) + value }
             }
             if !varyDone && b.equalsIgnoringCase(name, "vary") {
                 varyDone = true
-                if !(contains(b, field.value, "accept-encoding") || contains(b, field.value, "*")) {
+                if !(hasToken(b, field.value, "accept-encoding") || hasToken(b, field.value, "*")) {
                     value += value.isEmpty ? Array("Accept-Encoding".utf8) : Array(", Accept-Encoding".utf8)
                 }
             }
@@ -120,7 +138,7 @@ final class ResponseCompression {
             out.append(contentsOf: "\r\n".utf8)
         }
         if !varyDone { out.append(contentsOf: "Vary: Accept-Encoding\r\n".utf8) }
-        if let coding = decision.coding {
+        if let coding = decision.coding, !headOnly {
             out.append(contentsOf: "Content-Encoding: \(coding.token)\r\nTransfer-Encoding: chunked\r\n".utf8)
         }
         out.append(contentsOf: "\r\n".utf8)
@@ -128,7 +146,7 @@ final class ResponseCompression {
         let versionMinor = head.versionMinor
         let eventStream = head.isEventStream
         var rebuilt = ResponseHead(bytes: out)
-        try HeadParser.parseResponse(into: &rebuilt, requestWasHEAD: false)
+        try HeadParser.parseResponse(into: &rebuilt, requestWasHEAD: headOnly)
         rebuilt.keepAlive = keepAlive
         rebuilt.versionMinor = versionMinor
         rebuilt.isEventStream = eventStream
@@ -175,6 +193,22 @@ final class ResponseCompression {
         while let f = v.first, b[f] == 0x20 || b[f] == 0x09 { v = v.dropFirst() }
         while let l = v.last, b[l] == 0x20 || b[l] == 0x09 { v = v.dropLast() }
         return v.isEmpty || b.equalsIgnoringCase(v, "identity")
+    }
+
+    /// Whether the comma-separated list `b[value]` has the element `token` (lower-case), ignoring
+    /// ASCII case and spaces around elements.
+    private static func hasToken(_ b: [UInt8], _ value: Range<Int>, _ token: StaticString) -> Bool {
+        var start = value.lowerBound
+        while start <= value.upperBound {
+            var end = start
+            while end < value.upperBound && b[end] != UInt8(ascii: ",") { end += 1 }
+            var element = start..<end
+            while let f = element.first, b[f] == 0x20 || b[f] == 0x09 { element = element.dropFirst() }
+            while let l = element.last, b[l] == 0x20 || b[l] == 0x09 { element = element.dropLast() }
+            if b.equalsIgnoringCase(element, token) { return true }
+            start = end + 1
+        }
+        return false
     }
 
     /// Whether `b[value]` holds `token` (lower-case), ignoring ASCII case.

@@ -95,6 +95,8 @@ final class ServerSettings {
     let listeners: [ListenerRole]
     /// `/_status`'s page for this configuration's JSON path: built on first request, then reused.
     private(set) lazy var statusPage: [UInt8] = StatusEndpoint.page(jsonPath: adminPaths.statusJSONPath ?? "")
+    /// The request inspector's page, its path written in.
+    private(set) lazy var inspectorPage: [UInt8] = Array(InspectorPageHTML.template.replacing("__INSPECT_PATH__", with: adminPaths.inspectPath ?? "").utf8)
 
     /// Builds the worker's view of `generation`, reusing the `Backend` (and so the pool) of every
     /// backend that `previous` already had.
@@ -129,7 +131,7 @@ final class ServerSettings {
                         keySets: generation.keySets) { name in upstreams.firstIndex { $0.name == name } }
         headLimits = HeadLimits(config.limits)
         allowedMethods = config.limits.allowedMethods.map { Array($0.utf8) }
-        adminPaths = AdminPaths(config.admin)
+        adminPaths = AdminPaths(config.admin, inspecting: config.inspect.enabled)
         listeners = config.listeners.enumerated().map { i, listener in
             ListenerRole(listener, tls: i < generation.tls.count ? generation.tls[i] : nil, httpsPort: generation.httpsPort)
         }

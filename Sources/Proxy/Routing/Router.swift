@@ -48,6 +48,8 @@ struct Router {
         let authenticator: BasicAuthenticator?
         /// The route's `auth.jwt` (nil: none).
         let tokenAuthenticator: JWTAuthenticator?
+        /// The route as metrics and the inspector name it (`RouteConfig.label`; `default`).
+        let label: String
         /// The route's `compress`, or the top level's (nil: none).
         let compression: ResponseCompression?
 
@@ -56,6 +58,7 @@ struct Router {
              previous: Route? = nil, shared: SharedRateLimitTable? = nil, redis: RedisClient? = nil, name: String = "",
              keySets: [RemoteKeySet] = [], compress: CompressionConfig? = nil) {
             self.index = index
+            label = name
             compression = compress.map { config in previous?.compression.flatMap { $0.config == config ? $0 : nil } ?? ResponseCompression(config) }
             if let basic = policy.auth?.basic {
                 authenticator = previous?.authenticator.flatMap { $0.config == basic ? $0 : nil } ?? BasicAuthenticator(basic)
