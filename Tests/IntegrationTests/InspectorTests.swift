@@ -6,8 +6,18 @@ import Testing
 /// (`Python/inspector_check.py`: the list, a filter, the detail, copy as curl, replay, a row
 /// arriving live).
 @Suite(.serialized) struct InspectorTests {
-    private func json(_ port: UInt16, _ path: String, method: String = "GET") throws -> (Int, [String: Any]) {
-        let r = try TestConnection(port: port).request(method, path)
+    /// One request to the inspector, as its page sends it (`Host: 127.0.0.1:PORT`; POSTs with
+    /// `X-Inspect-Action`).
+    private func ask(_ port: UInt16, _ path: String, method: String = "GET", host: String? = nil, action: Bool = true) throws -> HTTPResponse {
+        let c = try TestConnection(port: port)
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host ?? "127.0.0.1:\(port)")\r\nConnection: close\r\n"
+        if method == "POST" { head += (action ? "X-Inspect-Action: test\r\n" : "") + "Content-Length: 0\r\n" }
+        try c.send(head + "\r\n")
+        return try c.readResponse()
+    }
+
+    private func json(_ port: UInt16, _ path: String, method: String = "GET", action: Bool = true) throws -> (Int, [String: Any]) {
+        let r = try ask(port, path, method: method, action: action)
         let object = (try? JSONSerialization.jsonObject(with: Data(r.body))) as? [String: Any] ?? [:]
         return (r.status, object)
     }
@@ -77,14 +87,26 @@ import Testing
         #expect(dead.status == 502 || dead.status == 503)
         let failed = try #require(try items(proxy.port).first { $0["target"] as? String == "/dead" })
         #expect((failed["error"] as? String)?.isEmpty == false && failed["upstream"] as? String == "dead")
+        // A body the proxy never took in full (answered before it was read) is not replayed.
+        let unread = try TestConnection(port: proxy.port).request("POST", "/dead", body: Array("abc".utf8))
+        #expect(unread.status == 502 || unread.status == 503)
+        let unreadSeq = try #require(try items(proxy.port).first { $0["method"] as? String == "POST" && $0["target"] as? String == "/dead" }?["seq"] as? Int)
+        let (incomplete, whyNot) = try json(proxy.port, "/_inspect/api/replay/\(unreadSeq)", method: "POST")
+        #expect(incomplete == 409 && (whyNot["error"] as? String)?.contains("did not arrive in full") == true, "\(whyNot)")
         for i in 0..<8 { _ = try TestConnection(port: proxy.port).request("GET", "/fill/\(i)") }
         list = try items(proxy.port)
         #expect(list.count == 5, "max_requests")
         #expect(list.first?["target"] as? String == "/fill/7")
         #expect(try json(proxy.port, "/_inspect/api/requests/\(seq)").0 == 404)
 
+        // Actions need X-Inspect-Action (no cross-site form can send it); a name that is not
+        // this machine's gets nothing (DNS rebinding).
+        #expect(try json(proxy.port, "/_inspect/api/clear", method: "POST", action: false).0 == 403)
+        #expect(try ask(proxy.port, "/_inspect/api/requests", host: "evil.example:8080").status == 403)
+        #expect(try ask(proxy.port, "/_inspect/api/requests", host: "app.localhost:8080").status == 200)
+
         // The page, and a clear error for an unknown resource.
-        let page = try TestConnection(port: proxy.port).request("GET", "/_inspect")
+        let page = try ask(proxy.port, "/_inspect")
         #expect(page.status == 200 && page.text.contains("/_inspect/api/") == false && page.text.contains("'/_inspect'"))
         #expect(try json(proxy.port, "/_inspect/api/nothing").0 == 404)
     }
@@ -104,7 +126,7 @@ import Testing
         #expect(try items(gateway.port).contains { $0["target"] as? String == "/through" })
         let quiet = try ManagedProcess("proxy", ["--to", "http://127.0.0.1:\(backend.port)", "--listen", "127.0.0.1:0", "--no-inspect"])
         defer { quiet.stop() }
-        let passed = try TestConnection(port: quiet.port).request("GET", "/_inspect")
+        let passed = try ask(quiet.port, "/_inspect")
         #expect(String(decoding: passed.body, as: UTF8.self).contains("\"backend\""))
     }
 

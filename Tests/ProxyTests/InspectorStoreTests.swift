@@ -6,14 +6,14 @@ import Testing
 @Suite struct InspectorStoreTests {
     private func record(_ seq: UInt64, body: Int = 0, fields: [(name: String, value: String)] = [("Host", "a")], target: String = "/x") -> InspectedExchange {
         InspectedExchange(seq: seq, startedMs: 0, method: body > 0 ? "POST" : "GET", target: target,
-                          host: fields.first { $0.name == "Host" }?.value ?? "", isHTTP2: false,
+                          host: fields.first { $0.name == "Host" }?.value ?? "", protocolName: "HTTP/1.1",
                           requestFields: fields, requestBody: .init(bytes: Array(repeating: 0x61, count: body), size: UInt64(body)), replayOf: nil,
                           route: "/", upstream: "default", backend: "b1", status: 200, responseFields: [], responseBody: .init(),
                           tunnel: false, error: nil, attempts: [], queueMs: nil, connectMs: nil, firstByteMs: nil, totalMs: 1, scheme: "http")
     }
 
     private func inFlight(_ seq: UInt64) -> InFlightExchange {
-        InFlightExchange(seq: seq, startedMs: 0, method: "GET", target: "/x", host: "a", isHTTP2: false, replayOf: nil, route: "")
+        InFlightExchange(seq: seq, startedMs: 0, method: "GET", target: "/x", host: "a", protocolName: "HTTP/1.1", replayOf: nil, route: "")
     }
 
     @Test func boundedByCountAndMemoryPerWorkerNewestFirst() {
@@ -73,16 +73,16 @@ import Testing
                 && InspectorAPI.base64(Array("M".utf8)) == "TQ==" && InspectorAPI.base64([]) == "")
 
         // The replay: the original head (secrets included), its body, no hop-by-hop fields.
-        let replay = String(decoding: InspectorReplay.request(x), as: UTF8.self)
+        let replay = String(decoding: InspectorReplay.request(x, field: "7;t=abc"), as: UTF8.self)
         #expect(replay.hasPrefix("POST /a?b='c' HTTP/1.1\r\n"))
-        #expect(replay.contains("authorization: Bearer t0ken\r\n") && replay.contains("X-Inspect-Replay: 7\r\n"))
+        #expect(replay.contains("authorization: Bearer t0ken\r\n") && replay.contains("X-Inspect-Replay: 7;t=abc\r\n"))
         #expect(!replay.contains("keep-alive") && replay.hasSuffix("Content-Length: 3\r\nConnection: close\r\n\r\naaa"))
         #expect(InspectorReplay.refusal(x) == nil)
-        let cut = InspectedExchange(seq: 8, startedMs: 0, method: "POST", target: "/", host: "", isHTTP2: false, requestFields: [],
+        let cut = InspectedExchange(seq: 8, startedMs: 0, method: "POST", target: "/", host: "", protocolName: "HTTP/1.1", requestFields: [],
                                     requestBody: .init(bytes: [1], size: 2), replayOf: nil, route: "", upstream: "", backend: "", status: 0,
                                     responseFields: nil, responseBody: .init(), tunnel: false, error: nil, attempts: [], queueMs: nil,
                                     connectMs: nil, firstByteMs: nil, totalMs: 0, scheme: "http")
         #expect(InspectorReplay.refusal(cut)?.contains("max_body_bytes") == true)
-        #expect(String(decoding: InspectorReplay.request(cut), as: UTF8.self).contains("Host: localhost\r\n"))
+        #expect(String(decoding: InspectorReplay.request(cut, field: "8;t=abc"), as: UTF8.self).contains("Host: localhost\r\n"))
     }
 }

@@ -27,8 +27,10 @@ import Testing
         #expect(decide(request(""), response(json)) == .init(vary: true, coding: nil))
         #expect(decide(request("Accept-Encoding: identity\r\n"), response(json)) == .init(vary: true, coding: nil))
         #expect(decide(request(gzipClient, version: "HTTP/1.0"), response(json)) == .init(vary: true, coding: nil))
+        // HEAD: the Vary a GET would carry, no coding.
+        #expect(decide(request(gzipClient, method: "HEAD"), response(json)) == .init(vary: true, coding: nil))
+        #expect(decide(request(gzipClient, method: "HEAD"), response("Content-Type: application/json\r\nContent-Length: 10\r\n")) == .init())
         // Never touched.
-        #expect(decide(request(gzipClient, method: "HEAD"), response(json)) == .init())
         for status in ["204 No Content", "206 Partial Content", "304 Not Modified"] {
             #expect(decide(request(gzipClient), response(json, status: status)) == .init(), "\(status)")
         }
@@ -79,6 +81,14 @@ import Testing
         #expect(plain.fields.filter { plain.bytes.equalsIgnoringCase($0.name, "vary") }.count == 1)
         #expect(plain.value(of: "vary") == "accept-encoding")
 
+        // Fields the backend names in Connection go (hop-by-hop), not the proxy's own.
+        var named = response("Content-Type: text/html\r\nContent-Length: 5000\r\nConnection: Content-Encoding, Vary, close\r\n"
+            + "Vary: Cookie\r\nContent-Encoding: identity\r\nX-Kept: 1\r\n")
+        try ResponseCompression.rewrite(&named, .init(vary: true, coding: .gzip))
+        #expect(named.value(of: "content-encoding") == "gzip" && named.value(of: "vary") == "Accept-Encoding")
+        #expect(named.value(of: "connection") == "close" && named.value(of: "x-kept") == "1" && named.keepAlive == false)
+        #expect(named.fields.filter { named.bytes.equalsIgnoringCase($0.name, "content-encoding") }.count == 1)
+
         var lookalike = response("Content-Type: text/plain\r\nContent-Length: 5000\r\nVary: X-Accept-Encoding-Foo\r\n")
         try ResponseCompression.rewrite(&lookalike, .init(vary: true, coding: .gzip))
         #expect(lookalike.value(of: "vary") == "X-Accept-Encoding-Foo, Accept-Encoding")
@@ -86,9 +96,12 @@ import Testing
         // A 304 for a client that would get the compressed 200: the same weak tag and Vary.
         let c = ResponseCompression(CompressionConfig())
         var notModified = response("ETag: \"v1\"\r\nCache-Control: max-age=60\r\n", status: "304 Not Modified")
-        let nm = c.notModifiedDecision(request(gzipClient), notModified)
+        let holdsCompressed = gzipClient + "If-None-Match: W/\"v1\"\r\n"
+        let nm = c.notModifiedDecision(request(holdsCompressed), notModified)
         #expect(nm == .init(vary: true, coding: .gzip))
-        #expect(c.notModifiedDecision(request("Accept-Encoding: identity\r\n"), notModified) == .init())
+        #expect(c.notModifiedDecision(request("Accept-Encoding: identity\r\nIf-None-Match: W/\"v1\"\r\n"), notModified) == .init())
+        // A client holding the strong tag was sent the identity body: its 304 stays as it is.
+        #expect(c.notModifiedDecision(request(gzipClient + "If-None-Match: \"v1\"\r\n"), notModified) == .init())
         try ResponseCompression.rewrite(&notModified, nm, headOnly: true)
         #expect(notModified.status == 304 && notModified.framing == .none)
         #expect(notModified.value(of: "etag") == "W/\"v1\"" && notModified.value(of: "vary") == "Accept-Encoding")

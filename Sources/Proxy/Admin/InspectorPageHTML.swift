@@ -553,7 +553,7 @@ enum InspectorPageHTML {
         let latest = items.reduce((m, it) => Math.max(m, num(it.seq)), 0);
         const list = await fetchJSON(BASE + '/api/requests').catch(() => null);
         if (list && list.ok && list.data) latest = Math.max(latest, num(list.data.latest));
-        const r = await fetchJSON(BASE + '/api/replay/' + seq, { method: 'POST' });
+        const r = await fetchJSON(BASE + '/api/replay/' + seq, { method: 'POST', headers: { 'X-Inspect-Action': 'replay' } });
         if (token !== replayToken) return;
         if (r.status !== 202) {
           replayMessage('Replay refused — ' + failure(r), 'refused');

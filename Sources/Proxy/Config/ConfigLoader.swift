@@ -175,14 +175,25 @@ public enum ConfigLoader {
         try checkRoutePaths(config, at: root)
         // Compression states Vary, Content-Encoding and ETag on the responses it touches: a rule
         // changing them would send a body its head misdescribes (or a cache a wrong Vary).
+        func compressionClash(_ rules: HeaderRulesConfig?) -> String? {
+            guard let rules else { return nil }
+            return (rules.assignments.map(\.name) + rules.remove).first { ["vary", "content-encoding", "etag"].contains($0.lowercased()) }
+        }
         for (index, route) in config.routes.enumerated() where route.compress.resolved(over: config.compress) != nil {
-            let policy = route.policy.merged(over: config.policy)
-            guard let rules = policy.responseHeaders else { continue }
-            if let clash = (rules.assignments.map(\.name) + rules.remove).first(where: { ["vary", "content-encoding", "etag"].contains($0.lowercased()) }) {
+            if let clash = compressionClash(route.policy.merged(over: config.policy).responseHeaders) {
                 throw root.member("routes", example: RouteEntry.listExample).element(index, example: RouteEntry.example)
                     .member("response_headers", example: HeaderRulesConfig.example)
                     .error("\(clash) is managed by \"compress\" on this route; leave it to the backend, or turn compression off for the route with \"compress\": false")
             }
+        }
+        // The default pool's route (the top-level backends) takes the top-level policy and compress.
+        if config.compress != nil && !config.backends.isEmpty, let clash = compressionClash(config.policy.responseHeaders) {
+            throw root.member("policy", example: PolicyConfig.example).member("response_headers", example: HeaderRulesConfig.example)
+                .error("\(clash) is managed by the top-level \"compress\"; leave it to the backend, or set it on routes that turn compression off")
+        }
+        if config.inspect.enabled && config.inspect.maxMemoryBytes < 4 * config.inspect.maxBodyBytes {
+            throw root.member("inspect", example: InspectConfig.example).member("max_memory_bytes", example: "67108864")
+                .error("\(config.inspect.maxMemoryBytes) holds fewer than two exchanges of max_body_bytes (\(config.inspect.maxBodyBytes)) each way; raise it to at least \(4 * config.inspect.maxBodyBytes) or lower max_body_bytes")
         }
         // A route's own CORS fields and a response rule naming them would both be sent.
         for (index, route) in config.routes.enumerated() {
@@ -571,7 +582,7 @@ extension InspectConfig: ConfigSection {
                 guard case .bool(let on) = value else { throw at.error("expected true (record requests for /_inspect) or false") }
                 config.enabled = on
             },
-            .integer("max_requests", \.maxRequests, 1...100_000),
+            .integer("max_requests", \.maxRequests, 1...10_000),
             .integer("max_body_bytes", \.maxBodyBytes, 0...(16 << 20)),
             ConfigField(key: "reveal_secrets", example: "false") { config, value, at throws(ConfigError) in
                 guard case .bool(let on) = value else { throw at.error("expected true (show Authorization and Cookie values) or false (masked)") }

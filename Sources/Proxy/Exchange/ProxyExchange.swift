@@ -96,6 +96,9 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         } else {
             server.requestIDs.next(into: &x.pointee.requestID)
         }
+        // Recorded from here (a loop or a malformed request is what one looks for in the
+        // inspector), listed once the request is known not to be for the proxy itself.
+        if settings.config.inspect.enabled { beginInspection() }
         if x.pointee.request.hasVia && ProxyIdentity.requestHasLooped(x.pointee.request) {
             return failExchange(status: 508, reason: "Loop Detected: this request already passed through this proxy (its Via names it): a backend points back at the proxy's own listener")
         }
@@ -103,10 +106,12 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         identifyClient()
 
         // Answered by the proxy itself? A body sent with such a request is not read: close then.
-        if let reply = server.answerLocally(&x.pointee.request, adminListener: isAdminListener, loopbackPeer: isLoopbackPeer) {
+        if let reply = server.answerLocally(&x.pointee.request, adminListener: isAdminListener, loopbackPeer: isLoopbackPeer,
+                                            inspectorReplay: x.pointee.inspection?.replayOf != nil) {
+            x.pointee.inspection = nil  // the proxy's own endpoints are not listed
             return answer(reply)
         }
-        if settings.config.inspect.enabled { beginInspection() }
+        if let recorder = x.pointee.inspection { server.metrics.inspector.begin(recorder.inFlight, worker: server.worker, limits: settings.config.inspect) }
         if let port = listener.redirectPort {
             // `forwardTarget`: the origin-form part of an absolute-form target (admit set it).
             return answer(HTTPSRedirect.reply(for: x.pointee.request, target: x.pointee.forwardTarget ?? x.pointee.request.target, port: port))
@@ -127,6 +132,11 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             return failExchange(status: 404, reason: "Not Found: no route matches host \(hostForMessages) and path \(pathForMessages)")
         }
         x.pointee.route = matched
+        if let recorder = x.pointee.inspection {
+            recorder.route = matched.label
+            recorder.upstream = settings.upstreams[matched.upstream].name
+            recorder.routedNs = Platform.monotonicNanos()
+        }
         if !matched.policy.refusesNothing {
             guard admitByPolicy(matched.policy) else { return }
             return admitFrom(.auth, matched, normal)
@@ -260,11 +270,6 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             target = rest
         }
         x.pointee.forwardTarget = target
-        if let recorder = x.pointee.inspection {
-            recorder.route = matched.label
-            recorder.upstream = settings.upstreams[matched.upstream].name
-            recorder.routedNs = Platform.monotonicNanos()
-        }
         x.pointee.triedBackends.removeAll()
         x.pointee.failedAttempts.removeAll()
         x.pointee.lastConnectFailure = nil
@@ -770,6 +775,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
     /// The request body is complete.
     func endRequestBody() {
+        x.pointee.inspection?.requestBodyComplete = true
         if x.pointee.request.framing == .chunked { x.pointee.toUpstream.append("0\r\n\r\n") }
         flushRequestBody()
         x.pointee.machine.requestBodyFinished()
@@ -1542,21 +1548,21 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     private func beginInspection() {
         let store = server.metrics.inspector
         var replayOf: UInt64? = nil
-        if isLoopbackPeer, let i = x.pointee.request.fieldIndex("x-inspect-replay") {
-            replayOf = UInt64(x.pointee.request.bytes.string(x.pointee.request.fields[i].value))
+        if let i = x.pointee.request.fieldIndex("x-inspect-replay") {
+            replayOf = store.replayOf(x.pointee.request.bytes.string(x.pointee.request.fields[i].value))
         }
         let config = settings.config.inspect
-        let recorder = InspectionRecorder(seq: store.takeSeq(), request: x.pointee.request, target: x.pointee.request.target,
-                                          scheme: tls != nil ? "https" : "http", startNs: x.pointee.requestStartNs,
-                                          replayOf: replayOf, maxBodyBytes: config.maxBodyBytes)
-        x.pointee.inspection = recorder
-        store.begin(recorder.inFlight, worker: server.worker, limits: config)
+        x.pointee.inspection = InspectionRecorder(seq: store.takeSeq(), request: x.pointee.request, target: x.pointee.request.target,
+                                                  scheme: tls != nil ? "https" : "http", startNs: x.pointee.requestStartNs,
+                                                  replayOf: replayOf, maxBodyBytes: config.maxBodyBytes)
     }
 
     /// The exchange is over: its recording goes to the store, complete.
     private func finishInspection(_ recorder: InspectionRecorder, backend: Backend?) {
         for a in x.pointee.failedAttempts { recorder.attempts.append(.init(backend: a.backend, outcome: a.problem)) }
-        if let backend, recorder.status != 0 { recorder.attempts.append(.init(backend: backend.id, outcome: "answered \(recorder.status)")) }
+        if let backend, recorder.fromBackend { recorder.attempts.append(.init(backend: backend.id, outcome: "response \(recorder.status)")) }
+        // Refused by the connection (a bad path, a stalled body): the status it answered with.
+        if recorder.status == 0 { recorder.status = x.pointee.responseStatus }
         let done = recorder.finish(backend: backend?.id ?? "", upstreamStartNs: x.pointee.upstreamStartNs, upstreamHeadNs: x.pointee.upstreamHeadNs,
                                    endNs: Platform.monotonicNanos())
         server.metrics.inspector.finish(done, worker: server.worker, limits: settings.config.inspect)

@@ -26,7 +26,7 @@ final class DocumentFetch {
         /// The media type asked for (`Accept`).
         var accept = "application/json"
         /// A whole request to send instead of the `GET` (the inspector's replay), with any
-        /// status accepted as an answer.
+        /// status accepted as an answer and its body counted, not kept.
         var raw: [UInt8]? = nil
         var rawIsHEAD = false
     }
@@ -192,6 +192,7 @@ final class DocumentFetch {
     }
 
     private func takeBody(_ bytes: UnsafeRawBufferPointer, _ framing: BodyFraming) {
+        if request.raw != nil { return discardBody(bytes, framing) }
         switch framing {
         case .none:
             succeed()
@@ -211,6 +212,25 @@ final class DocumentFetch {
         case .untilClose:
             guard body.count + bytes.count <= request.maxBytes else { return fail(tooLarge) }
             body.append(raw: bytes)
+        }
+    }
+
+    /// A replay's answer: only where it ends matters.
+    private var discarded: UInt64 = 0
+    private func discardBody(_ bytes: UnsafeRawBufferPointer, _ framing: BodyFraming) {
+        switch framing {
+        case .none: succeed()
+        case .contentLength(let length):
+            discarded += UInt64(bytes.count)
+            if discarded >= length { succeed() }
+        case .chunked:
+            do {
+                _ = try decoder.decode(bytes) { (_: UnsafeRawBufferPointer) throws(HTTPParseError) in }
+            } catch {
+                return fail(error.reason)
+            }
+            if decoder.isComplete { succeed() }
+        case .untilClose: break
         }
     }
 

@@ -44,21 +44,18 @@ public struct AcceptedCodings: Equatable, Sendable {
             var accepted = true
             // Parameters up to the next comma; only `q` matters.
             while i < end && b[i] != UInt8(ascii: ",") {
-                if b[i] == UInt8(ascii: ";") {
-                    i += 1
-                    while i < end && isSpace(b[i]) { i += 1 }
-                    if i + 1 < end && (b[i] | 0x20) == UInt8(ascii: "q") && b[i + 1] == UInt8(ascii: "=") {
-                        i += 2
-                        accepted = false
-                        // A qvalue is "0" or "1" with up to three decimals: above zero when any digit is not 0.
-                        while i < end && (b[i] == UInt8(ascii: ".") || (b[i] >= 0x30 && b[i] <= 0x39)) {
-                            if b[i] >= 0x31 && b[i] <= 0x39 { accepted = true }
-                            i += 1
-                        }
-                        continue
-                    }
-                }
+                guard b[i] == UInt8(ascii: ";") else { i += 1; continue }
                 i += 1
+                while i < end && isSpace(b[i]) { i += 1 }
+                // Whatever follows (another `;`, the `,` ending the element) is looked at again.
+                guard i + 1 < end, (b[i] | 0x20) == UInt8(ascii: "q"), b[i + 1] == UInt8(ascii: "=") else { continue }
+                i += 2
+                accepted = false
+                // A qvalue is "0" or "1" with up to three decimals: above zero when any digit is not 0.
+                while i < end && (b[i] == UInt8(ascii: ".") || (b[i] >= 0x30 && b[i] <= 0x39)) {
+                    if b[i] >= 0x31 && b[i] <= 0x39 { accepted = true }
+                    i += 1
+                }
             }
             if !name.isEmpty { body(name, accepted) }
         }

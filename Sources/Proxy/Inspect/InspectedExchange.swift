@@ -25,9 +25,12 @@ final class InspectedExchange: Sendable {
     let method: String
     let target: String
     let host: String
-    let isHTTP2: Bool
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+    let protocolName: String
     let requestFields: [(name: String, value: String)]
     let requestBody: Body
+    /// The whole request body arrived (a request answered before its body was read has not).
+    let requestBodyComplete: Bool
     let replayOf: UInt64?
     let route: String
     let upstream: String
@@ -48,8 +51,8 @@ final class InspectedExchange: Sendable {
     /// The URL scheme the client used (for copy-as-curl).
     let scheme: String
 
-    init(seq: UInt64, startedMs: Int64, method: String, target: String, host: String, isHTTP2: Bool,
-         requestFields: [(name: String, value: String)], requestBody: Body, replayOf: UInt64?, route: String, upstream: String,
+    init(seq: UInt64, startedMs: Int64, method: String, target: String, host: String, protocolName: String,
+         requestFields: [(name: String, value: String)], requestBody: Body, requestBodyComplete: Bool = true, replayOf: UInt64?, route: String, upstream: String,
          backend: String, status: UInt16, responseFields: [(name: String, value: String)]?, responseBody: Body, tunnel: Bool,
          error: String?, attempts: [Attempt], queueMs: Double?, connectMs: Double?, firstByteMs: Double?, totalMs: Double, scheme: String) {
         self.seq = seq
@@ -57,9 +60,10 @@ final class InspectedExchange: Sendable {
         self.method = method
         self.target = target
         self.host = host
-        self.isHTTP2 = isHTTP2
+        self.protocolName = protocolName
         self.requestFields = requestFields
         self.requestBody = requestBody
+        self.requestBodyComplete = requestBodyComplete
         self.replayOf = replayOf
         self.route = route
         self.upstream = upstream
@@ -94,7 +98,7 @@ struct InFlightExchange: Sendable {
     let method: String
     let target: String
     let host: String
-    let isHTTP2: Bool
+    let protocolName: String
     let replayOf: UInt64?
     let route: String
 }

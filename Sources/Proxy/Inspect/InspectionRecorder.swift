@@ -13,7 +13,6 @@ final class InspectionRecorder {
     let method: String
     let target: String
     let host: String
-    let isHTTP2: Bool
     let scheme: String
     let requestFields: [(name: String, value: String)]
     let replayOf: UInt64?
@@ -26,6 +25,10 @@ final class InspectionRecorder {
     var responseFields: [(name: String, value: String)]?
     var status: UInt16 = 0
     var tunnel = false
+    /// The response came from a backend (not the proxy's own answer).
+    var fromBackend = false
+    /// The whole request body arrived (`endRequestBody`): a replay can send it.
+    var requestBodyComplete = false
     var error: String?
     var attempts: [InspectedExchange.Attempt] = []
     /// Monotonic nanoseconds of the steps (0: not reached).
@@ -40,15 +43,22 @@ final class InspectionRecorder {
         method = b.string(request.method)
         self.target = b.string(target)
         host = request.hostField.map { b.string(request.fields[$0].value) } ?? ""
-        isHTTP2 = request.isHTTP2
         self.scheme = scheme
         requestFields = request.fields.map { (b.string($0.name), b.string($0.value)) }
         self.replayOf = replayOf
         self.maxBodyBytes = maxBodyBytes
+        protocolName = request.isHTTP2 ? "HTTP/2" : "HTTP/1.\(request.versionMinor)"
+        switch request.framing {
+        case .none: requestBodyComplete = true
+        case .contentLength(let n): requestBody.bytes.reserveCapacity(Int(min(n, UInt64(maxBodyBytes))))
+        default: break
+        }
     }
 
+    let protocolName: String
+
     var inFlight: InFlightExchange {
-        InFlightExchange(seq: seq, startedMs: startedMs, method: method, target: target, host: host, isHTTP2: isHTTP2,
+        InFlightExchange(seq: seq, startedMs: startedMs, method: method, target: target, host: host, protocolName: protocolName,
                          replayOf: replayOf, route: route)
     }
 
@@ -65,6 +75,7 @@ final class InspectionRecorder {
     func response(_ head: ResponseHead) {
         let b = head.bytes
         status = head.status
+        fromBackend = true
         responseFields = head.fields.map { (b.string($0.name), b.string($0.value)) }
         responseBody = InspectedExchange.Body()
     }
@@ -72,6 +83,7 @@ final class InspectionRecorder {
     /// The proxy answered itself (an error, a refusal).
     func localReply(_ reply: LocalReply) {
         status = reply.status
+        fromBackend = false
         var fields: [(name: String, value: String)] = [("Content-Type", reply.contentType.description)]
         for f in reply.fields { fields.append((f.name.description, f.value)) }
         responseFields = fields
@@ -89,8 +101,8 @@ final class InspectionRecorder {
             return Double(to - from) / 1e6
         }
         return InspectedExchange(
-            seq: seq, startedMs: startedMs, method: method, target: target, host: host, isHTTP2: isHTTP2,
-            requestFields: requestFields, requestBody: requestBody, replayOf: replayOf, route: route, upstream: upstream,
+            seq: seq, startedMs: startedMs, method: method, target: target, host: host, protocolName: protocolName,
+            requestFields: requestFields, requestBody: requestBody, requestBodyComplete: requestBodyComplete, replayOf: replayOf, route: route, upstream: upstream,
             backend: backend, status: status, responseFields: responseFields, responseBody: responseBody, tunnel: tunnel,
             error: error, attempts: attempts,
             queueMs: upstreamStartNs != 0 ? ms(routedNs, upstreamStartNs) : nil,

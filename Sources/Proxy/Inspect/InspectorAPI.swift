@@ -42,12 +42,12 @@ enum InspectorAPI {
         switch entry {
         case .inFlight(let e):
             return "\"seq\": \(e.seq), \"started_ms\": \(e.startedMs), \"state\": \"in_flight\", \"method\": \(JSONText.quote(e.method)), "
-                + "\"target\": \(JSONText.quote(e.target)), \"host\": \(JSONText.quote(e.host)), \"protocol\": \(e.isHTTP2 ? "\"HTTP/2\"" : "\"HTTP/1.1\""), "
+                + "\"target\": \(JSONText.quote(e.target)), \"host\": \(JSONText.quote(e.host)), \"protocol\": \(JSONText.quote(e.protocolName)), "
                 + "\"status\": 0, \"duration_ms\": null, \"route\": \(JSONText.quote(e.route)), \"upstream\": \"\", \"backend\": \"\", "
                 + "\"request_bytes\": 0, \"response_bytes\": 0, \"tunnel\": false, \"replay_of\": \(e.replayOf.map(String.init) ?? "null"), \"error\": null"
         case .done(let x):
             return "\"seq\": \(x.seq), \"started_ms\": \(x.startedMs), \"state\": \"done\", \"method\": \(JSONText.quote(x.method)), "
-                + "\"target\": \(JSONText.quote(x.target)), \"host\": \(JSONText.quote(x.host)), \"protocol\": \(x.isHTTP2 ? "\"HTTP/2\"" : "\"HTTP/1.1\""), "
+                + "\"target\": \(JSONText.quote(x.target)), \"host\": \(JSONText.quote(x.host)), \"protocol\": \(JSONText.quote(x.protocolName)), "
                 + "\"status\": \(x.status), \"duration_ms\": \(number(x.totalMs)), \"route\": \(JSONText.quote(x.route)), "
                 + "\"upstream\": \(JSONText.quote(x.upstream)), \"backend\": \(JSONText.quote(x.backend)), "
                 + "\"request_bytes\": \(x.requestBody.size), \"response_bytes\": \(x.responseBody.size), \"tunnel\": \(x.tunnel), "
@@ -113,9 +113,19 @@ enum InspectorAPI {
     static func curl(_ x: InspectedExchange, reveal: Bool) -> String {
         func quoted(_ s: String) -> String { "'" + s.replacing("'", with: "'\\''") + "'" }
         var parts = ["curl"]
-        if x.method != "GET" || x.requestBody.size > 0 && x.method == "GET" { parts += ["-X", quoted(x.method)] }
+        if x.method == "HEAD" {
+            parts.append("-I")  // -X HEAD would wait for a body
+        } else if x.method != "GET" || x.requestBody.size > 0 {
+            parts += ["-X", quoted(x.method)]
+        }
         let authority = x.host.isEmpty ? "localhost" : x.host
-        parts.append(quoted("\(x.scheme)://\(authority)\(x.target)"))
+        if x.target.hasPrefix("/") {
+            parts.append(quoted("\(x.scheme)://\(authority)\(x.target)"))
+        } else if x.target == "*" {
+            parts += [quoted("\(x.scheme)://\(authority)"), "--request-target", "'*'"]
+        } else {
+            parts.append(quoted(x.target))  // absolute form: the URL itself
+        }
         for f in x.requestFields {
             switch f.name.lowercased() {
             case "host", "content-length", "connection", "transfer-encoding", "keep-alive", "te", "upgrade", "x-inspect-replay": continue

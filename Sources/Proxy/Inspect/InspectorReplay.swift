@@ -1,5 +1,5 @@
-/// Sends a recorded request again (`POST …/api/replay/SEQ`): as an HTTP/1.1 client of the
-/// proxy's own cleartext listener, so it takes the same path as the original — routing,
+/// Sends a recorded request again (`POST …/api/replay/SEQ`): as an HTTP/1.1 client of one of
+/// the proxy's own listeners (a cleartext one if there is one, else over TLS, unverified), so it takes the same path as the original — routing,
 /// policies, the balancer, the recorder (which lists it with `replay_of`, from the
 /// `X-Inspect-Replay` field the replay carries; the backend sees that field too).
 ///
@@ -15,6 +15,9 @@ enum InspectorReplay {
     /// Why `x` cannot be replayed, or nil.
     static func refusal(_ x: InspectedExchange) -> String? {
         if x.tunnel { return "a tunnel (WebSocket or another upgrade) is not replayed" }
+        if !x.requestBodyComplete {
+            return "its body did not arrive in full (the request was answered, or the client stopped, before the end of it)"
+        }
         if x.requestBody.truncated {
             return "its body (\(x.requestBody.size) bytes) was not recorded in full: raise inspect.max_body_bytes to replay it"
         }
@@ -22,7 +25,7 @@ enum InspectorReplay {
     }
 
     /// The request as HTTP/1.1 bytes, ending the connection after it.
-    static func request(_ x: InspectedExchange) -> [UInt8] {
+    static func request(_ x: InspectedExchange, field: String) -> [UInt8] {
         var head = "\(x.method) \(x.target) HTTP/1.1\r\n"
         var hasHost = false
         for f in x.requestFields {
@@ -32,7 +35,7 @@ enum InspectorReplay {
             head += "\(f.name): \(f.value)\r\n"
         }
         if !hasHost { head += "Host: \(x.host.isEmpty ? "localhost" : x.host)\r\n" }
-        head += "X-Inspect-Replay: \(x.seq)\r\n"
+        head += "X-Inspect-Replay: \(field)\r\n"
         if x.requestBody.size > 0 || x.method == "POST" || x.method == "PUT" || x.method == "PATCH" {
             head += "Content-Length: \(x.requestBody.bytes.count)\r\n"
         }

@@ -30,9 +30,24 @@ final class InspectorStore: Sendable {
 
     private let rings: [Locked<Ring>]
     private let nextSeq = Atomic<UInt64>(0)
+    /// A random word of this process: a replay's `X-Inspect-Replay: SEQ;t=TOKEN` carries it, so
+    /// only the proxy's own replays are listed as such (whatever address they come from).
+    let replayToken: String
 
     init(workers: Int) {
         rings = (0..<max(1, workers)).map { _ in Locked(Ring()) }
+        var generator = SystemRandomNumberGenerator()
+        replayToken = String(generator.next() as UInt64, radix: 16)
+    }
+
+    /// The `X-Inspect-Replay` value for a replay of `seq`.
+    func replayField(_ seq: UInt64) -> String { "\(seq);t=\(replayToken)" }
+
+    /// The sequence number a request's `X-Inspect-Replay` names, if the proxy itself sent it.
+    func replayOf(_ value: String) -> UInt64? {
+        let parts = value.split(separator: ";", maxSplits: 1)
+        guard parts.count == 2, parts[1] == "t=" + replayToken else { return nil }
+        return UInt64(parts[0])
     }
 
     /// A new sequence number (unique across workers, increasing).
@@ -63,20 +78,19 @@ final class InspectorStore: Sendable {
         }
     }
 
+    /// Drops the oldest entries beyond `max_requests`, then while the ring holds more than
+    /// `max_memory_bytes`. Usually one entry or none: the scan stops at the first it keeps.
     private static func trim(_ ring: inout Ring, _ limits: InspectConfig) {
-        var drop = max(0, ring.entries.count - limits.maxRequests)
-        var bytes = ring.bytes
-        for e in ring.entries[drop...] where bytes > limits.maxMemoryBytes {
-            if case .done(let x) = e { bytes -= x.footprint }
+        var drop = 0
+        while drop < ring.entries.count && (ring.entries.count - drop > limits.maxRequests || ring.bytes > limits.maxMemoryBytes) {
+            if case .done(let x) = ring.entries[drop] { ring.bytes -= x.footprint }
             drop += 1
         }
-        guard drop > 0 else { return }
-        for e in ring.entries[..<drop] { if case .done(let x) = e { ring.bytes -= x.footprint } }
-        ring.entries.removeFirst(drop)
+        if drop > 0 { ring.entries.removeFirst(drop) }
     }
 
     /// The newest `limit` entries of all workers, newest first; with `after`, only newer ones
-    /// and every entry still in flight (so a poller sees them end).
+    /// plus the older ones still in flight (one that ended since is found with `find`).
     func list(limit: Int, after: UInt64? = nil) -> [Entry] {
         var all: [Entry] = []
         for ring in rings {

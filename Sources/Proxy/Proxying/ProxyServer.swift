@@ -633,7 +633,13 @@ public final class ProxyServer {
     /// loopback clients only — or, with `admin.listen` set, not there at all (those paths then
     /// belong to the backends). On the admin listener everything else is a 404.
     /// `request` is `inout` only to pass the connection's stored head by address; not modified.
-    func answerLocally(_ request: inout RequestHead, adminListener: Bool, loopbackPeer: Bool) -> LocalReply? {
+    ///
+    /// The inspector's endpoints also refuse, on the main listener, a `Host` that is not
+    /// `localhost` (or a subdomain of it) or an IP literal: a page on a rebinding domain must not
+    /// read the recordings. Its actions (`POST`) need an `X-Inspect-Action` field, which no
+    /// cross-site form or simple request can send, and are refused to a replay
+    /// (`inspectorReplay`: a recorded call of the inspector replayed would replay itself).
+    func answerLocally(_ request: inout RequestHead, adminListener: Bool, loopbackPeer: Bool, inspectorReplay: Bool = false) -> LocalReply? {
         let paths = settings.adminPaths
         let endpoint = paths.match(request)
         if endpoint == nil && !adminListener { return nil }
@@ -662,14 +668,35 @@ public final class ProxyServer {
             return LocalReply(status: 200, contentType: "text/html; charset=utf-8", body: settings.statusPage)
         case .api(let rest):
             return RuntimeAPI.answer(rest, method: request.methodString, upstreams: settings.upstreams)
-        case .inspectPage:
-            return LocalReply(status: 200, contentType: "text/html; charset=utf-8", body: settings.inspectorPage)
-        case .inspectAPI(let rest, let isPOST):
+        case .inspectPage, .inspectAPI:
+            if !adminListener, let refusal = Self.inspectorHostRefusal(request) { return refusal }
+            guard case .inspectAPI(let rest, let isPOST) = endpoint else {
+                return LocalReply(status: 200, contentType: "text/html; charset=utf-8", body: settings.inspectorPage)
+            }
+            if isPOST {
+                if inspectorReplay { return .text(409, "Conflict: a replay does not call the inspector") }
+                guard request.fieldIndex("x-inspect-action") != nil else {
+                    return .text(403, "Forbidden: the inspector's actions need an X-Inspect-Action field (its page sends one)")
+                }
+            }
             return inspectorAnswer(rest, isPOST: isPOST)
         }
     }
 
     // MARK: - The request inspector
+
+    /// A 403 unless the request's `Host` names this machine: `localhost`, `*.localhost` or an IP
+    /// literal (with or without a port).
+    static func inspectorHostRefusal(_ request: RequestHead) -> LocalReply? {
+        guard let i = request.hostField else { return nil }
+        var host = request.bytes.string(request.fields[i].value).lowercased()
+        if host.hasPrefix("[") { return nil }  // an IPv6 literal
+        if let colon = host.lastIndex(of: ":") { host = String(host[..<colon]) }
+        if host.hasSuffix(".") { host.removeLast() }
+        if host == "localhost" || host.hasSuffix(".localhost") || host.allSatisfy({ $0 == "." || $0.isNumber }) { return nil }
+        return .text(403, "Forbidden: the request inspector answers only for localhost or an IP address, not \"\(host)\" "
+            + "(so that no other site can read it through a name that points here)")
+    }
 
     /// Replays under way (`POST …/api/replay/SEQ`), kept until each ends.
     private var replays: [ObjectIdentifier: DocumentFetch] = [:]
@@ -706,11 +733,22 @@ public final class ProxyServer {
         guard case .done(let recorded) = entry else { return problem(409, "request \(seq) is still in flight") }
         if let why = InspectorReplay.refusal(recorded) { return problem(409, "request \(seq) cannot be replayed: \(why)") }
         guard replays.count < Self.maxReplays else { return problem(503, "\(Self.maxReplays) replays are under way on this worker; try again when they end") }
-        guard let address = replayAddress() else {
-            return problem(409, "replay sends the request to the proxy's own cleartext listener, and this proxy has none (only TLS, redirecting or PROXY-protocol listeners)")
+        guard let (address, secure) = replayAddress() else {
+            return problem(409, "replay sends the request to one of the proxy's own listeners, and this proxy has none that takes it (only redirecting or PROXY-protocol listeners)")
         }
-        let fetch = DocumentFetch(loop: loop, DocumentFetch.Request(host: address.ipString, port: address.port, target: recorded.target, tls: nil,
-                                                                     timeoutMs: 60_000, maxBytes: 64 << 20, raw: InspectorReplay.request(recorded),
+        var tls: TLSContext? = nil
+        if secure {
+            // The proxy's own certificate: nothing to verify (the connection never leaves the machine).
+            do { tls = try replayTLS ?? TLSContext(clientCAFile: nil, verify: false, alpn: ["http/1.1"]) } catch {
+                return problem(503, "cannot make a TLS client for the replay: \(error)")
+            }
+            replayTLS = tls
+        }
+        // The answer is read and dropped (the recorder keeps what it shows); a long poll or a
+        // stream may take its time, up to ten minutes.
+        let fetch = DocumentFetch(loop: loop, DocumentFetch.Request(host: address.ipString, port: address.port, target: recorded.target, tls: tls,
+                                                                     timeoutMs: 600_000, maxBytes: Int.max,
+                                                                     raw: InspectorReplay.request(recorded, field: store.replayField(seq)),
                                                                      rawIsHEAD: recorded.method == "HEAD"))
         let id = ObjectIdentifier(fetch)
         replays[id] = fetch
@@ -718,18 +756,26 @@ public final class ProxyServer {
         return json(202, Array("{\"replay_of\": \(seq), \"started\": true}".utf8))
     }
 
-    /// A cleartext listener's address to send replays to (a wildcard bind as loopback).
-    private func replayAddress() -> SocketAddress? {
+    /// The TLS client context replays to a TLS listener use (made on first use).
+    private var replayTLS: TLSContext?
+
+    /// A listener's address to send replays to (a wildcard bind as loopback), cleartext ones
+    /// first; `secure`: it speaks TLS.
+    private func replayAddress() -> (SocketAddress, secure: Bool)? {
+        var found: (SocketAddress, secure: Bool)? = nil
         for l in listeners where l.index < settings.listeners.count {
             let role = settings.listeners[l.index]
-            guard role.tls == nil, role.redirectPort == nil, !role.expectsProxyHeader, let bound = l.handle?.localAddress else { continue }
-            switch bound.ipString {
-            case "0.0.0.0": return SocketAddress(ip: "127.0.0.1", port: bound.port)
-            case "::": return SocketAddress(ip: "::1", port: bound.port)
-            default: return bound
+            guard role.redirectPort == nil, !role.expectsProxyHeader, let bound = l.handle?.localAddress else { continue }
+            let address: SocketAddress? = switch bound.ipString {
+            case "0.0.0.0": SocketAddress(ip: "127.0.0.1", port: bound.port)
+            case "::": SocketAddress(ip: "::1", port: bound.port)
+            default: bound
             }
+            guard let address else { continue }
+            if role.tls == nil { return (address, false) }
+            if found == nil { found = (address, true) }
         }
-        return nil
+        return found
     }
 
     /// Graceful shutdown: stops accepting at once, closes idle keep-alive connections, lets every

@@ -40,20 +40,25 @@ final class ResponseCompression {
         var coding: ContentCoding?
     }
 
+    /// For `HEAD` the answer is at most `vary` (the head a `GET` would get says it varies; the
+    /// coding itself is not announced for a body that is not sent).
     func decide(_ request: RequestHead, _ response: ResponseHead) -> Decision {
-        if request.isHEAD { return Decision() }
         let status = response.status
         if status < 200 || status == 204 || status == 205 || status == 206 || status == 304 { return Decision() }
-        switch response.framing {
-        case .none: return Decision()
-        case .contentLength(let n) where n < UInt64(config.minBytes): return Decision()
-        default: break
+        if !request.isHEAD {
+            switch response.framing {
+            case .none: return Decision()
+            case .contentLength(let n) where n < UInt64(config.minBytes): return Decision()
+            default: break
+            }
         }
         let b = response.bytes
         var typeMatched = false
         for field in response.fields {
             let name = field.name
             switch name.count {
+            case 14 where request.isHEAD && b.equalsIgnoringCase(name, "content-length"):
+                if let n = UInt64(b.string(field.value).trimmingSpacesAndTabs), n < UInt64(config.minBytes) { return Decision() }
             case 16 where b.equalsIgnoringCase(name, "content-encoding"):
                 if !Self.isIdentity(b, field.value) { return Decision() }
             case 12 where b.equalsIgnoringCase(name, "content-type"):
@@ -68,7 +73,7 @@ final class ResponseCompression {
             }
         }
         guard typeMatched else { return Decision() }
-        guard request.isHTTP2 || request.versionMinor == 1 else { return Decision(vary: true) }
+        guard !request.isHEAD, request.isHTTP2 || request.versionMinor == 1 else { return Decision(vary: true) }
         let accepted = AcceptedCodings(request)
         for coding in preference {
             switch coding {
@@ -80,12 +85,15 @@ final class ResponseCompression {
         return Decision(vary: true)
     }
 
-    /// A 304 for a client that would have been sent a compressed 200: its validators must match
-    /// what that 200 said (RFC 9110 §15.4.5), so a strong `ETag` is made weak and
-    /// `Vary: Accept-Encoding` added. (A 304 rarely names its type: the client taking one of
-    /// `encodings` is what counts.)
+    /// A 304 for a client that holds a compressed 200: its validators must match what that 200
+    /// said (RFC 9110 §15.4.5), so its strong `ETag` is made weak and `Vary: Accept-Encoding`
+    /// added. A 304 rarely names its type; what tells is the client's `If-None-Match` holding the
+    /// weak form of the 304's strong tag — the form only this weakening makes.
     func notModifiedDecision(_ request: RequestHead, _ response: ResponseHead) -> Decision {
-        guard response.status == 304, request.isHTTP2 || request.versionMinor == 1 else { return Decision() }
+        guard response.status == 304, request.isHTTP2 || request.versionMinor == 1,
+              let e = response.fieldIndex("etag"), let n = request.fieldIndex("if-none-match") else { return Decision() }
+        let tag = response.bytes.string(response.fields[e].value).trimmingSpacesAndTabs
+        guard tag.hasPrefix("\""), request.bytes.string(request.fields[n].value).contains("W/" + tag) else { return Decision() }
         let accepted = AcceptedCodings(request)
         guard let coding = preference.first(where: { ($0 == .brotli && accepted.brotli) || ($0 == .gzip && accepted.gzip) }) else { return Decision() }
         return Decision(vary: true, coding: coding)
@@ -116,8 +124,22 @@ final class ResponseCompression {
         out.append(contentsOf: "\r\n".utf8)
         var varyDone = !decision.vary
         let compressing = decision.coding != nil
+        // Fields the backend named in `Connection` are hop-by-hop, dropped on the way to the
+        // client — by name, which would drop the proxy's own `Content-Encoding` or `Vary` too.
+        // They go here instead, and `Connection` with them (only `close` matters further on).
+        var named: Set<String> = []
+        var closes = false
+        for field in head.fields where b.equalsIgnoringCase(field.name, "connection") {
+            for token in b.string(field.value).split(separator: ",") {
+                let t = token.trimmingSpacesAndTabs.lowercased()
+                if t == "close" { closes = true } else if t != "keep-alive" { named.insert(t) }
+            }
+        }
+        if closes { out.append(contentsOf: "Connection: close\r\n".utf8) }
         for field in head.fields {
             let name = field.name
+            if b.equalsIgnoringCase(name, "connection") { continue }
+            if !named.isEmpty && named.contains(b.string(name).lowercased()) { continue }
             var value = Array(b[field.value])
             if compressing && headOnly {
                 if b.equalsIgnoringCase(name, "etag"), value.first == UInt8(ascii: "\"") { value = Array("W/".utf8) + value }
