@@ -59,6 +59,7 @@ import Testing
         #expect(coding("/image.png gzip") == nil && coding("/notransform gzip") == nil && coding("/small.txt gzip") == nil)
         #expect(seen["/small.txt gzip"]?["vary"] is NSNull)
         #expect(coding("HEAD /big.json gzip") == nil && seen["HEAD /big.json gzip"]?["length"] as? String == "116670")
+        #expect(seen["HEAD /big.json gzip"]?["vary"] as? String == "Origin, Accept-Encoding", "HEAD is told it varies, as its GET")
         #expect(seen["http1.0"]?["coding"] as? Bool == false && seen["http1.0"]?["vary"] as? Bool == true)
         // HTTP/2: brotli, no content-length.
         #expect(seen["h2 br"]?["http2"] as? Bool == true && seen["h2 br"]?["coding"] as? Bool == true && seen["h2 br"]?["length"] as? Bool == false)

@@ -53,16 +53,22 @@ struct DNSResolutionTests {
         }
     }
 
-    @Test func aNameWithAnIPv6AddressTooIsReachedThereWhenItsIPv4OneRefuses() throws {
-        // A dev server on ::1 only, behind a name with both A 127.0.0.1 and AAAA ::1 (what
-        // `localhost` is on most desktops): IPv4 is tried first, refused, then ::1 answers.
+    /// Whether ::1 can be bound here (a machine or container without IPv6 has none).
+    private func ipv6LoopbackUsable() -> Bool {
         let probe = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(probe) }
         var any = sockaddr_in6()
         any.sin6_family = sa_family_t(AF_INET6)
         any.sin6_addr.__in6_u.__u6_addr8.15 = 1
-        let bound = withUnsafePointer(to: &any) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
-        close(probe)
-        guard bound == 0 else { return }  // no IPv6 on this machine
+        return withUnsafePointer(to: &any) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) == 0 }
+        }
+    }
+
+    @Test func aNameWithAnIPv6AddressTooIsReachedThereWhenItsIPv4OneRefuses() throws {
+        // A dev server on ::1 only, behind a name with both A 127.0.0.1 and AAAA ::1 (what
+        // `localhost` is on most desktops): IPv4 is tried first, refused, then ::1 answers.
+        guard ipv6LoopbackUsable() else { return }
         let v6 = try ManagedProcess("test-backend", ["0", "--host", "::1"])
         defer { v6.stop() }
         let dns = try DNSServer(names: ["dual.test": ["127.0.0.1", "::1"]])
@@ -95,6 +101,67 @@ struct DNSResolutionTests {
         defer { back.stop() }
         #expect(try get(idle.port, "/late").status == 200)
         #expect(endpoints(idle.port)["dev"]?["address"] as? String == "[::1]:\(latePort)", "\(endpoints(idle.port))")
+    }
+
+    /// A listener on 127.0.0.1:`port` that completes no further handshake: backlog 0 and one
+    /// connection already queued, so Linux drops the SYNs that follow — an address that neither
+    /// answers nor refuses, like an IPv6 route that leads nowhere. Returns the descriptors to close.
+    private func silentListener(port: UInt16) -> [Int32]? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        addr.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        let size = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, size) == 0 } }
+        guard ok, listen(fd, 0) == 0 else { close(fd); return nil }
+        let filler = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(filler, $0, size) } }
+        return [fd, filler]
+    }
+
+    @Test func anAddressThatDropsConnectsIsRacedByTheNextOneAfterTheAttemptDelay() throws {
+        // Happy eyeballs (RFC 8305): the name's first address swallows SYNs; the second (::1)
+        // serves. Neither a probe nor a request waits for its whole timeout on the first: the
+        // next address is tried alongside after 250 ms and the first to connect wins.
+        guard ipv6LoopbackUsable() else { return }
+        let first = try ManagedProcess("test-backend", ["0", "--host", "::1"])
+        let port = first.port
+        first.stop()  // its port comes back below, on ::1, after the IPv4 side is silenced
+        guard let silent = silentListener(port: port) else { Issue.record("cannot bind 127.0.0.1:\(port)"); return }
+        defer { for fd in silent { close(fd) } }
+        let dns = try DNSServer(names: ["dual.test": ["127.0.0.1", "::1"]])
+        func config(probeTimeoutMs: Int) -> String {
+            """
+            {"backends":[{"id":"dev","url":"http://dual.test:\(port)"}], "try_when_all_down": true,
+             "resolver":{"servers":["127.0.0.1:\(dns.process.port)"],"timeout_ms":300,"attempts":1},
+             "timeouts":{"connect_ms":5000},
+             "health_check":{"path":null,"interval_ms":60000,"timeout_ms":\(probeTimeoutMs),"healthy_threshold":1,"unhealthy_threshold":1}}
+            """
+        }
+
+        // Nothing on ::1 yet: the start probe finds no address (127.0.0.1 silent, ::1 refused)
+        // and the backend's current address stays 127.0.0.1.
+        let proxy = try startProxy(config: config(probeTimeoutMs: 800), workers: 1)
+        defer { proxy.stop() }
+        #expect(eventually(3) { endpoints(proxy.port)["dev"]?["healthy"] as? Bool == false }, "\(endpoints(proxy.port))")
+        #expect(endpoints(proxy.port)["dev"]?["address"] as? String == "127.0.0.1:\(port)", "\(endpoints(proxy.port))")
+        let server = try ManagedProcess("test-backend", [String(port), "--host", "::1"])
+        defer { server.stop() }
+        // A request (try_when_all_down) connects to 127.0.0.1, which stays silent; ::1 joins
+        // after 250 ms and carries it, well before connect_ms (5 s).
+        let started = Date()
+        #expect(try get(proxy.port, "/raced").status == 200)
+        let took = Date().timeIntervalSince(started)
+        #expect(took >= 0.2 && took < 2.5, "took \(took) s: the second address should join after 250 ms, not after connect_ms")
+        #expect(endpoints(proxy.port)["dev"]?["address"] as? String == "[::1]:\(port)", "\(endpoints(proxy.port))")
+        #expect(try get(proxy.port, "/next").status == 200)
+
+        // A probe races the same way: healthy long before its 10 s timeout could end at 127.0.0.1.
+        let probed = try startProxy(config: config(probeTimeoutMs: 10000), workers: 1)
+        defer { probed.stop() }
+        #expect(eventually(3) { endpoints(probed.port)["dev"]?["consecutive_successes"] as? Int == 1 }, "\(endpoints(probed.port))")
+        #expect(endpoints(probed.port)["dev"]?["address"] as? String == "[::1]:\(port)", "\(endpoints(probed.port))")
     }
 
     @Test func namesAreResolvedAgainAndSeveralAddressesBecomeSeveralEndpoints() throws {
@@ -248,16 +315,9 @@ struct DNSResolutionTests {
             {"backends":[{"id":"api","url":"http://nowhere.test:80"}],
              "resolver":{"servers":["127.0.0.1:\(dns.process.port)"],"timeout_ms":300,"attempts":1}}
             """, suffix: ".json")
-        let p = Process()
-        p.executableURL = productsDirectory.appendingPathComponent("proxy")
-        p.arguments = ["--config", file, "--listen", "127.0.0.1:0"]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        p.waitUntilExit()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(p.terminationStatus != 0)
+        var text = ""
+        let status = run(productsDirectory.appendingPathComponent("proxy").path, ["--config", file, "--listen", "127.0.0.1:0"], output: &text)
+        #expect(status != 0)
         #expect(text.contains("nowhere.test") && text.contains("resolver 127.0.0.1:\(dns.process.port)"), "\(text)")
         #expect(dns.queries > 0, "the configured server was asked")
     }

@@ -8,9 +8,10 @@ import Testing
 @Suite(.serialized) struct InspectorTests {
     /// One request to the inspector, as its page sends it (`Host: 127.0.0.1:PORT`; POSTs with
     /// `X-Inspect-Action`).
-    private func ask(_ port: UInt16, _ path: String, method: String = "GET", host: String? = nil, action: Bool = true) throws -> HTTPResponse {
+    private func ask(_ port: UInt16, _ path: String, method: String = "GET", host: String? = nil, action: Bool = true,
+                     extra: String = "") throws -> HTTPResponse {
         let c = try TestConnection(port: port)
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host ?? "127.0.0.1:\(port)")\r\nConnection: close\r\n"
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host ?? "127.0.0.1:\(port)")\r\nConnection: close\r\n" + extra
         if method == "POST" { head += (action ? "X-Inspect-Action: test\r\n" : "") + "Content-Length: 0\r\n" }
         try c.send(head + "\r\n")
         return try c.readResponse()
@@ -104,6 +105,16 @@ import Testing
         #expect(try json(proxy.port, "/_inspect/api/clear", method: "POST", action: false).0 == 403)
         #expect(try ask(proxy.port, "/_inspect/api/requests", host: "evil.example:8080").status == 403)
         #expect(try ask(proxy.port, "/_inspect/api/requests", host: "app.localhost:8080").status == 200)
+        // Another origin's page: its preflight is refused by the proxy (never passed to a backend
+        // that might allow it), and an action that names another origin or site is refused.
+        let preflight = try ask(proxy.port, "/_inspect/api/clear", method: "OPTIONS",
+                                extra: "Origin: http://evil.localhost:5000\r\nAccess-Control-Request-Method: POST\r\n")
+        #expect(preflight.status == 405 && preflight.header("allow") == "GET, HEAD, POST" && preflight.header("access-control-allow-origin") == nil)
+        #expect(try ask(proxy.port, "/_inspect/api/clear", method: "POST", extra: "Origin: http://evil.example\r\n").status == 403)
+        #expect(try ask(proxy.port, "/_inspect/api/clear", method: "POST", extra: "Sec-Fetch-Site: cross-site\r\n").status == 403)
+        #expect(try ask(proxy.port, "/_inspect/api/clear", method: "POST", extra: "Sec-Fetch-Site: same-site\r\n").status == 403)
+        #expect(try ask(proxy.port, "/_inspect/api/requests", extra: "Sec-Fetch-Site: same-origin\r\nOrigin: http://127.0.0.1:\(proxy.port)\r\n").status == 200)
+        #expect(try ask(proxy.port, "/_inspect/api/clear", method: "POST", extra: "Sec-Fetch-Site: same-origin\r\nOrigin: http://127.0.0.1:\(proxy.port)\r\n").status == 200)
 
         // The page, and a clear error for an unknown resource.
         let page = try ask(proxy.port, "/_inspect")

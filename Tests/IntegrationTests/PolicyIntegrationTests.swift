@@ -613,17 +613,10 @@ enum ProxyProtocolBytes {
             {"backends": [{"url": "http://127.0.0.1:1"}], "policy": {"auth": {"basic": {"htpasswd": "\(file)"}}}}
             """)
         #expect(proxy == nil)
-        let check = Process()
-        check.executableURL = productsDirectory.appendingPathComponent("proxy")
         let config = writeTempFile(#"{"backends": [{"url": "http://127.0.0.1:1"}], "policy": {"auth": {"basic": {"htpasswd": "\#(file)"}}}}"#, suffix: ".json")
-        check.arguments = ["--config", config, "--check"]
-        let out = Pipe()
-        check.standardOutput = out
-        check.standardError = out
-        try check.run()
-        check.waitUntilExit()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(check.terminationStatus != 0 && text.contains("policy.auth.basic.htpasswd") && text.contains("MD5") && text.contains("htpasswd -B"), "\(text)")
+        var text = ""
+        let checkStatus = run(productsDirectory.appendingPathComponent("proxy").path, ["--config", config, "--check"], output: &text)
+        #expect(checkStatus != 0 && text.contains("policy.auth.basic.htpasswd") && text.contains("MD5") && text.contains("htpasswd -B"), "\(text)")
         // A good file: --check says what each route's policy is.
         let good = NSTemporaryDirectory() + "good-\(UUID().uuidString).htpasswd"
         try htpasswd(good, ["-c", "-b", "-B", "-C", "5"], "erin", "pw")

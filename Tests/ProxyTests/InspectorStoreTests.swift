@@ -4,10 +4,11 @@ import Testing
 /// The request inspector's store and renderings with no I/O: bounds, in-flight entries, masking,
 /// base64, the curl command and the replay's request bytes.
 @Suite struct InspectorStoreTests {
-    private func record(_ seq: UInt64, body: Int = 0, fields: [(name: String, value: String)] = [("Host", "a")], target: String = "/x") -> InspectedExchange {
+    private func record(_ seq: UInt64, body: Int = 0, fields: [(name: String, value: String)] = [("Host", "a")], target: String = "/x",
+                        bodyBytes: [UInt8]? = nil) -> InspectedExchange {
         InspectedExchange(seq: seq, startedMs: 0, method: body > 0 ? "POST" : "GET", target: target,
                           host: fields.first { $0.name == "Host" }?.value ?? "", protocolName: "HTTP/1.1",
-                          requestFields: fields, requestBody: .init(bytes: Array(repeating: 0x61, count: body), size: UInt64(body)), replayOf: nil,
+                          requestFields: fields, requestBody: .init(bytes: bodyBytes ?? Array(repeating: 0x61, count: body), size: UInt64(body)), replayOf: nil,
                           route: "/", upstream: "default", backend: "b1", status: 200, responseFields: [], responseBody: .init(),
                           tunnel: false, error: nil, attempts: [], queueMs: nil, connectMs: nil, firstByteMs: nil, totalMs: 1, scheme: "http")
     }
@@ -67,6 +68,12 @@ import Testing
         let curl = InspectorAPI.curl(x, reveal: false)
         #expect(curl.hasPrefix("curl -X 'POST' 'http://app.localhost:3000/a?b='\\''c'\\'''"))
         #expect(curl.contains("-H 'X-Note: it'\\''s'") && !curl.contains("Connection") && curl.hasSuffix("--data-binary 'aaa'"))
+        // An absolute-form target goes to the proxy as it was (not to the host it names); a body
+        // with control characters is not pasted into a shell.
+        let absolute = record(9, fields: [("Host", "localhost:8080")], target: "http://evil.example/abs?x")
+        #expect(InspectorAPI.curl(absolute, reveal: false) == "curl 'http://localhost:8080/' --request-target 'http://evil.example/abs?x'")
+        let control = record(10, body: 3, bodyBytes: [0x61, 0x1b, 0x5b])
+        #expect(InspectorAPI.curl(control, reveal: false).hasSuffix("# body of 3 bytes with control characters not shown"))
         config.revealSecrets = true
         #expect(String(decoding: InspectorAPI.detail(.done(x), config: config), as: UTF8.self).contains("Bearer t0ken"))
         #expect(InspectorAPI.base64(Array("Man".utf8)) == "TWFu" && InspectorAPI.base64(Array("Ma".utf8)) == "TWE="

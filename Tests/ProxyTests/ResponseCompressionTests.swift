@@ -73,6 +73,11 @@ import Testing
         #expect(head.value(of: "content-type") == "application/json")
         #expect(head.status == 200 && head.keepAlive)
 
+        // Accept-Encoding named in a second Vary field: not added to the first one.
+        var split = response("Content-Type: text/plain\r\nContent-Length: 5000\r\nVary: Origin\r\nVary: Accept-Encoding\r\n")
+        try ResponseCompression.rewrite(&split, .init(vary: true, coding: .gzip))
+        #expect(split.fields.filter { split.bytes.equalsIgnoringCase($0.name, "vary") }.map { split.bytes.string($0.value) } == ["Origin", "Accept-Encoding"])
+
         // Vary only: length and validators stay; an Accept-Encoding already named is not repeated.
         var plain = response("Content-Type: text/plain\r\nContent-Length: 5000\r\nETag: W/\"w\"\r\nVary: accept-encoding\r\n")
         try ResponseCompression.rewrite(&plain, .init(vary: true, coding: nil))

@@ -54,17 +54,24 @@ public func awaitTermination(_ process: Process) {
 }
 
 /// Runs a program to completion (bounded by the program itself); returns its exit status.
+///
+/// Its output goes to a temporary file, not a pipe read to its end: a process another test
+/// starts at the same moment inherits the pipe's write end (Foundation's pipes are not
+/// close-on-exec), and the end of file would then wait for that process (a backend living as
+/// long as its test) — two tests deadlocked on `testPython`'s lock were seen that way.
 @discardableResult
 public func run(_ program: String, _ arguments: [String], output: UnsafeMutablePointer<String>? = nil) -> Int32 {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: program)
     p.arguments = arguments
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    do { try p.run() } catch { return -1 }
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    let path = NSTemporaryDirectory() + "proxy-run-\(UUID().uuidString).out"
+    guard FileManager.default.createFile(atPath: path, contents: nil), let file = FileHandle(forWritingAtPath: path) else { return -1 }
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    p.standardOutput = file
+    p.standardError = file
+    do { try p.run() } catch { try? file.close(); return -1 }
+    try? file.close()
     awaitTermination(p)
-    output?.pointee = String(decoding: data, as: UTF8.self)
+    output?.pointee = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
     return p.terminationStatus
 }

@@ -7,6 +7,9 @@ enum AdminEndpoint: Equatable {
     /// `PATH/api/`: `rest` is the target after `PATH/api/` (`requests?after=3`, `replay/7`).
     case inspectPage
     case inspectAPI(rest: String, isPOST: Bool)
+    /// Another method under `PATH/api/` (`OPTIONS`: a cross-origin preflight): refused by the
+    /// proxy itself, never passed to a backend that might grant it.
+    case inspectAPIOtherMethod
 }
 
 /// The configured admin paths as bytes, matched against request targets in place.
@@ -56,6 +59,7 @@ struct AdminPaths {
             let rest = String(decoding: b[(t.lowerBound + inspectAPI.count)..<t.upperBound], as: UTF8.self)
             if b.equals(request.method, "GET") || b.equals(request.method, "HEAD") { return .inspectAPI(rest: rest, isPOST: false) }
             if b.equals(request.method, "POST") { return .inspectAPI(rest: rest, isPOST: true) }
+            return .inspectAPIOtherMethod
         }
         guard b.equals(request.method, "GET") || b.equals(request.method, "HEAD") else {
             guard let api, b.equals(request.method, "POST") || b.equals(request.method, "PUT"), t.count > api.count,

@@ -76,6 +76,7 @@ enum InspectorPageHTML {
       border-bottom: 1px solid #d0d7de; background: #f0f3f6; }
     #list .c-target { width: 100%; max-width: 0; }   /* takes what the other (content-sized) columns leave */
     #list .c-route, #list .c-backend { max-width: 180px; }
+    #list .c-notes { max-width: 110px; }
     body.has-detail .c-time, body.has-detail .c-route, body.has-detail .c-sizes { display: none; }
     #rows tr { cursor: pointer; }
     #rows tr + tr td { border-top: 1px solid #eaeef2; }
@@ -98,7 +99,8 @@ enum InspectorPageHTML {
     #detail { position: sticky; top: 12px; max-height: calc(100vh - 24px); overflow: auto; }
     .dhead { display: flex; flex-wrap: wrap; align-items: center; gap: 8px; padding: 10px 14px; background: #f0f3f6;
       border-bottom: 1px solid #d0d7de; }
-    .dhead h2 { flex: 1 1 200px; min-width: 0; margin: 0; font-size: 15px; font-weight: 600; overflow-wrap: anywhere; }
+    .dhead h2 { flex: 1 1 200px; min-width: 0; margin: 0; font-size: 15px; font-weight: 600; overflow-wrap: anywhere;
+      display: -webkit-box; -webkit-box-orient: vertical; -webkit-line-clamp: 3; overflow: hidden; }
     #detail-status { font-size: 15px; }
     button.act { font: inherit; font-size: 13px; padding: 4px 12px; border: 1px solid #d0d7de; border-radius: 6px;
       background: #fff; color: #24292f; cursor: pointer; }
@@ -134,7 +136,7 @@ enum InspectorPageHTML {
       <h1>Request inspector</h1>
       <span class="stat">recorded <b id="count">–</b></span>
       <span class="stat">keeps <b id="max">–</b></span>
-      <span class="stat">secrets <b id="secrets">–</b></span>
+      <span class="stat">secrets in heads <b id="secrets">–</b></span>
       <span id="updated">waiting for data…</span>
     </header>
     <div id="error" role="alert"></div>
@@ -416,6 +418,7 @@ enum InspectorPageHTML {
       status.textContent = statusLabel(d);
       status.className = statusCss(d);
       setText('detail-title', '#' + d.seq + '  ' + str(d.method) + ' ' + str(d.target));
+      $('detail-title').title = str(d.method) + ' ' + str(d.target);
       $('copy-curl').disabled = !d.curl;
       setText('detail-error', d.error || '');
 
@@ -427,6 +430,7 @@ enum InspectorPageHTML {
         ['Request body', fmtBytes(d.request_bytes)], ['Response body', fmtBytes(d.response_bytes)],
       ];
       if (d.tunnel) summary.push(['Tunnel', 'yes (WebSocket/upgrade: bodies not recorded)']);
+      if (d.compressed) summary.push(['Sent as', str(d.compressed) + ' (compressed by the proxy; head and body shown as the backend sent them)']);
       if (hasReplayOf(d)) summary.push(['Replay of', '']);
       kvTable($('detail-summary'), summary);
       if (hasReplayOf(d)) $('detail-summary').lastChild.lastChild.appendChild(seqLink(d.replay_of));

@@ -73,6 +73,10 @@ public final class SharedBackend: Sendable {
         record = Locked(previous?.probeRecord ?? ProbeRecord())
     }
 
+    /// RFC 8305's recommended Connection Attempt Delay: how long a connect (or health probe) to
+    /// one address may go unanswered before the next address is tried alongside it.
+    static let connectionAttemptDelayMs: UInt64 = 250
+
     /// `address` and then `fallbacks`.
     public var addressCount: Int { 1 + fallbacks.count }
     public var answeringIndex: Int { answering.load(ordering: .relaxed) }

@@ -55,8 +55,18 @@ struct ExchangeState: ~Copyable {
     /// how many times this request moved a backend on to its next address.
     var connectAddressIndex = 0
     var addressMoves = 0
+    /// The backend (index in the upstream) whose address moves `addressMoves` counts.
+    var addressMovesBackend = -1
     /// The backend that moved on to its next address (tried there next).
     var addressRetryBackend = -1
+    /// Happy eyeballs (RFC 8305): a backend whose name has further addresses gets a second
+    /// connect, to its next address, when the first has not completed within
+    /// `SharedBackend.connectionAttemptDelayMs`; whichever connects first carries the request.
+    /// `racingUpstream` is that second connection while both are pending; `raceConnectMsLeft`
+    /// the connect time left once the delay is over (0: no race is due).
+    var racingUpstream: UpstreamConnection?
+    var racingAddressIndex = 0
+    var raceConnectMsLeft: UInt64 = 0
     /// Every backend was down and `try_when_all_down` sent the request to one anyway: if that
     /// connect fails, the answer is the 503 it would have had.
     var triedWhileAllDown = false

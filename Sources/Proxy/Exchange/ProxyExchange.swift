@@ -568,6 +568,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                 return failExchange(status: giveUp.status, reason: x.pointee.lastConnectFailure ?? "Bad Gateway: no backend could be reached")
             }
             x.pointee.triedBackends.insert(index)
+            if x.pointee.addressMovesBackend != index {  // address moves count per backend
+                x.pointee.addressMoves = 0
+                x.pointee.addressMovesBackend = index
+            }
             let choice = x.pointee.machine.attemptStarted()
             x.pointee.backendIndex = index
             x.pointee.servedBy = index
@@ -599,9 +603,97 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                 }
                 continue
             }
-            down { $0.armExchangeDeadline(inMs: UInt64(max(settings.config.timeouts.connectMs, 1))) }
+            let connectMs = UInt64(max(settings.config.timeouts.connectMs, 1))
+            let shared = backend.shared
+            if shared.addressCount > 1 && x.pointee.addressMoves < shared.addressCount - 1
+                && connectMs > SharedBackend.connectionAttemptDelayMs {
+                // Another address to race if this one is slow (see `startRacingConnect`).
+                x.pointee.raceConnectMsLeft = connectMs - SharedBackend.connectionAttemptDelayMs
+                down { $0.armExchangeDeadline(inMs: SharedBackend.connectionAttemptDelayMs) }
+            } else {
+                x.pointee.raceConnectMsLeft = 0
+                down { $0.armExchangeDeadline(inMs: connectMs) }
+            }
             return
         }
+    }
+
+    /// Happy eyeballs: the connect to the backend's current address has not completed within
+    /// the attempt delay (an address that drops packets rather than refusing, such as an IPv6
+    /// route that leads nowhere), so its next address gets a connect too. The first to connect
+    /// carries the request and its address becomes the backend's current one; the other is
+    /// closed. The connect deadline still covers both (`raceConnectMsLeft`).
+    private func startRacingConnect() {
+        let left = x.pointee.raceConnectMsLeft
+        x.pointee.raceConnectMsLeft = 0
+        down { $0.armExchangeDeadline(inMs: max(left, 1)) }
+        // Connected, the TLS handshake under way: that is not raced.
+        if x.pointee.upstream?.stream.isTransportConnected == true { return }
+        let backend = currentBackend, shared = backend.shared
+        let index = (x.pointee.connectAddressIndex + 1) % shared.addressCount
+        let conn = UpstreamConnection(backend: backend, stream: server.makeUpstreamStream(for: backend))
+        do {
+            try conn.stream.connect(to: shared.address(at: index)) { [self, conn] status in
+                guard hasState else { return }
+                if x.pointee.racingUpstream === conn {
+                    racingConnectEnded(status)
+                } else if x.pointee.upstream === conn {  // promoted: the first attempt failed
+                    if status == 0 { self.upstreamConnected() } else { self.connectFailed(UVError(status)) }
+                }
+            }
+        } catch {
+            return conn.close()  // no second attempt (out of descriptors): the first goes on alone
+        }
+        let proxyProtocol = currentUpstream.balance.sendProxyProtocol
+        if proxyProtocol != 0 { sendProxyHeader(on: conn, version: proxyProtocol) }
+        x.pointee.racingUpstream = conn
+        x.pointee.racingAddressIndex = index
+    }
+
+    /// The racing connect completed first: on success it replaces the first attempt; on failure
+    /// the first goes on alone, and this request will not try that address again.
+    private func racingConnectEnded(_ status: Int32) {
+        guard let racer = x.pointee.racingUpstream else { return }
+        x.pointee.racingUpstream = nil
+        x.pointee.addressMoves += 1
+        guard status == 0 else {
+            recordConnectFailure(UVError(status), on: racer, addressIndex: x.pointee.racingAddressIndex)
+            return racer.close()
+        }
+        let shared = currentBackend.shared
+        if let first = x.pointee.upstream {
+            first.owner = nil
+            first.close()
+        }
+        shared.addressAnswered(x.pointee.racingAddressIndex)
+        x.pointee.connectAddressIndex = x.pointee.racingAddressIndex
+        x.pointee.upstream = racer
+        racer.owner = self
+        upstreamConnected()
+    }
+
+    /// The first attempt failed while the racing one is still pending: the racing one becomes
+    /// the attempt (the failed address is no longer the backend's current one).
+    private func promoteRacingConnect(after error: UVError) {
+        guard let racer = x.pointee.racingUpstream else { return }
+        x.pointee.racingUpstream = nil
+        currentBackend.shared.addressFailed(x.pointee.connectAddressIndex)
+        x.pointee.addressMoves += 1
+        if let first = x.pointee.upstream {
+            recordConnectFailure(error, on: first, addressIndex: x.pointee.connectAddressIndex)
+            first.owner = nil
+            first.close()
+        }
+        x.pointee.connectAddressIndex = x.pointee.racingAddressIndex
+        x.pointee.upstream = racer
+        racer.owner = self
+    }
+
+    /// Closes a racing connect still pending (the exchange moved on without it).
+    private func dropRacingConnect() {
+        guard let racer = x.pointee.racingUpstream else { return }
+        x.pointee.racingUpstream = nil
+        racer.close()
     }
 
     /// `try_when_all_down`: with every backend down (none healthy, none tried yet by this
@@ -659,8 +751,18 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         }
     }
 
-    /// A connect failed after `uv_tcp_connect` accepted it (refused, timed out): try the next backend.
-    private func connectFailed(_ error: UVError) {
+    /// A connect failed after `uv_tcp_connect` accepted it (refused, timed out), or the connect
+    /// deadline passed (`atDeadline`): try the next address or backend.
+    private func connectFailed(_ error: UVError, atDeadline: Bool = false) {
+        if x.pointee.racingUpstream != nil {
+            // Failed while the other address is still being tried: wait for that one.
+            if !atDeadline { return promoteRacingConnect(after: error) }
+            // Neither answered within connect_ms: both addresses count as tried, and the next
+            // one after the racer's (a name with three or more) is where this backend goes on.
+            currentBackend.shared.addressFailed(x.pointee.connectAddressIndex)
+            x.pointee.connectAddressIndex = x.pointee.racingAddressIndex
+            x.pointee.addressMoves += 1
+        }
         let problem = error.localResourceProblem
         switch x.pointee.machine.connectFailed(isLocalResourceProblem: problem != nil) {
         case .localResourceExhausted:
@@ -694,16 +796,22 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
 
     /// Records why the current backend could not be reached and lets its connection go.
     private func noteConnectFailure(_ error: UVError) {
+        recordConnectFailure(error, on: x.pointee.upstream, addressIndex: x.pointee.connectAddressIndex)
+        releaseUpstream(reusable: false, outcome: .connectFailure)
+    }
+
+    /// Why `conn`, dialling the current backend's address `addressIndex`, failed: the reason the
+    /// 502 gives and a line of the error page's attempts.
+    private func recordConnectFailure(_ error: UVError, on conn: UpstreamConnection?, addressIndex: Int) {
         let backend = currentBackend
         // A TLS backend's handshake is part of connecting: its reason says more than EPROTO.
-        let tlsReason = error.code == UVError.protocolError ? (x.pointee.upstream?.stream as? TLSStream)?.failureReason : nil
+        let tlsReason = error.code == UVError.protocolError ? (conn?.stream as? TLSStream)?.failureReason : nil
         let what = tlsReason.map { $0.hasPrefix("TLS handshake failed") ? $0 : "TLS handshake failed: \($0)" }
         // The address dialled (the backend's current one may have moved on since).
-        let dialled = backend.shared.address(at: min(x.pointee.connectAddressIndex, backend.shared.addressCount - 1))
+        let dialled = backend.shared.address(at: min(addressIndex, backend.shared.addressCount - 1))
         x.pointee.lastConnectFailure = "Bad Gateway: cannot connect to backend \(backend.id) (\(dialled)): \(what ?? error.name)"
         x.pointee.failedAttempts.append(ErrorPage.Attempt(backend: backend.id, url: backend.url, address: dialled.description,
                                           problem: what ?? ErrorPage.explain(error, url: backend.url)))
-        releaseUpstream(reusable: false, outcome: .connectFailure)
     }
 
     private func attach(_ conn: UpstreamConnection, pooled: Bool) {
@@ -717,6 +825,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// The upstream connection is open: send the head and whatever body bytes are buffered.
     private func upstreamConnected() {
         guard let conn = x.pointee.upstream else { return }
+        if x.pointee.racingUpstream != nil { dropRacingConnect() }  // the first attempt won the race
+        x.pointee.raceConnectMsLeft = 0
         conn.startReading()
         x.pointee.upstreamReady = true
         x.pointee.inspection?.connectedNs = Platform.monotonicNanos()
@@ -1032,8 +1142,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x.pointee.compressor = nil
         var clientFraming = x.pointee.responseFraming
         if let compression = x.pointee.route?.compression {
-            if !responseHasNoBody {
+            // HEAD too: it is told it varies as its GET would be (never compressed itself).
+            if !responseHasNoBody || x.pointee.request.isHEAD {
                 clientFraming = prepareCompression(compression)
+                if let compressor = x.pointee.compressor { x.pointee.inspection?.compressedAs = compressor.coding.token }
             } else if x.pointee.response.status == 304 {
                 try? ResponseCompression.rewrite(&x.pointee.response, compression.notModifiedDecision(x.pointee.request, x.pointee.response), headOnly: true)
             }
@@ -1319,7 +1431,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                                 fields: [("Retry-After", "1")])
         }
         if x.pointee.upstream != nil && !x.pointee.upstreamReady {
-            return connectFailed(UVError(UVError.timedOut))
+            if x.pointee.raceConnectMsLeft > 0 && x.pointee.racingUpstream == nil { return startRacingConnect() }
+            return connectFailed(UVError(UVError.timedOut), atDeadline: true)
         }
         let now = server.loop.now
         // A client slow to read its response is not the backend's silence.
@@ -1453,6 +1566,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     func releaseUpstream(reusable: Bool, backendKeepAliveMs: UInt64? = nil, outcome: AttemptOutcome = .notTheBackend, wake: Bool = true) {
         guard hasState else { return }
         liftPauses()
+        if x.pointee.racingUpstream != nil { dropRacingConnect() }
         if let conn = x.pointee.upstream {
             x.pointee.upstream = nil
             conn.owner = nil
@@ -1503,6 +1617,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x.pointee.waitedForKeys = false
         x.pointee.triedWhileAllDown = false
         x.pointee.addressMoves = 0
+        x.pointee.addressMovesBackend = -1
         x.pointee.servedBy = -1
         x.pointee.responseStatus = 0
         x.pointee.upstreamHeadNs = 0

@@ -21,7 +21,7 @@ public final class HealthChecker {
     private let backends: [SharedBackend]
     private let config: HealthCheckConfig
     private let timer: Timer
-    private var inFlight: [HealthProbe?]
+    private var inFlight: [ProbeRound?]
     /// Probes are being skipped for a local resource error (logged when this turns true).
     private(set) var isSkippingForLocalError = false
 
@@ -50,37 +50,15 @@ public final class HealthChecker {
     private func probeAll() {
         for i in backends.indices where inFlight[i] == nil {
             let b = backends[i]
-            probe(i, at: b.addressCount == 1 ? 0 : b.answeringIndex, triesLeft: b.addressCount - 1, first: nil)
-        }
-    }
-
-    /// Probes backend `i` at its address `index`. A backend whose name has further addresses
-    /// (`SharedBackend.fallbacks`) that fails there is probed at the next one at once; the first
-    /// that answers becomes the address every worker connects to, so a dev server that listens
-    /// on ::1 only is found although `localhost` is tried as 127.0.0.1 first.
-    ///
-    /// Only a failure to connect moves on (refused, unreachable, or unusable here: `::1` on a
-    /// machine without IPv6); an answer that is not 2xx, a timeout after connecting or a TLS
-    /// failure is the backend's verdict. When every address fails, the first one's outcome is
-    /// recorded (what the current address said).
-    private func probe(_ i: Int, at index: Int, triesLeft: Int, first: ProbeOutcome?) {
-        let b = backends[i]
-        let probe = HealthProbe(loop: loop, backend: b, address: b.address(at: index), path: config.path, timeoutMs: config.timeoutMs,
-                                proxyProtocol: proxyProtocol)
-        inFlight[i] = probe
-        probe.run { [unowned self] outcome in
-            self.inFlight[i] = nil
-            let couldNotConnect: Bool = switch outcome {
-            case .failure(let problem): problem.hasPrefix("connect: ")
-            case .noVerdict: true
-            case .success: false
+            let round = ProbeRound(loop: loop, backend: b) { [config, proxyProtocol, loop] address in
+                HealthProbe(loop: loop, backend: b, address: address, path: config.path, timeoutMs: config.timeoutMs,
+                            proxyProtocol: proxyProtocol)
             }
-            if outcome == .success {
-                b.addressAnswered(index)
-            } else if couldNotConnect && triesLeft > 0 {
-                return self.probe(i, at: (index + 1) % b.addressCount, triesLeft: triesLeft - 1, first: first ?? outcome)
+            inFlight[i] = round
+            round.run { [unowned self] outcome in
+                self.inFlight[i] = nil
+                self.record(b, outcome)
             }
-            self.record(b, outcome == .success ? outcome : first ?? outcome)
         }
     }
 
@@ -141,6 +119,8 @@ final class HealthProbe {
     private let proxyProtocol: Int
     private var received: [UInt8] = []
     private var completion: ((ProbeOutcome) -> Void)?
+    /// The TCP connection is made (a TLS handshake may still be under way).
+    var hasConnected: Bool { stream.isTransportConnected }
 
     /// Where this probe connects (one of the backend's addresses; its current one by default).
     private let address: SocketAddress
@@ -165,7 +145,8 @@ final class HealthProbe {
 
     func run(_ completion: @escaping (ProbeOutcome) -> Void) {
         self.completion = completion
-        timer.onFire = { [self] in finish(false, "no answer within \(timeoutMs) ms") }
+        // Not connected yet: the address did not answer (`ProbeRound` may try the next one).
+        timer.onFire = { [self] in finish(false, "\(hasConnected ? "" : "connect: ")no answer within \(timeoutMs) ms") }
         timer.start(timeoutMs: UInt64(timeoutMs))
         stream.onRead = { [self] bytes in
             received.append(raw: bytes)

@@ -50,11 +50,15 @@ final class InspectedExchange: Sendable {
     let totalMs: Double
     /// The URL scheme the client used (for copy-as-curl).
     let scheme: String
+    /// The content coding the proxy compressed the response with for the client (`compress`;
+    /// the recorded head and body are the backend's), nil when it went as it came.
+    let compressedAs: String?
 
     init(seq: UInt64, startedMs: Int64, method: String, target: String, host: String, protocolName: String,
          requestFields: [(name: String, value: String)], requestBody: Body, requestBodyComplete: Bool = true, replayOf: UInt64?, route: String, upstream: String,
          backend: String, status: UInt16, responseFields: [(name: String, value: String)]?, responseBody: Body, tunnel: Bool,
-         error: String?, attempts: [Attempt], queueMs: Double?, connectMs: Double?, firstByteMs: Double?, totalMs: Double, scheme: String) {
+         error: String?, attempts: [Attempt], queueMs: Double?, connectMs: Double?, firstByteMs: Double?, totalMs: Double, scheme: String,
+         compressedAs: String? = nil) {
         self.seq = seq
         self.startedMs = startedMs
         self.method = method
@@ -79,6 +83,7 @@ final class InspectedExchange: Sendable {
         self.firstByteMs = firstByteMs
         self.totalMs = totalMs
         self.scheme = scheme
+        self.compressedAs = compressedAs
     }
 
     /// What it holds, roughly, for the store's memory bound.

@@ -25,6 +25,8 @@ final class InspectionRecorder {
     var responseFields: [(name: String, value: String)]?
     var status: UInt16 = 0
     var tunnel = false
+    /// `InspectedExchange.compressedAs`.
+    var compressedAs: String?
     /// The response came from a backend (not the proxy's own answer).
     var fromBackend = false
     /// The whole request body arrived (`endRequestBody`): a replay can send it.
@@ -108,6 +110,6 @@ final class InspectionRecorder {
             queueMs: upstreamStartNs != 0 ? ms(routedNs, upstreamStartNs) : nil,
             connectMs: connectedNs != 0 ? ms(upstreamStartNs, connectedNs) : nil,
             firstByteMs: upstreamHeadNs != 0 ? ms(startNs, upstreamHeadNs) : nil,
-            totalMs: ms(startNs, endNs) ?? 0, scheme: scheme)
+            totalMs: ms(startNs, endNs) ?? 0, scheme: scheme, compressedAs: compressedAs)
     }
 }

@@ -28,6 +28,7 @@ enum InspectorAPI {
             } else {
                 out += ", \"response\": null"
             }
+            out += ", \"compressed\": " + (x.compressedAs.map(JSONText.quote) ?? "null")
             out += ", \"timings\": {\"queue_ms\": \(number(x.queueMs)), \"connect_ms\": \(number(x.connectMs)), "
                 + "\"first_byte_ms\": \(number(x.firstByteMs)), \"total_ms\": \(number(x.totalMs))}"
             out += ", \"attempts\": [" + x.attempts.map { "{\"backend\": \(JSONText.quote($0.backend)), \"outcome\": \(JSONText.quote($0.outcome))}" }
@@ -124,7 +125,8 @@ enum InspectorAPI {
         } else if x.target == "*" {
             parts += [quoted("\(x.scheme)://\(authority)"), "--request-target", "'*'"]
         } else {
-            parts.append(quoted(x.target))  // absolute form: the URL itself
+            // Absolute form: sent to the proxy as it was, not to the host the target names.
+            parts += [quoted("\(x.scheme)://\(authority)/"), "--request-target", quoted(x.target)]
         }
         for f in x.requestFields {
             switch f.name.lowercased() {
@@ -133,8 +135,12 @@ enum InspectorAPI {
             }
         }
         if x.requestBody.size > 0 {
+            let controls = x.requestBody.bytes.contains { ($0 < 0x20 && $0 != 9 && $0 != 10 && $0 != 13) || $0 == 0x7f }
             if x.requestBody.truncated {
                 parts.append("# body of \(x.requestBody.size) bytes not recorded in full")
+            } else if controls {
+                // Pasted into a terminal they would act (escape sequences) or be lost (NUL).
+                parts.append("# body of \(x.requestBody.size) bytes with control characters not shown")
             } else if let text = String(validating: x.requestBody.bytes, as: UTF8.self) {
                 parts += ["--data-binary", quoted(text)]
             } else {

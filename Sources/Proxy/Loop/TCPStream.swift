@@ -38,6 +38,8 @@ public final class TCPStream: Handle, ConnectingStream, ReadWishDriven {
     private var reading = false
 
     private var onConnect: ((Int32) -> Void)?
+    /// `connect` completed successfully.
+    public private(set) var isTransportConnected = false
     private var onShutdown: ((Int32) -> Void)?
 
     public init(loop: EventLoop) {
@@ -104,6 +106,7 @@ public final class TCPStream: Handle, ConnectingStream, ReadWishDriven {
                 let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
                 let completion = me.onConnect
                 me.onConnect = nil
+                if status == 0 { me.isTransportConnected = true }
                 if !me.isClosing { completion?(status) }
             }
         }

@@ -476,6 +476,7 @@ public final class TLSStream: ConnectingStream, ReadWishDriven {
     /// Written to the TCP connection itself, so it precedes the ClientHello (which goes out once
     /// connected).
     public func sendFirst(_ bytes: [UInt8]) { transport.sendFirst(bytes) }
+    public var isTransportConnected: Bool { transport.isTransportConnected }
     public var peerAddress: SocketAddress? { transport.peerAddress }
     public var localAddress: SocketAddress? { transport.localAddress }
     public func setNoDelay(_ on: Bool) { transport.setNoDelay(on) }

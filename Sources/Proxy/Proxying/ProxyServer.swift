@@ -678,8 +678,12 @@ public final class ProxyServer {
                 guard request.fieldIndex("x-inspect-action") != nil else {
                     return .text(403, "Forbidden: the inspector's actions need an X-Inspect-Action field (its page sends one)")
                 }
+                if let refusal = Self.inspectorCrossOriginRefusal(request) { return refusal }
             }
             return inspectorAnswer(rest, isPOST: isPOST)
+        case .inspectAPIOtherMethod:
+            return .text(405, "Method Not Allowed: the inspector's API takes GET, HEAD and POST from its own page "
+                + "(no cross-origin requests)", fields: [("Allow", "GET, HEAD, POST")])
         }
     }
 
@@ -696,6 +700,27 @@ public final class ProxyServer {
         if host == "localhost" || host.hasSuffix(".localhost") || host.allSatisfy({ $0 == "." || $0.isNumber }) { return nil }
         return .text(403, "Forbidden: the request inspector answers only for localhost or an IP address, not \"\(host)\" "
             + "(so that no other site can read it through a name that points here)")
+    }
+
+    /// A 403 for an inspector action a page of another origin sent: `Sec-Fetch-Site` other than
+    /// `same-origin` or `none`, or an `Origin` that is not this request's own (`http://` or
+    /// `https://` and its `Host`). Clients that send neither (curl) are let through.
+    static func inspectorCrossOriginRefusal(_ request: RequestHead) -> LocalReply? {
+        let b = request.bytes
+        if let i = request.fieldIndex("sec-fetch-site") {
+            let site = b.string(request.fields[i].value).lowercased()
+            if site != "same-origin" && site != "none" {
+                return .text(403, "Forbidden: the inspector's actions are taken only from its own page (Sec-Fetch-Site: \(site))")
+            }
+        }
+        if let i = request.fieldIndex("origin") {
+            let origin = b.string(request.fields[i].value).lowercased()
+            let host = request.hostField.map { b.string(request.fields[$0].value).lowercased() } ?? ""
+            if host.isEmpty || (origin != "http://" + host && origin != "https://" + host) {
+                return .text(403, "Forbidden: the inspector's actions are taken only from its own page (Origin \(origin) is not this one)")
+            }
+        }
+        return nil
     }
 
     /// Replays under way (`POST …/api/replay/SEQ`), kept until each ends.

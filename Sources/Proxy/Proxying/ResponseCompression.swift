@@ -122,7 +122,9 @@ final class ResponseCompression {
         out.append(UInt8(ascii: " "))
         out.append(contentsOf: b[head.reason])
         out.append(contentsOf: "\r\n".utf8)
-        var varyDone = !decision.vary
+        // Any `Vary` field already naming it (or `*`) is enough: not added to another one.
+        var varyDone = !decision.vary || head.fields.contains { b.equalsIgnoringCase($0.name, "vary")
+            && (hasToken(b, $0.value, "accept-encoding") || hasToken(b, $0.value, "*")) }
         let compressing = decision.coding != nil
         // Fields the backend named in `Connection` are hop-by-hop, dropped on the way to the
         // client — by name, which would drop the proxy's own `Content-Encoding` or `Vary` too.
@@ -150,9 +152,7 @@ final class ResponseCompression {
             }
             if !varyDone && b.equalsIgnoringCase(name, "vary") {
                 varyDone = true
-                if !(hasToken(b, field.value, "accept-encoding") || hasToken(b, field.value, "*")) {
-                    value += value.isEmpty ? Array("Accept-Encoding".utf8) : Array(", Accept-Encoding".utf8)
-                }
+                value += value.isEmpty ? Array("Accept-Encoding".utf8) : Array(", Accept-Encoding".utf8)
             }
             out.append(contentsOf: b[name])
             out.append(contentsOf: ": ".utf8)

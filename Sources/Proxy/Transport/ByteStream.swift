@@ -79,6 +79,14 @@ public protocol ConnectingStream: ByteStream {
     func sendFirst(_ bytes: [UInt8])
     /// `hasPendingInputOrEOF`, as far as it can be known without a system call (see `TCPStream`).
     var hasPendingInputInCurrentPoll: Bool { get }
+    /// The connection to the address is made (for TLS: the TCP connect, before the handshake).
+    /// Happy eyeballs races addresses on this, not on the handshake.
+    var isTransportConnected: Bool { get }
+}
+
+extension ConnectingStream {
+    /// Streams with no network connect of their own (in memory, files) count as connected.
+    public var isTransportConnected: Bool { true }
 }
 
 /// Reasons a stream's reading can be paused independently of each other; reading resumes when
