@@ -70,6 +70,7 @@ import Testing
         #expect(got.status == 200)
         list = try items(proxy.port)
         let hello = try #require(list.first { $0["target"] as? String == "/hello" }?["seq"] as? Int)
+        #expect(hello == seq + 1, "the inspector's own requests, never listed, take no numbers")
         let (accepted, started) = try json(proxy.port, "/_inspect/api/replay/\(hello)", method: "POST")
         #expect(accepted == 202 && started["replay_of"] as? Int == hello)
         var replay: [String: Any]? = nil

@@ -111,7 +111,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             x.pointee.inspection = nil  // the proxy's own endpoints are not listed
             return answer(reply)
         }
-        if let recorder = x.pointee.inspection { server.metrics.inspector.begin(recorder.inFlight, worker: server.worker, limits: settings.config.inspect) }
+        if let recorder = x.pointee.inspection {
+            recorder.seq = server.metrics.inspector.takeSeq()
+            server.metrics.inspector.begin(recorder.inFlight, worker: server.worker, limits: settings.config.inspect)
+        }
         if let port = listener.redirectPort {
             // `forwardTarget`: the origin-form part of an absolute-form target (admit set it).
             return answer(HTTPSRedirect.reply(for: x.pointee.request, target: x.pointee.forwardTarget ?? x.pointee.request.target, port: port))
@@ -1667,7 +1670,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             replayOf = store.replayOf(x.pointee.request.bytes.string(x.pointee.request.fields[i].value))
         }
         let config = settings.config.inspect
-        x.pointee.inspection = InspectionRecorder(seq: store.takeSeq(), request: x.pointee.request, target: x.pointee.request.target,
+        x.pointee.inspection = InspectionRecorder(seq: 0, request: x.pointee.request, target: x.pointee.request.target,
                                                   scheme: tls != nil ? "https" : "http", startNs: x.pointee.requestStartNs,
                                                   replayOf: replayOf, maxBodyBytes: config.maxBodyBytes)
     }
@@ -1678,6 +1681,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         if let backend, recorder.fromBackend { recorder.attempts.append(.init(backend: backend.id, outcome: "response \(recorder.status)")) }
         // Refused by the connection (a bad path, a stalled body): the status it answered with.
         if recorder.status == 0 { recorder.status = x.pointee.responseStatus }
+        if recorder.seq == 0 { recorder.seq = server.metrics.inspector.takeSeq() }  // refused before it was listed
         let done = recorder.finish(backend: backend?.id ?? "", upstreamStartNs: x.pointee.upstreamStartNs, upstreamHeadNs: x.pointee.upstreamHeadNs,
                                    endNs: Platform.monotonicNanos())
         server.metrics.inspector.finish(done, worker: server.worker, limits: settings.config.inspect)

@@ -7,7 +7,9 @@
 /// Ownership: the exchange (`ExchangeState.inspection`), from the request head to the exchange's
 /// end. Threading: its worker's loop only.
 final class InspectionRecorder {
-    let seq: UInt64
+    /// The number it is listed under: taken when it is listed (or finished unlisted), so the
+    /// proxy's own endpoints, which are never listed, leave no gaps. 0 until then.
+    var seq: UInt64
     let startedMs: Int64
     let startNs: UInt64
     let method: String
