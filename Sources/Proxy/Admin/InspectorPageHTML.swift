@@ -76,8 +76,9 @@ enum InspectorPageHTML {
       border-bottom: 1px solid #d0d7de; background: #f0f3f6; }
     #list .c-target { width: 100%; max-width: 0; }   /* takes what the other (content-sized) columns leave */
     #list .c-route, #list .c-backend { max-width: 180px; }
-    #list .c-notes { max-width: 110px; }
-    body.has-detail .c-time, body.has-detail .c-route, body.has-detail .c-sizes { display: none; }
+    /* Beside the detail the list is narrow: the target keeps the room (a replay's or the proxy's
+       badge shows in the detail pane instead). */
+    body.has-detail .c-time, body.has-detail .c-route, body.has-detail .c-sizes, body.has-detail .c-notes { display: none; }
     #rows tr { cursor: pointer; }
     #rows tr + tr td { border-top: 1px solid #eaeef2; }
     #rows tr:hover { background: #f6f8fa; }

@@ -55,8 +55,6 @@ struct ExchangeState: ~Copyable {
     /// how many times this request moved a backend on to its next address.
     var connectAddressIndex = 0
     var addressMoves = 0
-    /// The backend (index in the upstream) whose address moves `addressMoves` counts.
-    var addressMovesBackend = -1
     /// The backend that moved on to its next address (tried there next).
     var addressRetryBackend = -1
     /// Happy eyeballs (RFC 8305): a backend whose name has further addresses gets a second
@@ -66,6 +64,8 @@ struct ExchangeState: ~Copyable {
     /// the connect time left once the delay is over (0: no race is due).
     var racingUpstream: UpstreamConnection?
     var racingAddressIndex = 0
+    /// The racer's address when its connect failed (-1: none), skipped when the backend moves on.
+    var racerFailedIndex = -1
     var raceConnectMsLeft: UInt64 = 0
     /// Every backend was down and `try_when_all_down` sent the request to one anyway: if that
     /// connect fails, the answer is the 503 it would have had.

@@ -571,10 +571,6 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                 return failExchange(status: giveUp.status, reason: x.pointee.lastConnectFailure ?? "Bad Gateway: no backend could be reached")
             }
             x.pointee.triedBackends.insert(index)
-            if x.pointee.addressMovesBackend != index {  // address moves count per backend
-                x.pointee.addressMoves = 0
-                x.pointee.addressMovesBackend = index
-            }
             let choice = x.pointee.machine.attemptStarted()
             x.pointee.backendIndex = index
             x.pointee.servedBy = index
@@ -608,6 +604,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             }
             let connectMs = UInt64(max(settings.config.timeouts.connectMs, 1))
             let shared = backend.shared
+            x.pointee.racerFailedIndex = -1
             if shared.addressCount > 1 && x.pointee.addressMoves < shared.addressCount - 1
                 && connectMs > SharedBackend.connectionAttemptDelayMs {
                 // Another address to race if this one is slow (see `startRacingConnect`).
@@ -658,8 +655,10 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     private func racingConnectEnded(_ status: Int32) {
         guard let racer = x.pointee.racingUpstream else { return }
         x.pointee.racingUpstream = nil
-        x.pointee.addressMoves += 1
         guard status == 0 else {
+            // That address is tried: if the first fails too, the backend moves past both.
+            x.pointee.addressMoves += 1
+            x.pointee.racerFailedIndex = x.pointee.racingAddressIndex
             recordConnectFailure(UVError(status), on: racer, addressIndex: x.pointee.racingAddressIndex)
             return racer.close()
         }
@@ -762,6 +761,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
             if !atDeadline { return promoteRacingConnect(after: error) }
             // Neither answered within connect_ms: both addresses count as tried, and the next
             // one after the racer's (a name with three or more) is where this backend goes on.
+            recordConnectFailure(error, on: x.pointee.upstream, addressIndex: x.pointee.connectAddressIndex)
             currentBackend.shared.addressFailed(x.pointee.connectAddressIndex)
             x.pointee.connectAddressIndex = x.pointee.racingAddressIndex
             x.pointee.addressMoves += 1
@@ -785,6 +785,8 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     private func moveToNextAddress(of shared: SharedBackend, index: Int) {
         guard shared.addressCount > 1 && x.pointee.addressMoves < shared.addressCount - 1 else { return }
         shared.addressFailed(x.pointee.connectAddressIndex)
+        // The racer's address, next in line, already refused this request: past it too.
+        if x.pointee.racerFailedIndex >= 0 { shared.addressFailed(x.pointee.racerFailedIndex) }
         x.pointee.addressMoves += 1
         x.pointee.addressRetryBackend = index
         x.pointee.triedBackends.remove(index)
@@ -1145,12 +1147,12 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x.pointee.compressor = nil
         var clientFraming = x.pointee.responseFraming
         if let compression = x.pointee.route?.compression {
-            // HEAD too: it is told it varies as its GET would be (never compressed itself).
-            if !responseHasNoBody || x.pointee.request.isHEAD {
+            if x.pointee.response.status == 304 {
+                try? ResponseCompression.rewrite(&x.pointee.response, compression.notModifiedDecision(x.pointee.request, x.pointee.response), headOnly: true)
+            } else if !responseHasNoBody || x.pointee.request.isHEAD {
+                // HEAD too: it is told it varies as its GET would be (never compressed itself).
                 clientFraming = prepareCompression(compression)
                 if let compressor = x.pointee.compressor { x.pointee.inspection?.compressedAs = compressor.coding.token }
-            } else if x.pointee.response.status == 304 {
-                try? ResponseCompression.rewrite(&x.pointee.response, compression.notModifiedDecision(x.pointee.request, x.pointee.response), headOnly: true)
             }
         }
         down { $0.sendResponseHead(&x.pointee.response, framing: clientFraming, closeAfter: closeAfter) }
@@ -1620,7 +1622,6 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x.pointee.waitedForKeys = false
         x.pointee.triedWhileAllDown = false
         x.pointee.addressMoves = 0
-        x.pointee.addressMovesBackend = -1
         x.pointee.servedBy = -1
         x.pointee.responseStatus = 0
         x.pointee.upstreamHeadNs = 0
@@ -1673,6 +1674,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x.pointee.inspection = InspectionRecorder(seq: 0, request: x.pointee.request, target: x.pointee.request.target,
                                                   scheme: tls != nil ? "https" : "http", startNs: x.pointee.requestStartNs,
                                                   replayOf: replayOf, maxBodyBytes: config.maxBodyBytes)
+        if let local = down({ $0.clientLocalAddress }) { x.pointee.inspection?.localAuthority = local.description }
     }
 
     /// The exchange is over: its recording goes to the store, complete.

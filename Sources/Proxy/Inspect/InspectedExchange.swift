@@ -53,12 +53,15 @@ final class InspectedExchange: Sendable {
     /// The content coding the proxy compressed the response with for the client (`compress`;
     /// the recorded head and body are the backend's), nil when it went as it came.
     let compressedAs: String?
+    /// The address the client reached (`host:port`; "" when unknown): where copy as curl sends
+    /// an absolute-form request, whose Host may name another server.
+    let localAuthority: String
 
     init(seq: UInt64, startedMs: Int64, method: String, target: String, host: String, protocolName: String,
          requestFields: [(name: String, value: String)], requestBody: Body, requestBodyComplete: Bool = true, replayOf: UInt64?, route: String, upstream: String,
          backend: String, status: UInt16, responseFields: [(name: String, value: String)]?, responseBody: Body, tunnel: Bool,
          error: String?, attempts: [Attempt], queueMs: Double?, connectMs: Double?, firstByteMs: Double?, totalMs: Double, scheme: String,
-         compressedAs: String? = nil) {
+         compressedAs: String? = nil, localAuthority: String = "") {
         self.seq = seq
         self.startedMs = startedMs
         self.method = method
@@ -84,6 +87,7 @@ final class InspectedExchange: Sendable {
         self.totalMs = totalMs
         self.scheme = scheme
         self.compressedAs = compressedAs
+        self.localAuthority = localAuthority
     }
 
     /// What it holds, roughly, for the store's memory bound.

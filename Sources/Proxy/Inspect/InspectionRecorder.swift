@@ -29,6 +29,8 @@ final class InspectionRecorder {
     var tunnel = false
     /// `InspectedExchange.compressedAs`.
     var compressedAs: String?
+    /// `InspectedExchange.localAuthority`.
+    var localAuthority = ""
     /// The response came from a backend (not the proxy's own answer).
     var fromBackend = false
     /// The whole request body arrived (`endRequestBody`): a replay can send it.
@@ -112,6 +114,7 @@ final class InspectionRecorder {
             queueMs: upstreamStartNs != 0 ? ms(routedNs, upstreamStartNs) : nil,
             connectMs: connectedNs != 0 ? ms(upstreamStartNs, connectedNs) : nil,
             firstByteMs: upstreamHeadNs != 0 ? ms(startNs, upstreamHeadNs) : nil,
-            totalMs: ms(startNs, endNs) ?? 0, scheme: scheme, compressedAs: compressedAs)
+            totalMs: ms(startNs, endNs) ?? 0, scheme: scheme, compressedAs: compressedAs,
+            localAuthority: localAuthority)
     }
 }

@@ -125,8 +125,10 @@ enum InspectorAPI {
         } else if x.target == "*" {
             parts += [quoted("\(x.scheme)://\(authority)"), "--request-target", "'*'"]
         } else {
-            // Absolute form: sent to the proxy as it was, not to the host the target names.
-            parts += [quoted("\(x.scheme)://\(authority)/"), "--request-target", quoted(x.target)]
+            // Absolute form: sent to the proxy as it was (the address the client reached: its
+            // Host may name the origin), not to the host the target names.
+            let proxy = x.localAuthority.isEmpty ? authority : x.localAuthority
+            parts += [quoted("\(x.scheme)://\(proxy)/"), "--request-target", quoted(x.target)]
         }
         for f in x.requestFields {
             switch f.name.lowercased() {
@@ -141,7 +143,8 @@ enum InspectorAPI {
             } else if controls {
                 // Pasted into a terminal they would act (escape sequences) or be lost (NUL).
                 parts.append("# body of \(x.requestBody.size) bytes with control characters not shown")
-            } else if let text = String(validating: x.requestBody.bytes, as: UTF8.self) {
+            } else if let text = String(validating: x.requestBody.bytes, as: UTF8.self),
+                      !text.unicodeScalars.contains(where: { (0x80...0x9F).contains($0.value) }) {  // C1 controls act too
                 parts += ["--data-binary", quoted(text)]
             } else {
                 parts.append("# binary body of \(x.requestBody.size) bytes not shown")
