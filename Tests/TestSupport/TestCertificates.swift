@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 /// Certificates made for a test with the `openssl` command (Debian's `openssl`, which
 /// `libssl-dev` brings): a throw-away CA and leaves signed by it, in a fresh temporary folder.
@@ -55,23 +56,45 @@ public func awaitTermination(_ process: Process) {
 
 /// Runs a program to completion (bounded by the program itself); returns its exit status.
 ///
-/// Its output goes to a temporary file, not a pipe read to its end: a process another test
-/// starts at the same moment inherits the pipe's write end (Foundation's pipes are not
-/// close-on-exec), and the end of file would then wait for that process (a backend living as
-/// long as its test) — two tests deadlocked on `testPython`'s lock were seen that way.
+/// Its output is read while it runs and drained once it has exited, not read until the end of
+/// file: a process another test starts at the same moment can inherit the pipe's write end
+/// (Foundation's pipes are not close-on-exec), and the end of file would then wait for that
+/// process (a backend living as long as its test) — two tests deadlocked on `testPython`'s lock
+/// that way. (A temporary file instead of the pipe crashed libdispatch: a stale readability
+/// source met the file's reused descriptor.)
 @discardableResult
 public func run(_ program: String, _ arguments: [String], output: UnsafeMutablePointer<String>? = nil) -> Int32 {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: program)
     p.arguments = arguments
-    let path = NSTemporaryDirectory() + "proxy-run-\(UUID().uuidString).out"
-    guard FileManager.default.createFile(atPath: path, contents: nil), let file = FileHandle(forWritingAtPath: path) else { return -1 }
-    defer { try? FileManager.default.removeItem(atPath: path) }
-    p.standardOutput = file
-    p.standardError = file
-    do { try p.run() } catch { try? file.close(); return -1 }
-    try? file.close()
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    do { try p.run() } catch { return -1 }
+    let fd = pipe.fileHandleForReading.fileDescriptor
+    var data: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    func readOnce() -> Int {
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n > 0 { data += chunk[0..<n] }
+            if n >= 0 || errno != EINTR { return n }
+        }
+    }
+    while true {
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        if poll(&pfd, 1, 20) > 0 {
+            if readOnce() == 0 { break }  // the end: every writer is gone
+            continue
+        }
+        if !p.isRunning {
+            // Exited: what it wrote is in the pipe now; take it without waiting for an end.
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            while readOnce() > 0 {}
+            break
+        }
+    }
     awaitTermination(p)
-    output?.pointee = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+    output?.pointee = String(decoding: data, as: UTF8.self)
     return p.terminationStatus
 }
