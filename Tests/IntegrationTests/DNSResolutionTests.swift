@@ -80,7 +80,9 @@ struct DNSResolutionTests {
         let proxy = try startProxy(config: config, workers: 2)
         defer { proxy.stop() }
         // The first probe found ::1 (127.0.0.1 refused): the backend is up, at its IPv6 address.
-        #expect(eventually(3) { endpoints(proxy.port)["dev"]?["healthy"] as? Bool == true }, "\(endpoints(proxy.port))")
+        // (Waiting for its success, not for `healthy`: a backend counts as healthy until probed.)
+        #expect(eventually(3) { endpoints(proxy.port)["dev"]?["consecutive_successes"] as? Int == 1 }, "\(endpoints(proxy.port))")
+        #expect(endpoints(proxy.port)["dev"]?["healthy"] as? Bool == true, "\(endpoints(proxy.port))")
         #expect(endpoints(proxy.port)["dev"]?["address"] as? String == "[::1]:\(v6.port)", "\(endpoints(proxy.port))")
         for i in 0..<6 { #expect(try get(proxy.port, "/r\(i)").status == 200) }
 
