@@ -633,14 +633,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         let index = (x.pointee.connectAddressIndex + 1) % shared.addressCount
         let conn = UpstreamConnection(backend: backend, stream: server.makeUpstreamStream(for: backend))
         do {
-            try conn.stream.connect(to: shared.address(at: index)) { [self, conn] status in
-                guard hasState else { return }
-                if x.pointee.racingUpstream === conn {
-                    racingConnectEnded(status)
-                } else if x.pointee.upstream === conn {  // promoted: the first attempt failed
-                    if status == 0 { self.upstreamConnected() } else { self.connectFailed(UVError(status)) }
-                }
-            }
+            try conn.stream.connect(to: shared.address(at: index)) { [self, conn] status in connectCompleted(conn, status) }
         } catch {
             return conn.close()  // no second attempt (out of descriptors): the first goes on alone
         }
@@ -650,45 +643,52 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x.pointee.racingAddressIndex = index
     }
 
+    /// A connect this exchange started completed: the current attempt's (`x.upstream`, which a
+    /// racing connect may have become) or the racing one's. Any other is stale and ignored.
+    private func connectCompleted(_ conn: UpstreamConnection, _ status: Int32) {
+        guard hasState else { return }
+        if x.pointee.racingUpstream === conn { return racingConnectEnded(status) }
+        guard x.pointee.upstream === conn else { return }
+        if status == 0 { upstreamConnected() } else { connectFailed(UVError(status)) }
+    }
+
     /// The racing connect completed first: on success it replaces the first attempt; on failure
     /// the first goes on alone, and this request will not try that address again.
     private func racingConnectEnded(_ status: Int32) {
         guard let racer = x.pointee.racingUpstream else { return }
-        x.pointee.racingUpstream = nil
         guard status == 0 else {
+            x.pointee.racingUpstream = nil
             // That address is tried: if the first fails too, the backend moves past both.
             x.pointee.addressMoves += 1
             x.pointee.racerFailedIndex = x.pointee.racingAddressIndex
             recordConnectFailure(UVError(status), on: racer, addressIndex: x.pointee.racingAddressIndex)
             return racer.close()
         }
-        let shared = currentBackend.shared
-        if let first = x.pointee.upstream {
-            first.owner = nil
-            first.close()
-        }
-        shared.addressAnswered(x.pointee.racingAddressIndex)
-        x.pointee.connectAddressIndex = x.pointee.racingAddressIndex
-        x.pointee.upstream = racer
-        racer.owner = self
+        currentBackend.shared.addressAnswered(x.pointee.racingAddressIndex)
+        adoptRacingConnect()
         upstreamConnected()
     }
 
-    /// The first attempt failed while the racing one is still pending: the racing one becomes
-    /// the attempt (the failed address is no longer the backend's current one).
-    private func promoteRacingConnect(after error: UVError) {
+    /// The racing connection replaces the first attempt (closed) as the exchange's upstream.
+    private func adoptRacingConnect() {
         guard let racer = x.pointee.racingUpstream else { return }
         x.pointee.racingUpstream = nil
-        currentBackend.shared.addressFailed(x.pointee.connectAddressIndex)
-        x.pointee.addressMoves += 1
         if let first = x.pointee.upstream {
-            recordConnectFailure(error, on: first, addressIndex: x.pointee.connectAddressIndex)
             first.owner = nil
             first.close()
         }
         x.pointee.connectAddressIndex = x.pointee.racingAddressIndex
         x.pointee.upstream = racer
         racer.owner = self
+    }
+
+    /// The first attempt's address failed this request while a racing connect was out: the
+    /// failure is recorded, the address is no longer the backend's current one, and it counts
+    /// as tried.
+    private func firstAttemptFailed(_ error: UVError) {
+        recordConnectFailure(error, on: x.pointee.upstream, addressIndex: x.pointee.connectAddressIndex)
+        currentBackend.shared.addressFailed(x.pointee.connectAddressIndex)
+        x.pointee.addressMoves += 1
     }
 
     /// Closes a racing connect still pending (the exchange moved on without it).
@@ -743,8 +743,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
                 let shared = backend.shared
                 x.pointee.connectAddressIndex = shared.addressCount == 1 ? 0 : shared.answeringIndex
                 try conn.stream.connect(to: shared.address(at: x.pointee.connectAddressIndex)) { [self, conn] status in
-                    guard hasState && x.pointee.upstream === conn else { return }
-                    if status == 0 { self.upstreamConnected() } else { self.connectFailed(UVError(status)) }
+                    connectCompleted(conn, status)
                 }
                 return
             } catch {
@@ -757,14 +756,12 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// deadline passed (`atDeadline`): try the next address or backend.
     private func connectFailed(_ error: UVError, atDeadline: Bool = false) {
         if x.pointee.racingUpstream != nil {
-            // Failed while the other address is still being tried: wait for that one.
-            if !atDeadline { return promoteRacingConnect(after: error) }
-            // Neither answered within connect_ms: both addresses count as tried, and the next
-            // one after the racer's (a name with three or more) is where this backend goes on.
-            recordConnectFailure(error, on: x.pointee.upstream, addressIndex: x.pointee.connectAddressIndex)
-            currentBackend.shared.addressFailed(x.pointee.connectAddressIndex)
+            firstAttemptFailed(error)
+            // Failed while the other address is still being tried: that one becomes the attempt.
+            if !atDeadline { return adoptRacingConnect() }
+            // Neither answered within connect_ms: the next address after the racer's (a name
+            // with three or more) is where this backend goes on.
             x.pointee.connectAddressIndex = x.pointee.racingAddressIndex
-            x.pointee.addressMoves += 1
         }
         let problem = error.localResourceProblem
         switch x.pointee.machine.connectFailed(isLocalResourceProblem: problem != nil) {
@@ -830,8 +827,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     /// The upstream connection is open: send the head and whatever body bytes are buffered.
     private func upstreamConnected() {
         guard let conn = x.pointee.upstream else { return }
-        if x.pointee.racingUpstream != nil { dropRacingConnect() }  // the first attempt won the race
-        x.pointee.raceConnectMsLeft = 0
+        dropRacingConnect()  // the first attempt won the race
         conn.startReading()
         x.pointee.upstreamReady = true
         x.pointee.inspection?.connectedNs = Platform.monotonicNanos()
@@ -1571,7 +1567,7 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
     func releaseUpstream(reusable: Bool, backendKeepAliveMs: UInt64? = nil, outcome: AttemptOutcome = .notTheBackend, wake: Bool = true) {
         guard hasState else { return }
         liftPauses()
-        if x.pointee.racingUpstream != nil { dropRacingConnect() }
+        dropRacingConnect()
         if let conn = x.pointee.upstream {
             x.pointee.upstream = nil
             conn.owner = nil
@@ -1674,7 +1670,12 @@ final class ProxyExchange<Downstream: ExchangeDownstream>: UpstreamConnectionDel
         x.pointee.inspection = InspectionRecorder(seq: 0, request: x.pointee.request, target: x.pointee.request.target,
                                                   scheme: tls != nil ? "https" : "http", startNs: x.pointee.requestStartNs,
                                                   replayOf: replayOf, maxBodyBytes: config.maxBodyBytes)
-        if let local = down({ $0.clientLocalAddress }) { x.pointee.inspection?.localAuthority = local.description }
+        // Only copy as curl of an absolute-form request needs the address reached (a system call).
+        let target = x.pointee.request.target
+        if !target.isEmpty, x.pointee.request.bytes[target.lowerBound] != UInt8(ascii: "/"), x.pointee.request.bytes[target.lowerBound] != UInt8(ascii: "*"),
+           let local = down({ $0.clientLocalAddress }) {
+            x.pointee.inspection?.localAuthority = local.description
+        }
     }
 
     /// The exchange is over: its recording goes to the store, complete.

@@ -17,10 +17,10 @@ final class ProbeRound {
     /// Address indices in the order they are tried: the current one first.
     private let order: [Int]
     private var nextPosition = 0
-    /// Probes running, with the position in `order` of their address.
-    private var running: [(position: Int, probe: HealthProbe)] = []
-    /// The outcome at each position, once it failed.
-    private var failures: [ProbeOutcome?]
+    /// Probes running.
+    private var running: [HealthProbe] = []
+    /// How the probe at the current address (position 0) failed to connect.
+    private var currentAddressFailure: ProbeOutcome?
     private var staggerTimer: Timer?
     private var completion: ((ProbeOutcome) -> Void)?
 
@@ -31,7 +31,6 @@ final class ProbeRound {
         let count = backend.addressCount
         let first = count == 1 ? 0 : backend.answeringIndex
         order = (0..<count).map { (first + $0) % count }
-        failures = Array(repeating: nil, count: count)
     }
 
     func run(_ completion: @escaping (ProbeOutcome) -> Void) {
@@ -43,7 +42,7 @@ final class ProbeRound {
         completion = nil
         staggerTimer?.close()
         staggerTimer = nil
-        for r in running { r.probe.cancel() }
+        for probe in running { probe.cancel() }
         running = []
     }
 
@@ -52,23 +51,25 @@ final class ProbeRound {
         let position = nextPosition
         nextPosition += 1
         let probe = makeProbe(backend.address(at: order[position]))
-        running.append((position, probe))
+        running.append(probe)
         if nextPosition < order.count {
             // The next address joins in if this one has not connected by then.
-            let timer = staggerTimer ?? Timer(loop: loop)
-            staggerTimer = timer
-            timer.onFire = { [unowned self] in
-                guard completion != nil, !running.contains(where: { $0.probe.hasConnected }) else { return }
-                startNext()
+            if staggerTimer == nil {
+                let timer = Timer(loop: loop)
+                timer.onFire = { [unowned self] in
+                    guard completion != nil, !running.contains(where: \.hasConnected) else { return }
+                    startNext()
+                }
+                staggerTimer = timer
             }
-            timer.start(timeoutMs: SharedBackend.connectionAttemptDelayMs)
+            staggerTimer?.start(timeoutMs: SharedBackend.connectionAttemptDelayMs)
         }
         probe.run { [unowned self] outcome in ended(position, probe, outcome) }
     }
 
     private func ended(_ position: Int, _ probe: HealthProbe, _ outcome: ProbeOutcome) {
         guard completion != nil else { return }
-        running.removeAll { $0.probe === probe }
+        running.removeAll { $0 === probe }
         let couldNotConnect: Bool = switch outcome {
         case .failure(let problem): problem.hasPrefix("connect: ")
         case .noVerdict: true
@@ -80,12 +81,13 @@ final class ProbeRound {
         }
         // Connected and failed, or only one address: that is the backend's answer.
         if !couldNotConnect || order.count == 1 { return finish(outcome) }
-        failures[position] = outcome
-        if nextPosition < order.count && !running.contains(where: { $0.probe.hasConnected }) {
+        if position == 0 { currentAddressFailure = outcome }
+        if nextPosition < order.count && !running.contains(where: \.hasConnected) {
             staggerTimer?.stop()
             return startNext()  // refused here: the next address at once
         }
-        if running.isEmpty { finish(failures.compactMap { $0 }.first ?? outcome) }
+        // Every address failed to connect (the current one first of all): what it said.
+        if running.isEmpty { finish(currentAddressFailure ?? outcome) }
     }
 
     private func finish(_ outcome: ProbeOutcome) {

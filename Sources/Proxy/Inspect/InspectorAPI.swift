@@ -137,10 +137,9 @@ enum InspectorAPI {
             }
         }
         if x.requestBody.size > 0 {
-            let controls = x.requestBody.bytes.contains { ($0 < 0x20 && $0 != 9 && $0 != 10 && $0 != 13) || $0 == 0x7f }
             if x.requestBody.truncated {
                 parts.append("# body of \(x.requestBody.size) bytes not recorded in full")
-            } else if controls {
+            } else if x.requestBody.bytes.contains(where: { ($0 < 0x20 && $0 != 9 && $0 != 10 && $0 != 13) || $0 == 0x7f }) {
                 // Pasted into a terminal they would act (escape sequences) or be lost (NUL).
                 parts.append("# body of \(x.requestBody.size) bytes with control characters not shown")
             } else if let text = String(validating: x.requestBody.bytes, as: UTF8.self),
